@@ -1,0 +1,84 @@
+"""Fingerprints: what produced a view's or a vocabulary's embeddings.
+
+Inputs: the model identity (name, weights sha256, open_clip/torch versions, QuickGELU), precision,
+preprocessing, crop rule, frame sampling (views) or prompt (vocabularies). Outputs: a plain JSON
+dict, its short id (sha256 of the canonical JSON), and a readable diff between two fingerprints.
+A cache keeps one fingerprint per view and per vocabulary and refuses shards that differ.
+"""
+from __future__ import annotations
+
+import hashlib
+
+from xmic.cache.layout import CacheError, canonical_json
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+VIEW_KEYS = ("model", "precision", "preprocess", "crop", "sampling")
+MODEL_KEYS = ("name", "weights_sha256", "open_clip_version", "torch_version", "quick_gelu")
+
+
+def model_identity(name: str, weights_sha256: str, open_clip_version: str, torch_version: str,
+                   quick_gelu: bool) -> dict:
+    return {"name": name, "weights_sha256": weights_sha256,
+            "open_clip_version": open_clip_version, "torch_version": torch_version,
+            "quick_gelu": bool(quick_gelu)}
+
+
+def clip_preprocess(size: int = 224, interpolation: str = "bicubic",
+                    mean=CLIP_MEAN, std=CLIP_STD, resize: str = "shortest-side+center-crop") -> dict:
+    return {"size": int(size), "interpolation": interpolation, "mean": [float(x) for x in mean],
+            "std": [float(x) for x in std], "resize": resize}
+
+
+def hand_crop_rule(hand_score: float = 0.8, object_score: float = 0.01, min_box_px: float = 1.0) -> dict:
+    return {"rule": "union(hands>=hand_score, contacted objects>=object_score); full frame if none",
+            "hand_score": float(hand_score), "object_score": float(object_score),
+            "min_box_px": float(min_box_px)}
+
+
+def view_fingerprint(model: dict, precision: str, preprocess: dict, crop: dict | None,
+                     sampling: dict, **extra) -> dict:
+    fp = {"model": dict(model), "precision": precision, "preprocess": dict(preprocess),
+          "crop": None if crop is None else dict(crop), "sampling": dict(sampling)}
+    fp.update(extra)
+    check_view_fingerprint(fp, "fingerprint")
+    return fp
+
+
+def vocab_fingerprint(model: dict, precision: str, prompt: str, **extra) -> dict:
+    fp = {"model": dict(model), "precision": precision, "prompt": prompt}
+    fp.update(extra)
+    return fp
+
+
+def check_view_fingerprint(fp: dict, where: str) -> None:
+    if not isinstance(fp, dict):
+        raise CacheError(f"{where}: fingerprint must be a JSON object")
+    missing = [k for k in VIEW_KEYS if k not in fp]
+    if missing:
+        raise CacheError(f"{where}: fingerprint lacks {missing}")
+    if not isinstance(fp["model"], dict) or any(k not in fp["model"] for k in MODEL_KEYS):
+        raise CacheError(f"{where}: fingerprint.model must hold {list(MODEL_KEYS)}")
+
+
+def fingerprint_id(fp: dict) -> str:
+    return hashlib.sha256(canonical_json(fp).encode()).hexdigest()[:16]
+
+
+def diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """Lines ``key: A != B`` for every leaf where two fingerprints differ."""
+    out = []
+    for k in sorted(set(a) | set(b), key=str):
+        va, vb = a.get(k, "<absent>"), b.get(k, "<absent>")
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += diff(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            out.append(f"{prefix}{k}: {va!r} != {vb!r}")
+    return out
+
+
+def same_model(a: dict, b: dict) -> bool:
+    """Two fingerprints come from the same model (name, weights, QuickGELU)."""
+    keys = ("name", "weights_sha256", "quick_gelu")
+    return all(a["model"].get(k) == b["model"].get(k) for k in keys)

@@ -1,0 +1,264 @@
+"""``Cache``: one cache folder (one dataset), its plan, views, committed shards and index.
+
+Inputs: a cache root path. Outputs: the plan (``segments.parquet``), each view's record
+(``view.json``: width, dtype, fingerprint), the committed shards found from their markers, the
+consolidated index (``index.parquet``, rebuilt when the set of markers changed), and the state of
+any shard (done | failed | running | pending). Writing shards: ``xmic.cache.writer``; loading
+views: ``xmic.cache.reader``; vocabularies: ``xmic.cache.vocab``.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from xmic.cache import fingerprint as fpmod
+from xmic.cache.config import CacheConfig
+from xmic.cache.index import PLAN_SCHEMA, consolidate, merge_plans
+from xmic.cache.layout import (CACHE_JSON, INDEX, MARKER, ROWS, SEGMENTS, CacheError,
+                               create_json_exclusive, inside, read_json, shard_dir, view_dir,
+                               write_bytes_atomic, write_json_atomic)
+from xmic.config import config_to_dict, dump_config, from_dict
+
+FORMAT = "xmic-cache"
+VERSION = 1
+INDEX_SIGNATURE_KEY = b"xmic.markers"
+
+
+def _write_parquet_atomic(path: Path, table: pa.Table, metadata: dict | None = None) -> None:
+    if metadata:
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    write_bytes_atomic(path, sink.getvalue().to_pybytes())
+
+
+def read_parquet(path: Path, what: str) -> pa.Table:
+    try:
+        return pq.read_table(path)
+    except FileNotFoundError:
+        raise CacheError(f"{path}: {what} is missing") from None
+    except (OSError, pa.ArrowException) as e:
+        raise CacheError(f"{path}: {what} is unreadable ({e})") from None
+
+
+class Cache:
+    def __init__(self, root: Path, meta: dict, config: CacheConfig):
+        self.root = Path(root).resolve()
+        self.meta = meta
+        self.config = config
+        self._plan: pa.Table | None = None
+
+    # ---- create / open -------------------------------------------------------------------
+    @classmethod
+    def create(cls, root: str | Path, dataset: str, config: CacheConfig) -> "Cache":
+        """Create an empty cache, or open an existing one with the same dataset and config."""
+        root = Path(root)
+        if (root / CACHE_JSON).exists():
+            cache = cls.open(root)
+            if cache.meta["dataset"] != dataset:
+                raise CacheError(f"{root} is a cache of dataset {cache.meta['dataset']!r}, not "
+                                 f"{dataset!r}: one cache per dataset")
+            if cache.config != config:
+                raise CacheError(f"{root} was made with config {config_to_dict(cache.config)}; "
+                                 f"it cannot change to {config_to_dict(config)} "
+                                 "(use `xmic cache convert` for another backend)")
+            return cache
+        if root.exists() and any(root.iterdir()):
+            raise CacheError(f"{root} exists, is not empty and is not a cache; choose a new folder")
+        root.mkdir(parents=True, exist_ok=True)
+        meta = {"format": FORMAT, "version": VERSION, "dataset": dataset,
+                "backend": config.backend, "dtype": config.dtype, "config": config_to_dict(config),
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        write_bytes_atomic(root / "config.yaml", dump_config(config).encode())
+        if not create_json_exclusive(root / CACHE_JSON, meta):
+            return cls.open(root)
+        return cls(root, meta, config)
+
+    @classmethod
+    def open(cls, root: str | Path) -> "Cache":
+        root = Path(root)
+        if not (root / CACHE_JSON).exists():
+            raise CacheError(f"{root}: not an xmic cache (no {CACHE_JSON}); create one with "
+                             "`xmic cache import` or extraction")
+        meta = read_json(root / CACHE_JSON, "cache manifest")
+        if meta.get("format") != FORMAT:
+            raise CacheError(f"{root / CACHE_JSON}: not an xmic cache manifest")
+        if meta.get("version") != VERSION:
+            raise CacheError(f"{root}: cache format version {meta.get('version')} is not supported "
+                             f"by this xmic (version {VERSION})")
+        config = from_dict(CacheConfig, meta.get("config", {}), f"{root / CACHE_JSON}:config")
+        return cls(root, meta, config)
+
+    @property
+    def backend(self) -> str:
+        return self.config.backend
+
+    @property
+    def dataset(self) -> str:
+        return self.meta["dataset"]
+
+    @contextmanager
+    def lock(self):
+        """Exclusive lock for plan and view-record changes (shards need none: one writer each)."""
+        with open(self.root / ".lock", "a") as f:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+    # ---- plan ----------------------------------------------------------------------------
+    def plan(self) -> pa.Table:
+        if self._plan is None:
+            path = self.root / SEGMENTS
+            self._plan = (read_parquet(path, "segment plan") if path.exists()
+                          else PLAN_SCHEMA.empty_table())
+        return self._plan
+
+    def add_plan(self, plan: pa.Table) -> pa.Table:
+        """Add one split's planned segments (see ``index.make_plan``); returns the whole plan."""
+        with self.lock():
+            self._plan = None
+            merged = merge_plans(self.plan(), plan)
+            if merged is not self.plan():
+                _write_parquet_atomic(self.root / SEGMENTS, merged)
+            self._plan = merged
+        return merged
+
+    def splits(self) -> list[str]:
+        return sorted(set(self.plan()["split"].to_pylist()))
+
+    def shards(self, split: str | None = None) -> list[str]:
+        plan = self.plan()
+        if split is not None:
+            import pyarrow.compute as pc
+            plan = plan.filter(pc.equal(plan["split"], split))
+        return list(dict.fromkeys(plan["shard"].to_pylist()))
+
+    def shard_segments(self, shard: str) -> pa.Table:
+        import pyarrow.compute as pc
+        plan = self.plan()
+        return plan.filter(pc.equal(plan["shard"], shard))
+
+    # ---- views ---------------------------------------------------------------------------
+    def views(self) -> dict[str, dict]:
+        out = {}
+        vroot = self.root / "views"
+        if vroot.is_dir():
+            for p in sorted(vroot.iterdir()):
+                if (p / "view.json").exists():
+                    out[p.name] = read_json(p / "view.json", f"record of view {p.name}")
+        return out
+
+    def view(self, name: str) -> dict:
+        path = view_dir(self.root, name) / "view.json"
+        if not path.exists():
+            have = sorted(self.views())
+            raise CacheError(f"{self.root}: no view {name!r} (views here: {have})")
+        return read_json(path, f"record of view {name}")
+
+    def register_view(self, name: str, dim: int, fingerprint: dict) -> dict:
+        """Record a view's width and fingerprint on first use; later shards must match them."""
+        fpmod.check_view_fingerprint(fingerprint, f"view {name}")
+        rec = {"name": name, "dim": int(dim), "dtype": self.config.dtype,
+               "fingerprint": fingerprint, "fingerprint_id": fpmod.fingerprint_id(fingerprint)}
+        path = view_dir(self.root, name) / "view.json"
+        if not create_json_exclusive(path, rec):
+            self.check_view(name, dim, fingerprint)
+        return rec
+
+    def check_view(self, name: str, dim: int, fingerprint: dict) -> None:
+        have = self.view(name)
+        if have["dim"] != dim:
+            raise CacheError(f"view {name!r} of {self.root} holds width {have['dim']}, "
+                             f"refusing data of width {dim}")
+        if have["fingerprint"] != fingerprint:
+            lines = "; ".join(fpmod.diff(have["fingerprint"], fingerprint))
+            raise CacheError(f"view {name!r} of {self.root} has fingerprint "
+                             f"{have['fingerprint_id']}, refusing a shard with fingerprint "
+                             f"{fpmod.fingerprint_id(fingerprint)} ({lines}); write it to a new "
+                             "view name or a new cache")
+
+    # ---- shards --------------------------------------------------------------------------
+    def committed(self, view: str) -> dict[str, Path]:
+        """Shard name -> folder, for every shard of ``view`` with a completion marker."""
+        vdir = view_dir(self.root, view)
+        out = {}
+        if vdir.is_dir():
+            with os.scandir(vdir) as it:
+                for e in it:
+                    if e.is_dir() and not e.name.startswith(".") and \
+                            os.path.exists(os.path.join(e.path, MARKER)):
+                        out[e.name] = Path(e.path)
+        return out
+
+    def marker(self, view: str, shard: str) -> dict:
+        return read_json(shard_dir(self.root, view, shard) / MARKER, f"marker of shard {shard}")
+
+    def shard_state(self, view: str, shard: str) -> str:
+        sdir = shard_dir(self.root, view, shard)
+        if (sdir / MARKER).exists():
+            return "done"
+        if sdir.with_name(shard + ".failed.json").exists():
+            return "failed"
+        tmp = view_dir(self.root, view) / ".tmp"
+        if tmp.is_dir() and any(p.name.startswith(shard + ".") for p in tmp.iterdir()):
+            return "running"
+        return "pending"
+
+    def attempts(self, view: str, shard: str) -> int:
+        log = view_dir(self.root, view) / ".attempts" / f"{shard}.log"
+        return len(log.read_text().splitlines()) if log.exists() else 0
+
+    def shard_rows(self, view: str, shard: str) -> pa.Table:
+        return read_parquet(shard_dir(self.root, view, shard) / ROWS, f"rows of shard {shard}")
+
+    # ---- index ---------------------------------------------------------------------------
+    def _signature(self) -> str:
+        parts = []
+        for view in sorted(self.views()):
+            for shard, path in sorted(self.committed(view).items()):
+                st = os.stat(path / MARKER)
+                parts.append(f"{view}/{shard}:{st.st_mtime_ns}:{st.st_size}")
+        seg = self.root / SEGMENTS
+        if seg.exists():
+            st = os.stat(seg)
+            parts.append(f"plan:{st.st_mtime_ns}:{st.st_size}")
+        import hashlib
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+    def index(self, refresh: bool = False) -> pa.Table:
+        """Consolidated index; rebuilt from plan + markers when they changed since it was written."""
+        path = self.root / INDEX
+        sig = self._signature()
+        if path.exists() and not refresh:
+            table = read_parquet(path, "index")
+            if (table.schema.metadata or {}).get(INDEX_SIGNATURE_KEY, b"").decode() == sig:
+                return table
+        committed = {v: {s: self.shard_rows(v, s) for s in self.committed(v)} for v in self.views()}
+        table = consolidate(self.plan(), committed)
+        try:
+            _write_parquet_atomic(path, table, {INDEX_SIGNATURE_KEY: sig.encode()})
+        except OSError:
+            pass  # a read-only cache: the index is derived, so serve it from memory
+        return table
+
+    def resolve(self, *parts: str) -> Path:
+        return inside(self.root, *parts)
+
+    def write_json(self, rel: str, obj) -> None:
+        write_json_atomic(self.resolve(rel), obj)
+
+    def __repr__(self) -> str:
+        return f"Cache({str(self.root)!r}, dataset={self.dataset!r}, backend={self.backend!r})"
+
+
+def describe_fingerprint(fp: dict) -> str:
+    return json.dumps(fp, sort_keys=True)

@@ -1,0 +1,198 @@
+"""``ShardWriter``: the only way data enters a cache; one writer per (view, shard).
+
+Inputs: a ``Cache``, a view name, width D and fingerprint, a shard name from the plan; then per
+segment of the shard either ``add(segment_id, frames [n, D], frame_indices)`` or
+``fail(segment_id, error)``. Output on ``commit()``: ``views/VIEW/SHARD/`` holding the data file,
+``rows.parquet`` and ``marker.json`` (rows, checksum, file sizes, fingerprint, config, timing).
+Everything is written in ``views/VIEW/.tmp/`` and fsynced, the marker last, then the folder is
+renamed into place: readers see the whole shard or none of it, and of two writers racing on the
+same shard exactly one commits. A writer that raises leaves ``SHARD.failed.json`` with the error.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from xmic.cache import fingerprint as fpmod
+from xmic.cache.backends import array_checksum, write_array
+from xmic.cache.index import rows_table
+from xmic.cache.layout import (DATA, MARKER, ROWS, CacheError, commit_dir, sha256_file,
+                               shard_dir, stale_tmp, tmp_name, view_dir, write_json_atomic)
+from xmic.cache.store import Cache
+from xmic.config import config_to_dict
+
+FP16_MAX = float(np.finfo(np.float16).max)
+
+
+def data_files(data_path: Path) -> dict[str, int]:
+    """Relative path -> size of every file of a shard's data (a file, or a zarr folder)."""
+    base = data_path.parent
+    if data_path.is_file():
+        return {data_path.name: data_path.stat().st_size}
+    out = {}
+    for dirpath, _, files in os.walk(data_path):
+        for f in files:
+            p = Path(dirpath) / f
+            out[str(p.relative_to(base))] = p.stat().st_size
+    return dict(sorted(out.items()))
+
+
+def to_storage(frames: np.ndarray, dtype: str, dim: int, where: str) -> np.ndarray:
+    """Check one segment's frames [n, D] and cast them to the cache dtype."""
+    a = np.asarray(frames)
+    if a.ndim != 2 or a.shape[1] != dim:
+        raise CacheError(f"{where}: expected an array [frames, {dim}], got shape {a.shape}")
+    if a.shape[0] == 0:
+        raise CacheError(f"{where}: no frames")
+    if not np.issubdtype(a.dtype, np.floating):
+        raise CacheError(f"{where}: expected floating-point embeddings, got dtype {a.dtype}")
+    if not np.isfinite(a).all():
+        bad = int((~np.isfinite(a)).any(axis=1).sum())
+        raise CacheError(f"{where}: {bad} frame(s) hold NaN or Inf")
+    if dtype == "float16":
+        peak = float(np.abs(a).max())
+        if peak > FP16_MAX:
+            raise CacheError(f"{where}: values up to {peak:.4g} overflow float16 (max {FP16_MAX:.0f}); "
+                             "use a float32 cache (--set dtype=float32)")
+    return np.ascontiguousarray(a, dtype=dtype)
+
+
+class ShardWriter:
+    def __init__(self, cache: Cache, view: str, shard: str, dim: int, fingerprint: dict,
+                 producer_config: dict | None = None, provenance: dict | None = None):
+        self.cache, self.view, self.shard, self.dim = cache, view, shard, int(dim)
+        self.fingerprint = fingerprint
+        self.producer_config = producer_config or {}
+        self.provenance = provenance or {}
+        plan = cache.shard_segments(shard)
+        if plan.num_rows == 0:
+            raise CacheError(f"shard {shard!r} is not in the plan of {cache.root}")
+        self.segment_ids: list[str] = plan["segment_id"].to_pylist()
+        self._pos = {s: i for i, s in enumerate(self.segment_ids)}
+        self._results: dict[str, tuple] = {}
+        cache.register_view(view, self.dim, fingerprint)
+        self.final = shard_dir(cache.root, view, shard)
+        self.tmp_root = view_dir(cache.root, view) / ".tmp"
+        self.tmp_root.mkdir(parents=True, exist_ok=True)
+        for p in stale_tmp(self.tmp_root, shard):
+            shutil.rmtree(p, ignore_errors=True)
+        self.attempt = self._log_attempt()
+        self.started = time.time()
+        self.tmp: Path | None = None
+
+    def _log_attempt(self) -> int:
+        log = view_dir(self.cache.root, self.view) / ".attempts" / f"{self.shard}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        line = f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {socket.gethostname()} {os.getpid()}\n"
+        with open(log, "a") as f:  # O_APPEND: concurrent lines do not interleave
+            f.write(line)
+        return len(log.read_text().splitlines())
+
+    def is_done(self) -> bool:
+        return (self.final / MARKER).exists()
+
+    def _slot(self, segment_id: str) -> int:
+        if segment_id not in self._pos:
+            raise CacheError(f"segment {segment_id!r} is not planned in shard {self.shard}")
+        if segment_id in self._results:
+            raise CacheError(f"segment {segment_id!r} given twice to shard {self.shard}")
+        return self._pos[segment_id]
+
+    def add(self, segment_id: str, frames: np.ndarray, frame_indices) -> None:
+        """Store one segment's frames [n, D]; ``frame_indices`` [n] are the video frames encoded."""
+        self._slot(segment_id)
+        where = f"view {self.view}, segment {segment_id}"
+        arr = to_storage(frames, self.cache.config.dtype, self.dim, where)
+        fi = [int(x) for x in frame_indices]
+        if len(fi) != arr.shape[0]:
+            raise CacheError(f"{where}: {arr.shape[0]} frames but {len(fi)} frame indices")
+        self._results[segment_id] = ("ok", arr, fi, None)
+
+    def fail(self, segment_id: str, error: str) -> None:
+        """Record that a segment could not be produced (no data is written for it)."""
+        self._slot(segment_id)
+        self._results[segment_id] = ("failed", None, [], str(error) or "unknown error")
+
+    def commit(self) -> bool:
+        """Write and commit the shard; True if this writer's commit won, False if another
+        writer had already committed the same shard."""
+        missing = [s for s in self.segment_ids if s not in self._results]
+        if missing:
+            raise CacheError(f"shard {self.shard} of view {self.view}: {len(missing)} planned "
+                             f"segment(s) neither added nor failed, e.g. {missing[:3]}")
+        if self.is_done():
+            return False
+        arrays, offsets, counts, fis, sts, errs = [], [], [], [], [], []
+        row = 0
+        for sid in self.segment_ids:
+            st, arr, fi, err = self._results[sid]
+            n = 0 if arr is None else arr.shape[0]
+            offsets.append(row)
+            counts.append(n)
+            fis.append(fi)
+            sts.append(st)
+            errs.append(err)
+            if arr is not None:
+                arrays.append(arr)
+            row += n
+        data = (np.concatenate(arrays) if arrays
+                else np.zeros((0, self.dim), dtype=self.cache.config.dtype))  # [rows, D]
+        self.tmp = self.tmp_root / tmp_name(self.shard)
+        self.tmp.mkdir()
+        cfg = self.cache.config
+        data_path = write_array(cfg.backend, self.tmp, data, cfg.chunk_rows, cfg.compression)
+        pq.write_table(rows_table(self.segment_ids, offsets, counts, fis, sts, errs),
+                       self.tmp / ROWS)
+        seconds = time.time() - self.started
+        marker = {
+            "format": "xmic-shard", "version": 1, "view": self.view, "shard": self.shard,
+            "backend": cfg.backend, "data": DATA[cfg.backend], "rows": int(row), "dim": self.dim,
+            "dtype": cfg.dtype, "segments": len(self.segment_ids),
+            "ok": sts.count("ok"), "failed": sts.count("failed"),
+            "checksum": array_checksum(data), "files": data_files(data_path),
+            "rows_sha256": sha256_file(self.tmp / ROWS),
+            "fingerprint": self.fingerprint,
+            "fingerprint_id": fpmod.fingerprint_id(self.fingerprint),
+            "config": {"cache": config_to_dict(cfg), "producer": self.producer_config},
+            "provenance": self.provenance,
+            "stats": {"attempt": self.attempt, "host": socket.gethostname(), "pid": os.getpid(),
+                      "seconds": round(seconds, 3), "frames": int(row),
+                      "frames_per_s": round(row / seconds, 1) if seconds > 0 else None,
+                      "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+        }
+        write_json_atomic(self.tmp / MARKER, marker)
+        won = commit_dir(self.tmp, self.final)
+        self.tmp = None
+        if won:
+            failed = self.final.with_name(self.shard + ".failed.json")
+            if failed.exists():
+                failed.unlink()
+        return won
+
+    def record_failure(self, exc: BaseException) -> None:
+        if self.is_done():
+            return
+        write_json_atomic(self.final.with_name(self.shard + ".failed.json"), {
+            "shard": self.shard, "view": self.view, "attempt": self.attempt,
+            "error": f"{type(exc).__name__}: {exc}",
+            "traceback": "".join(traceback.format_exception(exc))[-4000:],
+            "host": socket.gethostname(), "pid": os.getpid(),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+
+    def __enter__(self) -> "ShardWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if self.tmp is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            self.tmp = None
+        if exc is not None and isinstance(exc, Exception):
+            self.record_failure(exc)
+        return False
