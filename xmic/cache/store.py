@@ -9,7 +9,6 @@ views: ``xmic.cache.reader``; vocabularies: ``xmic.cache.vocab``.
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import time
 from contextlib import contextmanager
@@ -258,7 +257,3 @@ class Cache:
 
     def __repr__(self) -> str:
         return f"Cache({str(self.root)!r}, dataset={self.dataset!r}, backend={self.backend!r})"
-
-
-def describe_fingerprint(fp: dict) -> str:
-    return json.dumps(fp, sort_keys=True)

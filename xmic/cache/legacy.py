@@ -1,0 +1,125 @@
+"""Import features made by the released X-MIC code, with a restricted unpickler.
+
+Inputs: one pickle per (split, view) holding ``dict[segment_id -> float array [n_frames, D]]``
+(every frame of the segment), and the dataset's annotation rows (``annotations.Segments``).
+Output: the split planned into the cache, and every (view, shard) committed; segments that the
+annotations name but a pickle lacks become failed rows. Frame indices are 0..n-1 of the stored
+frames. The pickle loader admits only dicts, lists, tuples, strings, numbers and numpy arrays.
+"""
+from __future__ import annotations
+
+import io
+import pickle
+from pathlib import Path
+
+import numpy as np
+
+from xmic.cache.annotations import Segments
+from xmic.cache.index import make_plan
+from xmic.cache.layout import CacheError, sha256_file
+from xmic.cache.store import Cache
+from xmic.cache.writer import ShardWriter, to_storage
+
+# (module, name) pairs a numpy array or scalar needs to unpickle; nothing here runs user code.
+SAFE_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("_codecs", "encode"),  # protocol-2 pickles carry array bytes as latin-1 strings
+    ("collections", "OrderedDict"),
+}
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if (module, name) in SAFE_GLOBALS:
+            return super().find_class(module, name)
+        if module == "numpy.dtypes" and name.endswith("DType"):  # numpy >= 1.25 dtype classes
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(
+            f"global '{module}.{name}' is not allowed: only dicts, lists, tuples, strings, "
+            "numbers and numpy arrays may appear in a feature pickle")
+
+
+def safe_load_pickle(path: Path):
+    """Unpickle ``path`` admitting only plain data and numpy arrays; errors name the file."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            return RestrictedUnpickler(io.BufferedReader(f, 1 << 20)).load()
+    except FileNotFoundError:
+        raise CacheError(f"{path}: pickle not found") from None
+    except pickle.UnpicklingError as e:
+        raise CacheError(f"{path}: refused: {e}") from None
+    except (EOFError, ValueError, TypeError, AttributeError, ImportError, IndexError,
+            KeyError, OSError, MemoryError) as e:
+        raise CacheError(f"{path}: not a readable feature pickle ({type(e).__name__}: {e})") from None
+
+
+def read_feature_pickle(path: Path) -> dict:
+    """Load and check one X-MIC feature pickle: dict[str -> float array [n, D]], one D."""
+    data = safe_load_pickle(path)
+    if not isinstance(data, dict):
+        raise CacheError(f"{path}: expected a dict of segment id -> array, got {type(data).__name__}")
+    dims = set()
+    for k, v in data.items():
+        if not isinstance(k, str):
+            raise CacheError(f"{path}: key {k!r} is not a segment id string")
+        if not isinstance(v, np.ndarray) or v.ndim != 2:
+            raise CacheError(f"{path}: key {k!r}: expected an array [frames, D], got "
+                             f"{getattr(v, 'shape', type(v).__name__)}")
+        dims.add(v.shape[1])
+    if len(dims) > 1:
+        raise CacheError(f"{path}: arrays of several widths {sorted(dims)}; one view has one width")
+    return data
+
+
+def import_split(cache: Cache, segments: Segments, split: str, views: dict[str, Path],
+                 fingerprints: dict[str, dict], shard_prefix: str | None = None,
+                 progress=None) -> dict:
+    """Plan ``segments`` as ``split`` and import each view's pickle. Re-running skips committed
+    shards, so an interrupted import resumes. Returns a summary dict."""
+    loaded = {}
+    for view, path in views.items():
+        data = read_feature_pickle(path)
+        if not data:
+            raise CacheError(f"{path}: the pickle holds no segments")
+        dim = next(iter(data.values())).shape[1]
+        if view in cache.views() and cache.view(view)["dim"] != dim:
+            raise CacheError(f"{path}: arrays have width {dim}, view {view} of this cache holds "
+                             f"width {cache.view(view)['dim']}")
+        for k, v in data.items():  # refuse bad values before anything is written
+            to_storage(v, cache.config.dtype, dim, f"{path}: key {k!r}")
+        loaded[view] = (data, dim, sha256_file(path))
+    plan = make_plan(segments.columns, cache.config.shard_segments, shard_prefix or split)
+    cache.add_plan(plan)
+    plan_ids = set(segments.columns["segment_id"])
+    summary = {"split": split, "segments": len(segments), "views": {}}
+    shards = cache.shards(split)
+    for view, (data, dim, digest) in loaded.items():
+        committed = skipped = 0
+        fp = fingerprints[view]
+        for shard in shards:
+            if cache.shard_state(view, shard) == "done":
+                skipped += 1
+                continue
+            with ShardWriter(cache, view, shard, dim, fp,
+                             provenance={"format": "xmic-pickle", "file": str(Path(views[view])),
+                                         "file_sha256": digest}) as w:
+                for sid in w.segment_ids:
+                    arr = data.get(sid)
+                    if arr is None:
+                        w.fail(sid, f"segment missing from {Path(views[view]).name}")
+                    else:
+                        w.add(sid, arr, range(arr.shape[0]))
+                committed += int(w.commit())
+            if progress:
+                progress(view, shard)
+        missing = sum(1 for s in plan_ids if s not in data)
+        unused = sum(1 for s in data if s not in plan_ids)
+        summary["views"][view] = {"dim": dim, "shards_committed": committed,
+                                  "shards_already_done": skipped, "missing_segments": missing,
+                                  "unused_pickle_keys": unused}
+    cache.index(refresh=True)
+    return summary

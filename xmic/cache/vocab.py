@@ -1,0 +1,123 @@
+"""Vocabularies: class names in order and their text embeddings [C, D].
+
+Inputs: a ``Cache``, a name (``noun``, ``verb``, ...), class names, an embedding array [C, D]
+(or files: a class list and a ``.npy`` / torch file loaded with ``weights_only=True``), the prompt
+and a fingerprint. Output: ``vocab/NAME/{vocab.json, embeddings.npy}`` committed atomically, and
+``Vocab`` when loaded (the checksum is checked on every load).
+"""
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from xmic.cache import fingerprint as fpmod
+from xmic.cache.backends import array_checksum
+from xmic.cache.layout import (CacheError, commit_dir, read_json, tmp_name, vocab_dir,
+                               write_json_atomic)
+from xmic.cache.store import Cache
+
+
+@dataclass
+class Vocab:
+    name: str
+    classes: list[str]
+    embeddings: np.ndarray  # [C, D] float32
+    prompt: str
+    fingerprint: dict
+
+    @property
+    def dim(self) -> int:
+        return int(self.embeddings.shape[1])
+
+
+def check_embeddings(emb, n_classes: int, where: str) -> np.ndarray:
+    a = np.asarray(emb)
+    if a.ndim != 2:
+        raise CacheError(f"{where}: expected an array [classes, D], got shape {a.shape}")
+    if not np.issubdtype(a.dtype, np.floating):
+        raise CacheError(f"{where}: expected floating-point embeddings, got dtype {a.dtype}")
+    if a.shape[0] != n_classes:
+        raise CacheError(f"{where}: {a.shape[0]} embeddings for {n_classes} class names; "
+                         "the class list and the embeddings must be in the same order and length")
+    if not np.isfinite(a).all():
+        rows = np.flatnonzero(~np.isfinite(a).all(axis=1))[:5].tolist()
+        raise CacheError(f"{where}: NaN or Inf in embedding rows {rows}")
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+def add_vocab(cache: Cache, name: str, classes: list[str], embeddings, prompt: str,
+              fingerprint: dict, replace: bool = False, source: dict | None = None) -> Vocab:
+    emb = check_embeddings(embeddings, len(classes), f"vocabulary {name}")
+    if len(set(classes)) != len(classes):
+        dup = sorted({c for c in classes if classes.count(c) > 1})[:5]
+        raise CacheError(f"vocabulary {name}: duplicate class names {dup}")
+    final = vocab_dir(cache.root, name)
+    if final.exists() and not replace:
+        raise CacheError(f"{cache.root}: vocabulary {name!r} exists; pass --replace to overwrite it")
+    tmp = final.parent / ("." + tmp_name(name))
+    tmp.mkdir(parents=True)
+    try:
+        np.save(tmp / "embeddings.npy", emb, allow_pickle=False)
+        write_json_atomic(tmp / "vocab.json", {
+            "name": name, "classes": list(classes), "prompt": prompt, "dim": int(emb.shape[1]),
+            "dtype": "float32", "checksum": array_checksum(emb), "fingerprint": fingerprint,
+            "fingerprint_id": fpmod.fingerprint_id(fingerprint), "source": source or {}})
+        if final.exists():
+            old = final.parent / ("." + tmp_name(name + ".old"))
+            final.rename(old)
+            shutil.rmtree(old)
+        if not commit_dir(tmp, final):
+            raise CacheError(f"vocabulary {name!r} was written by another process meanwhile")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return Vocab(name, list(classes), emb, prompt, fingerprint)
+
+
+def vocab_names(cache: Cache) -> list[str]:
+    root = cache.root / "vocab"
+    return sorted(p.name for p in root.iterdir() if (p / "vocab.json").exists()) if root.is_dir() else []
+
+
+def load_vocab(cache: Cache, name: str) -> Vocab:
+    d = vocab_dir(cache.root, name)
+    if not (d / "vocab.json").exists():
+        raise CacheError(f"{cache.root}: no vocabulary {name!r} (have {vocab_names(cache)}); add it "
+                         "with `xmic cache import-text` or extraction")
+    meta = read_json(d / "vocab.json", f"vocabulary {name}")
+    try:
+        emb = np.load(d / "embeddings.npy", allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise CacheError(f"{d / 'embeddings.npy'}: unreadable ({e})") from None
+    if array_checksum(emb) != meta.get("checksum"):
+        raise CacheError(f"{d / 'embeddings.npy'}: checksum differs from vocab.json; the file is "
+                         "damaged, re-run import-text or extraction")
+    return Vocab(name, meta["classes"], emb, meta.get("prompt", ""), meta.get("fingerprint", {}))
+
+
+def read_embeddings_file(path: Path, key: str | None = None) -> np.ndarray:
+    """[C, D] from ``.npy`` (no pickles) or a torch file (``weights_only=True``; a dict needs key)."""
+    path = Path(path)
+    if not path.exists():
+        raise CacheError(f"{path}: embeddings file not found")
+    if path.suffix == ".npy":
+        try:
+            return np.load(path, allow_pickle=False)
+        except ValueError as e:
+            raise CacheError(f"{path}: not a plain .npy array ({e})") from None
+    import torch
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CacheError(f"{path}: refused or unreadable torch file ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:200]}); only plain tensors are accepted") from None
+    if isinstance(obj, dict):
+        if key is None or key not in obj:
+            raise CacheError(f"{path}: holds a dict with keys {sorted(map(str, obj))}; "
+                             "choose one with --key")
+        obj = obj[key]
+    if not isinstance(obj, torch.Tensor):
+        raise CacheError(f"{path}: expected a tensor, got {type(obj).__name__}")
+    return obj.detach().float().numpy()

@@ -1,0 +1,234 @@
+"""The ``xmic`` command line: one group per pipeline stage, plus ``demo``.
+
+Inputs: command-line arguments. Outputs: whatever the stage writes, and one-line errors
+(``error: ...``, exit 2) for any ``XmicError``. The only module that imports click.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from xmic.config import XmicError, load_config
+
+
+def _fail(e: Exception):
+    click.echo(f"error: {e}", err=True)
+    sys.exit(2)
+
+
+class XmicGroup(click.Group):
+    """Turns XmicError into a one-line message instead of a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except XmicError as e:
+            _fail(e)
+
+
+@click.group(cls=XmicGroup, context_settings={"help_option_names": ["-h", "--help"]})
+def main():
+    """xmic: X-MIC adapters for cross-dataset egocentric action recognition, on a feature cache.
+
+    Stages: extract -> cache -> slurm -> train -> evaluate. Run `xmic demo` for a first look.
+    """
+
+
+@main.group(cls=XmicGroup)
+def cache():
+    """Inspect, check, import and convert feature caches."""
+
+
+@main.group(cls=XmicGroup)
+def extract():
+    """Frozen CLIP embeddings of frames, hand crops and class names (no commands yet)."""
+
+
+@main.group(cls=XmicGroup)
+def slurm():
+    """Run extraction as Slurm job arrays (no commands yet)."""
+
+
+@main.group(cls=XmicGroup)
+def train():
+    """Fit the X-MIC adapter and baselines on cached features (no commands yet)."""
+
+
+@main.group(cls=XmicGroup)
+def evaluate():
+    """Cross-dataset evaluation and the paper's tables (no commands yet)."""
+
+
+def _cache_config(config_path, sets):
+    from xmic.cache.config import CacheConfig
+    return load_config(CacheConfig, config_path, sets)
+
+
+@cache.command("info")
+@click.argument("cache_dir", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def cache_info(cache_dir, as_json):
+    """Datasets, splits, views, shard states, bytes, vocabularies and fingerprints."""
+    from xmic.cache import Cache
+    from xmic.cache.ops import format_info, info
+    d = info(Cache.open(cache_dir))
+    click.echo(json.dumps(d, indent=1) if as_json else format_info(d))
+
+
+@cache.command("verify")
+@click.argument("cache_dir", type=click.Path(path_type=Path))
+@click.option("--deep", is_flag=True, help="Also recompute every data checksum.")
+@click.option("--partial", is_flag=True, help="Accept shards not committed yet.")
+def cache_verify(cache_dir, deep, partial):
+    """Check markers, rows, index, fingerprints, values (and checksums). Exit 1 on problems."""
+    from xmic.cache import Cache
+    from xmic.cache.verify import verify
+    problems = verify(Cache.open(cache_dir), deep=deep, partial=partial)
+    for p in problems:
+        click.echo(p)
+    if problems:
+        click.echo(f"{len(problems)} problem(s) in {cache_dir}", err=True)
+        sys.exit(1)
+    click.echo(f"ok: {cache_dir} verified{' (deep)' if deep else ''}")
+
+
+@cache.command("convert")
+@click.argument("cache_dir", type=click.Path(path_type=Path))
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--to", "backend", type=click.Choice(["zarr", "hdf5"]), required=True)
+def cache_convert(cache_dir, out, backend):
+    """Write the same cache with another backend into OUT (resumable)."""
+    from tqdm import tqdm
+
+    from xmic.cache import Cache
+    from xmic.cache.ops import convert
+    from xmic.cache.verify import verify
+    src = Cache.open(cache_dir)
+    total = sum(len(src.committed(v)) for v in src.views())
+    with tqdm(total=total, desc="convert", unit="shard", disable=None) as bar:
+        dst = convert(src, out, backend, progress=lambda v, s: bar.update())
+    problems = verify(dst, partial=True)
+    if problems:
+        raise XmicError(f"converted cache {out} fails verify: {problems[0]}")
+    click.echo(f"converted {cache_dir} -> {out} ({backend}); verify ok")
+
+
+def _import_fingerprint(view: str, model_name: str, weights_sha256: str, quick_gelu: bool) -> dict:
+    from xmic.cache import fingerprint as F
+    model = F.model_identity(model_name, weights_sha256, "unknown (imported)",
+                             "unknown (imported)", quick_gelu)
+    crop = F.hand_crop_rule() if "hand" in view else None
+    return F.view_fingerprint(model, "unknown (imported)", F.clip_preprocess(), crop,
+                              {"policy": "all", "source": "xmic-pickle"})
+
+
+_model_options = [
+    click.option("--model-name", default="ViT-B-16-quickgelu", show_default=True,
+                 help="open_clip model that made the features (fingerprint)."),
+    click.option("--weights-sha256", default="openai", show_default=True,
+                 help="sha256 of the weights file that made the features (fingerprint)."),
+    click.option("--quick-gelu/--no-quick-gelu", default=True, show_default=True),
+]
+
+
+def _with_model_options(f):
+    for opt in reversed(_model_options):
+        f = opt(f)
+    return f
+
+
+@cache.command("import")
+@click.argument("cache_dir", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["xmic-pickle"]), default="xmic-pickle",
+              show_default=True)
+@click.option("--dataset", type=click.Choice(["epic", "ego4d"]), required=True)
+@click.option("--split", required=True, help="Split name in the cache (train, validation, val...).")
+@click.option("--annotations", type=click.Path(path_type=Path), required=True,
+              help="EPIC_100_*.csv or fho_lta_*.json")
+@click.option("--view", "views", multiple=True, required=True, metavar="NAME=PICKLE")
+@click.option("--taxonomy", type=click.Path(path_type=Path), help="Ego4D taxonomy JSON.")
+@click.option("--noun-classes", type=click.Path(path_type=Path))
+@click.option("--verb-classes", type=click.Path(path_type=Path))
+@click.option("--video-info", type=click.Path(path_type=Path), help="EPIC_100_video_info.csv")
+@click.option("--backend", type=click.Choice(["zarr", "hdf5"]), help="Backend of a new cache.")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), help="Cache config YAML.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Cache config override.")
+@_with_model_options
+def cache_import(cache_dir, fmt, dataset, split, annotations, views, taxonomy, noun_classes,
+                 verb_classes, video_info, backend, config_path, sets, model_name,
+                 weights_sha256, quick_gelu):
+    """Import features made by the released X-MIC code (one pickle per split and view)."""
+    from tqdm import tqdm
+
+    from xmic.cache import Cache, annotations as ann
+    from xmic.cache.legacy import import_split
+    if backend:
+        sets = (*sets, f"backend={backend}")
+    config = _cache_config(config_path, sets)
+    pickles = {}
+    for spec in views:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise XmicError(f"--view {spec!r}: expected NAME=PICKLE, e.g. hand_crop=train_hands.pkl")
+        pickles[name] = Path(path)
+    if dataset == "epic":
+        segs, _ = ann.read_epic(annotations, split, noun_classes, verb_classes, video_info)
+    else:
+        segs, _ = ann.read_ego4d(annotations, split, taxonomy)
+    fps = {v: _import_fingerprint(v, model_name, weights_sha256, quick_gelu) for v in pickles}
+    c = Cache.create(cache_dir, dataset, config)
+    n_shards = -(-len(segs) // config.shard_segments) * len(pickles)
+    with tqdm(total=n_shards, desc=f"import {split}", unit="shard", disable=None) as bar:
+        summary = import_split(c, segs, split, pickles, fps, progress=lambda v, s: bar.update())
+    click.echo(f"imported split {split}: {summary['segments']} segments")
+    for view, s in summary["views"].items():
+        click.echo(f"  {view}: D={s['dim']}, {s['shards_committed']} shards written, "
+                   f"{s['shards_already_done']} already done, {s['missing_segments']} segments "
+                   f"missing from the pickle (recorded as failed), {s['unused_pickle_keys']} pickle "
+                   "keys not in the annotations (ignored)")
+
+
+@cache.command("import-text")
+@click.argument("cache_dir", type=click.Path(path_type=Path))
+@click.option("--name", required=True, help="Vocabulary name (noun, verb, ...).")
+@click.option("--classes", type=click.Path(path_type=Path), required=True,
+              help="One name per line, an EPIC class CSV, or a taxonomy JSON (with --field).")
+@click.option("--field", type=click.Choice(["nouns", "verbs"]), help="Taxonomy JSON field.")
+@click.option("--embeddings", type=click.Path(path_type=Path), required=True,
+              help="[C, D] array: .npy or a torch file (weights_only).")
+@click.option("--key", help="Key of the tensor when the torch file holds a dict.")
+@click.option("--prompt", default="{}", show_default=True, help="Prompt the embeddings used.")
+@click.option("--replace", is_flag=True, help="Overwrite an existing vocabulary of that name.")
+@_with_model_options
+def cache_import_text(cache_dir, name, classes, field, embeddings, key, prompt, replace,
+                      model_name, weights_sha256, quick_gelu):
+    """Add a vocabulary: class names and their text embeddings [C, D]."""
+    from xmic.cache import Cache
+    from xmic.cache import fingerprint as F
+    from xmic.cache.annotations import read_class_list
+    from xmic.cache.vocab import add_vocab, read_embeddings_file
+    names = read_class_list(classes, field)
+    emb = read_embeddings_file(embeddings, key)
+    model = F.model_identity(model_name, weights_sha256, "unknown (imported)",
+                             "unknown (imported)", quick_gelu)
+    v = add_vocab(Cache.open(cache_dir), name, names, emb, prompt,
+                  F.vocab_fingerprint(model, "unknown (imported)", prompt), replace=replace,
+                  source={"classes": str(classes), "embeddings": str(embeddings)})
+    click.echo(f"vocabulary {name}: {len(v.classes)} classes, D={v.dim}")
+
+
+@main.command()
+@click.option("--out", type=click.Path(path_type=Path), default=Path("demo-out"), show_default=True)
+@click.option("--backend", type=click.Choice(["zarr", "hdf5"]), default="zarr", show_default=True)
+@click.option("--segments", default=60, show_default=True, help="Segments per split.")
+def demo(out, backend, segments):
+    """Generate X-MIC-style feature pickles, import them, verify, convert, load."""
+    from xmic.cache.demo import run_demo
+    run_demo(out, backend, segments, echo=click.echo)
+
+
+if __name__ == "__main__":
+    main()
