@@ -23,7 +23,7 @@ def array_checksum(arr: np.ndarray) -> str:
     a = np.ascontiguousarray(arr)
     if a.dtype.byteorder == ">":
         a = a.byteswap().view(a.dtype.newbyteorder("<"))
-    return "sha256:" + hashlib.sha256(memoryview(a).cast("B")).hexdigest()
+    return "sha256:" + hashlib.sha256(a.tobytes() if a.size == 0 else memoryview(a).cast("B")).hexdigest()
 
 
 def _zarr_compressors(compression: str):

@@ -31,13 +31,17 @@ SAFE_GLOBALS = {
 }
 
 
+class ForbiddenGlobal(pickle.UnpicklingError):
+    """The pickle names a global outside ``SAFE_GLOBALS``: loading it could run code."""
+
+
 class RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
         if (module, name) in SAFE_GLOBALS:
             return super().find_class(module, name)
         if module == "numpy.dtypes" and name.endswith("DType"):  # numpy >= 1.25 dtype classes
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(
+        raise ForbiddenGlobal(
             f"global '{module}.{name}' is not allowed: only dicts, lists, tuples, strings, "
             "numbers and numpy arrays may appear in a feature pickle")
 
@@ -50,9 +54,9 @@ def safe_load_pickle(path: Path):
             return RestrictedUnpickler(io.BufferedReader(f, 1 << 20)).load()
     except FileNotFoundError:
         raise CacheError(f"{path}: pickle not found") from None
-    except pickle.UnpicklingError as e:
+    except ForbiddenGlobal as e:
         raise CacheError(f"{path}: refused: {e}") from None
-    except (EOFError, ValueError, TypeError, AttributeError, ImportError, IndexError,
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError, IndexError,
             KeyError, OSError, MemoryError) as e:
         raise CacheError(f"{path}: not a readable feature pickle ({type(e).__name__}: {e})") from None
 

@@ -110,6 +110,13 @@ def load_split(cache: Cache, views: list[str], split: str) -> SplitData:
             if arr.shape != (marker["rows"], dim) or str(arr.dtype) != records[v]["dtype"]:
                 raise CacheError(f"view {v}, shard {shard}: data is {arr.shape} {arr.dtype}, "
                                  f"marker says ({marker['rows']}, {dim}) {records[v]['dtype']}")
+            ends = starts[lo:hi] + counts[lo:hi]
+            if len(ends) and (starts[lo:hi].min() < 0 or ends.max() > arr.shape[0]):
+                bad = lo + int(np.argmax((ends > arr.shape[0]) | (starts[lo:hi] < 0)))
+                raise CacheError(f"view {v}, shard {shard}: index row of segment "
+                                 f"{sel['segment_id'][bad].as_py()} points past the shard's "
+                                 f"{arr.shape[0]} rows; delete index.parquet to rebuild it and "
+                                 "run `xmic cache verify`")
             gather_rows(arr, starts[lo:hi], counts[lo:hi], feats[offsets[lo]:offsets[hi]])
         out[v] = ViewArray(feats, offsets)
     return SplitData(sel, out, {k: n for k, n in skipped.items() if n})
