@@ -60,25 +60,31 @@ def make_plan(columns: dict, shard_segments: int, prefix: str) -> pa.Table:
 
 
 def merge_plans(old: pa.Table | None, new: pa.Table) -> pa.Table:
-    """Add a split's plan to a cache's plan. Re-adding an identical split is a no-op; a split
-    that exists with other segments, or segment ids used twice, are errors."""
+    """Add the splits of ``new`` to a cache's plan. Re-adding an identical split is a no-op; a
+    split that exists with other segments, or segment ids used twice, are errors."""
     if old is None or old.num_rows == 0:
         return new
-    split = new["split"][0].as_py()
-    existing = old.filter(pc.equal(old["split"], split))
-    if existing.num_rows:
-        if existing.equals(new):
-            return old
-        raise CacheError(f"split {split!r} is already in this cache with other segments or labels; "
-                         "import it into a new cache, or under another --split name")
-    dup = set(old["segment_id"].to_pylist()) & set(new["segment_id"].to_pylist())
+    added = []
+    for split in dict.fromkeys(new["split"].to_pylist()):
+        part = new.filter(pc.equal(new["split"], split))
+        existing = old.filter(pc.equal(old["split"], split))
+        if existing.num_rows:
+            if not existing.equals(part):
+                raise CacheError(f"split {split!r} is already in this cache with other segments or "
+                                 "labels; import it into a new cache, or under another --split name")
+            continue
+        added.append(part)
+    if not added:
+        return old
+    fresh = pa.concat_tables(added)
+    dup = set(old["segment_id"].to_pylist()) & set(fresh["segment_id"].to_pylist())
     if dup:
         raise CacheError(f"segment id(s) {sorted(dup)[:5]} are already in this cache under "
                          "another split; segment ids must be unique within a cache")
-    taken = set(old["shard"].to_pylist()) & set(new["shard"].to_pylist())
+    taken = set(old["shard"].to_pylist()) & set(fresh["shard"].to_pylist())
     if taken:
         raise CacheError(f"shard name(s) {sorted(taken)[:3]} already used; pick another prefix")
-    return pa.concat_tables([old, new])
+    return pa.concat_tables([old, fresh])
 
 
 def rows_table(segment_ids, offsets, counts, frame_indices, statuses, errors) -> pa.Table:

@@ -1,0 +1,69 @@
+"""Typed configs: YAML + overrides, unknown keys and bad values are errors, Python tags refused."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pytest
+
+from xmic.cache.config import CacheConfig
+from xmic.config import ConfigError, config_to_dict, dump_config, load_config
+
+
+@dataclass(frozen=True)
+class Optim:
+    lr: float = 5e-4
+    betas: tuple[float, float] = (0.9, 0.98)
+
+
+@dataclass(frozen=True)
+class Run:
+    label: Literal["noun", "verb"] = "noun"
+    epochs: int = 15
+    optim: Optim = field(default_factory=Optim)
+    note: str | None = None
+
+
+def test_defaults_yaml_and_overrides(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("epochs: 3\noptim:\n  lr: 0.001\n")
+    cfg = load_config(Run, p, ["label=verb", "optim.betas=[0.8, 0.9]", "note=hello"])
+    assert cfg == Run("verb", 3, Optim(1e-3, (0.8, 0.9)), "hello")
+    assert config_to_dict(cfg)["optim"]["betas"] == [0.8, 0.9]
+    assert load_config(Run, None, []) == Run()
+    assert "epochs: 3" in dump_config(cfg)
+
+
+@pytest.mark.parametrize("override,msg", [
+    ("epoch=3", "unknown key 'epoch'"),
+    ("optim.momentum=1", "unknown key 'momentum'"),
+    ("label=action", "'action' is not one of ['noun', 'verb']"),
+    ("epochs=ten", "expected an integer"),
+    ("epochs=1.5", "expected an integer"),
+    ("optim.betas=[1]", "expected 2 items"),
+    ("novalue", "expected key=value"),
+])
+def test_bad_overrides(override, msg):
+    with pytest.raises(ConfigError, match=__import__("re").escape(msg)):
+        load_config(Run, None, [override])
+
+
+def test_yaml_python_tag_and_unknown_key(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("label: !!python/object/apply:os.system ['echo x']\n")
+    with pytest.raises(ConfigError, match="not a plain YAML config"):
+        load_config(Run, p)
+    p.write_text("lbl: noun\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: unknown key 'lbl'"):
+        load_config(Run, p)
+    p.write_text("- a\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_config(Run, p)
+
+
+def test_cache_config_validation():
+    assert load_config(CacheConfig, None, ["backend=hdf5", "dtype=float32"]).backend == "hdf5"
+    with pytest.raises(ConfigError, match="shard_segments must be >= 1"):
+        load_config(CacheConfig, None, ["shard_segments=0"])
+    with pytest.raises(ConfigError, match="not one of"):
+        load_config(CacheConfig, None, ["backend=n5"])
