@@ -84,6 +84,39 @@ def read_array(backend: str, path: Path) -> np.ndarray:
     raise CacheError(f"unknown backend {backend!r}")
 
 
+def read_into(backend: str, path: Path, out: np.ndarray) -> None:
+    """Read the whole shard array straight into ``out`` [rows, D] (no temporary copy)."""
+    if out.shape[0] == 0:
+        return
+    from xmic.cache.direct_read import read_direct
+    if read_direct(backend, path, out):
+        return
+    try:
+        if backend == "zarr":
+            import zarr
+            from zarr.core.buffer import default_buffer_prototype
+            z = zarr.open_array(str(path), mode="r")
+            if tuple(z.shape) != out.shape:
+                raise CacheError(f"{path}: shard holds {tuple(z.shape)}, expected {out.shape}")
+            z.get_basic_selection(Ellipsis,
+                                  out=default_buffer_prototype().nd_buffer.from_numpy_array(out))
+            return
+        if backend == "hdf5":
+            import h5py
+            with h5py.File(path, "r", locking=False) as f:
+                d = f[H5_DATASET]
+                if d.shape != out.shape:
+                    raise CacheError(f"{path}: shard holds {d.shape}, expected {out.shape}")
+                d.read_direct(out)
+            return
+    except CacheError:
+        raise
+    except Exception as e:
+        raise CacheError(f"{path}: cannot read shard data ({type(e).__name__}: {e}); "
+                         "run `xmic cache verify` and re-run the shard") from None
+    raise CacheError(f"unknown backend {backend!r}")
+
+
 def array_shape(backend: str, path: Path) -> tuple[tuple[int, ...], str]:
     """(shape, dtype) from the file's metadata, without reading the data."""
     try:

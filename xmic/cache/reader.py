@@ -9,6 +9,7 @@ error, never zeros).
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from xmic.cache.backends import read_array
+from xmic.cache.backends import read_array, read_into
 from xmic.cache.index import view_columns
 from xmic.cache.layout import CacheError, inside, shard_dir
 from xmic.cache.store import Cache
@@ -41,26 +42,34 @@ class SplitData:
 
 def check_data_files(cache: Cache, view: str, shard: str, marker: dict) -> Path:
     """Data path of a committed shard after checking every file's size against the marker."""
-    sdir = shard_dir(cache.root, view, shard)
+    sdir = shard_dir(cache.root, view, shard)  # resolved once; names below are checked lexically
     for rel, size in marker.get("files", {}).items():
-        p = inside(sdir, rel)
-        if not p.exists():
+        parts = Path(rel).parts
+        if Path(rel).is_absolute() or ".." in parts or not parts:
+            raise CacheError(f"view {view}, shard {shard}: marker file name {rel!r} points outside "
+                             "the cache; the marker is corrupt or hostile")
+        p = sdir / rel
+        try:
+            actual = os.stat(p).st_size
+        except FileNotFoundError:
             raise CacheError(f"view {view}, shard {shard}: data file {rel} is missing; "
-                             "the shard is damaged: delete its folder and re-run it")
-        if p.stat().st_size != size:
-            raise CacheError(f"view {view}, shard {shard}: data file {rel} has "
-                             f"{p.stat().st_size} bytes, its marker says {size} (truncated?)")
+                             "the shard is damaged: delete its folder and re-run it") from None
+        if actual != size:
+            raise CacheError(f"view {view}, shard {shard}: data file {rel} has {actual} bytes, "
+                             f"its marker says {size} (truncated?)")
     return inside(sdir, marker["data"])
+
+
+def whole_in_order(starts: np.ndarray, counts: np.ndarray, rows: int) -> bool:
+    """The selected segments are exactly the shard's rows 0..rows, in order."""
+    return (len(starts) > 0 and starts[0] == 0 and int(counts.sum()) == rows
+            and bool(np.all(starts[1:] == np.cumsum(counts)[:-1])))
 
 
 def gather_rows(arr: np.ndarray, starts: np.ndarray, counts: np.ndarray, out: np.ndarray) -> None:
     """out[...] = concat(arr[s:s+c] for s, c in zip(starts, counts)), vectorised."""
     total = int(counts.sum())
     if total == 0:
-        return
-    if len(starts) and starts[0] == 0 and total == arr.shape[0] and \
-            np.all(starts[1:] == np.cumsum(counts)[:-1]):
-        out[:] = arr  # the whole shard in order: one copy
         return
     seg_base = np.repeat(starts - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
     out[:] = arr[seg_base + np.arange(total)]
@@ -106,17 +115,20 @@ def load_split(cache: Cache, views: list[str], split: str) -> SplitData:
             shard = shards[lo]
             marker = cache.marker(v, shard)
             path = check_data_files(cache, v, shard, marker)
-            arr = read_array(marker["backend"], path)
-            if arr.shape != (marker["rows"], dim) or str(arr.dtype) != records[v]["dtype"]:
-                raise CacheError(f"view {v}, shard {shard}: data is {arr.shape} {arr.dtype}, "
-                                 f"marker says ({marker['rows']}, {dim}) {records[v]['dtype']}")
-            ends = starts[lo:hi] + counts[lo:hi]
-            if len(ends) and (starts[lo:hi].min() < 0 or ends.max() > arr.shape[0]):
-                bad = lo + int(np.argmax((ends > arr.shape[0]) | (starts[lo:hi] < 0)))
+            if marker["dim"] != dim or marker["dtype"] != records[v]["dtype"]:
+                raise CacheError(f"view {v}, shard {shard}: marker says width {marker['dim']} "
+                                 f"{marker['dtype']}, the view holds {dim} {records[v]['dtype']}")
+            st, ct, dest = starts[lo:hi], counts[lo:hi], feats[offsets[lo]:offsets[hi]]
+            ends = st + ct
+            if st.min() < 0 or ends.max() > marker["rows"]:
+                bad = lo + int(np.argmax((ends > marker["rows"]) | (st < 0)))
                 raise CacheError(f"view {v}, shard {shard}: index row of segment "
                                  f"{sel['segment_id'][bad].as_py()} points past the shard's "
-                                 f"{arr.shape[0]} rows; delete index.parquet to rebuild it and "
+                                 f"{marker['rows']} rows; delete index.parquet to rebuild it and "
                                  "run `xmic cache verify`")
-            gather_rows(arr, starts[lo:hi], counts[lo:hi], feats[offsets[lo]:offsets[hi]])
+            if whole_in_order(st, ct, marker["rows"]):
+                read_into(marker["backend"], path, dest)  # one read, no temporary
+            else:
+                gather_rows(read_array(marker["backend"], path), st, ct, dest)
         out[v] = ViewArray(feats, offsets)
     return SplitData(sel, out, {k: n for k, n in skipped.items() if n})

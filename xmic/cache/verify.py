@@ -22,6 +22,7 @@ from xmic.cache.index import check_rows, consolidate, view_columns
 from xmic.cache.layout import INDEX, CacheError, sha256_file, shard_dir, view_dir
 from xmic.cache.reader import check_data_files
 from xmic.cache.store import Cache, read_parquet
+from xmic.cache.writer import nonfinite_rows
 from xmic.cache.vocab import load_vocab, vocab_names
 
 MARKER_KEYS = ("view", "shard", "backend", "data", "rows", "dim", "dtype", "checksum", "files",
@@ -58,7 +59,7 @@ def _verify_shard(cache: Cache, view: str, rec: dict, shard: str, plan_ids: list
                             f"({m['rows']}, {m['dim']}) {m['dtype']}")
         else:
             arr = read_array(m["backend"], path)  # [rows, D]
-            bad = ~np.isfinite(arr).all(axis=1)
+            bad = nonfinite_rows(arr)
             if bad.any():
                 problems.append(f"{where}: {int(bad.sum())} row(s) hold NaN or Inf, first at row "
                                 f"{int(np.flatnonzero(bad)[0])}")

@@ -44,8 +44,15 @@ def data_files(data_path: Path) -> dict[str, int]:
     return dict(sorted(out.items()))
 
 
+def nonfinite_rows(a: np.ndarray) -> np.ndarray:
+    """Bool [n]: rows holding NaN or Inf. float16 is tested on its bits (exponent all ones)."""
+    if a.dtype == np.float16:
+        return ((a.view(np.uint16) & 0x7C00) == 0x7C00).any(axis=1)
+    return ~np.isfinite(a).all(axis=1)
+
+
 def to_storage(frames: np.ndarray, dtype: str, dim: int, where: str) -> np.ndarray:
-    """Check one segment's frames [n, D] and cast them to the cache dtype."""
+    """Check one segment's frames [n, D] and cast them to the cache dtype (a new array)."""
     a = np.asarray(frames)
     if a.ndim != 2 or a.shape[1] != dim:
         raise CacheError(f"{where}: expected an array [frames, {dim}], got shape {a.shape}")
@@ -53,15 +60,17 @@ def to_storage(frames: np.ndarray, dtype: str, dim: int, where: str) -> np.ndarr
         raise CacheError(f"{where}: no frames")
     if not np.issubdtype(a.dtype, np.floating):
         raise CacheError(f"{where}: expected floating-point embeddings, got dtype {a.dtype}")
-    if not np.isfinite(a).all():
-        bad = int((~np.isfinite(a)).any(axis=1).sum())
-        raise CacheError(f"{where}: {bad} frame(s) hold NaN or Inf")
-    if dtype == "float16":
+    with np.errstate(over="ignore"):  # overflow shows up as Inf below and is reported there
+        out = np.array(a, dtype=dtype, order="C")  # always a copy: callers may reuse their buffer
+    bad = nonfinite_rows(out)
+    if bad.any():
+        src_bad = ~np.isfinite(a).all(axis=1)
+        if src_bad.any():
+            raise CacheError(f"{where}: {int(src_bad.sum())} frame(s) hold NaN or Inf")
         peak = float(np.abs(a).max())
-        if peak > FP16_MAX:
-            raise CacheError(f"{where}: values up to {peak:.4g} overflow float16 (max {FP16_MAX:.0f}); "
-                             "use a float32 cache (--set dtype=float32)")
-    return np.ascontiguousarray(a, dtype=dtype)
+        raise CacheError(f"{where}: values up to {peak:.4g} overflow float16 (max {FP16_MAX:.0f}); "
+                         "use a float32 cache (--set dtype=float32)")
+    return out
 
 
 class ShardWriter:
