@@ -57,6 +57,8 @@ def test_sigkill_mid_shard_then_rerun(tmp_path, clean_runs, backend, hang_at):
     root, ready = tmp_path / "c", tmp_path / "ready"
     proc = start(root, backend, hang_at, ready)
     wait_for(ready, proc)
+    live = Cache.open(root)
+    assert live.shard_state("full_frame", live.shards()[2]) == "running"  # writer alive, mid-shard
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     cache = Cache.open(root)
@@ -64,7 +66,9 @@ def test_sigkill_mid_shard_then_rerun(tmp_path, clean_runs, backend, hang_at):
     done = cache.committed(view)
     assert len(done) == 2, "the third shard was in progress and must not count as done"
     third = cache.shards()[2]
-    assert cache.shard_state(view, third) == "running"  # its temporary folder is left behind
+    # its temporary folder is left behind, but its writer is dead: pending, not running
+    assert any((cache.root / "views" / view / ".tmp").iterdir())
+    assert cache.shard_state(view, third) == "pending"
     assert verify(cache, deep=True, partial=True) == []
     # the re-run removes the dead writer's temporary folder and completes everything
     proc = start(root, backend, "none", tmp_path / "ready2")

@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow.compute as pc
 
 from xmic.cache.backends import read_array
+from xmic.cache.fingerprint import fingerprint_id
 from xmic.cache.reader import check_data_files
 from xmic.cache.store import Cache
 from xmic.cache.vocab import add_vocab, load_vocab, vocab_names
@@ -47,7 +48,6 @@ def info(cache: Cache) -> dict:
     vocabs = {}
     for name in vocab_names(cache):
         v = load_vocab(cache, name)
-        from xmic.cache.fingerprint import fingerprint_id
         vocabs[name] = {"classes": len(v.classes), "dim": v.dim, "prompt": v.prompt,
                         "fingerprint_id": fingerprint_id(v.fingerprint), "fingerprint": v.fingerprint}
     return {"root": str(cache.root), "dataset": cache.dataset, "backend": cache.backend,

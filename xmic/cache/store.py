@@ -21,8 +21,8 @@ from xmic.cache import fingerprint as fpmod
 from xmic.cache.config import CacheConfig
 from xmic.cache.index import PLAN_SCHEMA, consolidate, merge_plans
 from xmic.cache.layout import (CACHE_JSON, INDEX, MARKER, ROWS, SEGMENTS, CacheError,
-                               create_json_exclusive, inside, read_json, shard_dir, view_dir,
-                               write_bytes_atomic, write_json_atomic)
+                               create_json_exclusive, read_json, shard_dir, stale_tmp, view_dir,
+                               write_bytes_atomic)
 from xmic.config import config_to_dict, dump_config, from_dict
 
 FORMAT = "xmic-cache"
@@ -208,8 +208,10 @@ class Cache:
         if sdir.with_name(shard + ".failed.json").exists():
             return "failed"
         tmp = view_dir(self.root, view) / ".tmp"
-        if tmp.is_dir() and any(p.name.startswith(shard + ".") for p in tmp.iterdir()):
-            return "running"
+        if tmp.is_dir():
+            dead = set(stale_tmp(tmp, shard))  # left by killed writers on this host
+            if any(p.name.startswith(shard + ".") and p not in dead for p in tmp.iterdir()):
+                return "running"
         return "pending"
 
     def attempts(self, view: str, shard: str) -> int:
@@ -248,12 +250,6 @@ class Cache:
         except OSError:
             pass  # a read-only cache: the index is derived, so serve it from memory
         return table
-
-    def resolve(self, *parts: str) -> Path:
-        return inside(self.root, *parts)
-
-    def write_json(self, rel: str, obj) -> None:
-        write_json_atomic(self.resolve(rel), obj)
 
     def __repr__(self) -> str:
         return f"Cache({str(self.root)!r}, dataset={self.dataset!r}, backend={self.backend!r})"
