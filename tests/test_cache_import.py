@@ -68,6 +68,20 @@ def test_epic_import_both_splits(tmp_path, epic_inputs, backend):
     assert info["views"]["full_frame"]["fingerprint"]["model"]["name"] == "ViT-B-16-quickgelu"
 
 
+def test_second_import_keeps_the_cache_config(tmp_path, epic_inputs):
+    cache = tmp_path / "epic"
+    epic_import(cache, epic_inputs, "train", "hdf5")
+    sf = epic_inputs["splits"]["validation"]
+    run_xmic("cache", "import", cache, "--dataset", "epic", "--split", "validation",
+             "--annotations", sf["annotations"], "--view", f"hand_crop={sf['hand_crop']}")
+    c = Cache.open(cache)
+    assert c.backend == "hdf5" and c.config.shard_segments == 6 and verify(c, partial=True) == []
+    cp = epic_import(cache, epic_inputs, "validation", "zarr", check=False)
+    assert cp.returncode == 2 and "cannot change" in cp.stderr
+    with pytest.raises(CacheError, match="is a cache of dataset 'epic', not 'ego4d'"):
+        Cache.open_or_create(cache, "ego4d", None)
+
+
 def test_ego4d_import_and_text(tmp_path, ego_inputs):
     cache = tmp_path / "ego"
     for split in ("train", "val"):

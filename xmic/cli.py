@@ -167,7 +167,7 @@ def cache_import(cache_dir, fmt, dataset, split, annotations, views, taxonomy, n
     from xmic.cache.legacy import import_split
     if backend:
         sets = (*sets, f"backend={backend}")
-    config = _cache_config(config_path, sets)
+    config = _cache_config(config_path, sets) if (sets or config_path) else None
     pickles = {}
     for spec in views:
         name, sep, path = spec.partition("=")
@@ -179,8 +179,8 @@ def cache_import(cache_dir, fmt, dataset, split, annotations, views, taxonomy, n
     else:
         segs, _ = ann.read_ego4d(annotations, split, taxonomy)
     fps = {v: _import_fingerprint(v, model_name, weights_sha256, quick_gelu) for v in pickles}
-    c = Cache.create(cache_dir, dataset, config)
-    n_shards = -(-len(segs) // config.shard_segments) * len(pickles)
+    c = Cache.open_or_create(cache_dir, dataset, config)
+    n_shards = -(-len(segs) // c.config.shard_segments) * len(pickles)
     with tqdm(total=n_shards, desc=f"import {split}", unit="shard", disable=None) as bar:
         summary = import_split(c, segs, split, pickles, fps, progress=lambda v, s: bar.update())
     click.echo(f"imported split {split}: {summary['segments']} segments")

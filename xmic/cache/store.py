@@ -81,6 +81,18 @@ class Cache:
         return cls(root, meta, config)
 
     @classmethod
+    def open_or_create(cls, root: str | Path, dataset: str, config: CacheConfig | None) -> "Cache":
+        """An existing cache keeps its config (``config`` None, or equal to it); a new one gets
+        ``config`` or the defaults."""
+        if (Path(root) / CACHE_JSON).exists() and config is None:
+            cache = cls.open(root)
+            if cache.dataset != dataset:
+                raise CacheError(f"{root} is a cache of dataset {cache.dataset!r}, not {dataset!r}: "
+                                 "one cache per dataset")
+            return cache
+        return cls.create(root, dataset, config or CacheConfig())
+
+    @classmethod
     def open(cls, root: str | Path) -> "Cache":
         root = Path(root)
         if not (root / CACHE_JSON).exists():
