@@ -8,7 +8,8 @@ their peak RSS is their own. Each figure is taken twice: warm (files in the page
 ratio measures the libraries' CPU cost against a plain read) and cold (page cache dropped before
 every read, as on a first load from disk or a network file system; needs root, else skipped).
 
-usage: python bench/cache_io.py [--scale 0.1] [--backends zarr,hdf5] [--workdir DIR] [--json OUT]
+usage: python bench/cache_io.py [--scale 0.1] [--backends zarr,hdf5] [--modes warm,cold]
+                                [--repeats 3] [--workdir DIR] [--json OUT]
 """
 from __future__ import annotations
 
@@ -143,14 +144,14 @@ def read_figures(root: Path, repeats: int, cold: bool) -> dict | None:
 
 
 def bench_backend(workdir: Path, backend: str, n: int, shard_segments: int, chunk_rows: int,
-                  repeats: int) -> dict:
+                  repeats: int, modes: tuple[str, ...]) -> dict:
     root = workdir / f"cache-{backend}"
     shutil.rmtree(root, ignore_errors=True)
     write_s = write_cache(root, backend, n, shard_segments, chunk_rows)
     nbytes = sum(p.stat().st_size for p in data_files(root))
     out = {"backend": backend, "segments": n, "bytes_written": nbytes,
            "write_s": round(write_s, 3), "write_MBps": round(nbytes / write_s / 1e6, 1)}
-    for mode in ("warm", "cold"):
+    for mode in modes:
         out[mode] = read_figures(root, repeats, cold=mode == "cold")
     shutil.rmtree(root, ignore_errors=True)
     return out
@@ -163,6 +164,7 @@ def main(argv=None):
     ap.add_argument("--shard-segments", type=int, default=256)
     ap.add_argument("--chunk-rows", type=int, default=None, help="default: CacheConfig's")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--modes", default="warm,cold", help="page-cache states to measure")
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     ap.add_argument("--load-child", help=argparse.SUPPRESS)
@@ -187,11 +189,12 @@ def main(argv=None):
                "backends": []}
     try:
         for backend in args.backends.split(","):
-            r = bench_backend(workdir, backend, n, args.shard_segments, chunk_rows, args.repeats)
+            r = bench_backend(workdir, backend, n, args.shard_segments, chunk_rows, args.repeats,
+                              tuple(args.modes.split(",")))
             results["backends"].append(r)
             print(f"{backend:5s} {n} segs, {r['bytes_written'] / 1e9:.2f} GB: write "
                   f"{r['write_MBps']} MB/s", flush=True)
-            for mode in ("warm", "cold"):
+            for mode in args.modes.split(","):
                 m = r[mode]
                 if m is None:
                     print(f"  {mode}: skipped (dropping the page cache needs root)")

@@ -1,0 +1,21 @@
+"""The benchmarks run (at a tiny scale) and report every figure; no timing is asserted."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import REPO
+
+
+def test_cache_io_bench_smoke(tmp_path):
+    out = tmp_path / "r.json"
+    subprocess.run([sys.executable, str(REPO / "bench" / "cache_io.py"), "--scale", "0.002",
+                    "--repeats", "1", "--modes", "warm", "--json", str(out)], check=True,
+                   capture_output=True, text=True)
+    r = json.loads(out.read_text())
+    assert [b["backend"] for b in r["backends"]] == ["zarr", "hdf5"]
+    for b in r["backends"]:
+        assert b["segments"] == 134 and b["bytes_written"] >= 134 * 32 * 512 * 2
+        w = b["warm"]
+        assert w["load_vs_raw_ratio"] > 0 and w["peak_rss_ratio"] > 0
