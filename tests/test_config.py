@@ -31,6 +31,7 @@ def test_defaults_yaml_and_overrides(tmp_path):
     assert cfg == Run("verb", 3, Optim(1e-3, (0.8, 0.9)), "hello")
     assert config_to_dict(cfg)["optim"]["betas"] == [0.8, 0.9]
     assert load_config(Run, None, []) == Run()
+    assert load_config(Run, None, ["optim.lr=3e-3"]).optim.lr == 0.003  # YAML 1.1 reads a string
     assert "epochs: 3" in dump_config(cfg)
 
 

@@ -52,9 +52,42 @@ def slurm():
     """Run extraction as Slurm job arrays (no commands yet)."""
 
 
-@main.group(cls=XmicGroup)
-def train():
-    """Fit the X-MIC adapter and baselines on cached features (no commands yet)."""
+@main.command("train")
+@click.option("--cache", "cache_dir", type=click.Path(path_type=Path), required=True)
+@click.option("--split", default=None, help="Training split (default: train).")
+@click.option("--label", type=click.Choice(["noun", "verb"]), default=None)
+@click.option("--method", type=click.Choice(["xmic", "zeroshot", "linear", "clip-adapter"]),
+              default=None)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Run folder.")
+@click.option("--epochs", type=int, default=None)
+@click.option("--seed", type=int, default=None)
+@click.option("--seeds", default=None, help="Several seeds, e.g. 1,2,3: runs go to OUT/seed-N/.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
+@click.option("--config", "config_path", type=click.Path(path_type=Path), help="Train config YAML.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Config override.")
+@click.option("--resume", is_flag=True, help="Continue the run in OUT from its last.pt.")
+def train_cmd(cache_dir, split, label, method, out, epochs, seed, seeds, device, config_path,
+              sets, resume):
+    """Fit the X-MIC adapter or a baseline on cached features (SPEC §3-5).
+
+    Writes OUT/config.yaml, checkpoint.pt (selected epoch), last.pt, metrics.jsonl and
+    train_curve.png. Model selection uses held-out source videos unless
+    --set select_on_target_test_data=CACHE:SPLIT asks for the released (test-set) behaviour.
+    """
+    from xmic.train.config import TrainConfig
+    from xmic.train.loop import train
+    given = {"split": split, "label": label, "method": method, "epochs": epochs, "seed": seed,
+             "device": device}
+    overrides = [*sets] + [f"{k}={v}" for k, v in given.items() if v is not None]
+    seed_list = [int(s) for s in seeds.split(",")] if seeds else [None]
+    for s in seed_list:
+        extra = [f"seed={s}"] if s is not None else []
+        cfg = load_config(TrainConfig, config_path, overrides + extra)
+        run_dir = out / f"seed-{s}" if s is not None else out
+        summary = train(cache_dir, cfg, run_dir, resume=resume, echo=click.echo)
+        b = summary["best"]
+        click.echo(f"run {run_dir}: selected epoch {b['epoch']} on {summary['selected_on']} "
+                   f"(score {b['score']:.2f})")
 
 
 @main.group(cls=XmicGroup)

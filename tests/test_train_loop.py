@@ -1,0 +1,182 @@
+"""Sampling, learning, zero-shot, resume, held-out selection, bad input, and the CLI."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import run_xmic
+from train_data import make_train_cache
+from xmic.cache import CacheError
+from xmic.config import load_config
+from xmic.train.checkpoint import CheckpointError, load_checkpoint
+from xmic.train.config import TrainConfig
+from xmic.train.data import heldout_split, positions
+from xmic.train.loop import train
+
+
+def cfg(*sets, **kw) -> TrainConfig:
+    base = ["device=cpu", "batch_size=16", "epochs=2", "model.heads=2"]
+    return load_config(TrainConfig, None, base + list(sets) + [f"{k}={v}" for k, v in kw.items()])
+
+
+def quiet(*a, **k):
+    pass
+
+
+@pytest.fixture(scope="module")
+def random_cache(tmp_path_factory):
+    return make_train_cache(tmp_path_factory.mktemp("rand") / "c", mode="random")
+
+
+def test_positions_match_the_released_rule():
+    counts = torch.arange(1, 400)
+    ev = positions(counts, 16, None)
+    for n, row in zip(counts.tolist(), ev.tolist()):
+        step = (n - 1) / 16
+        starts = np.linspace(0, n - 1, 16, endpoint=False)
+        want = np.minimum(np.floor(starts + step / 2), n - 1).astype(int)
+        assert row == want.tolist()
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        u = torch.rand(len(counts), 16, generator=g)
+        tr = positions(counts, 16, u)
+        n = counts[:, None].double()
+        step = (n - 1) / 16
+        lo = torch.floor(torch.arange(16)[None] * step)
+        hi = lo + torch.clamp(torch.floor(step), min=1)
+        assert (tr >= 0).all() and (tr <= n - 1).all()
+        assert ((tr >= torch.minimum(lo, n - 1)) & (tr < torch.maximum(hi, torch.ones_like(hi)))).all()
+    # with one uniform draw per frame, every jitter offset occurs
+    u = torch.linspace(0, 0.999, 1000)[:, None].expand(1000, 16)
+    tr = positions(torch.full((1000,), 161), 16, u)
+    assert set(tr[:, 0].tolist()) == set(range(10))
+
+
+def test_heldout_is_by_video_and_seed_free():
+    vids = [f"V{i % 10}" for i in range(100)]
+    a, b = heldout_split(vids, 0.2)
+    assert not {vids[i] for i in a} & {vids[i] for i in b} and len({vids[i] for i in b}) == 2
+    assert np.array_equal(heldout_split(vids, 0.2)[1], b)
+    assert len(heldout_split(vids, 0.0)[1]) == 0 and len(heldout_split(["x"] * 5, 0.5)[1]) == 0
+
+
+def test_xmic_overfits_a_small_set(tmp_path):
+    # noisy class structure: zero-shot gets about 80 %, the adapter must fit the rest. (Arbitrary
+    # labels on random text are out of its reach: a_v is one non-negative shift for all classes.)
+    cache = make_train_cache(tmp_path / "c", mode="constant", dim=128, n=48, classes=4, noise=5.0)
+    c = cfg("heldout_fraction=0", "optim.warmup_epochs=1", "optim.lr=3e-3", epochs=80)
+    s = train(cache.root, c, tmp_path / "run", echo=quiet)
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["train_top1"] < 90 and rows[-1]["train_top1"] == 100.0
+    assert s["best"]["epoch"] == 80  # no held-out set: the last epoch
+
+
+@pytest.mark.parametrize("method", ["linear", "clip-adapter"])
+def test_baselines_learn(random_cache, tmp_path, method):
+    c = cfg("heldout_fraction=0", "optim.warmup_epochs=1", "optim.lr=1e-2", epochs=30, method=method)
+    train(random_cache.root, c, tmp_path / method, echo=quiet)
+    rows = [json.loads(x) for x in (tmp_path / method / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["train_top1"] > rows[0]["train_top1"] + 20
+
+
+def test_zeroshot_expected_accuracy(tmp_path):
+    cache = make_train_cache(tmp_path / "c", mode="constant", n=60, classes=5, noise=4.0)
+    s = train(cache.root, cfg(method="zeroshot", heldout_fraction=0.5), tmp_path / "zs", echo=quiet)
+    from xmic.cache import load_split
+    d = load_split(cache, ["hand_crop"], "train")
+    f = d.views["hand_crop"]
+    v = f.features[f.offsets[:-1]]                                      # one frame per segment
+    v = v / np.linalg.norm(v, axis=1, keepdims=True)
+    t = cache.means / np.linalg.norm(cache.means, axis=1, keepdims=True)
+    labels = d.segments["noun_id"].to_numpy()
+    _, held = heldout_split(d.segments["video_id"].to_pylist(), 0.5)
+    expected = 100 * np.mean((v[held] @ t.T).argmax(1) == labels[held])
+    assert s["best"]["score"] == pytest.approx(expected) and 40 < expected < 100
+    ck = load_checkpoint(tmp_path / "zs" / "checkpoint.pt")
+    assert ck["method"] == "zeroshot" and ck["config"]["model"]["zeroshot_vocab"] == "{label}.photo"
+
+
+def test_resume_gives_the_same_weights(random_cache, tmp_path):
+    train(random_cache.root, cfg(epochs=4), tmp_path / "full", echo=quiet)
+    train(random_cache.root, cfg(epochs=2), tmp_path / "half", echo=quiet)
+    train(random_cache.root, cfg(epochs=4), tmp_path / "half", resume=True, echo=quiet)
+    a = load_checkpoint(tmp_path / "full" / "last.pt")
+    b = load_checkpoint(tmp_path / "half" / "last.pt")
+    assert a["epoch"] == b["epoch"] == 4
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert [r["train_loss"] for r in a["history"]] == [r["train_loss"] for r in b["history"]]
+    with pytest.raises(CheckpointError, match=r"another config \(model.*alpha"):
+        train(random_cache.root, cfg("model.alpha=1.0", epochs=5), tmp_path / "half", resume=True,
+              echo=quiet)
+    with pytest.raises(CheckpointError, match="already holds a run; pass --resume"):
+        train(random_cache.root, cfg(epochs=1), tmp_path / "half", echo=quiet)
+
+
+def test_heldout_selection_and_target_option(random_cache, tmp_path):
+    target = make_train_cache(tmp_path / "t", mode="random", seed=3, splits=("val",))
+    s = train(random_cache.root, cfg(epochs=3, select_on_target_test_data=f"{target.root}:val"),
+              tmp_path / "r", echo=quiet)
+    assert s["selected_on"].startswith("target test data")
+    rows = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert all("target_top1" in r and "heldout_top1" in r for r in rows)
+    best = max(rows, key=lambda r: r["target_top1"])
+    assert [r["epoch"] for r in rows if r["selected"]][-1] == best["epoch"]
+    assert (tmp_path / "r" / "train_curve.png").stat().st_size > 1000
+
+
+def test_bad_inputs_refused_before_training(tmp_path):
+    good = make_train_cache(tmp_path / "g", n=20)
+    with pytest.raises(CacheError, match="no vocabulary 'verb.photo'"):
+        train(good.root, cfg(method="zeroshot", label="verb"), tmp_path / "a", echo=quiet)
+    with pytest.raises(CacheError, match="reads view 'dino'"):
+        train(good.root, cfg("model.conditioning_views=[hand_crop, dino]"), tmp_path / "b", echo=quiet)
+    with pytest.raises(CacheError, match="no split 'val'"):
+        train(good.root, cfg(split="val"), tmp_path / "c", echo=quiet)
+    wide = make_train_cache(tmp_path / "w", n=20, view_dims={"full_frame": 48})
+    with pytest.raises(CacheError, match=r"widths \[32, 48\]"):
+        train(wide.root, cfg(), tmp_path / "d", echo=quiet)
+    with pytest.raises(CacheError, match="width 48 but vocabulary 'noun' has width 32"):
+        train(wide.root, cfg("model.classified_view=full_frame", method="linear"), tmp_path / "e",
+              echo=quiet)
+    from train_data import vocab_fp
+    from xmic.cache.vocab import add_vocab
+    add_vocab(good, "noun", [f"class{i}" for i in range(4)], np.ones((4, 32)), "{}",
+              vocab_fp(name="ViT-L-14"), replace=True)
+    with pytest.raises(CacheError, match="made by another model.*ViT-L-14"):
+        train(good.root, cfg(), tmp_path / "f", echo=quiet)
+    add_vocab(good, "noun", ["a", "b"], np.ones((2, 32)), "{}", vocab_fp(), replace=True)
+    with pytest.raises(CacheError, match=r"noun ids outside the vocabulary's 2 classes"):
+        train(good.root, cfg(), tmp_path / "g", echo=quiet)
+    nan = make_train_cache(tmp_path / "n", n=20, nan_segment=3)
+    import h5py  # noqa: F401  (the cache refuses NaN, so put one in its data file by hand)
+    shard = nan.shards()[0]
+    import zarr
+    z = zarr.open_array(str(nan.root / "views" / "hand_crop" / shard / "data.zarr"), mode="r+")
+    z[2, 0] = np.nan
+    with pytest.raises(CacheError, match=r"NaN or Inf in 1 segment\(s\): \['train_0'\]"):
+        train(nan.root, cfg(), tmp_path / "h", echo=quiet)
+    for sub in "abcdefgh":
+        assert not (tmp_path / sub / "last.pt").exists()
+
+
+def test_cli_train_seeds(random_cache, tmp_path):
+    cp = run_xmic("train", "--cache", random_cache.root, "--label", "noun", "--method", "xmic",
+                  "--out", tmp_path / "run", "--epochs", "2", "--seeds", "1,2", "--device", "cpu",
+                  "--set", "batch_size=16", "--set", "model.heads=2")
+    assert "seed-1: selected epoch" in cp.stdout and "held out" in cp.stdout
+    for s in (1, 2):
+        d = tmp_path / "run" / f"seed-{s}"
+        for f in ("config.yaml", "checkpoint.pt", "last.pt", "metrics.jsonl", "train_curve.png"):
+            assert (d / f).exists(), f
+        ck = load_checkpoint(d / "checkpoint.pt")
+        assert ck["config"]["seed"] == s and ck["fingerprints"]["views"]["hand_crop"]["model"]
+    a = load_checkpoint(tmp_path / "run" / "seed-1" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "run" / "seed-2" / "last.pt")["model"]
+    assert not torch.equal(a["temporal_embedding"], b["temporal_embedding"])
+    cp = run_xmic("train", "--cache", random_cache.root, "--out", tmp_path / "x", "--set",
+                  "model.alpah=1", check=False)
+    assert cp.returncode == 2 and "unknown key 'alpah'" in cp.stderr

@@ -1,0 +1,83 @@
+"""What a run needs before its first step, all checked: vocabulary, views, widths, model.
+
+Inputs: a ``Cache`` and a ``TrainConfig``. Outputs: ``RunInputs`` (the vocabulary's text
+embeddings [C, D], the fingerprints of every view read and of the vocabulary) and the model built
+from plain arguments. Every refusal (missing vocabulary or view, width mismatch, a classified
+stream made by another model than the text) is an error that names the cache and what to do.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from torch import nn
+
+from xmic.cache import Cache, CacheError
+from xmic.cache.fingerprint import diff, same_model
+from xmic.cache.vocab import Vocab, load_vocab, vocab_names
+from xmic.train.config import TrainConfig
+from xmic.train.model import ClipAdapter, LinearProbe, XMICAdapter, ZeroShot
+
+
+@dataclass
+class RunInputs:
+    vocab: Vocab
+    view_dims: dict[str, int]
+    fingerprints: dict  # {"views": {view: fp}, "vocab": fp}
+
+
+def check_inputs(cache: Cache, cfg: TrainConfig) -> RunInputs:
+    name = cfg.vocab_name()
+    if name not in vocab_names(cache):
+        hint = (f"or train zero-shot on the bare prompts with --set model.zeroshot_vocab={cfg.label}"
+                if cfg.method == "zeroshot" else "")
+        raise CacheError(f"{cache.root}: no vocabulary {name!r} for label {cfg.label} (have "
+                         f"{vocab_names(cache)}); add it with `xmic cache import-text` {hint}".strip())
+    vocab = load_vocab(cache, name)
+    have = cache.views()
+    dims, fps = {}, {}
+    for v in cfg.views():
+        if v not in have:
+            raise CacheError(f"{cache.root}: the {cfg.method} method reads view {v!r}, which this "
+                             f"cache lacks (views: {sorted(have)}); set model.classified_view / "
+                             "model.conditioning_views to views it has")
+        dims[v], fps[v] = have[v]["dim"], have[v]["fingerprint"]
+    cls = cfg.model.classified_view
+    if dims[cls] != vocab.dim:
+        raise CacheError(f"{cache.root}: classified view {cls!r} has width {dims[cls]} but "
+                         f"vocabulary {name!r} has width {vocab.dim}; both must come from one model")
+    if not same_model(fps[cls], vocab.fingerprint):
+        lines = "; ".join(diff(fps[cls]["model"], vocab.fingerprint.get("model", {})))
+        raise CacheError(f"{cache.root}: classified view {cls!r} was made by another model than "
+                         f"vocabulary {name!r} ({lines}); the classifier needs text and image "
+                         "embeddings of one model")
+    if cfg.method == "xmic":
+        cond = list(cfg.model.conditioning_views)
+        widths = {dims[v] for v in cond}
+        if len(widths) != 1:
+            raise CacheError(f"{cache.root}: conditioning views {cond} have widths "
+                             f"{[dims[v] for v in cond]}; Encoder II views must share one width")
+    return RunInputs(vocab, dims, {"views": fps, "vocab": vocab.fingerprint})
+
+
+def build_model(cfg: TrainConfig, inputs: RunInputs, classes: int) -> nn.Module:
+    m = cfg.model
+    text_dim = inputs.vocab.dim
+    if cfg.method == "xmic":
+        return XMICAdapter(text_dim=text_dim, cond_dim=inputs.view_dims[m.conditioning_views[0]],
+                           views=len(m.conditioning_views), frames=cfg.frames, heads=m.heads,
+                           spatial_layers=m.spatial_layers, temporal_layers=m.temporal_layers,
+                           mlp_ratio=m.mlp_ratio, out_hidden_ratio=m.out_hidden_ratio,
+                           out_depth=m.out_depth, temporal_pool=m.temporal_pool, alpha=m.alpha,
+                           train_logit_scale=m.train_logit_scale,
+                           logit_scale_init=m.logit_scale_init)
+    if cfg.method == "zeroshot":
+        return ZeroShot()
+    if cfg.method == "linear":
+        return LinearProbe(text_dim, classes)
+    return ClipAdapter(text_dim, m.clip_adapter_reduction, m.clip_adapter_ratio, m.logit_scale_init)
+
+
+def text_matrix(vocab: Vocab) -> np.ndarray:
+    """[C, D] float32 class embeddings (unnormalised, SPEC §2)."""
+    return np.ascontiguousarray(vocab.embeddings, dtype=np.float32)

@@ -1,0 +1,32 @@
+"""Training curve: metrics.jsonl rows -> train_curve.png (loss, and accuracies per epoch)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def plot_curve(rows: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    ep = [r["epoch"] for r in rows]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    ax1.plot(ep, [r.get("train_loss") for r in rows], marker="o", label="train loss")
+    if any(r.get("heldout_loss") is not None for r in rows):
+        ax1.plot(ep, [r.get("heldout_loss") for r in rows], marker="o", label="held-out loss")
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("cross-entropy")
+    ax1.legend()
+    for key, name in (("train_top1", "train"), ("heldout_top1", "held-out"),
+                      ("target_top1", "target (test data)")):
+        if any(r.get(key) is not None for r in rows):
+            ax2.plot(ep, [r.get(key) for r in rows], marker="o", label=name)
+    best = [r["epoch"] for r in rows if r.get("selected")]
+    if best:
+        ax2.axvline(best[-1], color="grey", ls="--", lw=1, label=f"selected (epoch {best[-1]})")
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("top-1 accuracy (%)")
+    ax2.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
