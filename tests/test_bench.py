@@ -19,3 +19,13 @@ def test_cache_io_bench_smoke(tmp_path):
         assert b["segments"] == 134 and b["bytes_written"] >= 134 * 32 * 512 * 2
         w = b["warm"]
         assert w["load_vs_raw_ratio"] > 0 and w["peak_rss_ratio"] > 0
+
+
+def test_train_bench_smoke(tmp_path):
+    out = tmp_path / "t.json"
+    subprocess.run([sys.executable, str(REPO / "bench" / "train.py"), "--scale", "0.002",
+                    "--steps", "2", "--epochs", "1", "--device", "cpu", "--json", str(out)],
+                   check=True, capture_output=True, text=True)
+    r = json.loads(out.read_text())
+    assert r["segments"] == 134 and r["full_step_samples_per_s"] > 0
+    assert r["ratio_full_vs_fwd_bwd"] > 0 and r["epoch_s"] > 0

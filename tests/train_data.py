@@ -19,7 +19,7 @@ def vocab_fp(prompt: str = "{}", name: str = "ViT-B-16-quickgelu") -> dict:
 def make_train_cache(root: Path, n: int = 48, classes: int = 4, dim: int = 32, videos: int = 8,
                      seed: int = 0, mode: str = "random", splits=("train",), frames=(5, 40),
                      views=("hand_crop", "full_frame"), view_dims: dict | None = None,
-                     nan_segment: int | None = None, noise: float = 1.5) -> Cache:
+                     noise: float = 1.5) -> Cache:
     """mode "random": random text, and frames = a random per-segment vector + small noise
     (labels are arbitrary: nothing to transfer, all to fit);
     mode "constant": each segment's frames all equal one noisy class-mean vector."""
@@ -46,8 +46,6 @@ def make_train_cache(root: Path, n: int = 48, classes: int = 4, dim: int = 32, v
                 else:
                     base = rng.standard_normal(d).astype(np.float32)
                     seg[v] = base + 0.2 * rng.standard_normal((k, d)).astype(np.float32)
-            if nan_segment == i:
-                seg[views[0]][k // 2, 0] = np.nan
             data[sid] = seg
     for v in views:
         d = (view_dims or {}).get(v, dim)
@@ -55,10 +53,7 @@ def make_train_cache(root: Path, n: int = 48, classes: int = 4, dim: int = 32, v
             with ShardWriter(cache, v, shard, d, fingerprint(crop=v == "hand_crop")) as w:
                 for sid in w.segment_ids:
                     a = data[sid][v]
-                    if not np.isfinite(a).all():  # the cache refuses NaN: write it behind its back
-                        w.add(sid, np.nan_to_num(a), range(len(a)))
-                    else:
-                        w.add(sid, a, range(len(a)))
+                    w.add(sid, a, range(len(a)))
                 w.commit()
     text = means if mode == "constant" else rng.standard_normal((classes, dim)).astype(np.float32)
     names = [f"class{c}" for c in range(classes)]

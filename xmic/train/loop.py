@@ -55,6 +55,19 @@ def evaluate_bank(model, bank: FeatureBank, w: torch.Tensor, cfg: TrainConfig) -
             "loss": F.cross_entropy(logits, bank.labels).item(), "n": len(bank)}
 
 
+def train_step(model, opt, sched, scaler, f, x, y, w, use_amp: bool):
+    """One optimisation step on a batch; returns (loss, logits)."""
+    with torch.autocast(f.device.type, dtype=torch.float16, enabled=use_amp):
+        logits = model(f, x, w)
+        loss = F.cross_entropy(logits.float(), y)
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(opt)
+    scaler.update()
+    sched.step()
+    return loss, logits
+
+
 def _lr_factor(step: int, warmup_steps: float, lr: float, start: float) -> float:
     if step >= warmup_steps:
         return 1.0
@@ -133,14 +146,7 @@ def train(cache_path: str | Path, cfg: TrainConfig, out: str | Path, resume: boo
             for seg in bar:
                 f, x, y = batch(train_bank, seg, cfg.model.classified_view, cond, cfg.frames,
                                 gen, train=True)
-                with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                    logits = model(f, x, w)
-                    loss = F.cross_entropy(logits.float(), y)
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-                sched.step()
+                loss, logits = train_step(model, opt, sched, scaler, f, x, y, w, use_amp)
                 n = len(seg)
                 seen += n
                 tot_loss += loss.item() * n
