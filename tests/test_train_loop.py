@@ -158,7 +158,12 @@ def test_bad_inputs_refused_before_training(tmp_path):
     z[2, 0] = np.nan
     with pytest.raises(CacheError, match=r"NaN or Inf in 1 segment\(s\): \['train_0'\]"):
         train(nan.root, cfg(), tmp_path / "h", echo=quiet)
-    for sub in "abcdefgh":
+    from conftest import fill_cache
+    failed = fill_cache(tmp_path / "x", n=4, fail_every=1)  # every segment failed in extraction
+    add_vocab(failed, "noun", [f"c{i}" for i in range(5)], np.ones((5, 16)), "{}", vocab_fp())
+    with pytest.raises(CacheError, match=r"no usable segment.*'failed': 4"):
+        train(failed.root, cfg(), tmp_path / "i", echo=quiet)
+    for sub in "abcdefghi":
         assert not (tmp_path / sub / "last.pt").exists()
 
 

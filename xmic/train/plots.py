@@ -8,6 +8,7 @@ def plot_curve(rows: list[dict], path: Path, title: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
     ep = [r["epoch"] for r in rows]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
     ax1.plot(ep, [r.get("train_loss") for r in rows], marker="o", label="train loss")
@@ -26,6 +27,8 @@ def plot_curve(rows: list[dict], path: Path, title: str) -> None:
     ax2.set_xlabel("epoch")
     ax2.set_ylabel("top-1 accuracy (%)")
     ax2.legend()
+    for ax in (ax1, ax2):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
