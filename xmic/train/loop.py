@@ -170,7 +170,8 @@ def train(cache_path: str | Path, cfg: TrainConfig, out: str | Path, resume: boo
                  "optimizer": opt.state_dict() if opt else {}, "scaler": scaler.state_dict(),
                  "scheduler": sched.state_dict() if sched else {}, "generator": gen.get_state(),
                  "config": config, "fingerprints": inputs.fingerprints, "method": cfg.method,
-                 "classes": inputs.vocab.classes, "selected_on": selected_on}
+                 "classes": inputs.vocab.classes, "selected_on": selected_on,
+                 "source_dataset": cache.dataset}
         save_checkpoint(out / "last.pt", state)
         if row["selected"]:
             save_checkpoint(out / "checkpoint.pt", state)

@@ -1,0 +1,76 @@
+"""Evaluation plots beside metrics.json: per-class accuracy (shared and novel coloured apart),
+the confusion matrix of the most frequent classes, and the reliability of top-1 scores.
+
+Inputs: scores [S, C], softmax probabilities [S, C], labels [S], class names, a shared mask [C].
+Outputs: ``per_class_accuracy.png``, ``confusion.png``, ``reliability.png`` in the folder.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from xmic.evaluate.metrics import per_class_accuracy, ranked
+
+
+def plot_all(scores, probs, labels, classes, shared, criterion: str, out: Path, title: str,
+             top_classes: int = 20, bins: int = 10) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    out = Path(out)
+    pred = ranked(scores, 1)[:, 0]
+    correct = pred == labels
+    acc = per_class_accuracy(correct, labels, len(classes))
+    present = np.flatnonzero(~np.isnan(acc))
+    order = present[np.argsort(-acc[present], kind="stable")]
+    fig, ax = plt.subplots(figsize=(max(6, 0.25 * len(order) + 2), 4))
+    colors = ["tab:blue" if shared[i] else "tab:orange" for i in order]
+    ax.bar(range(len(order)), acc[order], color=colors)
+    ax.set_xticks(range(len(order)), [classes[i] for i in order], rotation=90, fontsize=6)
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title(f"{title}\nper class: shared (blue) / novel (orange), {criterion} criterion")
+    fig.tight_layout()
+    fig.savefig(out / "per_class_accuracy.png", dpi=110)
+    plt.close(fig)
+
+    freq = np.bincount(labels, minlength=len(classes))
+    top = np.argsort(-freq, kind="stable")[:min(top_classes, int((freq > 0).sum()))]
+    keep = np.isin(labels, top)
+    idx = {c: i for i, c in enumerate(top)}
+    cm = np.zeros((len(top), len(top) + 1))  # last column: predicted outside these classes
+    for t, p in zip(labels[keep], pred[keep]):
+        cm[idx[t], idx.get(p, len(top))] += 1
+    cm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(7, 6))
+    im = ax.imshow(cm, cmap="viridis", vmin=0, vmax=1)
+    names = [classes[c] for c in top]
+    ax.set_xticks(range(len(top) + 1), names + ["other"], rotation=90, fontsize=6)
+    ax.set_yticks(range(len(top)), names, fontsize=6)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"confusion of the {len(top)} most frequent classes (rows sum to 1)", fontsize=9)
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    fig.savefig(out / "confusion.png", dpi=110)
+    plt.close(fig)
+
+    conf = probs[np.arange(len(labels)), pred]
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(conf, edges) - 1, 0, bins - 1)
+    count = np.bincount(which, minlength=bins)
+    acc_b = np.bincount(which, weights=correct, minlength=bins) / np.maximum(count, 1)
+    conf_b = np.bincount(which, weights=conf, minlength=bins) / np.maximum(count, 1)
+    ece = float(np.sum(count * np.abs(acc_b - conf_b)) / len(labels))
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    centers = (edges[:-1] + edges[1:]) / 2
+    ax.bar(centers[count > 0], acc_b[count > 0], width=1 / bins, edgecolor="k", alpha=0.7,
+           label="accuracy")
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="calibrated")
+    ax.set_xlabel("top-1 softmax score")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"reliability (ECE {100 * ece:.1f}%)", fontsize=9)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "reliability.png", dpi=110)
+    plt.close(fig)

@@ -1,0 +1,96 @@
+"""``evaluate_run``: score a trained run on any cache's split, in-dataset or cross-dataset.
+
+Inputs: a run folder (its ``checkpoint.pt``), a cache and split, optionally X-MIC's class-split
+lists. The classifier is rebuilt from the target cache's own vocabulary for the run's label.
+Outputs (in ``out``, default ``RUN/eval/{dataset}-{split}``): ``metrics.json`` (see
+``metrics.compute_metrics`` plus what was evaluated), ``predictions.parquet`` (segment id, true
+class, top-5 classes and scores) and the plots. A run and a cache whose classified-stream
+fingerprints differ are refused, with both fingerprints shown.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from xmic.cache import Cache, CacheError
+from xmic.cache.fingerprint import diff, fingerprint_id
+from xmic.config import from_dict
+from xmic.evaluate.classes import derive_shared, read_class_splits
+from xmic.evaluate.metrics import compute_metrics, ranked
+from xmic.evaluate.plots import plot_all
+from xmic.train.build import build_model, check_inputs, text_matrix
+from xmic.train.checkpoint import load_checkpoint
+from xmic.train.config import TrainConfig
+from xmic.train.data import load_bank
+from xmic.train.loop import pick_device, predict_logits
+
+FEATURE_KEYS = ("model", "precision", "preprocess", "crop")  # sampling may differ per dataset
+
+
+def check_fingerprints(run_fps: dict, cache_fps: dict, views: list[str], run: Path,
+                       cache: Path) -> None:
+    for v in views:
+        a = {k: run_fps["views"][v].get(k) for k in FEATURE_KEYS}
+        b = {k: cache_fps["views"][v].get(k) for k in FEATURE_KEYS}
+        if a != b:
+            raise CacheError(
+                f"run {run} was trained on view {v!r} with fingerprint {fingerprint_id(a)}, cache "
+                f"{cache} holds fingerprint {fingerprint_id(b)}: {'; '.join(diff(a, b))}. "
+                f"Run: {json.dumps(a, sort_keys=True)}; cache: {json.dumps(b, sort_keys=True)}")
+
+
+def evaluate_run(run: str | Path, cache_path: str | Path, split: str,
+                 class_splits: str | Path | None = None, out: str | Path | None = None,
+                 device: str = "auto", plots: bool = True) -> dict:
+    run = Path(run)
+    ck = load_checkpoint(run / "checkpoint.pt")
+    cfg = from_dict(TrainConfig, ck["config"], f"{run}/checkpoint.pt:config")
+    cache = Cache.open(cache_path)
+    inputs = check_inputs(cache, cfg)
+    check_fingerprints(ck["fingerprints"], inputs.fingerprints, cfg.views(), run, cache.root)
+    target_classes = inputs.vocab.classes
+    source_classes, source = ck["classes"], ck.get("source_dataset", "unknown")
+    if cfg.method == "linear" and target_classes != source_classes:
+        raise CacheError(f"run {run} is a linear probe over its {len(source_classes)} training "
+                         f"classes; it cannot score vocabulary {cfg.vocab_name()!r} of {cache.root}")
+    dev = pick_device(device)
+    model = build_model(cfg, inputs, len(source_classes)).to(dev)
+    model.load_state_dict(ck["model"])
+    bank = load_bank(cache, split, cfg.views(), cfg.label, len(target_classes), dev)
+    w = torch.from_numpy(text_matrix(inputs.vocab)).to(dev)
+    scores = predict_logits(model, bank, w, cfg).cpu().numpy()                # [S, C]
+    labels = bank.labels.cpu().numpy()
+    if class_splits and cache.dataset != source:
+        shared = read_class_splits(Path(class_splits), cache.dataset, source, cfg.label,
+                                   target_classes)
+    else:
+        shared = derive_shared(source_classes, target_classes)
+    metrics = compute_metrics(scores, labels, shared)
+    metrics.update(dataset=cache.dataset, split=split, label=cfg.label, method=cfg.method,
+                   source_dataset=source, in_dataset=cache.dataset == source, seed=cfg.seed,
+                   run=str(run.resolve()), cache=str(cache.root), vocabulary=cfg.vocab_name(),
+                   selected_epoch=ck["epoch"], selected_on=ck.get("selected_on"),
+                   class_splits=str(class_splits) if class_splits else "derived (exact names)",
+                   skipped=bank.skipped)
+    out = Path(out) if out else run / "eval" / f"{cache.dataset}-{split}"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    k = min(5, scores.shape[1])
+    top = ranked(scores, k)
+    probs = torch.softmax(torch.from_numpy(scores), 1).numpy()
+    names = np.array(target_classes, dtype=object)
+    pq.write_table(pa.table({
+        "segment_id": bank.segment_ids, "true_id": labels, "true_class": names[labels].tolist(),
+        "top5_ids": top.tolist(), "top5_classes": names[top].tolist(),
+        "top5_scores": np.take_along_axis(scores, top, 1).tolist(),
+        "top5_probs": np.take_along_axis(probs, top, 1).tolist()}), out / "predictions.parquet")
+    if plots:
+        crit = "exact" if "exact" in shared else next(iter(shared))
+        plot_all(scores, probs, labels, target_classes, np.asarray(shared[crit]), crit, out,
+                 f"{cfg.method} ({source} → {cache.dataset} {split}, {cfg.label})")
+    return metrics
