@@ -1,0 +1,192 @@
+"""Hand-object boxes and the hand-crop rule (SPEC §2).
+
+Inputs, one of: a folder of EPIC-100 detection pickles (``VIDEO.pkl``: a pickled list of
+serialized ``Detections`` protobuf messages, schema in ``hoa.proto``); an X-MIC box pickle
+(``dict[segment_id][frame] = (left, top, right, bottom)`` in pixels); a parquet/CSV box table
+(``segment_id`` or ``video_id``, ``frame``, ``left``, ``top``, ``right``, ``bottom`` in pixels).
+Output: ``BoxSource.box(video_id, segment_id, frame, width, height)`` -> the crop box in pixels,
+or None for the full frame. The crop is the union of hands with score >= ``hand_score`` and of
+objects with score >= ``object_score`` in contact with such a hand (hand state portable or
+stationary object; the object whose centre is nearest the hand's centre + its offset), clipped to
+the image; no box, or one <= ``min_box_px`` wide or high, means the full frame.
+"""
+from __future__ import annotations
+
+import math
+import pickle
+from pathlib import Path
+
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+from xmic.config import XmicError
+
+CONTACT_STATES = (3, 4)  # PORTABLE_OBJECT, STATIONARY_OBJECT
+
+
+class BoxError(XmicError):
+    pass
+
+
+def _messages():
+    f = descriptor_pb2.FileDescriptorProto(name="xmic_hoa.proto", package="xmic.hoa",
+                                           syntax="proto3")
+    T = descriptor_pb2.FieldDescriptorProto
+
+    def msg(name, fields, enums=()):
+        m = f.message_type.add(name=name)
+        for ename, values in enums:
+            e = m.enum_type.add(name=ename)
+            for i, v in enumerate(values):
+                e.value.add(name=v, number=i)
+        for num, (fname, ftype, tname, rep) in enumerate(fields, start=1):
+            fd = m.field.add(name=fname, number=num, type=ftype,
+                             label=T.LABEL_REPEATED if rep else T.LABEL_OPTIONAL)
+            if tname:
+                fd.type_name = tname
+    msg("FloatVector", [("x", T.TYPE_FLOAT, None, 0), ("y", T.TYPE_FLOAT, None, 0)])
+    msg("BBox", [(n, T.TYPE_FLOAT, None, 0) for n in ("left", "top", "right", "bottom")])
+    msg("HandDetection", [("bbox", T.TYPE_MESSAGE, ".xmic.hoa.BBox", 0),
+                          ("score", T.TYPE_FLOAT, None, 0),
+                          ("state", T.TYPE_ENUM, ".xmic.hoa.HandDetection.HandState", 0),
+                          ("object_offset", T.TYPE_MESSAGE, ".xmic.hoa.FloatVector", 0),
+                          ("side", T.TYPE_ENUM, ".xmic.hoa.HandDetection.HandSide", 0)],
+        enums=[("HandState", ["NO_CONTACT", "SELF_CONTACT", "ANOTHER_PERSON", "PORTABLE_OBJECT",
+                              "STATIONARY_OBJECT"]), ("HandSide", ["LEFT", "RIGHT"])])
+    msg("ObjectDetection", [("bbox", T.TYPE_MESSAGE, ".xmic.hoa.BBox", 0),
+                            ("score", T.TYPE_FLOAT, None, 0)])
+    msg("Detections", [("video_id", T.TYPE_STRING, None, 0), ("frame_number", T.TYPE_INT32, None, 0),
+                       ("hands", T.TYPE_MESSAGE, ".xmic.hoa.HandDetection", 1),
+                       ("objects", T.TYPE_MESSAGE, ".xmic.hoa.ObjectDetection", 1)])
+    pool = descriptor_pool.DescriptorPool()
+    fd = pool.Add(f)
+    return {name: message_factory.GetMessageClass(fd.message_types_by_name[name])
+            for name in ("BBox", "FloatVector", "HandDetection", "ObjectDetection", "Detections")}
+
+
+PB = _messages()
+
+
+class _BytesListUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed in a detection "
+                                     "pickle (a list of protobuf bytes)")
+
+
+def load_detection_pickle(path: Path, video_id: str) -> dict[int, object]:
+    """frame_number -> Detections message, from one video's pickle; refuses anything but a list
+    of bytes, and messages of another video."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            items = _BytesListUnpickler(f).load()
+    except FileNotFoundError:
+        raise BoxError(f"{path}: detection pickle for video {video_id} not found") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as e:
+        raise BoxError(f"{path}: refused or unreadable detection pickle ({e})") from None
+    if not isinstance(items, list) or not all(isinstance(b, (bytes, bytearray)) for b in items):
+        raise BoxError(f"{path}: expected a list of serialized Detections (bytes)")
+    out = {}
+    for i, raw in enumerate(items):
+        det = PB["Detections"]()
+        try:
+            det.ParseFromString(bytes(raw))
+        except Exception as e:
+            raise BoxError(f"{path}: item {i} is not a Detections message ({e})") from None
+        if det.video_id and det.video_id != video_id:
+            raise BoxError(f"{path}: holds detections of video {det.video_id}, not {video_id}; "
+                           "the file is misnamed or misplaced")
+        out[det.frame_number] = det
+    return out
+
+
+def _check(box, where: str) -> tuple[float, float, float, float]:
+    l, t, r, b = (float(x) for x in box)
+    if not all(math.isfinite(v) for v in (l, t, r, b)):
+        raise BoxError(f"{where}: box {box} holds NaN or Inf")
+    if r < l or b < t:
+        raise BoxError(f"{where}: box {box} has negative size")
+    return l, t, r, b
+
+
+def union_crop(detections, width: int, height: int, hand_score: float = 0.8,
+               object_score: float = 0.01, min_box_px: float = 1.0, where: str = ""):
+    """Crop box (l, t, r, b) in pixels from one frame's Detections, or None (full frame)."""
+    boxes = []
+    objects = [o for o in detections.objects if o.score >= object_score]
+    obj_boxes = [_check((o.bbox.left, o.bbox.top, o.bbox.right, o.bbox.bottom), where)
+                 for o in objects]
+    for h in detections.hands:
+        if h.score < hand_score:
+            continue
+        hb = _check((h.bbox.left, h.bbox.top, h.bbox.right, h.bbox.bottom), where)
+        boxes.append(hb)
+        if h.state in CONTACT_STATES and obj_boxes:
+            cx = (hb[0] + hb[2]) / 2 + h.object_offset.x
+            cy = (hb[1] + hb[3]) / 2 + h.object_offset.y
+            near = min(obj_boxes, key=lambda o: ((o[0] + o[2]) / 2 - cx) ** 2 + ((o[1] + o[3]) / 2 - cy) ** 2)
+            boxes.append(near)
+    if not boxes:
+        return None
+    l, t = min(b[0] for b in boxes) * width, min(b[1] for b in boxes) * height
+    r, b = max(b[2] for b in boxes) * width, max(b[3] for b in boxes) * height
+    return clip_box((l, t, r, b), width, height, min_box_px)
+
+
+def clip_box(box, width: int, height: int, min_box_px: float = 1.0):
+    l, t, r, b = box
+    l, t = min(max(l, 0.0), width), min(max(t, 0.0), height)
+    r, b = min(max(r, 0.0), width), min(max(b, 0.0), height)
+    if r - l <= min_box_px or b - t <= min_box_px:
+        return None
+    return (l, t, r, b)
+
+
+class BoxSource:
+    """Crop boxes for (video, segment, frame) from one of the three inputs."""
+
+    def __init__(self, path: str | Path, hand_score: float = 0.8, object_score: float = 0.01,
+                 min_box_px: float = 1.0):
+        self.path = Path(path)
+        self.thresholds = (hand_score, object_score, min_box_px)
+        self._videos: dict[str, dict] = {}
+        self._table: dict | None = None
+        if self.path.is_dir():
+            self.kind = "epic-detections"
+        elif self.path.suffix in (".parquet", ".csv"):
+            self.kind = "table"
+            self._table = self._read_table()
+        elif self.path.suffix in (".pkl", ".pickle"):
+            self.kind = "xmic-boxes"
+            from xmic.cache.legacy import safe_load_pickle
+            data = safe_load_pickle(self.path)
+            if not isinstance(data, dict):
+                raise BoxError(f"{self.path}: expected dict[segment_id][frame] = box")
+            self._table = {("segment", str(s), int(f)): b for s, frames in data.items()
+                           for f, b in frames.items()}
+        else:
+            raise BoxError(f"{self.path}: not a folder of detection pickles, a .pkl box dict, or a "
+                           ".parquet/.csv box table")
+
+    def _read_table(self) -> dict:
+        import pyarrow.csv as pcsv
+        import pyarrow.parquet as pq
+        t = pq.read_table(self.path) if self.path.suffix == ".parquet" else pcsv.read_csv(self.path)
+        key = "segment_id" if "segment_id" in t.column_names else "video_id"
+        need = [key, "frame", "left", "top", "right", "bottom"]
+        missing = [c for c in need if c not in t.column_names]
+        if missing:
+            raise BoxError(f"{self.path}: box table lacks column(s) {missing}")
+        cols = [t[c].to_pylist() for c in need]
+        kind = "segment" if key == "segment_id" else "video"
+        return {(kind, str(k), int(f)): (l, tp, r, b) for k, f, l, tp, r, b in zip(*cols)}
+
+    def box(self, video_id: str, segment_id: str, frame: int, width: int, height: int):
+        where = f"{self.path}: video {video_id}, segment {segment_id}, frame {frame}"
+        hs, os_, mp = self.thresholds
+        if self.kind == "epic-detections":
+            if video_id not in self._videos:
+                self._videos[video_id] = load_detection_pickle(self.path / f"{video_id}.pkl", video_id)
+            det = self._videos[video_id].get(frame)
+            return None if det is None else union_crop(det, width, height, hs, os_, mp, where)
+        raw = self._table.get(("segment", segment_id, frame), self._table.get(("video", video_id, frame)))
+        return None if raw is None else clip_box(_check(raw, where), width, height, mp)

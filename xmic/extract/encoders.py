@@ -1,0 +1,175 @@
+"""Frozen open_clip image and text towers, loaded offline, and OpenAI weight conversion.
+
+Inputs: ``model`` (an open_clip model name, or the path of an open_clip model-config JSON) and
+``weights`` (a state-dict file .pt/.bin/.safetensors, ``local-dir:DIR`` in open_clip's layout, or
+``random`` for tests and demos: seeded, and marked in the fingerprint). Outputs: ``ClipEncoder``
+with ``encode_images`` (preprocessed [B, 3, H, W] -> projected, unnormalised [B, D]) and
+``encode_texts`` (strings -> [C, D]), its PIL transform, and the fingerprint parts (model
+identity, preprocessing). Nothing is downloaded. OpenAI-derived weights on an architecture
+without QuickGELU are refused: they load without error and silently lose accuracy.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from xmic.cache.fingerprint import clip_preprocess, model_identity
+from xmic.cache.layout import sha256_file
+from xmic.config import XmicError
+
+OPENAI_ORIGIN_KEY = "xmic.origin"
+
+
+class EncoderError(XmicError):
+    pass
+
+
+def resolve_model(model: str) -> tuple[str, dict]:
+    """(open_clip model name, its config) for a registered name or a model-config JSON path."""
+    import open_clip
+    p = Path(model)
+    if p.suffix == ".json":
+        if not p.exists():
+            raise EncoderError(f"{p}: model config not found")
+        open_clip.add_model_config(p)
+        model = p.stem
+    cfg = open_clip.get_model_config(model)
+    if cfg is None:
+        raise EncoderError(f"unknown open_clip model {model!r}; give a name from "
+                           "open_clip.list_models() or the path of a model-config JSON")
+    return model, cfg
+
+
+def weights_origin(path: Path) -> str | None:
+    """``openai`` when a weights file is known to hold OpenAI CLIP weights."""
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+        with safe_open(str(path), framework="pt") as f:
+            if (f.metadata() or {}).get(OPENAI_ORIGIN_KEY) == "openai":
+                return "openai"
+    return "openai" if "openai" in path.name.lower() else None
+
+
+def convert_openai_weights(src: str | Path, dst: str | Path) -> dict:
+    """OpenAI TorchScript archive (e.g. ``ViT-B-16.pt``) -> safetensors state dict for open_clip."""
+    from safetensors.torch import save_file
+    src, dst = Path(src), Path(dst)
+    try:
+        jit = torch.jit.load(str(src), map_location="cpu")
+    except Exception as e:
+        raise EncoderError(f"{src}: not a TorchScript archive ({type(e).__name__}: "
+                           f"{str(e).splitlines()[0][:200]})") from None
+    sd = {k: v.detach().contiguous().clone() for k, v in jit.state_dict().items()
+          if k not in ("input_resolution", "context_length", "vocab_size")
+          and not k.endswith("attn_mask")}  # scalars and masks are rebuilt by open_clip
+    save_file(sd, str(dst), metadata={OPENAI_ORIGIN_KEY: "openai", "source": src.name,
+                                      "source_sha256": sha256_file(src)})
+    return {"tensors": len(sd), "parameters": sum(v.numel() for v in sd.values())}
+
+
+@dataclass
+class ClipEncoder:
+    model: torch.nn.Module
+    tokenizer: object
+    transform: object
+    identity: dict
+    preprocess: dict
+    device: torch.device
+    precision: str
+    dim: int
+    warnings: list[str] = field(default_factory=list)
+
+    def _autocast(self):
+        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.precision)
+        return torch.autocast(self.device.type, dtype=dtype or torch.float32,
+                              enabled=dtype is not None)
+
+    @torch.no_grad()
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """[B, 3, H, W] preprocessed -> [B, D] float32, projected, not normalised."""
+        with self._autocast():
+            return self.model.encode_image(images.to(self.device, non_blocking=True)).float()
+
+    @torch.no_grad()
+    def encode_texts(self, texts: list[str], batch: int = 256) -> torch.Tensor:
+        out = []
+        for i in range(0, len(texts), batch):
+            tokens = self.tokenizer(texts[i:i + batch]).to(self.device)
+            with self._autocast():
+                out.append(self.model.encode_text(tokens).float().cpu())
+        return torch.cat(out) if out else torch.zeros(0, self.dim)
+
+
+def load_clip(model: str, weights: str, device: str = "cpu", precision: str = "fp32",
+              seed: int = 0) -> ClipEncoder:
+    import open_clip
+    warnings = []
+    dev = torch.device(device)
+    if precision in ("fp16", "bf16") and dev.type == "cpu":
+        warnings.append(f"precision {precision} is for GPUs; encoding in fp32 on the CPU")
+        precision = "fp32"
+    if weights.startswith("local-dir:"):
+        folder = Path(weights[len("local-dir:"):])
+        cfg_path = folder / "open_clip_config.json"
+        if not cfg_path.exists():
+            raise EncoderError(f"{folder}: no open_clip_config.json (expected open_clip's local-dir "
+                               "layout: open_clip_config.json + open_clip_model.safetensors)")
+        files = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".pt"))
+        if not files:
+            raise EncoderError(f"{folder}: no weights file (.safetensors/.bin/.pt)")
+        name = json.loads(cfg_path.read_text()).get("model_cfg", {}).get("name", folder.name)
+        m = open_clip.create_model(weights, device="cpu")
+        cfg = {"quick_gelu": bool(json.loads(cfg_path.read_text()).get("model_cfg", {})
+                                  .get("quick_gelu", False))}
+        digest, origin = sha256_file(files[0]), weights_origin(files[0])
+    else:
+        name, cfg = resolve_model(model)
+        torch.manual_seed(seed)
+        m = open_clip.create_model(name, pretrained=None, device="cpu")
+        if weights == "random":
+            digest, origin = f"random-seed-{seed}", None
+            warnings.append(f"RANDOM WEIGHTS (seed {seed}): embeddings are meaningless; give "
+                            "--weights FILE or local-dir:DIR for real features")
+        else:
+            path = Path(weights)
+            if not path.exists():
+                raise EncoderError(f"{path}: weights file not found (nothing is downloaded: give a "
+                                   "local .pt/.bin/.safetensors, local-dir:DIR, or `random`)")
+            origin = weights_origin(path)
+            if origin == "openai" and not cfg.get("quick_gelu", False):
+                raise EncoderError(
+                    f"{path} holds OpenAI CLIP weights, trained with QuickGELU, but model {name!r} "
+                    f"uses GELU: features would silently lose accuracy. Use --model {name}-quickgelu"
+                    " (or set \"quick_gelu\": true in your model-config JSON)")
+            try:
+                open_clip.load_checkpoint(m, str(path), strict=True, weights_only=True)
+            except Exception as e:
+                raise EncoderError(f"{path}: does not fit model {name!r} ({type(e).__name__}: "
+                                   f"{str(e).splitlines()[0][:300]})") from None
+            digest = sha256_file(path)
+    m = m.to(dev).eval()
+    for p in m.parameters():
+        p.requires_grad_(False)
+    pc = m.visual.preprocess_cfg
+    size = pc["size"] if isinstance(pc["size"], int) else pc["size"][0]
+    transform = open_clip.image_transform(size, is_train=False, mean=pc["mean"], std=pc["std"],
+                                          resize_mode=pc.get("resize_mode", "shortest"),
+                                          interpolation=pc.get("interpolation", "bicubic"))
+    identity = model_identity(name, digest, open_clip.__version__, torch.__version__,
+                              bool(cfg.get("quick_gelu", False)))
+    if origin:
+        identity["weights_origin"] = origin
+    prep = clip_preprocess(size, pc.get("interpolation", "bicubic"), pc["mean"], pc["std"],
+                           "shortest-side+center-crop" if pc.get("resize_mode", "shortest") == "shortest"
+                           else pc.get("resize_mode"))
+    dim = int(m.text_projection.shape[1]) if getattr(m, "text_projection", None) is not None \
+        else int(m.encode_image(torch.zeros(1, 3, size, size, device=dev)).shape[1])
+    for w in warnings:
+        print(f"WARNING: {w}", file=sys.stderr)
+    return ClipEncoder(m, open_clip.get_tokenizer(name) if not weights.startswith("local-dir:")
+                       else open_clip.get_tokenizer(weights), transform, identity, prep, dev,
+                       precision, dim, warnings)
