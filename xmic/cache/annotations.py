@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,19 @@ EPIC_REQUIRED = ("narration_id", "video_id", "start_timestamp", "stop_timestamp"
 EPIC_LABELS = ("verb_class", "noun_class")
 EGO4D_REQUIRED = ("clip_uid", "action_idx", "action_clip_start_sec", "action_clip_end_sec",
                   "action_clip_start_frame", "action_clip_end_frame")
+
+SPECIAL = {"use to": "use", "end of": "end", "bring into": "bring"}
+
+
+def normalize_name(name: str) -> str:
+    """EPIC ``pan:dust`` -> ``dust pan``; ``turn-on`` -> ``turn on``; Ego4D
+    ``spoon_(spoon,_spoonful)`` -> ``spoon``; X-MIC ``chopping_board`` -> ``chopping board``."""
+    s = name.strip().lower()
+    s = re.sub(r"_?\(.*?\)", "", s)           # Ego4D synonym lists
+    if ":" in s:
+        s = " ".join(reversed(s.split(":")))  # EPIC keys: natural word order
+    s = re.sub(r"[-_\s]+", " ", s).strip()
+    return SPECIAL.get(s, s)
 
 
 @dataclass

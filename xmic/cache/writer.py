@@ -129,9 +129,9 @@ class ShardWriter:
         self._slot(segment_id)
         self._results[segment_id] = ("failed", None, [], str(error) or "unknown error")
 
-    def commit(self) -> bool:
+    def commit(self, extra_stats: dict | None = None) -> bool:
         """Write and commit the shard; True if this writer's commit won, False if another
-        writer had already committed the same shard."""
+        writer had already committed the same shard. ``extra_stats`` go into the marker."""
         missing = [s for s in self.segment_ids if s not in self._results]
         if missing:
             raise CacheError(f"shard {self.shard} of view {self.view}: {len(missing)} planned "
@@ -174,7 +174,8 @@ class ShardWriter:
             "stats": {"attempt": self.attempt, "host": socket.gethostname(), "pid": os.getpid(),
                       "seconds": round(seconds, 3), "frames": int(row),
                       "frames_per_s": round(row / seconds, 1) if seconds > 0 else None,
-                      "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+                      "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                      **(extra_stats or {})},
         }
         write_json_atomic(self.tmp / MARKER, marker)
         won = commit_dir(self.tmp, self.final)

@@ -11,25 +11,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from xmic.cache.annotations import normalize_name
 from xmic.config import XmicError
 
 DATASET_TAGS = {"epic": "epic", "ego4d": "ego", "egtea": "egtea"}
-SPECIAL = {"use to": "use", "end of": "end", "bring into": "bring"}
-
-
 class ClassSplitError(XmicError):
     pass
-
-
-def normalize_name(name: str) -> str:
-    """EPIC ``pan:dust`` -> ``dust pan``; ``turn-on`` -> ``turn on``; Ego4D
-    ``spoon_(spoon,_spoonful)`` -> ``spoon``; X-MIC ``chopping_board`` -> ``chopping board``."""
-    s = name.strip().lower()
-    s = re.sub(r"_?\(.*?\)", "", s)           # Ego4D synonym lists
-    if ":" in s:
-        s = " ".join(reversed(s.split(":")))  # EPIC keys: natural word order
-    s = re.sub(r"[-_\s]+", " ", s).strip()
-    return SPECIAL.get(s, s)
 
 
 def raw_key(name: str) -> str:

@@ -1,0 +1,95 @@
+"""Tiny datasets in the real on-disk layouts for extraction tests."""
+from __future__ import annotations
+
+import csv
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from xmic.extract.detections import PB
+
+TINY = Path(__file__).resolve().parents[1] / "xmic" / "extract" / "configs" / "xmic-tiny-quickgelu.json"
+W, H = 64, 48
+
+
+def frame_image(i: int, hue: int) -> Image.Image:
+    a = np.zeros((H, W, 3), np.uint8)
+    a[..., 0] = (hue * 40) % 256
+    a[..., 1] = (i * 7) % 256
+    a[10:30, 20:40, 2] = 200  # the "hand and object" area
+    return Image.fromarray(a)
+
+
+def make_epic(root: Path, videos=("P01_01", "P01_02"), frames=120, segs_per_video=3) -> dict:
+    root = Path(root)
+    ann, det = root / "annotations", root / "detections"
+    ann.mkdir(parents=True)
+    det.mkdir()
+    rows = []
+    for v, vid in enumerate(videos):
+        d = root / "media" / vid.split("_")[0] / "rgb_frames" / vid
+        d.mkdir(parents=True)
+        msgs = []
+        for f in range(1, frames + 1):
+            frame_image(f, v).save(d / f"frame_{f:010d}.jpg", quality=90)
+            m = PB["Detections"](video_id=vid, frame_number=f)
+            h = m.hands.add(score=0.95, state=3)
+            h.bbox.left, h.bbox.top, h.bbox.right, h.bbox.bottom = 0.30, 0.20, 0.45, 0.50
+            h.object_offset.x, h.object_offset.y = 0.15, 0.0
+            o = m.objects.add(score=0.5)
+            o.bbox.left, o.bbox.top, o.bbox.right, o.bbox.bottom = 0.50, 0.20, 0.65, 0.60
+            msgs.append(m.SerializeToString())
+        with open(det / f"{vid}.pkl", "wb") as fh:
+            pickle.dump(msgs, fh)
+        for s in range(segs_per_video):
+            a = 1 + s * 35
+            rows.append([f"{vid}_{s}", "P01", vid, "00:00:00.00", f"00:00:{a / 10:05.2f}",
+                         f"00:00:{(a + 30) / 10:05.2f}", a, a + 30, "take x", "take", s % 2,
+                         "x", (v + s) % 3, "[]", "[]"])
+    with open(ann / "EPIC_100_train.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["narration_id", "participant_id", "video_id", "narration_timestamp",
+                    "start_timestamp", "stop_timestamp", "start_frame", "stop_frame", "narration",
+                    "verb", "verb_class", "noun", "noun_class", "all_nouns", "all_noun_classes"])
+        w.writerows(rows)
+    for kind, names in (("noun", ["board:chopping", "knife", "pan:dust"]), ("verb", ["take", "put"])):
+        with open(ann / f"EPIC_100_{kind}_classes.csv", "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["id", "key", "instances", "category"])
+            w.writerows([[i, n, "[]", "x"] for i, n in enumerate(names)])
+    with open(ann / "EPIC_100_video_info.csv", "w", newline="") as fh:
+        fh.write("video_id,duration,fps,resolution\n" + "".join(f"{v},12.0,10.0,{W}x{H}\n" for v in videos))
+    return {"root": root / "media", "annotations": ann / "EPIC_100_train.csv", "boxes": det}
+
+
+def write_mp4(path: Path, n: int, fps: int = 30, hue: int = 0) -> None:
+    import av
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("mpeg4", rate=fps)
+        s.width, s.height, s.pix_fmt = W, H, "yuv420p"
+        for i in range(n):
+            for p in s.encode(av.VideoFrame.from_image(frame_image(i, hue))):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+
+
+def make_ego4d(root: Path, clips=("clipA", "clipB"), frames=240) -> dict:
+    root = Path(root)
+    (root / "media").mkdir(parents=True)
+    acts = []
+    for c, uid in enumerate(clips):
+        write_mp4(root / "media" / f"{uid}.mp4", frames, 30, c)
+        for a in range(2):
+            s0 = 10 + a * 100
+            acts.append({"clip_uid": uid, "action_idx": a, "action_clip_start_sec": s0 / 30,
+                         "action_clip_end_sec": (s0 + 150) / 30, "action_clip_start_frame": s0,
+                         "action_clip_end_frame": min(s0 + 150, frames - 1), "verb": "take_(pick)",
+                         "noun": "knife", "verb_label": 0, "noun_label": 1})
+    (root / "fho_lta_val.json").write_text(json.dumps({"clips": acts}))
+    (root / "tax.json").write_text(json.dumps({"verbs": ["take_(pick)", "wash"],
+                                               "nouns": ["chopping_board", "knife", "door"]}))
+    return {"root": root / "media", "annotations": root / "fho_lta_val.json", "taxonomy": root / "tax.json"}

@@ -1,0 +1,229 @@
+"""Extraction: sampling, the crop rule, encoders (QuickGELU refusal, weight conversion), the
+pipeline on real layouts (JPEG folders, mp4), determinism, resume, and bad input."""
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import SHARED_DATA, run_xmic
+from extract_data import TINY, make_ego4d, make_epic
+from xmic.cache import Cache, CacheConfig, load_split
+from xmic.cache.verify import verify
+from xmic.extract.config import ExtractConfig
+from xmic.extract.detections import PB, BoxError, load_detection_pickle, union_crop
+from xmic.extract.encoders import EncoderError, load_clip
+from xmic.extract.pipeline import extract_text, plan, run_shards
+from xmic.extract.sampling import frames_to_encode
+
+CFG = ExtractConfig(model=str(TINY), weights="random", workers=0, batch_size=48, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return load_clip(str(TINY), "random", "cpu", "fp32", 0)
+
+
+@pytest.fixture(scope="module")
+def epic(tmp_path_factory):
+    return make_epic(tmp_path_factory.mktemp("epic"))
+
+
+def extract_epic(root, epic, encoder, **kw):
+    plan(root, "epic", epic["annotations"], epic["root"], "train", boxes=epic["boxes"],
+         cache_config=CacheConfig(shard_segments=4))
+    return run_shards(root, CFG, encoder=encoder, echo=lambda *a: None, **kw)
+
+
+def test_sampling():
+    assert frames_to_encode(5, 20) == list(range(5, 21))            # short: every frame
+    f = frames_to_encode(1, 1000, "per_bin", 4, 16)
+    assert len(f) == 64 and f == sorted(set(f)) and f[0] >= 1 and f[-1] <= 1000
+    for i in range(16):  # four candidates inside each of the 16 bins
+        lo, hi = 1 + i * 1000 / 16, 1 + (i + 1) * 1000 / 16
+        assert sum(lo <= x < hi for x in f) == 4
+    assert frames_to_encode(1, 1000, "all") == list(range(1, 1001))
+    with pytest.raises(ValueError, match="stops"):
+        frames_to_encode(10, 5)
+
+
+def det(*hands, objects=()):
+    d = PB["Detections"](video_id="v", frame_number=1)
+    for box, score, state, off in hands:
+        h = d.hands.add(score=score, state=state)
+        h.bbox.left, h.bbox.top, h.bbox.right, h.bbox.bottom = box
+        h.object_offset.x, h.object_offset.y = off
+    for box, score in objects:
+        o = d.objects.add(score=score)
+        o.bbox.left, o.bbox.top, o.bbox.right, o.bbox.bottom = box
+    return d
+
+
+def test_crop_union_rule():
+    hand = ((0.1, 0.1, 0.2, 0.2), 0.9, 3, (0.3, 0.0))
+    near, far = ((0.4, 0.1, 0.5, 0.2), 0.5), ((0.8, 0.8, 0.9, 0.9), 0.5)
+    assert union_crop(det(hand, objects=[near, far]), 100, 100) == pytest.approx((10, 10, 50, 20))
+    no_contact = ((0.1, 0.1, 0.2, 0.2), 0.9, 0, (0.3, 0.0))
+    assert union_crop(det(no_contact, objects=[near]), 100, 100) == pytest.approx((10, 10, 20, 20))
+    weak = ((0.1, 0.1, 0.2, 0.2), 0.5, 3, (0.3, 0.0))
+    assert union_crop(det(weak, objects=[near]), 100, 100) is None           # hand under 0.8
+    assert union_crop(det(hand, objects=[((0.4, 0.1, 0.5, 0.2), 0.005)]), 100, 100) == \
+        pytest.approx((10, 10, 20, 20))                                          # object under 0.01
+    two = ((0.6, 0.5, 0.7, 0.7), 0.85, 1, (0, 0))
+    assert union_crop(det(hand, two), 100, 100) == pytest.approx((10, 10, 70, 70))
+    assert union_crop(det(((0.5, 0.5, 0.505, 0.6), 0.9, 0, (0, 0))), 100, 100) is None  # <= 1 px
+    assert union_crop(det(((-0.2, -0.1, 0.3, 1.4), 0.9, 0, (0, 0))), 100, 50) == pytest.approx((0, 0, 30, 50))
+    with pytest.raises(BoxError, match="NaN"):
+        union_crop(det(((float("nan"), 0.1, 0.2, 0.2), 0.9, 0, (0, 0))), 100, 100, where="x")
+    with pytest.raises(BoxError, match="negative size"):
+        union_crop(det(((0.3, 0.1, 0.2, 0.2), 0.9, 0, (0, 0))), 100, 100, where="x")
+
+
+def test_detection_pickles_refused(tmp_path):
+    p = tmp_path / "P01_01.pkl"
+    p.write_bytes(pickle.dumps([PB["Detections"](video_id="P02_01").SerializeToString()]))
+    with pytest.raises(BoxError, match="holds detections of video P02_01, not P01_01"):
+        load_detection_pickle(p, "P01_01")
+    p.write_bytes(pickle.dumps([np.ones(2)]))
+    with pytest.raises(BoxError, match="refused or unreadable"):
+        load_detection_pickle(p, "P01_01")
+
+
+def test_quickgelu_refusal_and_convert_round_trip(tmp_path, encoder):
+    x = torch.randn(2, 3, 32, 32)
+    ts = torch.jit.trace_module(encoder.model, {"encode_image": (x,)})
+    ts.save(str(tmp_path / "ViT-tiny.pt"))
+    cp = run_xmic("extract", "convert-weights", tmp_path / "ViT-tiny.pt", tmp_path / "w.safetensors")
+    assert "tensors" in cp.stdout
+    e2 = load_clip(str(TINY), str(tmp_path / "w.safetensors"))
+    assert torch.allclose(e2.encode_images(x), encoder.encode_images(x), atol=1e-5)
+    assert e2.identity["weights_origin"] == "openai" and len(e2.identity["weights_sha256"]) == 64
+    cfg = json.loads(TINY.read_text())
+    cfg["quick_gelu"] = False
+    (tmp_path / "tiny-gelu.json").write_text(json.dumps(cfg))
+    with pytest.raises(EncoderError, match="QuickGELU.*--model tiny-gelu-quickgelu"):
+        load_clip(str(tmp_path / "tiny-gelu.json"), str(tmp_path / "w.safetensors"))
+    with pytest.raises(EncoderError, match="not found.*nothing is downloaded"):
+        load_clip(str(TINY), str(tmp_path / "missing.pt"))
+    assert any("RANDOM WEIGHTS" in w for w in encoder.warnings)
+
+
+def test_epic_pipeline_and_determinism(tmp_path, epic, encoder):
+    s = extract_epic(tmp_path / "a", epic, encoder)
+    assert s["shards_done"] == 2 and s["segments_failed"] == 0
+    extract_text(tmp_path / "a", CFG, encoder=encoder)
+    c = Cache.open(tmp_path / "a")
+    assert verify(c, deep=True) == []
+    d = load_split(c, ["hand_crop", "full_frame"], "train")
+    fi = d.segments["frame_indices"].to_pylist()
+    assert fi[0] == list(range(1, 32)) and d.views["hand_crop"].features.shape == (186, 32)
+    assert not np.array_equal(d.views["hand_crop"].features, d.views["full_frame"].features)
+    fp = c.view("hand_crop")["fingerprint"]
+    assert fp["crop"]["hand_score"] == 0.8 and fp["model"]["weights_sha256"] == "random-seed-0"
+    assert set(c.views()) == {"full_frame", "hand_crop"} and c.marker("hand_crop", "train-00000")["stats"]["encode_s"] >= 0
+    # the same input twice gives identical bytes; a partial run then a resume equals a clean run
+    extract_epic(tmp_path / "b", epic, encoder, shard_ids=[1])
+    b = Cache.open(tmp_path / "b")
+    assert b.shard_state("full_frame", "train-00000") == "pending"
+    s = run_shards(tmp_path / "b", CFG, encoder=encoder, echo=lambda *a: None)
+    assert s["shards_done"] == 1 and s["shards_skipped"] == 1
+    for v in ("full_frame", "hand_crop"):
+        for shard in c.shards():
+            assert c.marker(v, shard)["checksum"] == b.marker(v, shard)["checksum"]
+    # the trainer runs on what extraction wrote
+    from xmic.config import load_config
+    from xmic.train.config import TrainConfig
+    from xmic.train.loop import train
+    cfg = load_config(TrainConfig, None, ["device=cpu", "epochs=1", "batch_size=4", "model.heads=2",
+                                          "heldout_fraction=0"])
+    assert train(c.root, cfg, tmp_path / "run", echo=lambda *a: None)["epochs"] == 1
+
+
+def test_ego4d_video_central_window(tmp_path, encoder):
+    g = make_ego4d(tmp_path / "ego")
+    plan(tmp_path / "c", "ego4d", g["annotations"], g["root"], "val", views=("full_frame",),
+         taxonomy=g["taxonomy"])
+    assert run_shards(tmp_path / "c", CFG, encoder=encoder, echo=lambda *a: None)["segments_failed"] == 0
+    c = Cache.open(tmp_path / "c")
+    idx = c.index()
+    fi = idx["frame_indices"][0].as_py()
+    assert idx["start_frame"][0].as_py() == 10 and fi[0] == 25 and fi[-1] <= 144 and len(fi) == 64
+    assert c.view("full_frame")["fingerprint"]["sampling"]["window"] == "central 4 s"
+
+
+def test_bad_inputs_fail_their_segments_only(tmp_path, encoder):
+    e = make_epic(tmp_path / "e", videos=("P01_01", "P01_02", "P01_03"))
+    media = e["root"] / "P01" / "rgb_frames"
+    (media / "P01_01" / "frame_0000000010.jpg").unlink()                       # missing frame
+    (media / "P01_02" / "frame_0000000040.jpg").write_bytes(b"")              # zero-byte JPEG
+    with open(e["boxes"] / "P01_03.pkl", "rb") as f:                           # NaN hand box
+        msgs = pickle.load(f)
+    bad = PB["Detections"]()
+    bad.ParseFromString(msgs[80])
+    bad.hands[0].bbox.left = float("nan")
+    msgs[80] = bad.SerializeToString()
+    with open(e["boxes"] / "P01_03.pkl", "wb") as f:
+        pickle.dump(msgs, f)
+    s = extract_epic(tmp_path / "c", e, encoder)
+    assert s["segments_failed"] == 3 and s["shards_done"] == 3
+    errs = " | ".join(s["failures"])
+    assert "frame_0000000010.jpg: frame 10 is missing" in errs
+    assert "frame_0000000040.jpg: frame 40 is not a readable image" in errs
+    assert "P01_03, segment P01_03_2, frame 81" in errs and "NaN" in errs
+    c = Cache.open(tmp_path / "c")
+    assert verify(c, deep=True) == []
+    idx = c.index().to_pylist()
+    assert sum(r["status"] == "failed" for r in idx) == 3 and sum(r["status"] == "ok" for r in idx) == 6
+    assert all(r["full_frame__count"] == 0 for r in idx if r["status"] == "failed")
+
+
+def test_bad_videos(tmp_path, encoder):
+    g = make_ego4d(tmp_path / "g", clips=("ok", "trunc", "fake"), frames=200)
+    raw = (g["root"] / "trunc.mp4").read_bytes()
+    (g["root"] / "trunc.mp4").write_bytes(raw[: len(raw) // 3])
+    (g["root"] / "fake.mp4").write_bytes(b"this is not a video at all" * 10)
+    plan(tmp_path / "c", "ego4d", g["annotations"], g["root"], "val", views=("full_frame",),
+         taxonomy=g["taxonomy"])
+    s = run_shards(tmp_path / "c", CFG, encoder=encoder, echo=lambda *a: None)
+    errs = " | ".join(s["failures"])
+    assert "fake.mp4: cannot decode video" in errs
+    assert "trunc.mp4" in errs and s["segments_failed"] == 4
+    ok = [r for r in Cache.open(tmp_path / "c").index().to_pylist() if r["status"] == "ok"]
+    assert {r["video_id"] for r in ok} == {"ok"}
+
+
+def test_cli_extract(tmp_path, epic):
+    run_xmic("extract", "plan", tmp_path / "c", "--dataset", "epic", "--annotations",
+             epic["annotations"], "--root", epic["root"], "--boxes", epic["boxes"], "--shard-size", "3")
+    cp = run_xmic("extract", "run", tmp_path / "c", "--model", TINY, "--weights", "random",
+                  "--workers", "2", "--shards", "0-1", "--device", "cpu")
+    assert "2 shard(s) extracted" in cp.stdout and "RANDOM WEIGHTS" in cp.stdout + cp.stderr
+    cp = run_xmic("extract", "text", tmp_path / "c", "--model", TINY, "--weights", "random",
+                  "--device", "cpu")
+    assert "noun.photo (3 classes)" in cp.stdout
+    cp = run_xmic("extract", "run", tmp_path / "c", "--model", TINY, "--weights", "random",
+                  "--set", "hand_score=0.5", "--device", "cpu", check=False)
+    assert cp.returncode == 2 and "hand_score: 0.8 != 0.5" in cp.stderr
+
+
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"real annotations not found at {SHARED_DATA}")
+def test_plan_real_annotations(tmp_path):
+    epic = SHARED_DATA / "epic-kitchens-100-annotations"
+    s = plan(tmp_path / "v", "epic", epic / "EPIC_100_validation.csv", tmp_path, "validation",
+             views=("full_frame",))
+    assert s["segments"] == 9668 and s["shards"] == 38
+    s = plan(tmp_path / "t", "epic", epic / "UDA_annotations" / "EPIC_100_uda_source_train.csv",
+             tmp_path, "train", views=("full_frame",), noun_classes=epic / "EPIC_100_noun_classes.csv",
+             verb_classes=epic / "EPIC_100_verb_classes.csv", video_info=epic / "EPIC_100_video_info.csv")
+    assert s["segments"] == 16115
+    eg = SHARED_DATA / "egtea-gaze-plus-split1-parsed"
+    s = plan(tmp_path / "g", "egtea", eg / "test_split1_parsed.csv", tmp_path, "test",
+             views=("full_frame",))
+    meta = json.loads((tmp_path / "g" / "extract_plan.json").read_text())
+    assert s["segments"] == 2022 and len(meta["classes"]["verb"]) == 19
+    assert len(meta["classes"]["noun"]) == 53
+    c = Cache.open(tmp_path / "g")
+    assert min(c.plan()["verb_id"].to_pylist()) == 0 and max(c.plan()["verb_id"].to_pylist()) == 18

@@ -1,0 +1,32 @@
+"""The extraction stage's config (``ExtractConfig``): model, weights, sampling, crop thresholds.
+
+Input: YAML file and ``--set key=value`` overrides. Output: a frozen dataclass, written into
+every shard marker (``config.producer``) and reflected in each view's fingerprint.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    model: str = "ViT-B-16-quickgelu"  # open_clip name, or a model-config JSON path
+    weights: str = ""                  # FILE, local-dir:DIR, or random (tests and demos only)
+    seed: int = 0                      # for random weights
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["fp32", "fp16", "bf16"] = "fp16"  # GPUs; the CPU always runs fp32
+    batch_size: int = 256              # frames per encoder batch (halved on CUDA out-of-memory)
+    workers: int = 4                   # DataLoader processes that decode, crop and preprocess
+    sampling: Literal["all", "per_bin"] = "per_bin"
+    per_bin: int = 4                   # candidates per bin: 4 x 16 = 64 frames per segment at most
+    bins: int = 16
+    hand_score: float = 0.8
+    object_score: float = 0.01
+    min_box_px: float = 1.0
+    prompt: str = "{}"                 # X-MIC: the bare class name -> vocabulary "noun"
+    zeroshot_prompt: str = "a photo of a {}"  # -> vocabulary "noun.photo"
+
+    def __post_init__(self):
+        if self.batch_size < 1 or self.per_bin < 1 or self.bins < 1 or self.workers < 0:
+            raise ValueError("batch_size, per_bin and bins must be >= 1; workers >= 0")

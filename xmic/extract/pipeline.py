@@ -1,0 +1,231 @@
+"""Extraction: plan work into shards, then run shards as reader -> encoder -> writer.
+
+``plan``: annotations -> segments sorted by video (each video decoded once per shard) -> the
+cache's plan, plus ``extract_plan.json`` (dataset kind, media root, boxes, views, class lists,
+the plan's hash). ``run_shards``: for every uncommitted (view, shard), a DataLoader (worker
+processes) decodes each segment's sampled frames, crops hands and preprocesses; frames of many
+segments are packed into full encoder batches; each view's ``ShardWriter`` records embeddings,
+or the failure of a segment with its message (never zeros). ``extract_text``: class names ->
+text embeddings as cache vocabularies. Returns summaries; failures are counted, not hidden.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from xmic.cache import Cache, CacheConfig, ShardWriter
+from xmic.cache import fingerprint as F
+from xmic.cache.annotations import normalize_name
+from xmic.cache.index import make_plan
+from xmic.cache.layout import read_json, write_json_atomic
+from xmic.cache.vocab import add_vocab
+from xmic.config import XmicError, config_to_dict
+from xmic.extract.config import ExtractConfig
+from xmic.extract.datasets import encode_range, frame_source, read_dataset
+from xmic.extract.detections import BoxSource
+from xmic.extract.readers import read_frames
+from xmic.extract.sampling import frames_to_encode
+
+PLAN_FILE = "extract_plan.json"
+VIEWS = ("full_frame", "hand_crop")
+
+
+def plan(cache_dir: Path, kind: str, annotations: Path, root: Path, split: str,
+         views=VIEWS, boxes: Path | None = None, cache_config: CacheConfig | None = None,
+         **dataset_kw) -> dict:
+    bad = [v for v in views if v not in VIEWS]
+    if bad:
+        raise XmicError(f"unknown view(s) {bad}; extraction writes {list(VIEWS)}")
+    if "hand_crop" in views and boxes is None:
+        raise XmicError("view hand_crop needs --boxes (EPIC detection pickles folder, X-MIC box "
+                        "pickle, or a box table)")
+    segs, classes = read_dataset(kind, Path(annotations), split, Path(root), **dataset_kw)
+    order = sorted(range(len(segs)), key=lambda i: (segs.columns["video_id"][i],
+                                                    segs.columns["start_frame"][i]))
+    cols = {k: [v[i] for i in order] for k, v in segs.columns.items()}
+    cache = Cache.open_or_create(cache_dir, kind, cache_config)
+    table = make_plan(cols, cache.config.shard_segments, split)
+    cache.add_plan(table)
+    path = cache.root / PLAN_FILE
+    meta = read_json(path, "extraction plan") if path.exists() else {"splits": {}, "classes": {}}
+    digest = hashlib.sha256(json.dumps(table.to_pydict(), sort_keys=True, default=str).encode()).hexdigest()
+    meta["splits"][split] = {"dataset": kind, "annotations": str(Path(annotations).resolve()),
+                             "root": str(Path(root).resolve()), "views": list(views),
+                             "boxes": str(Path(boxes).resolve()) if boxes else None,
+                             "plan_sha256": digest, "segments": len(segs)}
+    for k, names in classes.items():
+        if meta["classes"].get(k, names) != names:
+            raise XmicError(f"{cache.root}: split {split} has another {k} class list than the "
+                            "splits planned before; one cache holds one vocabulary per label")
+        meta["classes"][k] = names
+    write_json_atomic(path, meta)
+    return {"segments": len(segs), "shards": len(cache.shards(split)), "plan_sha256": digest}
+
+
+class SegmentFrames(Dataset):
+    """One item per segment: (segment_id, frame numbers, {view: [n, 3, H, W]}) or an error."""
+
+    def __init__(self, rows: list[dict], kind: str, root: str, views, boxes: str | None,
+                 transform, cfg: ExtractConfig):
+        self.rows, self.kind, self.root, self.views = rows, kind, root, list(views)
+        self.boxes_path, self.transform, self.cfg = boxes, transform, cfg
+        self._boxes = None
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        r, c = self.rows[i], self.cfg
+        try:
+            src = frame_source(self.kind, Path(self.root), r["video_id"])
+            if self.kind == "egtea":  # trimmed clips start at the action
+                src = dataclasses.replace(src, first_frame=r["start_frame"])
+            lo, hi = encode_range(self.kind, r["start_frame"], r["stop_frame"], r["fps"])
+            frames = frames_to_encode(lo, hi, c.sampling, c.per_bin, c.bins)
+            images = read_frames(src, frames)
+            out = {}
+            if "full_frame" in self.views:
+                out["full_frame"] = torch.stack([self.transform(im) for im in images])
+            if "hand_crop" in self.views:
+                if self._boxes is None:
+                    self._boxes = BoxSource(self.boxes_path, c.hand_score, c.object_score, c.min_box_px)
+                crops = []
+                for f, im in zip(frames, images):
+                    box = self._boxes.box(r["video_id"], r["segment_id"], f, im.width, im.height)
+                    crops.append(self.transform(im.crop(box) if box else im))
+                out["hand_crop"] = torch.stack(crops)
+            return r["segment_id"], frames, out, None
+        except XmicError as e:
+            return r["segment_id"], [], {}, str(e)
+        except (ValueError, OSError) as e:
+            return r["segment_id"], [], {}, f"{type(e).__name__}: {e}"
+
+
+def view_fingerprints(enc, cfg: ExtractConfig, meta: dict, split: str) -> dict:
+    info = meta["splits"][split]
+    sampling = {"policy": cfg.sampling, "per_bin": cfg.per_bin, "bins": cfg.bins,
+                "window": "central 4 s" if info["dataset"] == "ego4d" else "segment"}
+    crop = F.hand_crop_rule(cfg.hand_score, cfg.object_score, cfg.min_box_px)
+    out = {}
+    for v in info["views"]:
+        out[v] = F.view_fingerprint(enc.identity, enc.precision, enc.preprocess,
+                                    crop if v == "hand_crop" else None, sampling)
+    return out
+
+
+def encode_packed(enc, tensors: list[torch.Tensor], batch_size: int) -> tuple[list[torch.Tensor], int]:
+    """Encode [n_i, 3, H, W] tensors packed into full batches; halves the batch on CUDA OOM."""
+    x = torch.cat(tensors) if tensors else torch.zeros(0)
+    outs, i = [], 0
+    while i < len(x):
+        try:
+            outs.append(enc.encode_images(x[i:i + batch_size]).cpu())
+            i += batch_size
+        except torch.cuda.OutOfMemoryError:
+            if batch_size == 1:
+                raise
+            batch_size = max(1, batch_size // 2)
+            torch.cuda.empty_cache()
+    emb = torch.cat(outs) if outs else torch.zeros(0)
+    return list(emb.split([len(t) for t in tensors])), batch_size
+
+
+def run_shards(cache_dir: Path, cfg: ExtractConfig, shard_ids: list[int] | None = None,
+               encoder=None, echo=print) -> dict:
+    from xmic.extract.encoders import load_clip
+    cache = Cache.open(cache_dir)
+    meta = read_json(cache.root / PLAN_FILE, "extraction plan (run `xmic extract plan` first)")
+    device = "cuda" if cfg.device == "auto" and torch.cuda.is_available() else (
+        "cpu" if cfg.device == "auto" else cfg.device)
+    enc = encoder or load_clip(cfg.model, cfg.weights, device, cfg.precision, cfg.seed)
+    all_shards = cache.shards()
+    chosen = [all_shards[i] for i in shard_ids] if shard_ids is not None else all_shards
+    summary = {"shards_done": 0, "shards_skipped": 0, "segments_failed": 0, "failures": [],
+               "frames": 0, "warnings": list(enc.warnings)}
+    plan_rows = cache.plan().to_pylist()
+    for split, info in meta["splits"].items():
+        fps = view_fingerprints(enc, cfg, meta, split)
+        have = cache.views()
+        for v, fp in fps.items():
+            if v in have:
+                cache.check_view(v, enc.dim, fp)  # refuse before any work
+        for shard in [s for s in chosen if s in set(cache.shards(split))]:
+            todo = [v for v in info["views"] if cache.shard_state(v, shard) != "done"]
+            if not todo:
+                summary["shards_skipped"] += 1
+                continue
+            rows = [r for r in plan_rows if r["shard"] == shard]
+            t0 = time.time()
+            writers = {v: ShardWriter(cache, v, shard, enc.dim, fps[v],
+                                      producer_config=config_to_dict(cfg),
+                                      provenance={"split": split, **info}) for v in todo}
+            loader = DataLoader(SegmentFrames(rows, info["dataset"], info["root"], todo,
+                                              info["boxes"], enc.transform, cfg),
+                                batch_size=None, num_workers=cfg.workers,
+                                pin_memory=enc.device.type == "cuda")
+            decode_s = encode_s = 0.0
+            pending: list = []
+            batch_used = cfg.batch_size
+
+            def flush():
+                nonlocal encode_s, batch_used
+                t = time.time()
+                for v in todo:
+                    embs, batch_used = encode_packed(enc, [p[2][v] for p in pending], batch_used)
+                    for (sid, frames, _), e in zip(pending, embs):
+                        writers[v].add(sid, e.numpy(), frames)
+                encode_s += time.time() - t
+                summary["frames"] += sum(len(p[1]) for p in pending)
+                pending.clear()
+
+            t = time.time()
+            for sid, frames, tensors, err in loader:
+                decode_s += time.time() - t
+                if err:
+                    for w in writers.values():
+                        w.fail(sid, err)
+                    summary["segments_failed"] += 1
+                    summary["failures"].append(f"{shard}: {sid}: {err}")
+                else:
+                    pending.append((sid, frames, tensors))
+                    if sum(len(p[1]) for p in pending) >= cfg.batch_size:
+                        flush()
+                t = time.time()
+            flush()
+            t = time.time()
+            for w in writers.values():
+                w.commit({"decode_s": round(decode_s, 3), "encode_s": round(encode_s, 3),
+                          "batch_size_used": batch_used})
+            write_s = time.time() - t
+            summary["shards_done"] += 1
+            echo(f"shard {shard}: {len(rows)} segments, views {todo}, {time.time() - t0:.1f}s "
+                 f"(decode {decode_s:.1f}s, encode {encode_s:.1f}s, write {write_s:.1f}s)")
+    cache.index(refresh=True)
+    return summary
+
+
+def extract_text(cache_dir: Path, cfg: ExtractConfig, labels=("noun", "verb"), encoder=None) -> dict:
+    from xmic.extract.encoders import load_clip
+    cache = Cache.open(cache_dir)
+    meta = read_json(cache.root / PLAN_FILE, "extraction plan (run `xmic extract plan` first)")
+    device = "cuda" if cfg.device == "auto" and torch.cuda.is_available() else (
+        "cpu" if cfg.device == "auto" else cfg.device)
+    enc = encoder or load_clip(cfg.model, cfg.weights, device, cfg.precision, cfg.seed)
+    out = {}
+    for label in labels:
+        classes = meta["classes"].get(label)
+        if not classes:
+            raise XmicError(f"{cache.root}: no {label} classes in the extraction plan")
+        for name, template in ((label, cfg.prompt), (f"{label}.photo", cfg.zeroshot_prompt)):
+            emb = enc.encode_texts([template.format(normalize_name(c)) for c in classes])
+            add_vocab(cache, name, classes, emb.numpy(), template,
+                      F.vocab_fingerprint(enc.identity, enc.precision, template), replace=True,
+                      source={"classes": "extract_plan.json", "names": "SPEC normalised"})
+            out[name] = len(classes)
+    return out

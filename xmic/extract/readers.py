@@ -1,0 +1,72 @@
+"""Decode the frames of one segment: JPEG folders through Pillow, videos through PyAV (FFmpeg).
+
+Input: a ``FrameSource`` and annotation frame numbers. Output: one RGB ``PIL.Image`` per frame,
+in order. A video is seeked once to the keyframe before the first wanted frame and decoded
+forward; frame positions come from timestamps. Errors (``ReadError``) name the file and the
+frame: a missing or empty JPEG, a corrupt or truncated video, frames past the video's end.
+"""
+from __future__ import annotations
+
+from PIL import Image, UnidentifiedImageError
+
+from xmic.config import XmicError
+from xmic.extract.datasets import FrameSource
+
+
+class ReadError(XmicError):
+    pass
+
+
+def read_jpegs(src: FrameSource, frames: list[int]) -> list[Image.Image]:
+    out = []
+    for f in frames:
+        p = src.path / src.pattern.format(f - src.first_frame + 1)
+        try:
+            with Image.open(p) as im:
+                out.append(im.convert("RGB"))
+        except FileNotFoundError:
+            raise ReadError(f"{p}: frame {f} is missing") from None
+        except (UnidentifiedImageError, OSError) as e:
+            raise ReadError(f"{p}: frame {f} is not a readable image ({e})") from None
+    return out
+
+
+def read_video(src: FrameSource, frames: list[int]) -> list[Image.Image]:
+    import av
+    want = sorted({f - src.first_frame for f in frames})
+    if want and want[0] < 0:
+        raise ReadError(f"{src.path}: frame {want[0] + src.first_frame} precedes the video")
+    got: dict[int, Image.Image] = {}
+    seen = -1
+    try:
+        with av.open(str(src.path)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            fps = float(stream.average_rate or stream.guessed_rate)
+            tb = float(stream.time_base)
+            start = (stream.start_time or 0) * tb
+            if want and want[0] > 0:
+                container.seek(int((start + want[0] / fps) / tb), stream=stream, backward=True)
+            wanted = set(want)
+            for frame in container.decode(stream):
+                idx = int(round((frame.pts * tb - start) * fps)) if frame.pts is not None else seen + 1
+                seen = max(seen, idx)
+                if idx in wanted:
+                    got[idx] = frame.to_image()
+                if idx >= want[-1]:
+                    break
+    except (av.FFmpegError, IndexError, ValueError) as e:
+        raise ReadError(f"{src.path}: cannot decode video ({type(e).__name__}: {e}); the file is "
+                        "corrupt, truncated or not a video") from None
+    except FileNotFoundError:
+        raise ReadError(f"{src.path}: video not found") from None
+    missing = [i for i in want if i not in got]
+    if missing:
+        raise ReadError(f"{src.path}: frame(s) {[m + src.first_frame for m in missing[:5]]} lie past "
+                        f"the end of the video (last decoded frame {seen + src.first_frame}); the "
+                        "segment's stop is beyond the video")
+    return [got[f - src.first_frame] for f in frames]
+
+
+def read_frames(src: FrameSource, frames: list[int]) -> list[Image.Image]:
+    return read_jpegs(src, frames) if src.kind == "jpeg" else read_video(src, frames)
