@@ -227,3 +227,63 @@ def test_plan_real_annotations(tmp_path):
     assert len(meta["classes"]["noun"]) == 53
     c = Cache.open(tmp_path / "g")
     assert min(c.plan()["verb_id"].to_pylist()) == 0 and max(c.plan()["verb_id"].to_pylist()) == 18
+
+
+def test_encoder_two_from_timm_as_renamed_views(tmp_path, epic, encoder):
+    import timm
+    from safetensors.torch import save_file
+    extract_epic(tmp_path / "c", epic, encoder)
+    net = timm.create_model("test_vit", pretrained=False, num_classes=0)
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp_path / "tv.safetensors"))
+    cfg = ExtractConfig(model="timm:test_vit", weights=str(tmp_path / "tv.safetensors"), workers=0,
+                        batch_size=64, device="cpu", rename=("full_frame=tv_full", "hand_crop=tv_hand"))
+    s = run_shards(tmp_path / "c", cfg, echo=lambda *a: None)
+    assert s["shards_done"] == 2 and s["segments_failed"] == 0
+    c = Cache.open(tmp_path / "c")
+    assert c.view("tv_hand")["dim"] == 64 and c.view("hand_crop")["dim"] == 32
+    assert c.view("tv_hand")["fingerprint"]["model"]["name"] == "timm:test_vit"
+    assert verify(c, deep=True) == []
+    extract_text(tmp_path / "c", CFG, encoder=encoder)
+    from xmic.config import load_config
+    from xmic.train.config import TrainConfig
+    from xmic.train.loop import train
+    tc = load_config(TrainConfig, None, ["device=cpu", "epochs=1", "batch_size=4", "model.heads=2",
+                                         "heldout_fraction=0", "model.conditioning_views=[tv_hand, tv_full]"])
+    train(c.root, tc, tmp_path / "run", echo=lambda *a: None)
+    from xmic.train.checkpoint import load_checkpoint
+    ck = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert ck["model"]["temporal_embedding"].shape == (16, 64)  # Encoder II width, not the text's
+    with pytest.raises(Exception, match="no text tower"):
+        extract_text(tmp_path / "c", cfg)
+
+
+def test_extraction_killed_mid_run_is_redone(tmp_path, epic, encoder):
+    import signal
+    import subprocess
+    import sys
+    import time
+    def args(cache):  # same shards and batches as the clean run: same float rounding
+        return [sys.executable, "-m", "xmic.cli", "extract", "run", str(cache), "--model", str(TINY),
+                "--weights", "random", "--workers", "0", "--device", "cpu", "--batch-size", "8"]
+    for name in ("clean", "c"):
+        run_xmic("extract", "plan", tmp_path / name, "--dataset", "epic", "--annotations",
+                 epic["annotations"], "--root", epic["root"], "--boxes", epic["boxes"],
+                 "--shard-size", "1")
+    subprocess.run(args(tmp_path / "clean"), check=True, capture_output=True)
+    proc = subprocess.Popen(args(tmp_path / "c"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    marker = tmp_path / "c" / "views" / "hand_crop" / "train-00000" / "marker.json"
+    t = time.time()
+    while not marker.exists() and proc.poll() is None and time.time() - t < 120:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    c = Cache.open(tmp_path / "c")
+    done = len(c.committed("hand_crop"))
+    assert 1 <= done and verify(c, deep=True, partial=True) == []
+    subprocess.run(args(tmp_path / "c"), check=True, capture_output=True)
+    c, clean = Cache.open(tmp_path / "c"), Cache.open(tmp_path / "clean")
+    assert verify(c, deep=True) == []
+    for v in ("full_frame", "hand_crop"):
+        a = load_split(c, [v], "train").views[v].features
+        b = load_split(clean, [v], "train").views[v].features
+        assert a.tobytes() == b.tobytes()  # same sampled frames and embeddings as a clean run

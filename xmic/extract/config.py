@@ -11,7 +11,7 @@ from typing import Literal
 
 @dataclass(frozen=True)
 class ExtractConfig:
-    model: str = "ViT-B-16-quickgelu"  # open_clip name, or a model-config JSON path
+    model: str = "ViT-B-16-quickgelu"  # open_clip name, model-config JSON path, or timm:NAME
     weights: str = ""                  # FILE, local-dir:DIR, or random (tests and demos only)
     seed: int = 0                      # for random weights
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -24,9 +24,21 @@ class ExtractConfig:
     hand_score: float = 0.8
     object_score: float = 0.01
     min_box_px: float = 1.0
+    # write planned views under other names, e.g. [hand_crop=dino_hand]: Encoder II views
+    rename: tuple[str, ...] = ()
     prompt: str = "{}"                 # X-MIC: the bare class name -> vocabulary "noun"
     zeroshot_prompt: str = "a photo of a {}"  # -> vocabulary "noun.photo"
 
+    def view_names(self) -> dict[str, str]:
+        out = {}
+        for item in self.rename:
+            src, sep, dst = item.partition("=")
+            if not sep or not dst:
+                raise ValueError(f"rename {item!r}: expected VIEW=NEW_NAME")
+            out[src] = dst
+        return out
+
     def __post_init__(self):
+        self.view_names()
         if self.batch_size < 1 or self.per_bin < 1 or self.bins < 1 or self.workers < 0:
             raise ValueError("batch_size, per_bin and bins must be >= 1; workers >= 0")

@@ -104,6 +104,73 @@ class ClipEncoder:
         return torch.cat(out) if out else torch.zeros(0, self.dim)
 
 
+class _ImageTower(torch.nn.Module):
+    """A timm backbone behind the ``encode_image`` interface (Encoder II; no text tower)."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def encode_image(self, x):
+        return self.net(x)
+
+
+def load_timm(name: str, weights: str, device: str, precision: str, seed: int) -> ClipEncoder:
+    """A timm image model as Encoder II: pooled features [B, num_features], local weights only."""
+    import timm
+    from timm.data import create_transform, resolve_data_config
+    torch.manual_seed(seed)
+    try:
+        net = timm.create_model(name, pretrained=False, num_classes=0)
+    except Exception as e:  # timm raises RuntimeError for unknown names
+        raise EncoderError(f"timm:{name}: unknown timm model ({e})") from None
+    warnings = []
+    if weights == "random":
+        digest = f"random-seed-{seed}"
+        warnings.append(f"RANDOM WEIGHTS (seed {seed}) for timm:{name}: meaningless features")
+    else:
+        path = Path(weights)
+        if not path.exists():
+            raise EncoderError(f"{path}: weights file not found (nothing is downloaded)")
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            sd = load_file(str(path))
+        else:
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+            sd = sd.get("state_dict", sd.get("model", sd)) if isinstance(sd, dict) else sd
+        head = {k for k in sd if k.startswith(("head.", "fc.", "classifier."))}
+        missing, unexpected = net.load_state_dict({k: v for k, v in sd.items() if k not in head},
+                                                  strict=False)
+        if missing or unexpected:
+            raise EncoderError(f"{path}: does not fit timm:{name} (missing {missing[:3]}, "
+                               f"unexpected {unexpected[:3]})")
+        digest = sha256_file(path)
+    dev = torch.device(device)
+    if precision in ("fp16", "bf16") and dev.type == "cpu":
+        precision = "fp32"
+    tower = _ImageTower(net).to(dev).eval()
+    for p in tower.parameters():
+        p.requires_grad_(False)
+    data = resolve_data_config({}, model=net)
+    size = data["input_size"][-1]
+    prep = clip_preprocess(size, data.get("interpolation", "bicubic"), data["mean"], data["std"],
+                           f"timm eval (crop_pct {data.get('crop_pct')})")
+    identity = model_identity(f"timm:{name}", digest, "timm " + timm.__version__, torch.__version__,
+                              False)
+    for w in warnings:
+        print(f"WARNING: {w}", file=sys.stderr)
+    return ClipEncoder(tower, None, create_transform(**data), identity, prep, dev, precision,
+                       int(net.num_features), warnings)
+
+
+def load_encoder(model: str, weights: str, device: str = "cpu", precision: str = "fp32",
+                 seed: int = 0) -> ClipEncoder:
+    """open_clip (name or config JSON) or ``timm:NAME`` (Encoder II, image only)."""
+    if model.startswith("timm:"):
+        return load_timm(model[len("timm:"):], weights, device, precision, seed)
+    return load_clip(model, weights, device, precision, seed)
+
+
 def load_clip(model: str, weights: str, device: str = "cpu", precision: str = "fp32",
               seed: int = 0) -> ClipEncoder:
     import open_clip

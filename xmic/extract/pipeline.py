@@ -138,12 +138,13 @@ def encode_packed(enc, tensors: list[torch.Tensor], batch_size: int) -> tuple[li
 
 def run_shards(cache_dir: Path, cfg: ExtractConfig, shard_ids: list[int] | None = None,
                encoder=None, echo=print) -> dict:
-    from xmic.extract.encoders import load_clip
+    from xmic.extract.encoders import load_encoder
     cache = Cache.open(cache_dir)
     meta = read_json(cache.root / PLAN_FILE, "extraction plan (run `xmic extract plan` first)")
     device = "cuda" if cfg.device == "auto" and torch.cuda.is_available() else (
         "cpu" if cfg.device == "auto" else cfg.device)
-    enc = encoder or load_clip(cfg.model, cfg.weights, device, cfg.precision, cfg.seed)
+    enc = encoder or load_encoder(cfg.model, cfg.weights, device, cfg.precision, cfg.seed)
+    names = cfg.view_names()  # planned view -> the cache view it is written to
     all_shards = cache.shards()
     chosen = [all_shards[i] for i in shard_ids] if shard_ids is not None else all_shards
     summary = {"shards_done": 0, "shards_skipped": 0, "segments_failed": 0, "failures": [],
@@ -153,16 +154,16 @@ def run_shards(cache_dir: Path, cfg: ExtractConfig, shard_ids: list[int] | None 
         fps = view_fingerprints(enc, cfg, meta, split)
         have = cache.views()
         for v, fp in fps.items():
-            if v in have:
-                cache.check_view(v, enc.dim, fp)  # refuse before any work
+            if names.get(v, v) in have:
+                cache.check_view(names.get(v, v), enc.dim, fp)  # refuse before any work
         for shard in [s for s in chosen if s in set(cache.shards(split))]:
-            todo = [v for v in info["views"] if cache.shard_state(v, shard) != "done"]
+            todo = [v for v in info["views"] if cache.shard_state(names.get(v, v), shard) != "done"]
             if not todo:
                 summary["shards_skipped"] += 1
                 continue
             rows = [r for r in plan_rows if r["shard"] == shard]
             t0 = time.time()
-            writers = {v: ShardWriter(cache, v, shard, enc.dim, fps[v],
+            writers = {v: ShardWriter(cache, names.get(v, v), shard, enc.dim, fps[v],
                                       producer_config=config_to_dict(cfg),
                                       provenance={"split": split, **info}) for v in todo}
             loader = DataLoader(SegmentFrames(rows, info["dataset"], info["root"], todo,
@@ -211,12 +212,15 @@ def run_shards(cache_dir: Path, cfg: ExtractConfig, shard_ids: list[int] | None 
 
 
 def extract_text(cache_dir: Path, cfg: ExtractConfig, labels=("noun", "verb"), encoder=None) -> dict:
-    from xmic.extract.encoders import load_clip
+    from xmic.extract.encoders import load_encoder
     cache = Cache.open(cache_dir)
     meta = read_json(cache.root / PLAN_FILE, "extraction plan (run `xmic extract plan` first)")
     device = "cuda" if cfg.device == "auto" and torch.cuda.is_available() else (
         "cpu" if cfg.device == "auto" else cfg.device)
-    enc = encoder or load_clip(cfg.model, cfg.weights, device, cfg.precision, cfg.seed)
+    enc = encoder or load_encoder(cfg.model, cfg.weights, device, cfg.precision, cfg.seed)
+    if enc.tokenizer is None:
+        raise XmicError(f"{cfg.model} has no text tower; encode vocabularies with the open_clip "
+                        "model that makes the classified stream")
     out = {}
     for label in labels:
         classes = meta["classes"].get(label)
