@@ -83,8 +83,9 @@ def make_ego4d(root: Path, clips=("clipA", "clipB"), frames=240) -> dict:
     acts = []
     for c, uid in enumerate(clips):
         write_mp4(root / "media" / f"{uid}.mp4", frames, 30, c)
+        step = 100 if frames >= 260 else (frames - 20) // 2  # both actions inside the clip
         for a in range(2):
-            s0 = 10 + a * 100
+            s0 = 10 + a * step
             acts.append({"clip_uid": uid, "action_idx": a, "action_clip_start_sec": s0 / 30,
                          "action_clip_end_sec": (s0 + 150) / 30, "action_clip_start_frame": s0,
                          "action_clip_end_frame": min(s0 + 150, frames - 1), "verb": "take_(pick)",

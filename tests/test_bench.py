@@ -29,3 +29,14 @@ def test_train_bench_smoke(tmp_path):
     r = json.loads(out.read_text())
     assert r["segments"] == 134 and r["full_step_samples_per_s"] > 0
     assert r["ratio_full_vs_fwd_bwd"] > 0 and r["epoch_s"] > 0
+
+
+def test_extract_bench_smoke(tmp_path):
+    out = tmp_path / "e.json"
+    subprocess.run([sys.executable, str(REPO / "bench" / "extract.py"), "--videos", "1",
+                    "--frames", "60", "--workers", "0", "--device", "cpu", "--json", str(out)],
+                   check=True, capture_output=True, text=True)
+    r = json.loads(out.read_text())
+    for layout in ("jpeg", "mp4"):
+        m = r["layouts"][layout]
+        assert m["failed"] == 0 and m["frames"] > 0 and m["ratio"] > 0
