@@ -287,3 +287,70 @@ def test_extraction_killed_mid_run_is_redone(tmp_path, epic, encoder):
         a = load_split(c, [v], "train").views[v].features
         b = load_split(clean, [v], "train").views[v].features
         assert a.tobytes() == b.tobytes()  # same sampled frames and embeddings as a clean run
+
+
+def test_epic_mp4_layout_and_other_box_sources(tmp_path, encoder):
+    """EPIC videos instead of frame folders; boxes from an X-MIC box pickle or a box table."""
+    import shutil
+    from extract_data import frame_image, write_mp4
+    e = make_epic(tmp_path / "e", videos=("P01_01",), frames=100, segs_per_video=2)
+    shutil.rmtree(e["root"] / "P01" / "rgb_frames")
+    (e["root"] / "P01" / "videos").mkdir(parents=True)
+    write_mp4(e["root"] / "P01" / "videos" / "P01_01.MP4", 100, 10, 0)
+    boxes = {"P01_01_0": {f: (8, 4, 40, 30) for f in range(1, 101)}}
+    with open(tmp_path / "boxes.pkl", "wb") as f:
+        pickle.dump(boxes, f)
+    (tmp_path / "boxes.csv").write_text("video_id,frame,left,top,right,bottom\n" +
+                                        "".join(f"P01_01,{f},8,4,40,30\n" for f in range(1, 101)))
+    out = {}
+    for name, src in (("pkl", tmp_path / "boxes.pkl"), ("csv", tmp_path / "boxes.csv")):
+        plan(tmp_path / name, "epic", e["annotations"], e["root"], "train", boxes=src)
+        s = run_shards(tmp_path / name, CFG, encoder=encoder, echo=lambda *a: None)
+        assert s["segments_failed"] == 0, s["failures"]
+        out[name] = load_split(Cache.open(tmp_path / name), ["hand_crop", "full_frame"], "train")
+    fi = out["csv"].segments["frame_indices"][0].as_py()
+    assert fi == list(range(1, 32))  # EPIC frame numbers (1-based), decoded from the MP4
+    a, b = out["pkl"].views["hand_crop"], out["csv"].views["hand_crop"]
+    n0 = a.offsets[1]
+    assert np.array_equal(a.features[:n0], b.features[:n0])  # same box for segment 0
+    assert not np.array_equal(a.features[n0:], b.features[n0:])  # segment 1: full frame vs box
+    # the crop really is the box: encode the cropped first frame directly
+    im = frame_image(0, 0).crop((8, 4, 40, 30))
+    want = encoder.encode_images(encoder.transform(im)[None]).numpy()[0]
+    assert np.allclose(b.features[0].astype(np.float32), want, atol=2e-2)
+
+
+def test_local_dir_weights(tmp_path, encoder):
+    from safetensors.torch import save_file
+    d = tmp_path / "tiny-local"
+    d.mkdir()
+    cfg = json.loads(TINY.read_text())
+    (d / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": {}}))
+    save_file({k: v.contiguous() for k, v in encoder.model.state_dict().items()},
+              str(d / "open_clip_model.safetensors"))
+    e2 = load_clip("unused", f"local-dir:{d}")
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.allclose(e2.encode_images(x), encoder.encode_images(x), atol=1e-5)
+    assert e2.identity["quick_gelu"] is True and len(e2.identity["weights_sha256"]) == 64
+    with pytest.raises(EncoderError, match="no open_clip_config.json"):
+        load_clip("unused", f"local-dir:{tmp_path}")
+
+
+def test_egtea_official_split_and_video_info(tmp_path):
+    from xmic.cache import CacheError
+    from xmic.extract.datasets import read_egtea
+    (tmp_path / "verb_idx.txt").write_text("Take 1\nPut 2\n")
+    (tmp_path / "noun_idx.txt").write_text("bowl 1\ncutting board 2\n")
+    (tmp_path / "test_split1.txt").write_text(
+        "OP01-R01-PastaSalad-66680-68130-F001597-F001639 7 1 2\n"
+        "OP01-R01-PastaSalad-70000-71000-F001680-F001704 8 2 1\n")
+    segs, classes = read_egtea(tmp_path / "test_split1.txt", "test")
+    c = segs.columns
+    assert classes == {"verb": ["Take", "Put"], "noun": ["bowl", "cutting board"]}
+    assert c["segment_id"][0] == "OP01-R01-PastaSalad-66680-68130-F001597-F001639"
+    assert (c["verb_id"], c["noun_id"], c["start_frame"]) == ([0, 1], [1, 0], [1597, 1680])
+    e = make_epic(tmp_path / "e", videos=("P01_01",), frames=50, segs_per_video=1)
+    info = e["annotations"].parent / "EPIC_100_video_info.csv"
+    info.write_text("video_id,duration,fps,resolution\nP99_01,1.0,50.0,1x1\n")
+    with pytest.raises(CacheError, match="video P01_01 is not in .*EPIC_100_video_info.csv"):
+        plan(tmp_path / "c", "epic", e["annotations"], e["root"], "train", boxes=e["boxes"])

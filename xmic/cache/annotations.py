@@ -169,6 +169,9 @@ def read_epic(path: Path, split: str, noun_classes: Path | None = None,
         if stop_f < start_f or stop_s < start_s:
             raise CacheError(f"{where}: segment {r['narration_id']} stops before it starts")
         fps = fps_of.get(r["video_id"])
+        if fps is None and fps_of:
+            raise CacheError(f"{where}: video {r['video_id']} is not in {vi}; use the video info "
+                             "file of this release (or remove it to estimate fps from the CSV)")
         if fps is None:  # no video info: frames and times of the segment give the rate
             fps = round(stop_f / stop_s, 3) if stop_s > 0 else 0.0
         cols["segment_id"].append(r["narration_id"])

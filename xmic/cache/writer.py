@@ -153,6 +153,7 @@ class ShardWriter:
             row += n
         data = (np.concatenate(arrays) if arrays
                 else np.zeros((0, self.dim), dtype=self.cache.config.dtype))  # [rows, D]
+        t_write = time.time()
         self.tmp = self.tmp_root / tmp_name(self.shard)
         self.tmp.mkdir()
         cfg = self.cache.config
@@ -174,6 +175,7 @@ class ShardWriter:
             "stats": {"attempt": self.attempt, "host": socket.gethostname(), "pid": os.getpid(),
                       "seconds": round(seconds, 3), "frames": int(row),
                       "frames_per_s": round(row / seconds, 1) if seconds > 0 else None,
+                      "write_s": round(time.time() - t_write, 3),
                       "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                       **(extra_stats or {})},
         }

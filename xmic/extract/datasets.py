@@ -54,7 +54,43 @@ def egtea_clip_id(r: dict) -> str:
             f"F{int(r['start_frame']):06d}-F{int(r['end_frame']):06d}")
 
 
+def read_egtea_official(path: Path, split: str) -> tuple[Segments, dict]:
+    """Official ``train_split1.txt`` lines ``CLIP_ID ACTION VERB NOUN`` (1-based ids) with
+    ``verb_idx.txt`` / ``noun_idx.txt`` (``NAME ID`` per line) beside it -> the parsed layout."""
+    folder = Path(path).parent
+    names = {}
+    for kind in ("verb", "noun"):
+        f = folder / f"{kind}_idx.txt"
+        if not f.exists():
+            raise DatasetError(f"{path}: EGTEA's {f.name} must lie beside the split file")
+        names[kind] = {}
+        for ln in f.read_text().splitlines():
+            if ln.strip():
+                name, _, idx = ln.strip().rpartition(" ")
+                names[kind][int(idx)] = name.strip()
+    rows = []
+    for i, ln in enumerate(Path(path).read_text().splitlines(), start=1):
+        parts = ln.split()
+        if not parts:
+            continue
+        if len(parts) != 4:
+            raise DatasetError(f"{path}: line {i}: expected CLIP_ID ACTION VERB NOUN")
+        clip, _, verb, noun = parts
+        try:
+            video, ms0, ms1, f0, f1 = clip.rsplit("-", 4)
+            rows.append({"clip_name": video, "start_time_ms": ms0, "end_time_ms": ms1,
+                         "start_frame": int(f0.lstrip("F")), "end_frame": int(f1.lstrip("F")),
+                         "verb_id": verb, "verb_name": names["verb"][int(verb)],
+                         "noun_ids": noun, "noun_names": names["noun"][int(noun)]})
+        except (ValueError, KeyError) as e:
+            raise DatasetError(f"{path}: line {i}: cannot read clip {clip!r} ({e})") from None
+    return _egtea_segments(rows, split, path,
+                           {k: [m[j] for j in sorted(m)] for k, m in names.items()})
+
+
 def read_egtea(path: Path, split: str) -> tuple[Segments, dict]:
+    if Path(path).suffix == ".txt":
+        return read_egtea_official(path, split)
     need = ("clip_name", "start_frame", "end_frame", "start_time_ms", "end_time_ms", "verb_id",
             "verb_name", "noun_ids", "noun_names")
     files = sorted({Path(path), *Path(path).parent.glob("*_split*_parsed.csv")})
@@ -69,10 +105,14 @@ def read_egtea(path: Path, split: str) -> tuple[Segments, dict]:
         if sorted(m) != list(range(1, len(m) + 1)):
             raise DatasetError(f"{path}: {k} ids are not 1..{len(m)}; give all split files")
         classes[k] = [m[i] for i in range(1, len(m) + 1)]
+    return _egtea_segments(_rows(path, need), split, path, classes)
+
+
+def _egtea_segments(rows: list[dict], split: str, path: Path, classes: dict) -> tuple[Segments, dict]:
     cols = {k: [] for k in ("segment_id", "dataset", "split", "video_id", "start_frame", "stop_frame",
                             "start_sec", "stop_sec", "fps", "verb_id", "verb", "noun_id", "noun")}
     seen = set()
-    for i, r in enumerate(_rows(path, need), start=2):
+    for i, r in enumerate(rows, start=2):
         sid = egtea_clip_id(r)
         if sid in seen:
             raise DatasetError(f"{path}: row {i}: duplicate clip {sid}")

@@ -150,6 +150,9 @@ def run_shards(cache_dir: Path, cfg: ExtractConfig, shard_ids: list[int] | None 
     summary = {"shards_done": 0, "shards_skipped": 0, "segments_failed": 0, "failures": [],
                "frames": 0, "warnings": list(enc.warnings)}
     plan_rows = cache.plan().to_pylist()
+    from tqdm import tqdm
+    bar = tqdm(total=sum(1 for r in plan_rows if r["shard"] in set(chosen)), unit="seg",
+               desc="extract", disable=None)
     for split, info in meta["splits"].items():
         fps = view_fingerprints(enc, cfg, meta, split)
         have = cache.views()
@@ -188,6 +191,8 @@ def run_shards(cache_dir: Path, cfg: ExtractConfig, shard_ids: list[int] | None 
             t = time.time()
             for sid, frames, tensors, err in loader:
                 decode_s += time.time() - t
+                bar.update()
+                bar.set_postfix(frames_s=f"{summary['frames'] / max(bar.format_dict['elapsed'], 1e-9):.0f}")
                 if err:
                     for w in writers.values():
                         w.fail(sid, err)
@@ -200,13 +205,14 @@ def run_shards(cache_dir: Path, cfg: ExtractConfig, shard_ids: list[int] | None 
                 t = time.time()
             flush()
             t = time.time()
-            for w in writers.values():
+            for w in writers.values():  # the marker adds write_s, the writer's own time
                 w.commit({"decode_s": round(decode_s, 3), "encode_s": round(encode_s, 3),
                           "batch_size_used": batch_used})
             write_s = time.time() - t
             summary["shards_done"] += 1
             echo(f"shard {shard}: {len(rows)} segments, views {todo}, {time.time() - t0:.1f}s "
                  f"(decode {decode_s:.1f}s, encode {encode_s:.1f}s, write {write_s:.1f}s)")
+    bar.close()
     cache.index(refresh=True)
     return summary
 
