@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -136,6 +137,15 @@ def encode_packed(enc, tensors: list[torch.Tensor], batch_size: int) -> tuple[li
     return list(emb.split([len(t) for t in tensors])), batch_size
 
 
+def commit_all(writers: list[ShardWriter], stats: dict) -> None:
+    for w in writers:  # each marker adds write_s, the writer's own time
+        try:
+            w.commit(stats)
+        except Exception as e:
+            w.record_failure(e)
+            raise
+
+
 def run_shards(cache_dir: Path, cfg: ExtractConfig, shard_ids: list[int] | None = None,
                encoder=None, echo=print) -> dict:
     from xmic.extract.encoders import load_encoder
@@ -150,6 +160,7 @@ def run_shards(cache_dir: Path, cfg: ExtractConfig, shard_ids: list[int] | None 
     summary = {"shards_done": 0, "shards_skipped": 0, "segments_failed": 0, "failures": [],
                "frames": 0, "warnings": list(enc.warnings)}
     plan_rows = cache.plan().to_pylist()
+    committer, commits = ThreadPoolExecutor(1, thread_name_prefix="xmic-writer"), []
     from tqdm import tqdm
     bar = tqdm(total=sum(1 for r in plan_rows if r["shard"] in set(chosen)), unit="seg",
                desc="extract", disable=None)
@@ -204,14 +215,16 @@ def run_shards(cache_dir: Path, cfg: ExtractConfig, shard_ids: list[int] | None 
                         flush()
                 t = time.time()
             flush()
-            t = time.time()
-            for w in writers.values():  # the marker adds write_s, the writer's own time
-                w.commit({"decode_s": round(decode_s, 3), "encode_s": round(encode_s, 3),
-                          "batch_size_used": batch_used})
-            write_s = time.time() - t
+            stats = {"decode_s": round(decode_s, 3), "encode_s": round(encode_s, 3),
+                     "batch_size_used": batch_used}
+            # the writer runs beside the encoder: this shard commits while the next one encodes
+            commits.append(committer.submit(commit_all, list(writers.values()), stats))
             summary["shards_done"] += 1
             echo(f"shard {shard}: {len(rows)} segments, views {todo}, {time.time() - t0:.1f}s "
-                 f"(decode {decode_s:.1f}s, encode {encode_s:.1f}s, write {write_s:.1f}s)")
+                 f"(decode {decode_s:.1f}s, encode {encode_s:.1f}s; writing)")
+    committer.shutdown(wait=True)
+    for f in commits:
+        f.result()  # a failed commit (disk full, ...) is recorded on its shard and raised here
     bar.close()
     cache.index(refresh=True)
     return summary
