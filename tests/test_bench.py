@@ -8,35 +8,31 @@ import sys
 from conftest import REPO
 
 
+def run_bench(name: str, tmp_path, *args) -> dict:
+    out = tmp_path / f"{name}.json"
+    subprocess.run([sys.executable, str(REPO / "bench" / f"{name}.py"), *args, "--json", str(out)],
+                   check=True, capture_output=True, text=True)
+    return json.loads(out.read_text())
+
+
 def test_cache_io_bench_smoke(tmp_path):
-    out = tmp_path / "r.json"
-    subprocess.run([sys.executable, str(REPO / "bench" / "cache_io.py"), "--scale", "0.002",
-                    "--repeats", "1", "--modes", "warm", "--json", str(out)], check=True,
-                   capture_output=True, text=True)
-    r = json.loads(out.read_text())
+    r = run_bench("cache_io", tmp_path, "--scale", "0.002", "--repeats", "1", "--modes", "warm")
     assert [b["backend"] for b in r["backends"]] == ["zarr", "hdf5"]
     for b in r["backends"]:
         assert b["segments"] == 134 and b["bytes_written"] >= 134 * 32 * 512 * 2
-        w = b["warm"]
-        assert w["load_vs_raw_ratio"] > 0 and w["peak_rss_ratio"] > 0
+        assert b["warm"]["load_vs_raw_ratio"] > 0 and b["warm"]["peak_rss_ratio"] > 0
 
 
 def test_train_bench_smoke(tmp_path):
-    out = tmp_path / "t.json"
-    subprocess.run([sys.executable, str(REPO / "bench" / "train.py"), "--scale", "0.002",
-                    "--steps", "2", "--epochs", "1", "--device", "cpu", "--json", str(out)],
-                   check=True, capture_output=True, text=True)
-    r = json.loads(out.read_text())
+    r = run_bench("train", tmp_path, "--scale", "0.002", "--steps", "2", "--epochs", "1",
+                  "--device", "cpu")
     assert r["segments"] == 134 and r["full_step_samples_per_s"] > 0
     assert r["ratio_full_vs_fwd_bwd"] > 0 and r["epoch_s"] > 0
 
 
 def test_extract_bench_smoke(tmp_path):
-    out = tmp_path / "e.json"
-    subprocess.run([sys.executable, str(REPO / "bench" / "extract.py"), "--videos", "1",
-                    "--frames", "60", "--workers", "0", "--device", "cpu", "--json", str(out)],
-                   check=True, capture_output=True, text=True)
-    r = json.loads(out.read_text())
+    r = run_bench("extract", tmp_path, "--videos", "1", "--frames", "60", "--workers", "0",
+                  "--device", "cpu")
     for layout in ("jpeg", "mp4"):
         m = r["layouts"][layout]
         assert m["failed"] == 0 and m["frames"] > 0 and m["ratio"] > 0
