@@ -16,14 +16,20 @@ def test_help_lists_stage_groups():
 
 
 def test_demo_end_to_end(tmp_path):
-    cp = run_xmic("demo", "--out", tmp_path / "demo", "--segments", "30")
-    assert "verify --deep: ok" in cp.stdout and "identical in both backends" in cp.stdout
-    for name in ("epic-cache", "epic-cache-hdf5"):
-        c = Cache.open(tmp_path / "demo" / name)
-        assert verify(c, deep=True) == []
-    # a second run over the same folder resumes: nothing to redo, same result
-    cp = run_xmic("demo", "--out", tmp_path / "demo", "--segments", "30")
-    assert "verify --deep: ok" in cp.stdout
+    out = tmp_path / "demo"
+    cp = run_xmic("demo", "--out", out, "--epochs", "3", "--device", "cpu")
+    assert "weights are RANDOM" in cp.stdout and "verify --deep: both caches ok" in cp.stdout
+    assert "| xmic | epic | 1 |" in cp.stdout and "| zeroshot | epic | 1 |" in cp.stdout
+    for name in ("epic", "ego4d"):
+        c = Cache.open(out / "caches" / name)
+        assert verify(c, deep=True) == [] and set(c.views()) == {"full_frame", "hand_crop"}
+    assert (out / "report.md").read_text().startswith("# xmic demo report")
+    for method in ("xmic", "zeroshot"):
+        for ev in ("epic-validation", "ego4d-val"):
+            assert (out / "runs" / method / "eval" / ev / "metrics.json").exists()
+    # a second run over the same folder resumes the caches and retrains
+    cp = run_xmic("demo", "--out", out, "--epochs", "1", "--device", "cpu")
+    assert "0 failed" in cp.stdout and "| xmic | epic | 1 |" in cp.stdout
 
 
 def test_convert_cli(small_cache, tmp_path):
