@@ -1,6 +1,10 @@
 """The CLI surface: help lists the stage groups; the demo runs end to end from a fresh folder."""
 from __future__ import annotations
 
+import json
+
+import pytest
+
 from conftest import run_xmic
 from xmic.cache import Cache
 from xmic.cache.verify import verify
@@ -15,11 +19,17 @@ def test_help_lists_stage_groups():
         assert f"  {cmd} " in out
 
 
-def test_demo_end_to_end(tmp_path):
-    out = tmp_path / "demo"
+@pytest.fixture(scope="module")
+def demo_out(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "demo"
     cp = run_xmic("demo", "--out", out, "--epochs", "3", "--device", "cpu")
-    assert "weights are RANDOM" in cp.stdout and "verify --deep: both caches ok" in cp.stdout
-    assert "| xmic | epic | 1 |" in cp.stdout and "| zeroshot | epic | 1 |" in cp.stdout
+    return out, cp.stdout
+
+
+def test_demo_end_to_end(demo_out):
+    out, stdout = demo_out
+    assert "weights are RANDOM" in stdout and "verify --deep: both caches ok" in stdout
+    assert "| xmic | epic | 1 |" in stdout and "| zeroshot | epic | 1 |" in stdout
     for name in ("epic", "ego4d"):
         c = Cache.open(out / "caches" / name)
         assert verify(c, deep=True) == [] and set(c.views()) == {"full_frame", "hand_crop"}
@@ -27,9 +37,30 @@ def test_demo_end_to_end(tmp_path):
     for method in ("xmic", "zeroshot"):
         for ev in ("epic-validation", "ego4d-val"):
             assert (out / "runs" / method / "eval" / ev / "metrics.json").exists()
-    # a second run over the same folder resumes the caches and retrains
-    cp = run_xmic("demo", "--out", out, "--epochs", "1", "--device", "cpu")
-    assert "0 failed" in cp.stdout and "| xmic | epic | 1 |" in cp.stdout
+
+
+def test_predict(demo_out, tmp_path):
+    out, _ = demo_out
+    clip = out / "world" / "ego4d" / "clips" / "demo000.mp4"
+    cp = run_xmic("predict", clip, "--run", out / "runs" / "xmic", "--classes",
+                  "knife,chopping board,door,phone", "--boxes", out / "world" / "ego4d" / "boxes.csv",
+                  "--start", "0", "--end", "4", "--top-k", "3", "--json")
+    r = json.loads(cp.stdout)
+    assert r["frames"] == 40 and len(r["top"]) == 3
+    assert {t["class"] for t in r["top"]} <= {"knife", "chopping board", "door", "phone"}
+    assert abs(sum(t["prob"] for t in r["top"]) - 1) < 0.5 and any("RANDOM" in n for n in r["notes"])
+    frames = out / "world" / "epic" / "P01" / "rgb_frames" / "P01_01"
+    cp = run_xmic("predict", frames, "--run", out / "runs" / "zeroshot", "--vocab",
+                  f"{out / 'caches' / 'ego4d'}:noun")
+    assert "note: no --boxes: hand crops are the full frames" in cp.stdout and "1. " in cp.stdout
+    (tmp_path / "bad.mp4").write_bytes(b"not a video")
+    for args, msg in (((tmp_path / "bad.mp4", "--classes", "knife"), "bad.mp4"),
+                      ((clip, "--classes", " , "), "no class name"),
+                      ((clip,), "exactly one of --classes"),
+                      ((clip, "--classes", "knife", "--model", "timm:test_vit", "--weights", "random"),
+                       "encoder differs")):
+        cp = run_xmic("predict", args[0], "--run", out / "runs" / "xmic", *args[1:], check=False)
+        assert cp.returncode == 2 and msg in cp.stderr, (args, cp.stderr)
 
 
 def test_convert_cli(small_cache, tmp_path):

@@ -497,5 +497,86 @@ def demo(out, model, weights, epochs, device):
         f"{__import__('time').time() - t0:.0f}s")
 
 
+@main.command("predict")
+@click.argument("clip", type=click.Path(path_type=Path))
+@click.option("--run", "run_dir", type=click.Path(path_type=Path), required=True)
+@click.option("--classes", help='Comma-separated class names, e.g. "knife,spoon,door".')
+@click.option("--vocab", help="CACHE:NAME, a cache vocabulary, e.g. caches/ego4d:noun.")
+@click.option("--boxes", type=click.Path(path_type=Path, exists=True), help="Hand boxes.")
+@click.option("--start", type=float, help="Seconds.")
+@click.option("--end", type=float, help="Seconds.")
+@click.option("--fps", type=float, help="Frame rate of a frame folder (with --start/--end).")
+@click.option("--top-k", default=5, show_default=True)
+@click.option("--model", help="Encoder (default: the one that made the run's cache).")
+@click.option("--weights", help="Encoder weights (default: those that made the run's cache).")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu")
+@click.option("--json", "as_json", is_flag=True)
+def predict(clip, run_dir, classes, vocab, boxes, start, end, fps, top_k, model, weights, device,
+            as_json):
+    """Top-k classes of a clip (video or frame folder) for any vocabulary, with a trained run."""
+    import numpy as np
+
+    from xmic.cache import Cache
+    from xmic.cache.annotations import normalize_name
+    from xmic.cache.fingerprint import diff, same_model
+    from xmic.cache.vocab import load_vocab
+    from xmic.extract.clip_embed import embed_clip
+    from xmic.extract.encoders import load_encoder
+    from xmic.train.inference import load_run, score_clip
+    net, cfg, ck = load_run(run_dir)
+    fp = ck["fingerprints"]["views"][cfg.model.classified_view]
+    if not (model and weights):
+        try:
+            c = Cache.open(ck["cache"])
+            producer = c.marker(cfg.model.classified_view,
+                                sorted(c.committed(cfg.model.classified_view))[0])["config"]["producer"]
+            model, weights = model or producer["model"], weights or producer["weights"]
+        except Exception:
+            raise XmicError("cannot find the encoder that made the run's features (its cache "
+                            f"{ck.get('cache')} is gone or was imported); give --model and --weights")
+    enc = load_encoder(model, weights, device, "fp32", 0)
+    probe = {"model": enc.identity}
+    if not same_model({"model": fp["model"]}, probe):
+        raise XmicError("the encoder differs from the one the run was trained on: "
+                        + "; ".join(diff(fp["model"], enc.identity)))
+    unknown = [v for v in cfg.views() if v not in ("full_frame", "hand_crop")]
+    if unknown:
+        raise XmicError(f"the run reads views {unknown} made by another encoder; predict embeds "
+                        "full_frame and hand_crop only")
+    if bool(classes) == bool(vocab):
+        raise XmicError('give exactly one of --classes "a,b,c" or --vocab CACHE:NAME')
+    if classes:
+        names = [c.strip() for c in classes.split(",") if c.strip()]
+        if not names:
+            raise XmicError("--classes holds no class name")
+        prompt = ck["fingerprints"]["vocab"].get("prompt", "{}")
+        w = enc.encode_texts([prompt.format(normalize_name(n)) for n in names]).numpy()
+    else:
+        cache_dir, _, name = vocab.rpartition(":")
+        v = load_vocab(Cache.open(cache_dir), name)
+        names, w = v.classes, v.embeddings
+    s = fp.get("sampling", {})
+    feats, frames, notes = embed_clip(
+        clip, enc, cfg.views(), start, end, fps, boxes, s.get("policy", "per_bin"),
+        s.get("per_bin", 4), s.get("bins", 16))
+    try:
+        scores = score_clip(net, cfg, feats, w)
+    except ValueError as e:
+        raise XmicError(str(e)) from None
+    order = np.argsort(-scores, kind="stable")[:top_k]
+    probs = np.exp(scores - scores.max())
+    probs /= probs.sum()
+    top = [{"class": names[i], "score": float(scores[i]), "prob": float(probs[i])} for i in order]
+    if as_json:
+        click.echo(json.dumps({"clip": str(clip), "run": str(run_dir), "frames": len(frames),
+                               "top": top, "notes": notes + enc.warnings}, indent=1))
+        return
+    for n in notes + enc.warnings:
+        click.echo(f"note: {n}")
+    click.echo(f"{clip}: {len(frames)} frames, {cfg.method} run {run_dir}")
+    for i, t in enumerate(top, 1):
+        click.echo(f"  {i}. {t['class']:<30} score {t['score']:8.3f}  p {t['prob']:.3f}")
+
+
 if __name__ == "__main__":
     main()

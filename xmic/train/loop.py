@@ -171,7 +171,7 @@ def train(cache_path: str | Path, cfg: TrainConfig, out: str | Path, resume: boo
                  "scheduler": sched.state_dict() if sched else {}, "generator": gen.get_state(),
                  "config": config, "fingerprints": inputs.fingerprints, "method": cfg.method,
                  "classes": inputs.vocab.classes, "selected_on": selected_on,
-                 "source_dataset": cache.dataset}
+                 "source_dataset": cache.dataset, "cache": str(cache.root)}
         save_checkpoint(out / "last.pt", state)
         if row["selected"]:
             save_checkpoint(out / "checkpoint.pt", state)

@@ -1,0 +1,80 @@
+"""Embed one clip outside any dataset: a video file or a folder of frames -> views [n, D].
+
+Inputs: the path, an encoder (``encoders.ClipEncoder``), the views wanted (full_frame,
+hand_crop), optional start/end seconds, an optional box source, and the sampling policy.
+Output: ``{view: float32 [n, D]}`` and the frame numbers encoded. Without boxes the hand crop
+is the full frame, and the returned notes say so.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from xmic.config import XmicError
+from xmic.extract.datasets import FrameSource, probe_fps
+from xmic.extract.detections import BoxSource
+from xmic.extract.readers import read_frames
+from xmic.extract.sampling import frames_to_encode
+
+
+def clip_frames(path: Path, start: float | None, end: float | None, fps: float | None):
+    """(FrameSource, first frame, last frame) of the clip's window."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(path.glob("*.jpg"))
+        if not files:
+            raise XmicError(f"{path}: no .jpg frames in this folder")
+        src = FrameSource(path, "jpeg", 1, pattern="frame_{:010d}.jpg")
+        if not (path / "frame_0000000001.jpg").exists():
+            raise XmicError(f"{path}: frames must be named frame_0000000001.jpg, ... (EPIC layout)")
+        lo, hi = 1, len(files)
+        rate = fps
+    elif path.exists():
+        src = FrameSource(path, "video", 0)
+        rate = fps or probe_fps(path)
+        import av
+        try:
+            with av.open(str(path)) as c:
+                s = c.streams.video[0]
+                n = s.frames  # from the container; else from the duration; else count
+                if not n and s.duration:
+                    n = int(float(s.duration * s.time_base) * rate)
+                if not n:
+                    n = sum(1 for _ in c.decode(s))
+        except (av.FFmpegError, IndexError) as e:
+            raise XmicError(f"{path}: unreadable video ({e})") from None
+        lo, hi = 0, max(0, int(n) - 1)
+    else:
+        raise XmicError(f"{path}: no such video or frame folder")
+    if start is not None or end is not None:
+        if rate is None:
+            raise XmicError("--start/--end on a frame folder need --fps")
+        lo = max(lo, int(round((start or 0) * rate)) + src.first_frame)
+        hi = min(hi, int(round(end * rate)) - 1 + src.first_frame) if end is not None else hi
+    if hi < lo:
+        raise XmicError(f"{path}: the window {start}-{end} s holds no frames")
+    return src, lo, hi
+
+
+def embed_clip(path: Path, enc, views: list[str], start=None, end=None, fps=None,
+               boxes: Path | None = None, sampling: str = "per_bin", per_bin: int = 4, bins: int = 16,
+               hand_score=0.8, object_score=0.01, min_box_px=1.0):
+    src, lo, hi = clip_frames(Path(path), start, end, fps)
+    frames = frames_to_encode(lo, hi, sampling, per_bin, bins)
+    images = read_frames(src, frames)
+    notes, out = [], {}
+    if "full_frame" in views:
+        x = torch.stack([enc.transform(im) for im in images])
+        out["full_frame"] = enc.encode_images(x).cpu().numpy()
+    if "hand_crop" in views:
+        box_src = BoxSource(boxes, hand_score, object_score, min_box_px) if boxes else None
+        if box_src is None:
+            notes.append("no --boxes: hand crops are the full frames")
+        crops = []
+        for f, im in zip(frames, images):
+            b = box_src.box(Path(path).stem, Path(path).stem, f, im.width, im.height) if box_src else None
+            crops.append(enc.transform(im.crop(b) if b else im))
+        out["hand_crop"] = enc.encode_images(torch.stack(crops)).cpu().numpy()
+    return {k: np.asarray(v, dtype=np.float32) for k, v in out.items()}, frames, notes

@@ -1,0 +1,58 @@
+"""Score one clip with a trained run: frames per view -> class scores for any vocabulary.
+
+Inputs: a run folder (``checkpoint.pt``), per view the clip's frame embeddings [n, D] (the
+frames the extractor sampled), and class text embeddings [C, D]. Output: scores [C] at the 16
+bin centres (SPEC §2), the same path evaluation takes.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from xmic.config import XmicError, from_dict
+from xmic.train.checkpoint import load_checkpoint
+from xmic.train.config import TrainConfig
+from xmic.train.data import positions
+from xmic.train.model import ClipAdapter, LinearProbe, XMICAdapter, ZeroShot
+
+
+def load_run(run: str | Path) -> tuple[torch.nn.Module, TrainConfig, dict]:
+    ck = load_checkpoint(Path(run) / "checkpoint.pt")
+    cfg = from_dict(TrainConfig, ck["config"], f"{run}/checkpoint.pt:config")
+    m, sd = cfg.model, ck["model"]
+    if cfg.method == "xmic":
+        cond_dim = sd["out.0.weight"].shape[1]
+        model = XMICAdapter(text_dim=sd["out." + str(2 * (m.out_depth - 1)) + ".weight"].shape[0],
+                            cond_dim=cond_dim, views=len(m.conditioning_views), frames=cfg.frames,
+                            heads=m.heads, spatial_layers=m.spatial_layers,
+                            temporal_layers=m.temporal_layers, mlp_ratio=m.mlp_ratio,
+                            out_hidden_ratio=m.out_hidden_ratio, out_depth=m.out_depth,
+                            temporal_pool=m.temporal_pool, alpha=m.alpha,
+                            train_logit_scale=m.train_logit_scale)
+    elif cfg.method == "zeroshot":
+        model = ZeroShot()
+    elif cfg.method == "linear":
+        model = LinearProbe(sd["head.weight"].shape[1], sd["head.weight"].shape[0])
+    else:
+        model = ClipAdapter(sd["adapter.0.weight"].shape[1], m.clip_adapter_reduction,
+                            m.clip_adapter_ratio)
+    model.load_state_dict(sd)
+    return model.eval(), cfg, ck
+
+
+@torch.no_grad()
+def score_clip(model, cfg: TrainConfig, views: dict[str, np.ndarray], w: np.ndarray) -> np.ndarray:
+    """views: name -> [n, D] frame embeddings; w: [C, D]. Returns scores [C]."""
+    missing = [v for v in cfg.views() if v not in views]
+    if missing:
+        raise XmicError(f"the run reads views {cfg.views()}; missing {missing}")
+
+    def pick(a: np.ndarray) -> torch.Tensor:  # [1, T, D] at the bin centres
+        pos = positions(torch.tensor([len(a)]), cfg.frames, None)[0]
+        return torch.from_numpy(np.asarray(a, dtype=np.float32))[pos][None]
+    f = pick(views[cfg.model.classified_view])
+    x = (torch.stack([pick(views[v]) for v in cfg.model.conditioning_views], dim=2)
+         if cfg.method == "xmic" else None)
+    return model(f, x, torch.from_numpy(np.asarray(w, dtype=np.float32)))[0].numpy()
