@@ -33,6 +33,16 @@ from xmic.extract.encoders import load_encoder  # noqa: E402
 from xmic.extract.pipeline import plan, run_shards  # noqa: E402
 
 
+def cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
 def bare_fps(enc, frames: int, batch: int, size: int) -> float:
     x = torch.randn(batch, 3, size, size)
     if enc.device.type == "cuda":
@@ -67,7 +77,7 @@ def main(argv=None):
                         sampling="all")
     work = Path(tempfile.mkdtemp(prefix="xmic-bench-extract-"))
     results = {"benchmark": "extract", "model": args.model, "device": args.device,
-               "card": torch.cuda.get_device_name() if args.device == "cuda" else platform.processor(),
+               "card": torch.cuda.get_device_name() if args.device == "cuda" else cpu_name(),
                "machine": f"{platform.node()} {os.cpu_count()} cores", "workers": args.workers,
                "batch_size": args.batch_size, "precision": enc.precision,
                "date": time.strftime("%Y-%m-%d"), "goal_ratio": ">= 0.9", "layouts": {}}

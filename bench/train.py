@@ -29,6 +29,16 @@ from xmic.train.model import XMICAdapter
 SEGMENTS, FRAMES_PER_SEGMENT, DIM, CLASSES = 67_217, 32, 512, 300
 
 
+def cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
 def make_bank(n: int, device: torch.device) -> FeatureBank:
     g = torch.Generator().manual_seed(0)
     counts = torch.full((n,), FRAMES_PER_SEGMENT, dtype=torch.long)
@@ -116,7 +126,7 @@ def main(argv=None):
             bare_opt_sps = k * bs / (time.perf_counter() - t0)
 
     result = {"benchmark": "train", "device": str(device),
-              "card": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor(),
+              "card": torch.cuda.get_device_name() if device.type == "cuda" else cpu_name(),
               "cpu_threads": torch.get_num_threads(), "segments": n, "batch_size": bs,
               "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.node()} {os.cpu_count()} cores",
               "full_step_samples_per_s": round(full_sps, 1),

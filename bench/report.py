@@ -1,0 +1,67 @@
+"""Render bench/RESULTS.md from the benchmarks' JSON files: each figure with its goal, the
+machine it ran on and the date. GPU files (train_gpu.json, extract_gpu.json) are included only
+when present, labelled with their card.
+
+usage: python bench/report.py bench/out > bench/RESULTS.md
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def load(folder: Path, name: str):
+    p = folder / name
+    return json.loads(p.read_text()) if p.exists() else None
+
+
+def main(folder: str) -> None:
+    d = Path(folder)
+    lines = ["# Benchmark results", "",
+             "Written by `bash bench/run_all` (CPU) and `bench/*_gpu.sh` (GPU). Ratios are measured",
+             "within one run; absolute figures vary between runs on shared machines.", ""]
+    c = load(d, "cache_io.json")
+    if c:
+        lines += [f"## Cache I/O ({c['segments']} segments x {c['frames_per_segment']} frames x "
+                  f"{c['views']} views x {c['dim']}, float16; {c['machine']}, {c['date']})", "",
+                  "| backend | write MB/s | page cache | load MB/s | raw read MB/s | load/raw (goal >= 0.5) "
+                  "| peak RSS / loaded (goal <= 1.5) |", "|---|---|---|---|---|---|---|"]
+        for b in c["backends"]:
+            for mode in ("warm", "cold"):
+                m = b.get(mode)
+                if m:
+                    lines.append(f"| {b['backend']} | {b['write_MBps']} | {mode} | {m['load_MBps']} | "
+                                 f"{m['raw_read_MBps']} | {m['load_vs_raw_ratio']} | {m['peak_rss_ratio']} |")
+        lines.append("")
+    for name, title in (("train_cpu.json", "Training step (CPU)"), ("train_gpu.json", "Training (GPU)")):
+        t = load(d, name)
+        if t:
+            lines += [f"## {title}: {t['device']} {t['card']}, {t['segments']} segments, batch "
+                      f"{t['batch_size']}; {t['machine']}, {t['date']}", "",
+                      f"- full step {t['full_step_samples_per_s']} samples/s vs bare forward+backward "
+                      f"{t['bare_fwd_bwd_samples_per_s']}: ratio **{t['ratio_full_vs_fwd_bwd']}** (goal >= 0.9)",
+                      f"- vs forward+backward+optimizer {t['bare_fwd_bwd_opt_samples_per_s']}: ratio "
+                      f"{t['ratio_full_vs_fwd_bwd_opt']}"]
+            if "epoch_s" in t:
+                lines.append(f"- {t['epochs']} epoch(s): {t['epochs_s']} s; per epoch at EPIC-100 scale "
+                             f"about {t['epoch_s_full_scale_estimate']} s (goal on one H100: 15 epochs <= 60 s)")
+            lines.append("")
+    for name in ("extract_tiny.json", "extract_vitb16.json", "extract_gpu.json"):
+        e = load(d, name)
+        if e:
+            lines += [f"## Extraction: {e['model']} on {e['device']} {e['card']}, {e['precision']}, "
+                      f"{e['workers']} workers, batch {e['batch_size']}; {e['machine']}, {e['date']}", "",
+                      "| layout | end-to-end frames/s | bare encoder frames/s | ratio (goal >= 0.9) |",
+                      "|---|---|---|---|"]
+            lines += [f"| {k} | {m['end_to_end_fps']} | {m['bare_encoder_fps']} | {m['ratio']} |"
+                      for k, m in e["layouts"].items()]
+            lines.append("")
+    if not load(d, "train_gpu.json") and not load(d, "extract_gpu.json"):
+        lines += ["## GPU", "", "No GPU figures yet: run `bash bench/train_gpu.sh` and "
+                  "`bash bench/extract_gpu.sh` on a GPU machine.", ""]
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "bench/out")
