@@ -27,20 +27,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from extract_data import TINY, make_ego4d, make_epic  # noqa: E402
+from machine import cpu_name  # noqa: E402
 from xmic.cache import CacheConfig  # noqa: E402
 from xmic.extract.config import ExtractConfig  # noqa: E402
 from xmic.extract.encoders import load_encoder  # noqa: E402
 from xmic.extract.pipeline import plan, run_shards  # noqa: E402
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
 
 
 def bare_fps(enc, frames: int, batch: int, size: int) -> float:

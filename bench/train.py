@@ -20,6 +20,7 @@ import platform
 import time
 
 import torch
+from machine import cpu_name
 import torch.nn.functional as F
 
 from xmic.train.data import FeatureBank, batch
@@ -27,16 +28,6 @@ from xmic.train.loop import _lr_factor, train_step
 from xmic.train.model import XMICAdapter
 
 SEGMENTS, FRAMES_PER_SEGMENT, DIM, CLASSES = 67_217, 32, 512, 300
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
 
 
 def make_bank(n: int, device: torch.device) -> FeatureBank:
