@@ -17,21 +17,20 @@ import json
 import os
 import platform
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from machine import cpu_name
+from xmic.cache import CacheConfig
+from xmic.extract.config import ExtractConfig
+from xmic.extract.encoders import load_encoder
+from xmic.extract.pipeline import plan, run_shards
+from xmic.extract.world import make_world
 
-from extract_data import TINY, make_ego4d, make_epic  # noqa: E402
-from machine import cpu_name  # noqa: E402
-from xmic.cache import CacheConfig  # noqa: E402
-from xmic.extract.config import ExtractConfig  # noqa: E402
-from xmic.extract.encoders import load_encoder  # noqa: E402
-from xmic.extract.pipeline import plan, run_shards  # noqa: E402
+TINY = Path(__file__).resolve().parents[1] / "xmic" / "extract" / "configs" / "xmic-tiny-quickgelu.json"
 
 
 def bare_fps(enc, frames: int, batch: int, size: int) -> float:
@@ -73,18 +72,17 @@ def main(argv=None):
                "batch_size": args.batch_size, "precision": enc.precision,
                "date": time.strftime("%Y-%m-%d"), "goal_ratio": ">= 0.9", "layouts": {}}
     try:
+        # EPIC-layout JPEG folders and Ego4D-layout mp4 clips, about args.frames per video
+        w = make_world(work / "world", videos=args.videos, segments_per_video=max(1, args.frames // 24),
+                       ego_clips=args.videos, actions_per_clip=max(1, args.frames // 48))
         for layout in args.layouts.split(","):
-            videos = [f"P01_{i + 1:02d}" for i in range(args.videos)]
             if layout == "jpeg":
-                src = make_epic(work / "epic", videos=tuple(videos), frames=args.frames,
-                                segs_per_video=args.frames // 40)
-                plan(work / "c-jpeg", "epic", src["annotations"], src["root"], "train",
-                     boxes=src["boxes"], cache_config=CacheConfig(shard_segments=8))
+                plan(work / "c-jpeg", "epic", w["epic"] / "EPIC_100_train.csv", w["epic"], "train",
+                     boxes=w["epic"] / "detections", cache_config=CacheConfig(shard_segments=8))
             else:
-                src = make_ego4d(work / "ego", clips=tuple(videos), frames=args.frames)
-                plan(work / "c-mp4", "ego4d", src["annotations"], src["root"], "val",
-                     views=("full_frame",),
-                     taxonomy=src["taxonomy"], cache_config=CacheConfig(shard_segments=8))
+                plan(work / "c-mp4", "ego4d", w["ego4d"] / "fho_lta_val.json", w["ego4d"] / "clips",
+                     "val", views=("full_frame",), taxonomy=w["ego4d"] / "fho_lta_taxonomy.json",
+                     cache_config=CacheConfig(shard_segments=8))
             t0 = time.perf_counter()
             s = run_shards(work / f"c-{layout}", cfg, encoder=enc, echo=lambda *a: None)
             wall = time.perf_counter() - t0

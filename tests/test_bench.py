@@ -31,7 +31,7 @@ def test_train_bench_smoke(tmp_path):
 
 
 def test_extract_bench_smoke(tmp_path):
-    r = run_bench("extract", tmp_path, "--videos", "1", "--frames", "60", "--workers", "0",
+    r = run_bench("extract", tmp_path, "--videos", "2", "--frames", "48", "--workers", "0",
                   "--device", "cpu")
     for layout in ("jpeg", "mp4"):
         m = r["layouts"][layout]

@@ -307,15 +307,6 @@ def cache_convert(cache_dir, out, backend):
     click.echo(f"converted {cache_dir} -> {out} ({backend}); verify ok")
 
 
-def _import_fingerprint(view: str, model_name: str, weights_sha256: str, quick_gelu: bool) -> dict:
-    from xmic.cache import fingerprint as F
-    model = F.model_identity(model_name, weights_sha256, "unknown (imported)",
-                             "unknown (imported)", quick_gelu)
-    crop = F.hand_crop_rule() if "hand" in view else None
-    return F.view_fingerprint(model, "unknown (imported)", F.clip_preprocess(), crop,
-                              {"policy": "all", "source": "xmic-pickle"})
-
-
 _model_options = [
     click.option("--model-name", default="ViT-B-16-quickgelu", show_default=True,
                  help="open_clip model that made the features (fingerprint)."),
@@ -355,7 +346,7 @@ def cache_import(cache_dir, fmt, dataset, split, annotations, views, taxonomy, n
     from tqdm import tqdm
 
     from xmic.cache import Cache, annotations as ann
-    from xmic.cache.legacy import import_split
+    from xmic.cache.legacy import import_split, imported_model, imported_view_fingerprint
     if backend:
         sets = (*sets, f"backend={backend}")
     config = _cache_config(config_path, sets) if (sets or config_path) else None
@@ -369,7 +360,8 @@ def cache_import(cache_dir, fmt, dataset, split, annotations, views, taxonomy, n
         segs, _ = ann.read_epic(annotations, split, noun_classes, verb_classes, video_info)
     else:
         segs, _ = ann.read_ego4d(annotations, split, taxonomy)
-    fps = {v: _import_fingerprint(v, model_name, weights_sha256, quick_gelu) for v in pickles}
+    model = imported_model(model_name, weights_sha256, quick_gelu)
+    fps = {v: imported_view_fingerprint(v, model) for v in pickles}
     c = Cache.open_or_create(cache_dir, dataset, config)
     n_shards = -(-len(segs) // c.config.shard_segments) * len(pickles)
     with tqdm(total=n_shards, desc=f"import {split}", unit="shard", disable=None) as bar:
@@ -398,15 +390,14 @@ def cache_import_text(cache_dir, name, classes, field, embeddings, key, prompt, 
                       model_name, weights_sha256, quick_gelu):
     """Add a vocabulary: class names and their text embeddings [C, D]."""
     from xmic.cache import Cache
-    from xmic.cache import fingerprint as F
     from xmic.cache.annotations import read_class_list
+    from xmic.cache.legacy import imported_model, imported_vocab_fingerprint
     from xmic.cache.vocab import add_vocab, read_embeddings_file
     names = read_class_list(classes, field)
     emb = read_embeddings_file(embeddings, key)
-    model = F.model_identity(model_name, weights_sha256, "unknown (imported)",
-                             "unknown (imported)", quick_gelu)
+    model = imported_model(model_name, weights_sha256, quick_gelu)
     v = add_vocab(Cache.open(cache_dir), name, names, emb, prompt,
-                  F.vocab_fingerprint(model, "unknown (imported)", prompt), replace=replace,
+                  imported_vocab_fingerprint(model, prompt), replace=replace,
                   source={"classes": str(classes), "embeddings": str(embeddings)})
     click.echo(f"vocabulary {name}: {len(v.classes)} classes, D={v.dim}")
 
@@ -422,79 +413,38 @@ def cache_import_text(cache_dir, name, classes, field, embeddings, key, prompt, 
 def demo(out, model, weights, epochs, device):
     """Generate a small egocentric world and run the real pipeline on it, end to end."""
     import shutil
+    import time
 
-    from xmic.cache import CacheConfig
-    from xmic.cache.verify import verify
-    from xmic.cache import Cache
+    from xmic.evaluate.report import write_report
     from xmic.evaluate.run import evaluate_run
-    from xmic.evaluate.table import build_table, format_table
-    from xmic.extract.config import ExtractConfig
-    from xmic.extract.pipeline import extract_text, plan, run_shards
-    from xmic.extract.world import make_world
+    from xmic.evaluate.table import build_table, collect, format_table
+    from xmic.extract.world import extract_world
     from xmic.train.config import TrainConfig
     from xmic.train.loop import train
-    t0 = __import__("time").time()
+    t0 = time.time()
     tiny = Path(__file__).parent / "extract" / "configs" / "xmic-tiny-quickgelu.json"
     model = model or (str(tiny) if weights == "random" else "ViT-B-16-quickgelu")
-    say = click.echo
     if weights == "random":
-        say("NOTE: the model weights are RANDOM (no --weights): every number below only shows that "
-            "the pipeline runs. For real features: xmic extract convert-weights ViT-B-16.pt "
-            "w.safetensors, then xmic demo --weights w.safetensors (see README).")
-    w = make_world(out / "world")
-    say(f"[1/6] generated a world in {out / 'world'}: EPIC-layout source ({w['segments']}) and "
-        f"Ego4D-layout target ({w['ego4d_actions']} actions), partly shared vocabularies")
-    epic, ego = out / "caches" / "epic", out / "caches" / "ego4d"
-    small = CacheConfig(shard_segments=12)
-    for split in ("train", "validation"):
-        plan(epic, "epic", w["epic"] / f"EPIC_100_{split}.csv", w["epic"], split,
-             boxes=w["epic"] / "detections", cache_config=small)
-    plan(ego, "ego4d", w["ego4d"] / "fho_lta_val.json", w["ego4d"] / "clips", "val",
-         boxes=w["ego4d"] / "boxes.csv", taxonomy=w["ego4d"] / "fho_lta_taxonomy.json",
-         cache_config=small)
-    say("[2/6] planned EPIC train/validation and Ego4D val into shards")
-    cfg = ExtractConfig(model=model, weights=weights, device=device, workers=2, batch_size=128)
-    from xmic.extract.encoders import load_encoder
-    enc = load_encoder(cfg.model, cfg.weights, "cuda" if device == "cuda" else "cpu",
-                       cfg.precision, cfg.seed)
-    for cache in (epic, ego):
-        s = run_shards(cache, cfg, encoder=enc, echo=lambda *a: None)
-        extract_text(cache, cfg, encoder=enc)
-        say(f"[3/6] extracted {cache.name}: {s['frames']} frames x 2 views, "
-            f"{s['segments_failed']} failed; vocabularies noun, verb (+ .photo)")
-    for cache in (epic, ego):
-        problems = verify(Cache.open(cache), deep=True)
-        if problems:
-            raise XmicError(f"verify --deep failed on {cache}: {problems[0]}")
-    say("[4/6] verify --deep: both caches ok")
+        click.echo("NOTE: the model weights are RANDOM (no --weights): every number below only "
+                   "shows that the pipeline runs. For real features: xmic extract convert-weights "
+                   "ViT-B-16.pt w.safetensors, then xmic demo --weights w.safetensors (see README).")
+    epic, ego = extract_world(out, model, weights, device, echo=click.echo)
     runs = out / "runs"
     shutil.rmtree(runs, ignore_errors=True)
     for method in ("xmic", "zeroshot"):
         tc = load_config(TrainConfig, None, [f"method={method}", "label=noun", f"epochs={epochs}",
-                                             "batch_size=8", f"device={device}", "heldout_fraction=0.2",
-                                             "optim.warmup_epochs=2"])
+                                             "batch_size=8", f"device={device}",
+                                             "heldout_fraction=0.2", "optim.warmup_epochs=2"])
         train(epic, tc, runs / method, echo=lambda *a: None)
-    say(f"[5/6] trained X-MIC ({epochs} epochs, held-out selection) and zero-shot on EPIC train")
+    click.echo(f"[5/6] trained X-MIC ({epochs} epochs, held-out selection) and zero-shot on EPIC train")
     for method in ("xmic", "zeroshot"):
         evaluate_run(runs / method, epic, "validation", device=device)
         evaluate_run(runs / method, ego, "val", device=device)
-    from xmic.evaluate.table import collect
     table = format_table(*build_table(collect([runs]), "exact"), "md")
-    say("[6/6] evaluated in-dataset (EPIC validation) and cross-dataset (Ego4D val):\n" + table)
-    report = out / "report.md"
-    report.write_text(
-        "# xmic demo report\n\n"
-        + ("**Weights are random**: the numbers show the pipeline works, not what X-MIC achieves.\n\n"
-           if weights == "random" else f"Weights: `{weights}`, model `{model}`.\n\n")
-        + f"World: {out / 'world'} (EPIC-100 and Ego4D file layouts, generated).\n\n"
-        + "## Results (noun, exact shared/novel split)\n\n" + table
-        + "\n## Files\n\n- caches: `caches/epic`, `caches/ego4d` (`xmic cache info`)\n"
-        + "- runs: `runs/xmic`, `runs/zeroshot` (train_curve.png, metrics.jsonl)\n"
-        + "- evaluations and plots: `runs/*/eval/*/`\n\n"
-        + "## On real data\n\nSee the README: convert OpenAI weights, `xmic extract plan/run/text`, "
-        + "`xmic train`, `xmic evaluate`, `xmic evaluate table`.\n")
-    say(f"report: {report}; plots: {runs}/*/eval/*/*.png; done in "
-        f"{__import__('time').time() - t0:.0f}s")
+    click.echo("[6/6] evaluated in-dataset (EPIC validation) and cross-dataset (Ego4D val):\n" + table)
+    write_report(out / "report.md", table, weights, model, out / "world")
+    click.echo(f"report: {out / 'report.md'}; plots: {runs}/*/eval/*/*.png; done in "
+               f"{time.time() - t0:.0f}s")
 
 
 @main.command("predict")
@@ -517,28 +467,12 @@ def predict(clip, run_dir, classes, vocab, boxes, start, end, fps, top_k, model,
     import numpy as np
 
     from xmic.cache import Cache
-    from xmic.cache.annotations import normalize_name
-    from xmic.cache.fingerprint import diff, same_model
     from xmic.cache.vocab import load_vocab
-    from xmic.extract.clip_embed import embed_clip
-    from xmic.extract.encoders import load_encoder
+    from xmic.extract.clip_embed import class_text, embed_clip, encoder_for_run
     from xmic.train.inference import load_run, score_clip
     net, cfg, ck = load_run(run_dir)
     fp = ck["fingerprints"]["views"][cfg.model.classified_view]
-    if not (model and weights):
-        try:
-            c = Cache.open(ck["cache"])
-            producer = c.marker(cfg.model.classified_view,
-                                sorted(c.committed(cfg.model.classified_view))[0])["config"]["producer"]
-            model, weights = model or producer["model"], weights or producer["weights"]
-        except Exception:
-            raise XmicError("cannot find the encoder that made the run's features (its cache "
-                            f"{ck.get('cache')} is gone or was imported); give --model and --weights")
-    enc = load_encoder(model, weights, device, "fp32", 0)
-    probe = {"model": enc.identity}
-    if not same_model({"model": fp["model"]}, probe):
-        raise XmicError("the encoder differs from the one the run was trained on: "
-                        + "; ".join(diff(fp["model"], enc.identity)))
+    enc = encoder_for_run(ck, cfg.model.classified_view, model, weights, device)
     unknown = [v for v in cfg.views() if v not in ("full_frame", "hand_crop")]
     if unknown:
         raise XmicError(f"the run reads views {unknown} made by another encoder; predict embeds "
@@ -549,8 +483,7 @@ def predict(clip, run_dir, classes, vocab, boxes, start, end, fps, top_k, model,
         names = [c.strip() for c in classes.split(",") if c.strip()]
         if not names:
             raise XmicError("--classes holds no class name")
-        prompt = ck["fingerprints"]["vocab"].get("prompt", "{}")
-        w = enc.encode_texts([prompt.format(normalize_name(n)) for n in names]).numpy()
+        w = class_text(enc, names, ck["fingerprints"]["vocab"].get("prompt", "{}"))
     else:
         cache_dir, _, name = vocab.rpartition(":")
         v = load_vocab(Cache.open(cache_dir), name)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from xmic.cache import fingerprint as F
 from xmic.cache.annotations import Segments
 from xmic.cache.index import make_plan
 from xmic.cache.layout import CacheError, sha256_file
@@ -77,6 +78,23 @@ def read_feature_pickle(path: Path) -> dict:
     if len(dims) > 1:
         raise CacheError(f"{path}: arrays of several widths {sorted(dims)}; one view has one width")
     return data
+
+
+def imported_model(name: str, weights_sha256: str, quick_gelu: bool) -> dict:
+    """Model identity of imported features: what the user states; versions are unknown."""
+    return F.model_identity(name, weights_sha256, "unknown (imported)", "unknown (imported)",
+                            quick_gelu)
+
+
+def imported_view_fingerprint(view: str, model: dict) -> dict:
+    """X-MIC's features were made with CLIP preprocessing, every frame, hand crops per SPEC."""
+    return F.view_fingerprint(model, "unknown (imported)", F.clip_preprocess(),
+                              F.hand_crop_rule() if "hand" in view else None,
+                              {"policy": "all", "source": "xmic-pickle"})
+
+
+def imported_vocab_fingerprint(model: dict, prompt: str) -> dict:
+    return F.vocab_fingerprint(model, "unknown (imported)", prompt)
 
 
 def import_split(cache: Cache, segments: Segments, split: str, views: dict[str, Path],

@@ -23,7 +23,7 @@ from xmic.config import from_dict
 from xmic.evaluate.classes import derive_shared, read_class_splits
 from xmic.evaluate.metrics import compute_metrics, ranked
 from xmic.evaluate.plots import plot_all
-from xmic.train.build import build_model, check_inputs, text_matrix
+from xmic.train.build import build_model, check_inputs, model_dims, text_matrix
 from xmic.train.checkpoint import load_checkpoint
 from xmic.train.config import TrainConfig
 from xmic.train.data import load_bank
@@ -59,7 +59,11 @@ def evaluate_run(run: str | Path, cache_path: str | Path, split: str,
         raise CacheError(f"run {run} is a linear probe over its {len(source_classes)} training "
                          f"classes; it cannot score vocabulary {cfg.vocab_name()!r} of {cache.root}")
     dev = pick_device(device)
-    model = build_model(cfg, inputs, len(source_classes)).to(dev)
+    dims = model_dims(cfg, inputs)
+    if dims != ck["dims"]:
+        raise CacheError(f"run {run} was built for widths {ck['dims']}, cache {cache.root} "
+                         f"holds {dims}")
+    model = build_model(cfg, dims["text"], dims["cond"], len(source_classes)).to(dev)
     model.load_state_dict(ck["model"])
     bank = load_bank(cache, split, cfg.views(), cfg.label, len(target_classes), dev)
     w = torch.from_numpy(text_matrix(inputs.vocab)).to(dev)

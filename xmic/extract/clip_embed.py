@@ -78,3 +78,36 @@ def embed_clip(path: Path, enc, views: list[str], start=None, end=None, fps=None
             crops.append(enc.transform(im.crop(b) if b else im))
         out["hand_crop"] = enc.encode_images(torch.stack(crops)).cpu().numpy()
     return {k: np.asarray(v, dtype=np.float32) for k, v in out.items()}, frames, notes
+
+
+def encoder_for_run(ck: dict, view: str, model: str | None, weights: str | None,
+                    device: str = "cpu"):
+    """The encoder that made a run's features: ``model``/``weights`` if given, else the ones
+    recorded in the markers of the run's cache; refused if it is not the run's model."""
+    from xmic.cache import Cache
+    from xmic.cache.fingerprint import diff, same_model
+    from xmic.extract.encoders import load_encoder
+    if not (model and weights):
+        try:
+            c = Cache.open(ck["cache"])
+            producer = c.marker(view, sorted(c.committed(view))[0])["config"]["producer"]
+            model, weights = model or producer["model"], weights or producer["weights"]
+        except Exception:
+            raise XmicError("cannot find the encoder that made the run's features (its cache "
+                            f"{ck.get('cache')} is gone or was imported); give --model and "
+                            "--weights") from None
+    enc = load_encoder(model, weights, device, "fp32", 0)
+    trained = ck["fingerprints"]["views"][view]["model"]
+    if not same_model({"model": trained}, {"model": enc.identity}):
+        raise XmicError("the encoder differs from the one the run was trained on: "
+                        + "; ".join(diff(trained, enc.identity)))
+    return enc
+
+
+def class_text(enc, names: list[str], prompt: str) -> np.ndarray:
+    """[C, D] text embeddings of class names, SPEC-normalised, in the run's prompt."""
+    from xmic.cache.annotations import normalize_name
+    if enc.tokenizer is None:
+        raise XmicError(f"{enc.identity['name']} has no text tower; encode class names with the "
+                        "open_clip model that makes the classified stream")
+    return enc.encode_texts([prompt.format(normalize_name(n)) for n in names]).numpy()

@@ -163,9 +163,19 @@ def load_timm(name: str, weights: str, device: str, precision: str, seed: int) -
                        int(net.num_features), warnings)
 
 
-def load_encoder(model: str, weights: str, device: str = "cpu", precision: str = "fp32",
+def resolve_device(name: str) -> str:
+    """auto -> cuda when there is one, else cpu; cuda without a GPU is an error."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise EncoderError("--device cuda: no CUDA device is available here; use --device cpu")
+    return name
+
+
+def load_encoder(model: str, weights: str, device: str = "auto", precision: str = "fp32",
                  seed: int = 0) -> ClipEncoder:
     """open_clip (name or config JSON) or ``timm:NAME`` (Encoder II, image only)."""
+    device = resolve_device(device)
     if model.startswith("timm:"):
         return load_timm(model[len("timm:"):], weights, device, precision, seed)
     return load_clip(model, weights, device, precision, seed)

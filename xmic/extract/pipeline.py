@@ -22,11 +22,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from xmic.cache import Cache, CacheConfig, ShardWriter
 from xmic.cache import fingerprint as F
-from xmic.cache.annotations import normalize_name
 from xmic.cache.index import make_plan
 from xmic.cache.layout import read_json, write_json_atomic
 from xmic.cache.vocab import add_vocab
 from xmic.config import XmicError, config_to_dict
+from xmic.extract.clip_embed import class_text
 from xmic.extract.config import ExtractConfig
 from xmic.extract.datasets import encode_range, frame_source, read_dataset
 from xmic.extract.detections import BoxSource
@@ -151,9 +151,7 @@ def run_shards(cache_dir: Path, cfg: ExtractConfig, shard_ids: list[int] | None 
     from xmic.extract.encoders import load_encoder
     cache = Cache.open(cache_dir)
     meta = read_json(cache.root / PLAN_FILE, "extraction plan (run `xmic extract plan` first)")
-    device = "cuda" if cfg.device == "auto" and torch.cuda.is_available() else (
-        "cpu" if cfg.device == "auto" else cfg.device)
-    enc = encoder or load_encoder(cfg.model, cfg.weights, device, cfg.precision, cfg.seed)
+    enc = encoder or load_encoder(cfg.model, cfg.weights, cfg.device, cfg.precision, cfg.seed)
     names = cfg.view_names()  # planned view -> the cache view it is written to
     all_shards = cache.shards()
     chosen = [all_shards[i] for i in shard_ids] if shard_ids is not None else all_shards
@@ -234,20 +232,15 @@ def extract_text(cache_dir: Path, cfg: ExtractConfig, labels=("noun", "verb"), e
     from xmic.extract.encoders import load_encoder
     cache = Cache.open(cache_dir)
     meta = read_json(cache.root / PLAN_FILE, "extraction plan (run `xmic extract plan` first)")
-    device = "cuda" if cfg.device == "auto" and torch.cuda.is_available() else (
-        "cpu" if cfg.device == "auto" else cfg.device)
-    enc = encoder or load_encoder(cfg.model, cfg.weights, device, cfg.precision, cfg.seed)
-    if enc.tokenizer is None:
-        raise XmicError(f"{cfg.model} has no text tower; encode vocabularies with the open_clip "
-                        "model that makes the classified stream")
+    enc = encoder or load_encoder(cfg.model, cfg.weights, cfg.device, cfg.precision, cfg.seed)
     out = {}
     for label in labels:
         classes = meta["classes"].get(label)
         if not classes:
             raise XmicError(f"{cache.root}: no {label} classes in the extraction plan")
         for name, template in ((label, cfg.prompt), (f"{label}.photo", cfg.zeroshot_prompt)):
-            emb = enc.encode_texts([template.format(normalize_name(c)) for c in classes])
-            add_vocab(cache, name, classes, emb.numpy(), template,
+            emb = class_text(enc, classes, template)  # [C, D]
+            add_vocab(cache, name, classes, emb, template,
                       F.vocab_fingerprint(enc.identity, enc.precision, template), replace=True,
                       source={"classes": "extract_plan.json", "names": "SPEC normalised"})
             out[name] = len(classes)

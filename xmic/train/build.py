@@ -60,11 +60,16 @@ def check_inputs(cache: Cache, cfg: TrainConfig) -> RunInputs:
     return RunInputs(vocab, dims, {"views": fps, "vocab": vocab.fingerprint})
 
 
-def build_model(cfg: TrainConfig, inputs: RunInputs, classes: int) -> nn.Module:
+def model_dims(cfg: TrainConfig, inputs: RunInputs) -> dict:
+    """Widths the model is built with: text D and conditioning D' (stored in checkpoints)."""
+    cond = inputs.view_dims[cfg.model.conditioning_views[0]] if cfg.method == "xmic" else None
+    return {"text": inputs.vocab.dim, "cond": cond}
+
+
+def build_model(cfg: TrainConfig, text_dim: int, cond_dim: int | None, classes: int) -> nn.Module:
     m = cfg.model
-    text_dim = inputs.vocab.dim
     if cfg.method == "xmic":
-        return XMICAdapter(text_dim=text_dim, cond_dim=inputs.view_dims[m.conditioning_views[0]],
+        return XMICAdapter(text_dim=text_dim, cond_dim=cond_dim,
                            views=len(m.conditioning_views), frames=cfg.frames, heads=m.heads,
                            spatial_layers=m.spatial_layers, temporal_layers=m.temporal_layers,
                            mlp_ratio=m.mlp_ratio, out_hidden_ratio=m.out_hidden_ratio,

@@ -12,33 +12,17 @@ import numpy as np
 import torch
 
 from xmic.config import XmicError, from_dict
+from xmic.train.build import build_model
 from xmic.train.checkpoint import load_checkpoint
 from xmic.train.config import TrainConfig
 from xmic.train.data import positions
-from xmic.train.model import ClipAdapter, LinearProbe, XMICAdapter, ZeroShot
 
 
 def load_run(run: str | Path) -> tuple[torch.nn.Module, TrainConfig, dict]:
     ck = load_checkpoint(Path(run) / "checkpoint.pt")
     cfg = from_dict(TrainConfig, ck["config"], f"{run}/checkpoint.pt:config")
-    m, sd = cfg.model, ck["model"]
-    if cfg.method == "xmic":
-        cond_dim = sd["out.0.weight"].shape[1]
-        model = XMICAdapter(text_dim=sd["out." + str(2 * (m.out_depth - 1)) + ".weight"].shape[0],
-                            cond_dim=cond_dim, views=len(m.conditioning_views), frames=cfg.frames,
-                            heads=m.heads, spatial_layers=m.spatial_layers,
-                            temporal_layers=m.temporal_layers, mlp_ratio=m.mlp_ratio,
-                            out_hidden_ratio=m.out_hidden_ratio, out_depth=m.out_depth,
-                            temporal_pool=m.temporal_pool, alpha=m.alpha,
-                            train_logit_scale=m.train_logit_scale)
-    elif cfg.method == "zeroshot":
-        model = ZeroShot()
-    elif cfg.method == "linear":
-        model = LinearProbe(sd["head.weight"].shape[1], sd["head.weight"].shape[0])
-    else:
-        model = ClipAdapter(sd["adapter.0.weight"].shape[1], m.clip_adapter_reduction,
-                            m.clip_adapter_ratio)
-    model.load_state_dict(sd)
+    model = build_model(cfg, ck["dims"]["text"], ck["dims"]["cond"], len(ck["classes"]))
+    model.load_state_dict(ck["model"])
     return model.eval(), cfg, ck
 
 

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from xmic.cache import Cache, CacheError
 from xmic.config import config_to_dict, dump_config
-from xmic.train.build import build_model, check_inputs, text_matrix
+from xmic.train.build import build_model, check_inputs, model_dims, text_matrix
 from xmic.train.checkpoint import CheckpointError, check_resumable, load_checkpoint, save_checkpoint
 from xmic.train.config import TrainConfig
 from xmic.train.data import FeatureBank, batch, heldout_split, load_bank
@@ -100,7 +100,8 @@ def train(cache_path: str | Path, cfg: TrainConfig, out: str | Path, resume: boo
          f"skipped {sum(full.skipped.values())} segment(s) {full.skipped or ''}; device {device}")
 
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg, inputs, classes).to(device)
+    dims = model_dims(cfg, inputs)
+    model = build_model(cfg, dims["text"], dims["cond"], classes).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     steps_per_epoch = -(-len(train_bank) // cfg.batch_size)
     opt = (torch.optim.AdamW(params, lr=cfg.optim.lr, betas=cfg.optim.betas,
@@ -171,7 +172,7 @@ def train(cache_path: str | Path, cfg: TrainConfig, out: str | Path, resume: boo
                  "scheduler": sched.state_dict() if sched else {}, "generator": gen.get_state(),
                  "config": config, "fingerprints": inputs.fingerprints, "method": cfg.method,
                  "classes": inputs.vocab.classes, "selected_on": selected_on,
-                 "source_dataset": cache.dataset, "cache": str(cache.root)}
+                 "source_dataset": cache.dataset, "cache": str(cache.root), "dims": dims}
         save_checkpoint(out / "last.pt", state)
         if row["selected"]:
             save_checkpoint(out / "checkpoint.pt", state)
