@@ -18,10 +18,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from xmic.cache import fingerprint as fpmod
+from xmic.cache.claims import live_claims
 from xmic.cache.config import CacheConfig
 from xmic.cache.index import PLAN_SCHEMA, consolidate, merge_plans
 from xmic.cache.layout import (CACHE_JSON, INDEX, MARKER, ROWS, SEGMENTS, CacheError,
-                               create_json_exclusive, read_json, shard_dir, stale_tmp, view_dir,
+                               create_json_exclusive, read_json, shard_dir, view_dir,
                                write_bytes_atomic)
 from xmic.config import config_to_dict, dump_config, from_dict
 
@@ -214,17 +215,28 @@ class Cache:
         return read_json(shard_dir(self.root, view, shard) / MARKER, f"marker of shard {shard}")
 
     def shard_state(self, view: str, shard: str) -> str:
+        """done | running (a live writer's claim) | failed (SHARD.failed.json) | pending."""
         sdir = shard_dir(self.root, view, shard)
         if (sdir / MARKER).exists():
             return "done"
+        if shard in live_claims(self.root, view):
+            return "running"
         if sdir.with_name(shard + ".failed.json").exists():
             return "failed"
-        tmp = view_dir(self.root, view) / ".tmp"
-        if tmp.is_dir():
-            dead = set(stale_tmp(tmp, shard))  # left by killed writers on this host
-            if any(p.name.startswith(shard + ".") and p not in dead for p in tmp.iterdir()):
-                return "running"
         return "pending"
+
+    def shard_states(self, view: str) -> dict[str, str]:
+        """Every planned shard's state for ``view``, from one scan of the view's folder."""
+        done = set(self.committed(view))
+        running = set(live_claims(self.root, view))
+        failed = set()
+        vdir = view_dir(self.root, view)
+        if vdir.is_dir():
+            with os.scandir(vdir) as it:
+                failed = {e.name[:-len(".failed.json")] for e in it
+                          if e.name.endswith(".failed.json")}
+        return {s: "done" if s in done else "running" if s in running else
+                "failed" if s in failed else "pending" for s in self.shards()}
 
     def attempts(self, view: str, shard: str) -> int:
         log = view_dir(self.root, view) / ".attempts" / f"{shard}.log"

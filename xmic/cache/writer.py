@@ -7,6 +7,7 @@ segment of the shard either ``add(segment_id, frames [n, D], frame_indices)`` or
 Everything is written in ``views/VIEW/.tmp/`` and fsynced, the marker last, then the folder is
 renamed into place: readers see the whole shard or none of it, and of two writers racing on the
 same shard exactly one commits. A writer that raises leaves ``SHARD.failed.json`` with the error.
+While it works, a claim in ``views/VIEW/.running/`` says the shard is running (``claims.py``).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from xmic.cache import fingerprint as fpmod
+from xmic.cache.claims import Claim
 from xmic.cache.backends import array_checksum, write_array
 from xmic.cache.index import rows_table
 from xmic.cache.layout import (DATA, MARKER, ROWS, CacheError, commit_dir, sha256_file,
@@ -93,6 +95,7 @@ class ShardWriter:
         for p in stale_tmp(self.tmp_root, shard):
             shutil.rmtree(p, ignore_errors=True)
         self.attempt = self._log_attempt()
+        self.claim = Claim(cache.root, view, shard)  # `running` until commit or failure
         self.started = time.time()
         self.tmp: Path | None = None
 
@@ -123,11 +126,13 @@ class ShardWriter:
         if len(fi) != arr.shape[0]:
             raise CacheError(f"{where}: {arr.shape[0]} frames but {len(fi)} frame indices")
         self._results[segment_id] = ("ok", arr, fi, None)
+        self.claim.heartbeat()
 
     def fail(self, segment_id: str, error: str) -> None:
         """Record that a segment could not be produced (no data is written for it)."""
         self._slot(segment_id)
         self._results[segment_id] = ("failed", None, [], str(error) or "unknown error")
+        self.claim.heartbeat()
 
     def commit(self, extra_stats: dict | None = None) -> bool:
         """Write and commit the shard; True if this writer's commit won, False if another
@@ -137,6 +142,7 @@ class ShardWriter:
             raise CacheError(f"shard {self.shard} of view {self.view}: {len(missing)} planned "
                              f"segment(s) neither added nor failed, e.g. {missing[:3]}")
         if self.is_done():
+            self.claim.release()
             return False
         arrays, offsets, counts, fis, sts, errs = [], [], [], [], [], []
         row = 0
@@ -182,6 +188,7 @@ class ShardWriter:
         write_json_atomic(self.tmp / MARKER, marker)
         won = commit_dir(self.tmp, self.final)
         self.tmp = None
+        self.claim.release()
         if won:
             failed = self.final.with_name(self.shard + ".failed.json")
             if failed.exists():
@@ -189,6 +196,7 @@ class ShardWriter:
         return won
 
     def record_failure(self, exc: BaseException) -> None:
+        self.claim.release()
         if self.is_done():
             return
         write_json_atomic(self.final.with_name(self.shard + ".failed.json"), {
@@ -205,6 +213,7 @@ class ShardWriter:
         if self.tmp is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
             self.tmp = None
+        self.claim.release()
         if exc is not None and isinstance(exc, Exception):
             self.record_failure(exc)
         return False

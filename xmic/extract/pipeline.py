@@ -14,7 +14,7 @@ import dataclasses
 import hashlib
 import json
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
 import torch
@@ -146,19 +146,52 @@ def commit_all(writers: list[ShardWriter], stats: dict) -> None:
             raise
 
 
-def run_shards(cache_dir: Path, cfg: ExtractConfig, shard_ids: list[int] | None = None,
-               encoder=None, echo=print) -> dict:
+class CommitQueue:
+    """One writer thread: a shard commits while the next one encodes. ``drain`` waits for
+    the commits in flight, so a job stopped by a signal loses at most the shard it encodes."""
+
+    def __init__(self):
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="xmic-writer")
+        self._futures: list = []
+
+    def submit(self, writers: list[ShardWriter], stats: dict) -> None:
+        self._futures.append(self._pool.submit(commit_all, writers, stats))
+
+    def drain(self, timeout: float | None = None) -> list[BaseException]:
+        done, _ = wait(self._futures, timeout=timeout)
+        return [f.exception() for f in done if f.exception() is not None]
+
+
+def _resolve_shards(all_shards: list[str], shards) -> list[str]:
+    if shards is None:
+        return all_shards
+    out = []
+    for s in shards:
+        if isinstance(s, int):
+            if not 0 <= s < len(all_shards):
+                raise XmicError(f"shard number {s} is outside 0..{len(all_shards) - 1}")
+            out.append(all_shards[s])
+        elif s in set(all_shards):
+            out.append(s)
+        else:
+            raise XmicError(f"shard {s!r} is not in the plan")
+    return out
+
+
+def run_shards(cache_dir: Path, cfg: ExtractConfig, shard_ids: list[int] | list[str] | None = None,
+               encoder=None, echo=print, commits: CommitQueue | None = None) -> dict:
+    """Extract the chosen shards (numbers or names; default all) that are not committed yet.
+    A shard that raises is marked failed with its error and the others go on."""
     from xmic.extract.encoders import load_encoder
     cache = Cache.open(cache_dir)
     meta = read_json(cache.root / PLAN_FILE, "extraction plan (run `xmic extract plan` first)")
     enc = encoder or load_encoder(cfg.model, cfg.weights, cfg.device, cfg.precision, cfg.seed)
     names = cfg.view_names()  # planned view -> the cache view it is written to
-    all_shards = cache.shards()
-    chosen = [all_shards[i] for i in shard_ids] if shard_ids is not None else all_shards
-    summary = {"shards_done": 0, "shards_skipped": 0, "segments_failed": 0, "failures": [],
-               "frames": 0, "warnings": list(enc.warnings)}
+    chosen = _resolve_shards(cache.shards(), shard_ids)
+    summary = {"shards_done": 0, "shards_skipped": 0, "shards_failed": 0, "segments_failed": 0,
+               "failures": [], "frames": 0, "warnings": list(enc.warnings)}
     plan_rows = cache.plan().to_pylist()
-    committer, commits = ThreadPoolExecutor(1, thread_name_prefix="xmic-writer"), []
+    commits = commits or CommitQueue()
     from tqdm import tqdm
     bar = tqdm(total=sum(1 for r in plan_rows if r["shard"] in set(chosen)), unit="seg",
                desc="extract", disable=None)
@@ -174,58 +207,77 @@ def run_shards(cache_dir: Path, cfg: ExtractConfig, shard_ids: list[int] | None 
                 summary["shards_skipped"] += 1
                 continue
             rows = [r for r in plan_rows if r["shard"] == shard]
-            t0 = time.time()
-            writers = {v: ShardWriter(cache, names.get(v, v), shard, enc.dim, fps[v],
-                                      producer_config=config_to_dict(cfg),
-                                      provenance={"split": split, **info}) for v in todo}
-            loader = DataLoader(SegmentFrames(rows, info["dataset"], info["root"], todo,
-                                              info["boxes"], enc.transform, cfg),
-                                batch_size=None, num_workers=cfg.workers,
-                                pin_memory=enc.device.type == "cuda")
-            decode_s = encode_s = 0.0
-            pending: list = []
-            batch_used = cfg.batch_size
-
-            def flush():
-                nonlocal encode_s, batch_used
-                t = time.time()
+            writers: dict[str, ShardWriter] = {}
+            try:
                 for v in todo:
-                    embs, batch_used = encode_packed(enc, [p[2][v] for p in pending], batch_used)
-                    for (sid, frames, _), e in zip(pending, embs):
-                        writers[v].add(sid, e.numpy(), frames)
-                encode_s += time.time() - t
-                summary["frames"] += sum(len(p[1]) for p in pending)
-                pending.clear()
-
-            t = time.time()
-            for sid, frames, tensors, err in loader:
-                decode_s += time.time() - t
-                bar.update()
-                bar.set_postfix(frames_s=f"{summary['frames'] / max(bar.format_dict['elapsed'], 1e-9):.0f}")
-                if err:
-                    for w in writers.values():
-                        w.fail(sid, err)
-                    summary["segments_failed"] += 1
-                    summary["failures"].append(f"{shard}: {sid}: {err}")
-                else:
-                    pending.append((sid, frames, tensors))
-                    if sum(len(p[1]) for p in pending) >= cfg.batch_size:
-                        flush()
-                t = time.time()
-            flush()
-            stats = {"decode_s": round(decode_s, 3), "encode_s": round(encode_s, 3),
-                     "batch_size_used": batch_used}
-            # the writer runs beside the encoder: this shard commits while the next one encodes
-            commits.append(committer.submit(commit_all, list(writers.values()), stats))
+                    writers[v] = ShardWriter(cache, names.get(v, v), shard, enc.dim, fps[v],
+                                             producer_config=config_to_dict(cfg),
+                                             provenance={"split": split, **info})
+                stats = _encode_shard(enc, cfg, info, rows, writers, summary, bar, shard)
+            except Exception as e:  # the shard is marked failed; the next one goes on
+                for w in writers.values():
+                    w.record_failure(e)
+                summary["shards_failed"] += 1
+                summary["failures"].append(f"{shard}: {type(e).__name__}: {e}")
+                echo(f"shard {shard}: FAILED: {type(e).__name__}: {e}")
+                continue
+            seconds = stats.pop("seconds")
+            commits.submit(list(writers.values()), stats)
             summary["shards_done"] += 1
-            echo(f"shard {shard}: {len(rows)} segments, views {todo}, {time.time() - t0:.1f}s "
-                 f"(decode {decode_s:.1f}s, encode {encode_s:.1f}s; writing)")
-    committer.shutdown(wait=True)
-    for f in commits:
-        f.result()  # a failed commit (disk full, ...) is recorded on its shard and raised here
+            echo(f"shard {shard}: {len(rows)} segments, views {todo}, {seconds:.1f}s "
+                 f"(decode {stats['decode_s']:.1f}s, encode {stats['encode_s']:.1f}s; writing)")
+    errors = commits.drain()
     bar.close()
+    for e in errors:  # a failed commit (disk full, ...) is recorded on its shard
+        summary["shards_failed"] += 1
+        summary["shards_done"] -= 1
+        summary["failures"].append(f"commit: {type(e).__name__}: {e}")
     cache.index(refresh=True)
     return summary
+
+
+def _encode_shard(enc, cfg: ExtractConfig, info: dict, rows: list[dict],
+                  writers: dict[str, ShardWriter], summary: dict, bar, shard: str) -> dict:
+    """Decode, encode and hand every segment of one shard to its writers; returns stats."""
+    todo = list(writers)
+    t0 = time.time()
+    loader = DataLoader(SegmentFrames(rows, info["dataset"], info["root"], todo,
+                                      info["boxes"], enc.transform, cfg),
+                        batch_size=None, num_workers=cfg.workers,
+                        pin_memory=enc.device.type == "cuda")
+    decode_s = encode_s = 0.0
+    pending: list = []
+    batch_used = cfg.batch_size
+
+    def flush():
+        nonlocal encode_s, batch_used
+        t = time.time()
+        for v in todo:
+            embs, batch_used = encode_packed(enc, [p[2][v] for p in pending], batch_used)
+            for (sid, frames, _), e in zip(pending, embs):
+                writers[v].add(sid, e.numpy(), frames)
+        encode_s += time.time() - t
+        summary["frames"] += sum(len(p[1]) for p in pending)
+        pending.clear()
+
+    t = time.time()
+    for sid, frames, tensors, err in loader:
+        decode_s += time.time() - t
+        bar.update()
+        bar.set_postfix(frames_s=f"{summary['frames'] / max(bar.format_dict['elapsed'], 1e-9):.0f}")
+        if err:
+            for w in writers.values():
+                w.fail(sid, err)
+            summary["segments_failed"] += 1
+            summary["failures"].append(f"{shard}: {sid}: {err}")
+        else:
+            pending.append((sid, frames, tensors))
+            if sum(len(p[1]) for p in pending) >= cfg.batch_size:
+                flush()
+        t = time.time()
+    flush()
+    return {"decode_s": round(decode_s, 3), "encode_s": round(encode_s, 3),
+            "batch_size_used": batch_used, "seconds": time.time() - t0}
 
 
 def extract_text(cache_dir: Path, cfg: ExtractConfig, labels=("noun", "verb"), encoder=None) -> dict:
