@@ -1,0 +1,180 @@
+"""Submit a cache's uncommitted shards as submitit job arrays (slurm | local | debug).
+
+Inputs: a cache folder with an extraction plan, an ``ExtractConfig`` and a ``SlurmConfig``.
+``submit`` picks the shards that are neither committed nor running (``retry``: also failed ones,
+and committed ones holding failed segments, which are moved to ``views/VIEW/.superseded/``
+first), groups them ``shards_per_task`` to an array task, splits the tasks into arrays of at
+most MaxArraySize (read from ``scontrol show config``, or the config's ``max_array_size``), and
+submits each array with ``map_array``. Output: a submission record (job ids, the shards of each
+task, both configs, the log folder, the time) appended to ``CACHE/slurm/submissions.jsonl``
+and returned, with the submitit jobs (kept out of the record) for ``wait``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import submitit
+
+from xmic.cache.layout import fsync_dir, shard_dir, view_dir
+from xmic.config import XmicError, config_to_dict
+from xmic.extract.config import ExtractConfig
+from xmic.slurm.config import SlurmConfig
+from xmic.slurm.status import SUBMISSIONS, read_submissions, status
+from xmic.slurm.worker import ShardTask
+
+
+def cluster_max_array_size() -> int | None:
+    """MaxArraySize of the cluster this machine submits to, or None without ``scontrol``."""
+    try:
+        out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True,
+                             timeout=30, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    m = re.search(r"^MaxArraySize\s*=\s*(\d+)", out, re.M)
+    return int(m.group(1)) if m else None
+
+
+def group_shards(shards: list[str], per_task: int, max_tasks: int | None = None) -> list[list[str]]:
+    """Consecutive shards, ``per_task`` to a task (more when ``max_tasks`` caps the count)."""
+    if max_tasks:
+        per_task = max(per_task, -(-len(shards) // max_tasks))
+    return [shards[i:i + per_task] for i in range(0, len(shards), per_task)]
+
+
+def split_arrays(tasks: list, max_array_size: int) -> list[list]:
+    return [tasks[i:i + max_array_size] for i in range(0, len(tasks), max_array_size)]
+
+
+def make_executor(cfg: SlurmConfig, folder: Path) -> submitit.Executor:
+    ex = submitit.AutoExecutor(folder=folder, cluster=cfg.executor,
+                               slurm_max_num_timeout=cfg.max_timeouts)
+    params = dict(timeout_min=cfg.timeout_min, name=cfg.job_name)
+    if cfg.executor == "slurm":
+        params.update(cpus_per_task=cfg.cpus_per_task, mem_gb=cfg.mem_gb,
+                      slurm_array_parallelism=cfg.array_parallelism,
+                      slurm_signal_delay_s=cfg.signal_delay_s, stderr_to_stdout=True)
+        if cfg.gpus_per_task:
+            params["gpus_per_node"] = cfg.gpus_per_task  # one task per node
+        for key in ("partition", "account", "qos", "constraint"):
+            if getattr(cfg, key):
+                params[f"slurm_{key}"] = getattr(cfg, key)
+        if cfg.setup:
+            params["slurm_setup"] = list(cfg.setup)
+    elif cfg.executor == "local" and cfg.gpus_per_task:
+        params["gpus_per_node"] = cfg.gpus_per_task
+    ex.update_parameters(**params)
+    return ex
+
+
+def supersede(cache_root: Path, views: list[str], shard: str) -> None:
+    """Move a committed shard aside (kept, not deleted) so that it can be extracted again."""
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    for v in views:
+        src = shard_dir(cache_root, v, shard)
+        if src.is_dir():
+            dst = view_dir(cache_root, v) / ".superseded" / f"{shard}.{stamp}"
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(src, dst)
+            fsync_dir(src.parent)
+
+
+def choose_shards(report: dict[str, dict], retry: bool) -> tuple[list[str], list[str]]:
+    """(shards to submit, committed shards with failed segments to supersede first)."""
+    todo, redo = [], []
+    for shard, r in report.items():
+        if r["state"] == "pending" or (r["state"] == "failed" and retry):
+            todo.append(shard)
+            if r["failed_segments"]:
+                redo.append(shard)
+    return todo, redo
+
+
+def append_record(cache_root: Path, record: dict) -> None:
+    path = Path(cache_root) / SUBMISSIONS
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:  # one line per submission, appended whole
+        f.write(json.dumps(record, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def submit(cache_dir: Path, extract_cfg: ExtractConfig, slurm_cfg: SlurmConfig, retry: bool = False,
+           dry_run: bool = False, echo=print) -> tuple[dict, list]:
+    """Submit what is left to do; returns (record, submitit jobs)."""
+    if not extract_cfg.weights:
+        raise XmicError("the extraction config has no weights: give --weights FILE or "
+                        "local-dir:DIR (or `random` for a test run)")
+    cache, report, summary, subs = status(cache_dir)
+    todo, redo = choose_shards(report, retry)
+    kind = "retry" if retry else "submit"
+    max_size = slurm_cfg.max_array_size
+    if max_size is None and slurm_cfg.executor == "slurm":
+        max_size = cluster_max_array_size()
+    max_size = max_size or 1000
+    cap = slurm_cfg.array_parallelism if slurm_cfg.executor == "local" else None
+    tasks = group_shards(todo, slurm_cfg.shards_per_task, cap)
+    arrays = split_arrays(tasks, max_size)
+    log_dir = Path(slurm_cfg.log_dir or cache.root / "slurm" / "logs").resolve()
+    record = {"kind": kind, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              "executor": slurm_cfg.executor, "log_dir": str(log_dir),
+              "shards": len(todo), "superseded": redo, "max_array_size": max_size,
+              "skipped": {k: summary[k] for k in ("done", "running")},
+              "slurm": config_to_dict(slurm_cfg), "extract": config_to_dict(extract_cfg),
+              "arrays": [], "tasks": []}
+    if not todo:
+        echo(f"nothing to {kind}: {summary['done']} shard(s) done, {summary['running']} running, "
+             f"{summary['failed']} failed" + ("" if retry else " (`xmic slurm retry` resubmits those)"))
+        return record, []
+    echo(f"{kind}: {len(todo)} shard(s) in {len(tasks)} task(s), {len(arrays)} array(s) of at most "
+         f"{max_size} on executor {slurm_cfg.executor}" + (f"; {len(redo)} shard(s) with failed "
+                                                          "segments are redone" if redo else ""))
+    if dry_run:
+        for i, arr in enumerate(arrays):
+            echo(f"  array {i}: {len(arr)} task(s): {arr[0][0]} .. {arr[-1][-1]}")
+        return record, []
+    views = sorted({v for r in report.values() for v in r["views"]})
+    for shard in redo:
+        supersede(cache.root, views, shard)
+    worker = ShardTask(str(cache.root), config_to_dict(extract_cfg))
+    executor = make_executor(slurm_cfg, log_dir)
+    jobs = []
+    for arr in arrays:
+        got = executor.map_array(worker, arr)
+        jobs += got
+        array_id = got[0].job_id.split("_")[0]
+        record["arrays"].append({"job_id": array_id, "tasks": len(arr)})
+        record["tasks"] += [{"job_id": j.job_id, "shards": s} for j, s in zip(got, arr)]
+        echo(f"  submitted {array_id}: {len(arr)} task(s)")
+    append_record(cache.root, record)
+    return record, jobs
+
+
+def wait(jobs: list) -> list[dict]:
+    """Wait for every job; returns one line per job that did not succeed."""
+    bad = []
+    for j in jobs:
+        try:
+            j.result()
+        except Exception as e:  # the task's own error (shards failed) or the job's death
+            msg = str(e).strip().splitlines()
+            bad.append({"job_id": j.job_id, "error": msg[-1] if msg else type(e).__name__})
+    return bad
+
+
+def resubmission_configs(cache_dir: Path, extract_over: dict, slurm_over: dict
+                         ) -> tuple[ExtractConfig, SlurmConfig]:
+    """The configs of the latest submission, with the given fields replaced (for retry)."""
+    from xmic.config import from_dict
+    subs = [s for s in read_submissions(cache_dir) if "extract" in s]
+    if not subs:
+        raise XmicError(f"{cache_dir}: no earlier submission to retry; use `xmic slurm submit`")
+    ext = from_dict(ExtractConfig, subs[-1]["extract"], "extract config of the last submission")
+    slu = from_dict(SlurmConfig, subs[-1]["slurm"], "slurm config of the last submission")
+    return dataclasses.replace(ext, **extract_over), dataclasses.replace(slu, **slurm_over)
+
