@@ -1,0 +1,18 @@
+"""Test aid for the preemption tests: with XMIC_TEST_ENCODE_DELAY=S in the environment (which
+Slurm passes on to the job), every encoder call of the extraction sleeps S seconds first, so a
+task can be preempted between its shards at a known pace. Put this folder on PYTHONPATH."""
+import os
+
+if os.environ.get("XMIC_TEST_ENCODE_DELAY"):
+    import time
+
+    from xmic.extract import pipeline
+
+    _delay = float(os.environ["XMIC_TEST_ENCODE_DELAY"])
+    _encode = pipeline.encode_packed
+
+    def _slow_encode(*args, **kwargs):
+        time.sleep(_delay)
+        return _encode(*args, **kwargs)
+
+    pipeline.encode_packed = _slow_encode
