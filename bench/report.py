@@ -34,6 +34,16 @@ def main(folder: str) -> None:
                     lines.append(f"| {b['backend']} | {b['write_MBps']} | {mode} | {m['load_MBps']} | "
                                  f"{m['raw_read_MBps']} | {m['load_vs_raw_ratio']} | {m['peak_rss_ratio']} |")
         lines.append("")
+    s = load(d, "slurm_scale.json")
+    if s:
+        p, st = s["plan"], s["status"]
+        lines += [f"## Planning and status at scale ({s['machine']}, {s['date']})", "",
+                  f"- plan {p['segments']:,} EPIC-100 segments into {p['shards']} shards: "
+                  f"**{p['seconds']} s** (goal < {p['goal_s']} s)",
+                  f"- `xmic slurm status` over {st['shards']:,} shards x {st['views']} views "
+                  f"({st['summary']}): **{st['warm_seconds']} s** warm page cache"
+                  + (f", **{st['cold_seconds']} s** cold" if "cold_seconds" in st else "")
+                  + f" (goal < {st['goal_s']} s)", ""]
     for name, title in (("train_cpu.json", "Training step (CPU)"), ("train_gpu.json", "Training (GPU)")):
         t = load(d, name)
         if t:

@@ -56,6 +56,12 @@ def test_debug_submit_status_and_nothing_left(tmp_path, world):
     assert js["summary"]["done"] == 3 and js["summary"]["frames_per_s"] > 0
     assert js["summary"]["eta_s"] == 0
     assert all(r["attempts"] == 1 for r in js["shards"].values())
+    # the commit log is an accelerator only: lost or broken lines fall back to the markers
+    log = cache / "views" / "hand_crop" / ".progress.jsonl"
+    assert len(log.read_text().splitlines()) == 3
+    log.write_text(log.read_text().splitlines()[0][:20] + "\n")
+    js2 = json.loads(run_xmic("slurm", "status", cache, "--json").stdout)
+    assert js2["shards"] == js["shards"]
 
 
 def test_corrupt_input_fails_then_retry_on_local_executor(tmp_path, world):

@@ -15,6 +15,8 @@ Layout (docs/cache-format.md is the reference):
     ROOT/views/VIEW/SHARD.failed.json        last failure of a shard that has no commit
     ROOT/views/VIEW/.tmp/                    shards being written
     ROOT/views/VIEW/.attempts/SHARD.log      one line per attempt to write the shard
+    ROOT/views/VIEW/.running/SHARD.HOST.PID.X claim of a live writer (heartbeat: its mtime)
+    ROOT/views/VIEW/.progress.jsonl          one line per commit (stats), for fast status
     ROOT/vocab/NAME/vocab.json, embeddings.npy
 """
 from __future__ import annotations
@@ -36,6 +38,7 @@ SEGMENTS = "segments.parquet"
 INDEX = "index.parquet"
 MARKER = "marker.json"
 ROWS = "rows.parquet"
+PROGRESS = ".progress.jsonl"
 DATA = {"zarr": "data.zarr", "hdf5": "data.h5"}
 
 

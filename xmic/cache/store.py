@@ -226,15 +226,19 @@ class Cache:
         return "pending"
 
     def shard_states(self, view: str) -> dict[str, str]:
-        """Every planned shard's state for ``view``, from one scan of the view's folder."""
-        done = set(self.committed(view))
+        """Every planned shard's state for ``view``, from one listing of the view's folder. A
+        shard folder exists only by the rename that commits it, so no marker is opened here
+        (``committed`` and ``verify`` do check the markers)."""
         running = set(live_claims(self.root, view))
-        failed = set()
+        done, failed = set(), set()
         vdir = view_dir(self.root, view)
         if vdir.is_dir():
             with os.scandir(vdir) as it:
-                failed = {e.name[:-len(".failed.json")] for e in it
-                          if e.name.endswith(".failed.json")}
+                for e in it:
+                    if e.name.endswith(".failed.json"):
+                        failed.add(e.name[:-len(".failed.json")])
+                    elif not e.name.startswith(".") and e.is_dir():
+                        done.add(e.name)
         return {s: "done" if s in done else "running" if s in running else
                 "failed" if s in failed else "pending" for s in self.shards()}
 

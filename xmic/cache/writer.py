@@ -11,6 +11,7 @@ While it works, a claim in ``views/VIEW/.running/`` says the shard is running (`
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -25,7 +26,7 @@ from xmic.cache import fingerprint as fpmod
 from xmic.cache.claims import Claim
 from xmic.cache.backends import array_checksum, write_array
 from xmic.cache.index import rows_table
-from xmic.cache.layout import (DATA, MARKER, ROWS, CacheError, commit_dir, sha256_file,
+from xmic.cache.layout import (DATA, MARKER, PROGRESS, ROWS, CacheError, commit_dir, sha256_file,
                                shard_dir, stale_tmp, tmp_name, view_dir, write_json_atomic)
 from xmic.cache.store import Cache
 from xmic.config import config_to_dict
@@ -190,10 +191,25 @@ class ShardWriter:
         self.tmp = None
         self.claim.release()
         if won:
+            self._log_progress(marker)
             failed = self.final.with_name(self.shard + ".failed.json")
             if failed.exists():
                 failed.unlink()
         return won
+
+    def _log_progress(self, marker: dict) -> None:
+        """One line per commit in ``views/VIEW/.progress.jsonl``: status reads this file instead
+        of every marker. Best effort: the marker stays the truth, and is read when a line is
+        missing or broken."""
+        st = marker["stats"]
+        line = json.dumps({"shard": self.shard, "rows": marker["rows"], "failed": marker["failed"],
+                           "attempt": st["attempt"], "seconds": st["seconds"],
+                           "finished": st["finished"]}) + "\n"
+        try:
+            with open(view_dir(self.cache.root, self.view) / PROGRESS, "a") as f:
+                f.write(line)  # O_APPEND: whole lines on a local file system
+        except OSError:
+            pass
 
     def record_failure(self, exc: BaseException) -> None:
         self.claim.release()

@@ -1,25 +1,28 @@
 """Extraction progress read from the cache alone: no scheduler query per job.
 
-Input: a cache folder with an extraction plan. Output: ``shard_report`` -> one entry per planned
-shard (state over the views it needs: done | running | failed | pending; attempts; last error;
-frames and seconds of done shards; the job and host of running ones) and ``summarize`` ->
-counts, frames/s, ETA and the failed shards with their messages. A committed shard that holds
-failed segments counts as failed (``failed_segments`` > 0): its message is the first segment's.
-Sources: markers (``marker.json``), ``SHARD.failed.json``, running claims (``.running/``),
-``rows.parquet`` of shards with failed segments, and ``slurm/submissions.jsonl``.
+Input: a cache folder with an extraction plan. Output: ``shard_report`` -> one entry per
+planned shard (state over the views it needs: done | running | failed | pending; attempts of
+done, running and failed shards; last error; frames and seconds of done shards; job and host of
+running ones) and ``summarize`` -> counts, frames/s, ETA and the failed shards with their
+messages. A committed shard holding failed segments counts as failed (``failed_segments`` > 0),
+with the first segment's message. Sources: one listing per view folder (a shard folder exists
+only once committed), the commit log ``.progress.jsonl`` (the marker where a line is missing),
+``SHARD.failed.json``, running claims (``.running/``), ``rows.parquet`` of shards with failed
+segments, and ``slurm/submissions.jsonl``.
 """
 from __future__ import annotations
 
-import calendar
 import json
+import os
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
 from xmic.cache import Cache
 from xmic.cache.claims import live_claims
-from xmic.cache.layout import MARKER, ROWS, read_json, shard_dir, view_dir
+from xmic.cache.layout import MARKER, PROGRESS, ROWS, CacheError, check_name, read_json, view_dir
 from xmic.extract.pipeline import PLAN_FILE
 
 SUBMISSIONS = "slurm/submissions.jsonl"
@@ -68,9 +71,34 @@ def _epoch(stamp: str | None) -> float | None:
     if not stamp:
         return None
     try:
-        return float(calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")))
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
     except ValueError:
         return None
+
+
+def _json(path: str, what: str) -> dict:
+    try:
+        with open(path, "rb") as f:
+            return json.loads(f.read())
+    except (OSError, ValueError) as e:
+        raise CacheError(f"{path}: {what} is unreadable ({e})") from None
+
+
+def _progress(vdir: Path) -> dict[str, dict]:
+    """Shard -> its latest commit line in ``.progress.jsonl`` (broken lines are skipped)."""
+    out: dict[str, dict] = {}
+    try:
+        with open(vdir / PROGRESS, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return out
+    for line in data.splitlines():
+        try:
+            rec = json.loads(line)
+            out[rec["shard"]] = rec
+        except (ValueError, KeyError, TypeError):
+            continue
+    return out
 
 
 def shard_report(cache: Cache, views_by_split: dict[str, list[str]]) -> dict[str, dict]:
@@ -84,34 +112,40 @@ def shard_report(cache: Cache, views_by_split: dict[str, list[str]]) -> dict[str
     views = sorted({v for vs in views_by_split.values() for v in vs})
     states = {v: cache.shard_states(v) for v in views}
     claims = {v: live_claims(cache.root, v) for v in views}
+    vdirs = {v: view_dir(cache.root, v) for v in views}  # resolved once: plain joins below
+    progress = {v: _progress(vdirs[v]) for v in views}
     report: dict[str, dict] = {}
     for shard, n in counts.items():
+        check_name("shard", shard)  # a plan's shard name never leaves its view folder
         need = views_by_split.get(split_of[shard], views)
         r = {"split": split_of[shard], "segments": n, "views": {}, "attempts": 0,
              "error": None, "failed_segments": 0, "frames": 0}
         for v in need:
             st = states[v].get(shard, "pending")
             r["views"][v] = st
-            vdir = view_dir(cache.root, v)
-            if st != "done":
+            vdir = vdirs[v]
+            if st in ("failed", "running"):
                 r["attempts"] = max(r["attempts"], _attempts(vdir, shard))
             if st == "done":
-                m = read_json(shard_dir(cache.root, v, shard) / MARKER, f"marker of {shard}")
-                stats = m.get("stats", {})
-                r["attempts"] = max(r["attempts"], int(stats.get("attempt") or 0))
-                r["frames"] += int(m.get("rows", 0))
-                fin = _epoch(stats.get("finished"))
+                m = progress[v].get(shard)
+                if m is None:  # no progress line (older cache, or a lost append): the marker
+                    full = _json(os.path.join(vdir, shard, MARKER), f"marker of shard {shard}")
+                    m = {"rows": full.get("rows", 0), "failed": full.get("failed", 0),
+                         **{k: full.get("stats", {}).get(k) for k in ("attempt", "seconds", "finished")}}
+                r["attempts"] = max(r["attempts"], int(m.get("attempt") or 0))
+                r["frames"] += int(m.get("rows") or 0)
+                fin = _epoch(m.get("finished"))
                 if fin is not None:
                     r["finished"] = max(r.get("finished", fin), fin)
-                    r["started"] = min(r.get("started", fin), fin - float(stats.get("seconds") or 0))
+                    r["started"] = min(r.get("started", fin), fin - float(m.get("seconds") or 0))
                 if m.get("failed"):
                     r["failed_segments"] = max(r["failed_segments"], int(m["failed"]))
-                    r["error"] = r["error"] or _first_failed_segment(shard_dir(cache.root, v, shard))
+                    r["error"] = r["error"] or _first_failed_segment(vdir / shard)
             elif st == "running":
                 c = claims[v].get(shard, {})
                 r["job"], r["host"], r["heartbeat_age_s"] = c.get("job"), c.get("host"), c.get("age_s")
             elif st == "failed":
-                f = read_json(vdir / f"{shard}.failed.json", f"failure record of {shard}")
+                f = _json(os.path.join(vdir, f"{shard}.failed.json"), f"failure record of {shard}")
                 r["error"] = f"{v}: attempt {f.get('attempt')}: {f.get('error')}"
         vs = list(r["views"].values())
         r["state"] = ("done" if all(s == "done" for s in vs) and not r["failed_segments"] else
