@@ -182,3 +182,14 @@ def test_retry_needs_an_earlier_submission(tmp_path, world):
     assert cp.returncode == 2 and "cpus_per_task must be >= 1" in cp.stderr
     cp = run_xmic("slurm", "submit", cache, *EXTRACT, "--slurm-set", "nodes=3", check=False)
     assert cp.returncode == 2 and "unknown key 'nodes'" in cp.stderr
+
+
+def test_demo_extracts_with_the_local_executor(tmp_path):
+    cp = run_xmic("demo", "--out", tmp_path / "d", "--executor", "local", "--epochs", "2",
+                  "--device", "cpu")
+    assert "extracting epic as local jobs" in cp.stdout and "verify --deep: both caches ok" in cp.stdout
+    for name in ("epic", "ego4d"):
+        rec = json.loads((tmp_path / "d" / "caches" / name / "slurm" / "submissions.jsonl")
+                         .read_text().splitlines()[-1])
+        assert rec["executor"] == "local" and rec["tasks"]
+    assert (tmp_path / "d" / "report.md").exists()

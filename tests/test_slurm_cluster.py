@@ -162,3 +162,15 @@ def test_corrupt_input_shows_failed_and_retry_completes(cluster, tmp_path, world
     assert rec["kind"] == "retry" and [t["shards"] for t in rec["tasks"]] == [["train-00003"]]
     assert verify(Cache.open(cache), deep=True) == []
     same_features(cache, reference)
+
+
+def test_demo_on_the_cluster(cluster, tmp_path):
+    cp = run_xmic("demo", "--out", tmp_path / "d", "--executor", "slurm", "--epochs", "2",
+                  "--device", "cpu", "--slurm-set", "mem_gb=1")
+    assert "extracting epic as slurm jobs" in cp.stdout and "verify --deep: both caches ok" in cp.stdout
+    rec = json.loads((tmp_path / "d" / "caches" / "epic" / "slurm" / "submissions.jsonl")
+                     .read_text().splitlines()[-1])
+    assert rec["executor"] == "slurm"
+    wait_until(lambda: all(s.endswith("|COMPLETED") for s in sacct(rec["arrays"][0]["job_id"])),
+               60, "the demo's array COMPLETED in sacct", poll=0.5)
+    assert (tmp_path / "d" / "report.md").exists()

@@ -497,6 +497,20 @@ def cache_import_text(cache_dir, name, classes, field, embeddings, key, prompt, 
     click.echo(f"vocabulary {name}: {len(v.classes)} classes, D={v.dim}")
 
 
+def _demo_extractor(executor, slurm_set, device):
+    """The demo's shard extraction as job arrays: (cache, config) -> summary."""
+    from xmic.slurm.config import SlurmConfig
+    from xmic.slurm.submit import extract_and_wait
+    slu = load_config(SlurmConfig, None, [f"executor={executor}", "cpus_per_task=1", "mem_gb=4",
+                                          "timeout_min=20", "array_parallelism=2",
+                                          f"gpus_per_task={int(device == 'cuda')}", *slurm_set])
+
+    def extract_shards(cache, cfg):
+        click.echo(f"      extracting {cache.name} as {slu.executor} jobs ...")
+        return extract_and_wait(cache, cfg, slu, echo=click.echo)
+    return extract_shards
+
+
 @main.command()
 @click.option("--out", type=click.Path(path_type=Path), default=Path("demo-out"), show_default=True)
 @click.option("--model", default=None, help="open_clip model (default: a tiny config, or "
@@ -505,7 +519,11 @@ def cache_import_text(cache_dir, name, classes, field, embeddings, key, prompt, 
               help="Weights file or local-dir:DIR; random gives meaningless features.")
 @click.option("--epochs", default=15, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
-def demo(out, model, weights, epochs, device):
+@click.option("--executor", type=click.Choice(["local", "slurm"]), default=None,
+              help="Extract shards as job arrays (default: in this process).")
+@click.option("--slurm-set", multiple=True, metavar="KEY=VALUE",
+              help="Slurm config for --executor slurm, e.g. partition=debug.")
+def demo(out, model, weights, epochs, device, executor, slurm_set):
     """Generate a small egocentric world and run the real pipeline on it, end to end."""
     import shutil
     import time
@@ -523,7 +541,9 @@ def demo(out, model, weights, epochs, device):
         click.echo("NOTE: the model weights are RANDOM (no --weights): every number below only "
                    "shows that the pipeline runs. For real features: xmic extract convert-weights "
                    "ViT-B-16.pt w.safetensors, then xmic demo --weights w.safetensors (see README).")
-    epic, ego = extract_world(out, model, weights, device, echo=click.echo)
+    extract_shards = _demo_extractor(executor, slurm_set, device) if executor else None
+    epic, ego = extract_world(out, model, weights, device, echo=click.echo,
+                              extract_shards=extract_shards)
     runs = out / "runs"
     shutil.rmtree(runs, ignore_errors=True)
     for method in ("xmic", "zeroshot"):

@@ -153,9 +153,10 @@ def make_world(out: str | Path, seed: int = 0, videos: int = 6, segments_per_vid
 
 
 def extract_world(out: str | Path, model: str, weights: str, device: str = "auto",
-                  echo=print) -> tuple[Path, Path]:
+                  echo=print, extract_shards=None) -> tuple[Path, Path]:
     """Generate the world in ``out/world``, plan and extract it into ``out/caches/{epic,ego4d}``
-    (full frames, hand crops, vocabularies), and verify both caches deeply."""
+    (full frames, hand crops, vocabularies), and verify both caches deeply. ``extract_shards``
+    (cache, config) -> summary replaces the in-process shard extraction (e.g. job arrays)."""
     from xmic.cache import Cache, CacheConfig
     from xmic.cache.verify import verify
     from xmic.config import XmicError
@@ -178,7 +179,10 @@ def extract_world(out: str | Path, model: str, weights: str, device: str = "auto
     cfg = ExtractConfig(model=model, weights=weights, device=device, workers=2, batch_size=128)
     enc = load_encoder(cfg.model, cfg.weights, device, cfg.precision, cfg.seed)
     for cache in (epic, ego):
-        s = run_shards(cache, cfg, encoder=enc, echo=lambda *a: None)
+        if extract_shards is None:
+            s = run_shards(cache, cfg, encoder=enc, echo=lambda *a: None)
+        else:
+            s = extract_shards(cache, cfg)
         extract_text(cache, cfg, encoder=enc)
         echo(f"[3/6] extracted {cache.name}: {s['frames']} frames x 2 views, "
              f"{s['segments_failed']} failed; vocabularies noun, verb (+ .photo)")

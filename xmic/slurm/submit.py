@@ -178,3 +178,19 @@ def resubmission_configs(cache_dir: Path, extract_over: dict, slurm_over: dict
     slu = from_dict(SlurmConfig, subs[-1]["slurm"], "slurm config of the last submission")
     return dataclasses.replace(ext, **extract_over), dataclasses.replace(slu, **slurm_over)
 
+
+
+def extract_and_wait(cache_dir: Path, extract_cfg: ExtractConfig, slurm_cfg: SlurmConfig,
+                     echo=print) -> dict:
+    """Submit every uncommitted shard, wait for the jobs, and return a run_shards-like summary;
+    raises when a shard is left failed or undone."""
+    _, jobs = submit(cache_dir, extract_cfg, slurm_cfg, echo=echo)
+    bad = wait(jobs)
+    _, report, summary, _ = status(cache_dir)
+    if summary["pending"] or summary["running"] or (bad and summary["failed"]):
+        why = bad[0]["error"] if bad else f"{summary['pending']} shard(s) still pending"
+        raise XmicError(f"{cache_dir}: extraction jobs did not finish ({why}); see "
+                        f"`xmic slurm status {cache_dir}`")
+    return {"frames": int(sum(r["frames"] / max(len(r["views"]), 1) for r in report.values())),
+            "segments_failed": sum(r["failed_segments"] for r in report.values()),
+            "jobs": [j.job_id for j in jobs]}
