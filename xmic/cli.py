@@ -114,10 +114,11 @@ def extract_run(cache_dir, shards, model, weights, device, precision, batch_size
     for w in s["warnings"]:
         click.echo(f"WARNING: {w}")
     click.echo(f"{s['shards_done']} shard(s) extracted, {s['shards_skipped']} already done, "
-               f"{s['frames']} frames, {s['segments_failed']} segment(s) failed")
+               f"{s['shards_failed']} failed, {s['frames']} frames, {s['segments_failed']} "
+               "segment(s) failed")
     for f in s["failures"][:20]:
         click.echo(f"  failed: {f}")
-    if s["segments_failed"]:
+    if s["segments_failed"] or s["shards_failed"]:
         sys.exit(1)
 
 

@@ -11,6 +11,8 @@ While it works, a claim in ``views/VIEW/.running/`` says the shard is running (`
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import shutil
@@ -74,6 +76,15 @@ def to_storage(frames: np.ndarray, dtype: str, dim: int, where: str) -> np.ndarr
         raise CacheError(f"{where}: values up to {peak:.4g} overflow float16 (max {FP16_MAX:.0f}); "
                          "use a float32 cache (--set dtype=float32)")
     return out
+
+
+def disk_full(e: BaseException | None) -> bool:
+    """True when ``e`` (or what caused it: zarr and h5py wrap OS errors) is ENOSPC."""
+    while e is not None:
+        if (isinstance(e, OSError) and e.errno == errno.ENOSPC) or "No space left on device" in str(e):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 class ShardWriter:
@@ -161,6 +172,35 @@ class ShardWriter:
         data = (np.concatenate(arrays) if arrays
                 else np.zeros((0, self.dim), dtype=self.cache.config.dtype))  # [rows, D]
         t_write = time.time()
+        try:
+            marker = self._write_tmp(data, row, offsets, counts, fis, sts, errs, extra_stats, t_write)
+            won = commit_dir(self.tmp, self.final)
+        except BaseException as e:
+            if self.tmp is not None:  # free the space of the half-written shard at once
+                shutil.rmtree(self.tmp, ignore_errors=True)
+                self.tmp = None
+            if disk_full(e):
+                raise CacheError(f"{self.final}: the disk is full (no space left on device) while "
+                                 f"writing shard {self.shard} of view {self.view}; committed "
+                                 "shards are intact: free space, then run the same command "
+                                 "again") from None
+            raise
+        self.tmp = None
+        self.claim.release()
+        if won:
+            self._log_progress(marker)
+            failed = self.final.with_name(self.shard + ".failed.json")
+            if failed.exists():
+                failed.unlink()
+        return won
+
+    def _write_tmp(self, data, row, offsets, counts, fis, sts, errs, extra_stats, t_write) -> dict:
+        """Data, rows and marker (last) into a new temporary folder; returns the marker."""
+        need = data.nbytes + data.nbytes // 20 + (16 << 10)  # data, chunk tables, rows, marker
+        free = shutil.disk_usage(self.tmp_root).free
+        if free < need:  # HDF5 can crash the process when a write meets a full disk
+            raise OSError(errno.ENOSPC, f"No space left on device: {free} bytes free, shard "
+                                        f"{self.shard} needs about {need}")
         self.tmp = self.tmp_root / tmp_name(self.shard)
         self.tmp.mkdir()
         cfg = self.cache.config
@@ -187,15 +227,7 @@ class ShardWriter:
                       **(extra_stats or {})},
         }
         write_json_atomic(self.tmp / MARKER, marker)
-        won = commit_dir(self.tmp, self.final)
-        self.tmp = None
-        self.claim.release()
-        if won:
-            self._log_progress(marker)
-            failed = self.final.with_name(self.shard + ".failed.json")
-            if failed.exists():
-                failed.unlink()
-        return won
+        return marker
 
     def _log_progress(self, marker: dict) -> None:
         """One line per commit in ``views/VIEW/.progress.jsonl``: status reads this file instead
@@ -212,9 +244,14 @@ class ShardWriter:
             pass
 
     def record_failure(self, exc: BaseException) -> None:
+        """Best effort (the disk may be full): the error itself is raised by the caller."""
         self.claim.release()
         if self.is_done():
             return
+        with contextlib.suppress(OSError):
+            self._write_failure(exc)
+
+    def _write_failure(self, exc: BaseException) -> None:
         write_json_atomic(self.final.with_name(self.shard + ".failed.json"), {
             "shard": self.shard, "view": self.view, "attempt": self.attempt,
             "error": f"{type(exc).__name__}: {exc}",

@@ -21,6 +21,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from xmic.cache import Cache, CacheConfig, ShardWriter
+from xmic.cache.layout import CacheError
+from xmic.cache.writer import disk_full
 from xmic.cache import fingerprint as F
 from xmic.cache.index import make_plan
 from xmic.cache.layout import read_json, write_json_atomic
@@ -157,6 +159,13 @@ class CommitQueue:
     def submit(self, writers: list[ShardWriter], stats: dict) -> None:
         self._futures.append(self._pool.submit(commit_all, writers, stats))
 
+    def disk_full(self) -> BaseException | None:
+        """The error of a finished commit that found the disk full (checked between shards)."""
+        for f in self._futures:
+            if f.done() and f.exception() is not None and disk_full(f.exception()):
+                return f.exception()
+        return None
+
     def drain(self, timeout: float | None = None) -> list[BaseException]:
         done, _ = wait(self._futures, timeout=timeout)
         return [f.exception() for f in done if f.exception() is not None]
@@ -202,6 +211,11 @@ def run_shards(cache_dir: Path, cfg: ExtractConfig, shard_ids: list[int] | list[
             if names.get(v, v) in have:
                 cache.check_view(names.get(v, v), enc.dim, fp)  # refuse before any work
         for shard in [s for s in chosen if s in set(cache.shards(split))]:
+            full = commits.disk_full()
+            if full is not None:  # encoding more shards that cannot be written wastes hours
+                commits.drain()
+                bar.close()
+                raise full
             todo = [v for v in info["views"] if cache.shard_state(names.get(v, v), shard) != "done"]
             if not todo:
                 summary["shards_skipped"] += 1
@@ -217,6 +231,12 @@ def run_shards(cache_dir: Path, cfg: ExtractConfig, shard_ids: list[int] | list[
             except Exception as e:  # the shard is marked failed; the next one goes on
                 for w in writers.values():
                     w.record_failure(e)
+                if disk_full(e):
+                    commits.drain()
+                    bar.close()
+                    raise CacheError(f"{cache.root}: the disk is full (no space left on device) "
+                                     f"at shard {shard}; committed shards are intact: free space, "
+                                     "then run the same command again") from None
                 summary["shards_failed"] += 1
                 summary["failures"].append(f"{shard}: {type(e).__name__}: {e}")
                 echo(f"shard {shard}: FAILED: {type(e).__name__}: {e}")

@@ -1,0 +1,93 @@
+"""Disk full: extraction into a small tmpfs (mounted by the test, as root) that fills mid-run.
+The error says the disk is full, committed shards stay valid, and once space is freed (the
+tmpfs is grown) the same command completes with the bytes of a clean run. Marked `faults`;
+skipped with the reason where tmpfs cannot be mounted (not root, no CAP_SYS_ADMIN)."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from extract_data import TINY, make_epic
+from xmic.cache import Cache
+from xmic.cache.reader import load_split
+from xmic.cache.verify import verify
+
+pytestmark = pytest.mark.faults
+VIEWS = ["full_frame", "hand_crop"]
+
+
+def mount_tmpfs(path: Path, size_kb: int, remount: bool = False) -> str | None:
+    opts = f"{'remount,' if remount else ''}size={size_kb}k"
+    cp = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)],
+                        capture_output=True, text=True)
+    return None if cp.returncode == 0 else (cp.stderr.strip() or f"mount exited {cp.returncode}")
+
+
+def used_kb(mount: Path) -> int:
+    st = os.statvfs(mount)
+    return (st.f_blocks - st.f_bfree) * st.f_frsize // 1024
+
+
+def xmic(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "xmic.cli", *map(str, args)], capture_output=True,
+                          text=True)
+
+
+@pytest.mark.parametrize("backend", ["zarr", "hdf5"])
+def test_extraction_into_a_full_disk(tmp_path, backend):
+    """zarr meets ENOSPC in the middle of a shard's write; for HDF5, whose library can crash the
+    process on a failed write, the writer checks free space before each shard."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("needs root and mount(8) to mount a tmpfs")
+    epic = make_epic(tmp_path / "epic", videos=("P01_01", "P01_02", "P01_03", "P01_04"))
+    run = ["--model", TINY, "--weights", "random", "--workers", "0", "--device", "cpu",
+           "--batch-size", "8", "--set", "sampling=all"]
+    plan = ["--dataset", "epic", "--annotations", epic["annotations"], "--root", epic["root"],
+            "--boxes", epic["boxes"], "--shard-size", "1", "--backend", backend]
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    why = mount_tmpfs(disk, 64 << 10)
+    if why:
+        pytest.skip(f"cannot mount a tmpfs here: {why}")
+    clean = tmp_path / "clean"
+    assert xmic("extract", "plan", clean, *plan).returncode == 0
+    assert xmic("extract", "run", clean, *run).returncode == 0
+    try:  # measure on the tmpfs itself what a planned and a finished cache take
+        shutil.copytree(clean, disk / "full")
+        full_kb = used_kb(disk)
+        shutil.rmtree(disk / "full")
+        assert xmic("extract", "plan", disk / "c", *plan).returncode == 0
+        plan_kb = used_kb(disk)
+        # room for about half the shards: the disk fills in the middle of the run
+        assert mount_tmpfs(disk, plan_kb + (full_kb - plan_kb) // 2, remount=True) is None
+    except BaseException:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+        raise
+    try:
+        cache = disk / "c"
+        cp = xmic("extract", "run", cache, *run)
+        assert cp.returncode != 0
+        out = cp.stdout + cp.stderr
+        tail = "\n".join(x for x in out.splitlines() if not x.startswith((" ", "Traceback", "RuntimeError", ", filename", "Exception ignored")))
+        assert "the disk is full (no space left on device)" in out, f"exit {cp.returncode}: {tail[-3000:]}"
+        assert "Traceback" not in out, out[-2000:]
+        c = Cache.open(cache)
+        done = len(c.committed("hand_crop"))
+        assert 1 <= done < len(c.shards()), done
+        assert verify(c, deep=True, partial=True) == []  # what committed is whole
+        assert not list((cache / "views" / "hand_crop" / ".tmp").iterdir())  # no half shard left
+        assert mount_tmpfs(disk, full_kb * 4, remount=True) is None  # space is freed
+        cp = xmic("extract", "run", cache, *run)
+        assert cp.returncode == 0, cp.stdout + cp.stderr
+        c = Cache.open(cache)
+        assert verify(c, deep=True) == []
+        x, y = load_split(c, VIEWS, "train"), load_split(Cache.open(clean), VIEWS, "train")
+        for v in VIEWS:
+            assert x.views[v].features.tobytes() == y.views[v].features.tobytes(), v
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
