@@ -43,7 +43,7 @@ def killed_at_random(cmd: list[str], rng: random.Random, span: float) -> bool:
     """Start ``cmd``, SIGKILL it after a random part of ``span`` seconds; True if it was still
     running (a real fault), False if it had already finished."""
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + rng.uniform(0.25, 1.0) * span
+    deadline = time.time() + rng.uniform(0.2, 0.85) * span
     while time.time() < deadline and proc.poll() is None:
         time.sleep(0.01)
     alive = proc.poll() is None
