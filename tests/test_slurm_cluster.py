@@ -94,6 +94,7 @@ def requeue_moments(seed: int, shards: int = 6, count: int = 3) -> list[tuple[in
     return [(k, round(rng.uniform(0.0, 1.5), 2)) for k in sorted(rng.sample(range(1, shards), count))]
 
 
+@pytest.mark.faults
 def test_preempted_three_times_redoes_at_most_one_shard_each(cluster, tmp_path, world, reference):
     """One task owns all 6 shards and is preempted 3 times at seeded random moments, by
     `scontrol requeue` (SIGTERM; Slurm requeues it) and by USR2 (submitit's checkpoint; the task
