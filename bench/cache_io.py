@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from machine import drop_page_cache
 
 FULL_SEGMENTS = 67_217
 FRAMES, DIM = 32, 512
@@ -36,15 +37,6 @@ def rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
-
-def drop_page_cache() -> bool:
-    try:
-        os.sync()
-        with open("/proc/sys/vm/drop_caches", "w") as f:
-            f.write("3\n")
-        return True
-    except OSError:
-        return False
 
 
 def write_cache(root: Path, backend: str, n: int, shard_segments: int, chunk_rows: int) -> float:

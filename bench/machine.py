@@ -1,6 +1,7 @@
-"""What machine a benchmark ran on, for its report."""
+"""What machine a benchmark ran on, for its report; dropping the page cache for cold reads."""
 from __future__ import annotations
 
+import os
 import platform
 
 
@@ -12,3 +13,14 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.machine()
+
+
+def drop_page_cache() -> bool:
+    """Empty the OS page cache (root only); False where that is not allowed."""
+    try:
+        os.sync()
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+        return True
+    except OSError:
+        return False

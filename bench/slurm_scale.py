@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from machine import cpu_name
+from machine import cpu_name, drop_page_cache
 
 from xmic.cache import Cache, CacheConfig
 from xmic.cache.index import make_plan, rows_table
@@ -131,15 +131,6 @@ def build_status_cache(root: Path, shards: int, per_shard: int = 8) -> Cache:
     return cache
 
 
-def drop_caches() -> bool:
-    try:
-        os.sync()
-        with open("/proc/sys/vm/drop_caches", "w") as f:
-            f.write("3\n")
-        return True
-    except OSError:
-        return False
-
 
 def bench_status(tmp: Path, shards: int) -> dict:
     root = tmp / "status_cache"
@@ -148,7 +139,7 @@ def bench_status(tmp: Path, shards: int) -> dict:
     built = time.perf_counter() - t
     out = {"shards": shards, "views": len(VIEWS), "build_s": round(built, 1)}
     for mode in ("cold", "warm"):
-        if mode == "cold" and not drop_caches():
+        if mode == "cold" and not drop_page_cache():
             continue
         t = time.perf_counter()
         cache, report, summary, subs = status(root)
