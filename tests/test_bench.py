@@ -36,3 +36,11 @@ def test_extract_bench_smoke(tmp_path):
     for layout in ("jpeg", "mp4"):
         m = r["layouts"][layout]
         assert m["failed"] == 0 and m["frames"] > 0 and m["ratio"] > 0
+
+
+def test_slurm_scale_bench_smoke(tmp_path):
+    r = run_bench("slurm_scale", tmp_path, "--segments", "3000", "--shards", "300")
+    assert r["plan"]["segments"] == 3000 and r["plan"]["shards"] == 12 and r["plan"]["seconds"] > 0
+    s = r["status"]
+    assert s["shards"] == 300 and sum(s["summary"].values()) == 300 and s["warm_seconds"] > 0
+    assert min(s["summary"].values()) > 0  # every state is present in the generated cache
