@@ -76,3 +76,11 @@ def run_xmic(*args, check=True, **kw) -> subprocess.CompletedProcess:
         raise AssertionError(f"xmic {' '.join(map(str, args))} failed ({cp.returncode}):\n"
                              f"{cp.stdout}\n{cp.stderr}")
     return cp
+
+
+@pytest.fixture(scope="session")
+def demo_out(tmp_path_factory):
+    """One `xmic demo` run (3 epochs, CPU) shared by the tests that need its world and caches."""
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    cp = run_xmic("demo", "--out", out, "--epochs", "3", "--device", "cpu")
+    return out, cp.stdout

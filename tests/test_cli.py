@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 
 from conftest import run_xmic
 from xmic.cache import Cache
@@ -17,13 +16,6 @@ def test_help_lists_stage_groups():
     out = run_xmic("cache", "--help").stdout
     for cmd in ("info", "verify", "convert", "import", "import-text"):
         assert f"  {cmd} " in out
-
-
-@pytest.fixture(scope="module")
-def demo_out(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo") / "demo"
-    cp = run_xmic("demo", "--out", out, "--epochs", "3", "--device", "cpu")
-    return out, cp.stdout
 
 
 def test_demo_end_to_end(demo_out):

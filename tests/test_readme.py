@@ -1,10 +1,12 @@
 """The README cannot rot: every `xmic ...` line of its bash blocks names a real command with
 real options and valid choices (parsed by the CLI itself; paths of the reader's own data need
-not exist here), and every script it names exists. The demo and test commands themselves run
-in CI (`.ci/run`, test_cli's demo fixture) and the cluster walkthrough runs as
-test_slurm_cluster.py / test_slurm.py."""
+not exist here), every script it names exists, and the training, evaluation and prediction
+blocks run verbatim, in order, on the demo's caches (only the reader's EPIC frame folder is
+mapped to a generated one). The demo and test commands run in CI (`.ci/run`, the demo
+fixture); the cluster walkthrough's steps run in test_slurm_cluster.py / test_slurm.py."""
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from pathlib import Path
@@ -17,8 +19,14 @@ from xmic.cli import main
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def readme_commands() -> list[str]:
+def readme_commands(section: str | None = None) -> list[str]:
+    """Command lines of the README's bash blocks (continuations joined, comments cut), of the
+    whole README or of the ``## `` section whose title starts with ``section``."""
     text = README.read_text()
+    if section is not None:
+        parts = [p for p in re.split(r"^## ", text, flags=re.M) if p.startswith(section)]
+        assert parts, f"README has no section {section!r}"
+        text = parts[0]
     out = []
     for block in re.findall(r"```bash\n(.*?)```", text, re.S):
         joined = re.sub(r"\\\n\s*", " ", block)
@@ -62,3 +70,39 @@ def test_readme_xmic_line_parses(line):
 def test_readme_scripts_exist(line):
     path = shlex.split(line)[1]
     assert (README.parent / path).exists(), f"README names {path}, which is not in the repository"
+
+
+def test_training_evaluation_prediction_blocks_run_verbatim(demo_out, tmp_path):
+    import shutil
+
+    from conftest import run_xmic
+    from xmic.cache import Cache
+    from xmic.cache.vocab import load_vocab
+    from xmic.evaluate.classes import derive_shared
+    out, _ = demo_out
+    shutil.copytree(out / "caches", tmp_path / "caches")
+    world = out / "world"
+    shutil.copy(sorted((world / "ego4d" / "clips").glob("*.mp4"))[0], tmp_path / "clip.mp4")
+    frames = sorted((world / "epic").glob("P*/rgb_frames/*"))[0]
+    # X-MIC's class-split lists for Ego4D (target) from EPIC (source), as the reader has them
+    anno = tmp_path / "anno"
+    anno.mkdir()
+    target = load_vocab(Cache.open(tmp_path / "caches" / "ego4d"), "noun").classes
+    source = load_vocab(Cache.open(tmp_path / "caches" / "epic"), "noun").classes
+    shared = derive_shared(source, target)["exact"]
+    for part, keep in (("common", True), ("non_common", False)):
+        names = [n for n, s in zip(target, shared) if s == keep]
+        (anno / f"ego_epic_{part}_exact_noun.txt").write_text("\n".join(names) + "\n")
+    mapped = {"/data/EPIC/P01/rgb_frames/P01_11": str(frames)}
+    lines = [*readme_commands("Training on cached features"), *readme_commands("Evaluation"),
+             *readme_commands("Predicting on any clip")]
+    assert len(lines) >= 12
+    for line in lines:
+        args = [mapped.get(a, a) for a in shlex.split(line)[1:]]
+        cp = run_xmic(*args, cwd=tmp_path, check=False)
+        assert cp.returncode == 0, f"README: `{line}` failed:\n{cp.stdout[-2000:]}\n{cp.stderr[-2000:]}"
+    table = run_xmic("evaluate", "table", "runs/epic-noun", "runs/epic-noun-zs", "--criterion",
+                     "exact", "--format", "md", cwd=tmp_path).stdout
+    assert "| xmic |" in table and "| zeroshot |" in table
+    assert json.loads(run_xmic(*[mapped.get(a, a) for a in shlex.split(lines[-1])[1:]],
+                               cwd=tmp_path).stdout)
