@@ -125,14 +125,15 @@ start_munge() {
 
 start_mariadb() {
     if [[ ! -d "$S/mysql/mysql" ]]; then
-        mariadb-install-db --user=root --datadir="$S/mysql" --skip-test-db \
+        mariadb-install-db --no-defaults --user=root --datadir="$S/mysql" --skip-test-db \
             --auth-root-authentication-method=socket >"$S/log/mysql-install.log" 2>&1 \
             || die "mariadb-install-db failed; see $S/log/mysql-install.log"
     fi
-    mariadbd --user=root --datadir="$S/mysql" --socket="$S/run/mysqld.sock" --skip-networking \
+    # --no-defaults: no system my.cnf (packages may leave options for plugins that are gone)
+    mariadbd --no-defaults --user=root --datadir="$S/mysql" --socket="$S/run/mysqld.sock" --skip-networking \
         --pid-file="$S/run/mysqld.pid" --log-error="$S/log/mysqld.log" \
         --innodb-buffer-pool-size=64M --skip-log-bin >/dev/null 2>&1 &
-    wait_for 30 MariaDB mariadb --socket="$S/run/mysqld.sock" -e "select 1"
+    wait_for 30 MariaDB mariadb --no-defaults --socket="$S/run/mysqld.sock" -e "select 1"
 }
 
 start_slurm() {
