@@ -213,19 +213,17 @@ def slurm_submit(cache_dir, slurm_config, slurm_set, config_path, sets, wait, dr
 def slurm_retry(cache_dir, slurm_config, slurm_set, config_path, sets, wait, dry_run, **opts):
     """Resubmit the shards that are missing or failed (the last submission's settings, plus
     any option given here). Committed shards with failed segments are moved aside and redone."""
-    import dataclasses
-
+    from xmic.config import config_to_dict
     from xmic.extract.config import ExtractConfig
     from xmic.slurm.config import SlurmConfig
-    from xmic.slurm.submit import resubmission_configs
-    ext, slu = resubmission_configs(cache_dir, {}, {})
-    base_e, base_s = (dataclasses.asdict(ext), dataclasses.asdict(slu))
+    from xmic.slurm.submit import last_submission_configs
+    ext, slu = last_submission_configs(cache_dir)
     ext = load_config(ExtractConfig, config_path, [*sets, *(f"{k}={v}" for k, _ in _EXTRACTION
                                                            if (v := opts[k]) is not None)],
-                      base=base_e)
+                      base=config_to_dict(ext))
     slu = load_config(SlurmConfig, slurm_config, [*slurm_set, *(f"{k}={v}" for k, _ in _RESOURCES
                                                                if (v := opts[k]) is not None)],
-                      base=base_s)
+                      base=config_to_dict(slu))
     _submit_and_report(cache_dir, ext, slu, True, wait, dry_run)
 
 

@@ -225,11 +225,12 @@ class Cache:
             return "failed"
         return "pending"
 
-    def shard_states(self, view: str) -> dict[str, str]:
+    def shard_states(self, view: str, claims: dict | None = None) -> dict[str, str]:
         """Every planned shard's state for ``view``, from one listing of the view's folder. A
         shard folder exists only by the rename that commits it, so no marker is opened here
-        (``committed`` and ``verify`` do check the markers)."""
-        running = set(live_claims(self.root, view))
+        (``committed`` and ``verify`` do check the markers). ``claims``: ``live_claims`` of the
+        view when the caller has them already."""
+        running = set(live_claims(self.root, view) if claims is None else claims)
         done, failed = set(), set()
         vdir = view_dir(self.root, view)
         if vdir.is_dir():

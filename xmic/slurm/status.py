@@ -110,8 +110,8 @@ def shard_report(cache: Cache, views_by_split: dict[str, list[str]]) -> dict[str
         counts[shard] = counts.get(shard, 0) + 1
         split_of[shard] = split
     views = sorted({v for vs in views_by_split.values() for v in vs})
-    states = {v: cache.shard_states(v) for v in views}
     claims = {v: live_claims(cache.root, v) for v in views}
+    states = {v: cache.shard_states(v, claims[v]) for v in views}
     vdirs = {v: view_dir(cache.root, v) for v in views}  # resolved once: plain joins below
     progress = {v: _progress(vdirs[v]) for v in views}
     report: dict[str, dict] = {}

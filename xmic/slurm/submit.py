@@ -11,7 +11,6 @@ and returned, with the submitit jobs (kept out of the record) for ``wait``.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
@@ -167,17 +166,14 @@ def wait(jobs: list) -> list[dict]:
     return bad
 
 
-def resubmission_configs(cache_dir: Path, extract_over: dict, slurm_over: dict
-                         ) -> tuple[ExtractConfig, SlurmConfig]:
-    """The configs of the latest submission, with the given fields replaced (for retry)."""
+def last_submission_configs(cache_dir: Path) -> tuple[ExtractConfig, SlurmConfig]:
+    """The extraction and Slurm configs of the cache's latest submission (for retry)."""
     from xmic.config import from_dict
     subs = [s for s in read_submissions(cache_dir) if "extract" in s]
     if not subs:
         raise XmicError(f"{cache_dir}: no earlier submission to retry; use `xmic slurm submit`")
-    ext = from_dict(ExtractConfig, subs[-1]["extract"], "extract config of the last submission")
-    slu = from_dict(SlurmConfig, subs[-1]["slurm"], "slurm config of the last submission")
-    return dataclasses.replace(ext, **extract_over), dataclasses.replace(slu, **slurm_over)
-
+    return (from_dict(ExtractConfig, subs[-1]["extract"], "extract config of the last submission"),
+            from_dict(SlurmConfig, subs[-1]["slurm"], "slurm config of the last submission"))
 
 
 def extract_and_wait(cache_dir: Path, extract_cfg: ExtractConfig, slurm_cfg: SlurmConfig,

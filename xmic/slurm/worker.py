@@ -74,6 +74,6 @@ class ShardTask(submitit.helpers.Checkpointable):
 
 
 def _in_managed_job() -> bool:
-    """True inside a Slurm or submitit-local task (never in the caller's own process)."""
-    return bool(os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID")) \
-        and os.environ.get("SUBMITIT_EXECUTOR") != "debug"
+    """True inside a task that submitit started as a process of its own (slurm or local); the
+    debug executor runs in the caller's process, whose signals stay the caller's."""
+    return os.environ.get("SUBMITIT_EXECUTOR") in ("slurm", "local")
