@@ -84,3 +84,13 @@ def demo_out(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "demo"
     cp = run_xmic("demo", "--out", out, "--epochs", "3", "--device", "cpu")
     return out, cp.stdout
+
+
+def assert_same_features(a: Path, b: Path, views=("full_frame", "hand_crop"), split="train") -> None:
+    """Two caches hold the same segments, offsets and feature bytes for ``views`` of ``split``."""
+    from xmic.cache.reader import load_split
+    x, y = load_split(Cache.open(a), list(views), split), load_split(Cache.open(b), list(views), split)
+    assert x.segments["segment_id"].to_pylist() == y.segments["segment_id"].to_pylist()
+    for v in views:
+        assert x.views[v].features.tobytes() == y.views[v].features.tobytes(), v
+        assert np.array_equal(x.views[v].offsets, y.views[v].offsets), v

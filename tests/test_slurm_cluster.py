@@ -10,11 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_xmic
+from conftest import assert_same_features, run_xmic
 from slurm_world import (EXTRACT, ON_SLURM, committed, make_world, plan_world, require_cluster,
                          wait_until)
 from xmic.cache import Cache
-from xmic.cache.reader import load_split
 from xmic.cache.verify import verify
 
 pytestmark = pytest.mark.slurm
@@ -39,14 +38,6 @@ def reference(tmp_path_factory, world):
     plan_world(ref, world, 4)
     run_xmic("slurm", "submit", ref, "--executor", "debug", *EXTRACT)
     return ref
-
-
-def same_features(a, b) -> None:
-    x = load_split(Cache.open(a), VIEWS, "train")
-    y = load_split(Cache.open(b), VIEWS, "train")
-    for v in VIEWS:
-        assert x.views[v].features.tobytes() == y.views[v].features.tobytes(), v
-        assert x.views[v].offsets.tolist() == y.views[v].offsets.tolist(), v
 
 
 def sacct(job: str) -> list[str]:
@@ -81,7 +72,7 @@ def test_array_equals_in_process_run_and_splits(cluster, tmp_path, world, refere
         wait_until(lambda: all(s.endswith("|COMPLETED") for s in sacct(a["job_id"])), 60,
                    f"array {a['job_id']} COMPLETED in sacct", poll=0.5)
     assert verify(Cache.open(cache), deep=True) == []
-    same_features(cache, reference)  # byte for byte
+    assert_same_features(cache, reference)  # byte for byte
     # the default MaxArraySize comes from the cluster itself
     cp = run_xmic("slurm", "retry", cache, "--dry-run")
     assert "nothing to retry" in cp.stdout
@@ -129,7 +120,7 @@ def test_preempted_three_times_redoes_at_most_one_shard_each(cluster, tmp_path, 
     wait_until(lambda: any(s.endswith("COMPLETED") for s in sacct(job)), 60, "COMPLETED in sacct")
     assert sum(s.endswith("REQUEUED") for s in sacct(job)) == 3, sacct(job)
     assert verify(Cache.open(cache), deep=True) == []
-    same_features(cache, reference)
+    assert_same_features(cache, reference)
 
 
 def release_requeued(job: str) -> None:
@@ -162,7 +153,7 @@ def test_corrupt_input_shows_failed_and_retry_completes(cluster, tmp_path, world
     rec = json.loads((cache / "slurm" / "submissions.jsonl").read_text().splitlines()[-1])
     assert rec["kind"] == "retry" and [t["shards"] for t in rec["tasks"]] == [["train-00003"]]
     assert verify(Cache.open(cache), deep=True) == []
-    same_features(cache, reference)
+    assert_same_features(cache, reference)
 
 
 def test_demo_on_the_cluster(cluster, tmp_path):

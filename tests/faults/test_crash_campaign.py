@@ -12,14 +12,13 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
+from conftest import assert_same_features
 from extract_data import TINY, make_epic
 from train_data import make_train_cache
 from xmic.cache import Cache
-from xmic.cache.reader import load_split
 from xmic.cache.synthetic import make_xmic_inputs
 from xmic.cache.verify import verify
 from xmic.train.checkpoint import load_checkpoint
@@ -50,14 +49,6 @@ def killed_at_random(cmd: list[str], rng: random.Random, span: float) -> bool:
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     return alive
-
-
-def same_views(a: Path, b: Path, views, split: str) -> None:
-    x, y = load_split(Cache.open(a), views, split), load_split(Cache.open(b), views, split)
-    for v in views:
-        assert x.views[v].features.tobytes() == y.views[v].features.tobytes(), v
-        assert np.array_equal(x.views[v].offsets, y.views[v].offsets), v
-    assert x.segments["status"].to_pylist() == y.segments["status"].to_pylist()
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +90,7 @@ def test_extraction_killed_20_ways(tmp_path, epic, report):
         assert verify(c, deep=True, partial=True) == [], f"seed {seed}: after the kill"
         run(extract_args(cache))
         assert verify(Cache.open(cache), deep=True) == [], f"seed {seed}"
-        same_views(cache, clean, ["full_frame", "hand_crop"], "train")
+        assert_same_features(cache, clean)
         report.append({"kind": "extract", "seed": seed, "killed": killed})
 
 
@@ -120,7 +111,7 @@ def test_import_killed(tmp_path, report):
             assert verify(Cache.open(cache), deep=True, partial=True) == [], f"seed {seed}"
         run(args(cache))
         assert verify(Cache.open(cache), deep=True) == [], f"seed {seed}"
-        same_views(cache, tmp_path / "clean", ["full_frame", "hand_crop"], "train")
+        assert_same_features(cache, tmp_path / "clean")
         report.append({"kind": "import", "seed": seed, "killed": killed})
 
 

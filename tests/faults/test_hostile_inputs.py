@@ -9,13 +9,13 @@ the cache (test_cache_verify), fingerprint mismatch (test_cache_roundtrip, test_
 from __future__ import annotations
 
 import csv
+import functools
 import pickle
 import shutil
-import subprocess
-import sys
 
 import pytest
 
+from conftest import run_xmic
 from extract_data import TINY, make_epic, write_mp4
 from xmic.cache import Cache
 from xmic.cache.verify import verify
@@ -24,9 +24,7 @@ from xmic.extract.detections import PB
 pytestmark = pytest.mark.faults
 
 
-def xmic(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "xmic.cli", *map(str, args)], capture_output=True,
-                          text=True)
+xmic = functools.partial(run_xmic, check=False)
 
 
 def set_box(pkl, index: int, **coords) -> None:

@@ -55,18 +55,19 @@ class Claim:
             pass
 
 
-def live_claims(root: Path, view: str, now: float | None = None) -> dict[str, dict]:
-    """Shard -> claim (with ``age_s``) of every writer of ``view`` that is still alive."""
+def live_claims(root: Path, view: str, shard: str | None = None) -> dict[str, dict]:
+    """Shard -> claim (with ``age_s``) of every writer of ``view`` that is still alive (only
+    those of ``shard`` when given)."""
     d = view_dir(root, view) / RUNNING
     if not d.is_dir():
         return {}
-    now = time.time() if now is None else now
+    now = time.time()
     host = socket.gethostname().replace(".", "_")[:40]
     out: dict[str, dict] = {}
     with os.scandir(d) as it:
         for e in it:
             parts = e.name.rsplit(".", 3)
-            if len(parts) != 4 or not parts[2].isdigit():
+            if len(parts) != 4 or not parts[2].isdigit() or shard not in (None, parts[0]):
                 continue
             try:
                 age = now - e.stat().st_mtime

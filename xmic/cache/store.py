@@ -219,7 +219,7 @@ class Cache:
         sdir = shard_dir(self.root, view, shard)
         if (sdir / MARKER).exists():
             return "done"
-        if shard in live_claims(self.root, view):
+        if live_claims(self.root, view, shard):
             return "running"
         if sdir.with_name(shard + ".failed.json").exists():
             return "failed"

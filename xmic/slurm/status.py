@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from datetime import datetime
 from pathlib import Path
 
@@ -155,8 +154,7 @@ def shard_report(cache: Cache, views_by_split: dict[str, list[str]]) -> dict[str
     return report
 
 
-def summarize(report: dict[str, dict], now: float | None = None) -> dict:
-    now = time.time() if now is None else now
+def summarize(report: dict[str, dict]) -> dict:
     by_state = {"done": 0, "running": 0, "failed": 0, "pending": 0}
     for r in report.values():
         by_state[r["state"]] += 1
