@@ -36,11 +36,11 @@ def main():
     elif hang_at == "marker":  # die after the marker is written, before the rename
         real_commit = writer_mod.commit_dir
 
-        def commit_dir(tmp, final):
+        def commit_dir(*a, **k):
             calls["n"] += 1
             if calls["n"] == 3:
                 hang(ready)
-            return real_commit(tmp, final)
+            return real_commit(*a, **k)
         writer_mod.commit_dir = commit_dir
     elif hang_at == "slow":  # the test kills at a random moment
         real = writer_mod.write_array

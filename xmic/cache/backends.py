@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from xmic.cache.atomic_files import write_new
 from xmic.cache.layout import DATA, CacheError
 
 BACKENDS = tuple(DATA)
@@ -37,7 +38,10 @@ def _zarr_compressors(compression: str):
 
 def write_array(backend: str, folder: Path, arr: np.ndarray, chunk_rows: int,
                 compression: str = "none") -> Path:
-    """Write ``arr`` [rows, D] as the shard's data file in ``folder``; returns its path."""
+    """Write ``arr`` [rows, D] as the shard's data file in ``folder`` (a fresh temporary folder
+    of ours); returns its path. HDF5 is built in memory (core driver, no backing store) and its
+    file image written with plain ``os.write``: the HDF5 library never meets a full disk, which
+    it cannot survive. Zarr writes through Python's file I/O, which raises ENOSPC cleanly."""
     if arr.ndim != 2:
         raise CacheError(f"shard arrays are 2-D [rows, D], got shape {arr.shape}")
     path = Path(folder) / DATA[backend]
@@ -52,17 +56,24 @@ def write_array(backend: str, folder: Path, arr: np.ndarray, chunk_rows: int,
         if rows:
             z[:] = arr
     elif backend == "hdf5":
-        import h5py
-        kw = {}
         if compression == "zstd":
             raise CacheError("compression zstd is only available with the zarr backend; "
                              "use compression=none for hdf5")
-        with h5py.File(path, "w", locking=False, track_order=False) as f:
-            f.create_dataset(H5_DATASET, data=arr, chunks=(chunk, dim) if rows else None,
-                             track_times=False, **kw)
+        write_new(path, hdf5_image(arr, chunk), folder)
     else:
         raise CacheError(f"unknown backend {backend!r}; use one of {BACKENDS}")
     return path
+
+
+def hdf5_image(arr: np.ndarray, chunk: int) -> bytes:
+    """The bytes of an HDF5 file holding ``arr`` [rows, D] as dataset ``embeddings``."""
+    import h5py
+    with h5py.File(f"xmic-image-{id(arr)}.h5", "w", driver="core", backing_store=False,
+                   locking=False, track_order=False) as f:
+        f.create_dataset(H5_DATASET, data=arr, chunks=(chunk, arr.shape[1]) if len(arr) else None,
+                         track_times=False)
+        f.flush()
+        return f.id.get_file_image()
 
 
 def read_array(backend: str, path: Path) -> np.ndarray:

@@ -15,9 +15,8 @@ import socket
 import time
 from pathlib import Path
 
-from xmic.cache.layout import pid_alive, tmp_name, view_dir
-
-RUNNING = ".running"
+from xmic.cache.atomic_files import host_tag, make_dirs, remove_file, tmp_name, write_new
+from xmic.cache.layout import RUNNING, pid_alive, view_dir
 HEARTBEAT_S = 20.0
 STALE_AFTER_S = 600.0
 
@@ -31,12 +30,13 @@ def job_id_from_env() -> str | None:
 
 class Claim:
     def __init__(self, root: Path, view: str, shard: str):
-        d = view_dir(root, view) / RUNNING
-        d.mkdir(parents=True, exist_ok=True)
+        self.root = Path(root)
+        d = make_dirs(view_dir(root, view) / RUNNING, self.root)
+        reap_dead_claims(self.root, view)
         self.path = d / tmp_name(shard)
-        self.path.write_text(json.dumps({
+        write_new(self.path, json.dumps({
             "shard": shard, "view": view, "host": socket.gethostname(), "pid": os.getpid(),
-            "job": job_id_from_env(), "started": time.time()}))
+            "job": job_id_from_env(), "started": time.time()}).encode(), self.root, sync=False)
         self._beat = time.monotonic()
 
     def heartbeat(self) -> None:
@@ -44,15 +44,35 @@ class Claim:
         if now - self._beat >= HEARTBEAT_S:
             self._beat = now
             try:
-                os.utime(self.path)
+                os.utime(self.path, follow_symlinks=False)
             except FileNotFoundError:
                 pass
 
     def release(self) -> None:
-        try:
-            self.path.unlink()
-        except FileNotFoundError:
-            pass
+        remove_file(self.path, self.root)
+
+
+def _parse(name: str) -> tuple[str, str, int] | None:
+    """(shard, host, pid) from a claim's file name ``SHARD.HOST.PID.RAND``, or None."""
+    parts = name.rsplit(".", 3)
+    if len(parts) != 4 or not parts[2].isdigit():
+        return None
+    return parts[0], parts[1], int(parts[2])
+
+
+def reap_dead_claims(root: Path, view: str) -> int:
+    """Remove the claims of writers on this host whose process is gone (killed, Ctrl-C'd before
+    they could clean up); claims of other hosts are left to age out. Returns how many."""
+    d = view_dir(root, view) / RUNNING
+    if not d.is_dir():
+        return 0
+    host, n = host_tag(), 0
+    for name in os.listdir(d):
+        who = _parse(name)
+        if who and who[1] == host and not pid_alive(who[2]):
+            remove_file(d / name, Path(root))
+            n += 1
+    return n
 
 
 def live_claims(root: Path, view: str, shard: str | None = None) -> dict[str, dict]:
@@ -62,18 +82,18 @@ def live_claims(root: Path, view: str, shard: str | None = None) -> dict[str, di
     if not d.is_dir():
         return {}
     now = time.time()
-    host = socket.gethostname().replace(".", "_")[:40]
+    host = host_tag()
     out: dict[str, dict] = {}
     with os.scandir(d) as it:
         for e in it:
-            parts = e.name.rsplit(".", 3)
-            if len(parts) != 4 or not parts[2].isdigit() or shard not in (None, parts[0]):
+            who = _parse(e.name)
+            if who is None or shard not in (None, who[0]) or e.is_symlink():
                 continue
             try:
-                age = now - e.stat().st_mtime
+                age = now - e.stat(follow_symlinks=False).st_mtime
             except FileNotFoundError:
                 continue  # released while we looked
-            alive = pid_alive(int(parts[2])) if parts[1] == host else age < STALE_AFTER_S
+            alive = pid_alive(who[2]) if who[1] == host else age < STALE_AFTER_S
             if not alive:
                 continue
             try:
@@ -81,5 +101,5 @@ def live_claims(root: Path, view: str, shard: str | None = None) -> dict[str, di
             except (OSError, ValueError):
                 info = {}
             info["age_s"] = round(age, 1)
-            out[parts[0]] = info
+            out[who[0]] = info
     return out

@@ -17,7 +17,8 @@ import numpy as np
 from xmic.cache import fingerprint as F
 from xmic.cache.annotations import Segments
 from xmic.cache.index import make_plan
-from xmic.cache.layout import CacheError, sha256_file
+from xmic.cache.atomic_files import sha256_file
+from xmic.cache.layout import CacheError
 from xmic.cache.store import Cache
 from xmic.cache.writer import ShardWriter, to_storage
 

@@ -21,9 +21,10 @@ from xmic.cache import fingerprint as fpmod
 from xmic.cache.claims import live_claims
 from xmic.cache.config import CacheConfig
 from xmic.cache.index import PLAN_SCHEMA, consolidate, merge_plans
-from xmic.cache.layout import (CACHE_JSON, INDEX, MARKER, ROWS, SEGMENTS, CacheError,
-                               create_json_exclusive, read_json, shard_dir, view_dir,
-                               write_bytes_atomic)
+from xmic.cache.atomic_files import (NOFOLLOW, create_json_exclusive, make_dirs,
+                                     write_bytes_atomic)
+from xmic.cache.layout import (ATTEMPTS, CACHE_JSON, FAILED_SUFFIX, INDEX, MARKER, ROWS, SEGMENTS, CacheError, read_json,
+                               shard_dir, view_dir)
 from xmic.config import config_to_dict, dump_config, from_dict
 
 FORMAT = "xmic-cache"
@@ -31,12 +32,13 @@ VERSION = 1
 INDEX_SIGNATURE_KEY = b"xmic.markers"
 
 
-def _write_parquet_atomic(path: Path, table: pa.Table, metadata: dict | None = None) -> None:
+def _write_parquet_atomic(path: Path, table: pa.Table, metadata: dict | None = None,
+                          root: Path | None = None) -> None:
     if metadata:
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
-    write_bytes_atomic(path, sink.getvalue().to_pybytes())
+    write_bytes_atomic(path, memoryview(sink.getvalue()), root)
 
 
 def read_parquet(path: Path, what: str) -> pa.Table:
@@ -72,12 +74,12 @@ class Cache:
             return cache
         if root.exists() and any(root.iterdir()):
             raise CacheError(f"{root} exists, is not empty and is not a cache; choose a new folder")
-        root.mkdir(parents=True, exist_ok=True)
+        make_dirs(root, root.parent)
         meta = {"format": FORMAT, "version": VERSION, "dataset": dataset,
                 "backend": config.backend, "dtype": config.dtype, "config": config_to_dict(config),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        write_bytes_atomic(root / "config.yaml", dump_config(config).encode())
-        if not create_json_exclusive(root / CACHE_JSON, meta):
+        write_bytes_atomic(root / "config.yaml", dump_config(config).encode(), root)
+        if not create_json_exclusive(root / CACHE_JSON, meta, root):
             return cls.open(root)
         return cls(root, meta, config)
 
@@ -119,12 +121,12 @@ class Cache:
     @contextmanager
     def lock(self):
         """Exclusive lock for plan and view-record changes (shards need none: one writer each)."""
-        with open(self.root / ".lock", "a") as f:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT | NOFOLLOW, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
     # ---- plan ----------------------------------------------------------------------------
     def plan(self) -> pa.Table:
@@ -140,7 +142,7 @@ class Cache:
             self._plan = None
             merged = merge_plans(self.plan(), plan)
             if merged is not self.plan():
-                _write_parquet_atomic(self.root / SEGMENTS, merged)
+                _write_parquet_atomic(self.root / SEGMENTS, merged, root=self.root)
             self._plan = merged
         return merged
 
@@ -179,10 +181,12 @@ class Cache:
     def register_view(self, name: str, dim: int, fingerprint: dict) -> dict:
         """Record a view's width and fingerprint on first use; later shards must match them."""
         fpmod.check_view_fingerprint(fingerprint, f"view {name}")
+        if int(dim) < 1:
+            raise CacheError(f"view {name!r}: width {dim} cannot hold embeddings; nothing written")
         rec = {"name": name, "dim": int(dim), "dtype": self.config.dtype,
                "fingerprint": fingerprint, "fingerprint_id": fpmod.fingerprint_id(fingerprint)}
         path = view_dir(self.root, name) / "view.json"
-        if not create_json_exclusive(path, rec):
+        if not create_json_exclusive(path, rec, self.root):
             self.check_view(name, dim, fingerprint)
         return rec
 
@@ -221,7 +225,7 @@ class Cache:
             return "done"
         if live_claims(self.root, view, shard):
             return "running"
-        if sdir.with_name(shard + ".failed.json").exists():
+        if sdir.with_name(shard + FAILED_SUFFIX).exists():
             return "failed"
         return "pending"
 
@@ -236,15 +240,15 @@ class Cache:
         if vdir.is_dir():
             with os.scandir(vdir) as it:
                 for e in it:
-                    if e.name.endswith(".failed.json"):
-                        failed.add(e.name[:-len(".failed.json")])
+                    if e.name.endswith(FAILED_SUFFIX):
+                        failed.add(e.name[:-len(FAILED_SUFFIX)])
                     elif not e.name.startswith(".") and e.is_dir():
                         done.add(e.name)
         return {s: "done" if s in done else "running" if s in running else
                 "failed" if s in failed else "pending" for s in self.shards()}
 
     def attempts(self, view: str, shard: str) -> int:
-        log = view_dir(self.root, view) / ".attempts" / f"{shard}.log"
+        log = view_dir(self.root, view) / ATTEMPTS / f"{shard}.log"
         return len(log.read_text().splitlines()) if log.exists() else 0
 
     def shard_rows(self, view: str, shard: str) -> pa.Table:
@@ -275,7 +279,7 @@ class Cache:
         committed = {v: {s: self.shard_rows(v, s) for s in self.committed(v)} for v in self.views()}
         table = consolidate(self.plan(), committed)
         try:
-            _write_parquet_atomic(path, table, {INDEX_SIGNATURE_KEY: sig.encode()})
+            _write_parquet_atomic(path, table, {INDEX_SIGNATURE_KEY: sig.encode()}, self.root)
         except OSError:
             pass  # a read-only cache: the index is derived, so serve it from memory
         return table

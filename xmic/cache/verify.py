@@ -19,7 +19,8 @@ import numpy as np
 from xmic.cache import fingerprint as fpmod
 from xmic.cache.backends import array_checksum, array_shape, read_array
 from xmic.cache.index import check_rows, consolidate, view_columns
-from xmic.cache.layout import INDEX, CacheError, sha256_file, shard_dir, view_dir
+from xmic.cache.atomic_files import sha256_file
+from xmic.cache.layout import FAILED_SUFFIX, INDEX, CacheError, shard_dir, view_dir
 from xmic.cache.reader import check_data_files
 from xmic.cache.store import Cache, read_parquet
 from xmic.cache.writer import nonfinite_rows
@@ -117,7 +118,7 @@ def verify(cache: Cache, deep: bool = False, partial: bool = False, progress=Non
                 if shard not in committed:
                     state = cache.shard_state(view, shard)
                     why = ""
-                    failed = vdir / f"{shard}.failed.json"
+                    failed = vdir / (shard + FAILED_SUFFIX)
                     if state == "failed" and failed.exists():
                         why = ": " + json.loads(failed.read_text()).get("error", "")[:300]
                     problems.append(f"view {view}, shard {shard}: not committed ({state}{why})")

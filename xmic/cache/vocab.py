@@ -7,7 +7,7 @@ and a fingerprint. Output: ``vocab/NAME/{vocab.json, embeddings.npy}`` committed
 """
 from __future__ import annotations
 
-import shutil
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,8 +15,9 @@ import numpy as np
 
 from xmic.cache import fingerprint as fpmod
 from xmic.cache.backends import array_checksum
-from xmic.cache.layout import (CacheError, commit_dir, read_json, tmp_name, vocab_dir,
-                               write_json_atomic)
+from xmic.cache.atomic_files import (commit_dir, make_dirs, remove_tree, rename, tmp_name,
+                                     write_json_atomic, write_new)
+from xmic.cache.layout import CacheError, read_json, vocab_dir
 from xmic.cache.store import Cache
 
 
@@ -57,22 +58,26 @@ def add_vocab(cache: Cache, name: str, classes: list[str], embeddings, prompt: s
     final = vocab_dir(cache.root, name)
     if final.exists() and not replace:
         raise CacheError(f"{cache.root}: vocabulary {name!r} exists; pass --replace to overwrite it")
+    root = cache.root
+    make_dirs(final.parent, root)
     tmp = final.parent / ("." + tmp_name(name))
-    tmp.mkdir(parents=True)
+    make_dirs(tmp, root)
     try:
-        np.save(tmp / "embeddings.npy", emb, allow_pickle=False)
+        buf = io.BytesIO()
+        np.save(buf, emb, allow_pickle=False)
+        write_new(tmp / "embeddings.npy", buf.getbuffer(), root)
         write_json_atomic(tmp / "vocab.json", {
             "name": name, "classes": list(classes), "prompt": prompt, "dim": int(emb.shape[1]),
             "dtype": "float32", "checksum": array_checksum(emb), "fingerprint": fingerprint,
-            "fingerprint_id": fpmod.fingerprint_id(fingerprint), "source": source or {}})
+            "fingerprint_id": fpmod.fingerprint_id(fingerprint), "source": source or {}}, root)
         if final.exists():
             old = final.parent / ("." + tmp_name(name + ".old"))
-            final.rename(old)
-            shutil.rmtree(old)
-        if not commit_dir(tmp, final):
+            rename(final, old, root)
+            remove_tree(old, root)
+        if not commit_dir(tmp, final, root):
             raise CacheError(f"vocabulary {name!r} was written by another process meanwhile")
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_tree(tmp, root)
     return Vocab(name, list(classes), emb, prompt, fingerprint)
 
 

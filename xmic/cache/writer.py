@@ -22,14 +22,17 @@ import traceback
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from xmic.cache import fingerprint as fpmod
 from xmic.cache.claims import Claim
 from xmic.cache.backends import array_checksum, write_array
 from xmic.cache.index import rows_table
-from xmic.cache.layout import (DATA, MARKER, PROGRESS, ROWS, CacheError, commit_dir, sha256_file,
-                               shard_dir, stale_tmp, tmp_name, view_dir, write_json_atomic)
+from xmic.cache.atomic_files import (append_line, commit_dir, make_dirs, remove_file, remove_tree,
+                                     sha256_file, tmp_name, write_json_atomic, write_new)
+from xmic.cache.layout import (ATTEMPTS, DATA, MARKER, PROGRESS, ROWS, TMP, CacheError, failed_path,
+                               shard_dir, stale_tmp, view_dir)
 from xmic.cache.store import Cache
 from xmic.config import config_to_dict
 
@@ -102,21 +105,18 @@ class ShardWriter:
         self._results: dict[str, tuple] = {}
         cache.register_view(view, self.dim, fingerprint)
         self.final = shard_dir(cache.root, view, shard)
-        self.tmp_root = view_dir(cache.root, view) / ".tmp"
-        self.tmp_root.mkdir(parents=True, exist_ok=True)
+        self.tmp_root = make_dirs(view_dir(cache.root, view) / TMP, cache.root)
         for p in stale_tmp(self.tmp_root, shard):
-            shutil.rmtree(p, ignore_errors=True)
+            remove_tree(p, cache.root)
         self.attempt = self._log_attempt()
         self.claim = Claim(cache.root, view, shard)  # `running` until commit or failure
         self.started = time.time()
         self.tmp: Path | None = None
 
     def _log_attempt(self) -> int:
-        log = view_dir(self.cache.root, self.view) / ".attempts" / f"{self.shard}.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
+        log = view_dir(self.cache.root, self.view) / ATTEMPTS / f"{self.shard}.log"
         line = f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {socket.gethostname()} {os.getpid()}\n"
-        with open(log, "a") as f:  # O_APPEND: concurrent lines do not interleave
-            f.write(line)
+        append_line(log, line, self.cache.root)
         return len(log.read_text().splitlines())
 
     def is_done(self) -> bool:
@@ -174,10 +174,10 @@ class ShardWriter:
         t_write = time.time()
         try:
             marker = self._write_tmp(data, row, offsets, counts, fis, sts, errs, extra_stats, t_write)
-            won = commit_dir(self.tmp, self.final)
+            won = commit_dir(self.tmp, self.final, self.cache.root)
         except BaseException as e:
             if self.tmp is not None:  # free the space of the half-written shard at once
-                shutil.rmtree(self.tmp, ignore_errors=True)
+                shutil.rmtree(self.tmp, ignore_errors=True)  # our own fresh folder
                 self.tmp = None
             if disk_full(e):
                 raise CacheError(f"{self.final}: the disk is full (no space left on device) while "
@@ -189,24 +189,19 @@ class ShardWriter:
         self.claim.release()
         if won:
             self._log_progress(marker)
-            failed = self.final.with_name(self.shard + ".failed.json")
-            if failed.exists():
-                failed.unlink()
+            remove_file(failed_path(self.cache.root, self.view, self.shard), self.cache.root)
         return won
 
     def _write_tmp(self, data, row, offsets, counts, fis, sts, errs, extra_stats, t_write) -> dict:
         """Data, rows and marker (last) into a new temporary folder; returns the marker."""
-        need = data.nbytes + data.nbytes // 20 + (16 << 10)  # data, chunk tables, rows, marker
-        free = shutil.disk_usage(self.tmp_root).free
-        if free < need:  # HDF5 can crash the process when a write meets a full disk
-            raise OSError(errno.ENOSPC, f"No space left on device: {free} bytes free, shard "
-                                        f"{self.shard} needs about {need}")
+        root = self.cache.root
         self.tmp = self.tmp_root / tmp_name(self.shard)
-        self.tmp.mkdir()
+        make_dirs(self.tmp, root)
         cfg = self.cache.config
         data_path = write_array(cfg.backend, self.tmp, data, cfg.chunk_rows, cfg.compression)
-        pq.write_table(rows_table(self.segment_ids, offsets, counts, fis, sts, errs),
-                       self.tmp / ROWS)
+        sink = pa.BufferOutputStream()  # built in memory, written with plain I/O (ENOSPC-safe)
+        pq.write_table(rows_table(self.segment_ids, offsets, counts, fis, sts, errs), sink)
+        write_new(self.tmp / ROWS, memoryview(sink.getvalue()), root)
         seconds = time.time() - self.started
         marker = {
             "format": "xmic-shard", "version": 1, "view": self.view, "shard": self.shard,
@@ -226,7 +221,7 @@ class ShardWriter:
                       "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                       **(extra_stats or {})},
         }
-        write_json_atomic(self.tmp / MARKER, marker)
+        write_json_atomic(self.tmp / MARKER, marker, root)
         return marker
 
     def _log_progress(self, marker: dict) -> None:
@@ -237,9 +232,8 @@ class ShardWriter:
         line = json.dumps({"shard": self.shard, "rows": marker["rows"], "failed": marker["failed"],
                            "attempt": st["attempt"], "seconds": st["seconds"],
                            "finished": st["finished"]}) + "\n"
-        try:
-            with open(view_dir(self.cache.root, self.view) / PROGRESS, "a") as f:
-                f.write(line)  # O_APPEND: whole lines on a local file system
+        try:  # O_APPEND: whole lines on a local file system
+            append_line(view_dir(self.cache.root, self.view) / PROGRESS, line, self.cache.root)
         except OSError:
             pass
 
@@ -252,19 +246,19 @@ class ShardWriter:
             self._write_failure(exc)
 
     def _write_failure(self, exc: BaseException) -> None:
-        write_json_atomic(self.final.with_name(self.shard + ".failed.json"), {
+        write_json_atomic(failed_path(self.cache.root, self.view, self.shard), {
             "shard": self.shard, "view": self.view, "attempt": self.attempt,
             "error": f"{type(exc).__name__}: {exc}",
             "traceback": "".join(traceback.format_exception(exc))[-4000:],
             "host": socket.gethostname(), "pid": os.getpid(),
-            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, self.cache.root)
 
     def __enter__(self) -> "ShardWriter":
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         if self.tmp is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
+            remove_tree(self.tmp, self.cache.root)
             self.tmp = None
         self.claim.release()
         if exc is not None and isinstance(exc, Exception):

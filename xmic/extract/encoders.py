@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from xmic.cache.fingerprint import clip_preprocess, model_identity
-from xmic.cache.layout import sha256_file
+from xmic.cache.atomic_files import sha256_file
 from xmic.config import XmicError
 
 OPENAI_ORIGIN_KEY = "xmic.origin"

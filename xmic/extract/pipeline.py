@@ -25,7 +25,8 @@ from xmic.cache.layout import CacheError
 from xmic.cache.writer import disk_full
 from xmic.cache import fingerprint as F
 from xmic.cache.index import make_plan
-from xmic.cache.layout import read_json, write_json_atomic
+from xmic.cache.atomic_files import write_json_atomic
+from xmic.cache.layout import read_json
 from xmic.cache.vocab import add_vocab
 from xmic.config import XmicError, config_to_dict
 from xmic.extract.clip_embed import class_text
@@ -67,7 +68,7 @@ def plan(cache_dir: Path, kind: str, annotations: Path, root: Path, split: str,
             raise XmicError(f"{cache.root}: split {split} has another {k} class list than the "
                             "splits planned before; one cache holds one vocabulary per label")
         meta["classes"][k] = names
-    write_json_atomic(path, meta)
+    write_json_atomic(path, meta, cache.root)
     return {"segments": len(segs), "shards": len(cache.shards(split)), "plan_sha256": digest}
 
 

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from xmic.cache import Cache
 from xmic.cache.claims import live_claims
-from xmic.cache.layout import MARKER, PROGRESS, ROWS, CacheError, check_name, read_json, view_dir
+from xmic.cache.layout import ATTEMPTS, FAILED_SUFFIX, MARKER, PROGRESS, ROWS, CacheError, check_name, read_json, view_dir
 from xmic.extract.pipeline import PLAN_FILE
 
 SUBMISSIONS = "slurm/submissions.jsonl"
@@ -54,7 +54,7 @@ def read_submissions(cache_root: Path) -> list[dict]:
 
 def _attempts(vdir: Path, shard: str) -> int:
     try:
-        with open(vdir / ".attempts" / f"{shard}.log", "rb") as f:
+        with open(vdir / ATTEMPTS / f"{shard}.log", "rb") as f:
             return f.read().count(b"\n")
     except FileNotFoundError:
         return 0
@@ -144,7 +144,7 @@ def shard_report(cache: Cache, views_by_split: dict[str, list[str]]) -> dict[str
                 c = claims[v].get(shard, {})
                 r["job"], r["host"], r["heartbeat_age_s"] = c.get("job"), c.get("host"), c.get("age_s")
             elif st == "failed":
-                f = _json(os.path.join(vdir, f"{shard}.failed.json"), f"failure record of {shard}")
+                f = _json(os.path.join(vdir, shard + FAILED_SUFFIX), f"failure record of {shard}")
                 r["error"] = f"{v}: attempt {f.get('attempt')}: {f.get('error')}"
         vs = list(r["views"].values())
         r["state"] = ("done" if all(s == "done" for s in vs) and not r["failed_segments"] else

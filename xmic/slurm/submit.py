@@ -20,7 +20,8 @@ from pathlib import Path
 
 import submitit
 
-from xmic.cache.layout import fsync_dir, shard_dir, view_dir
+from xmic.cache.atomic_files import append_line, fsync_dir, make_dirs, rename
+from xmic.cache.layout import SUPERSEDED, shard_dir, view_dir
 from xmic.config import XmicError, config_to_dict
 from xmic.extract.config import ExtractConfig
 from xmic.slurm.config import SlurmConfig
@@ -77,9 +78,9 @@ def supersede(cache_root: Path, views: list[str], shard: str) -> None:
     for v in views:
         src = shard_dir(cache_root, v, shard)
         if src.is_dir():
-            dst = view_dir(cache_root, v) / ".superseded" / f"{shard}.{stamp}"
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            os.rename(src, dst)
+            dst = view_dir(cache_root, v) / SUPERSEDED / f"{shard}.{stamp}"
+            make_dirs(dst.parent, cache_root)
+            rename(src, dst, cache_root)
             fsync_dir(src.parent)
 
 
@@ -95,12 +96,8 @@ def choose_shards(report: dict[str, dict], retry: bool) -> tuple[list[str], list
 
 
 def append_record(cache_root: Path, record: dict) -> None:
-    path = Path(cache_root) / SUBMISSIONS
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:  # one line per submission, appended whole
-        f.write(json.dumps(record, sort_keys=True) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    append_line(Path(cache_root) / SUBMISSIONS, json.dumps(record, sort_keys=True) + "\n",
+                Path(cache_root).resolve())
 
 
 def submit(cache_dir: Path, extract_cfg: ExtractConfig, slurm_cfg: SlurmConfig, retry: bool = False,
