@@ -68,6 +68,15 @@ def test_crop_union_rule():
     assert union_crop(det(hand, objects=[near, far]), 100, 100) == pytest.approx((10, 10, 50, 20))
     no_contact = ((0.1, 0.1, 0.2, 0.2), 0.9, 0, (0.3, 0.0))
     assert union_crop(det(no_contact, objects=[near]), 100, 100) == pytest.approx((10, 10, 20, 20))
+    for state in (1, 2, 4):  # self contact, another person, stationary: paired like portable
+        touching = ((0.1, 0.1, 0.2, 0.2), 0.9, state, (0.3, 0.0))
+        assert union_crop(det(touching, objects=[near, far]), 100, 100) == pytest.approx((10, 10, 50, 20))
+    # hands: score > threshold, strictly; objects: score >= threshold (0.75, 0.25 exact in float32)
+    at_threshold = ((0.1, 0.1, 0.2, 0.2), 0.75, 3, (0.3, 0.0))
+    assert union_crop(det(at_threshold, objects=[near]), 100, 100, hand_score=0.75) is None
+    obj_at = ((0.4, 0.1, 0.5, 0.2), 0.25)
+    assert union_crop(det(hand, objects=[obj_at]), 100, 100, object_score=0.25) == \
+        pytest.approx((10, 10, 50, 20))
     weak = ((0.1, 0.1, 0.2, 0.2), 0.5, 3, (0.3, 0.0))
     assert union_crop(det(weak, objects=[near]), 100, 100) is None           # hand under 0.8
     assert union_crop(det(hand, objects=[((0.4, 0.1, 0.5, 0.2), 0.005)]), 100, 100) == \
@@ -123,7 +132,10 @@ def test_epic_pipeline_and_determinism(tmp_path, epic, encoder):
     assert not np.array_equal(d.views["hand_crop"].features, d.views["full_frame"].features)
     fp = c.view("hand_crop")["fingerprint"]
     assert fp["crop"]["hand_score"] == 0.8 and fp["model"]["weights_sha256"] == "random-seed-0"
-    assert set(c.views()) == {"full_frame", "hand_crop"} and c.marker("hand_crop", "train-00000")["stats"]["encode_s"] >= 0
+    assert fp["crop"]["version"] == 2  # the hand-object library's pairing rule
+    stats = c.marker("hand_crop", "train-00000")["stats"]
+    assert set(c.views()) == {"full_frame", "hand_crop"} and stats["encode_s"] > 0
+    assert stats["frames"] == 124 and stats["decode_s"] > 0  # 4 segments of 31 frames
     # the same input twice gives identical bytes; a partial run then a resume equals a clean run
     extract_epic(tmp_path / "b", epic, encoder, shard_ids=[1])
     b = Cache.open(tmp_path / "b")

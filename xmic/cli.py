@@ -437,10 +437,7 @@ def cache_import(cache_dir, fmt, dataset, split, annotations, views, taxonomy, n
                  verb_classes, video_info, backend, config_path, sets, model_name,
                  weights_sha256, quick_gelu):
     """Import features made by the released X-MIC code (one pickle per split and view)."""
-    from tqdm import tqdm
-
-    from xmic.cache import Cache, annotations as ann
-    from xmic.cache.legacy import import_split, imported_model, imported_view_fingerprint
+    from xmic.cache.legacy import import_pickles, imported_model
     if backend:
         sets = (*sets, f"backend={backend}")
     config = _cache_config(config_path, sets) if (sets or config_path) else None
@@ -450,16 +447,10 @@ def cache_import(cache_dir, fmt, dataset, split, annotations, views, taxonomy, n
         if not sep or not name or not path:
             raise XmicError(f"--view {spec!r}: expected NAME=PICKLE, e.g. hand_crop=train_hands.pkl")
         pickles[name] = Path(path)
-    if dataset == "epic":
-        segs, _ = ann.read_epic(annotations, split, noun_classes, verb_classes, video_info)
-    else:
-        segs, _ = ann.read_ego4d(annotations, split, taxonomy)
-    model = imported_model(model_name, weights_sha256, quick_gelu)
-    fps = {v: imported_view_fingerprint(v, model) for v in pickles}
-    c = Cache.open_or_create(cache_dir, dataset, config)
-    n_shards = -(-len(segs) // c.config.shard_segments) * len(pickles)
-    with tqdm(total=n_shards, desc=f"import {split}", unit="shard", disable=None) as bar:
-        summary = import_split(c, segs, split, pickles, fps, progress=lambda v, s: bar.update())
+    summary = import_pickles(cache_dir, dataset, split, annotations, pickles, config,
+                             imported_model(model_name, weights_sha256, quick_gelu),
+                             taxonomy=taxonomy, noun_classes=noun_classes,
+                             verb_classes=verb_classes, video_info=video_info)
     click.echo(f"imported split {split}: {summary['segments']} segments")
     for view, s in summary["views"].items():
         click.echo(f"  {view}: D={s['dim']}, {s['shards_committed']} shards written, "
@@ -582,7 +573,7 @@ def predict(clip, run_dir, classes, vocab, boxes, start, end, fps, top_k, model,
 
     from xmic.cache import Cache
     from xmic.cache.vocab import load_vocab
-    from xmic.extract.clip_embed import class_text, embed_clip, encoder_for_run
+    from xmic.extract.clip_embed import class_text, crop_thresholds, embed_clip, encoder_for_run
     from xmic.train.inference import load_run, score_clip
     net, cfg, ck = load_run(run_dir)
     fp = ck["fingerprints"]["views"][cfg.model.classified_view]
@@ -603,9 +594,10 @@ def predict(clip, run_dir, classes, vocab, boxes, start, end, fps, top_k, model,
         v = load_vocab(Cache.open(cache_dir), name)
         names, w = v.classes, v.embeddings
     s = fp.get("sampling", {})
-    feats, frames, notes = embed_clip(
+    crop = (ck["fingerprints"]["views"].get("hand_crop") or {}).get("crop") or {}
+    feats, frames, notes = embed_clip(  # the run's cache's sampling and crop thresholds
         clip, enc, cfg.views(), start, end, fps, boxes, s.get("policy", "per_bin"),
-        s.get("per_bin", 4), s.get("bins", 16))
+        s.get("per_bin", 4), s.get("bins", 16), **crop_thresholds(crop))
     try:
         scores = score_clip(net, cfg, feats, w)
     except ValueError as e:

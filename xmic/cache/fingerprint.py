@@ -31,10 +31,16 @@ def clip_preprocess(size: int = 224, interpolation: str = "bicubic",
             "std": [float(x) for x in std], "resize": resize}
 
 
+# 2: hands score > hand_score, paired in every state but NO_CONTACT (EPIC-100 hand-object library);
+# 1 (before): hands score >= hand_score, paired only in PORTABLE/STATIONARY_OBJECT states.
+CROP_RULE_VERSION = 2
+
+
 def hand_crop_rule(hand_score: float = 0.8, object_score: float = 0.01, min_box_px: float = 1.0) -> dict:
-    return {"rule": "union(hands>=hand_score, contacted objects>=object_score); full frame if none",
-            "hand_score": float(hand_score), "object_score": float(object_score),
-            "min_box_px": float(min_box_px)}
+    return {"rule": "union(hands>hand_score, objects>=object_score of hands in contact); "
+                    "full frame if none",
+            "version": CROP_RULE_VERSION, "hand_score": float(hand_score),
+            "object_score": float(object_score), "min_box_px": float(min_box_px)}
 
 
 def view_fingerprint(model: dict, precision: str, preprocess: dict, crop: dict | None,

@@ -76,6 +76,8 @@ def read_feature_pickle(path: Path) -> dict:
             raise CacheError(f"{path}: key {k!r}: expected an array [frames, D], got "
                              f"{getattr(v, 'shape', type(v).__name__)}")
         dims.add(v.shape[1])
+    if 0 in dims:
+        raise CacheError(f"{path}: arrays of width 0 hold no embeddings; nothing was written")
     if len(dims) > 1:
         raise CacheError(f"{path}: arrays of several widths {sorted(dims)}; one view has one width")
     return data
@@ -146,3 +148,26 @@ def import_split(cache: Cache, segments: Segments, split: str, views: dict[str, 
                                   "unused_pickle_keys": unused}
     cache.index(refresh=True)
     return summary
+
+
+def import_pickles(cache_dir: Path, dataset: str, split: str, annotations: Path,
+                   pickles: dict[str, Path], config, model: dict, **annotation_files) -> dict:
+    """``xmic cache import``: read the annotations (epic or ego4d), open or create the cache and
+    import every view's pickle with a progress bar. A cache this call creates is removed again
+    when the import is refused. Returns ``import_split``'s summary."""
+    from tqdm import tqdm
+
+    from xmic.cache import annotations as ann
+    from xmic.cache.store import discard_if_new
+    if dataset == "epic":
+        segs, _ = ann.read_epic(annotations, split, annotation_files.get("noun_classes"),
+                                annotation_files.get("verb_classes"),
+                                annotation_files.get("video_info"))
+    else:
+        segs, _ = ann.read_ego4d(annotations, split, annotation_files.get("taxonomy"))
+    fps = {v: imported_view_fingerprint(v, model) for v in pickles}
+    with discard_if_new(cache_dir):
+        c = Cache.open_or_create(cache_dir, dataset, config)
+        n_shards = -(-len(segs) // c.config.shard_segments) * len(pickles)
+        with tqdm(total=n_shards, desc=f"import {split}", unit="shard", disable=None) as bar:
+            return import_split(c, segs, split, pickles, fps, progress=lambda v, s: bar.update())

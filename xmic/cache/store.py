@@ -21,8 +21,8 @@ from xmic.cache import fingerprint as fpmod
 from xmic.cache.claims import live_claims
 from xmic.cache.config import CacheConfig
 from xmic.cache.index import PLAN_SCHEMA, consolidate, merge_plans
-from xmic.cache.atomic_files import (NOFOLLOW, create_json_exclusive, make_dirs,
-                                     write_bytes_atomic)
+from xmic.cache.atomic_files import (NOFOLLOW, create_json_exclusive, make_dirs, remove_file,
+                                     remove_tree, write_bytes_atomic)
 from xmic.cache.layout import (ATTEMPTS, CACHE_JSON, FAILED_SUFFIX, INDEX, MARKER, ROWS, SEGMENTS, CacheError, read_json,
                                shard_dir, view_dir)
 from xmic.config import config_to_dict, dump_config, from_dict
@@ -48,6 +48,25 @@ def read_parquet(path: Path, what: str) -> pa.Table:
         raise CacheError(f"{path}: {what} is missing") from None
     except (OSError, pa.ArrowException) as e:
         raise CacheError(f"{path}: {what} is unreadable ({e})") from None
+
+
+@contextmanager
+def discard_if_new(root: str | Path):
+    """Undo a cache that this block creates when the block fails: a refused plan or import
+    leaves no half-made cache behind (an existing cache is left alone)."""
+    root = Path(root)
+    fresh = not (root / CACHE_JSON).exists() and (not root.exists() or
+                                                  (root.is_dir() and not any(root.iterdir())))
+    existed = root.exists()
+    try:
+        yield
+    except BaseException:
+        if fresh and root.is_dir() and not root.is_symlink():
+            for p in list(root.iterdir()):
+                remove_tree(p, root) if p.is_dir() and not p.is_symlink() else remove_file(p, root)
+            if not existed:
+                root.rmdir()
+        raise
 
 
 class Cache:

@@ -40,6 +40,8 @@ def check_embeddings(emb, n_classes: int, where: str) -> np.ndarray:
         raise CacheError(f"{where}: expected an array [classes, D], got shape {a.shape}")
     if not np.issubdtype(a.dtype, np.floating):
         raise CacheError(f"{where}: expected floating-point embeddings, got dtype {a.dtype}")
+    if a.shape[1] < 1:
+        raise CacheError(f"{where}: embeddings of width {a.shape[1]} cannot be used; nothing written")
     if a.shape[0] != n_classes:
         raise CacheError(f"{where}: {a.shape[0]} embeddings for {n_classes} class names; "
                          "the class list and the embeddings must be in the same order and length")
@@ -110,8 +112,9 @@ def read_embeddings_file(path: Path, key: str | None = None) -> np.ndarray:
     if path.suffix == ".npy":
         try:
             return np.load(path, allow_pickle=False)
-        except ValueError as e:
-            raise CacheError(f"{path}: not a plain .npy array ({e})") from None
+        except (ValueError, EOFError, OSError) as e:
+            raise CacheError(f"{path}: not a plain .npy array ({type(e).__name__}: "
+                             f"{e or 'empty file'})") from None
     import torch
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)

@@ -58,6 +58,13 @@ def clip_frames(path: Path, start: float | None, end: float | None, fps: float |
     return src, lo, hi
 
 
+def crop_thresholds(crop: dict) -> dict:
+    """The thresholds of a view fingerprint's crop rule, as ``embed_clip`` keywords (defaults
+    where the fingerprint has none)."""
+    keys = ("hand_score", "object_score", "min_box_px")
+    return {k: float(crop[k]) for k in keys if crop.get(k) is not None}
+
+
 def embed_clip(path: Path, enc, views: list[str], start=None, end=None, fps=None,
                boxes: Path | None = None, sampling: str = "per_bin", per_bin: int = 4, bins: int = 16,
                hand_score=0.8, object_score=0.01, min_box_px=1.0):

@@ -177,8 +177,28 @@ def read_dataset(kind: str, annotations: Path, split: str, root: Path, **kw) -> 
     raise DatasetError(f"unknown dataset kind {kind!r}; use epic, ego4d, egtea or csv")
 
 
+def check_media_id(kind: str, video_id, where: str) -> str:
+    """An id read from annotations that becomes part of a path under ``--root``/``--boxes``:
+    no absolute path, no '..', no NUL; for every kind but csv (relative paths), one plain name."""
+    v = str(video_id)
+    parts = Path(v).parts
+    bad = (not v or "\0" in v or Path(v).is_absolute() or v.startswith("~") or ".." in parts
+           or (kind != "csv" and (len(parts) != 1 or v in (".",) or "/" in v or "\\" in v)))
+    if bad:
+        raise DatasetError(f"{where}: video id {v!r} is not a plain name inside the media root "
+                           "(absolute, '..' or a path); fix the annotation row")
+    return v
+
+
+def check_media_ids(kind: str, video_ids: list, segment_ids: list, annotations: Path) -> None:
+    """Refuse, at plan time, any id that would lead a path out of ``--root`` or ``--boxes``."""
+    for i, (v, s) in enumerate(zip(video_ids, segment_ids), start=1):
+        check_media_id(kind, v, f"{annotations}: annotation {i} (segment {s})")
+
+
 def frame_source(kind: str, root: Path, video_id: str) -> FrameSource:
     root = Path(root)
+    check_media_id(kind, video_id, f"video {video_id!r}")
     if kind == "epic":
         participant = video_id.split("_")[0]
         folder = root / participant / "rgb_frames" / video_id

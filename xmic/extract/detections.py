@@ -5,10 +5,11 @@ serialized ``Detections`` protobuf messages, schema in ``hoa.proto``); an X-MIC 
 (``dict[segment_id][frame] = (left, top, right, bottom)`` in pixels); a parquet/CSV box table
 (``segment_id`` or ``video_id``, ``frame``, ``left``, ``top``, ``right``, ``bottom`` in pixels).
 Output: ``BoxSource.box(video_id, segment_id, frame, width, height)`` -> the crop box in pixels,
-or None for the full frame. The crop is the union of hands with score >= ``hand_score`` and of
-objects with score >= ``object_score`` in contact with such a hand (hand state portable or
-stationary object; the object whose centre is nearest the hand's centre + its offset), clipped to
-the image; no box, or one <= ``min_box_px`` wide or high, means the full frame.
+or None for the full frame. The crop is the union of hands with score > ``hand_score`` and of the
+objects they touch, as the EPIC-100 hand-object library's ``get_hand_object_interactions`` pairs
+them: a hand in any state but NO_CONTACT takes the object (score >= ``object_score``) whose centre
+is nearest the hand's centre + its offset. Clipped to the image; no box, or one <= ``min_box_px``
+wide or high, means the full frame. ``CROP_RULE_VERSION`` goes into the view's fingerprint.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from xmic.config import XmicError
 
-CONTACT_STATES = (3, 4)  # PORTABLE_OBJECT, STATIONARY_OBJECT
+NO_CONTACT = 0  # HandDetection.HandState: any other state is paired with an object
 
 
 class BoxError(XmicError):
@@ -116,11 +117,11 @@ def union_crop(detections, width: int, height: int, hand_score: float = 0.8,
     obj_boxes = [_check((o.bbox.left, o.bbox.top, o.bbox.right, o.bbox.bottom), where)
                  for o in objects]
     for h in detections.hands:
-        if h.score < hand_score:
+        if not h.score > hand_score:  # the library's rule: strictly above (objects: >=)
             continue
         hb = _check((h.bbox.left, h.bbox.top, h.bbox.right, h.bbox.bottom), where)
         boxes.append(hb)
-        if h.state in CONTACT_STATES and obj_boxes:
+        if h.state != NO_CONTACT and obj_boxes:
             cx = (hb[0] + hb[2]) / 2 + h.object_offset.x
             cy = (hb[1] + hb[3]) / 2 + h.object_offset.y
             near = min(obj_boxes, key=lambda o: ((o[0] + o[2]) / 2 - cx) ** 2 + ((o[1] + o[3]) / 2 - cy) ** 2)
@@ -185,6 +186,8 @@ class BoxSource:
         hs, os_, mp = self.thresholds
         if self.kind == "epic-detections":
             if video_id not in self._videos:
+                if "/" in video_id or "\\" in video_id or video_id in ("", ".", ".."):
+                    raise BoxError(f"{self.path}: video id {video_id!r} is not a plain file name")
                 self._videos[video_id] = load_detection_pickle(self.path / f"{video_id}.pkl", video_id)
             det = self._videos[video_id].get(frame)
             return None if det is None else union_crop(det, width, height, hs, os_, mp, where)

@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from xmic.cache import Cache, CacheConfig, ShardWriter
+from xmic.cache.store import discard_if_new
 from xmic.cache.layout import CacheError
 from xmic.cache.writer import disk_full
 from xmic.cache import fingerprint as F
@@ -31,7 +32,7 @@ from xmic.cache.vocab import add_vocab
 from xmic.config import XmicError, config_to_dict
 from xmic.extract.clip_embed import class_text
 from xmic.extract.config import ExtractConfig
-from xmic.extract.datasets import encode_range, frame_source, read_dataset
+from xmic.extract.datasets import check_media_ids, encode_range, frame_source, read_dataset
 from xmic.extract.detections import BoxSource
 from xmic.extract.readers import read_frames
 from xmic.extract.sampling import frames_to_encode
@@ -50,24 +51,26 @@ def plan(cache_dir: Path, kind: str, annotations: Path, root: Path, split: str,
         raise XmicError("view hand_crop needs --boxes (EPIC detection pickles folder, X-MIC box "
                         "pickle, or a box table)")
     segs, classes = read_dataset(kind, Path(annotations), split, Path(root), **dataset_kw)
+    check_media_ids(kind, segs.columns["video_id"], segs.columns["segment_id"], Path(annotations))
     order = sorted(range(len(segs)), key=lambda i: (segs.columns["video_id"][i],
                                                     segs.columns["start_frame"][i]))
     cols = {k: [v[i] for i in order] for k, v in segs.columns.items()}
-    cache = Cache.open_or_create(cache_dir, kind, cache_config)
-    table = make_plan(cols, cache.config.shard_segments, split)
-    cache.add_plan(table)
-    path = cache.root / PLAN_FILE
-    meta = read_json(path, "extraction plan") if path.exists() else {"splits": {}, "classes": {}}
+    with discard_if_new(cache_dir):
+        cache = Cache.open_or_create(cache_dir, kind, cache_config)
+        path = cache.root / PLAN_FILE
+        meta = read_json(path, "extraction plan") if path.exists() else {"splits": {}, "classes": {}}
+        for k, names in classes.items():  # refused before the plan changes
+            if meta["classes"].get(k, names) != names:
+                raise XmicError(f"{cache.root}: split {split} has another {k} class list than the "
+                                "splits planned before; one cache holds one vocabulary per label")
+        table = make_plan(cols, cache.config.shard_segments, split)
+        cache.add_plan(table)
     digest = hashlib.sha256(json.dumps(table.to_pydict(), sort_keys=True, default=str).encode()).hexdigest()
     meta["splits"][split] = {"dataset": kind, "annotations": str(Path(annotations).resolve()),
                              "root": str(Path(root).resolve()), "views": list(views),
                              "boxes": str(Path(boxes).resolve()) if boxes else None,
                              "plan_sha256": digest, "segments": len(segs)}
-    for k, names in classes.items():
-        if meta["classes"].get(k, names) != names:
-            raise XmicError(f"{cache.root}: split {split} has another {k} class list than the "
-                            "splits planned before; one cache holds one vocabulary per label")
-        meta["classes"][k] = names
+    meta["classes"].update(classes)
     write_json_atomic(path, meta, cache.root)
     return {"segments": len(segs), "shards": len(cache.shards(split)), "plan_sha256": digest}
 
