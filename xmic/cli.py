@@ -16,7 +16,7 @@ from xmic.config import XmicError, load_config
 
 def _fail(e: Exception):
     click.echo(f"error: {e}", err=True)
-    sys.exit(2)
+    sys.exit(getattr(e, "exit_code", 2))  # 2: a mistake to fix; 1: the work itself failed
 
 
 class XmicGroup(click.Group):

@@ -27,7 +27,7 @@ from xmic.train.build import build_model, check_inputs, model_dims, text_matrix
 from xmic.train.checkpoint import load_checkpoint
 from xmic.train.config import TrainConfig
 from xmic.train.data import load_bank
-from xmic.train.loop import pick_device, predict_logits
+from xmic.train.inference import pick_device, predict_logits
 
 FEATURE_KEYS = ("model", "precision", "preprocess", "crop")  # sampling may differ per dataset
 

@@ -15,6 +15,7 @@ from torch import nn
 from xmic.cache import Cache, CacheError
 from xmic.cache.fingerprint import diff, same_model
 from xmic.cache.vocab import Vocab, load_vocab, vocab_names
+from xmic.config import ConfigError
 from xmic.train.config import TrainConfig
 from xmic.train.model import ClipAdapter, LinearProbe, XMICAdapter, ZeroShot
 
@@ -57,6 +58,10 @@ def check_inputs(cache: Cache, cfg: TrainConfig) -> RunInputs:
         if len(widths) != 1:
             raise CacheError(f"{cache.root}: conditioning views {cond} have widths "
                              f"{[dims[v] for v in cond]}; Encoder II views must share one width")
+        width = widths.pop()
+        if width % cfg.model.heads:
+            raise ConfigError(f"model.heads={cfg.model.heads} does not divide the conditioning "
+                              f"width {width} of views {cond}; choose a divisor of {width}")
     return RunInputs(vocab, dims, {"views": fps, "vocab": vocab.fingerprint})
 
 

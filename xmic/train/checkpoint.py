@@ -6,11 +6,12 @@ scheduler and scaler states, RNG state, epoch, history, the resolved config, cac
 """
 from __future__ import annotations
 
-import os
+import io
 from pathlib import Path
 
 import torch
 
+from xmic.cache.atomic_files import write_bytes_atomic
 from xmic.config import XmicError
 
 
@@ -19,12 +20,11 @@ class CheckpointError(XmicError):
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
+    """Serialised in memory, then written atomically (no link in the run folder is followed)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(state, tmp)
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    write_bytes_atomic(path, buf.getbuffer(), path.parent)
 
 
 def load_checkpoint(path: Path) -> dict:

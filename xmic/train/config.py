@@ -9,6 +9,14 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
+MAX_FRAMES = 1024  # T per segment; SPEC uses 16, a cache holds at most a few hundred per segment
+
+
+def _positive(**values) -> None:
+    for name, v in values.items():
+        if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+            raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -38,6 +46,11 @@ class ModelConfig:
             raise ValueError("conditioning_views must name at least one view")
         if self.out_depth < 1 or self.heads < 1 or self.temporal_layers < 0 or self.spatial_layers < 0:
             raise ValueError("out_depth and heads must be >= 1; layer counts >= 0")
+        _positive(mlp_ratio=self.mlp_ratio, out_hidden_ratio=self.out_hidden_ratio,
+                  alpha=self.alpha, clip_adapter_ratio=self.clip_adapter_ratio,
+                  clip_adapter_reduction=self.clip_adapter_reduction)
+        if not math.isfinite(self.logit_scale_init):
+            raise ValueError(f"logit_scale_init must be finite, got {self.logit_scale_init!r}")
 
 
 @dataclass(frozen=True)
@@ -47,6 +60,15 @@ class OptimConfig:
     weight_decay: float = 0.01
     warmup_epochs: float = 5.0
     warmup_start_lr: float = 1e-7
+
+    def __post_init__(self):
+        _positive(lr=self.lr, warmup_start_lr=self.warmup_start_lr)
+        if len(self.betas) != 2 or not all(math.isfinite(b) and 0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {list(self.betas)}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
+        if not (math.isfinite(self.warmup_epochs) and self.warmup_epochs >= 0):
+            raise ValueError(f"warmup_epochs must be a finite number >= 0, got {self.warmup_epochs!r}")
 
 
 @dataclass(frozen=True)
@@ -69,8 +91,11 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
 
     def __post_init__(self):
-        if self.epochs < 0 or self.batch_size < 1 or self.frames < 1:
-            raise ValueError("epochs >= 0, batch_size >= 1 and frames >= 1 are required")
+        if self.epochs < 0 or self.batch_size < 1 or self.eval_batch_size < 1:
+            raise ValueError(f"epochs >= 0, batch_size >= 1 and eval_batch_size >= 1 are required, "
+                             f"got {self.epochs}, {self.batch_size}, {self.eval_batch_size}")
+        if not 1 <= self.frames <= MAX_FRAMES:
+            raise ValueError(f"frames must be in 1..{MAX_FRAMES} per segment, got {self.frames}")
         if not 0.0 <= self.heldout_fraction < 1.0:
             raise ValueError(f"heldout_fraction must be in [0, 1), got {self.heldout_fraction}")
 

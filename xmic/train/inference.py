@@ -1,8 +1,9 @@
-"""Score one clip with a trained run: frames per view -> class scores for any vocabulary.
+"""Inference with a model: the device, logits of a feature bank, one clip's scores.
 
-Inputs: a run folder (``checkpoint.pt``), per view the clip's frame embeddings [n, D] (the
-frames the extractor sampled), and class text embeddings [C, D]. Output: scores [C] at the 16
-bin centres (SPEC §2), the same path evaluation takes.
+Inputs: a device name; a model with a ``FeatureBank`` and class embeddings w [C, D]; or a run
+folder (``checkpoint.pt``) and per view one clip's frame embeddings [n, D]. Outputs: a
+``torch.device``; logits [S, C] at the 16 bin centres (SPEC §2); top-1 and loss of a bank;
+scores [C] of a clip (the same bin-centre path evaluation takes).
 """
 from __future__ import annotations
 
@@ -10,12 +11,43 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from xmic.config import XmicError, from_dict
 from xmic.train.build import build_model
 from xmic.train.checkpoint import load_checkpoint
 from xmic.train.config import TrainConfig
-from xmic.train.data import positions
+from xmic.train.data import FeatureBank, batch, positions
+
+
+def pick_device(name: str) -> torch.device:
+    """auto -> cuda when there is one, else cpu; cuda without a GPU is an error."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise XmicError("--device cuda: no CUDA device is available here; use --device cpu")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+@torch.no_grad()
+def predict_logits(model, bank: FeatureBank, w: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+    """Logits [S, C] at bin centres, in batches."""
+    model.eval()
+    cond = list(cfg.model.conditioning_views) if cfg.method == "xmic" else None
+    out = []
+    seg = torch.arange(len(bank), device=bank.labels.device)
+    for s in seg.split(cfg.eval_batch_size):
+        f, x, _ = batch(bank, s, cfg.model.classified_view, cond, cfg.frames, None, train=False)
+        with torch.autocast(w.device.type, dtype=torch.float16,
+                            enabled=cfg.amp and w.device.type == "cuda"):
+            out.append(model(f, x, w).float())
+    return torch.cat(out)
+
+
+def evaluate_bank(model, bank: FeatureBank, w: torch.Tensor, cfg: TrainConfig) -> dict:
+    logits = predict_logits(model, bank, w, cfg)
+    return {"top1": 100.0 * (logits.argmax(1) == bank.labels).float().mean().item(),
+            "loss": F.cross_entropy(logits, bank.labels).item(), "n": len(bank)}
 
 
 def load_run(run: str | Path) -> tuple[torch.nn.Module, TrainConfig, dict]:

@@ -1,15 +1,19 @@
-"""``train``: fit one method on one cache split, with held-out model selection; ``evaluate_bank``.
+"""``train``: fit one method on one cache split, with held-out model selection.
 
 Inputs: a cache path, a ``TrainConfig``, an output folder (and ``resume``). Outputs in the folder:
 ``config.yaml``; ``last.pt`` (every epoch: model, optimizer, scheduler, scaler, RNG state, history,
 config, fingerprints) and ``checkpoint.pt`` (the selected epoch); ``metrics.jsonl`` (one row per
 epoch); ``train_curve.png``. Returns a summary dict. AdamW with linear warm-up then constant lr
 (SPEC §4), fp16 autocast + gradient scaling on a GPU, fp32 on the CPU; the sampling generator is
-seeded, so CPU runs repeat exactly, also across ``resume``.
+seeded, so CPU runs repeat exactly, also across ``resume``. A non-finite loss or weight stops the
+run with ``TrainingDiverged`` (epoch, step and cause) before anything of that epoch is saved.
+Files are written through ``atomic_files`` (never through a link planted in the run folder).
 """
 from __future__ import annotations
 
+import io
 import json
+import math
 import time
 from pathlib import Path
 
@@ -17,42 +21,20 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from xmic.cache import Cache, CacheError
-from xmic.config import config_to_dict, dump_config
+from xmic.cache import Cache
+from xmic.cache.atomic_files import make_dirs, write_bytes_atomic, write_text_atomic
+from xmic.config import XmicError, config_to_dict, dump_config
 from xmic.train.build import build_model, check_inputs, model_dims, text_matrix
 from xmic.train.checkpoint import CheckpointError, check_resumable, load_checkpoint, save_checkpoint
 from xmic.train.config import TrainConfig
-from xmic.train.data import FeatureBank, batch, heldout_split, load_bank
+from xmic.train.data import batch, heldout_split, load_bank
+from xmic.train.inference import evaluate_bank, pick_device
 from xmic.train.plots import plot_curve
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise CacheError("--device cuda: no CUDA device is available here; use --device cpu")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
-
-
-@torch.no_grad()
-def predict_logits(model, bank: FeatureBank, w: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
-    """Logits [S, C] at bin centres, in batches."""
-    model.eval()
-    cond = list(cfg.model.conditioning_views) if cfg.method == "xmic" else None
-    out = []
-    seg = torch.arange(len(bank), device=bank.labels.device)
-    for s in seg.split(cfg.eval_batch_size):
-        f, x, _ = batch(bank, s, cfg.model.classified_view, cond, cfg.frames, None, train=False)
-        with torch.autocast(w.device.type, dtype=torch.float16,
-                            enabled=cfg.amp and w.device.type == "cuda"):
-            out.append(model(f, x, w).float())
-    return torch.cat(out)
-
-
-def evaluate_bank(model, bank: FeatureBank, w: torch.Tensor, cfg: TrainConfig) -> dict:
-    logits = predict_logits(model, bank, w, cfg)
-    return {"top1": 100.0 * (logits.argmax(1) == bank.labels).float().mean().item(),
-            "loss": F.cross_entropy(logits, bank.labels).item(), "n": len(bank)}
+class TrainingDiverged(XmicError):
+    """The loss or the weights stopped being finite; the run is not saved past its last good epoch."""
+    exit_code = 1
 
 
 def train_step(model, opt, sched, scaler, f, x, y, w, use_amp: bool):
@@ -74,8 +56,14 @@ def _lr_factor(step: int, warmup_steps: float, lr: float, start: float) -> float
     return (start + (lr - start) * step / warmup_steps) / lr
 
 
+def nonfinite_parameters(model) -> list[str]:
+    """Names of parameters holding NaN or Inf."""
+    return [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
+
+
 def train(cache_path: str | Path, cfg: TrainConfig, out: str | Path, resume: bool = False,
           echo=print) -> dict:
+    # ---- setup: data, model, optimizer, and the state to resume ---------------------------
     out = Path(out)
     cache = Cache.open(cache_path)
     inputs = check_inputs(cache, cfg)
@@ -86,15 +74,7 @@ def train(cache_path: str | Path, cfg: TrainConfig, out: str | Path, resume: boo
     tr_idx, ho_idx = heldout_split(full.video_ids, cfg.heldout_fraction)
     train_bank, held = full.subset(tr_idx), (full.subset(ho_idx) if len(ho_idx) else None)
     w = torch.from_numpy(text_matrix(inputs.vocab)).to(device)       # [C, D]
-    target = None
-    if cfg.select_on_target_test_data:
-        tcache_path, _, tsplit = cfg.select_on_target_test_data.rpartition(":")
-        tcache = Cache.open(tcache_path)
-        tin = check_inputs(tcache, cfg)
-        if cfg.method == "linear" and tin.vocab.classes != inputs.vocab.classes:
-            raise CacheError("a linear probe cannot score a target with another vocabulary")
-        target = (load_bank(tcache, tsplit, views, cfg.label, len(tin.vocab.classes), device),
-                  torch.from_numpy(text_matrix(tin.vocab)).to(device))
+    target = _target_bank(cfg, inputs, views, device) if cfg.select_on_target_test_data else None
     echo(f"{cfg.method} on {cache.root} split {cfg.split}: {len(train_bank)} training segments, "
          f"{len(ho_idx)} held out ({cfg.heldout_fraction:.0%} of videos), {classes} classes; "
          f"skipped {sum(full.skipped.values())} segment(s) {full.skipped or ''}; device {device}")
@@ -115,7 +95,9 @@ def train(cache_path: str | Path, cfg: TrainConfig, out: str | Path, resume: boo
     config = config_to_dict(cfg)
     history: list[dict] = []
     start_epoch, best = 1, None
-    out.mkdir(parents=True, exist_ok=True)
+    if out.is_file():
+        raise XmicError(f"--out {out} is a file; give a folder for the run")
+    make_dirs(out, out.parent)
     if resume:
         ck = load_checkpoint(out / "last.pt")
         check_resumable(ck, config, inputs.fingerprints, out / "last.pt")
@@ -130,12 +112,16 @@ def train(cache_path: str | Path, cfg: TrainConfig, out: str | Path, resume: boo
     elif (out / "last.pt").exists():
         raise CheckpointError(f"{out} already holds a run; pass --resume to continue it, or "
                               "choose another --out")
-    (out / "config.yaml").write_text(dump_config(cfg))
+    write_text_atomic(out / "config.yaml", dump_config(cfg), out)
     selected_on = ("target test data " + cfg.select_on_target_test_data if target
                    else "held-out source videos" if held is not None else "last epoch")
     cond = list(cfg.model.conditioning_views) if cfg.method == "xmic" else None
-    last_epoch = cfg.epochs if params else 0
-    for epoch in range(start_epoch, last_epoch + 1) if params else [0]:
+    context = {"config": config, "fingerprints": inputs.fingerprints, "method": cfg.method,
+               "classes": inputs.vocab.classes, "selected_on": selected_on,
+               "source_dataset": cache.dataset, "cache": str(cache.root), "dims": dims}
+
+    # ---- epochs: train, check, score, select, save -----------------------------------------
+    for epoch in range(start_epoch, cfg.epochs + 1) if params else [0]:
         t0 = time.time()
         row = {"epoch": epoch, "lr": opt.param_groups[0]["lr"] if opt else None}
         if params:
@@ -144,16 +130,27 @@ def train(cache_path: str | Path, cfg: TrainConfig, out: str | Path, resume: boo
             tot_loss = tot_ok = seen = 0.0
             bar = tqdm(order.split(cfg.batch_size), total=steps_per_epoch, disable=None,
                        desc=f"epoch {epoch}/{cfg.epochs}", leave=False)
-            for seg in bar:
+            for step, seg in enumerate(bar, start=1):
                 f, x, y = batch(train_bank, seg, cfg.model.classified_view, cond, cfg.frames,
                                 gen, train=True)
                 loss, logits = train_step(model, opt, sched, scaler, f, x, y, w, use_amp)
+                value = loss.item()
+                if not math.isfinite(value):
+                    raise TrainingDiverged(
+                        f"{out}: training diverged at epoch {epoch}, step {step}/{steps_per_epoch}: "
+                        f"the loss is {value} (lr {opt.param_groups[0]['lr']:.3g}); nothing of "
+                        "this epoch was saved; lower optim.lr or check the features")
                 n = len(seg)
                 seen += n
-                tot_loss += loss.item() * n
+                tot_loss += value * n
                 tot_ok += (logits.argmax(1) == y).sum().item()
                 bar.set_postfix(loss=f"{tot_loss / seen:.3f}", acc=f"{100 * tot_ok / seen:.1f}",
                                 samples_s=f"{seen / (time.time() - t0):.0f}")
+            bad = nonfinite_parameters(model)
+            if bad:
+                raise TrainingDiverged(
+                    f"{out}: training diverged at epoch {epoch}: non-finite weights in {bad[:5]}; "
+                    "nothing of this epoch was saved; lower optim.lr or check the features")
             row.update(train_loss=tot_loss / seen, train_top1=100 * tot_ok / seen,
                        samples_per_s=seen / (time.time() - t0))
         if held is not None:
@@ -162,7 +159,7 @@ def train(cache_path: str | Path, cfg: TrainConfig, out: str | Path, resume: boo
         if target is not None:
             row["target_top1"] = evaluate_bank(model, target[0], target[1], cfg)["top1"]
         score = row.get("target_top1", row.get("heldout_top1", epoch))
-        row["selected"] = best is None or score > best["score"]
+        row["selected"] = math.isfinite(score) and (best is None or score > best["score"])
         if row["selected"]:
             best = {"epoch": epoch, "score": score}
         row["seconds"] = time.time() - t0
@@ -170,16 +167,28 @@ def train(cache_path: str | Path, cfg: TrainConfig, out: str | Path, resume: boo
         state = {"model": model.state_dict(), "epoch": epoch, "history": history, "best": best,
                  "optimizer": opt.state_dict() if opt else {}, "scaler": scaler.state_dict(),
                  "scheduler": sched.state_dict() if sched else {}, "generator": gen.get_state(),
-                 "config": config, "fingerprints": inputs.fingerprints, "method": cfg.method,
-                 "classes": inputs.vocab.classes, "selected_on": selected_on,
-                 "source_dataset": cache.dataset, "cache": str(cache.root), "dims": dims}
+                 **context}
         save_checkpoint(out / "last.pt", state)
         if row["selected"]:
             save_checkpoint(out / "checkpoint.pt", state)
-        (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
+        write_text_atomic(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history), out)
         echo("epoch {epoch}: ".format(**row) + ", ".join(
             f"{k} {v:.4g}" for k, v in row.items() if isinstance(v, float)))
-    plot_curve(history, out / "train_curve.png",
-               f"{cfg.method} · {cfg.label} · {cache.dataset} {cfg.split} · seed {cfg.seed}")
+
+    # ---- the curve and the summary ----------------------------------------------------------
+    png = io.BytesIO()
+    plot_curve(history, png, f"{cfg.method} · {cfg.label} · {cache.dataset} {cfg.split} · seed {cfg.seed}")
+    write_bytes_atomic(out / "train_curve.png", png.getbuffer(), out)
     return {"out": str(out), "best": best, "selected_on": selected_on, "epochs": len(history),
             "skipped": full.skipped, "train_segments": len(train_bank), "heldout_segments": len(ho_idx)}
+
+
+def _target_bank(cfg: TrainConfig, inputs, views: list[str], device):
+    """The released behaviour's selection set (test data of a target cache): (bank, w)."""
+    tcache_path, _, tsplit = cfg.select_on_target_test_data.rpartition(":")
+    tcache = Cache.open(tcache_path)
+    tin = check_inputs(tcache, cfg)
+    if cfg.method == "linear" and tin.vocab.classes != inputs.vocab.classes:
+        raise XmicError("a linear probe cannot score a target with another vocabulary")
+    return (load_bank(tcache, tsplit, views, cfg.label, len(tin.vocab.classes), device),
+            torch.from_numpy(text_matrix(tin.vocab)).to(device))
