@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from xmic.cache.atomic_files import write_new
-from xmic.cache.layout import DATA, CacheError
+from xmic.cache.direct_read import read_direct
+from xmic.cache.layout import DATA, H5_DATASET, CacheError
 
 BACKENDS = tuple(DATA)
-H5_DATASET = "embeddings"
 
 
 def array_checksum(arr: np.ndarray) -> str:
@@ -99,10 +99,9 @@ def read_into(backend: str, path: Path, out: np.ndarray) -> None:
     """Read the whole shard array straight into ``out`` [rows, D] (no temporary copy)."""
     if out.shape[0] == 0:
         return
-    from xmic.cache.direct_read import read_direct
-    if read_direct(backend, path, out):
-        return
     try:
+        if read_direct(backend, path, out):
+            return
         if backend == "zarr":
             import zarr
             from zarr.core.buffer import default_buffer_prototype

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xmic.cache.layout import CacheError
+from xmic.cache.layout import H5_DATASET, CacheError
 
 EMPTY = 2**64 - 1  # shard-index entry of an inner chunk that was never written (fill value)
 
@@ -33,7 +33,6 @@ def _little(dtype: np.dtype) -> bool:
 def _hdf5_ranges(path: Path, out: np.ndarray):
     """[(byte_offset, row0, nrows)] of an unfiltered, row-chunked HDF5 dataset, or None."""
     import h5py
-    from xmic.cache.backends import H5_DATASET
     with h5py.File(path, "r", locking=False) as f:
         d = f[H5_DATASET]
         if d.shape != out.shape or d.dtype != out.dtype or not _little(d.dtype):

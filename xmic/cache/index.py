@@ -55,8 +55,23 @@ def make_plan(columns: dict, shard_segments: int, prefix: str) -> pa.Table:
     n = len(columns["segment_id"])
     shards = [f"{prefix}-{i // shard_segments:05d}" for i in range(n)]
     data = {f.name: columns[f.name] for f in SEGMENT_FIELDS}
+    _check_ranges(data)
     data["shard"] = shards
     return pa.Table.from_pydict(data, schema=PLAN_SCHEMA)
+
+
+# frame numbers end up in the rows' int32 frame_indices: bound them by that, not by int64
+INT_BOUNDS = {"start_frame": (0, 2**31 - 1), "stop_frame": (0, 2**31 - 1),
+              "verb_id": (-2**31, 2**31 - 1), "noun_id": (-2**31, 2**31 - 1)}
+
+
+def _check_ranges(data: dict) -> None:
+    """Refuse, naming the segment, numbers the index cannot hold (instead of an overflow)."""
+    for col, (lo, hi) in INT_BOUNDS.items():
+        for sid, v in zip(data["segment_id"], data[col]):
+            if v is not None and not lo <= int(v) <= hi:
+                raise CacheError(f"segment {sid}: {col} {v} is outside {lo}..{hi}; fix the "
+                                 "annotation row")
 
 
 def merge_plans(old: pa.Table | None, new: pa.Table) -> pa.Table:

@@ -42,6 +42,7 @@ RUNNING = ".running"
 SUPERSEDED = ".superseded"
 FAILED_SUFFIX = ".failed.json"
 DATA = {"zarr": "data.zarr", "hdf5": "data.h5"}
+H5_DATASET = "embeddings"  # the one dataset of an HDF5 shard
 
 
 class CacheError(XmicError):

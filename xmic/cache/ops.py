@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 
 from xmic.cache.backends import read_array
 from xmic.cache.fingerprint import fingerprint_id
+from xmic.cache.layout import CacheError
 from xmic.cache.reader import check_data_files
 from xmic.cache.store import Cache
 from xmic.cache.vocab import add_vocab, load_vocab, vocab_names
@@ -75,6 +76,10 @@ def format_info(d: dict) -> str:
 
 def convert(src: Cache, out: str | Path, backend: str, progress=None) -> Cache:
     config = dataclasses.replace(src.config, backend=backend)
+    target = Path(out).resolve()
+    if target == src.root or src.root in target.parents:
+        raise CacheError(f"cannot convert {src.root} into {target}: the output lies inside the "
+                         "cache it converts; choose a folder outside it")
     dst = Cache.create(out, src.dataset, config)
     dst.add_plan(src.plan())
     for view, rec in src.views().items():

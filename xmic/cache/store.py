@@ -91,6 +91,8 @@ class Cache:
                                  f"it cannot change to {config_to_dict(config)} "
                                  "(use `xmic cache convert` for another backend)")
             return cache
+        if root.exists() and not root.is_dir():
+            raise CacheError(f"{root} is a file, not a folder; choose a new folder for the cache")
         if root.exists() and any(root.iterdir()):
             raise CacheError(f"{root} exists, is not empty and is not a cache; choose a new folder")
         make_dirs(root, root.parent)

@@ -119,8 +119,9 @@ def read_embeddings_file(path: Path, key: str | None = None) -> np.ndarray:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
+        first = (str(e).splitlines() or ["empty or truncated file"])[0][:200]
         raise CacheError(f"{path}: refused or unreadable torch file ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0][:200]}); only plain tensors are accepted") from None
+                         f"{first}); only plain tensors are accepted") from None
     if isinstance(obj, dict):
         if key is None or key not in obj:
             raise CacheError(f"{path}: holds a dict with keys {sorted(map(str, obj))}; "

@@ -63,7 +63,10 @@ def plan(cache_dir: Path, kind: str, annotations: Path, root: Path, split: str,
             if meta["classes"].get(k, names) != names:
                 raise XmicError(f"{cache.root}: split {split} has another {k} class list than the "
                                 "splits planned before; one cache holds one vocabulary per label")
-        table = make_plan(cols, cache.config.shard_segments, split)
+        try:
+            table = make_plan(cols, cache.config.shard_segments, split)
+        except CacheError as e:
+            raise CacheError(f"{annotations}: {e}") from None
         cache.add_plan(table)
     digest = hashlib.sha256(json.dumps(table.to_pydict(), sort_keys=True, default=str).encode()).hexdigest()
     meta["splits"][split] = {"dataset": kind, "annotations": str(Path(annotations).resolve()),

@@ -34,8 +34,9 @@ def load_checkpoint(path: Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
+        first = (str(e).splitlines() or ["empty or truncated file"])[0][:200]
         raise CheckpointError(f"{path}: refused or unreadable checkpoint ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0][:200]})") from None
+                              f"{first})") from None
 
 
 def check_resumable(ckpt: dict, config: dict, fingerprints: dict, path: Path) -> None:

@@ -1,0 +1,106 @@
+"""Links planted in our folders: every file and folder that a cache or a run writes, appends to,
+renames or deletes is refused when it is (or lies below) a symbolic link, the link named, and the
+link's target outside is left untouched."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from conftest import fill_cache, fingerprint, segment_frames
+from train_data import make_train_cache
+from xmic.cache import ShardWriter
+from xmic.cache.atomic_files import UnsafePathError, guard, write_bytes_atomic
+from xmic.cache.vocab import add_vocab
+from xmic.config import load_config
+from xmic.train.config import TrainConfig
+from xmic.train.loop import train
+
+
+@pytest.fixture
+def outside(tmp_path):
+    """A file and a folder outside every cache, whose contents must never change."""
+    d = tmp_path / "outside"
+    d.mkdir()
+    (d / "secret.txt").write_text("untouched")
+    return d
+
+
+def snapshot(d):
+    return {p.name: p.read_bytes() for p in d.iterdir() if p.is_file()}
+
+
+def write_shard(cache, shard):
+    with ShardWriter(cache, "full_frame", shard, 16, fingerprint()) as w:
+        for sid in w.segment_ids:
+            a = segment_frames(sid, 16, "full_frame")
+            w.add(sid, a, range(len(a)))
+        w.commit()
+
+
+@pytest.mark.parametrize("planted", [".tmp", ".running", ".attempts", ".attempts/SHARD.log",
+                                     "SHARD.failed.json", "SHARD"])
+def test_links_in_a_view_folder_are_refused(tmp_path, outside, planted):
+    cache = fill_cache(tmp_path / "c", n=8, views=(), splits=("train",))  # planned, not written
+    shard = cache.shards()[0]
+    link = cache.root / "views" / "full_frame" / planted.replace("SHARD", shard)
+    link.parent.mkdir(parents=True, exist_ok=True)
+    points_to_file = planted.endswith((".log", ".json"))
+    os.symlink(outside / "secret.txt" if points_to_file else outside, link)
+    before = snapshot(outside)
+    with pytest.raises(UnsafePathError, match="symbolic link") as e:
+        if planted == "SHARD.failed.json":
+            w = ShardWriter(cache, "full_frame", shard, 16, fingerprint())
+            w._write_failure(RuntimeError("boom"))
+        else:
+            write_shard(cache, shard)
+    assert str(link) in str(e.value)
+    assert snapshot(outside) == before and sorted(os.listdir(outside)) == ["secret.txt"]
+
+
+def test_links_at_the_cache_level_are_refused(tmp_path, outside):
+    cache = make_train_cache(tmp_path / "c", n=8)
+    before = snapshot(outside)
+    (cache.root / "index.parquet").unlink(missing_ok=True)
+    os.symlink(outside / "secret.txt", cache.root / "index.parquet")
+    with pytest.raises(UnsafePathError, match="index.parquet"):
+        cache.index(refresh=True)
+    (cache.root / "vocab").rename(tmp_path / "vocab-moved")
+    os.symlink(outside, cache.root / "vocab")
+    with pytest.raises(UnsafePathError, match="vocab"):
+        add_vocab(cache, "noun2", ["a", "b"], np.ones((2, 32), np.float32), "{}", {})
+    assert snapshot(outside) == before and sorted(os.listdir(outside)) == ["secret.txt"]
+
+
+@pytest.mark.parametrize("planted", ["checkpoint.pt", "metrics.jsonl", "config.yaml",
+                                     "train_curve.png"])
+def test_links_in_a_run_folder_are_refused(tmp_path, outside, planted):
+    cache = make_train_cache(tmp_path / "c", n=12)
+    run = tmp_path / "run"
+    run.mkdir()
+    os.symlink(outside / "secret.txt", run / planted)
+    cfg = load_config(TrainConfig, None, ["epochs=1", "device=cpu"])
+    before = snapshot(outside)
+    with pytest.raises(UnsafePathError, match=planted):
+        train(cache.root, cfg, run, echo=lambda *a, **k: None)
+    assert snapshot(outside) == before
+
+
+def test_guard_checks_every_component(tmp_path, outside):
+    root = tmp_path / "root"
+    (root / "a").mkdir(parents=True)
+    os.symlink(outside, root / "a" / "b")
+    with pytest.raises(UnsafePathError, match="a/b"):
+        guard(root / "a" / "b" / "c" / "file", root)
+    with pytest.raises(UnsafePathError, match="outside"):
+        guard(tmp_path / "elsewhere", root)
+    with pytest.raises(UnsafePathError, match=r"'\.\.'"):
+        guard(root / "a" / ".." / ".." / "x", root)
+    with pytest.raises(UnsafePathError):
+        write_bytes_atomic(root / "a" / "b" / "new.txt", b"x", root)
+    assert sorted(os.listdir(outside)) == ["secret.txt"]
+    root_link = tmp_path / "root-link"  # the folder the user names may itself be a link
+    os.symlink(root, root_link)
+    write_bytes_atomic(root_link / "ok.txt", b"fine", root_link)
+    assert (root / "ok.txt").read_bytes() == b"fine"
