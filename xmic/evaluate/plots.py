@@ -2,23 +2,30 @@
 the confusion matrix of the most frequent classes, and the reliability of top-1 scores.
 
 Inputs: scores [S, C], softmax probabilities [S, C], labels [S], class names, a shared mask [C].
-Outputs: ``per_class_accuracy.png``, ``confusion.png``, ``reliability.png`` in the folder.
+Output: file name -> PNG bytes of ``per_class_accuracy.png``, ``confusion.png``,
+``reliability.png`` (the caller writes them).
 """
 from __future__ import annotations
 
-from pathlib import Path
+import io
 
 import numpy as np
 
 from xmic.evaluate.metrics import per_class_accuracy, ranked
 
 
-def plot_all(scores, probs, labels, classes, shared, criterion: str, out: Path, title: str,
-             top_classes: int = 20, bins: int = 10) -> None:
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    return buf.getvalue()
+
+
+def plot_all(scores, probs, labels, classes, shared, criterion: str, title: str,
+             top_classes: int = 20, bins: int = 10) -> dict[str, bytes]:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    out = Path(out)
+    pngs: dict[str, bytes] = {}
     pred = ranked(scores, 1)[:, 0]
     correct = pred == labels
     acc = per_class_accuracy(correct, labels, len(classes))
@@ -31,7 +38,7 @@ def plot_all(scores, probs, labels, classes, shared, criterion: str, out: Path, 
     ax.set_ylabel("top-1 accuracy (%)")
     ax.set_title(f"{title}\nper class: shared (blue) / novel (orange), {criterion} criterion")
     fig.tight_layout()
-    fig.savefig(out / "per_class_accuracy.png", dpi=110)
+    pngs["per_class_accuracy.png"] = _png(fig)
     plt.close(fig)
 
     freq = np.bincount(labels, minlength=len(classes))
@@ -52,7 +59,7 @@ def plot_all(scores, probs, labels, classes, shared, criterion: str, out: Path, 
     ax.set_title(f"confusion of the {len(top)} most frequent classes (rows sum to 1)", fontsize=9)
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
-    fig.savefig(out / "confusion.png", dpi=110)
+    pngs["confusion.png"] = _png(fig)
     plt.close(fig)
 
     conf = probs[np.arange(len(labels)), pred]
@@ -72,5 +79,6 @@ def plot_all(scores, probs, labels, classes, shared, criterion: str, out: Path, 
     ax.set_title(f"reliability (ECE {100 * ece:.1f}%)", fontsize=9)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out / "reliability.png", dpi=110)
+    pngs["reliability.png"] = _png(fig)
     plt.close(fig)
+    return pngs

@@ -19,7 +19,8 @@ import torch
 
 from xmic.cache import Cache, CacheError
 from xmic.cache.fingerprint import diff, fingerprint_id
-from xmic.config import from_dict
+from xmic.cache.atomic_files import make_dirs, write_bytes_atomic, write_text_atomic
+from xmic.config import XmicError, from_dict
 from xmic.evaluate.classes import derive_shared, read_class_splits
 from xmic.evaluate.metrics import compute_metrics, ranked
 from xmic.evaluate.plots import plot_all
@@ -82,19 +83,26 @@ def evaluate_run(run: str | Path, cache_path: str | Path, split: str,
                    class_splits=str(class_splits) if class_splits else "derived (exact names)",
                    skipped=bank.skipped)
     out = Path(out) if out else run / "eval" / f"{cache.dataset}-{split}"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    if out.is_file():
+        raise XmicError(f"--out {out} is a file; give a folder for the evaluation")
+    root = run if run in out.parents else out.parent  # the folder whose links are refused
+    make_dirs(out, root)
+    write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=1) + "\n", root)
     k = min(5, scores.shape[1])
     top = ranked(scores, k)
     probs = torch.softmax(torch.from_numpy(scores), 1).numpy()
     names = np.array(target_classes, dtype=object)
+    sink = pa.BufferOutputStream()
     pq.write_table(pa.table({
         "segment_id": bank.segment_ids, "true_id": labels, "true_class": names[labels].tolist(),
         "top5_ids": top.tolist(), "top5_classes": names[top].tolist(),
         "top5_scores": np.take_along_axis(scores, top, 1).tolist(),
-        "top5_probs": np.take_along_axis(probs, top, 1).tolist()}), out / "predictions.parquet")
+        "top5_probs": np.take_along_axis(probs, top, 1).tolist()}), sink)
+    write_bytes_atomic(out / "predictions.parquet", memoryview(sink.getvalue()), root)
     if plots:
         crit = "exact" if "exact" in shared else next(iter(shared))
-        plot_all(scores, probs, labels, target_classes, np.asarray(shared[crit]), crit, out,
-                 f"{cfg.method} ({source} → {cache.dataset} {split}, {cfg.label})")
+        for name, png in plot_all(scores, probs, labels, target_classes, np.asarray(shared[crit]),
+                                  crit, f"{cfg.method} ({source} → {cache.dataset} {split}, "
+                                  f"{cfg.label})").items():
+            write_bytes_atomic(out / name, png, root)
     return metrics

@@ -31,5 +31,5 @@ def plot_curve(rows: list[dict], path: Path, title: str) -> None:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, format="png", dpi=110)  # a path or a binary file object
     plt.close(fig)
