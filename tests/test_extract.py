@@ -366,3 +366,36 @@ def test_egtea_official_split_and_video_info(tmp_path):
     info.write_text("video_id,duration,fps,resolution\nP99_01,1.0,50.0,1x1\n")
     with pytest.raises(CacheError, match="video P01_01 is not in .*EPIC_100_video_info.csv"):
         plan(tmp_path / "c", "epic", e["annotations"], e["root"], "train", boxes=e["boxes"])
+
+
+def test_ctrl_c_keeps_what_was_encoded(tmp_path, epic, encoder, monkeypatch):
+    """Ctrl-C while shard 2 encodes: shard 1 (its commit in flight) is committed, shard 2 is
+    neither committed nor recorded as failed, no claim or temporary folder is left, the error
+    says what to do; the same command then completes with the bytes of a clean run."""
+    from xmic.extract import pipeline
+    plan(tmp_path / "c", "epic", epic["annotations"], epic["root"], "train", boxes=epic["boxes"],
+         cache_config=CacheConfig(shard_segments=1))
+    real, calls = pipeline._encode_shard, {"n": 0}
+
+    def interrupted(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+    monkeypatch.setattr(pipeline, "_encode_shard", interrupted)
+    with pytest.raises(pipeline.Interrupted, match=r"interrupted at shard train-00001: the 1 shard"):
+        run_shards(tmp_path / "c", CFG, encoder=encoder, echo=lambda *a: None)
+    c = Cache.open(tmp_path / "c")
+    for view in ("full_frame", "hand_crop"):
+        assert c.shard_state(view, "train-00000") == "done"
+        assert c.shard_state(view, "train-00001") == "pending"  # not "failed"
+        vdir = c.root / "views" / view
+        assert not list((vdir / ".running").iterdir()) and not list((vdir / ".tmp").iterdir())
+    monkeypatch.undo()
+    s = run_shards(tmp_path / "c", CFG, encoder=encoder, echo=lambda *a: None)
+    assert s["shards_failed"] == 0 and s["shards_skipped"] == 1
+    plan(tmp_path / "clean", "epic", epic["annotations"], epic["root"], "train",
+         boxes=epic["boxes"], cache_config=CacheConfig(shard_segments=1))
+    run_shards(tmp_path / "clean", CFG, encoder=encoder, echo=lambda *a: None)
+    from conftest import assert_same_features
+    assert_same_features(tmp_path / "c", tmp_path / "clean")

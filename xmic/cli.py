@@ -58,7 +58,10 @@ def _shard_range(text):
         return None
     out = []
     for part in text.split(","):
-        a, _, b = part.partition("-")
+        a, _, b = part.strip().partition("-")
+        if not a.isdigit() or not (b or a).isdigit() or int(b or a) < int(a):
+            raise XmicError(f"--shards {text!r}: {part!r} is not a shard number or a range "
+                            "like 0-9; give e.g. --shards 0-9,12")
         out += list(range(int(a), int(b or a) + 1))
     return out
 

@@ -136,3 +136,9 @@ def test_garbage_hdf5_met_while_training(tmp_path):
                    "--epochs", "1", "--device", "cpu", "--set", "model.heads=1",
                    words="cannot read shard data")
     shutil.rmtree(tmp_path / "run", ignore_errors=True)
+
+
+def test_bad_shard_ranges(tmp_path):
+    for bad in ("0-x", "3-1", "-2", "a"):
+        one_line_error("extract", "run", tmp_path, "--shards", bad, "--weights", "random",
+                       words=f"--shards {bad!r}")

@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from xmic.cache import Cache, CacheConfig, ShardWriter
+from xmic.cache.claims import reap_dead_claims
 from xmic.cache.store import discard_if_new
 from xmic.cache.layout import CacheError
 from xmic.cache.writer import disk_full
@@ -146,13 +147,23 @@ def encode_packed(enc, tensors: list[torch.Tensor], batch_size: int) -> tuple[li
     return list(emb.split([len(t) for t in tensors])), batch_size
 
 
+class Interrupted(XmicError):
+    """Ctrl-C (or SIGINT) during extraction: what was encoded before is committed."""
+    exit_code = 130
+
+
 def commit_all(writers: list[ShardWriter], stats: dict) -> None:
+    """Commit every view's writer of one shard; a view whose commit fails is recorded failed
+    with its own error, the other views still commit; the first error is raised at the end."""
+    first = None
     for w in writers:  # each marker adds write_s, the writer's own time
         try:
             w.commit(stats)
         except Exception as e:
             w.record_failure(e)
-            raise
+            first = first or e
+    if first is not None:
+        raise first
 
 
 class CommitQueue:
@@ -204,6 +215,8 @@ def run_shards(cache_dir: Path, cfg: ExtractConfig, shard_ids: list[int] | list[
     enc = encoder or load_encoder(cfg.model, cfg.weights, cfg.device, cfg.precision, cfg.seed)
     names = cfg.view_names()  # planned view -> the cache view it is written to
     chosen = _resolve_shards(cache.shards(), shard_ids)
+    for v in cache.views():  # claims left by killed or interrupted writers on this host
+        reap_dead_claims(cache.root, v)
     summary = {"shards_done": 0, "shards_skipped": 0, "shards_failed": 0, "segments_failed": 0,
                "failures": [], "frames": 0, "warnings": list(enc.warnings)}
     plan_rows = cache.plan().to_pylist()
@@ -235,6 +248,15 @@ def run_shards(cache_dir: Path, cfg: ExtractConfig, shard_ids: list[int] | list[
                                              producer_config=config_to_dict(cfg),
                                              provenance={"split": split, **info})
                 stats = _encode_shard(enc, cfg, info, rows, writers, summary, bar, shard)
+            except KeyboardInterrupt:  # the shard in progress is cleanly not committed
+                for w in writers.values():
+                    w.claim.release()
+                errors = commits.drain()  # the shards encoded before it are
+                bar.close()
+                raise Interrupted(
+                    f"interrupted at shard {shard}: the {summary['shards_done'] - len(errors)} "
+                    f"shard(s) encoded before it are committed, {shard} is not; run the same "
+                    "command again to continue") from None
             except Exception as e:  # the shard is marked failed; the next one goes on
                 for w in writers.values():
                     w.record_failure(e)
