@@ -63,15 +63,41 @@ def fill_cache(root: Path, backend: str = "zarr", n: int = 10, dim: int = 16,
     return cache
 
 
+def _run_in_process(args: list[str], cwd, env) -> subprocess.CompletedProcess:
+    import traceback
+
+    from click.testing import CliRunner
+
+    from xmic.cli import main
+    old = os.getcwd()
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        r = CliRunner(env=env).invoke(main, args, catch_exceptions=True)
+    finally:
+        os.chdir(old)
+    stderr = r.stderr
+    if r.exception is not None and not isinstance(r.exception, SystemExit):
+        stderr += "Traceback (most recent call last):\n" + "".join(
+            traceback.format_exception(r.exception))
+    return subprocess.CompletedProcess(["xmic", *args], r.exit_code, r.stdout, stderr)
+
+
 @pytest.fixture
 def small_cache(tmp_path):
     return fill_cache(tmp_path / "cache")
 
 
-def run_xmic(*args, check=True, **kw) -> subprocess.CompletedProcess:
-    """Run the real CLI in a subprocess, as a user would."""
-    cp = subprocess.run([sys.executable, "-m", "xmic.cli", *map(str, args)], capture_output=True,
-                        text=True, **kw)
+def run_xmic(*args, check=True, subprocess_: bool = False, cwd=None, env=None):
+    """Run the real CLI: in this process with click's runner (fast; a command that raises
+    anything but its own exit gives returncode 1 and the traceback on stderr), or, with
+    ``subprocess_`` (where a crash or a signal is the point), as a user would."""
+    args = [str(a) for a in args]
+    if subprocess_:
+        cp = subprocess.run([sys.executable, "-m", "xmic.cli", *args], capture_output=True,
+                            text=True, cwd=cwd, env=env)
+    else:
+        cp = _run_in_process(args, cwd, env)
     if check and cp.returncode != 0:
         raise AssertionError(f"xmic {' '.join(map(str, args))} failed ({cp.returncode}):\n"
                              f"{cp.stdout}\n{cp.stderr}")
