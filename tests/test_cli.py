@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import math
 
+import pytest
 
 from conftest import run_xmic
 from xmic.cache import Cache
@@ -40,7 +42,12 @@ def test_predict(demo_out, tmp_path):
     r = json.loads(cp.stdout)
     assert r["frames"] == 40 and len(r["top"]) == 3
     assert {t["class"] for t in r["top"]} <= {"knife", "chopping board", "door", "phone"}
-    assert abs(sum(t["prob"] for t in r["top"]) - 1) < 0.5 and any("RANDOM" in n for n in r["notes"])
+    assert any("RANDOM" in n for n in r["notes"])
+    # probabilities are the softmax over all 4 classes: ordered, ratios exp(score difference)
+    p, s = [t["prob"] for t in r["top"]], [t["score"] for t in r["top"]]
+    assert p == sorted(p, reverse=True) and 0 < sum(p) <= 1 + 1e-6
+    for i in range(1, 3):
+        assert p[i] / p[0] == pytest.approx(math.exp(s[i] - s[0]), rel=1e-5)
     frames = out / "world" / "epic" / "P01" / "rgb_frames" / "P01_01"
     cp = run_xmic("predict", frames, "--run", out / "runs" / "zeroshot", "--vocab",
                   f"{out / 'caches' / 'ego4d'}:noun")
@@ -53,6 +60,32 @@ def test_predict(demo_out, tmp_path):
                        "encoder differs")):
         cp = run_xmic("predict", args[0], "--run", out / "runs" / "xmic", *args[1:], check=False)
         assert cp.returncode == 2 and msg in cp.stderr, (args, cp.stderr)
+
+
+def test_predict_uses_the_crop_thresholds_of_the_runs_cache(demo_out, tmp_path, monkeypatch):
+    import shutil
+
+    import torch
+
+    from xmic.extract import clip_embed
+    out, _ = demo_out
+    run = tmp_path / "run"
+    shutil.copytree(out / "runs" / "xmic", run)
+    ck = torch.load(run / "checkpoint.pt", weights_only=True)
+    ck["fingerprints"]["views"]["hand_crop"]["crop"].update(hand_score=0.5, object_score=0.2,
+                                                            min_box_px=3.0)
+    torch.save(ck, run / "checkpoint.pt")
+    seen = {}
+    real = clip_embed.embed_clip
+
+    def spy(*a, **k):
+        seen.update(k)
+        return real(*a, **k)
+    monkeypatch.setattr(clip_embed, "embed_clip", spy)
+    clip = out / "world" / "ego4d" / "clips" / "demo000.mp4"
+    run_xmic("predict", clip, "--run", run, "--classes", "knife,door", "--boxes",
+             out / "world" / "ego4d" / "boxes.csv", "--start", "0", "--end", "2")
+    assert (seen["hand_score"], seen["object_score"], seen["min_box_px"]) == (0.5, 0.2, 3.0)
 
 
 def test_convert_cli(small_cache, tmp_path):

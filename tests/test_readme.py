@@ -104,5 +104,6 @@ def test_training_evaluation_prediction_blocks_run_verbatim(demo_out, tmp_path):
     table = run_xmic("evaluate", "table", "runs/epic-noun", "runs/epic-noun-zs", "--criterion",
                      "exact", "--format", "md", cwd=tmp_path).stdout
     assert "| xmic |" in table and "| zeroshot |" in table
-    assert json.loads(run_xmic(*[mapped.get(a, a) for a in shlex.split(lines[-1])[1:]],
-                               cwd=tmp_path).stdout)
+    r = json.loads(run_xmic(*[mapped.get(a, a) for a in shlex.split(lines[-1])[1:]],
+                            cwd=tmp_path).stdout)
+    assert r["frames"] > 0 and len(r["top"]) == 5 and {"class", "score", "prob"} <= set(r["top"][0])
