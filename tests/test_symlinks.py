@@ -104,3 +104,18 @@ def test_guard_checks_every_component(tmp_path, outside):
     os.symlink(root, root_link)
     write_bytes_atomic(root_link / "ok.txt", b"fine", root_link)
     assert (root / "ok.txt").read_bytes() == b"fine"
+
+
+def test_a_cache_or_run_folder_that_is_itself_a_link_is_the_users_choice(tmp_path):
+    real = tmp_path / "scratch"
+    real.mkdir()
+    (tmp_path / "caches").mkdir()
+    os.symlink(real, tmp_path / "caches" / "epic")
+    cache = fill_cache(tmp_path / "caches" / "epic", n=6, views=("full_frame",), splits=("train",))
+    assert (real / "cache.json").exists() and cache.committed("full_frame")
+    os.symlink(tmp_path / "scratch-run", tmp_path / "run-link")
+    (tmp_path / "scratch-run").mkdir()
+    tc = make_train_cache(tmp_path / "tc", n=12)
+    train(tc.root, load_config(TrainConfig, None, ["epochs=1", "device=cpu"]), tmp_path / "run-link",
+          echo=lambda *a, **k: None)
+    assert (tmp_path / "scratch-run" / "checkpoint.pt").exists()

@@ -21,7 +21,7 @@ from xmic.cache import fingerprint as fpmod
 from xmic.cache.claims import live_claims
 from xmic.cache.config import CacheConfig
 from xmic.cache.index import PLAN_SCHEMA, consolidate, merge_plans
-from xmic.cache.atomic_files import (NOFOLLOW, create_json_exclusive, make_dirs, remove_file,
+from xmic.cache.atomic_files import (NOFOLLOW, create_json_exclusive, remove_file,
                                      remove_tree, write_bytes_atomic)
 from xmic.cache.layout import (ATTEMPTS, CACHE_JSON, FAILED_SUFFIX, INDEX, MARKER, ROWS, SEGMENTS, CacheError, read_json,
                                shard_dir, view_dir)
@@ -95,7 +95,7 @@ class Cache:
             raise CacheError(f"{root} is a file, not a folder; choose a new folder for the cache")
         if root.exists() and any(root.iterdir()):
             raise CacheError(f"{root} exists, is not empty and is not a cache; choose a new folder")
-        make_dirs(root, root.parent)
+        root.mkdir(parents=True, exist_ok=True)  # the folder the user names may be a link
         meta = {"format": FORMAT, "version": VERSION, "dataset": dataset,
                 "backend": config.backend, "dtype": config.dtype, "config": config_to_dict(config),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

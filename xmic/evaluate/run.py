@@ -85,8 +85,12 @@ def evaluate_run(run: str | Path, cache_path: str | Path, split: str,
     out = Path(out) if out else run / "eval" / f"{cache.dataset}-{split}"
     if out.is_file():
         raise XmicError(f"--out {out} is a file; give a folder for the evaluation")
-    root = run if run in out.parents else out.parent  # the folder whose links are refused
-    make_dirs(out, root)
+    if run in out.parents:  # inside the run: no link planted on the way
+        root = run
+        make_dirs(out, root)
+    else:  # a folder the user names (it may be a link)
+        root = out
+        out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=1) + "\n", root)
     k = min(5, scores.shape[1])
     top = ranked(scores, k)

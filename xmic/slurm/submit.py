@@ -12,7 +12,6 @@ and returned, with the submitit jobs (kept out of the record) for ``wait``.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import time

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from xmic.cache import Cache
-from xmic.cache.atomic_files import make_dirs, write_bytes_atomic, write_text_atomic
+from xmic.cache.atomic_files import write_bytes_atomic, write_text_atomic
 from xmic.config import XmicError, config_to_dict, dump_config
 from xmic.train.build import build_model, check_inputs, model_dims, text_matrix
 from xmic.train.checkpoint import CheckpointError, check_resumable, load_checkpoint, save_checkpoint
@@ -97,7 +97,7 @@ def train(cache_path: str | Path, cfg: TrainConfig, out: str | Path, resume: boo
     start_epoch, best = 1, None
     if out.is_file():
         raise XmicError(f"--out {out} is a file; give a folder for the run")
-    make_dirs(out, out.parent)
+    out.mkdir(parents=True, exist_ok=True)  # the folder the user names may be a link
     if resume:
         ck = load_checkpoint(out / "last.pt")
         check_resumable(ck, config, inputs.fingerprints, out / "last.pt")
