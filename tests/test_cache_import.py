@@ -12,8 +12,9 @@ import pytest
 
 from conftest import run_xmic
 from xmic.cache import Cache, CacheError, load_split
-from xmic.cache.legacy import read_feature_pickle, safe_load_pickle
-from xmic.cache.synthetic import make_xmic_inputs
+from xmic.cache.safe_pickle import safe_load_pickle
+from xmic.cache.xmic_import import read_feature_pickle
+from xmic_inputs import make_xmic_inputs
 from xmic.cache.verify import verify
 from xmic.cache.vocab import load_vocab
 
@@ -189,7 +190,7 @@ def test_bad_pickles_refused_nothing_written(tmp_path, epic_inputs):
 
 
 def test_bad_annotations(tmp_path, epic_inputs, ego_inputs):
-    from xmic.cache.annotations import read_ego4d, read_epic
+    from xmic.cache.datasets import DatasetError, read_ego4d, read_epic
     src = epic_inputs["splits"]["train"]["annotations"]
     rows = list(csv.DictReader(open(src)))
     fields = list(rows[0])
@@ -202,38 +203,38 @@ def test_bad_annotations(tmp_path, epic_inputs, ego_inputs):
             w.writerows(rows)
         return p
     kw = dict(noun_classes=epic_inputs["noun_classes"], verb_classes=epic_inputs["verb_classes"])
-    with pytest.raises(CacheError, match=r"row 4: duplicate segment id .* \(first at row 2\)"):
+    with pytest.raises(DatasetError, match=r"row 4: duplicate segment id .* \(first at row 2\)"):
         read_epic(write(rows[:2] + [rows[0]]), "train", **kw)
-    with pytest.raises(CacheError, match=r"row 3: noun id 99 out of range 0..11"):
+    with pytest.raises(DatasetError, match=r"row 3: noun id 99 out of range 0..11"):
         read_epic(write([rows[0], {**rows[1], "noun_class": "99"}]), "train", **kw)
-    with pytest.raises(CacheError, match=r"missing column\(s\) \['stop_frame'\]"):
+    with pytest.raises(DatasetError, match=r"missing column\(s\) \['stop_frame'\]"):
         read_epic(write(rows, [f for f in fields if f != "stop_frame"]), "train", **kw)
-    with pytest.raises(CacheError, match="row 2: bad timestamp"):
+    with pytest.raises(DatasetError, match="row 2: bad timestamp"):
         read_epic(write([{**rows[0], "start_timestamp": "soon"}]), "train", **kw)
-    with pytest.raises(CacheError, match="stops before it starts"):
+    with pytest.raises(DatasetError, match="stops before it starts"):
         read_epic(write([{**rows[0], "start_frame": "999999"}]), "train", **kw)
     alone = tmp_path / "alone"
     alone.mkdir()
     write(rows).rename(alone / "EPIC_100_train.csv")
-    with pytest.raises(CacheError, match="give it with --noun-classes"):
+    with pytest.raises(DatasetError, match="give it with --noun-classes"):
         read_epic(alone / "EPIC_100_train.csv", "train")
     unlabelled = write(rows, [f for f in fields if f not in ("verb_class", "noun_class")], "test.csv")
     segs, vocab = read_epic(unlabelled, "test")
     assert vocab == {} and set(segs.columns["noun_id"]) == {-1}
-    with pytest.raises(CacheError, match="not found"):
+    with pytest.raises(DatasetError, match="not found"):
         read_epic(tmp_path / "none.csv", "train")
     ego = json.load(open(ego_inputs["splits"]["train"]["annotations"]))
     ego["clips"][1]["noun_label"] = 3
     p = tmp_path / "ego.json"
     p.write_text(json.dumps(ego))
-    with pytest.raises(CacheError, match=r"clips\[1\]: noun_label 3 is 'bowl' in .* but the clip says"):
+    with pytest.raises(DatasetError, match=r"clips\[1\]: noun_label 3 is 'bowl' in .* but the clip says"):
         read_ego4d(p, "train", ego_inputs["taxonomy"])
     del ego["clips"][0]["clip_uid"]
     p.write_text(json.dumps(ego))
-    with pytest.raises(CacheError, match=r"clips\[0\]: missing key\(s\) \['clip_uid'\]"):
+    with pytest.raises(DatasetError, match=r"clips\[0\]: missing key\(s\) \['clip_uid'\]"):
         read_ego4d(p, "train", ego_inputs["taxonomy"])
     p.write_text("{not json")
-    with pytest.raises(CacheError, match="not valid JSON"):
+    with pytest.raises(DatasetError, match="not valid JSON"):
         read_ego4d(p, "train", ego_inputs["taxonomy"])
 
 

@@ -7,7 +7,8 @@ import pytest
 from conftest import fill_cache, segment_frames
 from xmic.cache import Cache, CacheConfig, CacheError, ShardWriter, load_split
 from xmic.cache.index import make_plan
-from xmic.cache.ops import convert, info
+from xmic.cache.convert import convert
+from xmic.cache.info import info
 from xmic.cache.verify import verify
 
 

@@ -82,7 +82,7 @@ def test_derive_and_read_splits(tmp_path):
 @pytest.mark.skipif(not ANNO.is_dir(), reason=f"X-MIC lists not found at {ANNO}")
 @pytest.mark.parametrize("label", ["noun", "verb"])
 def test_real_xmic_lists_cover_each_vocabulary(label):
-    from xmic.cache.annotations import read_class_list
+    from xmic.cache.datasets import read_class_list
     epic = read_class_list(SHARED_DATA / "epic-kitchens-100-annotations" /
                            f"EPIC_100_{label}_classes.csv")
     got = read_class_splits(ANNO, "epic", "ego4d", label, epic)
@@ -133,7 +133,7 @@ def test_table_mean_and_std_over_seeds(tmp_path):
 
 @pytest.fixture(scope="module")
 def two_caches(tmp_path_factory):
-    from xmic.cache.synthetic import make_xmic_inputs
+    from xmic_inputs import make_xmic_inputs
     base = tmp_path_factory.mktemp("xd")
     epic = make_xmic_inputs(base / "epic-in", "epic", ("train", "validation"), 40, dim=64)
     ego = make_xmic_inputs(base / "ego-in", "ego4d", ("val",), 30, dim=64)

@@ -349,8 +349,7 @@ def test_local_dir_weights(tmp_path, encoder):
 
 
 def test_egtea_official_split_and_video_info(tmp_path):
-    from xmic.cache import CacheError
-    from xmic.extract.datasets import read_egtea
+    from xmic.cache.datasets import read_egtea
     (tmp_path / "verb_idx.txt").write_text("Take 1\nPut 2\n")
     (tmp_path / "noun_idx.txt").write_text("bowl 1\ncutting board 2\n")
     (tmp_path / "test_split1.txt").write_text(
@@ -364,7 +363,8 @@ def test_egtea_official_split_and_video_info(tmp_path):
     e = make_epic(tmp_path / "e", videos=("P01_01",), frames=50, segs_per_video=1)
     info = e["annotations"].parent / "EPIC_100_video_info.csv"
     info.write_text("video_id,duration,fps,resolution\nP99_01,1.0,50.0,1x1\n")
-    with pytest.raises(CacheError, match="video P01_01 is not in .*EPIC_100_video_info.csv"):
+    from xmic.cache.datasets import DatasetError
+    with pytest.raises(DatasetError, match="video P01_01 is not in .*EPIC_100_video_info.csv"):
         plan(tmp_path / "c", "epic", e["annotations"], e["root"], "train", boxes=e["boxes"])
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import SHARED_DATA, run_xmic
 from xmic.cache import Cache, load_split
-from xmic.cache.annotations import read_class_list, read_epic
+from xmic.cache.datasets import read_class_list, read_epic
 from xmic.cache.verify import verify
 from xmic.cache.vocab import load_vocab, read_embeddings_file
 

@@ -361,7 +361,7 @@ def _cache_config(config_path, sets):
 def cache_info(cache_dir, as_json):
     """Datasets, splits, views, shard states, bytes, vocabularies and fingerprints."""
     from xmic.cache import Cache
-    from xmic.cache.ops import format_info, info
+    from xmic.cache.info import format_info, info
     d = info(Cache.open(cache_dir))
     click.echo(json.dumps(d, indent=1) if as_json else format_info(d))
 
@@ -392,7 +392,7 @@ def cache_convert(cache_dir, out, backend):
     from tqdm import tqdm
 
     from xmic.cache import Cache
-    from xmic.cache.ops import convert
+    from xmic.cache.convert import convert
     from xmic.cache.verify import verify
     src = Cache.open(cache_dir)
     total = sum(len(src.committed(v)) for v in src.views())
@@ -440,7 +440,7 @@ def cache_import(cache_dir, fmt, dataset, split, annotations, views, taxonomy, n
                  verb_classes, video_info, backend, config_path, sets, model_name,
                  weights_sha256, quick_gelu):
     """Import features made by the released X-MIC code (one pickle per split and view)."""
-    from xmic.cache.legacy import import_pickles, imported_model
+    from xmic.cache.xmic_import import import_pickles, imported_model
     if backend:
         sets = (*sets, f"backend={backend}")
     config = _cache_config(config_path, sets) if (sets or config_path) else None
@@ -478,8 +478,8 @@ def cache_import_text(cache_dir, name, classes, field, embeddings, key, prompt, 
                       model_name, weights_sha256, quick_gelu):
     """Add a vocabulary: class names and their text embeddings [C, D]."""
     from xmic.cache import Cache
-    from xmic.cache.annotations import read_class_list
-    from xmic.cache.legacy import imported_model, imported_vocab_fingerprint
+    from xmic.cache.datasets import read_class_list
+    from xmic.cache.xmic_import import imported_model, imported_vocab_fingerprint
     from xmic.cache.vocab import add_vocab, read_embeddings_file
     names = read_class_list(classes, field)
     emb = read_embeddings_file(embeddings, key)

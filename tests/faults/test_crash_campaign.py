@@ -21,7 +21,7 @@ from conftest import assert_same_features, run_xmic
 from extract_data import TINY, make_epic
 from train_data import make_train_cache
 from xmic.cache import Cache
-from xmic.cache.synthetic import make_xmic_inputs
+from xmic_inputs import make_xmic_inputs
 from xmic.cache.verify import verify
 from xmic.train.checkpoint import load_checkpoint
 

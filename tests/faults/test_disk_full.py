@@ -98,7 +98,7 @@ def test_disk_fills_at_each_write_of_a_commit(tmp_path, monkeypatch, backend, st
 
     from conftest import fill_cache, fingerprint, segment_frames
     from xmic.cache import ShardWriter, atomic_files
-    from xmic.cache.layout import CacheError
+    from xmic.cache.paths import CacheError
 
     if stage == "data":  # HDF5: its file image; zarr: its own file writes
         stage = "data.h5" if backend == "hdf5" else "zarr"

@@ -75,7 +75,7 @@ def test_width_zero_embeddings_and_pickles_leave_nothing(tmp_path):
     np.save(tmp_path / "w0.npy", np.zeros((2, 0), np.float32))
     one_line_error("cache", "import-text", cache.root, "--name", "extra", "--classes", classes,
                    "--embeddings", tmp_path / "w0.npy", words="width 0")
-    from xmic.cache.synthetic import make_xmic_inputs
+    from xmic_inputs import make_xmic_inputs
     ann = make_xmic_inputs(tmp_path / "ann", "epic", splits=("train",))["splits"]["train"]
     pkl = tmp_path / "w0.pkl"
     with open(ann["hand_crop"], "rb") as f:

@@ -5,9 +5,9 @@ data), ``load_split`` (views of a split as contiguous arrays + offsets), ``add_v
 ``load_vocab`` (class names + text embeddings), ``CacheConfig``.
 """
 from xmic.cache.config import CacheConfig
-from xmic.cache.layout import CacheError
+from xmic.cache.paths import CacheError
 from xmic.cache.reader import SplitData, ViewArray, load_split
-from xmic.cache.store import Cache
+from xmic.cache.cache_folder import Cache
 from xmic.cache.writer import ShardWriter
 
 __all__ = ["Cache", "CacheConfig", "CacheError", "ShardWriter", "SplitData", "ViewArray",

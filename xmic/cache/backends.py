@@ -15,7 +15,7 @@ import numpy as np
 
 from xmic.cache.atomic_files import write_new
 from xmic.cache.direct_read import read_direct
-from xmic.cache.layout import DATA, H5_DATASET, CacheError
+from xmic.cache.paths import DATA, H5_DATASET, CacheError
 
 BACKENDS = tuple(DATA)
 

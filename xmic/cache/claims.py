@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from xmic.cache.atomic_files import host_tag, make_dirs, remove_file, tmp_name, write_new
-from xmic.cache.layout import RUNNING, pid_alive, view_dir
+from xmic.cache.paths import RUNNING, pid_alive, view_dir
 HEARTBEAT_S = 20.0
 STALE_AFTER_S = 600.0
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xmic.cache.layout import H5_DATASET, CacheError
+from xmic.cache.paths import H5_DATASET, CacheError
 
 EMPTY = 2**64 - 1  # shard-index entry of an inner chunk that was never written (fill value)
 

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from xmic.cache.layout import CacheError, check_name
+from xmic.cache.paths import CacheError, check_name
 
 SEGMENT_FIELDS = [
     pa.field("segment_id", pa.string(), nullable=False),

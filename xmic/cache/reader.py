@@ -19,8 +19,8 @@ import pyarrow.compute as pc
 
 from xmic.cache.backends import read_array, read_into
 from xmic.cache.index import view_columns
-from xmic.cache.layout import CacheError, inside, shard_dir
-from xmic.cache.store import Cache
+from xmic.cache.paths import CacheError, inside, shard_dir
+from xmic.cache.cache_folder import Cache
 
 
 @dataclass

@@ -20,9 +20,9 @@ from xmic.cache import fingerprint as fpmod
 from xmic.cache.backends import array_checksum, array_shape, read_array
 from xmic.cache.index import check_rows, consolidate, view_columns
 from xmic.cache.atomic_files import sha256_file
-from xmic.cache.layout import FAILED_SUFFIX, INDEX, CacheError, shard_dir, view_dir
+from xmic.cache.paths import FAILED_SUFFIX, INDEX, CacheError, shard_dir, view_dir
 from xmic.cache.reader import check_data_files
-from xmic.cache.store import Cache, read_parquet
+from xmic.cache.cache_folder import Cache, read_parquet
 from xmic.cache.writer import nonfinite_rows
 from xmic.cache.vocab import load_vocab, vocab_names
 

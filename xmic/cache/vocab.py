@@ -17,8 +17,8 @@ from xmic.cache import fingerprint as fpmod
 from xmic.cache.backends import array_checksum
 from xmic.cache.atomic_files import (commit_dir, make_dirs, remove_tree, rename, tmp_name,
                                      write_json_atomic, write_new)
-from xmic.cache.layout import CacheError, read_json, vocab_dir
-from xmic.cache.store import Cache
+from xmic.cache.paths import CacheError, read_json, vocab_dir
+from xmic.cache.cache_folder import Cache
 
 
 @dataclass

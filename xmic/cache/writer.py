@@ -31,9 +31,10 @@ from xmic.cache.backends import array_checksum, write_array
 from xmic.cache.index import rows_table
 from xmic.cache.atomic_files import (append_line, commit_dir, make_dirs, remove_file, remove_tree,
                                      sha256_file, tmp_name, write_json_atomic, write_new)
-from xmic.cache.layout import (ATTEMPTS, DATA, MARKER, PROGRESS, ROWS, TMP, CacheError, failed_path,
-                               shard_dir, stale_tmp, view_dir)
-from xmic.cache.store import Cache
+from xmic.cache.paths import (DATA, MARKER, PROGRESS, ROWS, TMP, CacheError, failed_path,
+                               shard_dir, stale_tmp, view_dir, attempts_log,
+                               count_attempts)
+from xmic.cache.cache_folder import Cache
 from xmic.config import config_to_dict
 
 FP16_MAX = float(np.finfo(np.float16).max)
@@ -114,10 +115,9 @@ class ShardWriter:
         self.tmp: Path | None = None
 
     def _log_attempt(self) -> int:
-        log = view_dir(self.cache.root, self.view) / ATTEMPTS / f"{self.shard}.log"
         line = f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {socket.gethostname()} {os.getpid()}\n"
-        append_line(log, line, self.cache.root)
-        return len(log.read_text().splitlines())
+        append_line(attempts_log(self.cache.root, self.view, self.shard), line, self.cache.root)
+        return count_attempts(self.cache.root, self.view, self.shard)
 
     def is_done(self) -> bool:
         return (self.final / MARKER).exists()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from xmic.cache.annotations import normalize_name
+from xmic.cache.datasets import normalize_name
 from xmic.config import XmicError
 
 DATASET_TAGS = {"epic": "epic", "ego4d": "ego", "egtea": "egtea"}

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 from xmic.config import XmicError
-from xmic.extract.datasets import FrameSource, probe_fps
+from xmic.cache.datasets.generic_csv import probe_fps
+from xmic.extract.media import FrameSource
 from xmic.extract.detections import BoxSource
 from xmic.extract.readers import read_frames
 from xmic.extract.sampling import frames_to_encode
@@ -113,7 +114,7 @@ def encoder_for_run(ck: dict, view: str, model: str | None, weights: str | None,
 
 def class_text(enc, names: list[str], prompt: str) -> np.ndarray:
     """[C, D] text embeddings of class names, SPEC-normalised, in the run's prompt."""
-    from xmic.cache.annotations import normalize_name
+    from xmic.cache.datasets import normalize_name
     if enc.tokenizer is None:
         raise XmicError(f"{enc.identity['name']} has no text tower; encode class names with the "
                         "open_clip model that makes the classified stream")

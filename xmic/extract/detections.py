@@ -158,7 +158,7 @@ class BoxSource:
             self._table = self._read_table()
         elif self.path.suffix in (".pkl", ".pickle"):
             self.kind = "xmic-boxes"
-            from xmic.cache.legacy import safe_load_pickle
+            from xmic.cache.safe_pickle import safe_load_pickle
             data = safe_load_pickle(self.path)
             if not isinstance(data, dict):
                 raise BoxError(f"{self.path}: expected dict[segment_id][frame] = box")

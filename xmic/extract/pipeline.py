@@ -22,23 +22,23 @@ from torch.utils.data import DataLoader, Dataset
 
 from xmic.cache import Cache, CacheConfig, ShardWriter
 from xmic.cache.claims import reap_dead_claims
-from xmic.cache.store import discard_if_new
-from xmic.cache.layout import CacheError
+from xmic.cache.cache_folder import discard_if_new
 from xmic.cache.writer import disk_full
 from xmic.cache import fingerprint as F
 from xmic.cache.index import make_plan
 from xmic.cache.atomic_files import write_json_atomic
-from xmic.cache.layout import read_json
+from xmic.cache.paths import PLAN_FILE, CacheError, read_json
 from xmic.cache.vocab import add_vocab
 from xmic.config import XmicError, config_to_dict
 from xmic.extract.clip_embed import class_text
 from xmic.extract.config import ExtractConfig
-from xmic.extract.datasets import check_media_ids, encode_range, frame_source, read_dataset
+from xmic.cache.datasets import read_dataset
+from xmic.extract.media import check_media_ids, encode_range, frame_source
 from xmic.extract.detections import BoxSource
 from xmic.extract.readers import read_frames
 from xmic.extract.sampling import frames_to_encode
 
-PLAN_FILE = "extract_plan.json"
+
 VIEWS = ("full_frame", "hand_crop")
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from PIL import Image, UnidentifiedImageError
 
 from xmic.config import XmicError
-from xmic.extract.datasets import FrameSource
+from xmic.extract.media import FrameSource
 
 
 class ReadError(XmicError):

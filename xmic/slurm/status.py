@@ -21,10 +21,9 @@ import pyarrow.parquet as pq
 
 from xmic.cache import Cache
 from xmic.cache.claims import live_claims
-from xmic.cache.layout import ATTEMPTS, FAILED_SUFFIX, MARKER, PROGRESS, ROWS, CacheError, check_name, read_json, view_dir
-from xmic.extract.pipeline import PLAN_FILE
+from xmic.cache.paths import (FAILED_SUFFIX, MARKER, PLAN_FILE, PROGRESS, ROWS, SUBMISSIONS,
+                              CacheError, check_name, count_attempts, read_json, view_dir)
 
-SUBMISSIONS = "slurm/submissions.jsonl"
 
 
 def planned_views(cache: Cache, rename: dict[str, str] | None = None) -> dict[str, list[str]]:
@@ -50,14 +49,6 @@ def read_submissions(cache_root: Path) -> list[dict]:
             except ValueError:  # a line cut by a crash while appending: skip it, say where
                 out.append({"broken_line": i})
     return out
-
-
-def _attempts(vdir: Path, shard: str) -> int:
-    try:
-        with open(vdir / ATTEMPTS / f"{shard}.log", "rb") as f:
-            return f.read().count(b"\n")
-    except FileNotFoundError:
-        return 0
 
 
 def _first_failed_segment(path: Path) -> str | None:
@@ -124,7 +115,7 @@ def shard_report(cache: Cache, views_by_split: dict[str, list[str]]) -> dict[str
             r["views"][v] = st
             vdir = vdirs[v]
             if st in ("failed", "running"):
-                r["attempts"] = max(r["attempts"], _attempts(vdir, shard))
+                r["attempts"] = max(r["attempts"], count_attempts(cache.root, v, shard))
             if st == "done":
                 m = progress[v].get(shard)
                 if m is None:  # no progress line (older cache, or a lost append): the marker

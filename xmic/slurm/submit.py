@@ -20,11 +20,11 @@ from pathlib import Path
 import submitit
 
 from xmic.cache.atomic_files import append_line, fsync_dir, make_dirs, rename
-from xmic.cache.layout import SUPERSEDED, shard_dir, view_dir
+from xmic.cache.paths import SLURM_LOGS, SUBMISSIONS, SUPERSEDED, shard_dir, view_dir
 from xmic.config import XmicError, config_to_dict
 from xmic.extract.config import ExtractConfig
 from xmic.slurm.config import SlurmConfig
-from xmic.slurm.status import SUBMISSIONS, read_submissions, status
+from xmic.slurm.status import read_submissions, status
 from xmic.slurm.worker import ShardTask
 
 
@@ -115,7 +115,7 @@ def submit(cache_dir: Path, extract_cfg: ExtractConfig, slurm_cfg: SlurmConfig, 
     cap = slurm_cfg.array_parallelism if slurm_cfg.executor == "local" else None
     tasks = group_shards(todo, slurm_cfg.shards_per_task, cap)
     arrays = split_arrays(tasks, max_size)
-    log_dir = Path(slurm_cfg.log_dir or cache.root / "slurm" / "logs").resolve()
+    log_dir = Path(slurm_cfg.log_dir or cache.root / SLURM_LOGS).resolve()
     record = {"kind": kind, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "executor": slurm_cfg.executor, "log_dir": str(log_dir),
               "shards": len(todo), "superseded": redo, "max_array_size": max_size,

@@ -1,66 +1,25 @@
-"""Import features made by the released X-MIC code, with a restricted unpickler.
+"""Import features made by the released X-MIC code.
 
 Inputs: one pickle per (split, view) holding ``dict[segment_id -> float array [n_frames, D]]``
 (every frame of the segment), and the dataset's annotation rows (``annotations.Segments``).
 Output: the split planned into the cache, and every (view, shard) committed; segments that the
 annotations name but a pickle lacks become failed rows. Frame indices are 0..n-1 of the stored
-frames. The pickle loader admits only dicts, lists, tuples, strings, numbers and numpy arrays.
+frames. Pickles go through ``safe_pickle`` (plain data and numpy arrays only).
 """
 from __future__ import annotations
 
-import io
-import pickle
 from pathlib import Path
 
 import numpy as np
 
 from xmic.cache import fingerprint as F
-from xmic.cache.annotations import Segments
-from xmic.cache.index import make_plan
+from xmic.cache.datasets import Segments
 from xmic.cache.atomic_files import sha256_file
-from xmic.cache.layout import CacheError
-from xmic.cache.store import Cache
+from xmic.cache.cache_folder import Cache
+from xmic.cache.index import make_plan
+from xmic.cache.paths import CacheError
+from xmic.cache.safe_pickle import safe_load_pickle
 from xmic.cache.writer import ShardWriter, to_storage
-
-# (module, name) pairs a numpy array or scalar needs to unpickle; nothing here runs user code.
-SAFE_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-    ("numpy", "ndarray"), ("numpy", "dtype"),
-    ("_codecs", "encode"),  # protocol-2 pickles carry array bytes as latin-1 strings
-    ("collections", "OrderedDict"),
-}
-
-
-class ForbiddenGlobal(pickle.UnpicklingError):
-    """The pickle names a global outside ``SAFE_GLOBALS``: loading it could run code."""
-
-
-class RestrictedUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str):
-        if (module, name) in SAFE_GLOBALS:
-            return super().find_class(module, name)
-        if module == "numpy.dtypes" and name.endswith("DType"):  # numpy >= 1.25 dtype classes
-            return super().find_class(module, name)
-        raise ForbiddenGlobal(
-            f"global '{module}.{name}' is not allowed: only dicts, lists, tuples, strings, "
-            "numbers and numpy arrays may appear in a feature pickle")
-
-
-def safe_load_pickle(path: Path):
-    """Unpickle ``path`` admitting only plain data and numpy arrays; errors name the file."""
-    path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            return RestrictedUnpickler(io.BufferedReader(f, 1 << 20)).load()
-    except FileNotFoundError:
-        raise CacheError(f"{path}: pickle not found") from None
-    except ForbiddenGlobal as e:
-        raise CacheError(f"{path}: refused: {e}") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError, IndexError,
-            KeyError, OSError, MemoryError) as e:
-        raise CacheError(f"{path}: not a readable feature pickle ({type(e).__name__}: {e})") from None
 
 
 def read_feature_pickle(path: Path) -> dict:
@@ -157,14 +116,14 @@ def import_pickles(cache_dir: Path, dataset: str, split: str, annotations: Path,
     when the import is refused. Returns ``import_split``'s summary."""
     from tqdm import tqdm
 
-    from xmic.cache import annotations as ann
-    from xmic.cache.store import discard_if_new
+    from xmic.cache.datasets import read_ego4d, read_epic
+    from xmic.cache.cache_folder import discard_if_new
     if dataset == "epic":
-        segs, _ = ann.read_epic(annotations, split, annotation_files.get("noun_classes"),
+        segs, _ = read_epic(annotations, split, annotation_files.get("noun_classes"),
                                 annotation_files.get("verb_classes"),
                                 annotation_files.get("video_info"))
     else:
-        segs, _ = ann.read_ego4d(annotations, split, annotation_files.get("taxonomy"))
+        segs, _ = read_ego4d(annotations, split, annotation_files.get("taxonomy"))
     fps = {v: imported_view_fingerprint(v, model) for v in pickles}
     with discard_if_new(cache_dir):
         c = Cache.open_or_create(cache_dir, dataset, config)

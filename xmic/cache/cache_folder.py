@@ -23,7 +23,7 @@ from xmic.cache.config import CacheConfig
 from xmic.cache.index import PLAN_SCHEMA, consolidate, merge_plans
 from xmic.cache.atomic_files import (NOFOLLOW, create_json_exclusive, remove_file,
                                      remove_tree, write_bytes_atomic)
-from xmic.cache.layout import (ATTEMPTS, CACHE_JSON, FAILED_SUFFIX, INDEX, MARKER, ROWS, SEGMENTS, CacheError, read_json,
+from xmic.cache.paths import (CACHE_JSON, FAILED_SUFFIX, INDEX, MARKER, ROWS, SEGMENTS, CacheError, read_json,
                                shard_dir, view_dir)
 from xmic.config import config_to_dict, dump_config, from_dict
 
@@ -67,6 +67,13 @@ def discard_if_new(root: str | Path):
             if not existed:
                 root.rmdir()
         raise
+
+
+def state_of(committed: bool, running: bool, failed: bool) -> str:
+    """The one rule of a shard's state. done: its folder exists (only the rename that commits it
+    makes it); running: a live writer claims it; failed: ``SHARD.failed.json`` and no commit;
+    pending: none of these."""
+    return ("done" if committed else "running" if running else "failed" if failed else "pending")
 
 
 class Cache:
@@ -224,53 +231,42 @@ class Cache:
                              "view name or a new cache")
 
     # ---- shards --------------------------------------------------------------------------
-    def committed(self, view: str) -> dict[str, Path]:
-        """Shard name -> folder, for every shard of ``view`` with a completion marker."""
+    def _listing(self, view: str) -> tuple[dict[str, Path], set[str]]:
+        """One listing of a view's folder: (committed shard -> folder, shards with a failure
+        record). Committed: a shard folder holding its marker (the rename that commits a shard
+        moves a folder whose marker was written last; a folder without one is damaged)."""
         vdir = view_dir(self.root, view)
-        out = {}
-        if vdir.is_dir():
-            with os.scandir(vdir) as it:
-                for e in it:
-                    if e.is_dir() and not e.name.startswith(".") and \
-                            os.path.exists(os.path.join(e.path, MARKER)):
-                        out[e.name] = Path(e.path)
-        return out
-
-    def marker(self, view: str, shard: str) -> dict:
-        return read_json(shard_dir(self.root, view, shard) / MARKER, f"marker of shard {shard}")
-
-    def shard_state(self, view: str, shard: str) -> str:
-        """done | running (a live writer's claim) | failed (SHARD.failed.json) | pending."""
-        sdir = shard_dir(self.root, view, shard)
-        if (sdir / MARKER).exists():
-            return "done"
-        if live_claims(self.root, view, shard):
-            return "running"
-        if sdir.with_name(shard + FAILED_SUFFIX).exists():
-            return "failed"
-        return "pending"
-
-    def shard_states(self, view: str, claims: dict | None = None) -> dict[str, str]:
-        """Every planned shard's state for ``view``, from one listing of the view's folder. A
-        shard folder exists only by the rename that commits it, so no marker is opened here
-        (``committed`` and ``verify`` do check the markers). ``claims``: ``live_claims`` of the
-        view when the caller has them already."""
-        running = set(live_claims(self.root, view) if claims is None else claims)
-        done, failed = set(), set()
-        vdir = view_dir(self.root, view)
+        done, failed = {}, set()
         if vdir.is_dir():
             with os.scandir(vdir) as it:
                 for e in it:
                     if e.name.endswith(FAILED_SUFFIX):
                         failed.add(e.name[:-len(FAILED_SUFFIX)])
-                    elif not e.name.startswith(".") and e.is_dir():
-                        done.add(e.name)
-        return {s: "done" if s in done else "running" if s in running else
-                "failed" if s in failed else "pending" for s in self.shards()}
+                    elif (not e.name.startswith(".") and e.is_dir(follow_symlinks=False)
+                          and os.path.exists(os.path.join(e.path, MARKER))):
+                        done[e.name] = Path(e.path)
+        return done, failed
 
-    def attempts(self, view: str, shard: str) -> int:
-        log = view_dir(self.root, view) / ATTEMPTS / f"{shard}.log"
-        return len(log.read_text().splitlines()) if log.exists() else 0
+    def committed(self, view: str) -> dict[str, Path]:
+        """Shard name -> folder, for every committed shard of ``view``."""
+        return self._listing(view)[0]
+
+    def marker(self, view: str, shard: str) -> dict:
+        return read_json(shard_dir(self.root, view, shard) / MARKER, f"marker of shard {shard}")
+
+    def shard_state(self, view: str, shard: str) -> str:
+        """done | running | failed | pending of one shard (``state_of``)."""
+        sdir = shard_dir(self.root, view, shard)
+        return state_of((sdir / MARKER).exists(), bool(live_claims(self.root, view, shard)),
+                        sdir.with_name(shard + FAILED_SUFFIX).exists())
+
+    def shard_states(self, view: str, claims: dict | None = None) -> dict[str, str]:
+        """Every planned shard's state for ``view``, from one listing of the view's folder (no
+        marker is opened, only its presence checked). ``claims``: ``live_claims`` of the view
+        when the caller has them already."""
+        running = set(live_claims(self.root, view) if claims is None else claims)
+        done, failed = self._listing(view)
+        return {s: state_of(s in done, s in running, s in failed) for s in self.shards()}
 
     def shard_rows(self, view: str, shard: str) -> pa.Table:
         return read_parquet(shard_dir(self.root, view, shard) / ROWS, f"rows of shard {shard}")

@@ -41,6 +41,9 @@ ATTEMPTS = ".attempts"
 RUNNING = ".running"
 SUPERSEDED = ".superseded"
 FAILED_SUFFIX = ".failed.json"
+PLAN_FILE = "extract_plan.json"             # extraction: dataset kind, media root, boxes, classes
+SUBMISSIONS = "slurm/submissions.jsonl"     # one line per Slurm submission
+SLURM_LOGS = "slurm/logs"
 DATA = {"zarr": "data.zarr", "hdf5": "data.h5"}
 H5_DATASET = "embeddings"  # the one dataset of an HDF5 shard
 
@@ -78,6 +81,20 @@ def shard_dir(root: Path, view: str, shard: str) -> Path:
 def failed_path(root: Path, view: str, shard: str) -> Path:
     """The last failure of a shard that has no commit."""
     return inside(root, "views", check_name("view", view), check_name("shard", shard) + FAILED_SUFFIX)
+
+
+def attempts_log(root: Path, view: str, shard: str) -> Path:
+    """One line per attempt to write the shard (host, pid, time)."""
+    return inside(root, "views", check_name("view", view), ATTEMPTS, check_name("shard", shard) + ".log")
+
+
+def count_attempts(root: Path, view: str, shard: str) -> int:
+    """How many times a writer started on the shard (0 when none did)."""
+    try:
+        with open(attempts_log(root, view, shard), "rb") as f:
+            return f.read().count(b"\n")
+    except FileNotFoundError:
+        return 0
 
 
 def vocab_dir(root: Path, name: str) -> Path:

@@ -1,0 +1,63 @@
+"""``info``: what a cache holds, as a JSON-safe dict and as text.
+
+Input: a ``Cache``. Output: dataset, backend, splits with segment counts by status, views with
+width, dtype, frames, bytes, shard counts done / pending / failed / running (from the same fast
+listing as ``xmic slurm status``: ``Cache.shard_states``), fingerprints, and vocabularies.
+"""
+from __future__ import annotations
+
+import pyarrow.compute as pc
+
+from xmic.cache.cache_folder import Cache
+from xmic.cache.fingerprint import fingerprint_id
+from xmic.cache.vocab import load_vocab, vocab_names
+
+
+def info(cache: Cache) -> dict:
+    idx = cache.index()
+    splits = {}
+    for split in cache.splits():
+        sub = idx.filter(pc.equal(idx["split"], split))
+        st = sub["status"].to_pylist()
+        splits[split] = {"segments": sub.num_rows, "shards": len(cache.shards(split)),
+                         **{s: st.count(s) for s in ("ok", "failed", "pending")}}
+    views = {}
+    for view, rec in cache.views().items():
+        committed = cache.committed(view)
+        states = {"done": 0, "pending": 0, "failed": 0, "running": 0}
+        for st in cache.shard_states(view).values():  # the fast path `slurm status` takes
+            states[st] += 1
+        nbytes = rows = 0
+        for shard in committed:
+            m = cache.marker(view, shard)
+            nbytes += sum(m["files"].values())
+            rows += m["rows"]
+        views[view] = {"dim": rec["dim"], "dtype": rec["dtype"], "frames": rows, "bytes": nbytes,
+                       "shards": states, "fingerprint_id": rec["fingerprint_id"],
+                       "fingerprint": rec["fingerprint"]}
+    vocabs = {}
+    for name in vocab_names(cache):
+        v = load_vocab(cache, name)
+        vocabs[name] = {"classes": len(v.classes), "dim": v.dim, "prompt": v.prompt,
+                        "fingerprint_id": fingerprint_id(v.fingerprint), "fingerprint": v.fingerprint}
+    return {"root": str(cache.root), "dataset": cache.dataset, "backend": cache.backend,
+            "dtype": cache.config.dtype, "splits": splits, "views": views, "vocabularies": vocabs}
+
+
+def format_info(d: dict) -> str:
+    lines = [f"cache {d['root']}", f"  dataset {d['dataset']}, backend {d['backend']}, dtype {d['dtype']}"]
+    for split, s in d["splits"].items():
+        lines.append(f"  split {split}: {s['segments']} segments in {s['shards']} shards "
+                     f"(ok {s['ok']}, failed {s['failed']}, pending {s['pending']})")
+    for view, v in d["views"].items():
+        sh = v["shards"]
+        lines.append(f"  view {view}: D={v['dim']} {v['dtype']}, {v['frames']} frames, "
+                     f"{v['bytes'] / 1e6:.1f} MB, shards done {sh['done']} / pending {sh['pending']}"
+                     f" / failed {sh['failed']} / running {sh['running']}, "
+                     f"fingerprint {v['fingerprint_id']} ({v['fingerprint']['model']['name']})")
+    for name, v in d["vocabularies"].items():
+        lines.append(f"  vocabulary {name}: {v['classes']} classes, D={v['dim']}, prompt "
+                     f"{v['prompt']!r}, fingerprint {v['fingerprint_id']}")
+    if not d["views"]:
+        lines.append("  no views yet")
+    return "\n".join(lines)

@@ -1,0 +1,83 @@
+"""Where a segment's frames lie: the media layout of each dataset kind under ``--root``.
+
+Inputs: a dataset kind, the media root, a video id read from the annotations. Outputs: a
+``FrameSource`` (a JPEG folder or a video file, and the annotation frame number of its first
+frame), the frame range to encode (Ego4D: the central 4 s), and the check that an id stays
+inside the root. Layouts:
+- epic: ``ROOT/P01/rgb_frames/P01_01/frame_0000000001.jpg`` (1-based) or ``ROOT/P01/videos/P01_01.MP4``;
+- ego4d: ``ROOT/{clip_uid}.mp4``, only the central 4 s of each action are encoded (SPEC §1);
+- egtea: trimmed clips ``ROOT/{clip_id}.mp4``;
+- csv: ``ROOT/{video}``, a video file or a frame folder.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from xmic.cache.datasets import DatasetError
+
+EGO4D_WINDOW_S = 4.0
+
+
+@dataclass(frozen=True)
+class FrameSource:
+    path: Path          # a JPEG folder or a video file
+    kind: str           # "jpeg" | "video"
+    first_frame: int    # annotation frame number of the source's first frame (JPEG: file 1)
+    pattern: str = "frame_{:010d}.jpg"
+
+
+def check_media_id(kind: str, video_id, where: str) -> str:
+    """An id read from annotations that becomes part of a path under ``--root``/``--boxes``:
+    no absolute path, no '..', no NUL; for every kind but csv (relative paths), one plain name."""
+    v = str(video_id)
+    parts = Path(v).parts
+    bad = (not v or "\0" in v or Path(v).is_absolute() or v.startswith("~") or ".." in parts
+           or (kind != "csv" and (len(parts) != 1 or v in (".",) or "/" in v or "\\" in v)))
+    if bad:
+        raise DatasetError(f"{where}: video id {v!r} is not a plain name inside the media root "
+                           "(absolute, '..' or a path); fix the annotation row")
+    return v
+
+
+def check_media_ids(kind: str, video_ids: list, segment_ids: list, annotations: Path) -> None:
+    """Refuse, at plan time, any id that would lead a path out of ``--root`` or ``--boxes``."""
+    for i, (v, s) in enumerate(zip(video_ids, segment_ids), start=1):
+        check_media_id(kind, v, f"{annotations}: annotation {i} (segment {s})")
+
+
+def frame_source(kind: str, root: Path, video_id: str) -> FrameSource:
+    root = Path(root)
+    check_media_id(kind, video_id, f"video {video_id!r}")
+    if kind == "epic":
+        participant = video_id.split("_")[0]
+        folder = root / participant / "rgb_frames" / video_id
+        if folder.is_dir():
+            return FrameSource(folder, "jpeg", 1)
+        for name in (f"{video_id}.MP4", f"{video_id}.mp4"):
+            if (root / participant / "videos" / name).exists():
+                return FrameSource(root / participant / "videos" / name, "video", 1)
+        raise DatasetError(f"video {video_id}: neither {folder} nor "
+                           f"{root / participant / 'videos' / (video_id + '.MP4')} exists")
+    if kind in ("ego4d", "egtea"):
+        path = root / f"{video_id}.mp4"
+        if not path.exists():
+            raise DatasetError(f"video {video_id}: {path} not found")
+        # Ego4D clip frames are numbered from 0; EGTEA trimmed clips start at the action's frame
+        return FrameSource(path, "video", 0)
+    if kind == "csv":
+        path = root / video_id
+        if path.is_dir():
+            return FrameSource(path, "jpeg", 1)
+        if path.exists():
+            return FrameSource(path, "video", 0)
+        raise DatasetError(f"{path} not found")
+    raise DatasetError(f"unknown dataset kind {kind!r}")
+
+
+def encode_range(kind: str, start_frame: int, stop_frame: int, fps: float) -> tuple[int, int]:
+    """The frames to draw from: Ego4D keeps the central 4 s of the action clip."""
+    if kind == "ego4d":
+        mid, half = (start_frame + stop_frame) / 2, EGO4D_WINDOW_S * fps / 2
+        return max(start_frame, int(round(mid - half))), min(stop_frame, int(round(mid + half)) - 1)
+    return start_frame, stop_frame
