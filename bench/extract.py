@@ -30,7 +30,7 @@ from xmic.cache import CacheConfig
 from xmic.extract.config import ExtractConfig
 from xmic.extract.encoders import load_encoder
 from xmic.extract.pipeline import plan, run_shards
-from xmic.extract.world import make_world
+from xmic.demo.world import make_world
 
 TINY = Path(__file__).resolve().parents[1] / "xmic" / "extract" / "configs" / "xmic-tiny-quickgelu.json"
 

@@ -1,0 +1,27 @@
+"""The ``xmic`` command line: one group per pipeline stage, plus ``demo`` and ``predict``.
+
+Inputs: command-line arguments. Outputs: whatever the stage writes, and one-line errors for any
+``XmicError`` (``base.py``). This package is the only code that imports click; the commands of
+each stage live in their own module and are added here, explicitly.
+"""
+from __future__ import annotations
+
+import click
+
+from xmic.cli import (cache_commands, demo_command, extract_commands, slurm_commands,
+                      train_commands)
+from xmic.cli.base import XmicGroup
+
+
+@click.group(cls=XmicGroup, context_settings={"help_option_names": ["-h", "--help"]})
+def main():
+    """xmic: X-MIC adapters for cross-dataset egocentric action recognition, on a feature cache.
+
+    Stages: extract -> cache -> slurm -> train -> evaluate. Run `xmic demo` for a first look.
+    """
+
+
+for command in (cache_commands.cache, extract_commands.extract, slurm_commands.slurm,
+                train_commands.train_cmd, train_commands.evaluate, train_commands.predict,
+                demo_command.demo):
+    main.add_command(command)

@@ -1,0 +1,39 @@
+"""What every command of the CLI shares: one-line errors instead of tracebacks.
+
+``XmicError`` (and its subclasses) become ``error: ...`` on stderr and exit 2, or the error's own
+``exit_code`` (1: the work itself failed, 130: interrupted). The CLI package is the only code
+that imports click; each stage's commands parse options, call one function and print.
+"""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from xmic.config import XmicError, load_config
+
+
+def _fail(e: Exception):
+    click.echo(f"error: {e}", err=True)
+    sys.exit(getattr(e, "exit_code", 2))  # 2: a mistake to fix; 1: the work itself failed
+
+
+class XmicGroup(click.Group):
+    """Turns XmicError into a one-line message instead of a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except XmicError as e:
+            _fail(e)
+
+
+def cache_config(config_path, sets):
+    from xmic.cache.config import CacheConfig
+    return load_config(CacheConfig, config_path, sets)
+
+
+def extract_config(config_path, sets, **given):
+    from xmic.extract.config import ExtractConfig
+    extra = [f"{k}={v}" for k, v in given.items() if v is not None]
+    return load_config(ExtractConfig, config_path, [*sets, *extra])

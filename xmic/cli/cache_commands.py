@@ -1,0 +1,152 @@
+"""``xmic cache``: info, verify, convert, import, import-text."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from xmic.cli.base import XmicGroup, cache_config
+from xmic.config import XmicError
+
+@click.group(cls=XmicGroup)
+def cache():
+    """Inspect, check, import and convert feature caches."""
+
+
+@cache.command("info")
+@click.argument("cache_dir", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def cache_info(cache_dir, as_json):
+    """Datasets, splits, views, shard states, bytes, vocabularies and fingerprints."""
+    from xmic.cache import Cache
+    from xmic.cache.info import format_info, info
+    d = info(Cache.open(cache_dir))
+    click.echo(json.dumps(d, indent=1) if as_json else format_info(d))
+
+
+@cache.command("verify")
+@click.argument("cache_dir", type=click.Path(path_type=Path))
+@click.option("--deep", is_flag=True, help="Also recompute every data checksum.")
+@click.option("--partial", is_flag=True, help="Accept shards not committed yet.")
+def cache_verify(cache_dir, deep, partial):
+    """Check markers, rows, index, fingerprints, values (and checksums). Exit 1 on problems."""
+    from xmic.cache import Cache
+    from xmic.cache.verify import verify
+    problems = verify(Cache.open(cache_dir), deep=deep, partial=partial)
+    for p in problems:
+        click.echo(p)
+    if problems:
+        click.echo(f"{len(problems)} problem(s) in {cache_dir}", err=True)
+        sys.exit(1)
+    click.echo(f"ok: {cache_dir} verified{' (deep)' if deep else ''}")
+
+
+@cache.command("convert")
+@click.argument("cache_dir", type=click.Path(path_type=Path))
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--to", "backend", type=click.Choice(["zarr", "hdf5"]), required=True)
+def cache_convert(cache_dir, out, backend):
+    """Write the same cache with another backend into OUT (resumable)."""
+    from tqdm import tqdm
+
+    from xmic.cache import Cache
+    from xmic.cache.convert import convert
+    from xmic.cache.verify import verify
+    src = Cache.open(cache_dir)
+    total = sum(len(src.committed(v)) for v in src.views())
+    with tqdm(total=total, desc="convert", unit="shard", disable=None) as bar:
+        dst = convert(src, out, backend, progress=lambda v, s: bar.update())
+    problems = verify(dst, partial=True)
+    if problems:
+        raise XmicError(f"converted cache {out} fails verify: {problems[0]}")
+    click.echo(f"converted {cache_dir} -> {out} ({backend}); verify ok")
+
+
+_model_options = [
+    click.option("--model-name", default="ViT-B-16-quickgelu", show_default=True,
+                 help="open_clip model that made the features (fingerprint)."),
+    click.option("--weights-sha256", default="openai", show_default=True,
+                 help="sha256 of the weights file that made the features (fingerprint)."),
+    click.option("--quick-gelu/--no-quick-gelu", default=True, show_default=True),
+]
+
+
+def _with_model_options(f):
+    for opt in reversed(_model_options):
+        f = opt(f)
+    return f
+
+
+@cache.command("import")
+@click.argument("cache_dir", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["xmic-pickle"]), default="xmic-pickle",
+              show_default=True)
+@click.option("--dataset", type=click.Choice(["epic", "ego4d"]), required=True)
+@click.option("--split", required=True, help="Split name in the cache (train, validation, val...).")
+@click.option("--annotations", type=click.Path(path_type=Path), required=True,
+              help="EPIC_100_*.csv or fho_lta_*.json")
+@click.option("--view", "views", multiple=True, required=True, metavar="NAME=PICKLE")
+@click.option("--taxonomy", type=click.Path(path_type=Path), help="Ego4D taxonomy JSON.")
+@click.option("--noun-classes", type=click.Path(path_type=Path))
+@click.option("--verb-classes", type=click.Path(path_type=Path))
+@click.option("--video-info", type=click.Path(path_type=Path), help="EPIC_100_video_info.csv")
+@click.option("--backend", type=click.Choice(["zarr", "hdf5"]), help="Backend of a new cache.")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), help="Cache config YAML.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Cache config override.")
+@_with_model_options
+def cache_import(cache_dir, fmt, dataset, split, annotations, views, taxonomy, noun_classes,
+                 verb_classes, video_info, backend, config_path, sets, model_name,
+                 weights_sha256, quick_gelu):
+    """Import features made by the released X-MIC code (one pickle per split and view)."""
+    from xmic.cache.xmic_import import import_pickles, imported_model
+    if backend:
+        sets = (*sets, f"backend={backend}")
+    config = cache_config(config_path, sets) if (sets or config_path) else None
+    pickles = {}
+    for spec in views:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise XmicError(f"--view {spec!r}: expected NAME=PICKLE, e.g. hand_crop=train_hands.pkl")
+        pickles[name] = Path(path)
+    summary = import_pickles(cache_dir, dataset, split, annotations, pickles, config,
+                             imported_model(model_name, weights_sha256, quick_gelu),
+                             taxonomy=taxonomy, noun_classes=noun_classes,
+                             verb_classes=verb_classes, video_info=video_info)
+    click.echo(f"imported split {split}: {summary['segments']} segments")
+    for view, s in summary["views"].items():
+        click.echo(f"  {view}: D={s['dim']}, {s['shards_committed']} shards written, "
+                   f"{s['shards_already_done']} already done, {s['missing_segments']} segments "
+                   f"missing from the pickle (recorded as failed), {s['unused_pickle_keys']} pickle "
+                   "keys not in the annotations (ignored)")
+
+
+@cache.command("import-text")
+@click.argument("cache_dir", type=click.Path(path_type=Path))
+@click.option("--name", required=True, help="Vocabulary name (noun, verb, ...).")
+@click.option("--classes", type=click.Path(path_type=Path), required=True,
+              help="One name per line, an EPIC class CSV, or a taxonomy JSON (with --field).")
+@click.option("--field", type=click.Choice(["nouns", "verbs"]), help="Taxonomy JSON field.")
+@click.option("--embeddings", type=click.Path(path_type=Path), required=True,
+              help="[C, D] array: .npy or a torch file (weights_only).")
+@click.option("--key", help="Key of the tensor when the torch file holds a dict.")
+@click.option("--prompt", default="{}", show_default=True, help="Prompt the embeddings used.")
+@click.option("--replace", is_flag=True, help="Overwrite an existing vocabulary of that name.")
+@_with_model_options
+def cache_import_text(cache_dir, name, classes, field, embeddings, key, prompt, replace,
+                      model_name, weights_sha256, quick_gelu):
+    """Add a vocabulary: class names and their text embeddings [C, D]."""
+    from xmic.cache import Cache
+    from xmic.cache.datasets import read_class_list
+    from xmic.cache.xmic_import import imported_model, imported_vocab_fingerprint
+    from xmic.cache.vocab import add_vocab, read_embeddings_file
+    names = read_class_list(classes, field)
+    emb = read_embeddings_file(embeddings, key)
+    model = imported_model(model_name, weights_sha256, quick_gelu)
+    v = add_vocab(Cache.open(cache_dir), name, names, emb, prompt,
+                  imported_vocab_fingerprint(model, prompt), replace=replace,
+                  source={"classes": str(classes), "embeddings": str(embeddings)})
+    click.echo(f"vocabulary {name}: {len(v.classes)} classes, D={v.dim}")
+
+

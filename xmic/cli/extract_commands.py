@@ -1,0 +1,117 @@
+"""``xmic extract``: plan, run, text, convert-weights."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from xmic.cli.base import XmicGroup, cache_config, extract_config
+from xmic.config import XmicError
+
+@click.group(cls=XmicGroup)
+def extract():
+    """Frozen CLIP embeddings of frames, hand crops and class names."""
+
+
+def _shard_range(text):
+    if not text:
+        return None
+    out = []
+    for part in text.split(","):
+        a, _, b = part.strip().partition("-")
+        if not a.isdigit() or not (b or a).isdigit() or int(b or a) < int(a):
+            raise XmicError(f"--shards {text!r}: {part!r} is not a shard number or a range "
+                            "like 0-9; give e.g. --shards 0-9,12")
+        out += list(range(int(a), int(b or a) + 1))
+    return out
+
+
+@extract.command("plan")
+@click.argument("cache_dir", type=click.Path(path_type=Path))
+@click.option("--dataset", type=click.Choice(["epic", "ego4d", "egtea", "csv"]), required=True)
+@click.option("--annotations", type=click.Path(path_type=Path, exists=True), required=True)
+@click.option("--root", type=click.Path(path_type=Path), required=True, help="Frames/videos root.")
+@click.option("--split", default="train", show_default=True)
+@click.option("--views", default="full_frame,hand_crop", show_default=True)
+@click.option("--boxes", type=click.Path(path_type=Path, exists=True),
+              help="EPIC detection pickles folder, X-MIC box pickle, or a box table.")
+@click.option("--shard-size", type=int, help="Segments per shard (new cache).")
+@click.option("--backend", type=click.Choice(["zarr", "hdf5"]), help="Backend (new cache).")
+@click.option("--taxonomy", type=click.Path(path_type=Path), help="Ego4D taxonomy JSON.")
+@click.option("--noun-classes", type=click.Path(path_type=Path))
+@click.option("--verb-classes", type=click.Path(path_type=Path))
+@click.option("--video-info", type=click.Path(path_type=Path))
+def extract_plan(cache_dir, dataset, annotations, root, split, views, boxes, shard_size, backend,
+                 taxonomy, noun_classes, verb_classes, video_info):
+    """Write the segment index and a fixed list of shards (work units) into CACHE."""
+    from xmic.extract.pipeline import plan
+    sets = [f"shard_segments={shard_size}"] * bool(shard_size) + [f"backend={backend}"] * bool(backend)
+    cfg = cache_config(None, sets) if sets else None
+    s = plan(cache_dir, dataset, annotations, root, split, tuple(views.split(",")), boxes, cfg,
+             taxonomy=taxonomy, noun_classes=noun_classes, verb_classes=verb_classes,
+             video_info=video_info)
+    click.echo(f"planned {split}: {s['segments']} segments in {s['shards']} shards "
+               f"(plan {s['plan_sha256'][:12]})")
+
+
+@extract.command("run")
+@click.argument("cache_dir", type=click.Path(path_type=Path))
+@click.option("--shards", help="Shard numbers to run, e.g. 0-9,12 (default: all).")
+@click.option("--model", help="open_clip model name or model-config JSON.")
+@click.option("--weights", help="FILE, local-dir:DIR, or random (tests/demos).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]))
+@click.option("--batch-size", type=int)
+@click.option("--workers", type=int)
+@click.option("--config", "config_path", type=click.Path(path_type=Path))
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE")
+def extract_run(cache_dir, shards, model, weights, device, precision, batch_size, workers,
+                config_path, sets):
+    """Extract every uncommitted shard (or --shards) in this process."""
+    from xmic.extract.pipeline import run_shards
+    cfg = extract_config(config_path, sets, model=model, weights=weights, device=device,
+                          precision=precision, batch_size=batch_size, workers=workers)
+    if not cfg.weights:
+        raise XmicError("give --weights FILE or local-dir:DIR (or `random` for a test run)")
+    s = run_shards(cache_dir, cfg, _shard_range(shards), echo=click.echo)
+    for w in s["warnings"]:
+        click.echo(f"WARNING: {w}")
+    click.echo(f"{s['shards_done']} shard(s) extracted, {s['shards_skipped']} already done, "
+               f"{s['shards_failed']} failed, {s['frames']} frames, {s['segments_failed']} "
+               "segment(s) failed")
+    for f in s["failures"][:20]:
+        click.echo(f"  failed: {f}")
+    if s["segments_failed"] or s["shards_failed"]:
+        sys.exit(1)
+
+
+@extract.command("text")
+@click.argument("cache_dir", type=click.Path(path_type=Path))
+@click.option("--vocab", type=click.Choice(["noun", "verb", "all"]), default="all")
+@click.option("--model")
+@click.option("--weights")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--config", "config_path", type=click.Path(path_type=Path))
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE")
+def extract_text_cmd(cache_dir, vocab, model, weights, device, config_path, sets):
+    """Encode the class names (bare and zero-shot prompts) as cache vocabularies."""
+    from xmic.extract.pipeline import extract_text
+    cfg = extract_config(config_path, sets, model=model, weights=weights, device=device)
+    if not cfg.weights:
+        raise XmicError("give --weights FILE or local-dir:DIR (or `random` for a test run)")
+    done = extract_text(cache_dir, cfg, ("noun", "verb") if vocab == "all" else (vocab,))
+    click.echo("vocabularies: " + ", ".join(f"{k} ({n} classes)" for k, n in done.items()))
+
+
+@extract.command("convert-weights")
+@click.argument("src", type=click.Path(path_type=Path, exists=True))
+@click.argument("dst", type=click.Path(path_type=Path))
+def extract_convert(src, dst):
+    """OpenAI TorchScript archive (e.g. ViT-B-16.pt) -> safetensors state dict for open_clip."""
+    from xmic.extract.encoders import convert_openai_weights
+    s = convert_openai_weights(src, dst)
+    click.echo(f"wrote {dst}: {s['tensors']} tensors, {s['parameters']:,} parameters "
+               "(use with --model ViT-B-16-quickgelu)")
+
+

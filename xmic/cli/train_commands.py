@@ -1,0 +1,141 @@
+"""``xmic train``, ``xmic evaluate`` (run, table) and ``xmic predict``."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from xmic.cli.base import XmicGroup
+from xmic.config import XmicError, load_config
+
+@click.command("train")
+@click.option("--cache", "cache_dir", type=click.Path(path_type=Path), required=True)
+@click.option("--split", default=None, help="Training split (default: train).")
+@click.option("--label", type=click.Choice(["noun", "verb"]), default=None)
+@click.option("--method", type=click.Choice(["xmic", "zeroshot", "linear", "clip-adapter"]),
+              default=None)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Run folder.")
+@click.option("--epochs", type=int, default=None)
+@click.option("--seed", type=int, default=None)
+@click.option("--seeds", default=None, help="Several seeds, e.g. 1,2,3: runs go to OUT/seed-N/.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
+@click.option("--config", "config_path", type=click.Path(path_type=Path), help="Train config YAML.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Config override.")
+@click.option("--resume", is_flag=True, help="Continue the run in OUT from its last.pt.")
+def train_cmd(cache_dir, split, label, method, out, epochs, seed, seeds, device, config_path,
+              sets, resume):
+    """Fit the X-MIC adapter or a baseline on cached features (SPEC §3-5).
+
+    Writes OUT/config.yaml, checkpoint.pt (selected epoch), last.pt, metrics.jsonl and
+    train_curve.png. Model selection uses held-out source videos unless
+    --set select_on_target_test_data=CACHE:SPLIT asks for the released (test-set) behaviour.
+    """
+    from xmic.train.config import TrainConfig
+    from xmic.train.loop import train
+    given = {"split": split, "label": label, "method": method, "epochs": epochs, "seed": seed,
+             "device": device}
+    overrides = [*sets] + [f"{k}={v}" for k, v in given.items() if v is not None]
+    seed_list = [int(s) for s in seeds.split(",")] if seeds else [None]
+    for s in seed_list:
+        extra = [f"seed={s}"] if s is not None else []
+        cfg = load_config(TrainConfig, config_path, overrides + extra)
+        run_dir = out / f"seed-{s}" if s is not None else out
+        summary = train(cache_dir, cfg, run_dir, resume=resume, echo=click.echo)
+        b = summary["best"]
+        click.echo(f"run {run_dir}: selected epoch {b['epoch']} on {summary['selected_on']} "
+                   f"(score {b['score']:.2f})")
+
+
+class DefaultCommandGroup(XmicGroup):
+    """``xmic evaluate RUN ...`` runs the ``run`` command; ``xmic evaluate table ...`` the table."""
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=DefaultCommandGroup)
+def evaluate():
+    """Score runs in-dataset and cross-dataset (`xmic evaluate RUN ...`); the paper's table."""
+
+
+@evaluate.command("run")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--cache", "cache_dir", type=click.Path(path_type=Path), required=True)
+@click.option("--split", required=True)
+@click.option("--class-splits", type=click.Path(path_type=Path),
+              help="Folder of X-MIC's {target}_{source}_{common|non_common}_*.txt lists.")
+@click.option("--out", type=click.Path(path_type=Path), help="Default: RUN/eval/DATASET-SPLIT")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
+@click.option("--json", "as_json", is_flag=True, help="Print metrics.json.")
+def evaluate_cmd(run_dir, cache_dir, split, class_splits, out, device, as_json):
+    """Score RUN on a cache split with that cache's own vocabulary for the run's label."""
+    from xmic.evaluate.run import evaluate_run
+    m = evaluate_run(run_dir, cache_dir, split, class_splits, out, device)
+    if as_json:
+        click.echo(json.dumps(m, indent=1))
+        return
+    crits = sorted(k[3:] for k in m if k.startswith("hm_"))
+    parts = [f"{m['method']} {m['source_dataset']} -> {m['dataset']} {m['split']} ({m['label']}, "
+             f"n={m['n']}): top-1 {m['top1']:.1f}, top-5 {m['top5']:.1f}, class-mean "
+             f"{m['mean_class_acc']:.1f}"]
+    for c in crits:
+        f = (lambda v: "–" if v is None else f"{v:.1f}")
+        parts.append(f"  {c}: shared {f(m[f'shared_{c}'])} ({m[f'shared_{c}_classes']} classes), "
+                     f"novel {f(m[f'novel_{c}'])}, HM {f(m[f'hm_{c}'])}")
+    click.echo("\n".join(parts))
+
+
+@evaluate.command("table")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path, exists=True))
+@click.option("--criterion", default="exact", show_default=True,
+              help="Shared/novel criterion: exact, semantic or default (X-MIC's plain lists).")
+@click.option("--format", "fmt", type=click.Choice(["md", "csv", "latex"]), default="md")
+@click.option("--out", type=click.Path(path_type=Path), help="Write the table here too.")
+def evaluate_table(paths, criterion, fmt, out):
+    """The paper's table from run folders or metrics.json files (mean ± std over seeds)."""
+    from xmic.evaluate.table import build_table, collect, format_table
+    metrics = collect(paths)
+    if not metrics:
+        raise XmicError(f"no metrics.json found under {[str(p) for p in paths]}; run "
+                        "`xmic evaluate RUN --cache ... --split ...` first")
+    text = format_table(*build_table(metrics, criterion), fmt)
+    if out:
+        Path(out).write_text(text)
+    click.echo(text, nl=False)
+
+
+@click.command("predict")
+@click.argument("clip", type=click.Path(path_type=Path))
+@click.option("--run", "run_dir", type=click.Path(path_type=Path), required=True)
+@click.option("--classes", help='Comma-separated class names, e.g. "knife,spoon,door".')
+@click.option("--vocab", help="CACHE:NAME, a cache vocabulary, e.g. caches/ego4d:noun.")
+@click.option("--boxes", type=click.Path(path_type=Path, exists=True), help="Hand boxes.")
+@click.option("--start", type=float, help="Seconds.")
+@click.option("--end", type=float, help="Seconds.")
+@click.option("--fps", type=float, help="Frame rate of a frame folder (with --start/--end).")
+@click.option("--top-k", default=5, show_default=True)
+@click.option("--model", help="Encoder (default: the one that made the run's cache).")
+@click.option("--weights", help="Encoder weights (default: those that made the run's cache).")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu")
+@click.option("--json", "as_json", is_flag=True)
+def predict(clip, run_dir, classes, vocab, boxes, start, end, fps, top_k, model, weights, device,
+            as_json):
+    """Top-k classes of a clip (video or frame folder) for any vocabulary, with a trained run."""
+    from xmic.evaluate.predict import predict_clip
+    r = predict_clip(clip, run_dir, classes=classes, vocab=vocab, boxes=boxes, start=start,
+                     end=end, fps=fps, top_k=top_k, model=model, weights=weights, device=device)
+    top, frames, notes, method = r["top"], r["frames"], r["notes"], r["method"]
+    if as_json:
+        click.echo(json.dumps({"clip": str(clip), "run": str(run_dir), "frames": frames,
+                               "top": top, "notes": notes}, indent=1))
+        return
+    for n in notes:
+        click.echo(f"note: {n}")
+    click.echo(f"{clip}: {frames} frames, {method} run {run_dir}")
+    for i, t in enumerate(top, 1):
+        click.echo(f"  {i}. {t['class']:<30} score {t['score']:8.3f}  p {t['prob']:.3f}")
+
+

@@ -1,0 +1,59 @@
+"""Predict on any clip: a trained run's top-k classes of a raw video or frame folder.
+
+Inputs: a clip (video file or frame folder, optionally a time window), a run folder, the class
+names (a list, or a cache vocabulary ``CACHE:NAME``), optional hand boxes, and the encoder (by
+default the one recorded in the run's cache). Output: a dict with the top-k classes (score and
+softmax probability over all classes), the number of frames, notes and the run's method.
+The clip is embedded with the sampling and crop thresholds of the run's cache (its
+fingerprint), so it is scored on the features the run was trained on. Unlike the rest of
+evaluation this reads raw media, so it imports the extraction stage.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from xmic.cache import Cache
+from xmic.cache.vocab import load_vocab
+from xmic.config import XmicError
+from xmic.extract import clip_embed
+from xmic.train.inference import load_run, score_clip
+
+
+def predict_clip(clip: Path, run_dir: Path, classes: str | None = None, vocab: str | None = None,
+                 boxes: Path | None = None, start: float | None = None, end: float | None = None,
+                 fps: float | None = None, top_k: int = 5, model: str | None = None,
+                 weights: str | None = None, device: str = "cpu") -> dict:
+    net, cfg, ck = load_run(run_dir)
+    fp = ck["fingerprints"]["views"][cfg.model.classified_view]
+    enc = clip_embed.encoder_for_run(ck, cfg.model.classified_view, model, weights, device)
+    unknown = [v for v in cfg.views() if v not in ("full_frame", "hand_crop")]
+    if unknown:
+        raise XmicError(f"the run reads views {unknown} made by another encoder; predict embeds "
+                        "full_frame and hand_crop only")
+    if bool(classes) == bool(vocab):
+        raise XmicError('give exactly one of --classes "a,b,c" or --vocab CACHE:NAME')
+    if classes:
+        names = [c.strip() for c in classes.split(",") if c.strip()]
+        if not names:
+            raise XmicError("--classes holds no class name")
+        w = clip_embed.class_text(enc, names, ck["fingerprints"]["vocab"].get("prompt", "{}"))
+    else:
+        cache_dir, _, name = vocab.rpartition(":")
+        v = load_vocab(Cache.open(cache_dir), name)
+        names, w = v.classes, v.embeddings
+    s = fp.get("sampling", {})
+    crop = (ck["fingerprints"]["views"].get("hand_crop") or {}).get("crop") or {}
+    feats, frames, notes = clip_embed.embed_clip(  # the run's cache's sampling and crop thresholds
+        clip, enc, cfg.views(), start, end, fps, boxes, s.get("policy", "per_bin"),
+        s.get("per_bin", 4), s.get("bins", 16), **clip_embed.crop_thresholds(crop))
+    try:
+        scores = score_clip(net, cfg, feats, w)
+    except ValueError as e:
+        raise XmicError(str(e)) from None
+    order = np.argsort(-scores, kind="stable")[:top_k]
+    probs = np.exp(scores - scores.max())
+    probs /= probs.sum()
+    top = [{"class": names[i], "score": float(scores[i]), "prob": float(probs[i])} for i in order]
+    return {"top": top, "frames": len(frames), "notes": notes + enc.warnings, "method": cfg.method}
