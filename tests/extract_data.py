@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from xmic.extract.detections import PB
+from xmic.extract.detections import hoa_messages
 
 TINY = Path(__file__).resolve().parents[1] / "xmic" / "extract" / "configs" / "xmic-tiny-quickgelu.json"
 W, H = 64, 48
@@ -35,7 +35,7 @@ def make_epic(root: Path, videos=("P01_01", "P01_02"), frames=120, segs_per_vide
         msgs = []
         for f in range(1, frames + 1):
             frame_image(f, v).save(d / f"frame_{f:010d}.jpg", quality=90)
-            m = PB["Detections"](video_id=vid, frame_number=f)
+            m = hoa_messages()["Detections"](video_id=vid, frame_number=f)
             h = m.hands.add(score=0.95, state=3)
             h.bbox.left, h.bbox.top, h.bbox.right, h.bbox.bottom = 0.30, 0.20, 0.45, 0.50
             h.object_offset.x, h.object_offset.y = 0.15, 0.0

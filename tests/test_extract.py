@@ -14,7 +14,7 @@ from extract_data import TINY, make_ego4d, make_epic
 from xmic.cache import Cache, CacheConfig, load_split
 from xmic.cache.verify import verify
 from xmic.extract.config import ExtractConfig
-from xmic.extract.detections import PB, BoxError, load_detection_pickle, union_crop
+from xmic.extract.detections import BoxError, hoa_messages, load_detection_pickle, union_crop
 from xmic.extract.encoders import EncoderError, load_clip
 from xmic.extract.pipeline import extract_text, plan, run_shards
 from xmic.extract.sampling import frames_to_encode
@@ -51,7 +51,7 @@ def test_sampling():
 
 
 def det(*hands, objects=()):
-    d = PB["Detections"](video_id="v", frame_number=1)
+    d = hoa_messages()["Detections"](video_id="v", frame_number=1)
     for box, score, state, off in hands:
         h = d.hands.add(score=score, state=state)
         h.bbox.left, h.bbox.top, h.bbox.right, h.bbox.bottom = box
@@ -93,7 +93,7 @@ def test_crop_union_rule():
 
 def test_detection_pickles_refused(tmp_path):
     p = tmp_path / "P01_01.pkl"
-    p.write_bytes(pickle.dumps([PB["Detections"](video_id="P02_01").SerializeToString()]))
+    p.write_bytes(pickle.dumps([hoa_messages()["Detections"](video_id="P02_01").SerializeToString()]))
     with pytest.raises(BoxError, match="holds detections of video P02_01, not P01_01"):
         load_detection_pickle(p, "P01_01")
     p.write_bytes(pickle.dumps([np.ones(2)]))
@@ -173,7 +173,7 @@ def test_bad_inputs_fail_their_segments_only(tmp_path, encoder):
     (media / "P01_02" / "frame_0000000040.jpg").write_bytes(b"")              # zero-byte JPEG
     with open(e["boxes"] / "P01_03.pkl", "rb") as f:                           # NaN hand box
         msgs = pickle.load(f)
-    bad = PB["Detections"]()
+    bad = hoa_messages()["Detections"]()
     bad.ParseFromString(msgs[80])
     bad.hands[0].bbox.left = float("nan")
     msgs[80] = bad.SerializeToString()
@@ -399,3 +399,34 @@ def test_ctrl_c_keeps_what_was_encoded(tmp_path, epic, encoder, monkeypatch):
     run_shards(tmp_path / "clean", CFG, encoder=encoder, echo=lambda *a: None)
     from conftest import assert_same_features
     assert_same_features(tmp_path / "c", tmp_path / "clean")
+
+
+def test_hoa_schema_has_the_released_field_numbers():
+    """The one definition of the hand-object schema (detections.hoa_messages) against the
+    released EPIC-100 types.proto: field numbers, types and enum values decide how the
+    detection pickles parse."""
+    from google.protobuf.descriptor import FieldDescriptor as FD
+    released = {
+        "FloatVector": {"x": (1, FD.TYPE_FLOAT), "y": (2, FD.TYPE_FLOAT)},
+        "BBox": {"left": (1, FD.TYPE_FLOAT), "top": (2, FD.TYPE_FLOAT),
+                 "right": (3, FD.TYPE_FLOAT), "bottom": (4, FD.TYPE_FLOAT)},
+        "HandDetection": {"bbox": (1, FD.TYPE_MESSAGE), "score": (2, FD.TYPE_FLOAT),
+                          "state": (3, FD.TYPE_ENUM), "object_offset": (4, FD.TYPE_MESSAGE),
+                          "side": (5, FD.TYPE_ENUM)},
+        "ObjectDetection": {"bbox": (1, FD.TYPE_MESSAGE), "score": (2, FD.TYPE_FLOAT)},
+        "Detections": {"video_id": (1, FD.TYPE_STRING), "frame_number": (2, FD.TYPE_INT32),
+                       "hands": (3, FD.TYPE_MESSAGE), "objects": (4, FD.TYPE_MESSAGE)},
+    }
+    msgs = hoa_messages()
+    for name, fields in released.items():
+        got = {f.name: (f.number, f.type) for f in msgs[name].DESCRIPTOR.fields}
+        assert got == fields, name
+    hand = msgs["HandDetection"].DESCRIPTOR
+    assert {v.name: v.number for v in hand.enum_types_by_name["HandState"].values} == {
+        "NO_CONTACT": 0, "SELF_CONTACT": 1, "ANOTHER_PERSON": 2, "PORTABLE_OBJECT": 3,
+        "STATIONARY_OBJECT": 4}
+    assert {v.name: v.number for v in hand.enum_types_by_name["HandSide"].values} == {
+        "LEFT": 0, "RIGHT": 1}
+    d = msgs["Detections"].DESCRIPTOR
+    assert d.fields_by_name["hands"].is_repeated and d.fields_by_name["objects"].is_repeated
+    assert not d.fields_by_name["video_id"].is_repeated

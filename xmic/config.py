@@ -26,6 +26,17 @@ class ConfigError(XmicError):
     pass
 
 
+def resolve_device(name: str):
+    """``auto`` -> cuda when there is one, else cpu; ``cuda`` without a GPU is an error. Returns a
+    ``torch.device`` (torch is imported here, not at module import, to keep ``xmic --help`` fast)."""
+    import torch
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA device is available here; use --device cpu")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
 def config_to_dict(cfg: Any) -> dict:
     """Plain, YAML/JSON-safe dict of a config dataclass (tuples become lists)."""
     def plain(v):

@@ -19,7 +19,7 @@ from conftest import run_xmic
 from extract_data import TINY, make_epic, write_mp4
 from xmic.cache import Cache
 from xmic.cache.verify import verify
-from xmic.extract.detections import PB
+from xmic.extract.detections import hoa_messages
 
 pytestmark = pytest.mark.faults
 
@@ -30,7 +30,7 @@ xmic = functools.partial(run_xmic, check=False)
 def set_box(pkl, index: int, **coords) -> None:
     with open(pkl, "rb") as f:
         msgs = pickle.load(f)
-    m = PB["Detections"]()
+    m = hoa_messages()["Detections"]()
     m.ParseFromString(msgs[index])
     for k, v in coords.items():
         setattr(m.hands[0].bbox, k, v)

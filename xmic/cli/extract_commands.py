@@ -72,8 +72,6 @@ def extract_run(cache_dir, shards, model, weights, device, precision, batch_size
     from xmic.extract.pipeline import run_shards
     cfg = extract_config(config_path, sets, model=model, weights=weights, device=device,
                           precision=precision, batch_size=batch_size, workers=workers)
-    if not cfg.weights:
-        raise XmicError("give --weights FILE or local-dir:DIR (or `random` for a test run)")
     s = run_shards(cache_dir, cfg, _shard_range(shards), echo=click.echo)
     for w in s["warnings"]:
         click.echo(f"WARNING: {w}")
@@ -98,10 +96,11 @@ def extract_text_cmd(cache_dir, vocab, model, weights, device, config_path, sets
     """Encode the class names (bare and zero-shot prompts) as cache vocabularies."""
     from xmic.extract.pipeline import extract_text
     cfg = extract_config(config_path, sets, model=model, weights=weights, device=device)
-    if not cfg.weights:
-        raise XmicError("give --weights FILE or local-dir:DIR (or `random` for a test run)")
     done = extract_text(cache_dir, cfg, ("noun", "verb") if vocab == "all" else (vocab,))
-    click.echo("vocabularies: " + ", ".join(f"{k} ({n} classes)" for k, n in done.items()))
+    for w in done["warnings"]:
+        click.echo(f"WARNING: {w}", err=True)
+    click.echo("vocabularies: " + ", ".join(f"{k} ({n} classes)"
+                                            for k, n in done["vocabularies"].items()))
 
 
 @extract.command("convert-weights")

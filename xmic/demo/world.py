@@ -59,7 +59,7 @@ def _classes(idx: int) -> list[int]:
 
 def make_world(out: str | Path, seed: int = 0, videos: int = 6, segments_per_video: int = 6,
                frames_per_segment: int = 24, ego_clips: int = 4, actions_per_clip: int = 3) -> dict:
-    from xmic.extract.detections import PB
+    from xmic.extract.detections import hoa_messages
     out = Path(out)
     rng = np.random.default_rng(seed)
     epic, ego = out / "epic", out / "ego4d"
@@ -80,7 +80,7 @@ def make_world(out: str | Path, seed: int = 0, videos: int = 6, segments_per_vid
             for t in range(frames_per_segment):
                 im, hand, obj = _draw(rng, noun, verb, t, distractor)
                 im.save(folder / f"frame_{f:010d}.jpg", quality=92)
-                m = PB["Detections"](video_id=vid, frame_number=f)
+                m = hoa_messages()["Detections"](video_id=vid, frame_number=f)
                 h = m.hands.add(score=0.97, state=3, side=1)
                 h.bbox.left, h.bbox.top, h.bbox.right, h.bbox.bottom = (hand[0] / W, hand[1] / H,
                                                                         hand[2] / W, hand[3] / H)

@@ -17,20 +17,22 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from xmic.cache import Cache, CacheError
+from xmic.cache import Cache
 from xmic.cache.fingerprint import diff, fingerprint_id
 from xmic.cache.atomic_files import make_dirs, write_bytes_atomic, write_text_atomic
-from xmic.config import XmicError, from_dict
+from xmic.config import XmicError, resolve_device
 from xmic.evaluate.classes import derive_shared, read_class_splits
 from xmic.evaluate.metrics import compute_metrics, ranked
 from xmic.evaluate.plots import plot_all
-from xmic.train.build import build_model, check_inputs, model_dims, text_matrix
-from xmic.train.checkpoint import load_checkpoint
-from xmic.train.config import TrainConfig
+from xmic.train.build import check_inputs, model_dims, text_matrix
 from xmic.train.data import load_bank
-from xmic.train.inference import pick_device, predict_logits
+from xmic.train.inference import load_run, predict_logits
 
 FEATURE_KEYS = ("model", "precision", "preprocess", "crop")  # sampling may differ per dataset
+
+
+class RunMismatch(XmicError):
+    """A run cannot score this cache: other features, widths, or (a linear probe) classes."""
 
 
 def check_fingerprints(run_fps: dict, cache_fps: dict, views: list[str], run: Path,
@@ -39,7 +41,7 @@ def check_fingerprints(run_fps: dict, cache_fps: dict, views: list[str], run: Pa
         a = {k: run_fps["views"][v].get(k) for k in FEATURE_KEYS}
         b = {k: cache_fps["views"][v].get(k) for k in FEATURE_KEYS}
         if a != b:
-            raise CacheError(
+            raise RunMismatch(
                 f"run {run} was trained on view {v!r} with fingerprint {fingerprint_id(a)}, cache "
                 f"{cache} holds fingerprint {fingerprint_id(b)}: {'; '.join(diff(a, b))}. "
                 f"Run: {json.dumps(a, sort_keys=True)}; cache: {json.dumps(b, sort_keys=True)}")
@@ -49,23 +51,21 @@ def evaluate_run(run: str | Path, cache_path: str | Path, split: str,
                  class_splits: str | Path | None = None, out: str | Path | None = None,
                  device: str = "auto", plots: bool = True) -> dict:
     run = Path(run)
-    ck = load_checkpoint(run / "checkpoint.pt")
-    cfg = from_dict(TrainConfig, ck["config"], f"{run}/checkpoint.pt:config")
+    model, cfg, ck = load_run(run)
     cache = Cache.open(cache_path)
     inputs = check_inputs(cache, cfg)
     check_fingerprints(ck["fingerprints"], inputs.fingerprints, cfg.views(), run, cache.root)
     target_classes = inputs.vocab.classes
     source_classes, source = ck["classes"], ck.get("source_dataset", "unknown")
     if cfg.method == "linear" and target_classes != source_classes:
-        raise CacheError(f"run {run} is a linear probe over its {len(source_classes)} training "
+        raise RunMismatch(f"run {run} is a linear probe over its {len(source_classes)} training "
                          f"classes; it cannot score vocabulary {cfg.vocab_name()!r} of {cache.root}")
-    dev = pick_device(device)
+    dev = resolve_device(device)
     dims = model_dims(cfg, inputs)
     if dims != ck["dims"]:
-        raise CacheError(f"run {run} was built for widths {ck['dims']}, cache {cache.root} "
-                         f"holds {dims}")
-    model = build_model(cfg, dims["text"], dims["cond"], len(source_classes)).to(dev)
-    model.load_state_dict(ck["model"])
+        raise RunMismatch(f"run {run} was built for widths {ck['dims']}, cache {cache.root} "
+                          f"holds {dims}")
+    model = model.to(dev)
     bank = load_bank(cache, split, cfg.views(), cfg.label, len(target_classes), dev)
     w = torch.from_numpy(text_matrix(inputs.vocab)).to(dev)
     scores = predict_logits(model, bank, w, cfg).cpu().numpy()                # [S, C]

@@ -10,12 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from xmic.config import XmicError
 from xmic.cache.datasets.generic_csv import probe_fps
+from xmic.config import XmicError
+from xmic.extract.detections import BoxSource, view_tensors
 from xmic.extract.media import FrameSource
-from xmic.extract.detections import BoxSource
 from xmic.extract.readers import read_frames
 from xmic.extract.sampling import frames_to_encode
 
@@ -72,20 +71,15 @@ def embed_clip(path: Path, enc, views: list[str], start=None, end=None, fps=None
     src, lo, hi = clip_frames(Path(path), start, end, fps)
     frames = frames_to_encode(lo, hi, sampling, per_bin, bins)
     images = read_frames(src, frames)
-    notes, out = [], {}
-    if "full_frame" in views:
-        x = torch.stack([enc.transform(im) for im in images])
-        out["full_frame"] = enc.encode_images(x).cpu().numpy()
-    if "hand_crop" in views:
-        box_src = BoxSource(boxes, hand_score, object_score, min_box_px) if boxes else None
-        if box_src is None:
-            notes.append("no --boxes: hand crops are the full frames")
-        crops = []
-        for f, im in zip(frames, images):
-            b = box_src.box(Path(path).stem, Path(path).stem, f, im.width, im.height) if box_src else None
-            crops.append(enc.transform(im.crop(b) if b else im))
-        out["hand_crop"] = enc.encode_images(torch.stack(crops)).cpu().numpy()
-    return {k: np.asarray(v, dtype=np.float32) for k, v in out.items()}, frames, notes
+    notes = []
+    box_src = BoxSource(boxes, hand_score, object_score, min_box_px) if boxes else None
+    if "hand_crop" in views and box_src is None:
+        notes.append("no --boxes: hand crops are the full frames")
+    stem = Path(path).stem
+    tensors = view_tensors(images, frames, views, enc.transform, box_src and (
+        lambda f, im: box_src.box(stem, stem, f, im.width, im.height)))
+    return ({k: np.asarray(enc.encode_images(x).cpu().numpy(), dtype=np.float32)
+             for k, x in tensors.items()}, frames, notes)
 
 
 def encoder_for_run(ck: dict, view: str, model: str | None, weights: str | None,
@@ -100,7 +94,7 @@ def encoder_for_run(ck: dict, view: str, model: str | None, weights: str | None,
             c = Cache.open(ck["cache"])
             producer = c.marker(view, sorted(c.committed(view))[0])["config"]["producer"]
             model, weights = model or producer["model"], weights or producer["weights"]
-        except Exception:
+        except (XmicError, OSError, KeyError, IndexError):  # no cache, no marker, no producer
             raise XmicError("cannot find the encoder that made the run's features (its cache "
                             f"{ck.get('cache')} is gone or was imported); give --model and "
                             "--weights") from None

@@ -1,7 +1,7 @@
 """Hand-object boxes and the hand-crop rule (SPEC §2).
 
 Inputs, one of: a folder of EPIC-100 detection pickles (``VIDEO.pkl``: a pickled list of
-serialized ``Detections`` protobuf messages, schema in ``hoa.proto``); an X-MIC box pickle
+serialized ``Detections`` protobuf messages, schema in ``hoa_messages``); an X-MIC box pickle
 (``dict[segment_id][frame] = (left, top, right, bottom)`` in pixels); a parquet/CSV box table
 (``segment_id`` or ``video_id``, ``frame``, ``left``, ``top``, ``right``, ``bottom`` in pixels).
 Output: ``BoxSource.box(video_id, segment_id, frame, width, height)`` -> the crop box in pixels,
@@ -13,6 +13,7 @@ wide or high, means the full frame. ``CROP_RULE_VERSION`` goes into the view's f
 """
 from __future__ import annotations
 
+import functools
 import math
 import pickle
 from pathlib import Path
@@ -28,7 +29,12 @@ class BoxError(XmicError):
     pass
 
 
-def _messages():
+# The released EPIC-100 hand-object schema (epic-kitchens/epic-kitchens-100-hand-object-bboxes,
+# types.proto), written once here as descriptors, so no protoc step is needed. Field numbers and
+# enum values must stay those of the release: tests/test_extract.py::test_hoa_schema checks them.
+@functools.cache
+def hoa_messages() -> dict:
+    """Message classes of the schema, built on first use (nothing is built at import)."""
     f = descriptor_pb2.FileDescriptorProto(name="xmic_hoa.proto", package="xmic.hoa",
                                            syntax="proto3")
     T = descriptor_pb2.FieldDescriptorProto
@@ -64,9 +70,6 @@ def _messages():
             for name in ("BBox", "FloatVector", "HandDetection", "ObjectDetection", "Detections")}
 
 
-PB = _messages()
-
-
 class _BytesListUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
         raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed in a detection "
@@ -88,7 +91,7 @@ def load_detection_pickle(path: Path, video_id: str) -> dict[int, object]:
         raise BoxError(f"{path}: expected a list of serialized Detections (bytes)")
     out = {}
     for i, raw in enumerate(items):
-        det = PB["Detections"]()
+        det = hoa_messages()["Detections"]()
         try:
             det.ParseFromString(bytes(raw))
         except Exception as e:
@@ -193,3 +196,20 @@ class BoxSource:
             return None if det is None else union_crop(det, width, height, hs, os_, mp, where)
         raw = self._table.get(("segment", segment_id, frame), self._table.get(("video", video_id, frame)))
         return None if raw is None else clip_box(_check(raw, where), width, height, mp)
+
+
+def view_tensors(images, frames: list[int], views, transform, box_of=None) -> dict:
+    """{view: [n, 3, H, W]} of one segment's decoded frames: ``full_frame`` is each image,
+    ``hand_crop`` each image cropped to ``box_of(frame, image)`` (None: the full frame),
+    both through the encoder's ``transform``. Extraction and ``predict`` both go through here."""
+    import torch
+    out = {}
+    if "full_frame" in views:
+        out["full_frame"] = torch.stack([transform(im) for im in images])
+    if "hand_crop" in views:
+        crops = []
+        for f, im in zip(frames, images):
+            box = box_of(f, im) if box_of is not None else None
+            crops.append(transform(im.crop(box) if box else im))
+        out["hand_crop"] = torch.stack(crops)
+    return out

@@ -11,7 +11,6 @@ without QuickGELU are refused: they load without error and silently lose accurac
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import torch
 
 from xmic.cache.fingerprint import clip_preprocess, model_identity
 from xmic.cache.atomic_files import sha256_file
-from xmic.config import XmicError
+from xmic.config import XmicError, resolve_device
 
 OPENAI_ORIGIN_KEY = "xmic.origin"
 
@@ -35,8 +34,17 @@ def resolve_model(model: str) -> tuple[str, dict]:
     if p.suffix == ".json":
         if not p.exists():
             raise EncoderError(f"{p}: model config not found")
-        open_clip.add_model_config(p)
-        model = p.stem
+        try:
+            wanted = json.loads(p.read_text())
+        except (OSError, ValueError) as e:
+            raise EncoderError(f"{p}: not a readable model-config JSON ({e})") from None
+        model = p.stem  # open_clip registers configs by file name, for the whole process
+        have = open_clip.get_model_config(model)
+        if have is None:
+            open_clip.add_model_config(p)
+        elif have != wanted:
+            raise EncoderError(f"{p}: open_clip already knows a model {model!r} with another "
+                               "config (configs are named by file name); rename the file")
     cfg = open_clip.get_model_config(model)
     if cfg is None:
         raise EncoderError(f"unknown open_clip model {model!r}; give a name from "
@@ -119,9 +127,10 @@ def load_timm(name: str, weights: str, device: str, precision: str, seed: int) -
     """A timm image model as Encoder II: pooled features [B, num_features], local weights only."""
     import timm
     from timm.data import create_transform, resolve_data_config
-    torch.manual_seed(seed)
     try:
-        net = timm.create_model(name, pretrained=False, num_classes=0)
+        with torch.random.fork_rng(devices=[]):  # seeded init, the caller's RNG untouched
+            torch.manual_seed(seed)
+            net = timm.create_model(name, pretrained=False, num_classes=0)
     except Exception as e:  # timm raises RuntimeError for unknown names
         raise EncoderError(f"timm:{name}: unknown timm model ({e})") from None
     warnings = []
@@ -157,25 +166,23 @@ def load_timm(name: str, weights: str, device: str, precision: str, seed: int) -
                            f"timm eval (crop_pct {data.get('crop_pct')})")
     identity = model_identity(f"timm:{name}", digest, "timm " + timm.__version__, torch.__version__,
                               False)
-    for w in warnings:
-        print(f"WARNING: {w}", file=sys.stderr)
     return ClipEncoder(tower, None, create_transform(**data), identity, prep, dev, precision,
                        int(net.num_features), warnings)
 
 
-def resolve_device(name: str) -> str:
-    """auto -> cuda when there is one, else cpu; cuda without a GPU is an error."""
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise EncoderError("--device cuda: no CUDA device is available here; use --device cpu")
-    return name
+def check_weights(weights: str) -> str:
+    """Extraction needs weights named: nothing is downloaded, and random ones must be asked for."""
+    if not weights:
+        raise EncoderError("give --weights FILE or local-dir:DIR (or `random` for a test run)")
+    return weights
 
 
 def load_encoder(model: str, weights: str, device: str = "auto", precision: str = "fp32",
                  seed: int = 0) -> ClipEncoder:
-    """open_clip (name or config JSON) or ``timm:NAME`` (Encoder II, image only)."""
-    device = resolve_device(device)
+    """open_clip (name or config JSON) or ``timm:NAME`` (Encoder II, image only). Warnings (random
+    weights, precision) are returned in ``ClipEncoder.warnings`` for the caller to show."""
+    check_weights(weights)
+    device = str(resolve_device(device))
     if model.startswith("timm:"):
         return load_timm(model[len("timm:"):], weights, device, precision, seed)
     return load_clip(model, weights, device, precision, seed)
@@ -198,15 +205,16 @@ def load_clip(model: str, weights: str, device: str = "cpu", precision: str = "f
         files = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".pt"))
         if not files:
             raise EncoderError(f"{folder}: no weights file (.safetensors/.bin/.pt)")
-        name = json.loads(cfg_path.read_text()).get("model_cfg", {}).get("name", folder.name)
+        model_cfg = json.loads(cfg_path.read_text()).get("model_cfg", {})  # read once
+        name = model_cfg.get("name", folder.name)
         m = open_clip.create_model(weights, device="cpu")
-        cfg = {"quick_gelu": bool(json.loads(cfg_path.read_text()).get("model_cfg", {})
-                                  .get("quick_gelu", False))}
+        cfg = {"quick_gelu": bool(model_cfg.get("quick_gelu", False))}
         digest, origin = sha256_file(files[0]), weights_origin(files[0])
     else:
         name, cfg = resolve_model(model)
-        torch.manual_seed(seed)
-        m = open_clip.create_model(name, pretrained=None, device="cpu")
+        with torch.random.fork_rng(devices=[]):  # seeded init, the caller's RNG untouched
+            torch.manual_seed(seed)
+            m = open_clip.create_model(name, pretrained=None, device="cpu")
         if weights == "random":
             digest, origin = f"random-seed-{seed}", None
             warnings.append(f"RANDOM WEIGHTS (seed {seed}): embeddings are meaningless; give "
@@ -245,8 +253,6 @@ def load_clip(model: str, weights: str, device: str = "cpu", precision: str = "f
                            else pc.get("resize_mode"))
     dim = int(m.text_projection.shape[1]) if getattr(m, "text_projection", None) is not None \
         else int(m.encode_image(torch.zeros(1, 3, size, size, device=dev)).shape[1])
-    for w in warnings:
-        print(f"WARNING: {w}", file=sys.stderr)
     return ClipEncoder(m, open_clip.get_tokenizer(name) if not weights.startswith("local-dir:")
                        else open_clip.get_tokenizer(weights), transform, identity, prep, dev,
                        precision, dim, warnings)

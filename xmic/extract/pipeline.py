@@ -34,7 +34,7 @@ from xmic.extract.clip_embed import class_text
 from xmic.extract.config import ExtractConfig
 from xmic.cache.datasets import read_dataset
 from xmic.extract.media import check_media_ids, encode_range, frame_source
-from xmic.extract.detections import BoxSource
+from xmic.extract.detections import BoxSource, view_tensors
 from xmic.extract.readers import read_frames
 from xmic.extract.sampling import frames_to_encode
 
@@ -100,17 +100,11 @@ class SegmentFrames(Dataset):
             lo, hi = encode_range(self.kind, r["start_frame"], r["stop_frame"], r["fps"])
             frames = frames_to_encode(lo, hi, c.sampling, c.per_bin, c.bins)
             images = read_frames(src, frames)
-            out = {}
-            if "full_frame" in self.views:
-                out["full_frame"] = torch.stack([self.transform(im) for im in images])
-            if "hand_crop" in self.views:
-                if self._boxes is None:
-                    self._boxes = BoxSource(self.boxes_path, c.hand_score, c.object_score, c.min_box_px)
-                crops = []
-                for f, im in zip(frames, images):
-                    box = self._boxes.box(r["video_id"], r["segment_id"], f, im.width, im.height)
-                    crops.append(self.transform(im.crop(box) if box else im))
-                out["hand_crop"] = torch.stack(crops)
+            if "hand_crop" in self.views and self._boxes is None:
+                self._boxes = BoxSource(self.boxes_path, c.hand_score, c.object_score, c.min_box_px)
+            boxes = self._boxes
+            out = view_tensors(images, frames, self.views, self.transform, lambda f, im: boxes.box(
+                r["video_id"], r["segment_id"], f, im.width, im.height))
             return r["segment_id"], frames, out, None
         except XmicError as e:
             return r["segment_id"], [], {}, str(e)
@@ -330,6 +324,8 @@ def _encode_shard(enc, cfg: ExtractConfig, info: dict, rows: list[dict],
 
 
 def extract_text(cache_dir: Path, cfg: ExtractConfig, labels=("noun", "verb"), encoder=None) -> dict:
+    """Vocabulary name -> class count of every vocabulary written, and ``warnings``: the
+    encoder's (random weights, precision) for the caller to show."""
     from xmic.extract.encoders import load_encoder
     cache = Cache.open(cache_dir)
     meta = read_json(cache.root / PLAN_FILE, "extraction plan (run `xmic extract plan` first)")
@@ -345,4 +341,4 @@ def extract_text(cache_dir: Path, cfg: ExtractConfig, labels=("noun", "verb"), e
                       F.vocab_fingerprint(enc.identity, enc.precision, template), replace=True,
                       source={"classes": "extract_plan.json", "names": "SPEC normalised"})
             out[name] = len(classes)
-    return out
+    return {"vocabularies": out, "warnings": list(enc.warnings)}

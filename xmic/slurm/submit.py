@@ -23,6 +23,7 @@ from xmic.cache.atomic_files import append_line, fsync_dir, make_dirs, rename
 from xmic.cache.paths import SLURM_LOGS, SUBMISSIONS, SUPERSEDED, shard_dir, view_dir
 from xmic.config import XmicError, config_to_dict
 from xmic.extract.config import ExtractConfig
+from xmic.extract.encoders import check_weights
 from xmic.slurm.config import SlurmConfig
 from xmic.slurm.status import read_submissions, status
 from xmic.slurm.worker import ShardTask
@@ -102,9 +103,7 @@ def append_record(cache_root: Path, record: dict) -> None:
 def submit(cache_dir: Path, extract_cfg: ExtractConfig, slurm_cfg: SlurmConfig, retry: bool = False,
            dry_run: bool = False, echo=print) -> tuple[dict, list]:
     """Submit what is left to do; returns (record, submitit jobs)."""
-    if not extract_cfg.weights:
-        raise XmicError("the extraction config has no weights: give --weights FILE or "
-                        "local-dir:DIR (or `random` for a test run)")
+    check_weights(extract_cfg.weights)  # before anything is submitted
     cache, report, summary, subs = status(cache_dir)
     todo, redo = choose_shards(report, retry)
     kind = "retry" if retry else "submit"

@@ -20,15 +20,6 @@ from xmic.train.config import TrainConfig
 from xmic.train.data import FeatureBank, batch, positions
 
 
-def pick_device(name: str) -> torch.device:
-    """auto -> cuda when there is one, else cpu; cuda without a GPU is an error."""
-    if name == "cuda" and not torch.cuda.is_available():
-        raise XmicError("--device cuda: no CUDA device is available here; use --device cpu")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
-
-
 @torch.no_grad()
 def predict_logits(model, bank: FeatureBank, w: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
     """Logits [S, C] at bin centres, in batches."""

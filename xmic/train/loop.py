@@ -23,12 +23,12 @@ from tqdm import tqdm
 
 from xmic.cache import Cache
 from xmic.cache.atomic_files import write_bytes_atomic, write_text_atomic
-from xmic.config import XmicError, config_to_dict, dump_config
+from xmic.config import XmicError, config_to_dict, dump_config, resolve_device
 from xmic.train.build import build_model, check_inputs, model_dims, text_matrix
 from xmic.train.checkpoint import CheckpointError, check_resumable, load_checkpoint, save_checkpoint
 from xmic.train.config import TrainConfig
 from xmic.train.data import batch, heldout_split, load_bank
-from xmic.train.inference import evaluate_bank, pick_device
+from xmic.train.inference import evaluate_bank
 from xmic.train.plots import plot_curve
 
 
@@ -67,7 +67,7 @@ def train(cache_path: str | Path, cfg: TrainConfig, out: str | Path, resume: boo
     out = Path(out)
     cache = Cache.open(cache_path)
     inputs = check_inputs(cache, cfg)
-    device = pick_device(cfg.device)
+    device = resolve_device(cfg.device)
     classes = len(inputs.vocab.classes)
     views = cfg.views()
     full = load_bank(cache, cfg.split, views, cfg.label, classes, device)
