@@ -82,9 +82,9 @@ def test_fingerprint_mismatch_is_refused(small_cache):
     from conftest import fingerprint
     shard = small_cache.shards()[0]
     with pytest.raises(CacheError, match=r"fingerprint.*model\.name: 'ViT-B-16-quickgelu' != 'ViT-L-14'"):
-        ShardWriter(small_cache, "full_frame", shard, 16, fingerprint("ViT-L-14"))
+        ShardWriter(small_cache, "full_frame", shard, 16, fingerprint("ViT-L-14")).start()
     with pytest.raises(CacheError, match="width 16, refusing data of width 32"):
-        ShardWriter(small_cache, "full_frame", shard, 32, fingerprint())
+        ShardWriter(small_cache, "full_frame", shard, 32, fingerprint()).start()
 
 
 def test_writer_rejects_bad_segments(small_cache, tmp_path):

@@ -118,7 +118,7 @@ def test_disk_fills_at_each_write_of_a_commit(tmp_path, monkeypatch, backend, st
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_write(fd, data)
 
-    w = ShardWriter(cache, "full_frame", shard, 16, fingerprint())
+    w = ShardWriter(cache, "full_frame", shard, 16, fingerprint()).start()
     monkeypatch.setattr(atomic_files.os, "open", tracking_open)
     monkeypatch.setattr(atomic_files, "_write_fd", full_write)
     if stage == "zarr":

@@ -40,7 +40,6 @@ ROWS_SCHEMA = pa.schema([
     pa.field("status", pa.string()),
     pa.field("error", pa.string()),
 ])
-STATUSES = ("ok", "failed", "pending")
 
 
 def view_columns(view: str) -> tuple[str, str, str]:

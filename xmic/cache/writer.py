@@ -104,15 +104,27 @@ class ShardWriter:
         self.segment_ids: list[str] = plan["segment_id"].to_pylist()
         self._pos = {s: i for i, s in enumerate(self.segment_ids)}
         self._results: dict[str, tuple] = {}
-        cache.register_view(view, self.dim, fingerprint)
         self.final = shard_dir(cache.root, view, shard)
-        self.tmp_root = make_dirs(view_dir(cache.root, view) / TMP, cache.root)
-        for p in stale_tmp(self.tmp_root, shard):
-            remove_tree(p, cache.root)
-        self.attempt = self._log_attempt()
-        self.claim = Claim(cache.root, view, shard)  # `running` until commit or failure
-        self.started = time.time()
+        self.tmp_root = view_dir(cache.root, view) / TMP
         self.tmp: Path | None = None
+        self.claim: Claim | None = None
+        self.attempt = 0
+        self.started = None
+
+    def start(self) -> "ShardWriter":
+        """The writer's own files: the view's record (width and fingerprint checked), stale
+        temporary folders of dead writers removed, the attempt logged, the running claim.
+        Called by ``with``, or by the first ``add``/``fail``/``commit``."""
+        if self.started is None:
+            root = self.cache.root
+            self.cache.register_view(self.view, self.dim, self.fingerprint)
+            make_dirs(self.tmp_root, root)
+            for p in stale_tmp(self.tmp_root, self.shard):
+                remove_tree(p, root)
+            self.attempt = self._log_attempt()
+            self.claim = Claim(root, self.view, self.shard)  # `running` until commit or failure
+            self.started = time.time()
+        return self
 
     def _log_attempt(self) -> int:
         line = f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {socket.gethostname()} {os.getpid()}\n"
@@ -131,6 +143,7 @@ class ShardWriter:
 
     def add(self, segment_id: str, frames: np.ndarray, frame_indices) -> None:
         """Store one segment's frames [n, D]; ``frame_indices`` [n] are the video frames encoded."""
+        self.start()
         self._slot(segment_id)
         where = f"view {self.view}, segment {segment_id}"
         arr = to_storage(frames, self.cache.config.dtype, self.dim, where)
@@ -142,6 +155,7 @@ class ShardWriter:
 
     def fail(self, segment_id: str, error: str) -> None:
         """Record that a segment could not be produced (no data is written for it)."""
+        self.start()
         self._slot(segment_id)
         self._results[segment_id] = ("failed", None, [], str(error) or "unknown error")
         self.claim.heartbeat()
@@ -149,6 +163,7 @@ class ShardWriter:
     def commit(self, extra_stats: dict | None = None) -> bool:
         """Write and commit the shard; True if this writer's commit won, False if another
         writer had already committed the same shard. ``extra_stats`` go into the marker."""
+        self.start()
         missing = [s for s in self.segment_ids if s not in self._results]
         if missing:
             raise CacheError(f"shard {self.shard} of view {self.view}: {len(missing)} planned "
@@ -239,7 +254,8 @@ class ShardWriter:
 
     def record_failure(self, exc: BaseException) -> None:
         """Best effort (the disk may be full): the error itself is raised by the caller."""
-        self.claim.release()
+        if self.claim is not None:
+            self.claim.release()
         if self.is_done():
             return
         with contextlib.suppress(OSError):
@@ -254,13 +270,14 @@ class ShardWriter:
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, self.cache.root)
 
     def __enter__(self) -> "ShardWriter":
-        return self
+        return self.start()
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         if self.tmp is not None:
             remove_tree(self.tmp, self.cache.root)
             self.tmp = None
-        self.claim.release()
+        if self.claim is not None:
+            self.claim.release()
         if exc is not None and isinstance(exc, Exception):
             self.record_failure(exc)
         return False

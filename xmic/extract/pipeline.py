@@ -218,65 +218,76 @@ def run_shards(cache_dir: Path, cfg: ExtractConfig, shard_ids: list[int] | list[
     from tqdm import tqdm
     bar = tqdm(total=sum(1 for r in plan_rows if r["shard"] in set(chosen)), unit="seg",
                desc="extract", disable=None)
-    for split, info in meta["splits"].items():
-        fps = view_fingerprints(enc, cfg, meta, split)
-        have = cache.views()
-        for v, fp in fps.items():
-            if names.get(v, v) in have:
-                cache.check_view(names.get(v, v), enc.dim, fp)  # refuse before any work
-        for shard in [s for s in chosen if s in set(cache.shards(split))]:
-            full = commits.disk_full()
-            if full is not None:  # encoding more shards that cannot be written wastes hours
-                commits.drain()
-                bar.close()
-                raise full
-            todo = [v for v in info["views"] if cache.shard_state(names.get(v, v), shard) != "done"]
-            if not todo:
-                summary["shards_skipped"] += 1
-                continue
-            rows = [r for r in plan_rows if r["shard"] == shard]
-            writers: dict[str, ShardWriter] = {}
-            try:
-                for v in todo:
-                    writers[v] = ShardWriter(cache, names.get(v, v), shard, enc.dim, fps[v],
-                                             producer_config=config_to_dict(cfg),
-                                             provenance={"split": split, **info})
-                stats = _encode_shard(enc, cfg, info, rows, writers, summary, bar, shard)
-            except KeyboardInterrupt:  # the shard in progress is cleanly not committed
-                for w in writers.values():
-                    w.claim.release()
-                errors = commits.drain()  # the shards encoded before it are
-                bar.close()
-                raise Interrupted(
-                    f"interrupted at shard {shard}: the {summary['shards_done'] - len(errors)} "
-                    f"shard(s) encoded before it are committed, {shard} is not; run the same "
-                    "command again to continue") from None
-            except Exception as e:  # the shard is marked failed; the next one goes on
-                for w in writers.values():
-                    w.record_failure(e)
-                if disk_full(e):
-                    commits.drain()
-                    bar.close()
-                    raise CacheError(f"{cache.root}: the disk is full (no space left on device) "
-                                     f"at shard {shard}; committed shards are intact: free space, "
-                                     "then run the same command again") from None
-                summary["shards_failed"] += 1
-                summary["failures"].append(f"{shard}: {type(e).__name__}: {e}")
-                echo(f"shard {shard}: FAILED: {type(e).__name__}: {e}")
-                continue
-            seconds = stats.pop("seconds")
-            commits.submit(list(writers.values()), stats)
-            summary["shards_done"] += 1
-            echo(f"shard {shard}: {len(rows)} segments, views {todo}, {seconds:.1f}s "
-                 f"(decode {stats['decode_s']:.1f}s, encode {stats['encode_s']:.1f}s; writing)")
-    errors = commits.drain()
-    bar.close()
-    for e in errors:  # a failed commit (disk full, ...) is recorded on its shard
-        summary["shards_failed"] += 1
-        summary["shards_done"] -= 1
-        summary["failures"].append(f"commit: {type(e).__name__}: {e}")
+    try:
+        for split, info in meta["splits"].items():
+            _run_split(cache, enc, cfg, meta, split, info, names, chosen, plan_rows, summary,
+                       commits, bar, echo)
+        errors = commits.drain()
+        for e in errors:  # a failed commit is recorded on its shard; a full disk stops the run
+            if disk_full(e):
+                raise e
+            summary["shards_failed"] += 1
+            summary["shards_done"] -= 1
+            summary["failures"].append(f"commit: {type(e).__name__}: {e}")
+    except Exception as e:
+        if not disk_full(e):
+            raise
+        commits.drain()  # what was encoded before and fits is committed
+        raise CacheError(f"{cache.root}: the disk is full (no space left on device); committed "
+                         "shards are intact and the half-written one is removed: free space, "
+                         "then run the same command again") from None
+    finally:
+        bar.close()
     cache.index(refresh=True)
     return summary
+
+
+def _run_split(cache, enc, cfg, meta, split, info, names, chosen, plan_rows, summary, commits,
+               bar, echo) -> None:
+    """Encode every chosen, uncommitted shard of one split; each commits in the writer thread."""
+    fps = view_fingerprints(enc, cfg, meta, split)
+    have = cache.views()
+    for v, fp in fps.items():
+        if names.get(v, v) in have:
+            cache.check_view(names.get(v, v), enc.dim, fp)  # refuse before any work
+    for shard in [s for s in chosen if s in set(cache.shards(split))]:
+        full = commits.disk_full()
+        if full is not None:  # encoding more shards that cannot be written wastes hours
+            raise full
+        todo = [v for v in info["views"] if cache.shard_state(names.get(v, v), shard) != "done"]
+        if not todo:
+            summary["shards_skipped"] += 1
+            continue
+        rows = [r for r in plan_rows if r["shard"] == shard]
+        writers: dict[str, ShardWriter] = {}
+        try:
+            for v in todo:
+                writers[v] = ShardWriter(cache, names.get(v, v), shard, enc.dim, fps[v],
+                                         producer_config=config_to_dict(cfg),
+                                         provenance={"split": split, **info}).start()
+            stats = _encode_shard(enc, cfg, info, rows, writers, summary, bar, shard)
+        except KeyboardInterrupt:  # the shard in progress is cleanly not committed
+            for w in writers.values():
+                w.claim.release()
+            errors = commits.drain()  # the shards encoded before it are
+            raise Interrupted(
+                f"interrupted at shard {shard}: the {summary['shards_done'] - len(errors)} "
+                f"shard(s) encoded before it are committed, {shard} is not; run the same "
+                "command again to continue") from None
+        except Exception as e:  # the shard is marked failed; the next one goes on
+            for w in writers.values():
+                w.record_failure(e)
+            if disk_full(e):
+                raise
+            summary["shards_failed"] += 1
+            summary["failures"].append(f"{shard}: {type(e).__name__}: {e}")
+            echo(f"shard {shard}: FAILED: {type(e).__name__}: {e}")
+            continue
+        seconds = stats.pop("seconds")
+        commits.submit(list(writers.values()), stats)
+        summary["shards_done"] += 1
+        echo(f"shard {shard}: {len(rows)} segments, views {todo}, {seconds:.1f}s "
+             f"(decode {stats['decode_s']:.1f}s, encode {stats['encode_s']:.1f}s; writing)")
 
 
 def _encode_shard(enc, cfg: ExtractConfig, info: dict, rows: list[dict],
