@@ -1,0 +1,1 @@
+"""xmic: X-MIC on a feature cache. Stages: extract, cache, slurm, train, evaluate (docs/architecture.md)."""

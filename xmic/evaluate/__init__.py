@@ -1,0 +1,1 @@
+"""Evaluation: the cross-dataset protocol (metrics, shared/novel classes, tables, plots, predict)."""

@@ -1,0 +1,1 @@
+"""Extraction: frames and hand crops of segments through a frozen CLIP, written into the cache."""

@@ -61,6 +61,41 @@ def nonfinite_parameters(model) -> list[str]:
     return [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
 
 
+def train_epoch(model, opt, sched, scaler, bank, w, cfg: TrainConfig, cond, gen, use_amp: bool,
+                epoch: int, where: str) -> dict:
+    """One pass over ``bank`` in a seeded random order; returns train loss, top-1 and samples/s.
+    Raises ``TrainingDiverged`` on a non-finite loss (at its step) or weight (at the end)."""
+    t0 = time.time()
+    model.train()
+    order = torch.randperm(len(bank), generator=gen, device=bank.labels.device)
+    steps = -(-len(bank) // cfg.batch_size)
+    tot_loss = tot_ok = seen = 0.0
+    bar = tqdm(order.split(cfg.batch_size), total=steps, disable=None,
+               desc=f"epoch {epoch}/{cfg.epochs}", leave=False)
+    for step, seg in enumerate(bar, start=1):
+        f, x, y = batch(bank, seg, cfg.model.classified_view, cond, cfg.frames, gen, train=True)
+        loss, logits = train_step(model, opt, sched, scaler, f, x, y, w, use_amp)
+        value = loss.item()
+        if not math.isfinite(value):
+            raise TrainingDiverged(
+                f"{where}: training diverged at epoch {epoch}, step {step}/{steps}: the loss is "
+                f"{value} (lr {opt.param_groups[0]['lr']:.3g}); nothing of this epoch was saved; "
+                "lower optim.lr or check the features")
+        n = len(seg)
+        seen += n
+        tot_loss += value * n
+        tot_ok += (logits.argmax(1) == y).sum().item()
+        bar.set_postfix(loss=f"{tot_loss / seen:.3f}", acc=f"{100 * tot_ok / seen:.1f}",
+                        samples_s=f"{seen / (time.time() - t0):.0f}")
+    bad = nonfinite_parameters(model)
+    if bad:
+        raise TrainingDiverged(
+            f"{where}: training diverged at epoch {epoch}: non-finite weights in {bad[:5]}; "
+            "nothing of this epoch was saved; lower optim.lr or check the features")
+    return {"train_loss": tot_loss / seen, "train_top1": 100 * tot_ok / seen,
+            "samples_per_s": seen / (time.time() - t0)}
+
+
 def train(cache_path: str | Path, cfg: TrainConfig, out: str | Path, resume: bool = False,
           echo=print) -> dict:
     # ---- setup: data, model, optimizer, and the state to resume ---------------------------
@@ -125,34 +160,8 @@ def train(cache_path: str | Path, cfg: TrainConfig, out: str | Path, resume: boo
         t0 = time.time()
         row = {"epoch": epoch, "lr": opt.param_groups[0]["lr"] if opt else None}
         if params:
-            model.train()
-            order = torch.randperm(len(train_bank), generator=gen, device=device)
-            tot_loss = tot_ok = seen = 0.0
-            bar = tqdm(order.split(cfg.batch_size), total=steps_per_epoch, disable=None,
-                       desc=f"epoch {epoch}/{cfg.epochs}", leave=False)
-            for step, seg in enumerate(bar, start=1):
-                f, x, y = batch(train_bank, seg, cfg.model.classified_view, cond, cfg.frames,
-                                gen, train=True)
-                loss, logits = train_step(model, opt, sched, scaler, f, x, y, w, use_amp)
-                value = loss.item()
-                if not math.isfinite(value):
-                    raise TrainingDiverged(
-                        f"{out}: training diverged at epoch {epoch}, step {step}/{steps_per_epoch}: "
-                        f"the loss is {value} (lr {opt.param_groups[0]['lr']:.3g}); nothing of "
-                        "this epoch was saved; lower optim.lr or check the features")
-                n = len(seg)
-                seen += n
-                tot_loss += value * n
-                tot_ok += (logits.argmax(1) == y).sum().item()
-                bar.set_postfix(loss=f"{tot_loss / seen:.3f}", acc=f"{100 * tot_ok / seen:.1f}",
-                                samples_s=f"{seen / (time.time() - t0):.0f}")
-            bad = nonfinite_parameters(model)
-            if bad:
-                raise TrainingDiverged(
-                    f"{out}: training diverged at epoch {epoch}: non-finite weights in {bad[:5]}; "
-                    "nothing of this epoch was saved; lower optim.lr or check the features")
-            row.update(train_loss=tot_loss / seen, train_top1=100 * tot_ok / seen,
-                       samples_per_s=seen / (time.time() - t0))
+            row.update(train_epoch(model, opt, sched, scaler, train_bank, w, cfg, cond, gen,
+                                   use_amp, epoch, where=str(out)))
         if held is not None:
             m = evaluate_bank(model, held, w, cfg)
             row.update(heldout_top1=m["top1"], heldout_loss=m["loss"])
