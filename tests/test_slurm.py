@@ -18,7 +18,8 @@ from xmic.cache import Cache
 from xmic.cache.claims import Claim, live_claims
 from xmic.cache.verify import verify
 from xmic.slurm.status import _busy_seconds, status
-from xmic.slurm.submit import group_shards, split_arrays
+from xmic.slurm.launch import split_arrays
+from xmic.slurm.submit import group_shards
 
 
 @pytest.fixture(scope="module")

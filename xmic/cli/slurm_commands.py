@@ -41,7 +41,8 @@ def _submission_options(f):
 
 def _submit_and_report(cache_dir, ext, slu, retry, wait, dry_run):
     from xmic.slurm.status import format_status, status
-    from xmic.slurm.submit import submit, wait as wait_jobs
+    from xmic.slurm.launch import wait as wait_jobs
+    from xmic.slurm.submit import submit
     record, jobs = submit(cache_dir, ext, slu, retry=retry, dry_run=dry_run, echo=click.echo)
     if jobs:
         click.echo("job ids: " + " ".join(a["job_id"] for a in record["arrays"]) +

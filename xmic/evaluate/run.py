@@ -49,7 +49,9 @@ def check_fingerprints(run_fps: dict, cache_fps: dict, views: list[str], run: Pa
 
 def evaluate_run(run: str | Path, cache_path: str | Path, split: str,
                  class_splits: str | Path | None = None, out: str | Path | None = None,
-                 device: str = "auto", plots: bool = True) -> dict:
+                 device: str = "auto", plots: bool = True, bank_loader=load_bank) -> dict:
+    """Score a run on a cache split; writes metrics.json, predictions.parquet and plots into
+    ``out`` (default RUN/eval/DATASET-SPLIT). ``bank_loader``: ``load_bank`` or a memo of it."""
     run = Path(run)
     model, cfg, ck = load_run(run)
     cache = Cache.open(cache_path)
@@ -66,7 +68,7 @@ def evaluate_run(run: str | Path, cache_path: str | Path, split: str,
         raise RunMismatch(f"run {run} was built for widths {ck['dims']}, cache {cache.root} "
                           f"holds {dims}")
     model = model.to(dev)
-    bank = load_bank(cache, split, cfg.views(), cfg.label, len(target_classes), dev)
+    bank = bank_loader(cache, split, cfg.views(), cfg.label, len(target_classes), dev)
     w = torch.from_numpy(text_matrix(inputs.vocab)).to(dev)
     scores = predict_logits(model, bank, w, cfg).cpu().numpy()                # [S, C]
     labels = bank.labels.cpu().numpy()

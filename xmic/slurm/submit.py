@@ -5,39 +5,24 @@ Inputs: a cache folder with an extraction plan, an ``ExtractConfig`` and a ``Slu
 and committed ones holding failed segments, which are moved to ``views/VIEW/.superseded/``
 first), groups them ``shards_per_task`` to an array task, splits the tasks into arrays of at
 most MaxArraySize (read from ``scontrol show config``, or the config's ``max_array_size``), and
-submits each array with ``map_array``. Output: a submission record (job ids, the shards of each
+submits them through ``launch.submit_arrays`` (shared with the grid). Output: a submission record (job ids, the shards of each
 task, both configs, the log folder, the time) appended to ``CACHE/slurm/submissions.jsonl``
 and returned, with the submitit jobs (kept out of the record) for ``wait``.
 """
 from __future__ import annotations
 
-import json
-import re
-import subprocess
 import time
 from pathlib import Path
 
-import submitit
-
-from xmic.cache.atomic_files import append_line, fsync_dir, make_dirs, rename
+from xmic.cache.atomic_files import fsync_dir, make_dirs, rename
 from xmic.cache.paths import SLURM_LOGS, SUBMISSIONS, SUPERSEDED, shard_dir, view_dir
 from xmic.config import XmicError, config_to_dict
 from xmic.extract.config import ExtractConfig
 from xmic.extract.encoders import check_weights
 from xmic.slurm.config import SlurmConfig
+from xmic.slurm.launch import array_size, split_arrays, submit_arrays, wait
 from xmic.slurm.status import read_submissions, status
 from xmic.slurm.worker import ShardTask
-
-
-def cluster_max_array_size() -> int | None:
-    """MaxArraySize of the cluster this machine submits to, or None without ``scontrol``."""
-    try:
-        out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True,
-                             timeout=30, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    m = re.search(r"^MaxArraySize\s*=\s*(\d+)", out, re.M)
-    return int(m.group(1)) if m else None
 
 
 def group_shards(shards: list[str], per_task: int, max_tasks: int | None = None) -> list[list[str]]:
@@ -45,31 +30,6 @@ def group_shards(shards: list[str], per_task: int, max_tasks: int | None = None)
     if max_tasks:
         per_task = max(per_task, -(-len(shards) // max_tasks))
     return [shards[i:i + per_task] for i in range(0, len(shards), per_task)]
-
-
-def split_arrays(tasks: list, max_array_size: int) -> list[list]:
-    return [tasks[i:i + max_array_size] for i in range(0, len(tasks), max_array_size)]
-
-
-def make_executor(cfg: SlurmConfig, folder: Path) -> submitit.Executor:
-    ex = submitit.AutoExecutor(folder=folder, cluster=cfg.executor,
-                               slurm_max_num_timeout=cfg.max_timeouts)
-    params = dict(timeout_min=cfg.timeout_min, name=cfg.job_name)
-    if cfg.executor == "slurm":
-        params.update(cpus_per_task=cfg.cpus_per_task, mem_gb=cfg.mem_gb,
-                      slurm_array_parallelism=cfg.array_parallelism,
-                      slurm_signal_delay_s=cfg.signal_delay_s, stderr_to_stdout=True)
-        if cfg.gpus_per_task:
-            params["gpus_per_node"] = cfg.gpus_per_task  # one task per node
-        for key in ("partition", "account", "qos", "constraint"):
-            if getattr(cfg, key):
-                params[f"slurm_{key}"] = getattr(cfg, key)
-        if cfg.setup:
-            params["slurm_setup"] = list(cfg.setup)
-    elif cfg.executor == "local" and cfg.gpus_per_task:
-        params["gpus_per_node"] = cfg.gpus_per_task
-    ex.update_parameters(**params)
-    return ex
 
 
 def supersede(cache_root: Path, views: list[str], shard: str) -> None:
@@ -95,11 +55,6 @@ def choose_shards(report: dict[str, dict], retry: bool) -> tuple[list[str], list
     return todo, redo
 
 
-def append_record(cache_root: Path, record: dict) -> None:
-    append_line(Path(cache_root) / SUBMISSIONS, json.dumps(record, sort_keys=True) + "\n",
-                Path(cache_root).resolve())
-
-
 def submit(cache_dir: Path, extract_cfg: ExtractConfig, slurm_cfg: SlurmConfig, retry: bool = False,
            dry_run: bool = False, echo=print) -> tuple[dict, list]:
     """Submit what is left to do; returns (record, submitit jobs)."""
@@ -107,20 +62,14 @@ def submit(cache_dir: Path, extract_cfg: ExtractConfig, slurm_cfg: SlurmConfig, 
     cache, report, summary, subs = status(cache_dir)
     todo, redo = choose_shards(report, retry)
     kind = "retry" if retry else "submit"
-    max_size = slurm_cfg.max_array_size
-    if max_size is None and slurm_cfg.executor == "slurm":
-        max_size = cluster_max_array_size()
-    max_size = max_size or 1000
+    max_size = array_size(slurm_cfg)
     cap = slurm_cfg.array_parallelism if slurm_cfg.executor == "local" else None
     tasks = group_shards(todo, slurm_cfg.shards_per_task, cap)
     arrays = split_arrays(tasks, max_size)
     log_dir = Path(slurm_cfg.log_dir or cache.root / SLURM_LOGS).resolve()
-    record = {"kind": kind, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-              "executor": slurm_cfg.executor, "log_dir": str(log_dir),
-              "shards": len(todo), "superseded": redo, "max_array_size": max_size,
+    record = {"kind": kind, "shards": len(todo), "superseded": redo,
               "skipped": {k: summary[k] for k in ("done", "running")},
-              "slurm": config_to_dict(slurm_cfg), "extract": config_to_dict(extract_cfg),
-              "arrays": [], "tasks": []}
+              "extract": config_to_dict(extract_cfg)}
     if not todo:
         echo(f"nothing to {kind}: {summary['done']} shard(s) done, {summary['running']} running, "
              f"{summary['failed']} failed" + ("" if retry else " (`xmic slurm retry` resubmits those)"))
@@ -136,29 +85,8 @@ def submit(cache_dir: Path, extract_cfg: ExtractConfig, slurm_cfg: SlurmConfig, 
     for shard in redo:
         supersede(cache.root, views, shard)
     worker = ShardTask(str(cache.root), config_to_dict(extract_cfg))
-    executor = make_executor(slurm_cfg, log_dir)
-    jobs = []
-    for arr in arrays:
-        got = executor.map_array(worker, arr)
-        jobs += got
-        array_id = got[0].job_id.split("_")[0]
-        record["arrays"].append({"job_id": array_id, "tasks": len(arr)})
-        record["tasks"] += [{"job_id": j.job_id, "shards": s} for j, s in zip(got, arr)]
-        echo(f"  submitted {array_id}: {len(arr)} task(s)")
-    append_record(cache.root, record)
-    return record, jobs
-
-
-def wait(jobs: list) -> list[dict]:
-    """Wait for every job; returns one line per job that did not succeed."""
-    bad = []
-    for j in jobs:
-        try:
-            j.result()
-        except Exception as e:  # the task's own error (shards failed) or the job's death
-            msg = str(e).strip().splitlines()
-            bad.append({"job_id": j.job_id, "error": msg[-1] if msg else type(e).__name__})
-    return bad
+    return submit_arrays(worker, tasks, slurm_cfg, log_dir, cache.root / SUBMISSIONS, cache.root,
+                         record, echo, item_key="shards")
 
 
 def last_submission_configs(cache_dir: Path) -> tuple[ExtractConfig, SlurmConfig]:

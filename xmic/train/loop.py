@@ -97,7 +97,8 @@ def train_epoch(model, opt, sched, scaler, bank, w, cfg: TrainConfig, cond, gen,
 
 
 def train(cache_path: str | Path, cfg: TrainConfig, out: str | Path, resume: bool = False,
-          echo=print) -> dict:
+          echo=print, bank_loader=load_bank) -> dict:
+    """``bank_loader``: ``load_bank`` or a caller's memo of it (a grid loads each cache once)."""
     # ---- setup: data, model, optimizer, and the state to resume ---------------------------
     out = Path(out)
     cache = Cache.open(cache_path)
@@ -105,7 +106,7 @@ def train(cache_path: str | Path, cfg: TrainConfig, out: str | Path, resume: boo
     device = resolve_device(cfg.device)
     classes = len(inputs.vocab.classes)
     views = cfg.views()
-    full = load_bank(cache, cfg.split, views, cfg.label, classes, device)
+    full = bank_loader(cache, cfg.split, views, cfg.label, classes, device)
     tr_idx, ho_idx = heldout_split(full.video_ids, cfg.heldout_fraction)
     train_bank, held = full.subset(tr_idx), (full.subset(ho_idx) if len(ho_idx) else None)
     w = torch.from_numpy(text_matrix(inputs.vocab)).to(device)       # [C, D]

@@ -1,0 +1,134 @@
+"""``xmic grid``: plan, run, status, table of experiment grids."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from xmic.cli.base import XmicGroup
+from xmic.config import XmicError, load_config
+
+
+@click.group(cls=XmicGroup)
+def grid():
+    """Reproduce the paper's tables: experiment grids from caches, resumable."""
+
+
+def _caches(specs) -> dict:
+    out = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise XmicError(f"--cache {spec!r}: expected DATASET=DIR, e.g. epic=caches/epic")
+        out[name] = path
+    return out
+
+
+@grid.command("plan")
+@click.argument("grid_dir", type=click.Path(path_type=Path))
+@click.option("--recipe", required=True,
+              help="paper-main, paper-egtea, paper-ablations, or a recipe YAML file.")
+@click.option("--cache", "caches", multiple=True, metavar="DATASET=DIR",
+              help="The cache of a dataset (overrides the recipe's).")
+@click.option("--class-splits", type=click.Path(path_type=Path),
+              help="Folder of X-MIC's shared/novel class lists.")
+@click.option("--seeds", help="Seeds, e.g. 0,1,2 (overrides the recipe's).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Training override for every run, e.g. epochs=5.")
+def grid_plan(grid_dir, recipe, caches, class_splits, seeds, sets):
+    """Plan a grid (one row per run) and check it against the caches; nothing runs."""
+    from xmic.grid.plan import evaluations, plan_grid
+    from xmic.grid.recipe import load_recipe
+    try:
+        seed_list = [int(s) for s in seeds.split(",")] if seeds else None
+    except ValueError:
+        raise XmicError(f"--seeds {seeds!r}: expected integers, e.g. 0,1,2") from None
+    r = load_recipe(recipe, _caches(caches), seed_list, str(class_splits) if class_splits else None,
+                    sets)
+    g = plan_grid(grid_dir, r)
+    click.echo(f"grid {grid_dir}: recipe {r.name}, {len(g['runs'])} runs, {evaluations(g)} "
+               f"evaluations ({', '.join(r.methods)} x {', '.join(r.labels)} x seeds "
+               f"{list(r.seeds)})")
+
+
+@grid.command("run")
+@click.argument("grid_dir", type=click.Path(path_type=Path, exists=True))
+@click.option("--executor", type=click.Choice(["inprocess", "local", "slurm"]),
+              default="inprocess", show_default=True)
+@click.option("--parallel", type=int, default=1, show_default=True,
+              help="local: worker processes.")
+@click.option("--slurm-config", type=click.Path(path_type=Path), help="Slurm config YAML.")
+@click.option("--slurm-set", multiple=True, metavar="KEY=VALUE",
+              help="Slurm config override, e.g. partition=gpu.")
+@click.option("--wait", is_flag=True, help="local/slurm: wait for the jobs.")
+def grid_run(grid_dir, executor, parallel, slurm_config, slurm_set, wait):
+    """Train and score every run that is not finished; exit 1 when a run failed."""
+    from xmic.grid.plan import load_grid
+    from xmic.grid.state import format_status, grid_status
+    if parallel < 1:
+        raise XmicError(f"--parallel {parallel}: give at least 1")
+    if executor == "inprocess":
+        from xmic.grid.runner import run_inprocess
+        out = run_inprocess(grid_dir, echo=click.echo)
+        click.echo(f"loaded caches in {out['load_seconds']:.1f}s; {out['loads_saved']} "
+                   "load(s) saved by loading each once")
+    else:
+        from xmic.grid.runner import submit_grid
+        from xmic.slurm.config import SlurmConfig
+        slu = load_config(SlurmConfig, slurm_config, [
+            f"executor={executor}", "job_name=xmic-grid",
+            *([] if executor == "slurm" else ["gpus_per_task=0"]), *slurm_set])
+        rec = submit_grid(grid_dir, slu, parallel, wait, echo=click.echo)
+        if not wait:
+            return
+        for j in rec.get("failed_jobs", []):
+            click.echo(f"job {j['job_id']}: {j['error']}")
+    report, summary = grid_status(grid_dir, load_grid(grid_dir))
+    click.echo(format_status(grid_dir, report, summary))
+    if summary["failed"]:
+        sys.exit(1)
+
+
+@grid.command("status")
+@click.argument("grid_dir", type=click.Path(path_type=Path, exists=True))
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--watch", is_flag=True, help="Refresh until nothing is running or pending.")
+@click.option("--interval", type=float, default=10.0, show_default=True)
+def grid_status_cmd(grid_dir, as_json, watch, interval):
+    """done / running / failed / pending per run, failures, ETA; reads only the grid folder."""
+    from xmic.grid.plan import load_grid
+    from xmic.grid.state import format_status, grid_status
+    g = load_grid(grid_dir)
+    while True:
+        report, summary = grid_status(grid_dir, g)
+        if as_json:
+            click.echo(json.dumps({"summary": summary, "runs": report}, indent=1))
+        else:
+            click.echo(format_status(grid_dir, report, summary))
+        if not watch or not (summary["running"] or summary["pending"]):
+            return
+        time.sleep(interval)
+
+
+@grid.command("table")
+@click.argument("grid_dir", type=click.Path(path_type=Path, exists=True))
+@click.option("--format", "fmt", type=click.Choice(["md", "csv", "latex"]), default="md")
+@click.option("--out", type=click.Path(path_type=Path),
+              help="Write the table here too, and the figure beside it (.png).")
+def grid_table(grid_dir, fmt, out):
+    """The paper's table of what has finished, and a figure (in vs cross, shared vs novel)."""
+    from xmic.cache.atomic_files import write_bytes_atomic, write_text_atomic
+    from xmic.grid.plan import load_grid
+    from xmic.grid.table import figure, grid_tables
+    g = load_grid(grid_dir)
+    text = grid_tables(grid_dir, g, fmt)
+    out = Path(out) if out else Path(grid_dir) / f"table.{fmt}"
+    if out.is_dir():
+        raise XmicError(f"--out {out} is a folder; give a file name")
+    write_text_atomic(out, text, out.parent)
+    write_bytes_atomic(out.with_suffix(".png"), figure(grid_dir, g), out.parent)
+    click.echo(text, nl=False)
+    click.echo(f"(table: {out}; figure: {out.with_suffix('.png')})")

@@ -1,0 +1,122 @@
+"""Plan a grid: a recipe expanded into runs, checked against the caches, written once.
+
+Inputs: a grid folder and a ``Recipe``. Output: ``GRID/grid.json`` (the resolved recipe and one
+row per run: id, source dataset, cache and split, label, method and trainer method, seed, the
+resolved training config, its run folder and its targets) and ``GRID/config.yaml`` beside it.
+Everything a run needs is checked before anything runs: every cache opens, every split exists,
+every method's config is valid, every cache holds the views and vocabulary the method reads.
+Planning the same grid again is a no-op; planning another grid into the same folder is refused.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import yaml
+
+from xmic.cache import Cache
+from xmic.cache.atomic_files import write_json_atomic, write_text_atomic
+from xmic.cache.paths import read_json
+from xmic.config import ConfigError, XmicError, config_to_dict, load_config
+from xmic.grid.recipe import Recipe
+from xmic.train.build import check_inputs
+from xmic.train.config import TrainConfig
+
+GRID_FILE = "grid.json"
+RUNS = "runs"
+
+
+class GridError(XmicError):
+    """A grid that cannot be planned or does not match its folder."""
+
+
+def run_id(source: str, label: str, method: str, seed: int) -> str:
+    return f"{source}-{label}-{method}-seed{seed}"
+
+
+def _overrides(d: dict) -> list[str]:
+    return [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in d.items()]
+
+
+def expand(recipe: Recipe) -> list[dict]:
+    """One row per (source, label, method, seed), with its resolved config and targets."""
+    opened: dict[str, Cache] = {}
+
+    def cache_of(ds: str) -> Cache:
+        if ds not in opened:
+            opened[ds] = Cache.open(recipe.caches[ds])
+        return opened[ds]
+    runs = []
+    for source, split in recipe.sources.items():
+        if split not in cache_of(source).splits():
+            raise GridError(f"cache {recipe.caches[source]} has no split {split!r} to train on "
+                            f"(splits: {cache_of(source).splits()})")
+        for ds, tsplit in recipe.targets.items():
+            if tsplit not in cache_of(ds).splits():
+                raise GridError(f"cache {recipe.caches[ds]} has no split {tsplit!r} to score "
+                                f"(splits: {cache_of(ds).splits()})")
+        for label in recipe.labels:
+            for name, over in recipe.methods.items():
+                trainer = over.get("method", name)
+                sets = [f"method={trainer}", f"label={label}", f"split={split}",
+                        *_overrides(recipe.train),
+                        *_overrides({k: v for k, v in over.items() if k != "method"})]
+                try:
+                    base = load_config(TrainConfig, None, sets)
+                except ConfigError as e:
+                    raise GridError(f"method {name!r}: {e}") from None
+                check_inputs(cache_of(source), base)  # views and vocabulary of the source
+                targets = []
+                for ds, tsplit in recipe.targets.items():
+                    if trainer == "linear" and ds != source:
+                        continue  # a probe has no classifier for another vocabulary
+                    check_inputs(cache_of(ds), base)
+                    targets.append({"dataset": ds, "cache": str(cache_of(ds).root),
+                                    "split": tsplit})
+                for seed in recipe.seeds:
+                    cfg = load_config(TrainConfig, None, [*sets, f"seed={seed}"])
+                    rid = run_id(source, label, name, seed)
+                    runs.append({"id": rid, "source": source,
+                                 "cache": str(cache_of(source).root), "split": split,
+                                 "label": label, "method": name, "trainer": trainer,
+                                 "seed": seed, "config": config_to_dict(cfg),
+                                 "dir": f"{RUNS}/{rid}", "targets": targets})
+    return runs
+
+
+def plan_grid(grid_dir: Path, recipe: Recipe) -> dict:
+    """Write (or find identical) ``GRID/grid.json``; returns it."""
+    grid_dir = Path(grid_dir)
+    runs = expand(recipe)
+    body = {"recipe": recipe.as_dict(), "runs": runs}
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+    grid = {"format": "xmic-grid", "version": 1, "sha256": digest, **body}
+    path = grid_dir / GRID_FILE
+    if path.exists():
+        old = load_grid(grid_dir)
+        if old["sha256"] != digest:
+            raise GridError(f"{grid_dir} holds another grid (recipe {old['recipe']['name']}, "
+                            f"{len(old['runs'])} runs); plan into a new folder")
+        return old
+    if grid_dir.is_file():
+        raise GridError(f"{grid_dir} is a file; give a folder for the grid")
+    grid_dir.mkdir(parents=True, exist_ok=True)  # the folder the user names may be a link
+    write_text_atomic(grid_dir / "config.yaml",
+                      yaml.safe_dump(recipe.as_dict(), sort_keys=False), grid_dir)
+    write_json_atomic(path, grid, grid_dir)
+    return grid
+
+
+def load_grid(grid_dir: Path) -> dict:
+    path = Path(grid_dir) / GRID_FILE
+    if not path.exists():
+        raise GridError(f"{grid_dir}: no {GRID_FILE}; plan it first with `xmic grid plan`")
+    grid = read_json(path, "grid plan")
+    if grid.get("format") != "xmic-grid" or grid.get("version") != 1:
+        raise GridError(f"{path}: not an xmic grid plan (version 1)")
+    return grid
+
+
+def evaluations(grid: dict) -> int:
+    return sum(len(r["targets"]) for r in grid["runs"])

@@ -1,0 +1,147 @@
+"""Recipes: what an experiment grid holds, from a built-in name or a YAML file.
+
+Input: ``paper-main``, ``paper-egtea``, ``paper-ablations`` or a YAML path, plus the overrides
+of ``xmic grid plan`` (caches, seeds, class splits, train settings). Output: a ``Recipe``
+(caches, sources, targets, labels, methods with their training overrides, seeds, train
+overrides, class splits), checked for unknown keys and shapes; what the caches must hold is
+checked when the grid is planned (``grid.plan``). YAML form::
+
+    caches: {epic: caches/epic, ego4d: caches/ego4d}   # dataset -> cache dir
+    sources: {epic: train}                             # dataset -> split to train on
+    targets: {epic: validation, ego4d: val}            # dataset -> split every run is scored on
+    labels: [noun]
+    methods: {xmic: {}, zeroshot: {model.zeroshot_vocab: noun}}  # name -> training overrides
+    seeds: [0, 1]
+    train: {epochs: 5}                                 # overrides for every run (optional)
+    class_splits: anno/                                # X-MIC list files (optional)
+
+A method entry may name the trainer method (``xmic-hands-only: {method: xmic, ...}``); else its
+name is the trainer method. A linear probe is scored only on its own dataset (it has no
+classifier for another vocabulary).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from xmic.config import ConfigError, read_yaml
+
+TRAINER_METHODS = ("xmic", "zeroshot", "linear", "clip-adapter")
+KEYS = ("caches", "sources", "targets", "labels", "methods", "seeds", "train", "class_splits")
+SPLITS = {"epic": ("train", "validation"), "ego4d": ("train", "val"), "egtea": (None, "test")}
+BASELINES = {"zeroshot": {}, "linear": {}, "clip-adapter": {}, "xmic": {}}
+
+
+def _ablations() -> dict:
+    m = {"xmic": {},
+         "xmic-hands-only": {"method": "xmic", "model.conditioning_views": ["hand_crop"]},
+         "xmic-frames-only": {"method": "xmic", "model.conditioning_views": ["full_frame"]},
+         "xmic-mean-pool": {"method": "xmic", "model.temporal_pool": "mean"},
+         "xmic-no-spatial": {"method": "xmic", "model.spatial_layers": 0}}
+    for a in (0.5, 1.0, 4.0):  # alpha 2 is the default row
+        m[f"xmic-alpha-{a:g}"] = {"method": "xmic", "model.alpha": a}
+    return m
+
+
+BUILT_IN = {
+    "paper-main": {
+        "sources": {"epic": "train", "ego4d": "train"},
+        "targets": {"epic": "validation", "ego4d": "val"},
+        "labels": ["noun", "verb"], "methods": BASELINES, "seeds": [0, 1, 2]},
+    "paper-egtea": {
+        "sources": {"epic": "train", "ego4d": "train"},
+        "targets": {"epic": "validation", "ego4d": "val", "egtea": "test"},
+        "labels": ["noun", "verb"], "methods": BASELINES, "seeds": [0, 1, 2]},
+    "paper-ablations": {
+        "sources": {"epic": "train"}, "targets": {"epic": "validation", "ego4d": "val"},
+        "labels": ["noun", "verb"], "methods": _ablations(), "seeds": [0, 1, 2]},
+}
+DESCRIPTIONS = {
+    "paper-main": "EPIC-100 and Ego4D sources, noun and verb, zero-shot / linear probe / "
+                  "CLIP-Adapter / X-MIC, each scored on both datasets (main table)",
+    "paper-egtea": "paper-main, every run also scored on EGTEA test",
+    "paper-ablations": "X-MIC variants on EPIC-100: hands or frames only as conditioning, mean "
+                       "pooling, no spatial step, alpha 0.5/1/4, Encoder II views when the "
+                       "cache has them",
+}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    caches: dict
+    sources: dict
+    targets: dict
+    labels: tuple
+    methods: dict
+    seeds: tuple
+    train: dict = field(default_factory=dict)
+    class_splits: str | None = None
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "caches": dict(self.caches), "sources": dict(self.sources),
+                "targets": dict(self.targets), "labels": list(self.labels),
+                "methods": {k: dict(v) for k, v in self.methods.items()},
+                "seeds": list(self.seeds), "train": dict(self.train),
+                "class_splits": self.class_splits}
+
+
+def _mapping(data: dict, key: str, where: str, values=str) -> dict:
+    v = data.get(key, {})
+    if not isinstance(v, dict) or not all(isinstance(k, str) for k in v):
+        raise ConfigError(f"{where}: {key} must be a mapping of names")
+    if values is str and not all(isinstance(x, str) for x in v.values()):
+        raise ConfigError(f"{where}: {key} values must be names (dataset -> split or folder)")
+    return dict(v)
+
+
+def load_recipe(name_or_path: str, caches: dict | None = None, seeds=None,
+                class_splits: str | None = None, train_sets=()) -> Recipe:
+    """A built-in recipe or a YAML file, with ``xmic grid plan``'s overrides applied."""
+    if name_or_path in BUILT_IN:
+        data, where = dict(BUILT_IN[name_or_path]), f"recipe {name_or_path}"
+    else:
+        path = Path(name_or_path)
+        if path.suffix not in (".yaml", ".yml") or not path.exists():
+            raise ConfigError(f"--recipe {name_or_path!r}: not a built-in recipe "
+                              f"({', '.join(BUILT_IN)}) nor an existing .yaml file")
+        data, where = read_yaml(path), str(path)
+    unknown = sorted(set(data) - set(KEYS))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; a recipe has {list(KEYS)}")
+    rc = _mapping(data, "caches", where)
+    rc.update({k: str(v) for k, v in (caches or {}).items()})
+    methods = _mapping(data, "methods", where, values=dict)
+    for name, over in methods.items():
+        if not isinstance(over, dict):
+            raise ConfigError(f"{where}: method {name!r} needs a mapping of training overrides")
+        trainer = over.get("method", name)
+        if trainer not in TRAINER_METHODS:
+            raise ConfigError(f"{where}: method {name!r} is not one of {list(TRAINER_METHODS)}; "
+                              "name the trainer with `method:` for a variant")
+    labels = data.get("labels", [])
+    if not isinstance(labels, list) or not labels or not set(labels) <= {"noun", "verb"}:
+        raise ConfigError(f"{where}: labels must be a non-empty list of noun / verb")
+    seeds = list(seeds) if seeds is not None else data.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
+        raise ConfigError(f"{where}: seeds must be a non-empty list of integers")
+    train = data.get("train") or {}
+    if not isinstance(train, dict):
+        raise ConfigError(f"{where}: train must be a mapping of training overrides")
+    for item in train_sets:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+        train[key] = value
+    sources, targets = _mapping(data, "sources", where), _mapping(data, "targets", where)
+    if not sources or not targets or not methods:
+        raise ConfigError(f"{where}: sources, targets and methods must each name at least one")
+    for role, d in (("source", sources), ("target", targets)):
+        missing = [ds for ds in d if ds not in rc]
+        if missing:
+            raise ConfigError(f"{where}: {role} dataset(s) {missing} have no cache; give "
+                              + " ".join(f"--cache {m}=DIR" for m in missing))
+    cs = class_splits or data.get("class_splits")
+    return Recipe(name_or_path if name_or_path in BUILT_IN else Path(name_or_path).stem, rc,
+                  sources, targets, tuple(labels), methods, tuple(seeds), train,
+                  str(cs) if cs else None)

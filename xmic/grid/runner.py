@@ -1,0 +1,162 @@
+"""Run a grid: train and score every run that is not finished, here or as job arrays.
+
+Inputs: a planned grid folder, an executor (``inprocess``: one run after another in this
+process, each cache loaded once for the whole grid; ``local``: up to ``parallel`` worker
+processes; ``slurm``: job arrays through ``xmic.slurm.launch``, requeued on preemption). Output:
+per run folder the training stage's files (``last.pt`` every epoch, ``checkpoint.pt``, ...),
+each target's ``eval/DATASET-SPLIT/``, then ``finished.json``; or ``failed.json`` with the
+reason. A finished run is never redone; a killed one resumes from its last epoch checkpoint
+(``train(resume=True)``), so it ends with the weights of an uninterrupted run.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import socket
+import time
+from pathlib import Path
+
+from xmic.cache import Cache
+from xmic.cache.atomic_files import make_dirs, remove_file, write_json_atomic
+from xmic.cache.claims import job_id_from_env
+from xmic.config import XmicError, from_dict
+from xmic.evaluate.run import evaluate_run
+from xmic.grid.plan import load_grid
+from xmic.grid.state import FAILED, FINISHED, RUNNING, eval_dir, read_metrics, run_state
+from xmic.train.checkpoint import load_checkpoint
+from xmic.train.config import TrainConfig
+from xmic.train.data import load_bank
+from xmic.train.loop import train
+
+
+class BankMemo:
+    """``load_bank`` that keeps what it loaded: a grid in one process reads each (cache, split,
+    views, label) once. ``seconds`` is the time spent loading, ``hits`` the loads saved."""
+
+    def __init__(self):
+        self._banks: dict = {}
+        self.seconds, self.hits = 0.0, 0
+
+    def __call__(self, cache: Cache, split, views, label, classes, device):
+        key = (str(cache.root), split, tuple(views), label, classes, str(device))
+        if key in self._banks:
+            self.hits += 1
+        else:
+            t = time.time()
+            self._banks[key] = load_bank(cache, split, views, label, classes, device)
+            self.seconds += time.time() - t
+        return self._banks[key]
+
+
+def _trained(run_dir: Path, cfg: TrainConfig) -> bool:
+    """The run's training finished: its last checkpoint is at the last epoch."""
+    if not (run_dir / "last.pt").exists() or not (run_dir / "checkpoint.pt").exists():
+        return False
+    return load_checkpoint(run_dir / "last.pt")["epoch"] >= cfg.epochs
+
+
+def run_one(grid_dir: Path, run: dict, class_splits: str | None, bank_loader=load_bank,
+            echo=print) -> str:
+    """Train and score one run unless it is done; returns its final state (done | failed).
+    Any failure is recorded in ``failed.json`` with its reason; the next run goes on."""
+    grid_dir = Path(grid_dir)
+    d = grid_dir / run["dir"]
+    if run_state(grid_dir, run)["state"] == "done":
+        return "done"
+    make_dirs(d, grid_dir)
+    t0 = time.time()
+    write_json_atomic(d / RUNNING, {"host": socket.gethostname(), "pid": os.getpid(),
+                                    "job": job_id_from_env(), "started": t0}, grid_dir)
+    remove_file(d / FAILED, grid_dir)
+    try:
+        cfg = from_dict(TrainConfig, run["config"], f"{grid_dir}/grid.json: run {run['id']}")
+        if not _trained(d, cfg):
+            beat = functools.partial(_heartbeat, d / RUNNING)
+            train(run["cache"], cfg, d, resume=(d / "last.pt").exists(), echo=beat,
+                  bank_loader=bank_loader)
+        for t in run["targets"]:
+            if read_metrics(d, t) is None:
+                evaluate_run(d, t["cache"], t["split"], class_splits, eval_dir(d, t),
+                             device=cfg.device, bank_loader=bank_loader)
+        write_json_atomic(d / FINISHED, {"seconds": round(time.time() - t0, 2),
+                                         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                   time.gmtime())}, grid_dir)
+        echo(f"run {run['id']}: done in {time.time() - t0:.1f}s")
+        return "done"
+    except (XmicError, OSError, RuntimeError, ValueError) as e:
+        write_json_atomic(d / FAILED, {"error": f"{type(e).__name__}: {e}",
+                                       "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+                          grid_dir)
+        echo(f"run {run['id']}: FAILED: {e}")
+        return "failed"
+    finally:
+        remove_file(d / RUNNING, grid_dir)
+
+
+def _heartbeat(claim: Path, *_, **__) -> None:
+    """Each epoch's line from the training loop refreshes the run's claim."""
+    try:
+        claim.touch(exist_ok=True)
+    except OSError:
+        pass
+
+
+def run_ids(grid: dict, ids) -> list[dict]:
+    by_id = {r["id"]: r for r in grid["runs"]}
+    unknown = [i for i in ids if i not in by_id]
+    if unknown:
+        raise XmicError(f"run(s) {unknown} are not in this grid")
+    return [by_id[i] for i in ids]
+
+
+def grid_task(grid_dir: str, ids: list[str]) -> dict:
+    """One array task (local or Slurm): its runs in turn. Raises when one failed, so the job's
+    state says so; every run's own state is in the grid folder."""
+    grid = load_grid(grid_dir)
+    cs = grid["recipe"].get("class_splits")
+    memo = BankMemo()  # the runs of one task share their caches' loads
+    states = {r["id"]: run_one(Path(grid_dir), r, cs, memo, echo=lambda m: print(m, flush=True))
+              for r in run_ids(grid, ids)}
+    failed = [k for k, v in states.items() if v == "failed"]
+    if failed:
+        raise XmicError(f"{len(failed)} run(s) failed: {failed}; see `xmic grid status`")
+    return states
+
+
+def run_inprocess(grid_dir: Path, echo=print) -> dict:
+    """Every unfinished run in this process, caches loaded once; returns states and load stats."""
+    grid = load_grid(grid_dir)
+    memo = BankMemo()
+    cs = grid["recipe"].get("class_splits")
+    states = {r["id"]: run_one(grid_dir, r, cs, memo, echo) for r in grid["runs"]}
+    return {"states": states, "load_seconds": round(memo.seconds, 3), "loads_saved": memo.hits}
+
+
+
+def submit_grid(grid_dir: Path, slurm_cfg, parallel: int = 1, wait: bool = False,
+                echo=print) -> dict:
+    """Every run that is neither done nor running, as job arrays (``slurm_cfg.executor`` local
+    or slurm): one run per array task on Slurm; on the local executor, which starts every task
+    at once, the runs are grouped into ``parallel`` tasks. Returns the submission record (and,
+    with ``wait``, the jobs that did not succeed)."""
+    from xmic.grid.state import grid_status
+    from xmic.slurm.launch import CallTask, submit_arrays, wait as wait_jobs
+    grid_dir = Path(grid_dir).resolve()
+    grid = load_grid(grid_dir)
+    report, summary = grid_status(grid_dir, grid)
+    todo = [r["id"] for r in grid["runs"] if report[r["id"]]["state"] in ("pending", "failed")]
+    record = {"kind": "grid", "runs": len(todo),
+              "skipped": {k: summary[k] for k in ("done", "running")}}
+    if not todo:
+        echo(f"nothing to run: {summary['done']} done, {summary['running']} running")
+        return record
+    per_task = -(-len(todo) // max(1, parallel)) if slurm_cfg.executor == "local" else 1
+    tasks = [todo[i:i + per_task] for i in range(0, len(todo), per_task)]
+    echo(f"submitting {len(todo)} run(s) as {len(tasks)} task(s) on executor {slurm_cfg.executor}")
+    task = CallTask(functools.partial(grid_task, str(grid_dir)))
+    record, jobs = submit_arrays(task, tasks, slurm_cfg, grid_dir / "slurm" / "logs",
+                                 grid_dir / "slurm" / "submissions.jsonl", grid_dir, record, echo,
+                                 item_key="runs")
+    if wait:
+        record["failed_jobs"] = wait_jobs(jobs)
+    return record
