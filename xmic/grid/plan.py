@@ -19,7 +19,7 @@ from xmic.cache import Cache
 from xmic.cache.atomic_files import write_json_atomic, write_text_atomic
 from xmic.cache.paths import read_json
 from xmic.config import ConfigError, XmicError, config_to_dict, load_config
-from xmic.grid.recipe import Recipe
+from xmic.grid.recipe import OTHER_VIEWS, Recipe
 from xmic.train.build import check_inputs
 from xmic.train.config import TrainConfig
 
@@ -58,6 +58,13 @@ def expand(recipe: Recipe) -> list[dict]:
                                 f"(splits: {cache_of(ds).splits()})")
         for label in recipe.labels:
             for name, over in recipe.methods.items():
+                if over.get("model.conditioning_views") == OTHER_VIEWS:
+                    other = sorted(v for v in cache_of(source).views()
+                                   if v not in ("full_frame", "hand_crop"))
+                    if not other or any(not set(other) <= set(cache_of(ds).views())
+                                        for ds in recipe.targets):
+                        continue  # Encoder II views in the source and every target, or no row
+                    over = {**over, "model.conditioning_views": other}
                 trainer = over.get("method", name)
                 sets = [f"method={trainer}", f"label={label}", f"split={split}",
                         *_overrides(recipe.train),

@@ -29,6 +29,7 @@ from xmic.config import ConfigError, read_yaml
 TRAINER_METHODS = ("xmic", "zeroshot", "linear", "clip-adapter")
 KEYS = ("caches", "sources", "targets", "labels", "methods", "seeds", "train", "class_splits")
 SPLITS = {"epic": ("train", "validation"), "ego4d": ("train", "val"), "egtea": (None, "test")}
+OTHER_VIEWS = "@other-views"  # in a method's conditioning views: resolved from the source cache
 BASELINES = {"zeroshot": {}, "linear": {}, "clip-adapter": {}, "xmic": {}}
 
 
@@ -40,6 +41,9 @@ def _ablations() -> dict:
          "xmic-no-spatial": {"method": "xmic", "model.spatial_layers": 0}}
     for a in (0.5, 1.0, 4.0):  # alpha 2 is the default row
         m[f"xmic-alpha-{a:g}"] = {"method": "xmic", "model.alpha": a}
+    # Encoder II of another view set: the source cache's views besides full_frame / hand_crop
+    # (e.g. DINO's, written with `rename`); planned only when the cache has them
+    m["xmic-encoder2"] = {"method": "xmic", "model.conditioning_views": OTHER_VIEWS}
     return m
 
 

@@ -1,0 +1,199 @@
+"""Experiment grids on a small generated world (EPIC-like and Ego4D-like caches with shared and
+novel classes): plan -> run -> table; re-running redoes nothing; a SIGKILL mid-grid then run
+again gives the table of an uninterrupted grid; a failing run is recorded and the others finish;
+bad recipes are refused in one line at plan; the built-in recipes plan against caches that hold
+what they need and refuse clearly when they do not."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+import zarr
+
+from conftest import run_xmic
+from train_data import make_train_cache, vocab_fp
+from xmic.cache import Cache
+from xmic.cache.vocab import add_vocab
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    base = tmp_path_factory.mktemp("gridworld")
+    epic = make_train_cache(base / "epic", n=24, classes=4, dim=32, videos=6,
+                            splits=("train", "validation"), mode="constant", noise=0.5)
+    ego = make_train_cache(base / "ego4d", n=20, classes=4, dim=32, videos=5, seed=1,
+                           splits=("train", "val"), mode="constant", noise=0.5, dataset="ego4d",
+                           class_names=["class2", "class3", "door", "phone"])
+    for c in (epic, ego):  # zero-shot on verbs reads the photo-prompt vocabulary
+        v = Cache.open(c.root)
+        from xmic.cache.vocab import load_vocab
+        verb = load_vocab(v, "verb")
+        add_vocab(v, "verb.photo", verb.classes, verb.embeddings, "a photo of a {}",
+                  vocab_fp("a photo of a {}"))
+    return {"epic": epic.root, "ego4d": ego.root, "base": base}
+
+
+def recipe(tmp_path, world, **changes) -> Path:
+    r = {"caches": {"epic": str(world["epic"]), "ego4d": str(world["ego4d"])},
+         "sources": {"epic": "train"}, "targets": {"epic": "validation", "ego4d": "val"},
+         "labels": ["noun"], "methods": {"xmic": {}, "zeroshot": {}}, "seeds": [0, 1],
+         "train": {"epochs": 2, "batch_size": 8, "device": "cpu", "heldout_fraction": 0.2}}
+    r.update(changes)
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(r))
+    return path
+
+
+def files_with_mtimes(folder: Path) -> dict:
+    return {str(p): p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+
+
+def test_yaml_grid_plan_run_table_and_rerun(tmp_path, world):
+    g = tmp_path / "g"
+    cp = run_xmic("grid", "plan", g, "--recipe", recipe(tmp_path, world))
+    assert "4 runs, 8 evaluations" in cp.stdout, cp.stdout
+    assert run_xmic("grid", "plan", g, "--recipe", recipe(tmp_path, world)).returncode == 0
+    other = run_xmic("grid", "plan", g, "--recipe", recipe(tmp_path, world, seeds=[5]), check=False)
+    assert other.returncode == 2 and "holds another grid" in other.stderr
+    cp = run_xmic("grid", "run", g)
+    assert "4 done, 0 running, 0 failed, 0 pending" in cp.stdout, cp.stdout
+    assert "load(s) saved" in cp.stdout
+    st = json.loads(run_xmic("grid", "status", g, "--json").stdout)
+    assert st["summary"]["done"] == 4 and st["summary"]["eta_s"] == 0
+    assert {s["state"] for s in st["runs"].values()} == {"done"}
+    table = run_xmic("grid", "table", g).stdout
+    assert "| xmic | epic | 2 |" in table and "| zeroshot | epic | 2 |" in table
+    assert "noun ego4d novel" in table and "noun HM in/ego4d" in table and "±" in table
+    assert (g / "table.md").exists() and (g / "table.png").read_bytes()[:4] == b"\x89PNG"
+    before = files_with_mtimes(g / "runs")
+    cp = run_xmic("grid", "run", g)  # finished runs are never redone
+    assert files_with_mtimes(g / "runs") == before
+    assert "4 done" in cp.stdout
+
+
+def test_killed_grid_resumes_to_the_uninterrupted_table(tmp_path, world):
+    rec = recipe(tmp_path, world, methods={"xmic": {}}, train={
+        "epochs": 6, "batch_size": 4, "device": "cpu", "heldout_fraction": 0.2})
+    clean, g = tmp_path / "clean", tmp_path / "g"
+    for d in (clean, g):
+        run_xmic("grid", "plan", d, "--recipe", rec)
+    run_xmic("grid", "run", clean)
+    proc = subprocess.Popen([sys.executable, "-m", "xmic.cli", "grid", "run", str(g)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    second = g / "runs" / "epic-noun-xmic-seed1" / "last.pt"
+    deadline = time.time() + 120
+    while not second.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)  # kill inside the second run, after its first epoch checkpoint
+    assert proc.poll() is None, "the grid finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    import torch
+    epoch_at_kill = torch.load(second, weights_only=True)["epoch"]
+    assert 1 <= epoch_at_kill < 6
+    st = json.loads(run_xmic("grid", "status", g, "--json").stdout)["summary"]
+    assert st["done"] == 1 and st["running"] == 0 and st["pending"] == 1  # its claim is dead
+    run_xmic("grid", "run", g)
+    for rid in ("epic-noun-xmic-seed0", "epic-noun-xmic-seed1"):
+        a = torch.load(clean / "runs" / rid / "last.pt", weights_only=True)
+        b = torch.load(g / "runs" / rid / "last.pt", weights_only=True)
+        assert [r["train_loss"] for r in a["history"]] == [r["train_loss"] for r in b["history"]]
+        assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert run_xmic("grid", "table", g).stdout.split("(table:")[0] == \
+        run_xmic("grid", "table", clean).stdout.split("(table:")[0]
+
+
+def test_a_failing_run_is_recorded_and_the_others_finish(tmp_path, world):
+    import shutil
+    bad = tmp_path / "epic-nan"
+    shutil.copytree(world["epic"], bad)
+    c = Cache.open(bad)
+    for shard in c.committed("full_frame"):  # only X-MIC reads full frames
+        if shard.startswith("train"):
+            z = zarr.open_array(str(bad / "views" / "full_frame" / shard / "data.zarr"), mode="r+")
+            z[0, 0] = np.nan
+    g = tmp_path / "g"
+    rec = recipe(tmp_path, world, seeds=[0])
+    data = yaml.safe_load(rec.read_text())
+    data["caches"]["epic"] = str(bad)
+    rec.write_text(yaml.safe_dump(data))
+    run_xmic("grid", "plan", g, "--recipe", rec)
+    cp = run_xmic("grid", "run", g, check=False)
+    assert cp.returncode == 1, cp.stdout + cp.stderr
+    assert "FAILED epic-noun-xmic-seed0" in cp.stdout and "NaN or Inf" in cp.stdout
+    st = json.loads(run_xmic("grid", "status", g, "--json").stdout)
+    assert st["runs"]["epic-noun-zeroshot-seed0"]["state"] == "done"
+    assert st["runs"]["epic-noun-xmic-seed0"]["state"] == "failed"
+    assert "2 planned score(s) missing" in run_xmic("grid", "table", g).stdout
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"models": {}}, "unknown key(s) ['models']"),
+    ({"methods": {"coop2": {}}}, "method 'coop2' is not one of"),
+    ({"methods": {"xmic": {"model.nope": 1}}}, "unknown"),
+    ({"targets": {"egtea": "test"}}, "have no cache; give --cache egtea=DIR"),
+    ({"methods": {"xmic": {"model.conditioning_views": ["dino"]}}}, "reads view 'dino'"),
+    ({"labels": ["object"]}, "labels must be a non-empty list of noun / verb"),
+    ({"sources": {"epic": "test"}}, "has no split 'test'"),
+])
+def test_bad_recipes_are_refused_at_plan(tmp_path, world, change, words):
+    cp = run_xmic("grid", "plan", tmp_path / "g", "--recipe", recipe(tmp_path, world, **change),
+                  check=False)
+    assert cp.returncode == 2 and words in cp.stderr, cp.stderr
+    assert len(cp.stderr.strip().splitlines()) == 1 and not (tmp_path / "g" / "grid.json").exists()
+
+
+def test_built_in_recipes(tmp_path, world):
+    caches = ["--cache", f"epic={world['epic']}", "--cache", f"ego4d={world['ego4d']}"]
+    cp = run_xmic("grid", "plan", tmp_path / "main", "--recipe", "paper-main", *caches,
+                  "--seeds", "0", "--set", "epochs=1")
+    # 2 sources x 2 labels x 4 methods; each scored on 2 targets, the probe only on its own
+    assert "16 runs, 28 evaluations" in cp.stdout, cp.stdout
+    g = json.loads((tmp_path / "main" / "grid.json").read_text())
+    assert {r["method"] for r in g["runs"]} == {"zeroshot", "linear", "clip-adapter", "xmic"}
+    assert all(r["config"]["epochs"] == 1 for r in g["runs"])
+    cp = run_xmic("grid", "plan", tmp_path / "egtea", "--recipe", "paper-egtea", *caches,
+                  check=False)
+    assert cp.returncode == 2 and "--cache egtea=DIR" in cp.stderr
+    cp = run_xmic("grid", "plan", tmp_path / "abl", "--recipe", "paper-ablations", *caches)
+    # 1 source x 2 labels x 8 variants x 3 seeds: no Encoder II row, the cache has no such views
+    assert "48 runs, 96 evaluations" in cp.stdout and "xmic-hands-only" in cp.stdout, cp.stdout
+    g = json.loads((tmp_path / "abl" / "grid.json").read_text())
+    assert {r["config"]["model"]["alpha"] for r in g["runs"]} == {0.5, 1.0, 2.0, 4.0}
+    assert {tuple(r["config"]["model"]["conditioning_views"]) for r in g["runs"]} == {
+        ("hand_crop", "full_frame"), ("hand_crop",), ("full_frame",)}
+    dino = make_train_cache(tmp_path / "dino", n=12, splits=("train", "validation"),
+                            views=("hand_crop", "full_frame", "dino_full", "dino_hand"),
+                            view_dims={"dino_full": 48, "dino_hand": 48})
+    dino_ego = make_train_cache(tmp_path / "dino-ego", n=12, splits=("val",), dataset="ego4d",
+                                views=("hand_crop", "full_frame", "dino_full", "dino_hand"),
+                                view_dims={"dino_full": 48, "dino_hand": 48})
+    run_xmic("grid", "plan", tmp_path / "abl2", "--recipe", "paper-ablations", "--cache",
+             f"epic={dino.root}", "--cache", f"ego4d={dino_ego.root}", "--seeds", "0")
+    g = json.loads((tmp_path / "abl2" / "grid.json").read_text())
+    enc2 = [r for r in g["runs"] if r["method"] == "xmic-encoder2"]
+    assert len(enc2) == 2 and enc2[0]["config"]["model"]["conditioning_views"] == [
+        "dino_full", "dino_hand"]
+    views_only = make_train_cache(tmp_path / "frames-only", n=12, views=("full_frame",),
+                                  splits=("train", "validation"))
+    cp = run_xmic("grid", "plan", tmp_path / "x", "--recipe", "paper-main", "--cache",
+                  f"epic={views_only.root}", "--cache", f"ego4d={world['ego4d']}", check=False)
+    assert cp.returncode == 2 and "reads view 'hand_crop'" in cp.stderr
+
+
+def test_local_executor_runs_in_parallel_workers(tmp_path, world):
+    g = tmp_path / "g"
+    run_xmic("grid", "plan", g, "--recipe", recipe(tmp_path, world, seeds=[0]))
+    cp = run_xmic("grid", "run", g, "--executor", "local", "--parallel", "2", "--wait")
+    assert "2 done" in cp.stdout, cp.stdout
+    rec = [json.loads(x) for x in (g / "slurm" / "submissions.jsonl").read_text().splitlines()]
+    assert rec[-1]["executor"] == "local" and len(rec[-1]["tasks"]) == 2
+    assert os.path.exists(g / "runs" / "epic-noun-xmic-seed0" / "finished.json")
