@@ -16,3 +16,17 @@ if os.environ.get("XMIC_TEST_ENCODE_DELAY"):
         return _encode(*args, **kwargs)
 
     pipeline.encode_packed = _slow_encode
+
+if os.environ.get("XMIC_TEST_STEP_DELAY"):  # the same for each training step (grid tests)
+    import time
+
+    from xmic.train import loop
+
+    _step_delay = float(os.environ["XMIC_TEST_STEP_DELAY"])
+    _step = loop.train_step
+
+    def _slow_step(*args, **kwargs):
+        time.sleep(_step_delay)
+        return _step(*args, **kwargs)
+
+    loop.train_step = _slow_step

@@ -71,7 +71,7 @@ def run_one(grid_dir: Path, run: dict, class_splits: str | None, bank_loader=loa
     try:
         cfg = from_dict(TrainConfig, run["config"], f"{grid_dir}/grid.json: run {run['id']}")
         if not _trained(d, cfg):
-            beat = functools.partial(_heartbeat, d / RUNNING)
+            beat = functools.partial(_heartbeat, d / RUNNING, echo, run["id"])
             train(run["cache"], cfg, d, resume=(d / "last.pt").exists(), echo=beat,
                   bank_loader=bank_loader)
         for t in run["targets"]:
@@ -93,12 +93,14 @@ def run_one(grid_dir: Path, run: dict, class_splits: str | None, bank_loader=loa
         remove_file(d / RUNNING, grid_dir)
 
 
-def _heartbeat(claim: Path, *_, **__) -> None:
-    """Each epoch's line from the training loop refreshes the run's claim."""
+def _heartbeat(claim: Path, echo, rid: str, line: str = "", *_, **__) -> None:
+    """Each line of the training loop (one per epoch) refreshes the run's claim and is shown."""
     try:
         claim.touch(exist_ok=True)
     except OSError:
         pass
+    if line:
+        echo(f"run {rid}: {line}")
 
 
 def run_ids(grid: dict, ids) -> list[dict]:
