@@ -44,3 +44,10 @@ def test_slurm_scale_bench_smoke(tmp_path):
     s = r["status"]
     assert s["shards"] == 300 and sum(s["summary"].values()) == 300 and s["warm_seconds"] > 0
     assert min(s["summary"].values()) > 0  # every state is present in the generated cache
+
+
+def test_grid_bench_smoke(tmp_path):
+    r = run_bench("grid", tmp_path, "--segments", "60", "--frames", "4", "--seeds", "1",
+                  "--epochs", "1")
+    assert r["runs"] == 2 and r["grid_seconds"] > 0 and r["bare_seconds"] > 0
+    assert abs(r["ratio_grid_vs_bare"] - r["grid_seconds"] / r["bare_seconds"]) < 0.01

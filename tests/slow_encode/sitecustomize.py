@@ -18,7 +18,7 @@ if os.environ.get("XMIC_TEST_ENCODE_DELAY"):
     pipeline.encode_packed = _slow_encode
 
 if os.environ.get("XMIC_TEST_STEP_DELAY"):  # the same for each training step (grid tests)
-    import time
+    import time as _time
 
     from xmic.train import loop
 
@@ -26,7 +26,7 @@ if os.environ.get("XMIC_TEST_STEP_DELAY"):  # the same for each training step (g
     _step = loop.train_step
 
     def _slow_step(*args, **kwargs):
-        time.sleep(_step_delay)
+        _time.sleep(_step_delay)
         return _step(*args, **kwargs)
 
     loop.train_step = _slow_step
