@@ -184,3 +184,28 @@ def test_cli_train_seeds(random_cache, tmp_path):
     cp = run_xmic("train", "--cache", random_cache.root, "--out", tmp_path / "x", "--set",
                   "model.alpah=1", check=False)
     assert cp.returncode == 2 and "unknown key 'alpah'" in cp.stderr
+
+
+def test_tensorboard_events_beside_the_run(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    cache = make_train_cache(tmp_path / "c", n=24)
+    train(cache.root, cfg(epochs=2, log_tensorboard=True), tmp_path / "run", echo=quiet)
+    ev = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    ev.Reload()
+    assert {"train_loss", "train_top1", "heldout_top1"} <= set(ev.Tags()["scalars"])
+    assert [e.step for e in ev.Scalars("train_loss")] == [1, 2]
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [e.value for e in ev.Scalars("train_loss")] == pytest.approx([r["train_loss"] for r in rows])
+
+
+def test_a_run_from_before_a_config_field_resumes(tmp_path):
+    """Checkpoints made before ``log_tensorboard`` existed resume: the missing field is read as
+    its default, not as another config."""
+    import torch
+    cache = make_train_cache(tmp_path / "c", n=24)
+    train(cache.root, cfg(epochs=1), tmp_path / "run", echo=quiet)
+    ck = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    del ck["config"]["log_tensorboard"]
+    torch.save(ck, tmp_path / "run" / "last.pt")
+    s = train(cache.root, cfg(epochs=2), tmp_path / "run", resume=True, echo=quiet)
+    assert s["epochs"] == 2

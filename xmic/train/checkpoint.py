@@ -40,7 +40,13 @@ def load_checkpoint(path: Path) -> dict:
 
 
 def check_resumable(ckpt: dict, config: dict, fingerprints: dict, path: Path) -> None:
-    old = {k: v for k, v in ckpt["config"].items() if k != "epochs"}
+    from xmic.config import config_to_dict, from_dict
+    from xmic.train.config import TrainConfig
+    try:  # a run from before a config field existed has that field's default
+        saved = config_to_dict(from_dict(TrainConfig, ckpt["config"], f"{path}:config"))
+    except XmicError:
+        saved = ckpt["config"]
+    old = {k: v for k, v in saved.items() if k != "epochs"}
     new = {k: v for k, v in config.items() if k != "epochs"}
     if old != new:
         diff = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))

@@ -87,6 +87,9 @@ class TrainConfig:
     # the released behaviour: select the epoch on a target set ("CACHE:SPLIT"); this uses test data
     select_on_target_test_data: str | None = None
     eval_batch_size: int = 512
+    # also write each epoch's metrics as TensorBoard events in RUN/tensorboard/ (needs the
+    # optional tensorboard package: pip install 'xmic[tensorboard]')
+    log_tensorboard: bool = False
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
 

@@ -156,6 +156,7 @@ def train(cache_path: str | Path, cfg: TrainConfig, out: str | Path, resume: boo
                "classes": inputs.vocab.classes, "selected_on": selected_on,
                "source_dataset": cache.dataset, "cache": str(cache.root), "dims": dims}
 
+    board = tensorboard_writer(out) if cfg.log_tensorboard else None
     # ---- epochs: train, check, score, select, save -----------------------------------------
     for epoch in range(start_epoch, cfg.epochs + 1) if params else [0]:
         t0 = time.time()
@@ -182,15 +183,33 @@ def train(cache_path: str | Path, cfg: TrainConfig, out: str | Path, resume: boo
         if row["selected"]:
             save_checkpoint(out / "checkpoint.pt", state)
         write_text_atomic(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history), out)
+        if board is not None:
+            for k, v in row.items():
+                if isinstance(v, float):
+                    board.add_scalar(k, v, epoch)
+            board.flush()
         echo("epoch {epoch}: ".format(**row) + ", ".join(
             f"{k} {v:.4g}" for k, v in row.items() if isinstance(v, float)))
 
     # ---- the curve and the summary ----------------------------------------------------------
+    if board is not None:
+        board.close()
     png = io.BytesIO()
     plot_curve(history, png, f"{cfg.method} · {cfg.label} · {cache.dataset} {cfg.split} · seed {cfg.seed}")
     write_bytes_atomic(out / "train_curve.png", png.getbuffer(), out)
     return {"out": str(out), "best": best, "selected_on": selected_on, "epochs": len(history),
             "skipped": full.skipped, "train_segments": len(train_bank), "heldout_segments": len(ho_idx)}
+
+
+def tensorboard_writer(out: Path):
+    """A TensorBoard writer for RUN/tensorboard/ (the events of a resumed run continue there)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise XmicError("log_tensorboard=true needs the tensorboard package: pip install "
+                        "tensorboard (or xmic[tensorboard])") from None
+    from xmic.cache.atomic_files import make_dirs
+    return SummaryWriter(log_dir=str(make_dirs(out / "tensorboard", out)))
 
 
 def _target_bank(cfg: TrainConfig, inputs, views: list[str], device):
