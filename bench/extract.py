@@ -10,7 +10,7 @@ orchestration. All rates count frames through the encoder (frames x views).
 
 usage: python bench/extract.py [--model tiny|ViT-B-16-quickgelu] [--videos 4] [--frames 300]
                                [--workers 2] [--batch-size 64] [--device cpu|cuda]
-                               [--precision fp32|fp16] [--json OUT]
+                               [--precision fp32|fp16] [--shard-size 64] [--json OUT]
 """
 from __future__ import annotations
 
@@ -79,6 +79,7 @@ def main(argv=None):
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--precision", default="fp32")
     ap.add_argument("--layouts", default="jpeg,mp4")
+    ap.add_argument("--shard-size", type=int, default=64, help="segments per shard")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     model = str(TINY) if args.model == "tiny" else args.model
@@ -100,11 +101,12 @@ def main(argv=None):
         for layout in args.layouts.split(","):
             if layout == "jpeg":
                 plan(work / "c-jpeg", "epic", w["epic"] / "EPIC_100_train.csv", w["epic"], "train",
-                     boxes=w["epic"] / "detections", cache_config=CacheConfig(shard_segments=8))
+                     boxes=w["epic"] / "detections",
+                     cache_config=CacheConfig(shard_segments=args.shard_size))
             else:
                 plan(work / "c-mp4", "ego4d", w["ego4d"] / "fho_lta_val.json", w["ego4d"] / "clips",
                      "val", views=("full_frame",), taxonomy=w["ego4d"] / "fho_lta_taxonomy.json",
-                     cache_config=CacheConfig(shard_segments=8))
+                     cache_config=CacheConfig(shard_segments=args.shard_size))
             t0 = time.perf_counter()
             s = run_shards(work / f"c-{layout}", cfg, encoder=enc, echo=lambda *a: None)
             wall = time.perf_counter() - t0

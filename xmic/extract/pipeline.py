@@ -100,10 +100,11 @@ class SegmentFrames(Dataset):
             lo, hi = encode_range(self.kind, r["start_frame"], r["stop_frame"], r["fps"])
             frames = frames_to_encode(lo, hi, c.sampling, c.per_bin, c.bins)
             images = read_frames(src, frames)
-            if "hand_crop" in self.views and self._boxes is None:
+            views = r.get("views", self.views)  # a shard may need only some views
+            if "hand_crop" in views and self._boxes is None:
                 self._boxes = BoxSource(self.boxes_path, c.hand_score, c.object_score, c.min_box_px)
             boxes = self._boxes
-            out = view_tensors(images, frames, self.views, self.transform, lambda f, im: boxes.box(
+            out = view_tensors(images, frames, views, self.transform, lambda f, im: boxes.box(
                 r["video_id"], r["segment_id"], f, im.width, im.height))
             return r["segment_id"], frames, out, None
         except XmicError as e:
@@ -250,22 +251,32 @@ def _run_split(cache, enc, cfg, meta, split, info, names, chosen, plan_rows, sum
     for v, fp in fps.items():
         if names.get(v, v) in have:
             cache.check_view(names.get(v, v), enc.dim, fp)  # refuse before any work
+    work = []  # (shard, views to write, its rows), in plan order
     for shard in [s for s in chosen if s in set(cache.shards(split))]:
-        full = commits.disk_full()
-        if full is not None:  # encoding more shards that cannot be written wastes hours
-            raise full
         todo = [v for v in info["views"] if cache.shard_state(names.get(v, v), shard) != "done"]
         if not todo:
             summary["shards_skipped"] += 1
             continue
-        rows = [r for r in plan_rows if r["shard"] == shard]
+        work.append((shard, todo, [{**r, "views": todo} for r in plan_rows if r["shard"] == shard]))
+    # one loader for the whole split: its workers (and their hand-box caches) live across shards
+    loader = DataLoader(SegmentFrames([r for _, _, rows in work for r in rows], info["dataset"],
+                                      info["root"], info["views"], info["boxes"], enc.transform,
+                                      cfg),
+                        batch_size=None, num_workers=cfg.workers,
+                        pin_memory=enc.device.type == "cuda")
+    items = iter(loader)
+    for shard, todo, rows in work:
+        full = commits.disk_full()
+        if full is not None:  # encoding more shards that cannot be written wastes hours
+            raise full
         writers: dict[str, ShardWriter] = {}
+        take = Take(items, len(rows))
         try:
             for v in todo:
                 writers[v] = ShardWriter(cache, names.get(v, v), shard, enc.dim, fps[v],
                                          producer_config=config_to_dict(cfg),
                                          provenance={"split": split, **info}).start()
-            stats = _encode_shard(enc, cfg, info, rows, writers, summary, bar, shard)
+            stats = _encode_shard(enc, cfg, take, writers, summary, bar, shard)
         except KeyboardInterrupt:  # the shard in progress is cleanly not committed
             for w in writers.values():
                 w.claim.release()
@@ -279,6 +290,7 @@ def _run_split(cache, enc, cfg, meta, split, info, names, chosen, plan_rows, sum
                 w.record_failure(e)
             if disk_full(e):
                 raise
+            take.drain()  # the loader's next items belong to the next shard
             summary["shards_failed"] += 1
             summary["failures"].append(f"{shard}: {type(e).__name__}: {e}")
             echo(f"shard {shard}: FAILED: {type(e).__name__}: {e}")
@@ -290,15 +302,29 @@ def _run_split(cache, enc, cfg, meta, split, info, names, chosen, plan_rows, sum
              f"(decode {stats['decode_s']:.1f}s, encode {stats['encode_s']:.1f}s; writing)")
 
 
-def _encode_shard(enc, cfg: ExtractConfig, info: dict, rows: list[dict],
-                  writers: dict[str, ShardWriter], summary: dict, bar, shard: str) -> dict:
-    """Decode, encode and hand every segment of one shard to its writers; returns stats."""
+class Take:
+    """The next ``n`` items of an iterator shared by consecutive shards; ``drain`` skips the
+    ones a failed shard did not take, so the next shard starts at its own first segment."""
+
+    def __init__(self, items, n: int):
+        self.items, self.left = items, n
+
+    def __iter__(self):
+        while self.left > 0:
+            self.left -= 1
+            yield next(self.items)
+
+    def drain(self) -> None:
+        for _ in self:
+            pass
+
+
+def _encode_shard(enc, cfg: ExtractConfig, loader, writers: dict[str, ShardWriter],
+                  summary: dict, bar, shard: str) -> dict:
+    """Decode, encode and hand every segment of one shard (``loader``: its items) to its
+    writers; returns stats."""
     todo = list(writers)
     t0 = time.time()
-    loader = DataLoader(SegmentFrames(rows, info["dataset"], info["root"], todo,
-                                      info["boxes"], enc.transform, cfg),
-                        batch_size=None, num_workers=cfg.workers,
-                        pin_memory=enc.device.type == "cuda")
     decode_s = encode_s = 0.0
     pending: list = []
     batch_used = cfg.batch_size
