@@ -28,6 +28,13 @@ class XmicGroup(click.Group):
             _fail(e)
 
 
+def status_options(f):
+    """``--json``, ``--watch`` and ``--interval`` of the status commands."""
+    f = click.option("--interval", type=float, default=10.0, show_default=True)(f)
+    f = click.option("--watch", is_flag=True, help="Refresh until nothing is running or pending.")(f)
+    return click.option("--json", "as_json", is_flag=True)(f)
+
+
 def cache_config(config_path, sets):
     from xmic.cache.config import CacheConfig
     return load_config(CacheConfig, config_path, sets)

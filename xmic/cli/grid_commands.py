@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from xmic.cli.base import XmicGroup
+from xmic.cli.base import XmicGroup, status_options
 from xmic.config import XmicError, load_config
 
 
@@ -94,9 +94,7 @@ def grid_run(grid_dir, executor, parallel, slurm_config, slurm_set, wait):
 
 @grid.command("status")
 @click.argument("grid_dir", type=click.Path(path_type=Path, exists=True))
-@click.option("--json", "as_json", is_flag=True)
-@click.option("--watch", is_flag=True, help="Refresh until nothing is running or pending.")
-@click.option("--interval", type=float, default=10.0, show_default=True)
+@status_options
 def grid_status_cmd(grid_dir, as_json, watch, interval):
     """done / running / failed / pending per run, failures, ETA; reads only the grid folder."""
     from xmic.grid.plan import load_grid

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from xmic.cli.base import XmicGroup, extract_config
+from xmic.cli.base import XmicGroup, status_options, extract_config
 from xmic.config import load_config
 
 @click.group(cls=XmicGroup)
@@ -89,9 +89,7 @@ def slurm_retry(cache_dir, slurm_config, slurm_set, config_path, sets, wait, dry
 
 @slurm.command("status")
 @click.argument("cache_dir", type=click.Path(path_type=Path, exists=True))
-@click.option("--json", "as_json", is_flag=True)
-@click.option("--watch", is_flag=True, help="Refresh until nothing is running or pending.")
-@click.option("--interval", type=float, default=10.0, show_default=True)
+@status_options
 def slurm_status(cache_dir, as_json, watch, interval):
     """Done / running / failed / pending shards, frames/s, ETA and errors, from the cache."""
     import time
