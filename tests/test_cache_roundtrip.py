@@ -155,3 +155,13 @@ def test_load_skips_segments_of_uncommitted_view(tmp_path):
     d = load_split(cache, ["full_frame", "hand_crop"], "train")
     assert len(d.segment_ids) == 4 and d.skipped == {"not in hand_crop": 2}
     assert d.views["full_frame"].offsets.shape == (5,)
+
+
+def test_a_writer_touches_nothing_until_it_starts(tmp_path):
+    from conftest import fill_cache, fingerprint
+    cache = fill_cache(tmp_path / "c", n=4, views=(), splits=("train",))
+    w = ShardWriter(cache, "full_frame", cache.shards()[0], 16, fingerprint())
+    assert not (cache.root / "views").exists()  # no view record, claim or attempt yet
+    with w:
+        assert cache.shard_state("full_frame", w.shard) == "running"
+        assert (cache.root / "views" / "full_frame" / "view.json").exists()

@@ -430,3 +430,22 @@ def test_hoa_schema_has_the_released_field_numbers():
     d = msgs["Detections"].DESCRIPTOR
     assert d.fields_by_name["hands"].is_repeated and d.fields_by_name["objects"].is_repeated
     assert not d.fields_by_name["video_id"].is_repeated
+
+
+def test_model_config_names_and_the_callers_rng(tmp_path):
+    """open_clip names model configs by file name for the whole process: a second JSON with the
+    same name and other content is refused, not silently used; loading a seeded random model
+    leaves the caller's torch RNG as it was."""
+    from xmic.extract.encoders import EncoderError, load_encoder, resolve_model
+    resolve_model(str(TINY))
+    other = json.loads(TINY.read_text())
+    other["embed_dim"] = 2 * other["embed_dim"]
+    clash = tmp_path / TINY.name
+    clash.write_text(json.dumps(other))
+    with pytest.raises(EncoderError, match="already knows a model .* rename the file"):
+        resolve_model(str(clash))
+    assert resolve_model(str(TINY))[1] == json.loads(TINY.read_text())
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    load_encoder(str(TINY), "random", "cpu", "fp32", seed=7)
+    assert torch.equal(torch.get_rng_state(), state)
