@@ -119,3 +119,15 @@ def test_a_cache_or_run_folder_that_is_itself_a_link_is_the_users_choice(tmp_pat
     train(tc.root, load_config(TrainConfig, None, ["epochs=1", "device=cpu"]), tmp_path / "run-link",
           echo=lambda *a, **k: None)
     assert (tmp_path / "scratch-run" / "checkpoint.pt").exists()
+
+
+def test_the_demo_refuses_a_link_planted_in_its_folder(tmp_path, outside):
+    from click.testing import CliRunner
+
+    from xmic.cli import main
+    out = tmp_path / "demo"
+    (out / "world").mkdir(parents=True)
+    os.symlink(outside, out / "world" / "epic")
+    r = CliRunner().invoke(main, ["demo", "--out", str(out), "--device", "cpu"])
+    assert r.exit_code == 2 and "is a symbolic link inside" in r.output, r.output
+    assert sorted(os.listdir(outside)) == ["secret.txt"]

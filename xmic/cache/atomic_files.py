@@ -66,6 +66,20 @@ def guard(path: Path, root: Path | None = None) -> Path:
     return path
 
 
+def refuse_links_below(root: Path) -> None:
+    """Refuse a folder we are about to fill (and partly overwrite) when any path below it is a
+    symbolic link; the folder itself may be one (the user chose it)."""
+    root = Path(root)
+    if not root.is_dir():
+        return
+    for dirpath, dirs, files in os.walk(root):
+        for name in dirs + files:
+            p = os.path.join(dirpath, name)
+            if os.path.islink(p):
+                raise UnsafePathError(f"{p}: is a symbolic link inside {root}; xmic never "
+                                      "writes through links in its folders: remove it")
+
+
 def make_dirs(path: Path, root: Path | None = None) -> Path:
     """``mkdir -p`` below ``root``, refusing links on the way (checked before and after)."""
     guard(path, root)

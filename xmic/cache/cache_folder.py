@@ -214,8 +214,8 @@ class Cache:
         rec = {"name": name, "dim": int(dim), "dtype": self.config.dtype,
                "fingerprint": fingerprint, "fingerprint_id": fpmod.fingerprint_id(fingerprint)}
         path = view_dir(self.root, name) / "view.json"
-        if not create_json_exclusive(path, rec, self.root):
-            self.check_view(name, dim, fingerprint)
+        if path.exists() or not create_json_exclusive(path, rec, self.root):
+            self.check_view(name, dim, fingerprint)  # every later shard: one read, no write
         return rec
 
     def check_view(self, name: str, dim: int, fingerprint: dict) -> None:

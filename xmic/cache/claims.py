@@ -32,7 +32,6 @@ class Claim:
     def __init__(self, root: Path, view: str, shard: str):
         self.root = Path(root)
         d = make_dirs(view_dir(root, view) / RUNNING, self.root)
-        reap_dead_claims(self.root, view)
         self.path = d / tmp_name(shard)
         write_new(self.path, json.dumps({
             "shard": shard, "view": view, "host": socket.gethostname(), "pid": os.getpid(),
@@ -52,6 +51,15 @@ class Claim:
         remove_file(self.path, self.root)
 
 
+def writer_alive(same_host: bool, pid: int | None, age_s: float,
+                 stale_after_s: float = STALE_AFTER_S) -> bool:
+    """The one rule of a claim's liveness: on this host its process runs; on another host its
+    heartbeat (the claim file's mtime) is younger than ``stale_after_s``."""
+    if same_host:
+        return isinstance(pid, int) and pid_alive(pid)
+    return age_s < stale_after_s
+
+
 def _parse(name: str) -> tuple[str, str, int] | None:
     """(shard, host, pid) from a claim's file name ``SHARD.HOST.PID.RAND``, or None."""
     parts = name.rsplit(".", 3)
@@ -69,7 +77,7 @@ def reap_dead_claims(root: Path, view: str) -> int:
     host, n = host_tag(), 0
     for name in os.listdir(d):
         who = _parse(name)
-        if who and who[1] == host and not pid_alive(who[2]):
+        if who and who[1] == host and not writer_alive(True, who[2], 0.0):
             remove_file(d / name, Path(root))
             n += 1
     return n
@@ -93,7 +101,7 @@ def live_claims(root: Path, view: str, shard: str | None = None) -> dict[str, di
                 age = now - e.stat(follow_symlinks=False).st_mtime
             except FileNotFoundError:
                 continue  # released while we looked
-            alive = pid_alive(who[2]) if who[1] == host else age < STALE_AFTER_S
+            alive = writer_alive(who[1] == host, who[2], age)
             if not alive:
                 continue
             try:

@@ -15,7 +15,6 @@ import contextlib
 import errno
 import json
 import os
-import shutil
 import socket
 import time
 import traceback
@@ -192,7 +191,8 @@ class ShardWriter:
             won = commit_dir(self.tmp, self.final, self.cache.root)
         except BaseException as e:
             if self.tmp is not None:  # free the space of the half-written shard at once
-                shutil.rmtree(self.tmp, ignore_errors=True)  # our own fresh folder
+                with contextlib.suppress(OSError):
+                    remove_tree(self.tmp, self.cache.root)
                 self.tmp = None
             if disk_full(e):
                 raise CacheError(f"{self.final}: the disk is full (no space left on device) while "

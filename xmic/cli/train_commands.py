@@ -103,7 +103,8 @@ def evaluate_table(paths, criterion, fmt, out):
                         "`xmic evaluate RUN --cache ... --split ...` first")
     text = format_table(*build_table(metrics, criterion), fmt)
     if out:
-        Path(out).write_text(text)
+        from xmic.cache.atomic_files import write_text_atomic
+        write_text_atomic(Path(out), text, Path(out).parent)
     click.echo(text, nl=False)
 
 

@@ -8,11 +8,11 @@ The demo orchestrates every stage, as the CLI does: it imports extract, slurm, t
 """
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
 from xmic.cache import Cache, CacheConfig
+from xmic.cache.atomic_files import refuse_links_below, remove_tree
 from xmic.cache.verify import verify
 from xmic.config import XmicError, load_config
 from xmic.demo.world import make_world
@@ -29,6 +29,7 @@ def run_demo(out: Path, model: str | None = None, weights: str = "random", epoch
     from xmic.train.config import TrainConfig
     from xmic.train.loop import train
     out, t0 = Path(out), time.time()
+    refuse_links_below(out)  # the demo rewrites its world, runs and report in place
 
     def step(i: int, text: str) -> None:
         echo(f"[{i}/{STEPS}] {text}")
@@ -40,7 +41,7 @@ def run_demo(out: Path, model: str | None = None, weights: str = "random", epoch
     extract_shards = job_array_extractor(executor, slurm_set, device, echo) if executor else None
     epic, ego = extract_world(out, model, weights, device, step, extract_shards)
     runs = out / "runs"
-    shutil.rmtree(runs, ignore_errors=True)
+    remove_tree(runs, out)
     for method in ("xmic", "zeroshot"):
         tc = load_config(TrainConfig, None, [f"method={method}", "label=noun", f"epochs={epochs}",
                                              "batch_size=8", f"device={device}",

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from xmic.cache.atomic_files import write_text_atomic
+
 
 def write_report(path: Path, table: str, weights: str, model: str, world: Path) -> None:
     weights_line = ("**Weights are random**: the numbers show the pipeline works, not what X-MIC "
                     "achieves." if weights == "random" else f"Weights: `{weights}`, model `{model}`.")
-    Path(path).write_text(
+    text = (
         f"# xmic demo report\n\n{weights_line}\n\n"
         f"World: {world} (EPIC-100 and Ego4D file layouts, generated).\n\n"
         "## Results (noun, exact shared/novel split)\n\n" + table +
@@ -20,3 +22,4 @@ def write_report(path: Path, table: str, weights: str, model: str, world: Path) 
         "- evaluations and plots: `runs/*/eval/*/`\n\n"
         "## On real data\n\nSee the README: convert OpenAI weights, `xmic extract plan/run/text`, "
         "`xmic train`, `xmic evaluate`, `xmic evaluate table`.\n")
+    write_text_atomic(Path(path), text, Path(path).parent)

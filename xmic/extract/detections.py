@@ -31,7 +31,7 @@ class BoxError(XmicError):
 
 # The released EPIC-100 hand-object schema (epic-kitchens/epic-kitchens-100-hand-object-bboxes,
 # types.proto), written once here as descriptors, so no protoc step is needed. Field numbers and
-# enum values must stay those of the release: tests/test_extract.py::test_hoa_schema checks them.
+# enum values must stay those of the release: tests/test_detections.py checks them.
 @functools.cache
 def hoa_messages() -> dict:
     """Message classes of the schema, built on first use (nothing is built at import)."""

@@ -252,8 +252,9 @@ def _run_split(cache, enc, cfg, meta, split, info, names, chosen, plan_rows, sum
         if names.get(v, v) in have:
             cache.check_view(names.get(v, v), enc.dim, fp)  # refuse before any work
     work = []  # (shard, views to write, its rows), in plan order
+    states = {v: cache.shard_states(names.get(v, v)) for v in info["views"]}  # one listing each
     for shard in [s for s in chosen if s in set(cache.shards(split))]:
-        todo = [v for v in info["views"] if cache.shard_state(names.get(v, v), shard) != "done"]
+        todo = [v for v in info["views"] if states[v].get(shard) != "done"]
         if not todo:
             summary["shards_skipped"] += 1
             continue

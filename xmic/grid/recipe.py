@@ -24,11 +24,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from xmic.cache.paths import CacheError, check_name
 from xmic.config import ConfigError, read_yaml
 
 TRAINER_METHODS = ("xmic", "zeroshot", "linear", "clip-adapter")
 KEYS = ("caches", "sources", "targets", "labels", "methods", "seeds", "train", "class_splits")
-SPLITS = {"epic": ("train", "validation"), "ego4d": ("train", "val"), "egtea": (None, "test")}
 OTHER_VIEWS = "@other-views"  # in a method's conditioning views: resolved from the source cache
 BASELINES = {"zeroshot": {}, "linear": {}, "clip-adapter": {}, "xmic": {}}
 
@@ -59,14 +59,6 @@ BUILT_IN = {
     "paper-ablations": {
         "sources": {"epic": "train"}, "targets": {"epic": "validation", "ego4d": "val"},
         "labels": ["noun", "verb"], "methods": _ablations(), "seeds": [0, 1, 2]},
-}
-DESCRIPTIONS = {
-    "paper-main": "EPIC-100 and Ego4D sources, noun and verb, zero-shot / linear probe / "
-                  "CLIP-Adapter / X-MIC, each scored on both datasets (main table)",
-    "paper-egtea": "paper-main, every run also scored on EGTEA test",
-    "paper-ablations": "X-MIC variants on EPIC-100: hands or frames only as conditioning, mean "
-                       "pooling, no spatial step, alpha 0.5/1/4, Encoder II views when the "
-                       "cache has them",
 }
 
 
@@ -138,6 +130,13 @@ def load_recipe(name_or_path: str, caches: dict | None = None, seeds=None,
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
         train[key] = value
     sources, targets = _mapping(data, "sources", where), _mapping(data, "targets", where)
+    for kind, names in (("dataset", [*rc, *sources, *targets]), ("split", [*sources.values(),
+                        *targets.values()]), ("method", list(methods))):
+        for name in names:  # they become parts of run ids and folders
+            try:
+                check_name(kind, name)
+            except CacheError as e:
+                raise ConfigError(f"{where}: {e}") from None
     if not sources or not targets or not methods:
         raise ConfigError(f"{where}: sources, targets and methods must each name at least one")
     for role, d in (("source", sources), ("target", targets)):

@@ -15,7 +15,7 @@ import statistics
 import time
 from pathlib import Path
 
-from xmic.cache.paths import pid_alive
+from xmic.cache.claims import writer_alive
 
 FINISHED = "finished.json"
 FAILED = "failed.json"
@@ -45,11 +45,8 @@ def _json(path: Path) -> dict | None:
 
 
 def claim_alive(claim: dict | None, age_s: float) -> bool:
-    if not claim:
-        return False
-    if claim.get("host") == socket.gethostname():
-        return isinstance(claim.get("pid"), int) and pid_alive(claim["pid"])
-    return age_s < STALE_AFTER_S
+    return bool(claim) and writer_alive(claim.get("host") == socket.gethostname(),
+                                        claim.get("pid"), age_s, STALE_AFTER_S)
 
 
 def run_state(grid_dir: Path, run: dict) -> dict:
