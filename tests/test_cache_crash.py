@@ -130,3 +130,27 @@ def test_duplicate_writers_one_commit(tmp_path, backend):
         assert verify(cache, deep=True, partial=True) == []
         assert not [p for p in (cache.root / "views" / "extra" / ".tmp").iterdir()]
         assert os.path.exists(cache.root / "views" / "extra" / cache.shards()[0] / "marker.json")
+
+
+def test_create_killed_before_its_manifest_is_finished_not_refused(tmp_path):
+    """A create killed after the config file (or mid-write of either file) leaves a folder that
+    the same command finishes; a folder with anything else in it is still refused."""
+    from xmic.cache import CacheConfig
+    from xmic.cache.paths import CacheError
+    half = tmp_path / "half"
+    half.mkdir()
+    (half / "config.yaml").write_text("backend: zarr\n")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    from xmic.cache.atomic_files import host_tag
+    (half / f".cache.json.{host_tag()}.{dead}.0123abcd").write_text("{")
+    cache = Cache.create(half, "epic", CacheConfig())
+    assert cache.dataset == "epic" and Cache.open(half).config == CacheConfig()
+    assert sorted(p.name for p in half.iterdir()) == ["cache.json", "config.yaml"]
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.yaml").write_text("x")
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(CacheError, match="not empty and is not a cache"):
+        Cache.create(other, "epic", CacheConfig())
+    assert (other / "notes.txt").read_text() == "mine"

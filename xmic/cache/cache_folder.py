@@ -23,8 +23,9 @@ from xmic.cache.config import CacheConfig
 from xmic.cache.index import PLAN_SCHEMA, consolidate, merge_plans
 from xmic.cache.atomic_files import (NOFOLLOW, create_json_exclusive, remove_file,
                                      remove_tree, write_bytes_atomic)
-from xmic.cache.paths import (CACHE_JSON, FAILED_SUFFIX, INDEX, MARKER, ROWS, SEGMENTS, CacheError, read_json,
-                               shard_dir, view_dir)
+from xmic.cache.paths import (CACHE_JSON, CONFIG_YAML, FAILED_SUFFIX, INDEX, MARKER, ROWS, SEGMENTS,
+                              CacheError, read_json, stale_tmp,
+                              shard_dir, view_dir)
 from xmic.config import config_to_dict, dump_config, from_dict
 
 FORMAT = "xmic-cache"
@@ -69,6 +70,15 @@ def discard_if_new(root: str | Path):
         raise
 
 
+def _empty_or_half_made(root: Path) -> bool:
+    """True when ``root`` holds nothing, or only what a ``create`` killed before its manifest
+    leaves (the config file and the temporary files of both): such a folder is finished, not
+    refused, so a killed command can simply be run again."""
+    own = (CONFIG_YAML, "." + CONFIG_YAML + ".", "." + CACHE_JSON + ".")
+    return all(p.is_file() and not p.is_symlink() and
+               (p.name == own[0] or p.name.startswith(own[1:])) for p in root.iterdir())
+
+
 def state_of(committed: bool, running: bool, failed: bool) -> str:
     """The one rule of a shard's state. done: its folder exists (only the rename that commits it
     makes it); running: a live writer claims it; failed: ``SHARD.failed.json`` and no commit;
@@ -100,13 +110,15 @@ class Cache:
             return cache
         if root.exists() and not root.is_dir():
             raise CacheError(f"{root} is a file, not a folder; choose a new folder for the cache")
-        if root.exists() and any(root.iterdir()):
+        if root.exists() and not _empty_or_half_made(root):
             raise CacheError(f"{root} exists, is not empty and is not a cache; choose a new folder")
         root.mkdir(parents=True, exist_ok=True)  # the folder the user names may be a link
+        for leftover in stale_tmp(root, "." + CONFIG_YAML) + stale_tmp(root, "." + CACHE_JSON):
+            remove_file(leftover, root)
         meta = {"format": FORMAT, "version": VERSION, "dataset": dataset,
                 "backend": config.backend, "dtype": config.dtype, "config": config_to_dict(config),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        write_bytes_atomic(root / "config.yaml", dump_config(config).encode(), root)
+        write_bytes_atomic(root / CONFIG_YAML, dump_config(config).encode(), root)
         if not create_json_exclusive(root / CACHE_JSON, meta, root):
             return cls.open(root)
         return cls(root, meta, config)

@@ -31,6 +31,7 @@ from xmic.config import XmicError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 CACHE_JSON = "cache.json"
+CONFIG_YAML = "config.yaml"
 SEGMENTS = "segments.parquet"
 INDEX = "index.parquet"
 MARKER = "marker.json"
