@@ -93,5 +93,14 @@ def test_third_party_boundaries_and_sizes():
         n = len(path.read_text().splitlines())
         assert n <= 400, f"{path} has {n} lines"
         assert ast.get_docstring(ast.parse(path.read_text())), f"{path} has no docstring"
-    model = imports(PKG / "train" / "model.py", top_level_only=False)
-    assert {i.split(".")[0] for i in model} <= {"torch", "math", "__future__"}, model
+    for f in ("model.py", "prompt_model.py"):
+        model = imports(PKG / "train" / f, top_level_only=False)
+        assert {i.split(".")[0] for i in model} <= {"torch", "math", "__future__"}, (f, model)
+
+
+def test_evaluation_uses_extraction_for_raw_clips_and_text_towers_only():
+    """evaluate -> extract is allowed for two things: embedding a raw clip (predict) and loading
+    a prompt-learning run's frozen text tower; train never loads it (the caller hands it in)."""
+    used = {i for name, path in modules().items() if name.startswith("xmic.evaluate")
+            for i in imports(path, top_level_only=False) if package(i) == "extract"}
+    assert used <= {"xmic.extract.clip_embed", "xmic.extract.text_tower"}, used

@@ -12,18 +12,26 @@ from xmic.cache.index import make_plan
 from xmic.cache.vocab import add_vocab
 
 
-def vocab_fp(prompt: str = "{}", name: str = "ViT-B-16-quickgelu") -> dict:
-    return F.vocab_fingerprint(fingerprint(name)["model"], "fp32", prompt)
+def vocab_fp(prompt: str = "{}", name: str = "ViT-B-16-quickgelu", model: dict | None = None) -> dict:
+    return F.vocab_fingerprint(model or fingerprint(name)["model"], "fp32", prompt)
+
+
+def view_fp(crop: bool, model: dict | None) -> dict:
+    fp = fingerprint(crop=crop)
+    return {**fp, "model": dict(model)} if model else fp
 
 
 def make_train_cache(root: Path, n: int = 48, classes: int = 4, dim: int = 32, videos: int = 8,
                      seed: int = 0, mode: str = "random", splits=("train",), frames=(5, 40),
                      views=("hand_crop", "full_frame"), view_dims: dict | None = None,
                      noise: float = 1.5, dataset: str = "epic",
-                     class_names: list[str] | None = None) -> Cache:
+                     class_names: list[str] | None = None, model: dict | None = None,
+                     text=None, vocab_source: dict | None = None) -> Cache:
     """mode "random": random text, and frames = a random per-segment vector + small noise
     (labels are arbitrary: nothing to transfer, all to fit);
-    mode "constant": each segment's frames all equal one noisy class-mean vector."""
+    mode "constant": each segment's frames all equal one noisy class-mean vector.
+    ``model``: the model identity of every view and vocabulary (default a made-up one);
+    ``text``: the noun vocabulary's embeddings [classes, dim] (default random / the means)."""
     rng = np.random.default_rng(seed)
     means = rng.standard_normal((classes, dim)).astype(np.float32)
     cache = Cache.create(root, dataset, CacheConfig(dtype="float32", shard_segments=16))
@@ -51,15 +59,46 @@ def make_train_cache(root: Path, n: int = 48, classes: int = 4, dim: int = 32, v
     for v in views:
         d = (view_dims or {}).get(v, dim)
         for shard in cache.shards():
-            with ShardWriter(cache, v, shard, d, fingerprint(crop=v == "hand_crop")) as w:
+            with ShardWriter(cache, v, shard, d, view_fp(v == "hand_crop", model)) as w:
                 for sid in w.segment_ids:
                     a = data[sid][v]
                     w.add(sid, a, range(len(a)))
                 w.commit()
-    text = means if mode == "constant" else rng.standard_normal((classes, dim)).astype(np.float32)
+    if text is None:
+        text = means if mode == "constant" else rng.standard_normal((classes, dim)).astype(np.float32)
     names = class_names or [f"class{c}" for c in range(classes)]
-    add_vocab(cache, "noun", names, text, "{}", vocab_fp())
-    add_vocab(cache, "noun.photo", names, text, "a photo of a {}", vocab_fp("a photo of a {}"))
-    add_vocab(cache, "verb", ["v0", "v1"], rng.standard_normal((2, dim)), "{}", vocab_fp())
+    src = vocab_source or {}
+    add_vocab(cache, "noun", names, text, "{}", vocab_fp(model=model), source=src)
+    add_vocab(cache, "noun.photo", names, text, "a photo of a {}",
+              vocab_fp("a photo of a {}", model=model), source=src)
+    add_vocab(cache, "verb", ["v0", "v1"], rng.standard_normal((2, dim)), "{}",
+              vocab_fp(model=model), source=src)
     cache.means = means
     return cache
+
+
+def tiny_tower_identity(seed: int = 0) -> dict:
+    """The identity of the tiny test config with seeded random weights (what its vocabularies
+    record), without loading it."""
+    import open_clip
+    import torch
+    return F.model_identity("xmic-tiny-quickgelu", f"random-seed-{seed}", open_clip.__version__,
+                            torch.__version__, True)
+
+
+NOUNS = ["knife", "spoon", "door", "pan", "tap", "plate"]
+
+
+def make_prompt_cache(root: Path, n: int = 48, classes: int = 4, seed: int = 0, names=None,
+                      dataset: str = "epic", **kw) -> Cache:
+    """A cache whose vocabularies were made by the tiny tower (random weights, seed 0), as
+    ``xmic extract text`` records them: prompt methods can rebuild the tower from it."""
+    from extract_data import TINY
+    from xmic.extract.text_tower import load_text_tower
+    names = list(names or NOUNS[:classes])
+    fp = vocab_fp(model=tiny_tower_identity())
+    src = {"model": str(TINY), "weights": "random"}
+    text = load_text_tower(fp, src, "cpu").encode_texts(names).numpy()  # the tower's own
+    return make_train_cache(root, n=n, classes=len(names), dim=32, seed=seed, mode="constant",
+                            class_names=names, dataset=dataset, model=tiny_tower_identity(),
+                            text=text, vocab_source=src, **kw)

@@ -51,6 +51,7 @@ def convert(src: Cache, out: str | Path, backend: str, progress=None) -> Cache:
         existing = vocab_names(dst)
         if name in existing and np.array_equal(load_vocab(dst, name).embeddings, v.embeddings):
             continue
-        add_vocab(dst, name, v.classes, v.embeddings, v.prompt, v.fingerprint, replace=True)
+        add_vocab(dst, name, v.classes, v.embeddings, v.prompt, v.fingerprint, replace=True,
+                  source=v.source)
     dst.index(refresh=True)
     return dst

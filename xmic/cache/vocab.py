@@ -8,7 +8,7 @@ and a fingerprint. Output: ``vocab/NAME/{vocab.json, embeddings.npy}`` committed
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,7 @@ class Vocab:
     embeddings: np.ndarray  # [C, D] float32
     prompt: str
     fingerprint: dict
+    source: dict = field(default_factory=dict)  # where names and (extracted) model came from
 
     @property
     def dim(self) -> int:
@@ -80,7 +81,7 @@ def add_vocab(cache: Cache, name: str, classes: list[str], embeddings, prompt: s
             raise CacheError(f"vocabulary {name!r} was written by another process meanwhile")
     finally:
         remove_tree(tmp, root)
-    return Vocab(name, list(classes), emb, prompt, fingerprint)
+    return Vocab(name, list(classes), emb, prompt, fingerprint, dict(source or {}))
 
 
 def vocab_names(cache: Cache) -> list[str]:
@@ -101,7 +102,8 @@ def load_vocab(cache: Cache, name: str) -> Vocab:
     if array_checksum(emb) != meta.get("checksum"):
         raise CacheError(f"{d / 'embeddings.npy'}: checksum differs from vocab.json; the file is "
                          "damaged, re-run import-text or extraction")
-    return Vocab(name, meta["classes"], emb, meta.get("prompt", ""), meta.get("fingerprint", {}))
+    return Vocab(name, meta["classes"], emb, meta.get("prompt", ""), meta.get("fingerprint", {}),
+                 meta.get("source") or {})
 
 
 def read_embeddings_file(path: Path, key: str | None = None) -> np.ndarray:

@@ -1,6 +1,7 @@
 """``xmic train``, ``xmic evaluate`` (run, table) and ``xmic predict``."""
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -13,8 +14,8 @@ from xmic.config import XmicError, load_config
 @click.option("--cache", "cache_dir", type=click.Path(path_type=Path), required=True)
 @click.option("--split", default=None, help="Training split (default: train).")
 @click.option("--label", type=click.Choice(["noun", "verb"]), default=None)
-@click.option("--method", type=click.Choice(["xmic", "zeroshot", "linear", "clip-adapter"]),
-              default=None)
+@click.option("--method", type=click.Choice(["xmic", "zeroshot", "linear", "clip-adapter", "coop",
+                                           "cocoop"]), default=None)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Run folder.")
 @click.option("--epochs", type=int, default=None)
 @click.option("--seed", type=int, default=None)
@@ -23,16 +24,22 @@ from xmic.config import XmicError, load_config
 @click.option("--config", "config_path", type=click.Path(path_type=Path), help="Train config YAML.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Config override.")
 @click.option("--resume", is_flag=True, help="Continue the run in OUT from its last.pt.")
+@click.option("--model", help="coop/cocoop: the text tower's open_clip model (default: the one "
+              "recorded with the cache's vocabulary).")
+@click.option("--weights", help="coop/cocoop: the text tower's weights (default: those recorded "
+              "with the vocabulary); refused unless they made the vocabulary.")
 def train_cmd(cache_dir, split, label, method, out, epochs, seed, seeds, device, config_path,
-              sets, resume):
+              sets, resume, model, weights):
     """Fit the X-MIC adapter or a baseline on cached features (SPEC §3-5).
 
     Writes OUT/config.yaml, checkpoint.pt (selected epoch), last.pt, metrics.jsonl and
     train_curve.png. Model selection uses held-out source videos unless
     --set select_on_target_test_data=CACHE:SPLIT asks for the released (test-set) behaviour.
     """
+    from xmic.extract.text_tower import load_text_tower
     from xmic.train.config import TrainConfig
     from xmic.train.loop import train
+    tower_loader = functools.partial(load_text_tower, model=model, weights=weights)
     given = {"split": split, "label": label, "method": method, "epochs": epochs, "seed": seed,
              "device": device}
     overrides = [*sets] + [f"{k}={v}" for k, v in given.items() if v is not None]
@@ -41,7 +48,8 @@ def train_cmd(cache_dir, split, label, method, out, epochs, seed, seeds, device,
         extra = [f"seed={s}"] if s is not None else []
         cfg = load_config(TrainConfig, config_path, overrides + extra)
         run_dir = out / f"seed-{s}" if s is not None else out
-        summary = train(cache_dir, cfg, run_dir, resume=resume, echo=click.echo)
+        summary = train(cache_dir, cfg, run_dir, resume=resume, echo=click.echo,
+                        tower_loader=tower_loader)
         b = summary["best"]
         click.echo(f"run {run_dir}: selected epoch {b['epoch']} on {summary['selected_on']} "
                    f"(score {b['score']:.2f})")
@@ -70,10 +78,14 @@ def evaluate():
 @click.option("--out", type=click.Path(path_type=Path), help="Default: RUN/eval/DATASET-SPLIT")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
 @click.option("--json", "as_json", is_flag=True, help="Print metrics.json.")
-def evaluate_cmd(run_dir, cache_dir, split, class_splits, out, device, as_json):
+@click.option("--model", help="coop/cocoop: the text tower's model (default: the run's).")
+@click.option("--weights", help="coop/cocoop: the text tower's weights (default: the run's).")
+def evaluate_cmd(run_dir, cache_dir, split, class_splits, out, device, as_json, model, weights):
     """Score RUN on a cache split with that cache's own vocabulary for the run's label."""
     from xmic.evaluate.run import evaluate_run
-    m = evaluate_run(run_dir, cache_dir, split, class_splits, out, device)
+    from xmic.extract.text_tower import load_text_tower
+    m = evaluate_run(run_dir, cache_dir, split, class_splits, out, device,
+                     tower_loader=functools.partial(load_text_tower, model=model, weights=weights))
     if as_json:
         click.echo(json.dumps(m, indent=1))
         return

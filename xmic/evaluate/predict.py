@@ -18,6 +18,9 @@ from xmic.cache import Cache
 from xmic.cache.vocab import load_vocab
 from xmic.config import XmicError
 from xmic.extract import clip_embed
+from xmic.extract.text_tower import load_text_tower
+from xmic.train.build import text_input
+from xmic.train.config import PROMPT_METHODS
 from xmic.train.inference import load_run, score_clip
 
 
@@ -25,7 +28,7 @@ def predict_clip(clip: Path, run_dir: Path, classes: str | None = None, vocab: s
                  boxes: Path | None = None, start: float | None = None, end: float | None = None,
                  fps: float | None = None, top_k: int = 5, model: str | None = None,
                  weights: str | None = None, device: str = "cpu") -> dict:
-    net, cfg, ck = load_run(run_dir)
+    net, cfg, ck = load_run(run_dir, load_text_tower, device)
     fp = ck["fingerprints"]["views"][cfg.model.classified_view]
     enc = clip_embed.encoder_for_run(ck, cfg.model.classified_view, model, weights, device)
     unknown = [v for v in cfg.views() if v not in ("full_frame", "hand_crop")]
@@ -38,11 +41,13 @@ def predict_clip(clip: Path, run_dir: Path, classes: str | None = None, vocab: s
         names = [c.strip() for c in classes.split(",") if c.strip()]
         if not names:
             raise XmicError("--classes holds no class name")
-        w = clip_embed.class_text(enc, names, ck["fingerprints"]["vocab"].get("prompt", "{}"))
+        w = (None if cfg.method in PROMPT_METHODS else
+             clip_embed.class_text(enc, names, ck["fingerprints"]["vocab"].get("prompt", "{}")))
     else:
         cache_dir, _, name = vocab.rpartition(":")
         v = load_vocab(Cache.open(cache_dir), name)
         names, w = v.classes, v.embeddings
+    w = text_input(cfg, names, w, getattr(net, "tower", None), device)  # [C, D] (or ids [C, L])
     s = fp.get("sampling", {})
     crop = (ck["fingerprints"]["views"].get("hand_crop") or {}).get("crop") or {}
     feats, frames, notes = clip_embed.embed_clip(  # the run's cache's sampling and crop thresholds

@@ -1,7 +1,9 @@
 """``evaluate_run``: score a trained run on any cache's split, in-dataset or cross-dataset.
 
 Inputs: a run folder (its ``checkpoint.pt``), a cache and split, optionally X-MIC's class-split
-lists. The classifier is rebuilt from the target cache's own vocabulary for the run's label.
+lists. The classifier is rebuilt from the target cache's own vocabulary for the run's label
+(for CoOp/CoCoOp: the learned context before the target's class names, through the run's frozen
+text tower, which is why evaluation imports the extraction stage's tower loader).
 Outputs (in ``out``, default ``RUN/eval/{dataset}-{split}``): ``metrics.json`` (see
 ``metrics.compute_metrics`` plus what was evaluated), ``predictions.parquet`` (segment id, true
 class, top-5 classes and scores) and the plots. A run and a cache whose classified-stream
@@ -24,7 +26,8 @@ from xmic.config import XmicError, resolve_device
 from xmic.evaluate.classes import derive_shared, read_class_splits
 from xmic.evaluate.metrics import compute_metrics, ranked
 from xmic.evaluate.plots import plot_all
-from xmic.train.build import check_inputs, model_dims, text_matrix
+from xmic.extract.text_tower import load_text_tower
+from xmic.train.build import check_inputs, model_dims, text_input
 from xmic.train.data import load_bank
 from xmic.train.inference import load_run, predict_logits
 
@@ -49,11 +52,14 @@ def check_fingerprints(run_fps: dict, cache_fps: dict, views: list[str], run: Pa
 
 def evaluate_run(run: str | Path, cache_path: str | Path, split: str,
                  class_splits: str | Path | None = None, out: str | Path | None = None,
-                 device: str = "auto", plots: bool = True, bank_loader=load_bank) -> dict:
+                 device: str = "auto", plots: bool = True, bank_loader=load_bank,
+                 tower_loader=load_text_tower) -> dict:
     """Score a run on a cache split; writes metrics.json, predictions.parquet and plots into
-    ``out`` (default RUN/eval/DATASET-SPLIT). ``bank_loader``: ``load_bank`` or a memo of it."""
+    ``out`` (default RUN/eval/DATASET-SPLIT). ``bank_loader``: ``load_bank`` or a memo of it;
+    ``tower_loader``: how a prompt method's text tower is loaded (the run's recorded one)."""
     run = Path(run)
-    model, cfg, ck = load_run(run)
+    dev = resolve_device(device)
+    model, cfg, ck = load_run(run, tower_loader, dev)
     cache = Cache.open(cache_path)
     inputs = check_inputs(cache, cfg)
     check_fingerprints(ck["fingerprints"], inputs.fingerprints, cfg.views(), run, cache.root)
@@ -62,14 +68,13 @@ def evaluate_run(run: str | Path, cache_path: str | Path, split: str,
     if cfg.method == "linear" and target_classes != source_classes:
         raise RunMismatch(f"run {run} is a linear probe over its {len(source_classes)} training "
                          f"classes; it cannot score vocabulary {cfg.vocab_name()!r} of {cache.root}")
-    dev = resolve_device(device)
     dims = model_dims(cfg, inputs)
     if dims != ck["dims"]:
         raise RunMismatch(f"run {run} was built for widths {ck['dims']}, cache {cache.root} "
                           f"holds {dims}")
-    model = model.to(dev)
     bank = bank_loader(cache, split, cfg.views(), cfg.label, len(target_classes), dev)
-    w = torch.from_numpy(text_matrix(inputs.vocab)).to(dev)
+    # the target's own class names: embeddings, or (prompt methods) their prompts' token ids
+    w = text_input(cfg, target_classes, inputs.vocab.embeddings, getattr(model, "tower", None), dev)
     scores = predict_logits(model, bank, w, cfg).cpu().numpy()                # [S, C]
     labels = bank.labels.cpu().numpy()
     if class_splits and cache.dataset != source:

@@ -365,6 +365,7 @@ def extract_text(cache_dir: Path, cfg: ExtractConfig, labels=("noun", "verb"), e
     """Vocabulary name -> class count of every vocabulary written, and ``warnings``: the
     encoder's (random weights, precision) for the caller to show."""
     from xmic.extract.encoders import load_encoder
+    from xmic.extract.text_tower import tower_source
     cache = Cache.open(cache_dir)
     meta = read_json(cache.root / PLAN_FILE, "extraction plan (run `xmic extract plan` first)")
     enc = encoder or load_encoder(cfg.model, cfg.weights, cfg.device, cfg.precision, cfg.seed)
@@ -377,6 +378,7 @@ def extract_text(cache_dir: Path, cfg: ExtractConfig, labels=("noun", "verb"), e
             emb = class_text(enc, classes, template)  # [C, D]
             add_vocab(cache, name, classes, emb, template,
                       F.vocab_fingerprint(enc.identity, enc.precision, template), replace=True,
-                      source={"classes": "extract_plan.json", "names": "SPEC normalised"})
+                      source={"classes": "extract_plan.json", "names": "SPEC normalised",
+                              **tower_source(cfg.model, cfg.weights)})
             out[name] = len(classes)
     return {"vocabularies": out, "warnings": list(enc.warnings)}

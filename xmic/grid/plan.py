@@ -17,11 +17,12 @@ import yaml
 
 from xmic.cache import Cache
 from xmic.cache.atomic_files import write_json_atomic, write_text_atomic
+from xmic.cache.fingerprint import fingerprint_id
 from xmic.cache.paths import read_json
 from xmic.config import ConfigError, XmicError, config_to_dict, load_config
 from xmic.grid.recipe import OTHER_VIEWS, Recipe
 from xmic.train.build import check_inputs
-from xmic.train.config import TrainConfig
+from xmic.train.config import PROMPT_METHODS, TrainConfig
 
 GRID_FILE = "grid.json"
 RUNS = "runs"
@@ -39,9 +40,25 @@ def _overrides(d: dict) -> list[str]:
     return [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in d.items()]
 
 
-def expand(recipe: Recipe) -> list[dict]:
-    """One row per (source, label, method, seed), with its resolved config and targets."""
+def expand(recipe: Recipe, tower_check=None) -> tuple[list[dict], list[str]]:
+    """One row per (source, label, method, seed), with its resolved config and targets; and
+    the notes of optional rows left out. ``tower_check(fingerprint, source)`` raises when a
+    prompt method's text tower cannot be loaded."""
     opened: dict[str, Cache] = {}
+    towers: dict[str, str | None] = {}  # vocabulary fingerprint id -> why it cannot load
+
+    def tower_problem(vocab) -> str | None:
+        key = fingerprint_id(vocab.fingerprint) + json.dumps(vocab.source, sort_keys=True)
+        if key not in towers:
+            try:
+                if tower_check is None:
+                    raise XmicError("this caller cannot load text towers")
+                tower_check(vocab.fingerprint, vocab.source)
+                towers[key] = None
+            except XmicError as e:
+                towers[key] = str(e)
+        return towers[key]
+    skipped: list[str] = []
 
     def cache_of(ds: str) -> Cache:
         if ds not in opened:
@@ -73,7 +90,13 @@ def expand(recipe: Recipe) -> list[dict]:
                     base = load_config(TrainConfig, None, sets)
                 except ConfigError as e:
                     raise GridError(f"method {name!r}: {e}") from None
-                check_inputs(cache_of(source), base)  # views and vocabulary of the source
+                inputs = check_inputs(cache_of(source), base)  # views, vocabulary of the source
+                problem = tower_problem(inputs.vocab) if trainer in PROMPT_METHODS else None
+                if problem and name in recipe.optional_methods:
+                    skipped.append(f"{source}-{label}-{name}: {problem}")
+                    continue
+                if problem:
+                    raise GridError(f"method {name!r} on {recipe.caches[source]}: {problem}")
                 targets = []
                 for ds, tsplit in recipe.targets.items():
                     if trainer == "linear" and ds != source:
@@ -89,14 +112,15 @@ def expand(recipe: Recipe) -> list[dict]:
                                  "label": label, "method": name, "trainer": trainer,
                                  "seed": seed, "config": config_to_dict(cfg),
                                  "dir": f"{RUNS}/{rid}", "targets": targets})
-    return runs
+    return runs, skipped
 
 
-def plan_grid(grid_dir: Path, recipe: Recipe) -> dict:
-    """Write (or find identical) ``GRID/grid.json``; returns it."""
+def plan_grid(grid_dir: Path, recipe: Recipe, tower_check=None) -> dict:
+    """Write (or find identical) ``GRID/grid.json``; returns it. Optional rows that cannot run
+    are listed under ``skipped`` with the reason."""
     grid_dir = Path(grid_dir)
-    runs = expand(recipe)
-    body = {"recipe": recipe.as_dict(), "runs": runs}
+    runs, skipped = expand(recipe, tower_check)
+    body = {"recipe": recipe.as_dict(), "runs": runs, **({"skipped": skipped} if skipped else {})}
     digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
     grid = {"format": "xmic-grid", "version": 1, "sha256": digest, **body}
     path = grid_dir / GRID_FILE

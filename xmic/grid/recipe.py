@@ -16,7 +16,9 @@ checked when the grid is planned (``grid.plan``). YAML form::
     class_splits: anno/                                # X-MIC list files (optional)
 
 A method entry may name the trainer method (``xmic-hands-only: {method: xmic, ...}``); else its
-name is the trainer method. A linear probe is scored only on its own dataset (it has no
+name is the trainer method. The built-in ``paper-main`` and ``paper-egtea`` hold the prompt-learning
+rows (coop, cocoop) when the source cache's text tower can be loaded, and note their absence
+otherwise; a YAML recipe that names them requires the tower. A linear probe is scored only on its own dataset (it has no
 classifier for another vocabulary).
 """
 from __future__ import annotations
@@ -27,10 +29,13 @@ from pathlib import Path
 from xmic.cache.paths import CacheError, check_name
 from xmic.config import ConfigError, read_yaml
 
-TRAINER_METHODS = ("xmic", "zeroshot", "linear", "clip-adapter")
+TRAINER_METHODS = ("xmic", "zeroshot", "linear", "clip-adapter", "coop", "cocoop")
 KEYS = ("caches", "sources", "targets", "labels", "methods", "seeds", "train", "class_splits")
 OTHER_VIEWS = "@other-views"  # in a method's conditioning views: resolved from the source cache
-BASELINES = {"zeroshot": {}, "linear": {}, "clip-adapter": {}, "xmic": {}}
+BASELINES = {"zeroshot": {}, "linear": {}, "clip-adapter": {}, "xmic": {}, "coop": {},
+             "cocoop": {}}
+# rows a built-in recipe plans only when the source cache's text tower can be loaded
+PROMPT_ROWS = ("coop", "cocoop")
 
 
 def _ablations() -> dict:
@@ -73,13 +78,16 @@ class Recipe:
     seeds: tuple
     train: dict = field(default_factory=dict)
     class_splits: str | None = None
+    optional_methods: tuple = ()  # planned only where they can run (text tower), else noted
 
     def as_dict(self) -> dict:
         return {"name": self.name, "caches": dict(self.caches), "sources": dict(self.sources),
                 "targets": dict(self.targets), "labels": list(self.labels),
                 "methods": {k: dict(v) for k, v in self.methods.items()},
                 "seeds": list(self.seeds), "train": dict(self.train),
-                "class_splits": self.class_splits}
+                "class_splits": self.class_splits,
+                **({"optional_methods": list(self.optional_methods)}
+                   if self.optional_methods else {})}
 
 
 def _mapping(data: dict, key: str, where: str, values=str) -> dict:
@@ -147,4 +155,5 @@ def load_recipe(name_or_path: str, caches: dict | None = None, seeds=None,
     cs = class_splits or data.get("class_splits")
     return Recipe(name_or_path if name_or_path in BUILT_IN else Path(name_or_path).stem, rc,
                   sources, targets, tuple(labels), methods, tuple(seeds), train,
-                  str(cs) if cs else None)
+                  str(cs) if cs else None,
+                  tuple(m for m in PROMPT_ROWS if m in methods) if name_or_path in BUILT_IN else ())

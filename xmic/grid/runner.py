@@ -56,9 +56,10 @@ def _trained(run_dir: Path, cfg: TrainConfig) -> bool:
 
 
 def run_one(grid_dir: Path, run: dict, class_splits: str | None, bank_loader=load_bank,
-            echo=print) -> str:
+            echo=print, tower_loader=None) -> str:
     """Train and score one run unless it is done; returns its final state (done | failed).
-    Any failure is recorded in ``failed.json`` with its reason; the next run goes on."""
+    Any failure is recorded in ``failed.json`` with its reason; the next run goes on.
+    ``tower_loader``: the text-tower loader for coop/cocoop runs, handed in by the caller."""
     grid_dir = Path(grid_dir)
     d = grid_dir / run["dir"]
     if run_state(grid_dir, run)["state"] == "done":
@@ -73,11 +74,12 @@ def run_one(grid_dir: Path, run: dict, class_splits: str | None, bank_loader=loa
         if not _trained(d, cfg):
             beat = functools.partial(_heartbeat, d / RUNNING, echo, run["id"])
             train(run["cache"], cfg, d, resume=(d / "last.pt").exists(), echo=beat,
-                  bank_loader=bank_loader)
+                  bank_loader=bank_loader, tower_loader=tower_loader)
         for t in run["targets"]:
             if read_metrics(d, t) is None:
                 evaluate_run(d, t["cache"], t["split"], class_splits, eval_dir(d, t),
-                             device=cfg.device, bank_loader=bank_loader)
+                             device=cfg.device, bank_loader=bank_loader,
+                             **({"tower_loader": tower_loader} if tower_loader else {}))
         write_json_atomic(d / FINISHED, {"seconds": round(time.time() - t0, 2),
                                          "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                                    time.gmtime())}, grid_dir)
@@ -111,32 +113,32 @@ def run_ids(grid: dict, ids) -> list[dict]:
     return [by_id[i] for i in ids]
 
 
-def grid_task(grid_dir: str, ids: list[str]) -> dict:
+def grid_task(grid_dir: str, ids: list[str], tower_loader=None) -> dict:
     """One array task (local or Slurm): its runs in turn. Raises when one failed, so the job's
     state says so; every run's own state is in the grid folder."""
     grid = load_grid(grid_dir)
     cs = grid["recipe"].get("class_splits")
     memo = BankMemo()  # the runs of one task share their caches' loads
-    states = {r["id"]: run_one(Path(grid_dir), r, cs, memo, echo=lambda m: print(m, flush=True))
-              for r in run_ids(grid, ids)}
+    states = {r["id"]: run_one(Path(grid_dir), r, cs, memo, echo=lambda m: print(m, flush=True),
+                               tower_loader=tower_loader) for r in run_ids(grid, ids)}
     failed = [k for k, v in states.items() if v == "failed"]
     if failed:
         raise XmicError(f"{len(failed)} run(s) failed: {failed}; see `xmic grid status`")
     return states
 
 
-def run_inprocess(grid_dir: Path, echo=print) -> dict:
+def run_inprocess(grid_dir: Path, echo=print, tower_loader=None) -> dict:
     """Every unfinished run in this process, caches loaded once; returns states and load stats."""
     grid = load_grid(grid_dir)
     memo = BankMemo()
     cs = grid["recipe"].get("class_splits")
-    states = {r["id"]: run_one(grid_dir, r, cs, memo, echo) for r in grid["runs"]}
+    states = {r["id"]: run_one(grid_dir, r, cs, memo, echo, tower_loader) for r in grid["runs"]}
     return {"states": states, "load_seconds": round(memo.seconds, 3), "loads_saved": memo.hits}
 
 
 
 def submit_grid(grid_dir: Path, slurm_cfg, parallel: int = 1, wait: bool = False,
-                echo=print) -> dict:
+                echo=print, tower_loader=None) -> dict:
     """Every run that is neither done nor running, as job arrays (``slurm_cfg.executor`` local
     or slurm): one run per array task on Slurm; on the local executor, which starts every task
     at once, the runs are grouped into ``parallel`` tasks. Returns the submission record (and,
@@ -155,7 +157,7 @@ def submit_grid(grid_dir: Path, slurm_cfg, parallel: int = 1, wait: bool = False
     per_task = -(-len(todo) // max(1, parallel)) if slurm_cfg.executor == "local" else 1
     tasks = [todo[i:i + per_task] for i in range(0, len(todo), per_task)]
     echo(f"submitting {len(todo)} run(s) as {len(tasks)} task(s) on executor {slurm_cfg.executor}")
-    task = CallTask(functools.partial(grid_task, str(grid_dir)))
+    task = CallTask(functools.partial(grid_task, str(grid_dir), tower_loader=tower_loader))
     record, jobs = submit_arrays(task, tasks, slurm_cfg, grid_dir / "slurm" / "logs",
                                  grid_dir / "slurm" / "submissions.jsonl", grid_dir, record, echo,
                                  item_key="runs")

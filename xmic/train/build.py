@@ -10,14 +10,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from torch import nn
 
 from xmic.cache import Cache, CacheError
 from xmic.cache.fingerprint import diff, same_model
 from xmic.cache.vocab import Vocab, load_vocab, vocab_names
 from xmic.config import ConfigError
-from xmic.train.config import TrainConfig
+from xmic.train.config import PROMPT_METHODS, TrainConfig
 from xmic.train.model import ClipAdapter, LinearProbe, XMICAdapter, ZeroShot
+from xmic.train.prompt_model import CoCoOp, CoOp, phrase_embedding, prompt_token_ids
 
 
 @dataclass
@@ -65,14 +67,44 @@ def check_inputs(cache: Cache, cfg: TrainConfig) -> RunInputs:
     return RunInputs(vocab, dims, {"views": fps, "vocab": vocab.fingerprint})
 
 
+def load_tower(tower_loader, cfg: TrainConfig, fingerprint: dict, source: dict | None, device):
+    """The frozen text tower for a prompt method (None for the others). ``tower_loader``
+    (fingerprint, source, device) -> tower is handed in by the caller: training never imports
+    the extraction stage, which owns open_clip."""
+    if cfg.method not in PROMPT_METHODS:
+        return None
+    if tower_loader is None:
+        raise ConfigError(f"method {cfg.method} runs the vocabulary's frozen text tower; this "
+                          "caller gave no way to load it (xmic train and xmic grid do)")
+    return tower_loader(fingerprint, source, device)
+
+
 def model_dims(cfg: TrainConfig, inputs: RunInputs) -> dict:
     """Widths the model is built with: text D and conditioning D' (stored in checkpoints)."""
     cond = inputs.view_dims[cfg.model.conditioning_views[0]] if cfg.method == "xmic" else None
     return {"text": inputs.vocab.dim, "cond": cond}
 
 
-def build_model(cfg: TrainConfig, text_dim: int, cond_dim: int | None, classes: int) -> nn.Module:
+def build_model(cfg: TrainConfig, text_dim: int, cond_dim: int | None, classes: int,
+                tower=None, init_context: bool = True) -> nn.Module:
+    """The method's model; ``tower``: the frozen text tower (prompt methods only);
+    ``init_context``: False when a checkpoint's weights replace the initial context anyway."""
     m = cfg.model
+    if cfg.method in PROMPT_METHODS:
+        if tower is None:
+            raise ConfigError(f"method {cfg.method} needs the vocabulary's text tower")
+        init = phrase_embedding(tower, m.prompt_init) if init_context else None
+        if init is not None and len(init) > m.prompt_context:
+            raise ConfigError(f"model.prompt_init {m.prompt_init!r} is {len(init)} tokens, more "
+                              f"than model.prompt_context={m.prompt_context}")
+        recompute = m.recompute_text == "always" or (m.recompute_text == "auto" and
+                                                     cfg.method == "cocoop")
+        common = dict(context=m.prompt_context, init=init, text_batch=m.text_batch,
+                      recompute=recompute, train_logit_scale=m.train_logit_scale,
+                      logit_scale_init=m.logit_scale_init)
+        if cfg.method == "coop":
+            return CoOp(tower, tower.width, **common)
+        return CoCoOp(tower, text_dim, tower.width, meta_ratio=m.meta_net_ratio, **common)
     if cfg.method == "xmic":
         return XMICAdapter(text_dim=text_dim, cond_dim=cond_dim,
                            views=len(m.conditioning_views), frames=cfg.frames, heads=m.heads,
@@ -91,3 +123,14 @@ def build_model(cfg: TrainConfig, text_dim: int, cond_dim: int | None, classes: 
 def text_matrix(vocab: Vocab) -> np.ndarray:
     """[C, D] float32 class embeddings (unnormalised, SPEC §2)."""
     return np.ascontiguousarray(vocab.embeddings, dtype=np.float32)
+
+
+def text_input(cfg: TrainConfig, classes: list[str], embeddings, tower, device) -> torch.Tensor:
+    """What the model scores classes with: embeddings [C, D] (float), or for the prompt methods
+    the class names' prompt token ids [C, L] (long) for the frozen ``tower``."""
+    if cfg.method in PROMPT_METHODS:
+        try:
+            return prompt_token_ids(tower, classes, cfg.model.prompt_context).to(device)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+    return torch.from_numpy(np.ascontiguousarray(embeddings, dtype=np.float32)).to(device)

@@ -9,6 +9,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
+PROMPT_METHODS = ("coop", "cocoop")  # they run the frozen text tower while training
 MAX_FRAMES = 1024  # T per segment; SPEC uses 16, a cache holds at most a few hundred per segment
 
 
@@ -40,6 +41,15 @@ class ModelConfig:
     # vocabulary names in the cache; "{label}" becomes noun or verb
     text_vocab: str = "{label}"
     zeroshot_vocab: str = "{label}.photo"  # prompt "a photo of a {}" (SPEC §5)
+    # prompt learning (coop, cocoop): M context vectors before the class name, initialised with
+    # this phrase's token embeddings in the last positions and N(0, 0.02) before ("" = all random)
+    prompt_context: int = 16
+    prompt_init: str = "a photo of a"
+    meta_net_ratio: float = 0.0625   # CoCoOp meta-net D -> D/16 -> text width
+    # text-encoder sequences per pass (CoCoOp runs B x C of them per step: lower it to fit memory)
+    text_batch: int = 1024
+    # keep no text-encoder activations for backward, recompute them (auto: CoCoOp only)
+    recompute_text: Literal["auto", "always", "never"] = "auto"
 
     def __post_init__(self):
         if not self.conditioning_views:
@@ -49,6 +59,10 @@ class ModelConfig:
         _positive(mlp_ratio=self.mlp_ratio, out_hidden_ratio=self.out_hidden_ratio,
                   alpha=self.alpha, clip_adapter_ratio=self.clip_adapter_ratio,
                   clip_adapter_reduction=self.clip_adapter_reduction)
+        if self.prompt_context < 1 or self.text_batch < 1:
+            raise ValueError(f"prompt_context and text_batch must be >= 1, got "
+                             f"{self.prompt_context}, {self.text_batch}")
+        _positive(meta_net_ratio=self.meta_net_ratio)
         if not math.isfinite(self.logit_scale_init):
             raise ValueError(f"logit_scale_init must be finite, got {self.logit_scale_init!r}")
 
@@ -73,7 +87,7 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    method: Literal["xmic", "zeroshot", "linear", "clip-adapter"] = "xmic"
+    method: Literal["xmic", "zeroshot", "linear", "clip-adapter", "coop", "cocoop"] = "xmic"
     label: Literal["noun", "verb"] = "noun"
     split: str = "train"
     epochs: int = 15

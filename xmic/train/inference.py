@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from xmic.config import XmicError, from_dict
-from xmic.train.build import build_model
+from xmic.train.build import build_model, load_tower
 from xmic.train.checkpoint import load_checkpoint
 from xmic.train.config import TrainConfig
 from xmic.train.data import FeatureBank, batch, positions
@@ -41,17 +41,24 @@ def evaluate_bank(model, bank: FeatureBank, w: torch.Tensor, cfg: TrainConfig) -
             "loss": F.cross_entropy(logits, bank.labels).item(), "n": len(bank)}
 
 
-def load_run(run: str | Path) -> tuple[torch.nn.Module, TrainConfig, dict]:
+def load_run(run: str | Path, tower_loader=None, device="cpu"
+             ) -> tuple[torch.nn.Module, TrainConfig, dict]:
+    """The selected model of a run on ``device``; a prompt method's frozen text tower comes from
+    ``tower_loader`` (fingerprint, source, device), resolved from what the run recorded."""
     ck = load_checkpoint(Path(run) / "checkpoint.pt")
     cfg = from_dict(TrainConfig, ck["config"], f"{run}/checkpoint.pt:config")
-    model = build_model(cfg, ck["dims"]["text"], ck["dims"]["cond"], len(ck["classes"]))
+    tower = load_tower(tower_loader, cfg, ck["fingerprints"]["vocab"], ck.get("text_tower"),
+                       device)
+    model = build_model(cfg, ck["dims"]["text"], ck["dims"]["cond"], len(ck["classes"]), tower,
+                        init_context=False)
     model.load_state_dict(ck["model"])
-    return model.eval(), cfg, ck
+    return model.to(device).eval(), cfg, ck
 
 
 @torch.no_grad()
 def score_clip(model, cfg: TrainConfig, views: dict[str, np.ndarray], w: np.ndarray) -> np.ndarray:
-    """views: name -> [n, D] frame embeddings; w: [C, D]. Returns scores [C]."""
+    """views: name -> [n, D] frame embeddings; w: [C, D] embeddings (or a prompt method's
+    token ids [C, L], a tensor). Returns scores [C]."""
     missing = [v for v in cfg.views() if v not in views]
     if missing:
         raise XmicError(f"the run reads views {cfg.views()}; missing {missing}")
@@ -59,7 +66,8 @@ def score_clip(model, cfg: TrainConfig, views: dict[str, np.ndarray], w: np.ndar
     def pick(a: np.ndarray) -> torch.Tensor:  # [1, T, D] at the bin centres
         pos = positions(torch.tensor([len(a)]), cfg.frames, None)[0]
         return torch.from_numpy(np.asarray(a, dtype=np.float32))[pos][None]
-    f = pick(views[cfg.model.classified_view])
-    x = (torch.stack([pick(views[v]) for v in cfg.model.conditioning_views], dim=2)
+    w = w if isinstance(w, torch.Tensor) else torch.from_numpy(np.asarray(w, dtype=np.float32))
+    f = pick(views[cfg.model.classified_view]).to(w.device)
+    x = (torch.stack([pick(views[v]) for v in cfg.model.conditioning_views], dim=2).to(w.device)
          if cfg.method == "xmic" else None)
-    return model(f, x, torch.from_numpy(np.asarray(w, dtype=np.float32)))[0].numpy()
+    return model(f, x, w)[0].float().cpu().numpy()

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from xmic.cache import Cache
 from xmic.cache.atomic_files import write_bytes_atomic, write_text_atomic
 from xmic.config import XmicError, config_to_dict, dump_config, resolve_device
-from xmic.train.build import build_model, check_inputs, model_dims, text_matrix
+from xmic.train.build import build_model, check_inputs, load_tower, model_dims, text_input
 from xmic.train.checkpoint import CheckpointError, check_resumable, load_checkpoint, save_checkpoint
 from xmic.train.config import TrainConfig
 from xmic.train.data import batch, heldout_split, load_bank
@@ -97,8 +97,9 @@ def train_epoch(model, opt, sched, scaler, bank, w, cfg: TrainConfig, cond, gen,
 
 
 def train(cache_path: str | Path, cfg: TrainConfig, out: str | Path, resume: bool = False,
-          echo=print, bank_loader=load_bank) -> dict:
-    """``bank_loader``: ``load_bank`` or a caller's memo of it (a grid loads each cache once)."""
+          echo=print, bank_loader=load_bank, tower_loader=None) -> dict:
+    """``bank_loader``: ``load_bank`` or a caller's memo of it (a grid loads each cache once);
+    ``tower_loader``: (vocabulary fingerprint, source, device) -> text tower, for coop/cocoop."""
     # ---- setup: data, model, optimizer, and the state to resume ---------------------------
     out = Path(out)
     cache = Cache.open(cache_path)
@@ -109,15 +110,17 @@ def train(cache_path: str | Path, cfg: TrainConfig, out: str | Path, resume: boo
     full = bank_loader(cache, cfg.split, views, cfg.label, classes, device)
     tr_idx, ho_idx = heldout_split(full.video_ids, cfg.heldout_fraction)
     train_bank, held = full.subset(tr_idx), (full.subset(ho_idx) if len(ho_idx) else None)
-    w = torch.from_numpy(text_matrix(inputs.vocab)).to(device)       # [C, D]
-    target = _target_bank(cfg, inputs, views, device) if cfg.select_on_target_test_data else None
+    tower = load_tower(tower_loader, cfg, inputs.vocab.fingerprint, inputs.vocab.source, device)
+    w = text_input(cfg, inputs.vocab.classes, inputs.vocab.embeddings, tower, device)  # [C, D|L]
+    target = (_target_bank(cfg, inputs, views, device, tower) if cfg.select_on_target_test_data
+              else None)
     echo(f"{cfg.method} on {cache.root} split {cfg.split}: {len(train_bank)} training segments, "
          f"{len(ho_idx)} held out ({cfg.heldout_fraction:.0%} of videos), {classes} classes; "
          f"skipped {sum(full.skipped.values())} segment(s) {full.skipped or ''}; device {device}")
 
     torch.manual_seed(cfg.seed)
     dims = model_dims(cfg, inputs)
-    model = build_model(cfg, dims["text"], dims["cond"], classes).to(device)
+    model = build_model(cfg, dims["text"], dims["cond"], classes, tower).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     steps_per_epoch = -(-len(train_bank) // cfg.batch_size)
     opt = (torch.optim.AdamW(params, lr=cfg.optim.lr, betas=cfg.optim.betas,
@@ -154,7 +157,8 @@ def train(cache_path: str | Path, cfg: TrainConfig, out: str | Path, resume: boo
     cond = list(cfg.model.conditioning_views) if cfg.method == "xmic" else None
     context = {"config": config, "fingerprints": inputs.fingerprints, "method": cfg.method,
                "classes": inputs.vocab.classes, "selected_on": selected_on,
-               "source_dataset": cache.dataset, "cache": str(cache.root), "dims": dims}
+               "source_dataset": cache.dataset, "cache": str(cache.root), "dims": dims,
+               "text_tower": tower.source if tower is not None else None}
 
     board = tensorboard_writer(out) if cfg.log_tensorboard else None
     # ---- epochs: train, check, score, select, save -----------------------------------------
@@ -212,7 +216,7 @@ def tensorboard_writer(out: Path):
     return SummaryWriter(log_dir=str(make_dirs(out / "tensorboard", out)))
 
 
-def _target_bank(cfg: TrainConfig, inputs, views: list[str], device):
+def _target_bank(cfg: TrainConfig, inputs, views: list[str], device, tower):
     """The released behaviour's selection set (test data of a target cache): (bank, w)."""
     tcache_path, _, tsplit = cfg.select_on_target_test_data.rpartition(":")
     tcache = Cache.open(tcache_path)
@@ -220,4 +224,4 @@ def _target_bank(cfg: TrainConfig, inputs, views: list[str], device):
     if cfg.method == "linear" and tin.vocab.classes != inputs.vocab.classes:
         raise XmicError("a linear probe cannot score a target with another vocabulary")
     return (load_bank(tcache, tsplit, views, cfg.label, len(tin.vocab.classes), device),
-            torch.from_numpy(text_matrix(tin.vocab)).to(device))
+            text_input(cfg, tin.vocab.classes, tin.vocab.embeddings, tower, device))

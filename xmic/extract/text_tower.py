@@ -1,0 +1,168 @@
+"""The frozen text tower that made a vocabulary, for the prompt-learning methods (SPEC §5).
+
+Inputs: a vocabulary's fingerprint (its ``model``: name, weights sha256, QuickGELU) and source
+record (the ``--model`` and ``--weights`` extraction was given), or ``model``/``weights`` named
+by the user, and a device. Output: a ``TextTower`` (frozen torch module on that device):
+``tokenize(texts)`` -> token ids [N, L]; ``embed(ids)`` -> token embeddings [N, L, W];
+``forward(x, ids)`` -> projected text features [N, D] from token embeddings x [N, L, W] (the ids
+say where each sequence ends). ``encode_texts`` is open_clip's ``encode_text``.
+
+Resolution, first that applies: the user's ``model``/``weights``; the model and weights recorded
+when the vocabulary was extracted; the fingerprint's model name with its seeded random weights
+(``random-seed-N``). The loaded tower's identity must equal the fingerprint's model (name, weights
+sha256, QuickGELU) or it is refused with both shown. The image tower is dropped once the weights
+are in: nothing of it is needed to train on cached image features.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from xmic.cache.fingerprint import diff, fingerprint_id, same_model
+from xmic.config import XmicError
+from xmic.extract.encoders import load_clip
+
+PACKAGED = Path(__file__).resolve().parent / "configs"
+
+
+class TextTowerError(XmicError):
+    """The vocabulary's text tower cannot be resolved, loaded, or is another model."""
+
+
+class TextTower(nn.Module):
+    """open_clip's text side (token embedding, positional embedding, transformer, final norm,
+    pooling at the end-of-text token, projection), frozen."""
+
+    def __init__(self, clip: nn.Module, tokenizer, identity: dict, source: dict):
+        super().__init__()
+        text = clip if hasattr(clip, "token_embedding") else getattr(clip, "text", None)
+        if (text is None or not hasattr(text, "token_embedding") or
+                getattr(text, "cls_emb", None) is not None or getattr(text, "use_pad_mask", False)):
+            raise TextTowerError(f"model {identity['name']!r}: its text tower is not open_clip's "
+                                 "CLIP text transformer; prompt learning supports that tower only")
+        self.token_embedding = text.token_embedding
+        self.positional_embedding = text.positional_embedding
+        self.transformer = text.transformer
+        self.ln_final = text.ln_final
+        self.text_projection = text.text_projection
+        self.register_buffer("attn_mask", text.attn_mask, persistent=False)
+        self.pool_type = getattr(text, "text_pool_type", getattr(text, "pool_type", "argmax"))
+        self.eos_id = getattr(text, "text_eos_id", getattr(text, "eos_id", None))
+        if self.pool_type not in ("argmax", "eos"):
+            raise TextTowerError(f"model {identity['name']!r}: its text tower pools with "
+                                 f"{self.pool_type!r}; prompt learning needs an end-of-text token")
+        self.tokenizer, self.identity, self.source = tokenizer, identity, source
+        self.width = int(self.token_embedding.embedding_dim)
+        self.context_length = int(self.positional_embedding.shape[0])
+        for p in self.parameters():
+            p.requires_grad_(False)
+        self.eval()
+
+    @property
+    def dim(self) -> int:
+        p = self.text_projection
+        return int(p.out_features if isinstance(p, nn.Linear) else p.shape[1]) if p is not None \
+            else self.width
+
+    def tokenize(self, texts: list[str]) -> torch.Tensor:
+        """[N, L] token ids (open_clip's tokenizer of this model)."""
+        return self.tokenizer(list(texts)).to(self.positional_embedding.device)
+
+    def end_positions(self, ids: torch.Tensor) -> torch.Tensor:
+        """[N] position of each sequence's end-of-text token (where the tower pools)."""
+        if self.pool_type == "eos":
+            return (ids == self.eos_id).int().argmax(dim=-1)
+        return ids.argmax(dim=-1)
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.token_embedding(ids)                                   # [N, L, W]
+
+    def forward(self, x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Token embeddings x [N, L, W] (learned context already in place) -> features [N, D]."""
+        from open_clip.transformer import text_global_pool
+        cast = self.transformer.get_cast_dtype()
+        x = x.to(cast) + self.positional_embedding.to(cast)
+        x = self.ln_final(self.transformer(x, attn_mask=self.attn_mask))
+        x = text_global_pool(x, ids, self.pool_type, eos_token_id=self.eos_id)  # [N, W]
+        p = self.text_projection
+        return x if p is None else p(x) if isinstance(p, nn.Linear) else x @ p
+
+    @torch.no_grad()
+    def encode_texts(self, texts: list[str]) -> torch.Tensor:
+        ids = self.tokenize(texts)
+        return self(self.embed(ids), ids)
+
+
+def tower_source(model: str, weights: str) -> dict:
+    """Where the text tower is, recorded with a vocabulary (prompt learning reloads it from
+    there): files as absolute paths."""
+    def absolute(p: str) -> str:
+        if p.startswith("local-dir:"):
+            return "local-dir:" + str(Path(p[len("local-dir:"):]).resolve())
+        return str(Path(p).resolve()) if Path(p).exists() else p
+    return {"model": absolute(model), "weights": absolute(weights)}
+
+
+def _model_arg(name: str, recorded: str | None) -> str:
+    """The model to build: the one recorded at extraction if it still exists, else the name
+    (open_clip's registry, or a config shipped with xmic)."""
+    if recorded and (not recorded.endswith(".json") or Path(recorded).exists()):
+        return recorded
+    packaged = PACKAGED / f"{name}.json"
+    return str(packaged) if packaged.exists() else name
+
+
+def resolve_text_tower(fingerprint: dict, source: dict | None, model: str | None = None,
+                       weights: str | None = None) -> tuple[str, str, int]:
+    """(model, weights, seed) that should rebuild the tower a vocabulary fingerprint names."""
+    fp_model = (fingerprint or {}).get("model") or {}
+    if not fp_model.get("name"):
+        raise TextTowerError(_unresolvable(fingerprint, "it names no model"))
+    if fp_model["name"].startswith("timm:"):
+        raise TextTowerError(_unresolvable(fingerprint, "a timm model has no text tower"))
+    source = source or {}
+    seed = 0
+    sha = str(fp_model.get("weights_sha256", ""))
+    if weights is None:
+        weights = source.get("weights")
+        if sha.startswith("random-seed-"):
+            weights, seed = "random", int(sha[len("random-seed-"):])
+        elif not weights:
+            raise TextTowerError(_unresolvable(
+                fingerprint, "the vocabulary does not record where its weights are; give "
+                "--weights FILE (or local-dir:DIR) with the weights that made it"))
+    elif weights == "random" and sha.startswith("random-seed-"):
+        seed = int(sha[len("random-seed-"):])
+    if weights.startswith("local-dir:"):
+        return weights, weights, seed
+    return model or _model_arg(fp_model["name"], source.get("model")), weights, seed
+
+
+def _unresolvable(fingerprint: dict, why: str) -> str:
+    return (f"the text tower of this vocabulary cannot be resolved: {why}. Vocabulary "
+            f"fingerprint {fingerprint_id(fingerprint or {})}: "
+            f"{json.dumps((fingerprint or {}).get('model'), sort_keys=True)}")
+
+
+def load_text_tower(fingerprint: dict, source: dict | None, device, model: str | None = None,
+                    weights: str | None = None) -> TextTower:
+    """The frozen tower that made the vocabulary (see the module docstring), on ``device``."""
+    model_arg, weights_arg, seed = resolve_text_tower(fingerprint, source, model, weights)
+    try:
+        enc = load_clip(model_arg, weights_arg, "cpu", "fp32", seed)
+    except XmicError as e:
+        raise TextTowerError(_unresolvable(fingerprint, f"loading it failed ({e})")) from None
+    if not same_model({"model": enc.identity}, fingerprint):
+        lines = "; ".join(diff(fingerprint.get("model", {}), enc.identity))
+        raise TextTowerError(
+            f"the text tower {model_arg} with weights {weights_arg} is not the one that made the "
+            f"vocabulary (fingerprint {fingerprint_id(fingerprint)}): {lines}; give the "
+            "--model/--weights that made it")
+    clip = enc.model
+    if hasattr(clip, "visual"):
+        clip.visual = None  # the image side stays in the cache; free its memory
+    tower = TextTower(clip, enc.tokenizer, enc.identity, {"model": model_arg, "weights": weights_arg})
+    return tower.to(torch.device(device))
