@@ -19,9 +19,8 @@ import yaml
 import zarr
 
 from conftest import run_xmic
-from train_data import make_train_cache, vocab_fp
+from train_data import make_train_cache
 from xmic.cache import Cache
-from xmic.cache.vocab import add_vocab
 
 
 @pytest.fixture(scope="module")
@@ -32,12 +31,6 @@ def world(tmp_path_factory):
     ego = make_train_cache(base / "ego4d", n=20, classes=4, dim=32, videos=5, seed=1,
                            splits=("train", "val"), mode="constant", noise=0.5, dataset="ego4d",
                            class_names=["class2", "class3", "door", "phone"])
-    for c in (epic, ego):  # zero-shot on verbs reads the photo-prompt vocabulary
-        v = Cache.open(c.root)
-        from xmic.cache.vocab import load_vocab
-        verb = load_vocab(v, "verb")
-        add_vocab(v, "verb.photo", verb.classes, verb.embeddings, "a photo of a {}",
-                  vocab_fp("a photo of a {}"))
     return {"epic": epic.root, "ego4d": ego.root, "base": base}
 
 

@@ -130,8 +130,9 @@ def test_heldout_selection_and_target_option(random_cache, tmp_path):
 
 def test_bad_inputs_refused_before_training(tmp_path):
     good = make_train_cache(tmp_path / "g", n=20)
-    with pytest.raises(CacheError, match="no vocabulary 'verb.photo'"):
-        train(good.root, cfg(method="zeroshot", label="verb"), tmp_path / "a", echo=quiet)
+    with pytest.raises(CacheError, match="no vocabulary 'verb.clip'"):
+        train(good.root, cfg("model.zeroshot_vocab={label}.clip", method="zeroshot", label="verb"),
+              tmp_path / "a", echo=quiet)
     with pytest.raises(CacheError, match="reads view 'dino'"):
         train(good.root, cfg("model.conditioning_views=[hand_crop, dino]"), tmp_path / "b", echo=quiet)
     with pytest.raises(CacheError, match="no split 'val'"):

@@ -71,8 +71,10 @@ def make_train_cache(root: Path, n: int = 48, classes: int = 4, dim: int = 32, v
     add_vocab(cache, "noun", names, text, "{}", vocab_fp(model=model), source=src)
     add_vocab(cache, "noun.photo", names, text, "a photo of a {}",
               vocab_fp("a photo of a {}", model=model), source=src)
-    add_vocab(cache, "verb", ["v0", "v1"], rng.standard_normal((2, dim)), "{}",
-              vocab_fp(model=model), source=src)
+    verbs = rng.standard_normal((2, dim))
+    add_vocab(cache, "verb", ["v0", "v1"], verbs, "{}", vocab_fp(model=model), source=src)
+    add_vocab(cache, "verb.photo", ["v0", "v1"], verbs, "a photo of a {}",
+              vocab_fp("a photo of a {}", model=model), source=src)
     cache.means = means
     return cache
 
