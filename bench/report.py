@@ -79,10 +79,43 @@ def main(folder: str) -> None:
                       f"{m.get('decode_only_fps', 'not measured')} | {m['ratio']} |"
                       for k, m in e["layouts"].items()]
             lines.append("")
+    for name in ("methods_cpu.json", "methods_gpu.json"):
+        m = load(d, name)
+        if m:
+            lines += methods_section(m)
     if not load(d, "train_gpu.json") and not load(d, "extract_gpu.json"):
         lines += ["## GPU", "", "No GPU figures yet: run `bash bench/train_gpu.sh` and "
                   "`bash bench/extract_gpu.sh` on a GPU machine.", ""]
     print("\n".join(lines))
+
+
+def methods_table(t: dict) -> list[str]:
+    """One tower's rows of bench/methods.py as a markdown table, then its ratios."""
+    out = ["| method | batch | trainable parameters | step ms | peak memory MB |",
+           "|---|---|---|---|---|"]
+    for r in sorted(t["rows"], key=lambda r: (r["batch"], METHOD_ORDER.index(r["method"]))):
+        out.append(f"| {r['method']} | {r['batch']} | {r['params']:,} | {1000 * r['step_s']:.1f}"
+                   f"{' (forward)' if r['params'] == 0 else ''} | {r['peak_mb']:.1f} |")
+    out.append("")
+    for k, v in t["ratios"].items():
+        out.append(f"- **{k}**: step time x{v['step_time']}, peak memory x{v['peak_memory']}, "
+                   f"parameters x{v['params']}")
+    return out
+
+
+METHOD_ORDER = ["zeroshot", "linear", "clip-adapter", "xmic", "coop", "cocoop"]
+
+
+def methods_section(m: dict) -> list[str]:
+    lines = [f"## Method cost: one training step on the same cached batch, C = {m['classes']}; "
+             f"{m['device']} {m['card'] or m['cpu']}, {m['machine']}, {m['date']}", "",
+             "Peak memory is the step's own (GPU: allocated; CPU: resident, above the process "
+             "before the step). Zero-shot has no parameters: its row is one forward pass.", ""]
+    for t in m["towers"]:
+        lines += [f"### Text tower {t['tower']} (width {t['width']}, D = {t['dim']}); CoCoOp at "
+                  f"batch {t['cocoop_batch']} (tried {t['cocoop_batches_tried']})", ""]
+        lines += methods_table(t) + [""]
+    return lines
 
 
 if __name__ == "__main__":

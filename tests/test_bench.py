@@ -51,3 +51,15 @@ def test_grid_bench_smoke(tmp_path):
                   "--epochs", "1")
     assert r["runs"] == 2 and r["grid_seconds"] > 0 and r["bare_seconds"] > 0
     assert abs(r["ratio_grid_vs_bare"] - r["grid_seconds"] / r["bare_seconds"]) < 0.01
+
+
+def test_methods_bench_smoke(tmp_path):
+    r = run_bench("methods", tmp_path, "--towers", "tiny", "--classes", "12", "--batches", "4",
+                  "--cocoop-batches", "6", "--steps", "1")
+    t = r["towers"][0]
+    rows = {(x["method"], x["batch"]): x for x in t["rows"]}
+    assert set(rows) == {(m, b) for m in ("zeroshot", "linear", "clip-adapter", "xmic", "coop")
+                         for b in (4, 6)} | {("cocoop", 6)}
+    assert t["cocoop_batch"] == 6 and rows[("coop", 4)]["params"] == 16 * 64 + 1
+    assert all(x["step_s"] > 0 and x["peak_mb"] >= 0 for x in t["rows"])
+    assert set(t["ratios"]) == {"coop/xmic@4", "coop/xmic@6", "cocoop/xmic@6"}

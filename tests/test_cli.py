@@ -28,7 +28,8 @@ def test_demo_end_to_end(demo_out):
         c = Cache.open(out / "caches" / name)
         assert verify(c, deep=True) == [] and set(c.views()) == {"full_frame", "hand_crop"}
     assert (out / "report.md").read_text().startswith("# xmic demo report")
-    for method in ("xmic", "zeroshot"):
+    assert "| coop | epic | 1 |" in stdout
+    for method in ("xmic", "coop", "zeroshot"):
         for ev in ("epic-validation", "ego4d-val"):
             assert (out / "runs" / method / "eval" / ev / "metrics.json").exists()
 
@@ -48,6 +49,9 @@ def test_predict(demo_out, tmp_path):
     assert p == sorted(p, reverse=True) and 0 < sum(p) <= 1 + 1e-6
     for i in range(1, 3):
         assert p[i] / p[0] == pytest.approx(math.exp(s[i] - s[0]), rel=1e-5)
+    cp = run_xmic("predict", clip, "--run", out / "runs" / "coop", "--classes", "knife,door,cup",
+                  "--json")  # the learned context before these names, through the run's tower
+    assert {t["class"] for t in json.loads(cp.stdout)["top"]} == {"knife", "door", "cup"}
     frames = out / "world" / "epic" / "P01" / "rgb_frames" / "P01_01"
     cp = run_xmic("predict", frames, "--run", out / "runs" / "zeroshot", "--vocab",
                   f"{out / 'caches' / 'ego4d'}:noun")

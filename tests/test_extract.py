@@ -165,6 +165,11 @@ def test_cli_extract(tmp_path, epic):
     cp = run_xmic("extract", "text", tmp_path / "c", "--model", TINY, "--weights", "random",
                   "--device", "cpu")
     assert "noun.photo (3 classes)" in cp.stdout
+    from xmic.cache.vocab import load_vocab
+    assert load_vocab(Cache.open(tmp_path / "c"), "noun").source["model"] == str(TINY.resolve())
+    cp = run_xmic("train", "--cache", tmp_path / "c", "--method", "coop", "--out", tmp_path / "r",
+                  "--epochs", "1", "--device", "cpu", "--set", "heldout_fraction=0")
+    assert "selected epoch 1" in cp.stdout  # the tower extraction recorded, rebuilt for CoOp
     cp = run_xmic("extract", "run", tmp_path / "c", "--model", TINY, "--weights", "random",
                   "--set", "hand_score=0.5", "--device", "cpu", check=False)
     assert cp.returncode == 2 and "hand_score: 0.8 != 0.5" in cp.stderr

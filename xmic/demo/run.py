@@ -2,7 +2,7 @@
 
 Inputs: an output folder, the model and weights (random by default: a tiny config), epochs,
 device, and optionally a job-array executor for extraction. Outputs in the folder: ``world/``
-(generated data), ``caches/{epic,ego4d}``, ``runs/{xmic,zeroshot}`` with their evaluations and
+(generated data), ``caches/{epic,ego4d}``, ``runs/{xmic,coop,zeroshot}`` with their evaluations and
 plots, ``report.md``; returns the results table. Each step is announced once, through ``echo``.
 The demo orchestrates every stage, as the CLI does: it imports extract, slurm, train, evaluate.
 """
@@ -18,6 +18,7 @@ from xmic.config import XmicError, load_config
 from xmic.demo.world import make_world
 
 STEPS = 6
+METHODS = ("xmic", "coop", "zeroshot")
 TINY = Path(__file__).resolve().parents[1] / "extract" / "configs" / "xmic-tiny-quickgelu.json"
 
 
@@ -26,6 +27,7 @@ def run_demo(out: Path, model: str | None = None, weights: str = "random", epoch
     from xmic.evaluate.report import write_report
     from xmic.evaluate.run import evaluate_run
     from xmic.evaluate.table import build_table, collect, format_table
+    from xmic.extract.text_tower import load_text_tower
     from xmic.train.config import TrainConfig
     from xmic.train.loop import train
     out, t0 = Path(out), time.time()
@@ -42,13 +44,14 @@ def run_demo(out: Path, model: str | None = None, weights: str = "random", epoch
     epic, ego = extract_world(out, model, weights, device, step, extract_shards)
     runs = out / "runs"
     remove_tree(runs, out)
-    for method in ("xmic", "zeroshot"):
+    for method in METHODS:
         tc = load_config(TrainConfig, None, [f"method={method}", "label=noun", f"epochs={epochs}",
                                              "batch_size=8", f"device={device}",
                                              "heldout_fraction=0.2", "optim.warmup_epochs=2"])
-        train(epic, tc, runs / method, echo=lambda *a: None)
-    step(5, f"trained X-MIC ({epochs} epochs, held-out selection) and zero-shot on EPIC train")
-    for method in ("xmic", "zeroshot"):
+        train(epic, tc, runs / method, echo=lambda *a: None, tower_loader=load_text_tower)
+    step(5, f"trained X-MIC and CoOp ({epochs} epochs, held-out selection) and zero-shot on "
+            "EPIC train")
+    for method in METHODS:
         evaluate_run(runs / method, epic, "validation", device=device)
         evaluate_run(runs / method, ego, "val", device=device)
     table = format_table(*build_table(collect([runs]), "exact"), "md")
