@@ -190,6 +190,9 @@ def test_a_tower_that_cannot_be_resolved_or_differs_is_refused(tmp_path):
                  "--device", "cpu", "--weights", tmp_path / "w.safetensors", check=False)
     assert r.returncode == 2 and "is not the one that made the vocabulary" in r.stderr
     assert "weights_sha256" in r.stderr and not (tmp_path / "r2" / "last.pt").exists()
+    r = run_xmic("train", "--cache", tmp_path / "p", "--method", "xmic", "--out", tmp_path / "r3",
+                 "--weights", tmp_path / "w.safetensors", check=False)
+    assert r.returncode == 2 and "name the text tower of coop/cocoop" in r.stderr
     with pytest.raises(TextTowerError, match="timm model has no text tower"):
         load_text_tower({"model": {"name": "timm:vit_small"}}, {}, "cpu")
 

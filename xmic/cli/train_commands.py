@@ -37,7 +37,7 @@ def train_cmd(cache_dir, split, label, method, out, epochs, seed, seeds, device,
     --set select_on_target_test_data=CACHE:SPLIT asks for the released (test-set) behaviour.
     """
     from xmic.extract.text_tower import load_text_tower
-    from xmic.train.config import TrainConfig
+    from xmic.train.config import PROMPT_METHODS, TrainConfig
     from xmic.train.loop import train
     tower_loader = functools.partial(load_text_tower, model=model, weights=weights)
     given = {"split": split, "label": label, "method": method, "epochs": epochs, "seed": seed,
@@ -47,6 +47,9 @@ def train_cmd(cache_dir, split, label, method, out, epochs, seed, seeds, device,
     for s in seed_list:
         extra = [f"seed={s}"] if s is not None else []
         cfg = load_config(TrainConfig, config_path, overrides + extra)
+        if (model or weights) and cfg.method not in PROMPT_METHODS:
+            raise XmicError(f"--model/--weights name the text tower of coop/cocoop; method "
+                            f"{cfg.method} reads the cache's embeddings only")
         run_dir = out / f"seed-{s}" if s is not None else out
         summary = train(cache_dir, cfg, run_dir, resume=resume, echo=click.echo,
                         tower_loader=tower_loader)
