@@ -84,8 +84,8 @@ def main(folder: str) -> None:
         if m:
             lines += methods_section(m)
     if not load(d, "train_gpu.json") and not load(d, "extract_gpu.json"):
-        lines += ["## GPU", "", "No GPU figures yet: run `bash bench/train_gpu.sh` and "
-                  "`bash bench/extract_gpu.sh` on a GPU machine.", ""]
+        lines += ["## GPU", "", "No GPU figures yet: run `bash bench/train_gpu.sh`, "
+                  "`bash bench/extract_gpu.sh` and `bash bench/methods_gpu.sh` on a GPU machine.", ""]
     print("\n".join(lines))
 
 
