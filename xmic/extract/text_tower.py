@@ -16,6 +16,7 @@ are in: nothing of it is needed to train on cached image features.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -124,18 +125,14 @@ def resolve_text_tower(fingerprint: dict, source: dict | None, model: str | None
     if fp_model["name"].startswith("timm:"):
         raise TextTowerError(_unresolvable(fingerprint, "a timm model has no text tower"))
     source = source or {}
-    seed = 0
-    sha = str(fp_model.get("weights_sha256", ""))
+    random_seed = re.fullmatch(r"random-seed-(\d+)", str(fp_model.get("weights_sha256", "")))
+    seed = int(random_seed.group(1)) if random_seed else 0
     if weights is None:
-        weights = source.get("weights")
-        if sha.startswith("random-seed-"):
-            weights, seed = "random", int(sha[len("random-seed-"):])
-        elif not weights:
+        weights = "random" if random_seed else source.get("weights")
+        if not weights:
             raise TextTowerError(_unresolvable(
                 fingerprint, "the vocabulary does not record where its weights are; give "
                 "--weights FILE (or local-dir:DIR) with the weights that made it"))
-    elif weights == "random" and sha.startswith("random-seed-"):
-        seed = int(sha[len("random-seed-"):])
     if weights.startswith("local-dir:"):
         return weights, weights, seed
     return model or _model_arg(fp_model["name"], source.get("model")), weights, seed
