@@ -2,7 +2,8 @@
 
 Inputs: a ``Cache`` and a ``TrainConfig``. Outputs: ``RunInputs`` (the vocabulary's text
 embeddings [C, D], the fingerprints of every view read and of the vocabulary) and the model built
-from plain arguments. Every refusal (missing vocabulary or view, width mismatch, a classified
+from plain arguments (a prompt method's also from the frozen text tower its caller loaded, and
+``text_input`` gives it the class names' prompt token ids instead of embeddings). Every refusal (missing vocabulary or view, width mismatch, a classified
 stream made by another model than the text) is an error that names the cache and what to do.
 """
 from __future__ import annotations
@@ -120,14 +121,9 @@ def build_model(cfg: TrainConfig, text_dim: int, cond_dim: int | None, classes: 
     return ClipAdapter(text_dim, m.clip_adapter_reduction, m.clip_adapter_ratio, m.logit_scale_init)
 
 
-def text_matrix(vocab: Vocab) -> np.ndarray:
-    """[C, D] float32 class embeddings (unnormalised, SPEC §2)."""
-    return np.ascontiguousarray(vocab.embeddings, dtype=np.float32)
-
-
 def text_input(cfg: TrainConfig, classes: list[str], embeddings, tower, device) -> torch.Tensor:
-    """What the model scores classes with: embeddings [C, D] (float), or for the prompt methods
-    the class names' prompt token ids [C, L] (long) for the frozen ``tower``."""
+    """What the model scores classes with: embeddings [C, D] (float32, unnormalised, SPEC §2),
+    or for the prompt methods the class names' prompt token ids [C, L] for the frozen tower."""
     if cfg.method in PROMPT_METHODS:
         try:
             return prompt_token_ids(tower, classes, cfg.model.prompt_context).to(device)
