@@ -251,18 +251,28 @@ def test_a_recipe_naming_coop_needs_the_tower_and_a_grid_runs_it(tmp_path):
     from xmic.grid.runner import grid_task
     recipe = tmp_path / "r.yaml"
     recipe.write_text("sources: {epic: train}\ntargets: {epic: validation, ego4d: val}\n"
-                      "labels: [noun]\nmethods: {coop: {}}\nseeds: [0]\n"
+                      "labels: [noun]\nmethods: {coop: {}}\nseeds: [0, 1]\n"
                       "train: {epochs: 1, batch_size: 8, device: cpu}\n")
     plain = _paper_caches(tmp_path / "plain", make_train_cache)
     r = run_xmic("grid", "plan", tmp_path / "g0", "--recipe", recipe, *plain, check=False)
     assert r.returncode == 2 and "method 'coop'" in r.stderr and "cannot be resolved" in r.stderr
     caches = _paper_caches(tmp_path / "towers", make_prompt_cache)
-    run_xmic("grid", "plan", tmp_path / "g", "--recipe", recipe, *caches)
-    run_xmic("grid", "run", tmp_path / "g")
+    run_xmic("grid", "plan", tmp_path / "g", "--recipe", recipe, *caches, "--seeds", "0")
+    run_xmic("grid", "run", tmp_path / "g")                   # the CLI hands the loader in
     run = tmp_path / "g" / "runs" / "epic-noun-coop-seed0"
     assert (run / "finished.json").exists()
     m = json.loads((run / "eval" / "ego4d-val" / "metrics.json").read_text())
     assert m["method"] == "coop" and m["dataset"] == "ego4d"
+    run_xmic("grid", "plan", tmp_path / "g2", "--recipe", recipe, *caches)
+    from xmic.grid.runner import run_inprocess
+    calls = []
+
+    def counting(*a):
+        calls.append(a)
+        return load_text_tower(*a)
+    out = run_inprocess(tmp_path / "g2", echo=lambda *a: None, tower_loader=counting)
+    assert out["states"] == {"epic-noun-coop-seed0": "done", "epic-noun-coop-seed1": "done"}
+    assert out["tower_loads"] == len(calls) == 1  # 2 trainings and 4 scorings share one tower
     # a Slurm or local task carries the loader by reference
     task = pickle.loads(pickle.dumps(functools.partial(grid_task, "g", tower_loader=load_text_tower)))
     assert task.keywords["tower_loader"] is load_text_tower

@@ -2,7 +2,8 @@
 
 Inputs: a planned grid folder, an executor (``inprocess``: one run after another in this
 process, each cache loaded once for the whole grid; ``local``: up to ``parallel`` worker
-processes; ``slurm``: job arrays through ``xmic.slurm.launch``, requeued on preemption). Output:
+processes; ``slurm``: job arrays through ``xmic.slurm.launch``, requeued on preemption), and for
+CoOp/CoCoOp rows the text-tower loader (one tower per vocabulary per process). Output:
 per run folder the training stage's files (``last.pt`` every epoch, ``checkpoint.pt``, ...),
 each target's ``eval/DATASET-SPLIT/``, then ``finished.json``; or ``failed.json`` with the
 reason. A finished run is never redone; a killed one resumes from its last epoch checkpoint
@@ -11,6 +12,7 @@ reason. A finished run is never redone; a killed one resumes from its last epoch
 from __future__ import annotations
 
 import functools
+import json
 import os
 import socket
 import time
@@ -46,6 +48,27 @@ class BankMemo:
             self._banks[key] = load_bank(cache, split, views, label, classes, device)
             self.seconds += time.time() - t
         return self._banks[key]
+
+
+class TowerMemo:
+    """A text-tower loader that keeps what it loaded: the prompt-learning runs of one process
+    (seeds, labels, their evaluations) share one frozen tower per model identity (a loaded
+    tower is checked against it, so where it was found does not matter)."""
+
+    def __init__(self, loader):
+        self.loader, self.loads = loader, 0
+        self._towers: dict = {}
+
+    def __call__(self, fingerprint: dict, source, device):
+        key = (json.dumps(fingerprint.get("model"), sort_keys=True), str(device))
+        if key not in self._towers:
+            self.loads += 1
+            self._towers[key] = self.loader(fingerprint, source, device)
+        return self._towers[key]
+
+
+def _memo(tower_loader):
+    return TowerMemo(tower_loader) if tower_loader is not None else None
 
 
 def _trained(run_dir: Path, cfg: TrainConfig) -> bool:
@@ -118,9 +141,9 @@ def grid_task(grid_dir: str, ids: list[str], tower_loader=None) -> dict:
     state says so; every run's own state is in the grid folder."""
     grid = load_grid(grid_dir)
     cs = grid["recipe"].get("class_splits")
-    memo = BankMemo()  # the runs of one task share their caches' loads
+    memo, towers = BankMemo(), _memo(tower_loader)  # the runs of one task share their loads
     states = {r["id"]: run_one(Path(grid_dir), r, cs, memo, echo=lambda m: print(m, flush=True),
-                               tower_loader=tower_loader) for r in run_ids(grid, ids)}
+                               tower_loader=towers) for r in run_ids(grid, ids)}
     failed = [k for k, v in states.items() if v == "failed"]
     if failed:
         raise XmicError(f"{len(failed)} run(s) failed: {failed}; see `xmic grid status`")
@@ -132,8 +155,10 @@ def run_inprocess(grid_dir: Path, echo=print, tower_loader=None) -> dict:
     grid = load_grid(grid_dir)
     memo = BankMemo()
     cs = grid["recipe"].get("class_splits")
-    states = {r["id"]: run_one(grid_dir, r, cs, memo, echo, tower_loader) for r in grid["runs"]}
-    return {"states": states, "load_seconds": round(memo.seconds, 3), "loads_saved": memo.hits}
+    towers = _memo(tower_loader)
+    states = {r["id"]: run_one(grid_dir, r, cs, memo, echo, towers) for r in grid["runs"]}
+    return {"states": states, "load_seconds": round(memo.seconds, 3), "loads_saved": memo.hits,
+            "tower_loads": towers.loads if towers else 0}
 
 
 
