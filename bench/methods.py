@@ -30,8 +30,7 @@ import torch
 
 from machine import cpu_name
 from xmic.config import load_config
-from xmic.extract.encoders import load_clip
-from xmic.extract.text_tower import TextTower
+from xmic.extract.text_tower import TextTower, build_text_tower
 from xmic.train.build import build_model, text_input
 from xmic.train.config import TrainConfig
 from xmic.train.loop import train_step
@@ -40,13 +39,6 @@ from xmic.train.model import trainable_parameters
 TINY = Path(__file__).resolve().parents[1] / "xmic" / "extract" / "configs" / "xmic-tiny-quickgelu.json"
 METHODS = ("zeroshot", "linear", "clip-adapter", "xmic", "coop", "cocoop")
 FRAMES, VIEWS = 16, 2
-
-
-def tower_for(name: str, device) -> TextTower:
-    enc = load_clip(str(TINY) if name == "tiny" else name, "random", "cpu", "fp32", seed=0)
-    enc.model.visual = None
-    return TextTower(enc.model, enc.tokenizer, enc.identity, {"model": name, "weights": "random"}
-                     ).to(device)
 
 
 def _rss_kb(field: str) -> int:
@@ -137,7 +129,7 @@ def _sync(device):
 
 def bench_tower(name: str, device, classes: int, batches: list[int], cocoop_batches: list[int],
                 steps: int, min_seconds: float, echo) -> dict:
-    tower = tower_for(name, device)
+    tower = build_text_tower(str(TINY) if name == "tiny" else name, "random", 0, device)
     names = [f"object {i}" for i in range(classes)]
     w_emb = tower.encode_texts(names).float()                                   # [C, D]
     rows, fitted = [], None

@@ -144,6 +144,13 @@ def test_create_killed_before_its_manifest_is_finished_not_refused(tmp_path):
                           capture_output=True, text=True).stdout.strip()
     from xmic.cache.atomic_files import host_tag
     (half / f".cache.json.{host_tag()}.{dead}.0123abcd").write_text("{")
+    from xmic.cache.cache_folder import discard_if_new
+    with pytest.raises(RuntimeError), discard_if_new(half):  # a refused command, same rule
+        (half / "config.yaml").write_text("backend: zarr\n")
+        raise RuntimeError("refused")
+    assert list(half.iterdir()) == []
+    (half / "config.yaml").write_text("backend: zarr\n")
+    (half / f".cache.json.{host_tag()}.{dead}.0123abcd").write_text("{")
     cache = Cache.create(half, "epic", CacheConfig())
     assert cache.dataset == "epic" and Cache.open(half).config == CacheConfig()
     assert sorted(p.name for p in half.iterdir()) == ["cache.json", "config.yaml"]

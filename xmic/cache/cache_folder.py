@@ -57,7 +57,7 @@ def discard_if_new(root: str | Path):
     leaves no half-made cache behind (an existing cache is left alone)."""
     root = Path(root)
     fresh = not (root / CACHE_JSON).exists() and (not root.exists() or
-                                                  (root.is_dir() and not any(root.iterdir())))
+                                                  (root.is_dir() and _empty_or_half_made(root)))
     existed = root.exists()
     try:
         yield

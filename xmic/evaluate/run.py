@@ -53,13 +53,14 @@ def check_fingerprints(run_fps: dict, cache_fps: dict, views: list[str], run: Pa
 def evaluate_run(run: str | Path, cache_path: str | Path, split: str,
                  class_splits: str | Path | None = None, out: str | Path | None = None,
                  device: str = "auto", plots: bool = True, bank_loader=load_bank,
-                 tower_loader=load_text_tower) -> dict:
+                 tower_loader=None) -> dict:
     """Score a run on a cache split; writes metrics.json, predictions.parquet and plots into
     ``out`` (default RUN/eval/DATASET-SPLIT). ``bank_loader``: ``load_bank`` or a memo of it;
-    ``tower_loader``: how a prompt method's text tower is loaded (the run's recorded one)."""
+    ``tower_loader``: how a prompt method's text tower is loaded (default: the run's recorded
+    one, through ``load_text_tower``)."""
     run = Path(run)
     dev = resolve_device(device)
-    model, cfg, ck = load_run(run, tower_loader, dev)
+    model, cfg, ck = load_run(run, tower_loader or load_text_tower, dev)
     cache = Cache.open(cache_path)
     inputs = check_inputs(cache, cfg)
     check_fingerprints(ck["fingerprints"], inputs.fingerprints, cfg.views(), run, cache.root)

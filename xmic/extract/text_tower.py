@@ -149,17 +149,23 @@ def load_text_tower(fingerprint: dict, source: dict | None, device, model: str |
     """The frozen tower that made the vocabulary (see the module docstring), on ``device``."""
     model_arg, weights_arg, seed = resolve_text_tower(fingerprint, source, model, weights)
     try:
-        enc = load_clip(model_arg, weights_arg, "cpu", "fp32", seed)
+        tower = build_text_tower(model_arg, weights_arg, seed, device)
     except XmicError as e:
         raise TextTowerError(_unresolvable(fingerprint, f"loading it failed ({e})")) from None
-    if not same_model({"model": enc.identity}, fingerprint):
-        lines = "; ".join(diff(fingerprint.get("model", {}), enc.identity))
+    if not same_model({"model": tower.identity}, fingerprint):
+        lines = "; ".join(diff(fingerprint.get("model", {}), tower.identity))
         raise TextTowerError(
             f"the text tower {model_arg} with weights {weights_arg} is not the one that made the "
             f"vocabulary (fingerprint {fingerprint_id(fingerprint)}): {lines}; give the "
             "--model/--weights that made it")
-    clip = enc.model
-    if hasattr(clip, "visual"):
-        clip.visual = None  # the image side stays in the cache; free its memory
-    tower = TextTower(clip, enc.tokenizer, enc.identity, {"model": model_arg, "weights": weights_arg})
+    return tower
+
+
+def build_text_tower(model: str, weights: str, seed: int, device) -> TextTower:
+    """The text side of an open_clip model (``load_clip``'s arguments), frozen, on ``device``;
+    the image side is dropped once the weights are in (it stays in the cache)."""
+    enc = load_clip(model, weights, "cpu", "fp32", seed)
+    if hasattr(enc.model, "visual"):
+        enc.model.visual = None
+    tower = TextTower(enc.model, enc.tokenizer, enc.identity, {"model": model, "weights": weights})
     return tower.to(torch.device(device))

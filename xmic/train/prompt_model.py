@@ -135,6 +135,9 @@ def prompt_token_ids(tower, names: list[str], context: int) -> torch.Tensor:
     """[C, L] ids of "X X ... X {name}." (``context`` placeholders after the start token),
     checked: one token per placeholder, and no name cut off by the context length."""
     ids = tower.tokenize([" ".join([PLACEHOLDER] * context) + f" {n}." for n in names])
+    if context + 3 > ids.shape[1]:  # start, context, one name token, end
+        raise ValueError(f"model.prompt_context={context} leaves no room for a class name in the "
+                         f"text tower's context length {ids.shape[1]}")
     x = tower.tokenize([PLACEHOLDER])[0, 1]
     if not bool((ids[:, 1:1 + context] == x).all()):
         raise ValueError("the tokenizer does not give one token per context placeholder")
