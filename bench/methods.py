@@ -8,8 +8,8 @@ backward + AdamW, the training loop's own ``train_step``) and peak memory of the
 resident memory above its resident memory before, the peak reset through /proc/self/clear_refs).
 Text towers: ``tiny`` (the test config) and ``ViT-B-16-quickgelu`` (random weights: the cost does
 not depend on them). CoCoOp runs at the largest of ``--cocoop-batches`` that fits (on a GPU an
-out-of-memory halves it); every method is also measured at CoCoOp's batch so that the ratios
-CoCoOp/X-MIC and CoOp/X-MIC compare equal batches.
+out-of-memory moves on to the next smaller one); every method is also measured at CoCoOp's
+batch so that the ratios CoCoOp/X-MIC and CoOp/X-MIC compare equal batches.
 
 usage: python bench/methods.py [--towers tiny,ViT-B-16-quickgelu] [--device cpu|cuda]
            [--classes 300] [--batches 32,128] [--cocoop-batches 128,32] [--json OUT]
