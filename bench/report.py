@@ -91,7 +91,7 @@ def main(folder: str) -> None:
 
 def methods_table(t: dict) -> list[str]:
     """One tower's rows of bench/methods.py as a markdown table, then its ratios."""
-    out = ["| method | batch | trainable parameters | step ms | peak memory MB |",
+    out = ["| method | batch | trainable parameters | step ms | peak memory MiB |",
            "|---|---|---|---|---|"]
     for r in sorted(t["rows"], key=lambda r: (r["batch"], METHOD_ORDER.index(r["method"]))):
         out.append(f"| {r['method']} | {r['batch']} | {r['params']:,} | {1000 * r['step_s']:.1f}"
