@@ -54,7 +54,8 @@ def test_quickgelu_refusal_and_convert_round_trip(tmp_path, encoder):
     x = torch.randn(2, 3, 32, 32)
     ts = torch.jit.trace_module(encoder.model, {"encode_image": (x,)})
     ts.save(str(tmp_path / "ViT-tiny.pt"))
-    cp = run_xmic("extract", "convert-weights", tmp_path / "ViT-tiny.pt", tmp_path / "w.safetensors")
+    cp = run_xmic("extract", "convert-weights", tmp_path / "ViT-tiny.pt", tmp_path / "w.safetensors",
+                  "--model", TINY)
     assert "tensors" in cp.stdout
     e2 = load_clip(str(TINY), str(tmp_path / "w.safetensors"))
     assert torch.allclose(e2.encode_images(x), encoder.encode_images(x), atol=1e-5)

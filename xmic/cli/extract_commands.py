@@ -106,11 +106,13 @@ def extract_text_cmd(cache_dir, vocab, model, weights, device, config_path, sets
 @extract.command("convert-weights")
 @click.argument("src", type=click.Path(path_type=Path, exists=True))
 @click.argument("dst", type=click.Path(path_type=Path))
-def extract_convert(src, dst):
-    """OpenAI TorchScript archive (e.g. ViT-B-16.pt) -> safetensors state dict for open_clip."""
+@click.option("--model", default="ViT-B-16-quickgelu", show_default=True,
+              help="open_clip model whose state dict the archive must hold (names and shapes)")
+def extract_convert(src, dst, model):
+    """OpenAI TorchScript archive (e.g. ViT-B-16.pt) -> safetensors state dict for open_clip.
+
+    Only the archive's tensors are read; none of its TorchScript code runs."""
     from xmic.extract.encoders import convert_openai_weights
-    s = convert_openai_weights(src, dst)
+    s = convert_openai_weights(src, dst, model)
     click.echo(f"wrote {dst}: {s['tensors']} tensors, {s['parameters']:,} parameters "
-               "(use with --model ViT-B-16-quickgelu)")
-
-
+               f"(use with --model {model})")

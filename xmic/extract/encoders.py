@@ -62,18 +62,53 @@ def weights_origin(path: Path) -> str | None:
     return "openai" if "openai" in path.name.lower() else None
 
 
-def convert_openai_weights(src: str | Path, dst: str | Path) -> dict:
-    """OpenAI TorchScript archive (e.g. ``ViT-B-16.pt``) -> safetensors state dict for open_clip."""
-    from safetensors.torch import save_file
-    src, dst = Path(src), Path(dst)
+def expected_state_shapes(model: str) -> dict[str, tuple]:
+    """{name: shape} of the open_clip CLIP state dict ``model`` loads (built on the meta device:
+    no memory, no weights)."""
+    import logging
+    import open_clip
+    name, _ = resolve_model(model)
+    logging.getLogger().disabled, was = True, logging.getLogger().disabled  # "randomly" notice
     try:
-        jit = torch.jit.load(str(src), map_location="cpu")
-    except Exception as e:
-        raise EncoderError(f"{src}: not a TorchScript archive ({type(e).__name__}: "
-                           f"{str(e).splitlines()[0][:200]})") from None
-    sd = {k: v.detach().contiguous().clone() for k, v in jit.state_dict().items()
+        with torch.device("meta"):
+            m = open_clip.create_model(name, pretrained=None, device="meta")
+    finally:
+        logging.getLogger().disabled = was
+    return {k: tuple(v.shape) for k, v in m.state_dict().items()}
+
+
+def convert_openai_weights(src: str | Path, dst: str | Path,
+                           model: str = "ViT-B-16-quickgelu") -> dict:
+    """OpenAI TorchScript archive (e.g. ``ViT-B-16.pt``) -> safetensors state dict for open_clip.
+
+    The archive's tensors are read without running any of its code (``script_archive``), and
+    must be exactly the state dict of ``model``: every name, every shape; else it is refused."""
+    from safetensors.torch import save_file
+    from xmic.extract.script_archive import ArchiveError, read_archive_tensors
+    src, dst = Path(src), Path(dst)
+    if not src.is_file():
+        raise EncoderError(f"{src}: archive not found")
+    try:
+        tensors = read_archive_tensors(src)
+    except ArchiveError as e:
+        raise EncoderError(str(e)) from None
+    sd = {k: v.detach().contiguous().clone() for k, v in tensors.items()
           if k not in ("input_resolution", "context_length", "vocab_size")
           and not k.endswith("attn_mask")}  # scalars and masks are rebuilt by open_clip
+    want = expected_state_shapes(model)
+    missing = sorted(set(want) - set(sd))
+    extra = sorted(set(sd) - set(want))
+    shapes = sorted(k for k in set(want) & set(sd) if tuple(sd[k].shape) != want[k])
+    if missing or extra or shapes:
+        detail = "; ".join(f"{what} {len(ks)} ({', '.join(ks[:3])}{', ...' if len(ks) > 3 else ''})"
+                           for what, ks in (("missing", missing), ("unexpected", extra),
+                                            ("mis-shaped", shapes)) if ks)
+        raise EncoderError(f"{src}: holds {len(sd)} tensors that are not the state dict of "
+                           f"{model} ({len(want)} tensors): {detail}; give the OpenAI archive of "
+                           "this model, or --model for the archive's architecture")
+    bad = [k for k, v in sd.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise EncoderError(f"{src}: tensor(s) with NaN or infinite values: {bad[:3]}")
     save_file(sd, str(dst), metadata={OPENAI_ORIGIN_KEY: "openai", "source": src.name,
                                       "source_sha256": sha256_file(src)})
     return {"tensors": len(sd), "parameters": sum(v.numel() for v in sd.values())}

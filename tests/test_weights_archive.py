@@ -1,0 +1,87 @@
+"""OpenAI TorchScript archives: tensors read without running the archive's code, and the state
+dict checked against the model it is converted for."""
+from __future__ import annotations
+
+import zipfile
+from typing import Tuple
+
+import pytest
+import torch
+
+from conftest import run_xmic
+from extract_data import TINY
+from xmic.extract.encoders import EncoderError, convert_openai_weights, load_clip
+from xmic.extract.script_archive import read_archive_tensors
+
+
+class _Payload(torch.nn.Module):
+    """A module whose TorchScript ``__setstate__`` creates a file named in its own state."""
+
+    def __init__(self, target: str):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(3))
+        self.target = target
+
+    @torch.jit.export
+    def __getstate__(self) -> Tuple[torch.Tensor, bool, str]:
+        return (self.w, self.training, self.target)
+
+    @torch.jit.export
+    def __setstate__(self, state: Tuple[torch.Tensor, bool, str]) -> None:
+        x = torch.from_file(state[2], True, 16, dtype=torch.uint8)  # creates the file
+        self.w = state[0] + x[:3].float() * 0.0
+        self.training = state[1]
+        self.target = state[2]
+
+    def forward(self, x):
+        return x * self.w
+
+
+def test_an_archive_whose_code_writes_a_file_runs_nothing(tmp_path):
+    target = tmp_path / "written-by-the-archive"
+    torch.jit.script(_Payload(str(target))).save(str(tmp_path / "evil.pt"))
+    torch.jit.load(str(tmp_path / "evil.pt"))  # the payload is live: torch.jit.load runs it
+    assert target.exists()
+    target.unlink()
+    with pytest.raises(EncoderError, match="not the state dict of"):
+        convert_openai_weights(tmp_path / "evil.pt", tmp_path / "w.safetensors", str(TINY))
+    assert not target.exists() and not (tmp_path / "w.safetensors").exists()
+    cp = run_xmic("extract", "convert-weights", tmp_path / "evil.pt", tmp_path / "w.safetensors",
+                  "--model", str(TINY), check=False)
+    assert cp.returncode == 2 and "missing" in cp.stderr and not target.exists()
+
+
+def test_archive_tensors_equal_the_script_modules_state_dict(tmp_path):
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LayerNorm(4))
+    net.register_buffer("scale", torch.arange(6.0).view(2, 3)[:, 1:])  # a strided view
+    ts = torch.jit.trace(net, torch.randn(2, 3))
+    ts.save(str(tmp_path / "m.pt"))
+    got = read_archive_tensors(tmp_path / "m.pt")
+    want = ts.state_dict()
+    assert set(got) == set(want)
+    for k in want:
+        assert torch.equal(got[k], want[k]), k
+
+
+def test_archives_that_are_not_clip_or_not_archives_are_refused(tmp_path):
+    encoder_tiny = load_clip(str(TINY), "random")
+    one = torch.jit.trace(torch.nn.Linear(2, 2), torch.randn(1, 2))
+    one.save(str(tmp_path / "one.pt"))
+    with pytest.raises(EncoderError, match=r"2 tensors that are not the state dict"):
+        convert_openai_weights(tmp_path / "one.pt", tmp_path / "o.safetensors", str(TINY))
+    (tmp_path / "junk.pt").write_bytes(b"not a zip")
+    with pytest.raises(EncoderError, match="not a zip"):
+        convert_openai_weights(tmp_path / "junk.pt", tmp_path / "o.safetensors", str(TINY))
+    # a pickle in the archive naming a global outside the allow-list
+    with zipfile.ZipFile(tmp_path / "glob.pt", "w") as z:
+        z.writestr("a/data.pkl", b"\x80\x02cos\nsystem\nq\x00.")
+    with pytest.raises(EncoderError, match="os.system' is not allowed"):
+        convert_openai_weights(tmp_path / "glob.pt", tmp_path / "o.safetensors", str(TINY))
+    # the real thing: a traced tiny CLIP converts and loads, equal to the model it came from
+    ts = torch.jit.trace_module(encoder_tiny.model, {"encode_image": (torch.randn(1, 3, 32, 32),)})
+    ts.save(str(tmp_path / "tiny.pt"))
+    s = convert_openai_weights(tmp_path / "tiny.pt", tmp_path / "t.safetensors", str(TINY))
+    assert s["tensors"] == len(encoder_tiny.model.state_dict())
+    with pytest.raises(EncoderError, match="not the state dict of ViT-B-16-quickgelu"):
+        convert_openai_weights(tmp_path / "tiny.pt", tmp_path / "t2.safetensors")
+    assert load_clip(str(TINY), str(tmp_path / "t.safetensors")).identity["weights_origin"] == "openai"
