@@ -85,3 +85,26 @@ def test_archives_that_are_not_clip_or_not_archives_are_refused(tmp_path):
     with pytest.raises(EncoderError, match="not the state dict of ViT-B-16-quickgelu"):
         convert_openai_weights(tmp_path / "tiny.pt", tmp_path / "t2.safetensors")
     assert load_clip(str(TINY), str(tmp_path / "t.safetensors")).identity["weights_origin"] == "openai"
+
+
+def test_weights_files_that_cannot_be_read_are_one_line(tmp_path):
+    enc = load_clip(str(TINY), "random")
+    (tmp_path / "empty.safetensors").write_bytes(b"")
+    (tmp_path / "garbage.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
+    (tmp_path / "huge.safetensors").write_bytes((1 << 60).to_bytes(8, "little") + b"{}")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    for name, why in (("empty.safetensors", "empty"), ("garbage.safetensors", "not a readable"),
+                      ("huge.safetensors", "header length"), ("empty.pt", "empty")):
+        with pytest.raises(EncoderError, match=why):
+            load_clip(str(TINY), str(tmp_path / name))
+    # a TorchScript archive is never loaded as weights, directly or in a local-dir folder
+    ts = torch.jit.trace_module(enc.model, {"encode_image": (torch.randn(1, 3, 32, 32),)})
+    ts.save(str(tmp_path / "script.pt"))
+    with pytest.raises(EncoderError, match="TorchScript archive.*convert-weights"):
+        load_clip(str(TINY), str(tmp_path / "script.pt"))
+    folder = tmp_path / "local"
+    folder.mkdir()
+    (folder / "open_clip_config.json").write_text('{"model_cfg": {}}')
+    ts.save(str(folder / "open_clip_model.pt"))
+    with pytest.raises(EncoderError, match="TorchScript archive"):
+        load_clip(str(TINY), f"local-dir:{folder}")

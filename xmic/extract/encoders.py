@@ -52,6 +52,35 @@ def resolve_model(model: str) -> tuple[str, dict]:
     return model, cfg
 
 
+def check_weights_file(path: Path) -> None:
+    """A weights file xmic will load: not empty, a readable safetensors header, and never a
+    TorchScript archive (whose code the loaders would run); one line naming the file."""
+    import zipfile
+    size = path.stat().st_size
+    if size == 0:
+        raise EncoderError(f"{path}: the weights file is empty")
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+        with open(path, "rb") as f:
+            head = f.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if n <= 1 or n > min(size - 8, 100 << 20):
+            raise EncoderError(f"{path}: not a safetensors file (its header length {n} does not "
+                               f"fit a file of {size} bytes)")
+        try:
+            with safe_open(str(path), framework="pt"):
+                pass
+        except Exception as e:  # safetensors raises its own SafetensorError for a bad header
+            raise EncoderError(f"{path}: not a readable safetensors file "
+                               f"({type(e).__name__}: {str(e)[:200]})") from None
+    elif zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as z:
+            if any("/code/" in n or n.endswith("/constants.pkl") for n in z.namelist()):
+                raise EncoderError(f"{path}: a TorchScript archive, which is never loaded as "
+                                   "weights (it holds code); convert it once with `xmic extract "
+                                   "convert-weights`")
+
+
 def weights_origin(path: Path) -> str | None:
     """``openai`` when a weights file is known to hold OpenAI CLIP weights."""
     if path.suffix == ".safetensors":
@@ -176,6 +205,7 @@ def load_timm(name: str, weights: str, device: str, precision: str, seed: int) -
         path = Path(weights)
         if not path.exists():
             raise EncoderError(f"{path}: weights file not found (nothing is downloaded)")
+        check_weights_file(path)
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
             sd = load_file(str(path))
@@ -240,9 +270,14 @@ def load_clip(model: str, weights: str, device: str = "cpu", precision: str = "f
         files = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".pt"))
         if not files:
             raise EncoderError(f"{folder}: no weights file (.safetensors/.bin/.pt)")
-        model_cfg = json.loads(cfg_path.read_text()).get("model_cfg", {})  # read once
-        name = model_cfg.get("name", folder.name)
-        m = open_clip.create_model(weights, device="cpu")
+        check_weights_file(files[0])
+        try:
+            model_cfg = json.loads(cfg_path.read_text()).get("model_cfg", {})  # read once
+            name = model_cfg.get("name", folder.name)
+            m = open_clip.create_model(weights, device="cpu")
+        except Exception as e:  # open_clip raises many kinds for a folder that does not fit
+            raise EncoderError(f"{folder}: not a loadable open_clip local-dir ({type(e).__name__}:"
+                               f" {str(e).splitlines()[0][:200] if str(e) else ''})") from None
         cfg = {"quick_gelu": bool(model_cfg.get("quick_gelu", False))}
         digest, origin = sha256_file(files[0]), weights_origin(files[0])
     else:
@@ -259,6 +294,7 @@ def load_clip(model: str, weights: str, device: str = "cpu", precision: str = "f
             if not path.exists():
                 raise EncoderError(f"{path}: weights file not found (nothing is downloaded: give a "
                                    "local .pt/.bin/.safetensors, local-dir:DIR, or `random`)")
+            check_weights_file(path)
             origin = weights_origin(path)
             if origin == "openai" and not cfg.get("quick_gelu", False):
                 raise EncoderError(
