@@ -151,7 +151,7 @@ def test_bad_inputs_refused_before_training(tmp_path):
         train(good.root, cfg(), tmp_path / "f", echo=quiet)
     add_vocab(good, "noun", ["a", "b"], np.ones((2, 32)), "{}", vocab_fp(), replace=True)
     with pytest.raises(CacheError, match=r"noun ids outside the vocabulary's 2 classes"):
-        train(good.root, cfg(), tmp_path / "g", echo=quiet)
+        train(good.root, cfg(), tmp_path / "g2", echo=quiet)
     nan = make_train_cache(tmp_path / "n", n=20)
     shard = nan.shards()[0]
     import zarr  # the cache refuses NaN, so put one in its data file by hand

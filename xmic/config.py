@@ -26,6 +26,25 @@ class ConfigError(XmicError):
     pass
 
 
+INT_LIMIT = 2**63 - 1  # an integer field without a bound of its own still fits an int64
+
+
+def bounded(default, lo, hi):
+    """A config field whose value must lie in [lo, hi], checked when the config is read (before
+    anything is allocated from it); the bound is stated in the error."""
+    return dataclasses.field(default=default, metadata={"bounds": (lo, hi)})
+
+
+def _check_bounds(cls: type, kwargs: dict, where: str) -> None:
+    for f in dataclasses.fields(cls):
+        if f.name not in kwargs:
+            continue
+        v = kwargs[f.name]
+        lo, hi = f.metadata.get("bounds", (-INT_LIMIT, INT_LIMIT))
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and not lo <= v <= hi:
+            raise ConfigError(f"{where}.{f.name}: {v!r} is outside the allowed range [{lo}, {hi}]")
+
+
 def resolve_device(name: str):
     """``auto`` -> cuda when there is one, else cpu; ``cuda`` without a GPU is an error. Returns a
     ``torch.device`` (torch is imported here, not at module import, to keep ``xmic --help`` fast)."""
@@ -121,6 +140,7 @@ def from_dict(cls: type, data: dict, where: str = "config") -> Any:
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys are {sorted(names)}")
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()}
+    _check_bounds(cls, kwargs, where)
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as e:
@@ -142,7 +162,27 @@ def read_yaml(path: str | Path) -> dict:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
+    _check_size(data, path)
     return data
+
+
+MAX_YAML_VALUES = 100_000  # values once aliases are expanded; a real config holds a few hundred
+
+
+def _check_size(data, path) -> None:
+    """Refuse a document that expands (through YAML aliases) into more than ``MAX_YAML_VALUES``
+    values, or nests deeper than 32 levels, before anything copies it."""
+    count, stack = 0, [(data, 0)]
+    while stack:
+        node, depth = stack.pop()
+        count += 1
+        if count > MAX_YAML_VALUES or depth > 32:
+            raise ConfigError(f"{path}: the config expands to more than {MAX_YAML_VALUES} values "
+                              "or 32 levels (nested YAML aliases?); write it out plainly")
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for kv in node.items() for v in kv)
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
 
 
 def _parse_override(text: str) -> tuple[list[str], Any]:

@@ -24,7 +24,7 @@ from xmic.cache.index import PLAN_SCHEMA, consolidate, merge_plans
 from xmic.cache.atomic_files import (NOFOLLOW, create_json_exclusive, remove_file,
                                      remove_tree, write_bytes_atomic)
 from xmic.cache.paths import (CACHE_JSON, CONFIG_YAML, FAILED_SUFFIX, INDEX, MARKER, ROWS, SEGMENTS,
-                              CacheError, read_json, stale_tmp,
+                              CacheError, check_name, read_json, stale_tmp,
                               shard_dir, view_dir)
 from xmic.config import config_to_dict, dump_config, from_dict
 
@@ -98,6 +98,7 @@ class Cache:
     def create(cls, root: str | Path, dataset: str, config: CacheConfig) -> "Cache":
         """Create an empty cache, or open an existing one with the same dataset and config."""
         root = Path(root)
+        check_name("dataset", dataset)
         if (root / CACHE_JSON).exists():
             cache = cls.open(root)
             if cache.meta["dataset"] != dataset:
@@ -148,6 +149,10 @@ class Cache:
             raise CacheError(f"{root}: cache format version {meta.get('version')} is not supported "
                              f"by this xmic (version {VERSION})")
         config = from_dict(CacheConfig, meta.get("config", {}), f"{root / CACHE_JSON}:config")
+        try:  # the dataset name becomes part of output folders (eval/DATASET-SPLIT)
+            check_name("dataset", meta.get("dataset"))
+        except CacheError as e:
+            raise CacheError(f"{root / CACHE_JSON}: {e}; the manifest is corrupt or hostile")
         return cls(root, meta, config)
 
     @property

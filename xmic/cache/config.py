@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from xmic.config import bounded
+
 
 @dataclass(frozen=True)
 class CacheConfig:
@@ -16,10 +18,10 @@ class CacheConfig:
     dtype: Literal["float16", "float32"] = "float16"
     # Segments per shard: the unit of work, of commit and of redo after a crash.
     # 256 EPIC segments x ~32 frames x 512 x 2 B is ~8 MB per view.
-    shard_segments: int = 256
+    shard_segments: int = bounded(256, 1, 1_000_000)
     # Rows per inner chunk (Zarr sharding codec) or HDF5 chunk. Large chunks read fastest
     # (bench/cache_io.py: HDF5 loads 0.9 -> 1.7 GB/s warm going from 2048 to 8192 rows).
-    chunk_rows: int = 8192
+    chunk_rows: int = bounded(8192, 1, 1 << 24)
     compression: Literal["none", "zstd"] = "none"
 
     def __post_init__(self):

@@ -28,6 +28,7 @@ from xmic.evaluate.metrics import compute_metrics, ranked
 from xmic.evaluate.plots import plot_all
 from xmic.extract.text_tower import load_text_tower
 from xmic.train.build import check_inputs, model_dims, text_input
+from xmic.train.checkpoint import evaluation_dir
 from xmic.train.data import load_bank
 from xmic.train.inference import load_run, predict_logits
 
@@ -62,6 +63,9 @@ def evaluate_run(run: str | Path, cache_path: str | Path, split: str,
     dev = resolve_device(device)
     model, cfg, ck = load_run(run, tower_loader or load_text_tower, dev)
     cache = Cache.open(cache_path)
+    out = Path(out) if out else evaluation_dir(run, cache.dataset, split)
+    if out.is_file():
+        raise XmicError(f"--out {out} is a file; give a folder for the evaluation")
     inputs = check_inputs(cache, cfg)
     check_fingerprints(ck["fingerprints"], inputs.fingerprints, cfg.views(), run, cache.root)
     target_classes = inputs.vocab.classes
@@ -90,9 +94,6 @@ def evaluate_run(run: str | Path, cache_path: str | Path, split: str,
                    selected_epoch=ck["epoch"], selected_on=ck.get("selected_on"),
                    class_splits=str(class_splits) if class_splits else "derived (exact names)",
                    skipped=bank.skipped)
-    out = Path(out) if out else run / "eval" / f"{cache.dataset}-{split}"
-    if out.is_file():
-        raise XmicError(f"--out {out} is a file; give a folder for the evaluation")
     if run in out.parents:  # inside the run: no link planted on the way
         root = run
         make_dirs(out, root)

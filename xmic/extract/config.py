@@ -8,22 +8,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from xmic.config import bounded
+
 
 @dataclass(frozen=True)
 class ExtractConfig:
     model: str = "ViT-B-16-quickgelu"  # open_clip name, model-config JSON path, or timm:NAME
     weights: str = ""                  # FILE, local-dir:DIR, or random (tests and demos only)
-    seed: int = 0                      # for random weights
+    seed: int = bounded(0, 0, 2**32 - 1)                     # for random weights
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["fp32", "fp16", "bf16"] = "fp16"  # GPUs; the CPU always runs fp32
-    batch_size: int = 256              # frames per encoder batch (halved on CUDA out-of-memory)
-    workers: int = 4                   # DataLoader processes that decode, crop and preprocess
+    batch_size: int = bounded(256, 1, 1 << 16)             # frames per encoder batch (halved on CUDA out-of-memory)
+    workers: int = bounded(4, 0, 512)                  # DataLoader processes that decode, crop and preprocess
     sampling: Literal["all", "per_bin"] = "per_bin"
-    per_bin: int = 4                   # candidates per bin: 4 x 16 = 64 frames per segment at most
-    bins: int = 16
-    hand_score: float = 0.8
-    object_score: float = 0.01
-    min_box_px: float = 1.0
+    per_bin: int = bounded(4, 1, 4096)                  # candidates per bin: 4 x 16 = 64 frames per segment at most
+    bins: int = bounded(16, 1, 1024)
+    hand_score: float = bounded(0.8, 0.0, 1.0)
+    object_score: float = bounded(0.01, 0.0, 1.0)
+    min_box_px: float = bounded(1.0, 0.0, 1e6)
     # write planned views under other names, e.g. [hand_crop=dino_hand]: Encoder II views
     rename: tuple[str, ...] = ()
     prompt: str = "{}"                 # X-MIC: the bare class name -> vocabulary "noun"

@@ -18,7 +18,7 @@ import yaml
 from xmic.cache import Cache
 from xmic.cache.atomic_files import write_json_atomic, write_text_atomic
 from xmic.cache.fingerprint import fingerprint_id
-from xmic.cache.paths import read_json
+from xmic.cache.paths import CacheError, check_name, read_json
 from xmic.config import ConfigError, XmicError, config_to_dict, load_config
 from xmic.grid.recipe import OTHER_VIEWS, Recipe
 from xmic.train.build import check_inputs
@@ -32,8 +32,28 @@ class GridError(XmicError):
     """A grid that cannot be planned or does not match its folder."""
 
 
+MAX_RUNS = 5000
+
+
 def run_id(source: str, label: str, method: str, seed: int) -> str:
     return f"{source}-{label}-{method}-seed{seed}"
+
+
+def _digest(body: dict) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def check_unique_ids(runs: list[dict]) -> None:
+    """Two rows may never share a run folder (``epic-x`` + ``noun`` vs ``epic`` + ``x-noun``)."""
+    seen: dict[str, dict] = {}
+    for r in runs:
+        if r["id"] in seen:
+            o = seen[r["id"]]
+            raise GridError(
+                f"runs ({r['source']}, {r['label']}, {r['method']}, seed {r['seed']}) and "
+                f"({o['source']}, {o['label']}, {o['method']}, seed {o['seed']}) would share the "
+                f"run folder {r['id']!r}; rename a dataset or a method")
+        seen[r["id"]] = r
 
 
 def _overrides(d: dict) -> list[str]:
@@ -83,6 +103,9 @@ def expand(recipe: Recipe, tower_check=None) -> tuple[list[dict], list[str]]:
                         continue  # Encoder II views in the source and every target, or no row
                     over = {**over, "model.conditioning_views": other}
                 trainer = over.get("method", name)
+                if len(runs) + len(recipe.seeds) > MAX_RUNS:
+                    raise GridError(f"the recipe expands to more than {MAX_RUNS} runs; split it "
+                                    "into several grids")
                 sets = [f"method={trainer}", f"label={label}", f"split={split}",
                         *_overrides(recipe.train),
                         *_overrides({k: v for k, v in over.items() if k != "method"})]
@@ -112,6 +135,7 @@ def expand(recipe: Recipe, tower_check=None) -> tuple[list[dict], list[str]]:
                                  "label": label, "method": name, "trainer": trainer,
                                  "seed": seed, "config": config_to_dict(cfg),
                                  "dir": f"{RUNS}/{rid}", "targets": targets})
+    check_unique_ids(runs)
     return runs, skipped
 
 
@@ -121,7 +145,7 @@ def plan_grid(grid_dir: Path, recipe: Recipe, tower_check=None) -> dict:
     grid_dir = Path(grid_dir)
     runs, skipped = expand(recipe, tower_check)
     body = {"recipe": recipe.as_dict(), "runs": runs, **({"skipped": skipped} if skipped else {})}
-    digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+    digest = _digest(body)
     grid = {"format": "xmic-grid", "version": 1, "sha256": digest, **body}
     path = grid_dir / GRID_FILE
     if path.exists():
@@ -144,9 +168,33 @@ def load_grid(grid_dir: Path) -> dict:
     if not path.exists():
         raise GridError(f"{grid_dir}: no {GRID_FILE}; plan it first with `xmic grid plan`")
     grid = read_json(path, "grid plan")
-    if grid.get("format") != "xmic-grid" or grid.get("version") != 1:
+    if not isinstance(grid, dict) or grid.get("format") != "xmic-grid" or grid.get("version") != 1:
         raise GridError(f"{path}: not an xmic grid plan (version 1)")
+    body = {k: grid[k] for k in ("recipe", "runs", "skipped") if k in grid}
+    if "recipe" not in body or "runs" not in body or grid.get("sha256") != _digest(body):
+        raise GridError(f"{path}: its content does not match its recorded sha256 (the plan was "
+                        "edited by hand or damaged); plan the grid again into a new folder")
+    _check_plan_names(grid, path)
     return grid
+
+
+def _check_plan_names(grid: dict, path: Path) -> None:
+    """Every name of the plan that becomes a path is plain, whatever wrote the file."""
+    try:
+        runs = grid["runs"]
+        for r in runs:
+            check_name("run", r["id"])
+            if r["dir"] != f"{RUNS}/{r['id']}":
+                raise GridError(f"{path}: run {r['id']!r} has folder {r['dir']!r}, not "
+                                f"{RUNS}/{r['id']}")
+            for t in r["targets"]:
+                check_name("dataset", t["dataset"])
+                check_name("split", t["split"])
+        check_unique_ids(runs)
+    except CacheError as e:
+        raise GridError(f"{path}: {e}") from None
+    except (KeyError, TypeError) as e:
+        raise GridError(f"{path}: not an xmic grid plan (malformed run entry: {e!r})") from None
 
 
 def evaluations(grid: dict) -> int:

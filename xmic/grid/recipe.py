@@ -31,6 +31,9 @@ from xmic.config import ConfigError, read_yaml
 
 TRAINER_METHODS = ("xmic", "zeroshot", "linear", "clip-adapter", "coop", "cocoop")
 KEYS = ("caches", "sources", "targets", "labels", "methods", "seeds", "train", "class_splits")
+ROW_KEYS = ("method", "label", "split", "seed")  # what a row is; never an override
+MAX_SEEDS = 100
+MAX_SEED = 2**32 - 1
 OTHER_VIEWS = "@other-views"  # in a method's conditioning views: resolved from the source cache
 BASELINES = {"zeroshot": {}, "linear": {}, "clip-adapter": {}, "xmic": {}, "coop": {},
              "cocoop": {}}
@@ -90,6 +93,15 @@ class Recipe:
                    if self.optional_methods else {})}
 
 
+def _refuse_row_keys(overrides: dict, where: str) -> None:
+    """A row is (source, label, method, seed): an override may not change what it trains."""
+    bad = sorted(k for k in overrides if k.split(".")[0] in ROW_KEYS)
+    if bad:
+        raise ConfigError(f"{where}: {bad} define a row of the grid and cannot be overridden "
+                          "(the table would name a row by what it did not train); use the "
+                          "recipe's sources, labels, methods and seeds")
+
+
 def _mapping(data: dict, key: str, where: str, values=str) -> dict:
     v = data.get(key, {})
     if not isinstance(v, dict) or not all(isinstance(k, str) for k in v):
@@ -124,19 +136,36 @@ def load_recipe(name_or_path: str, caches: dict | None = None, seeds=None,
             raise ConfigError(f"{where}: method {name!r} is not one of {list(TRAINER_METHODS)}; "
                               "name the trainer with `method:` for a variant")
     labels = data.get("labels", [])
-    if not isinstance(labels, list) or not labels or not set(labels) <= {"noun", "verb"}:
+    if (not isinstance(labels, list) or not labels
+            or not all(isinstance(x, str) and x in ("noun", "verb") for x in labels)):
         raise ConfigError(f"{where}: labels must be a non-empty list of noun / verb")
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"{where}: labels {labels} name one label twice")
     seeds = list(seeds) if seeds is not None else data.get("seeds", [0])
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
+    if (not isinstance(seeds, list) or not seeds
+            or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):
         raise ConfigError(f"{where}: seeds must be a non-empty list of integers")
+    if not all(0 <= s <= MAX_SEED for s in seeds) or len(seeds) > MAX_SEEDS:
+        raise ConfigError(f"{where}: seeds must be at most {MAX_SEEDS} integers in 0..{MAX_SEED}")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"{where}: seeds {seeds} name one seed twice (a run per seed)")
     train = data.get("train") or {}
-    if not isinstance(train, dict):
+    if not isinstance(train, dict) or not all(isinstance(k, str) for k in train):
         raise ConfigError(f"{where}: train must be a mapping of training overrides")
+    train = dict(train)
     for item in train_sets:
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
-        train[key] = value
+        train[key.strip()] = value
+    _refuse_row_keys(train, f"{where}: train (or --set)")
+    for name, over in methods.items():
+        _refuse_row_keys({k: v for k, v in over.items() if k != "method"},
+                         f"{where}: method {name!r}")
+    cs = class_splits or data.get("class_splits")
+    if cs is not None and not isinstance(cs, str):
+        raise ConfigError(f"{where}: class_splits must be the folder of the X-MIC list files, "
+                          f"got {type(cs).__name__}")
     sources, targets = _mapping(data, "sources", where), _mapping(data, "targets", where)
     for kind, names in (("dataset", [*rc, *sources, *targets]), ("split", [*sources.values(),
                         *targets.values()]), ("method", list(methods))):
@@ -152,7 +181,6 @@ def load_recipe(name_or_path: str, caches: dict | None = None, seeds=None,
         if missing:
             raise ConfigError(f"{where}: {role} dataset(s) {missing} have no cache; give "
                               + " ".join(f"--cache {m}=DIR" for m in missing))
-    cs = class_splits or data.get("class_splits")
     return Recipe(name_or_path if name_or_path in BUILT_IN else Path(name_or_path).stem, rc,
                   sources, targets, tuple(labels), methods, tuple(seeds), train,
                   str(cs) if cs else None,

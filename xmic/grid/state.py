@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from xmic.cache.claims import writer_alive
+from xmic.train.checkpoint import evaluation_dir
 
 FINISHED = "finished.json"
 FAILED = "failed.json"
@@ -24,7 +25,7 @@ STALE_AFTER_S = 3600.0  # a claim from another host with no heartbeat for this l
 
 
 def eval_dir(run_dir: Path, target: dict) -> Path:
-    return Path(run_dir) / "eval" / f"{target['dataset']}-{target['split']}"
+    return evaluation_dir(run_dir, target["dataset"], target["split"])
 
 
 def read_metrics(run_dir: Path, target: dict) -> dict | None:

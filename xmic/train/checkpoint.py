@@ -19,6 +19,21 @@ class CheckpointError(XmicError):
     pass
 
 
+EVAL = "eval"  # RUN/eval/DATASET-SPLIT/: one evaluation of the run
+
+
+def evaluation_dir(run_dir: Path, dataset: str, split: str) -> Path:
+    """``RUN/eval/DATASET-SPLIT``; both names come from files (a cache manifest, a grid plan)
+    and must be plain names, so that nothing is written outside the run."""
+    from xmic.cache.paths import CacheError, check_name
+    try:
+        check_name("dataset", dataset)
+        check_name("split", split)
+    except CacheError as e:
+        raise CheckpointError(f"evaluation folder of {run_dir}: {e}") from None
+    return Path(run_dir) / EVAL / f"{dataset}-{split}"
+
+
 def save_checkpoint(path: Path, state: dict) -> None:
     """Serialised in memory, then written atomically (no link in the run folder is followed)."""
     path = Path(path)
@@ -37,6 +52,40 @@ def load_checkpoint(path: Path) -> dict:
         first = (str(e).splitlines() or ["empty or truncated file"])[0][:200]
         raise CheckpointError(f"{path}: refused or unreadable checkpoint ({type(e).__name__}: "
                               f"{first})") from None
+
+
+REQUIRED = {"config": dict, "model": dict, "fingerprints": dict, "dims": dict, "classes": list,
+            "epoch": int}
+
+
+def check_checkpoint(ck, path: Path) -> dict:
+    """A loaded checkpoint has the fields a run writes, of their types, and finite tensors."""
+    if not isinstance(ck, dict):
+        raise CheckpointError(f"{path}: not an xmic checkpoint (a {type(ck).__name__}, not a dict)")
+    for key, tp in REQUIRED.items():
+        if not isinstance(ck.get(key), tp):
+            raise CheckpointError(f"{path}: not an xmic checkpoint ({key!r} is "
+                                  f"{'missing' if key not in ck else type(ck[key]).__name__}, "
+                                  f"{tp.__name__} expected)")
+    bad = [k for k, v in ck["model"].items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(f"{path}: model entries {bad[:3]} are not tensors")
+    nonfinite = [k for k, v in ck["model"].items()
+                 if v.is_floating_point() and not torch.isfinite(v).all()]
+    if nonfinite:
+        raise CheckpointError(f"{path}: the weights {nonfinite[:3]} hold NaN or infinite values; "
+                              "this run diverged, retrain it (lower optim.lr)")
+    return ck
+
+
+def load_model_state(model: torch.nn.Module, state: dict, path: Path) -> None:
+    """Strict ``load_state_dict``; a missing, extra or mis-shaped tensor is one line."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        lines = [x.strip() for x in str(e).splitlines()[1:] if x.strip()]
+        raise CheckpointError(f"{path}: its weights do not fit the model its config describes "
+                              f"({'; '.join(lines)[:300]})") from None
 
 
 def check_resumable(ckpt: dict, config: dict, fingerprints: dict, path: Path) -> None:

@@ -9,8 +9,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
+from xmic.config import bounded
+
 PROMPT_METHODS = ("coop", "cocoop")  # they run the frozen text tower while training
-MAX_FRAMES = 1024  # T per segment; SPEC uses 16, a cache holds at most a few hundred per segment
+MAX_FRAMES = 1024  # T per segment; 16 in the paper, a cache holds at most a few hundred per segment
+MAX_PROMPT_CONTEXT = 72  # CLIP's text context is 77 tokens: start, end and the class name need some
+MAX_BATCH = 1 << 20
 
 
 def _positive(**values) -> None:
@@ -26,28 +30,28 @@ class ModelConfig:
     # Encoder II: the adapter's input views, in order (hand crop, full frame). One view = the
     # "no hand crops" ablation (temporal step only).
     conditioning_views: tuple[str, ...] = ("hand_crop", "full_frame")
-    heads: int = 4
-    spatial_layers: int = 1
-    temporal_layers: int = 2
+    heads: int = bounded(4, 1, 64)
+    spatial_layers: int = bounded(1, 0, 32)
+    temporal_layers: int = bounded(2, 0, 32)
     temporal_pool: Literal["attention", "mean"] = "attention"
-    mlp_ratio: float = 0.25          # block MLP D' -> D'/4 -> D'
-    out_hidden_ratio: float = 0.0625  # output MLP D' -> D'/16 -> D
-    out_depth: int = 2
-    alpha: float = 2.0
+    mlp_ratio: float = bounded(0.25, 0.0, 16.0)         # block MLP D' -> D'/4 -> D'
+    out_hidden_ratio: float = bounded(0.0625, 0.0, 16.0)  # output MLP D' -> D'/16 -> D
+    out_depth: int = bounded(2, 1, 16)
+    alpha: float = bounded(2.0, 0.0, 1e6)
     train_logit_scale: bool = True   # the released code trains (and weight-decays) ℓ
-    logit_scale_init: float = math.log(100.0)
-    clip_adapter_ratio: float = 0.2
-    clip_adapter_reduction: int = 4
+    logit_scale_init: float = bounded(math.log(100.0), -100.0, 100.0)
+    clip_adapter_ratio: float = bounded(0.2, 0.0, 1.0)
+    clip_adapter_reduction: int = bounded(4, 1, 4096)
     # vocabulary names in the cache; "{label}" becomes noun or verb
     text_vocab: str = "{label}"
     zeroshot_vocab: str = "{label}.photo"  # prompt "a photo of a {}" (SPEC §5)
     # prompt learning (coop, cocoop): M context vectors before the class name, initialised with
     # this phrase's token embeddings in the last positions and N(0, 0.02) before ("" = all random)
-    prompt_context: int = 16
+    prompt_context: int = bounded(16, 1, MAX_PROMPT_CONTEXT)
     prompt_init: str = "a photo of a"
-    meta_net_ratio: float = 0.0625   # CoCoOp meta-net D -> D/16 -> text width
+    meta_net_ratio: float = bounded(0.0625, 0.0, 16.0)  # CoCoOp meta-net D -> D/16 -> text width
     # text-encoder sequences per pass (CoCoOp runs B x C of them per step: lower it to fit memory)
-    text_batch: int = 1024
+    text_batch: int = bounded(1024, 1, MAX_BATCH)
     # keep no text-encoder activations for backward, recompute them (auto: CoCoOp only)
     recompute_text: Literal["auto", "always", "never"] = "auto"
 
@@ -72,7 +76,7 @@ class OptimConfig:
     lr: float = 5e-4
     betas: tuple[float, float] = (0.9, 0.98)
     weight_decay: float = 0.01
-    warmup_epochs: float = 5.0
+    warmup_epochs: float = bounded(5.0, 0.0, 100_000.0)
     warmup_start_lr: float = 1e-7
 
     def __post_init__(self):
@@ -90,17 +94,17 @@ class TrainConfig:
     method: Literal["xmic", "zeroshot", "linear", "clip-adapter", "coop", "cocoop"] = "xmic"
     label: Literal["noun", "verb"] = "noun"
     split: str = "train"
-    epochs: int = 15
-    batch_size: int = 128
-    frames: int = 16
-    seed: int = 0
+    epochs: int = bounded(15, 0, 100_000)
+    batch_size: int = bounded(128, 1, MAX_BATCH)
+    frames: int = bounded(16, 1, MAX_FRAMES)
+    seed: int = bounded(0, 0, 2**32 - 1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = True                  # mixed precision on a GPU; always fp32 on the CPU
     # model selection on held-out source videos (0 = keep the last epoch)
     heldout_fraction: float = 0.1
     # the released behaviour: select the epoch on a target set ("CACHE:SPLIT"); this uses test data
     select_on_target_test_data: str | None = None
-    eval_batch_size: int = 512
+    eval_batch_size: int = bounded(512, 1, MAX_BATCH)
     # also write each epoch's metrics as TensorBoard events in RUN/tensorboard/ (needs the
     # optional tensorboard package: pip install 'xmic[tensorboard]')
     log_tensorboard: bool = False

@@ -13,9 +13,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from xmic.config import XmicError, from_dict
+from xmic.config import ConfigError, XmicError, from_dict
 from xmic.train.build import build_model, load_tower
-from xmic.train.checkpoint import load_checkpoint
+from xmic.train.checkpoint import (CheckpointError, check_checkpoint, load_checkpoint,
+                                   load_model_state)
 from xmic.train.config import TrainConfig
 from xmic.train.data import FeatureBank, batch, positions
 
@@ -45,13 +46,20 @@ def load_run(run: str | Path, tower_loader=None, device="cpu"
              ) -> tuple[torch.nn.Module, TrainConfig, dict]:
     """The selected model of a run on ``device``; a prompt method's frozen text tower comes from
     ``tower_loader`` (fingerprint, source, device), resolved from what the run recorded."""
-    ck = load_checkpoint(Path(run) / "checkpoint.pt")
-    cfg = from_dict(TrainConfig, ck["config"], f"{run}/checkpoint.pt:config")
+    path = Path(run) / "checkpoint.pt"
+    ck = check_checkpoint(load_checkpoint(path), path)
+    try:
+        cfg = from_dict(TrainConfig, ck["config"], f"{path}:config")
+        dims = (int(ck["dims"]["text"]), ck["dims"]["cond"], ck["fingerprints"]["vocab"])
+    except (KeyError, TypeError, ValueError, ConfigError) as e:
+        raise CheckpointError(f"{path}: not an xmic checkpoint ({e})") from None
     tower = load_tower(tower_loader, cfg, ck["fingerprints"]["vocab"], ck.get("text_tower"),
                        device)
-    model = build_model(cfg, ck["dims"]["text"], ck["dims"]["cond"], len(ck["classes"]), tower,
-                        init_context=False)
-    model.load_state_dict(ck["model"])
+    try:
+        model = build_model(cfg, dims[0], dims[1], len(ck["classes"]), tower, init_context=False)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: its widths {ck['dims']} cannot build the model ({e})") from None
+    load_model_state(model, ck["model"], path)
     return model.to(device).eval(), cfg, ck
 
 

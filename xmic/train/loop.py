@@ -25,7 +25,8 @@ from xmic.cache import Cache
 from xmic.cache.atomic_files import write_bytes_atomic, write_text_atomic
 from xmic.config import XmicError, config_to_dict, dump_config, resolve_device
 from xmic.train.build import build_model, check_inputs, load_tower, model_dims, text_input
-from xmic.train.checkpoint import CheckpointError, check_resumable, load_checkpoint, save_checkpoint
+from xmic.train.checkpoint import (CheckpointError, check_checkpoint, check_resumable,
+                                   load_checkpoint, load_model_state, save_checkpoint)
 from xmic.train.config import TrainConfig
 from xmic.train.data import batch, heldout_split, load_bank
 from xmic.train.inference import evaluate_bank
@@ -100,8 +101,9 @@ def train(cache_path: str | Path, cfg: TrainConfig, out: str | Path, resume: boo
           echo=print, bank_loader=load_bank, tower_loader=None) -> dict:
     """``bank_loader``: ``load_bank`` or a caller's memo of it (a grid loads each cache once);
     ``tower_loader``: (vocabulary fingerprint, source, device) -> text tower, for coop/cocoop."""
-    # ---- setup: data, model, optimizer, and the state to resume ---------------------------
+    # ---- setup: the run folder first (seconds), then data, model, optimizer, resume state ---
     out = Path(out)
+    check_run_folder(out, resume)
     cache = Cache.open(cache_path)
     inputs = check_inputs(cache, cfg)
     device = resolve_device(cfg.device)
@@ -134,13 +136,11 @@ def train(cache_path: str | Path, cfg: TrainConfig, out: str | Path, resume: boo
     config = config_to_dict(cfg)
     history: list[dict] = []
     start_epoch, best = 1, None
-    if out.is_file():
-        raise XmicError(f"--out {out} is a file; give a folder for the run")
     out.mkdir(parents=True, exist_ok=True)  # the folder the user names may be a link
     if resume:
-        ck = load_checkpoint(out / "last.pt")
+        ck = check_checkpoint(load_checkpoint(out / "last.pt"), out / "last.pt")
         check_resumable(ck, config, inputs.fingerprints, out / "last.pt")
-        model.load_state_dict(ck["model"])
+        load_model_state(model, ck["model"], out / "last.pt")
         if opt:
             opt.load_state_dict(ck["optimizer"])
             sched.load_state_dict(ck["scheduler"])
@@ -148,9 +148,6 @@ def train(cache_path: str | Path, cfg: TrainConfig, out: str | Path, resume: boo
         gen.set_state(ck["generator"])
         history, best, start_epoch = ck["history"], ck["best"], ck["epoch"] + 1
         echo(f"resuming after epoch {ck['epoch']}")
-    elif (out / "last.pt").exists():
-        raise CheckpointError(f"{out} already holds a run; pass --resume to continue it, or "
-                              "choose another --out")
     write_text_atomic(out / "config.yaml", dump_config(cfg), out)
     selected_on = ("target test data " + cfg.select_on_target_test_data if target
                    else "held-out source videos" if held is not None else "last epoch")
@@ -171,6 +168,11 @@ def train(cache_path: str | Path, cfg: TrainConfig, out: str | Path, resume: boo
         if held is not None:
             m = evaluate_bank(model, held, w, cfg)
             row.update(heldout_top1=m["top1"], heldout_loss=m["loss"])
+            if not (math.isfinite(m["loss"]) and math.isfinite(m["top1"])):
+                raise TrainingDiverged(
+                    f"{out}: training diverged at epoch {epoch}: the held-out loss is {m['loss']}"
+                    f" (lr {row['lr']:.3g}); nothing of this epoch was saved; lower optim.lr or "
+                    "check the features")
         if target is not None:
             row["target_top1"] = evaluate_bank(model, target[0], target[1], cfg)["top1"]
         score = row.get("target_top1", row.get("heldout_top1", epoch))
@@ -186,7 +188,7 @@ def train(cache_path: str | Path, cfg: TrainConfig, out: str | Path, resume: boo
         save_checkpoint(out / "last.pt", state)
         if row["selected"]:
             save_checkpoint(out / "checkpoint.pt", state)
-        write_text_atomic(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history), out)
+        write_text_atomic(out / "metrics.jsonl", "".join(json_line(r) for r in history), out)
         if board is not None:
             for k, v in row.items():
                 if isinstance(v, float):
@@ -203,6 +205,28 @@ def train(cache_path: str | Path, cfg: TrainConfig, out: str | Path, resume: boo
     write_bytes_atomic(out / "train_curve.png", png.getbuffer(), out)
     return {"out": str(out), "best": best, "selected_on": selected_on, "epochs": len(history),
             "skipped": full.skipped, "train_segments": len(train_bank), "heldout_segments": len(ho_idx)}
+
+
+def check_run_folder(out: Path, resume: bool) -> None:
+    """The run folder before anything is loaded: a folder, not a cache's or a grid's, holding a
+    run exactly when resuming one."""
+    if out.is_file():
+        raise XmicError(f"--out {out} is a file; give a folder for the run")
+    for marker, what in (("cache.json", "a cache"), ("grid.json", "a grid")):
+        if (out / marker).exists():
+            raise XmicError(f"--out {out} is {what} folder; give a folder of its own for the run")
+    if resume and not (out / "last.pt").exists():
+        raise CheckpointError(f"{out / 'last.pt'}: checkpoint not found; nothing to resume")
+    if not resume and (out / "last.pt").exists():
+        raise CheckpointError(f"{out} already holds a run; pass --resume to continue it, or "
+                              "choose another --out")
+
+
+def json_line(row: dict) -> str:
+    """One metrics.jsonl line, always valid JSON: a non-finite number is written as null."""
+    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+             for k, v in row.items()}
+    return json.dumps(clean, allow_nan=False) + "\n"
 
 
 def tensorboard_writer(out: Path):
