@@ -143,6 +143,14 @@ def plan_grid(grid_dir: Path, recipe: Recipe, tower_check=None) -> dict:
     """Write (or find identical) ``GRID/grid.json``; returns it. Optional rows that cannot run
     are listed under ``skipped`` with the reason."""
     grid_dir = Path(grid_dir)
+    if (grid_dir / "cache.json").exists():
+        raise GridError(f"{grid_dir} is a cache folder; plan the grid into a folder of its own")
+    if grid_dir.is_dir() and not (grid_dir / GRID_FILE).exists():
+        other = [p.name for p in grid_dir.iterdir()
+                 if p.name != "config.yaml" and not p.name.startswith(".")]
+        if other:
+            raise GridError(f"{grid_dir} exists and holds {len(other)} other file(s) "
+                            f"({', '.join(sorted(other)[:3])}); plan the grid into a new folder")
     runs, skipped = expand(recipe, tower_check)
     body = {"recipe": recipe.as_dict(), "runs": runs, **({"skipped": skipped} if skipped else {})}
     digest = _digest(body)

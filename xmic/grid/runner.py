@@ -15,16 +15,20 @@ import functools
 import json
 import os
 import socket
+import threading
 import time
+import uuid
 from pathlib import Path
 
 from xmic.cache import Cache
-from xmic.cache.atomic_files import make_dirs, remove_file, write_json_atomic
+from xmic.cache.atomic_files import (create_json_exclusive, guard, make_dirs, remove_file,
+                                     write_json_atomic)
 from xmic.cache.claims import job_id_from_env
 from xmic.config import XmicError, from_dict
 from xmic.evaluate.run import evaluate_run
 from xmic.grid.plan import load_grid
-from xmic.grid.state import FAILED, FINISHED, RUNNING, eval_dir, read_metrics, run_state
+from xmic.grid.state import (FAILED, FINISHED, HEARTBEAT_S, RUNNING, claim_alive, eval_dir,
+                             read_claim, read_metrics, run_state)
 from xmic.train.checkpoint import load_checkpoint
 from xmic.train.config import TrainConfig
 from xmic.train.data import load_bank
@@ -89,14 +93,16 @@ def run_one(grid_dir: Path, run: dict, class_splits: str | None, bank_loader=loa
         return "done"
     make_dirs(d, grid_dir)
     t0 = time.time()
-    write_json_atomic(d / RUNNING, {"host": socket.gethostname(), "pid": os.getpid(),
-                                    "job": job_id_from_env(), "started": t0}, grid_dir)
-    remove_file(d / FAILED, grid_dir)
+    claim = RunClaim.take(d / RUNNING, grid_dir)
+    if claim is None:
+        echo(f"run {run['id']}: running elsewhere (a live runner holds {d / RUNNING}); skipped")
+        return "running"
     try:
+        remove_file(d / FAILED, grid_dir)
         cfg = from_dict(TrainConfig, run["config"], f"{grid_dir}/grid.json: run {run['id']}")
         if not _trained(d, cfg):
-            beat = functools.partial(_heartbeat, d / RUNNING, echo, run["id"])
-            train(run["cache"], cfg, d, resume=(d / "last.pt").exists(), echo=beat,
+            show = functools.partial(_show, echo, run["id"])
+            train(run["cache"], cfg, d, resume=(d / "last.pt").exists(), echo=show,
                   bank_loader=bank_loader, tower_loader=tower_loader)
         for t in run["targets"]:
             if read_metrics(d, t) is None:
@@ -109,21 +115,64 @@ def run_one(grid_dir: Path, run: dict, class_splits: str | None, bank_loader=loa
         echo(f"run {run['id']}: done in {time.time() - t0:.1f}s")
         return "done"
     except (XmicError, OSError, RuntimeError, ValueError) as e:
-        write_json_atomic(d / FAILED, {"error": f"{type(e).__name__}: {e}",
-                                       "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
-                          grid_dir)
+        record_failure(d, grid_dir, f"{type(e).__name__}: {e}")
         echo(f"run {run['id']}: FAILED: {e}")
         return "failed"
     finally:
-        remove_file(d / RUNNING, grid_dir)
+        claim.release()
 
 
-def _heartbeat(claim: Path, echo, rid: str, line: str = "", *_, **__) -> None:
-    """Each line of the training loop (one per epoch) refreshes the run's claim and is shown."""
-    try:
-        os.utime(claim, follow_symlinks=False)
-    except OSError:
-        pass
+def record_failure(run_dir: Path, grid_dir: Path, error: str) -> None:
+    write_json_atomic(run_dir / FAILED, {"error": error, "time": time.strftime(
+        "%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, grid_dir)
+
+
+class RunClaim:
+    """The exclusive claim of one runner on one run (``running.json``, created with O_EXCL),
+    refreshed by a timer thread every ``HEARTBEAT_S`` whatever the training loop is doing (a
+    CoCoOp epoch may outlast any staleness limit). A claim whose writer is dead is taken over:
+    renamed away (atomic: one runner wins), then created anew."""
+
+    def __init__(self, path: Path, grid_dir: Path):
+        self.path, self.grid_dir = path, grid_dir
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def take(cls, path: Path, grid_dir: Path) -> "RunClaim | None":
+        body = {"host": socket.gethostname(), "pid": os.getpid(), "job": job_id_from_env(),
+                "started": time.time()}
+        for _ in range(2):
+            if create_json_exclusive(path, body, grid_dir):
+                return cls(path, grid_dir)
+            claim, age = read_claim(path)
+            if claim is not None and (claim_alive(claim, age) or claim.get("pid") == os.getpid()):
+                return None
+            dead = path.with_name(f".{path.name}.dead-{uuid.uuid4().hex[:8]}")
+            try:
+                guard(path, grid_dir)
+                os.rename(path, dead)
+            except FileNotFoundError:
+                continue  # another runner reaped it first; try to create again
+            remove_file(dead, grid_dir)
+        return None
+
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            try:
+                os.utime(self.path, follow_symlinks=False)
+            except OSError:
+                pass
+
+    def release(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        remove_file(self.path, self.grid_dir)
+
+
+def _show(echo, rid: str, line: str = "", *_, **__) -> None:
+    """Each line of the training loop, shown with the run's id."""
     if line:
         echo(f"run {rid}: {line}")
 
@@ -188,4 +237,13 @@ def submit_grid(grid_dir: Path, slurm_cfg, parallel: int = 1, wait: bool = False
                                  item_key="runs")
     if wait:
         record["failed_jobs"] = wait_jobs(jobs)
+        dead = {j["job_id"]: j["error"] for j in record["failed_jobs"]}
+        for job, ids in zip(jobs, tasks):  # a task that died left its runs unfinished
+            if job.job_id not in dead:
+                continue
+            for r in run_ids(grid, ids):
+                if run_state(grid_dir, r)["state"] in ("pending", "running"):
+                    record_failure(grid_dir / r["dir"], grid_dir,
+                                   f"its job {job.job_id} ended without finishing it: "
+                                   f"{dead[job.job_id]}")
     return record

@@ -2,7 +2,7 @@
 
 Inputs: a grid folder and its plan. Per run folder (``GRID/runs/ID/``) the files the runner
 writes: ``finished.json`` (all targets scored; seconds), ``failed.json`` (reason), a running
-claim ``running.json`` (host, pid, job, start; its mtime is refreshed every epoch), and each
+claim ``running.json`` (host, pid, job, start; its mtime refreshed on a timer), and each
 target's ``eval/DATASET-SPLIT/metrics.json``. Output: per run done | running | failed |
 pending, with failures' reasons, and a summary with an ETA from finished runs' times.
 A run is done when ``finished.json`` exists and every target's metrics are present and valid.
@@ -21,7 +21,8 @@ from xmic.train.checkpoint import evaluation_dir
 FINISHED = "finished.json"
 FAILED = "failed.json"
 RUNNING = "running.json"
-STALE_AFTER_S = 3600.0  # a claim from another host with no heartbeat for this long is dead
+HEARTBEAT_S = 30.0  # a runner refreshes its claim this often, on a timer
+STALE_AFTER_S = 600.0  # a claim from another host with no heartbeat for this long is dead
 
 
 def eval_dir(run_dir: Path, target: dict) -> Path:
@@ -50,21 +51,24 @@ def claim_alive(claim: dict | None, age_s: float) -> bool:
                                         claim.get("pid"), age_s, STALE_AFTER_S)
 
 
+def read_claim(path: Path) -> tuple[dict | None, float]:
+    """A run's claim and its age in seconds (since its last heartbeat); (None, 0) when absent."""
+    try:
+        age = time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return None, 0.0
+    return _json(path) or {}, age
+
+
 def run_state(grid_dir: Path, run: dict) -> dict:
     d = Path(grid_dir) / run["dir"]
     fin = _json(d / FINISHED)
     if fin is not None and all(read_metrics(d, t) is not None for t in run["targets"]):
         return {"state": "done", "seconds": fin.get("seconds")}
-    claim_path = d / RUNNING
-    if claim_path.exists():
-        try:
-            age = time.time() - claim_path.stat().st_mtime
-        except FileNotFoundError:
-            age = 0.0
-        claim = _json(claim_path)
-        if claim_alive(claim, age):
-            return {"state": "running", "host": claim.get("host"), "job": claim.get("job"),
-                    "since": claim.get("started")}
+    claim, age = read_claim(d / RUNNING)
+    if claim is not None and claim_alive(claim, age):
+        return {"state": "running", "host": claim.get("host"), "job": claim.get("job"),
+                "since": claim.get("started")}
     failed = _json(d / FAILED)
     if failed is not None:
         return {"state": "failed", "error": failed.get("error", "unknown error")}

@@ -1,0 +1,160 @@
+"""Grids that cannot mix up runs: unique run folders, rows that train what they say, a plan
+edited by hand refused, names from the plan checked, one runner per run, a killed worker counted
+as a failure, and bounds on what a recipe may expand to."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import run_xmic
+from test_grid import recipe, world  # noqa: F401  (the module-scoped generated world)
+
+
+def plan_error(tmp_path, world, *extra, **changes) -> str:
+    cp = run_xmic("grid", "plan", tmp_path / "g", "--recipe", recipe(tmp_path, world, **changes),
+                  *extra, check=False)
+    assert cp.returncode == 2, cp.stdout + cp.stderr
+    assert len(cp.stderr.strip().splitlines()) == 1 and not (tmp_path / "g" / "grid.json").exists()
+    return cp.stderr
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"seeds": [0, 0]}, "name one seed twice"),
+    ({"labels": ["noun", "noun"]}, "name one label twice"),
+    ({"labels": [["noun"]]}, "labels must be a non-empty list of noun / verb"),
+    ({"seeds": [10**23]}, "seeds must be at most 100 integers in 0..4294967295"),
+    ({"seeds": list(range(101))}, "at most 100"),
+    ({"class_splits": 5}, "class_splits must be the folder"),
+    ({"train": {"method": "zeroshot"}}, "['method'] define a row of the grid"),
+    ({"train": {"label": "verb"}}, "['label'] define a row"),
+    ({"methods": {"xmic": {"split": "validation"}}}, "['split'] define a row"),
+    ({"methods": {"xmic": {"seed": 3}}}, "['seed'] define a row"),
+    ({"train": {"model.prompt_context": 1000000000}}, "outside the allowed range [1, 72]"),
+])
+def test_recipes_that_would_mix_up_rows_are_refused(tmp_path, world, change, words):
+    assert words in plan_error(tmp_path, world, **change)
+
+
+def test_overrides_on_the_command_line_and_seed_lists(tmp_path, world):
+    for sets in (["--set", "method=zeroshot"], ["--set", "label=verb"], ["--set", "seed=4"]):
+        assert "define a row of the grid" in plan_error(tmp_path, world, *sets)
+    assert "expected integers" in plan_error(tmp_path, world, "--seeds", "1,,x")
+
+
+def test_colliding_run_folders_are_refused(tmp_path, world):
+    # source "epic" + method "noun-xmic" and source "epic-noun" + method "xmic": one folder name
+    caches = {"epic": str(world["epic"]), "epic-noun": str(world["epic"])}
+    err = plan_error(tmp_path, world, caches=caches, sources={"epic": "train", "epic-noun": "train"},
+                     labels=["noun"], methods={"noun-xmic": {"method": "xmic"}, "xmic": {}},
+                     targets={"epic": "validation"})
+    assert "would share the run folder 'epic-noun-noun-xmic-seed0'" in err
+
+
+def test_nested_aliases_cannot_blow_up_a_plan(tmp_path, world):
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [*a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}, "
+              f"*a{i-1}, *a{i-1}]" for i in range(1, 9)]
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(["methods: {xmic: {}}", "labels: [noun]", "class_splits: *a8"])
+                    .replace("methods", "\n".join(lines) + "\nmethods", 1))
+    cp = run_xmic("grid", "plan", tmp_path / "g", "--recipe", bomb, check=False)
+    assert cp.returncode == 2 and "expands to more than 100000 values" in cp.stderr
+
+
+def test_a_plan_edited_by_hand_or_naming_paths_is_refused(tmp_path, world):
+    g = tmp_path / "g"
+    run_xmic("grid", "plan", g, "--recipe", recipe(tmp_path, world, seeds=[0],
+                                                    methods={"zeroshot": {}}))
+    plan = json.loads((g / "grid.json").read_text())
+    plan["runs"][0]["targets"][0]["dataset"] = str(tmp_path / "outside")
+    (g / "grid.json").write_text(json.dumps(plan))
+    cp = run_xmic("grid", "run", g, check=False)
+    assert cp.returncode == 2 and "does not match its recorded sha256" in cp.stderr
+    assert not (tmp_path / "outside-validation").exists()
+    # rehashed by the attacker: the names are still checked before they become folders
+    import hashlib
+    body = {k: plan[k] for k in ("recipe", "runs", "skipped") if k in plan}
+    plan["sha256"] = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+    (g / "grid.json").write_text(json.dumps(plan))
+    cp = run_xmic("grid", "run", g, check=False)
+    assert cp.returncode == 2 and "invalid dataset name" in cp.stderr
+    assert not list(tmp_path.glob("outside*"))
+    (g / "grid.json").write_text("{not json")
+    cp = run_xmic("grid", "status", g, check=False)
+    assert cp.returncode == 2 and len(cp.stderr.strip().splitlines()) == 1
+
+
+def test_a_cache_manifest_naming_a_path_is_refused(tmp_path, world):
+    import shutil
+    bad = tmp_path / "cache"
+    shutil.copytree(world["epic"], bad)
+    meta = json.loads((bad / "cache.json").read_text())
+    meta["dataset"] = str(tmp_path / "elsewhere")
+    (bad / "cache.json").write_text(json.dumps(meta))
+    cp = run_xmic("cache", "info", bad, check=False)
+    assert cp.returncode == 2 and "invalid dataset name" in cp.stderr and "corrupt or hostile" in cp.stderr
+
+
+def test_grid_plan_and_train_refuse_a_cache_folder(tmp_path, world):
+    cp = run_xmic("grid", "plan", world["epic"], "--recipe", recipe(tmp_path, world), check=False)
+    assert cp.returncode == 2 and "is a cache" in cp.stderr
+    cp = run_xmic("train", "--cache", world["epic"], "--out", world["ego4d"], "--method",
+                  "zeroshot", "--device", "cpu", check=False)
+    assert cp.returncode == 2 and "is a cache folder" in cp.stderr
+
+
+def test_one_runner_per_run(tmp_path, world):
+    g = tmp_path / "g"
+    run_xmic("grid", "plan", g, "--recipe", recipe(tmp_path, world, seeds=[0, 1],
+                                                    methods={"zeroshot": {}}))
+    held = g / "runs" / "epic-noun-zeroshot-seed0"
+    held.mkdir(parents=True)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:  # a live runner (another process of this host) holds seed 0
+        (held / "running.json").write_text(json.dumps({"host": os.uname().nodename,
+                                                       "pid": sleeper.pid, "started": 0}))
+        cp = run_xmic("grid", "run", g)
+        assert "running elsewhere" in cp.stdout and "1 done, 1 running" in cp.stdout, cp.stdout
+        assert not (held / "last.pt").exists()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    cp = run_xmic("grid", "run", g)  # its runner died: the claim is taken over
+    assert "2 done" in cp.stdout and (held / "finished.json").exists()
+    assert not (held / "running.json").exists()
+
+
+def test_a_killed_local_worker_is_a_failure(tmp_path, world):
+    g = tmp_path / "g"
+    run_xmic("grid", "plan", g, "--recipe", recipe(tmp_path, world, seeds=[0], methods={
+        "xmic": {}}, train={"epochs": 40, "batch_size": 4, "device": "cpu"}))
+    slow = dict(os.environ, XMIC_TEST_STEP_DELAY="0.05",
+                PYTHONPATH=os.pathsep.join([str(Path(__file__).parent / "slow_encode"),
+                                            os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen([sys.executable, "-m", "xmic.cli", "grid", "run", str(g),
+                             "--executor", "local", "--wait"], env=slow,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    claim = g / "runs" / "epic-noun-xmic-seed0" / "running.json"
+    deadline = time.time() + 60
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            pid = json.loads(claim.read_text())["pid"]
+            break
+        except (OSError, ValueError, KeyError):
+            time.sleep(0.05)
+    else:
+        pytest.fail("the worker never claimed its run")
+    os.kill(pid, signal.SIGKILL)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, out + err
+    assert "FAILED epic-noun-xmic-seed0" in out and "ended without finishing it" in out
+    st = json.loads(run_xmic("grid", "status", g, "--json").stdout)
+    assert st["runs"]["epic-noun-xmic-seed0"]["state"] == "failed"
