@@ -191,7 +191,9 @@ class BoxSource:
             if video_id not in self._videos:
                 if "/" in video_id or "\\" in video_id or video_id in ("", ".", ".."):
                     raise BoxError(f"{self.path}: video id {video_id!r} is not a plain file name")
-                self._videos[video_id] = load_detection_pickle(self.path / f"{video_id}.pkl", video_id)
+                from xmic.extract.media import media_path
+                self._videos[video_id] = load_detection_pickle(
+                    media_path(self.path, f"{video_id}.pkl", where=where), video_id)
             det = self._videos[video_id].get(frame)
             return None if det is None else union_crop(det, width, height, hs, os_, mp, where)
         raw = self._table.get(("segment", segment_id, frame), self._table.get(("video", video_id, frame)))

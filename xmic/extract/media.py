@@ -11,6 +11,7 @@ inside the root. Layouts:
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,11 +34,28 @@ def check_media_id(kind: str, video_id, where: str) -> str:
     v = str(video_id)
     parts = Path(v).parts
     bad = (not v or "\0" in v or Path(v).is_absolute() or v.startswith("~") or ".." in parts
-           or (kind != "csv" and (len(parts) != 1 or v in (".",) or "/" in v or "\\" in v)))
+           or (kind != "csv" and (len(parts) != 1 or v in (".",) or "/" in v or "\\" in v))
+           or (kind == "epic" and v.split("_")[0] in ("", ".", "..")))  # the participant folder
     if bad:
         raise DatasetError(f"{where}: video id {v!r} is not a plain name inside the media root "
                            "(absolute, '..' or a path); fix the annotation row")
     return v
+
+
+def media_path(root: Path, *parts: str, where: str = "") -> Path:
+    """``root/parts`` for a path built from annotation ids: every component (each name derived
+    from an id, e.g. EPIC's participant folder, and each part of a relative csv path) must be a
+    plain name, and the joined path, normalised, must lie under ``root``. Links inside the media
+    root are the user's layout and are followed (reads only)."""
+    comps = [c for p in parts for c in str(p).replace("\\", "/").split("/")]
+    bad = [c for c in comps if c in ("", ".", "..") or "\0" in c or c.startswith("~")]
+    path = Path(root).joinpath(*comps)
+    base = os.path.normpath(os.path.abspath(root))
+    inside = os.path.normpath(os.path.abspath(path))
+    if bad or os.path.commonpath([base, inside]) != base:
+        raise DatasetError(f"{where or 'media'}: the path {'/'.join(map(str, parts))!r} built from "
+                           f"the annotations leaves the media root {root}; fix the annotation row")
+    return path
 
 
 def check_media_ids(kind: str, video_ids: list, segment_ids: list, annotations: Path) -> None:
@@ -49,24 +67,26 @@ def check_media_ids(kind: str, video_ids: list, segment_ids: list, annotations: 
 def frame_source(kind: str, root: Path, video_id: str) -> FrameSource:
     root = Path(root)
     check_media_id(kind, video_id, f"video {video_id!r}")
+    where = f"video {video_id!r}"
     if kind == "epic":
         participant = video_id.split("_")[0]
-        folder = root / participant / "rgb_frames" / video_id
+        folder = media_path(root, participant, "rgb_frames", video_id, where=where)
         if folder.is_dir():
             return FrameSource(folder, "jpeg", 1)
         for name in (f"{video_id}.MP4", f"{video_id}.mp4"):
-            if (root / participant / "videos" / name).exists():
-                return FrameSource(root / participant / "videos" / name, "video", 1)
+            path = media_path(root, participant, "videos", name, where=where)
+            if path.exists():
+                return FrameSource(path, "video", 1)
         raise DatasetError(f"video {video_id}: neither {folder} nor "
                            f"{root / participant / 'videos' / (video_id + '.MP4')} exists")
     if kind in ("ego4d", "egtea"):
-        path = root / f"{video_id}.mp4"
+        path = media_path(root, f"{video_id}.mp4", where=where)
         if not path.exists():
             raise DatasetError(f"video {video_id}: {path} not found")
         # Ego4D clip frames are numbered from 0; EGTEA trimmed clips start at the action's frame
         return FrameSource(path, "video", 0)
     if kind == "csv":
-        path = root / video_id
+        path = media_path(root, video_id, where=where)
         if path.is_dir():
             return FrameSource(path, "jpeg", 1)
         if path.exists():

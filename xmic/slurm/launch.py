@@ -108,8 +108,11 @@ def submit_arrays(task, items: list, cfg: SlurmConfig, log_dir: Path, record_fil
 
 def wait(jobs: list) -> list[dict]:
     """Wait for every job; returns one line per job that did not succeed."""
+    from submitit.local.local import LocalJob
     bad = []
     for j in jobs:
+        if isinstance(j, LocalJob):  # a local process that died writes no result: its exit is
+            j._results_timeout_s = 1  # known at once, no shared file system to wait for (15 s)
         try:
             j.result()
         except Exception as e:  # the task's own error or the job's death
