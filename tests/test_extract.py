@@ -117,8 +117,10 @@ def test_ego4d_video_central_window(tmp_path, encoder):
 
 
 def test_bad_inputs_fail_their_segments_only(tmp_path, encoder):
-    e = make_epic(tmp_path / "e", videos=("P01_01", "P01_02", "P01_03"))
+    e = make_epic(tmp_path / "e", videos=("P01_01", "P01_02", "P01_03", "P01_04"))
     media = e["root"] / "P01" / "rgb_frames"
+    bomb = media / "P01_04" / "frame_0000000010.jpg"                           # 10000 x 10000
+    bomb.write_bytes(declare_jpeg_size(bomb.read_bytes(), 10000, 10000))
     (media / "P01_01" / "frame_0000000010.jpg").unlink()                       # missing frame
     (media / "P01_02" / "frame_0000000040.jpg").write_bytes(b"")              # zero-byte JPEG
     with open(e["boxes"] / "P01_03.pkl", "rb") as f:                           # NaN hand box
@@ -130,16 +132,31 @@ def test_bad_inputs_fail_their_segments_only(tmp_path, encoder):
     with open(e["boxes"] / "P01_03.pkl", "wb") as f:
         pickle.dump(msgs, f)
     s = extract_epic(tmp_path / "c", e, encoder)
-    assert s["segments_failed"] == 3 and s["shards_done"] == 3
+    assert s["segments_failed"] == 4 and s["shards_done"] == 3
     errs = " | ".join(s["failures"])
+    assert "frame_0000000010.jpg: frame 10 declares 10000x10000 pixels" in errs
+    from xmic.extract.media import FrameSource
+    from xmic.extract.readers import ReadError, read_jpegs
+    bomb.write_bytes(declare_jpeg_size(bomb.read_bytes(), 65500, 65500))  # Pillow's own limit
+    with pytest.raises(ReadError, match="frame 10 is not decoded: .*decompression bomb"):
+        read_jpegs(FrameSource(bomb.parent, "jpeg", 1), [10])
     assert "frame_0000000010.jpg: frame 10 is missing" in errs
     assert "frame_0000000040.jpg: frame 40 is not a readable image" in errs
     assert "P01_03, segment P01_03_2, frame 81" in errs and "NaN" in errs
     c = Cache.open(tmp_path / "c")
     assert verify(c, deep=True) == []
     idx = c.index().to_pylist()
-    assert sum(r["status"] == "failed" for r in idx) == 3 and sum(r["status"] == "ok" for r in idx) == 6
+    assert sum(r["status"] == "failed" for r in idx) == 4 and sum(r["status"] == "ok" for r in idx) == 8
     assert all(r["full_frame__count"] == 0 for r in idx if r["status"] == "failed")
+
+
+def declare_jpeg_size(data: bytes, width: int, height: int) -> bytes:
+    """The JPEG with its frame header (SOF0/SOF2) claiming another size; the data is unchanged."""
+    for marker in (b"\xff\xc0", b"\xff\xc2"):
+        i = data.find(marker)
+        if i >= 0:
+            return data[:i + 5] + height.to_bytes(2, "big") + width.to_bytes(2, "big") + data[i + 9:]
+    raise ValueError("no SOF marker")
 
 
 def test_bad_videos(tmp_path, encoder):

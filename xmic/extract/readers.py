@@ -17,15 +17,24 @@ class ReadError(XmicError):
     pass
 
 
+MAX_FRAME_PIXELS = 8192 * 8192  # a video frame is at most 8K; a larger header is a bomb or garbage
+
+
 def read_jpegs(src: FrameSource, frames: list[int]) -> list[Image.Image]:
     out = []
     for f in frames:
         p = src.path / src.pattern.format(f - src.first_frame + 1)
         try:
-            with Image.open(p) as im:
+            with Image.open(p) as im:  # reads the header only
+                if im.width * im.height > MAX_FRAME_PIXELS:
+                    raise ReadError(f"{p}: frame {f} declares {im.width}x{im.height} pixels, more "
+                                    "than any video frame (8192x8192); not decoded (a "
+                                    "decompression bomb or a damaged header)")
                 out.append(im.convert("RGB"))
         except FileNotFoundError:
             raise ReadError(f"{p}: frame {f} is missing") from None
+        except Image.DecompressionBombError as e:
+            raise ReadError(f"{p}: frame {f} is not decoded: {e}") from None
         except (UnidentifiedImageError, OSError) as e:
             raise ReadError(f"{p}: frame {f} is not a readable image ({e})") from None
     return out
