@@ -127,7 +127,24 @@ def test_the_demo_refuses_a_link_planted_in_its_folder(tmp_path, outside):
     from xmic.cli import main
     out = tmp_path / "demo"
     (out / "world").mkdir(parents=True)
+    (out / ".xmic-demo").write_text("a previous demo")
     os.symlink(outside, out / "world" / "epic")
     r = CliRunner().invoke(main, ["demo", "--out", str(out), "--device", "cpu"])
     assert r.exit_code == 2 and "is a symbolic link inside" in r.output, r.output
     assert sorted(os.listdir(outside)) == ["secret.txt"]
+
+
+def test_the_demo_never_deletes_what_it_did_not_make(tmp_path):
+    from click.testing import CliRunner
+
+    from xmic.cli import main
+    out = tmp_path / "mine"
+    (out / "runs" / "thesis-run").mkdir(parents=True)
+    (out / "runs" / "thesis-run" / "checkpoint.pt").write_bytes(b"months of work")
+    r = CliRunner().invoke(main, ["demo", "--out", str(out), "--device", "cpu"])
+    assert r.exit_code == 2 and "which the demo did not make" in r.output, r.output
+    assert (out / "runs" / "thesis-run" / "checkpoint.pt").read_bytes() == b"months of work"
+    (out / ".xmic-demo").write_text("")  # beside a previous demo's files, a file of the user's
+    (out / "notes.txt").write_text("mine")
+    r = CliRunner().invoke(main, ["demo", "--out", str(out), "--device", "cpu"])
+    assert r.exit_code == 2 and "notes.txt" in r.output and (out / "runs" / "thesis-run").exists()

@@ -12,13 +12,33 @@ import time
 from pathlib import Path
 
 from xmic.cache import Cache, CacheConfig
-from xmic.cache.atomic_files import refuse_links_below, remove_tree
+from xmic.cache.atomic_files import refuse_links_below, remove_tree, write_text_atomic
 from xmic.cache.verify import verify
 from xmic.config import XmicError, load_config
 from xmic.demo.world import make_world
 
 STEPS = 6
 METHODS = ("xmic", "coop", "zeroshot")
+MARKER = ".xmic-demo"  # written first: the folder is a demo's, which a later demo may redo
+DEMO_NAMES = {MARKER, "world", "caches", "runs", "report.md"}
+
+
+def claim_demo_folder(out: Path) -> None:
+    """The demo removes and rewrites what it made; it refuses a folder holding anything else
+    (a folder of the user's, or one with other files beside a previous demo's), and links."""
+    if out.exists() and not out.is_dir():
+        raise XmicError(f"--out {out} is a file; give a new folder for the demo")
+    if out.is_dir():
+        names = {p.name for p in out.iterdir()}
+        if names and (MARKER not in names or names - DEMO_NAMES):
+            other = sorted(names - DEMO_NAMES) or sorted(names)
+            raise XmicError(f"--out {out} holds {', '.join(other[:3])}"
+                            f"{' ...' if len(other) > 3 else ''}, which the demo did not make; "
+                            "give a new (or empty) folder, the demo rewrites its own")
+    refuse_links_below(out)  # the demo rewrites its world, runs and report in place
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / MARKER).exists():
+        write_text_atomic(out / MARKER, "made by xmic demo; rewritten by the next one\n", out)
 TINY = Path(__file__).resolve().parents[1] / "extract" / "configs" / "xmic-tiny-quickgelu.json"
 
 
@@ -31,7 +51,7 @@ def run_demo(out: Path, model: str | None = None, weights: str = "random", epoch
     from xmic.train.config import TrainConfig
     from xmic.train.loop import train
     out, t0 = Path(out), time.time()
-    refuse_links_below(out)  # the demo rewrites its world, runs and report in place
+    claim_demo_folder(out)
 
     def step(i: int, text: str) -> None:
         echo(f"[{i}/{STEPS}] {text}")
