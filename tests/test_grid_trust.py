@@ -158,3 +158,18 @@ def test_a_killed_local_worker_is_a_failure(tmp_path, world):
     assert "FAILED epic-noun-xmic-seed0" in out and "ended without finishing it" in out
     st = json.loads(run_xmic("grid", "status", g, "--json").stdout)
     assert st["runs"]["epic-noun-xmic-seed0"]["state"] == "failed"
+
+
+def tiny_grid(tmp_path, run: bool = True) -> Path:
+    """A planned (and run) one-run zero-shot grid on two small caches of its own."""
+    from train_data import make_train_cache
+    epic = make_train_cache(tmp_path / "epic", n=12, splits=("train", "validation"))
+    r = {"caches": {"epic": str(epic.root)}, "sources": {"epic": "train"},
+         "targets": {"epic": "validation"}, "labels": ["noun"], "methods": {"zeroshot": {}},
+         "seeds": [0], "train": {"device": "cpu", "heldout_fraction": 0.0}}
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(r))
+    g = tmp_path / "g"
+    run_xmic("grid", "plan", g, "--recipe", tmp_path / "r.yaml")
+    if run:
+        run_xmic("grid", "run", g)
+    return g

@@ -40,8 +40,12 @@ def _check_bounds(cls: type, kwargs: dict, where: str) -> None:
         if f.name not in kwargs:
             continue
         v = kwargs[f.name]
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        if "bounds" not in f.metadata and not isinstance(v, int):
+            continue  # unbounded floats (lr, ...) are checked by their config's own rules
         lo, hi = f.metadata.get("bounds", (-INT_LIMIT, INT_LIMIT))
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and not lo <= v <= hi:
+        if not lo <= v <= hi:
             raise ConfigError(f"{where}.{f.name}: {v!r} is outside the allowed range [{lo}, {hi}]")
 
 

@@ -307,8 +307,12 @@ class Cache:
         path = self.root / INDEX
         sig = self._signature()
         if path.exists() and not refresh:
-            table = read_parquet(path, "index")
-            if (table.schema.metadata or {}).get(INDEX_SIGNATURE_KEY, b"").decode() == sig:
+            try:
+                table = read_parquet(path, "index")
+            except CacheError:
+                table = None  # derived: a damaged index is rebuilt from the plan and markers
+            if table is not None and (table.schema.metadata or {}).get(
+                    INDEX_SIGNATURE_KEY, b"").decode() == sig:
                 return table
         committed = {v: {s: self.shard_rows(v, s) for s in self.committed(v)} for v in self.views()}
         table = consolidate(self.plan(), committed)

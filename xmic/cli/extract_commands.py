@@ -46,7 +46,8 @@ def extract_plan(cache_dir, dataset, annotations, root, split, views, boxes, sha
                  taxonomy, noun_classes, verb_classes, video_info):
     """Write the segment index and a fixed list of shards (work units) into CACHE."""
     from xmic.extract.pipeline import plan
-    sets = [f"shard_segments={shard_size}"] * bool(shard_size) + [f"backend={backend}"] * bool(backend)
+    sets = ([f"shard_segments={shard_size}"] * (shard_size is not None)
+            + [f"backend={backend}"] * bool(backend))
     cfg = cache_config(None, sets) if sets else None
     s = plan(cache_dir, dataset, annotations, root, split, tuple(views.split(",")), boxes, cfg,
              taxonomy=taxonomy, noun_classes=noun_classes, verb_classes=verb_classes,

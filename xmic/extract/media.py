@@ -35,11 +35,16 @@ def check_media_id(kind: str, video_id, where: str) -> str:
     parts = Path(v).parts
     bad = (not v or "\0" in v or Path(v).is_absolute() or v.startswith("~") or ".." in parts
            or (kind != "csv" and (len(parts) != 1 or v in (".",) or "/" in v or "\\" in v))
-           or (kind == "epic" and v.split("_")[0] in ("", ".", "..")))  # the participant folder
+           or (kind == "epic" and v.split("_")[0] in ("", ".", ".."))  # the participant folder
+           or bool(_bad_components(v.replace("\\", "/").split("/"))))
     if bad:
         raise DatasetError(f"{where}: video id {v!r} is not a plain name inside the media root "
                            "(absolute, '..' or a path); fix the annotation row")
     return v
+
+
+def _bad_components(comps: list[str]) -> list[str]:
+    return [c for c in comps if c in ("", ".", "..") or "\0" in c or c.startswith("~")]
 
 
 def media_path(root: Path, *parts: str, where: str = "") -> Path:
@@ -48,7 +53,7 @@ def media_path(root: Path, *parts: str, where: str = "") -> Path:
     plain name, and the joined path, normalised, must lie under ``root``. Links inside the media
     root are the user's layout and are followed (reads only)."""
     comps = [c for p in parts for c in str(p).replace("\\", "/").split("/")]
-    bad = [c for c in comps if c in ("", ".", "..") or "\0" in c or c.startswith("~")]
+    bad = _bad_components(comps)
     path = Path(root).joinpath(*comps)
     base = os.path.normpath(os.path.abspath(root))
     inside = os.path.normpath(os.path.abspath(path))

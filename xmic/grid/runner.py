@@ -24,6 +24,7 @@ from xmic.cache import Cache
 from xmic.cache.atomic_files import (create_json_exclusive, guard, make_dirs, remove_file,
                                      write_json_atomic)
 from xmic.cache.claims import job_id_from_env
+from xmic.cache.writer import disk_full
 from xmic.config import XmicError, from_dict
 from xmic.evaluate.run import evaluate_run
 from xmic.grid.plan import load_grid
@@ -115,6 +116,15 @@ def run_one(grid_dir: Path, run: dict, class_splits: str | None, bank_loader=loa
         echo(f"run {run['id']}: done in {time.time() - t0:.1f}s")
         return "done"
     except (XmicError, OSError, RuntimeError, ValueError) as e:
+        if disk_full(e):  # every later run would fail the same way: stop the grid here
+            where = getattr(e, "filename", None) or d
+            try:
+                record_failure(d, grid_dir, f"the disk is full (writing {where})")
+            except OSError:
+                pass
+            raise XmicError(f"run {run['id']}: the disk is full (no space left on device) while "
+                            f"writing {where}; free space, then run the same command again "
+                            "(finished runs and epoch checkpoints are kept)") from None
         record_failure(d, grid_dir, f"{type(e).__name__}: {e}")
         echo(f"run {run['id']}: FAILED: {e}")
         return "failed"

@@ -29,13 +29,32 @@ def eval_dir(run_dir: Path, target: dict) -> Path:
     return evaluation_dir(run_dir, target["dataset"], target["split"])
 
 
+SCORE_PREFIXES = ("top1", "top5", "mean_class_acc", "shared_", "novel_", "hm_")
+
+
+def valid_metrics(m) -> bool:
+    """A metrics.json as evaluation writes it: a mapping with top-1, every score a finite number
+    in [0, 100] (shared/novel/HM may be null: no sample of that kind)."""
+    if not isinstance(m, dict) or "top1" not in m:
+        return False
+    for k, v in m.items():
+        if not k.startswith(SCORE_PREFIXES) or k.endswith("_classes"):
+            continue
+        if v is None and k != "top1":
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 100.0:
+            return False  # NaN and inf fail the range check too
+    return True
+
+
 def read_metrics(run_dir: Path, target: dict) -> dict | None:
-    """A target's metrics, or None when missing or not valid (a run killed while writing)."""
+    """A target's metrics, or None when missing or not valid (a run killed while writing, a file
+    edited by hand): the runner scores it again, the table counts it missing."""
     try:
         m = json.loads((eval_dir(run_dir, target) / "metrics.json").read_text())
     except (OSError, ValueError):
         return None
-    return m if isinstance(m, dict) and "top1" in m else None
+    return m if valid_metrics(m) else None
 
 
 def _json(path: Path) -> dict | None:
