@@ -23,6 +23,7 @@ import torch
 from machine import cpu_name
 import torch.nn.functional as F
 
+from xmic.cache.sampling import rows_layout
 from xmic.train.data import FeatureBank, batch
 from xmic.train.loop import _lr_factor, train_step
 from xmic.train.model import XMICAdapter
@@ -36,8 +37,10 @@ def make_bank(n: int, device: torch.device) -> FeatureBank:
     starts = torch.arange(n, dtype=torch.long) * FRAMES_PER_SEGMENT
     feats = {v: torch.randn(n * FRAMES_PER_SEGMENT, DIM, generator=g).half().to(device)
              for v in ("hand_crop", "full_frame")}
+    lay = rows_layout("epic", counts.numpy(), 16)  # every row a frame of the segment
+    layout = tuple(torch.from_numpy(x).to(device) for x in (lay.begin, lay.count, lay.eval))
     return FeatureBank(feats, {v: starts.to(device) for v in feats},
-                       {v: counts.to(device) for v in feats},
+                       {v: counts.to(device) for v in feats}, {v: layout for v in feats},
                        torch.randint(0, CLASSES, (n,), generator=g).to(device),
                        [str(i) for i in range(n)], [str(i // 100) for i in range(n)], {})
 

@@ -41,7 +41,8 @@ def test_predict(demo_out, tmp_path):
                   "knife,chopping board,door,phone", "--boxes", out / "world" / "ego4d" / "boxes.csv",
                   "--start", "0", "--end", "4", "--top-k", "3", "--json")
     r = json.loads(cp.stdout)
-    assert r["frames"] == 40 and len(r["top"]) == 3
+    from xmic.cache.sampling import frames_to_store  # 4 s at 10 fps: frames [0, 40)
+    assert r["frames"] == len(frames_to_store("epic", 0, 40)) and len(r["top"]) == 3
     assert {t["class"] for t in r["top"]} <= {"knife", "chopping board", "door", "phone"}
     assert any("RANDOM" in n for n in r["notes"])
     # probabilities are the softmax over all 4 classes: ordered, ratios exp(score difference)

@@ -17,7 +17,6 @@ from xmic.extract.config import ExtractConfig
 from xmic.extract.detections import hoa_messages
 from xmic.extract.encoders import EncoderError, load_clip
 from xmic.extract.pipeline import extract_text, plan, run_shards
-from xmic.extract.sampling import frames_to_encode
 
 CFG = ExtractConfig(model=str(TINY), weights="random", workers=0, batch_size=48, device="cpu")
 
@@ -36,18 +35,6 @@ def extract_epic(root, epic, encoder, **kw):
     plan(root, "epic", epic["annotations"], epic["root"], "train", boxes=epic["boxes"],
          cache_config=CacheConfig(shard_segments=4))
     return run_shards(root, CFG, encoder=encoder, echo=lambda *a: None, **kw)
-
-
-def test_sampling():
-    assert frames_to_encode(5, 20) == list(range(5, 21))            # short: every frame
-    f = frames_to_encode(1, 1000, "per_bin", 4, 16)
-    assert len(f) == 64 and f == sorted(set(f)) and f[0] >= 1 and f[-1] <= 1000
-    for i in range(16):  # four candidates inside each of the 16 bins
-        lo, hi = 1 + i * 1000 / 16, 1 + (i + 1) * 1000 / 16
-        assert sum(lo <= x < hi for x in f) == 4
-    assert frames_to_encode(1, 1000, "all") == list(range(1, 1001))
-    with pytest.raises(ValueError, match="stops"):
-        frames_to_encode(10, 5)
 
 
 def test_quickgelu_refusal_and_convert_round_trip(tmp_path, encoder):
@@ -78,14 +65,18 @@ def test_epic_pipeline_and_determinism(tmp_path, epic, encoder):
     assert verify(c, deep=True) == []
     d = load_split(c, ["hand_crop", "full_frame"], "train")
     fi = d.segments["frame_indices"].to_pylist()
-    assert fi[0] == list(range(1, 32)) and d.views["hand_crop"].features.shape == (186, 32)
+    seg = d.segments.slice(0, 1).to_pylist()[0]  # frames [start, stop): the stop is not encoded
+    from xmic.cache.sampling import frames_to_store
+    assert fi[0] == frames_to_store("epic", seg["start_frame"], seg["stop_frame"], "per_bin", 4, 16)
+    assert max(fi[0]) < seg["stop_frame"] and fi[0][0] == seg["start_frame"]
+    assert d.views["hand_crop"].features.shape == (sum(map(len, fi)), 32)
     assert not np.array_equal(d.views["hand_crop"].features, d.views["full_frame"].features)
     fp = c.view("hand_crop")["fingerprint"]
     assert fp["crop"]["hand_score"] == 0.8 and fp["model"]["weights_sha256"] == "random-seed-0"
     assert fp["crop"]["version"] == 2  # the hand-object library's pairing rule
     stats = c.marker("hand_crop", "train-00000")["stats"]
     assert set(c.views()) == {"full_frame", "hand_crop"} and stats["encode_s"] > 0
-    assert stats["frames"] == 124 and stats["decode_s"] > 0  # 4 segments of 31 frames
+    assert stats["frames"] == sum(map(len, fi[:4])) and stats["decode_s"] > 0  # 4 segments
     # the same input twice gives identical bytes; a partial run then a resume equals a clean run
     extract_epic(tmp_path / "b", epic, encoder, shard_ids=[1])
     b = Cache.open(tmp_path / "b")
@@ -112,8 +103,12 @@ def test_ego4d_video_central_window(tmp_path, encoder):
     c = Cache.open(tmp_path / "c")
     idx = c.index()
     fi = idx["frame_indices"][0].as_py()
-    assert idx["start_frame"][0].as_py() == 10 and fi[0] == 25 and fi[-1] <= 144 and len(fi) == 64
-    assert c.view("full_frame")["fingerprint"]["sampling"]["window"] == "central 4 s"
+    # the released rule over the action clip's L = 150 frames: fps L//8 = 18, mid 75, frames
+    # [75 - 36, 75 + 36) of the clip (for the 8-s FHO clips this is the central 4 s)
+    assert idx["start_frame"][0].as_py() == 10 and fi[0] == 10 + 39 and fi[-1] < 10 + 111
+    assert len(fi) == 64  # step 72/16 = 4.5: four candidates per bin, the evaluation frame one
+    sampling = c.view("full_frame")["fingerprint"]["sampling"]
+    assert sampling["rule"] == "ego4d" and sampling["version"] == 2
 
 
 def test_bad_inputs_fail_their_segments_only(tmp_path, encoder):
@@ -293,7 +288,10 @@ def test_epic_mp4_layout_and_other_box_sources(tmp_path, encoder):
         assert s["segments_failed"] == 0, s["failures"]
         out[name] = load_split(Cache.open(tmp_path / name), ["hand_crop", "full_frame"], "train")
     fi = out["csv"].segments["frame_indices"][0].as_py()
-    assert fi == list(range(1, 32))  # EPIC frame numbers (1-based), decoded from the MP4
+    from xmic.cache.sampling import frames_to_store
+    seg = out["csv"].segments.slice(0, 1).to_pylist()[0]
+    assert fi == frames_to_store("epic", seg["start_frame"], seg["stop_frame"])  # from the MP4
+    assert fi[0] == seg["start_frame"] == 1 and fi[-1] < seg["stop_frame"]
     a, b = out["pkl"].views["hand_crop"], out["csv"].views["hand_crop"]
     n0 = a.offsets[1]
     assert np.array_equal(a.features[:n0], b.features[:n0])  # same box for segment 0

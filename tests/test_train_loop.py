@@ -13,7 +13,7 @@ from xmic.cache import CacheError
 from xmic.config import load_config
 from xmic.train.checkpoint import CheckpointError, load_checkpoint
 from xmic.train.config import TrainConfig
-from xmic.train.data import heldout_split, positions
+from xmic.train.data import heldout_split
 from xmic.train.loop import train
 
 
@@ -29,30 +29,6 @@ def quiet(*a, **k):
 @pytest.fixture(scope="module")
 def random_cache(tmp_path_factory):
     return make_train_cache(tmp_path_factory.mktemp("rand") / "c", mode="random")
-
-
-def test_positions_match_the_released_rule():
-    counts = torch.arange(1, 400)
-    ev = positions(counts, 16, None)
-    for n, row in zip(counts.tolist(), ev.tolist()):
-        step = (n - 1) / 16
-        starts = np.linspace(0, n - 1, 16, endpoint=False)
-        want = np.minimum(np.floor(starts + step / 2), n - 1).astype(int)
-        assert row == want.tolist()
-    g = torch.Generator().manual_seed(0)
-    for _ in range(20):
-        u = torch.rand(len(counts), 16, generator=g)
-        tr = positions(counts, 16, u)
-        n = counts[:, None].double()
-        step = (n - 1) / 16
-        lo = torch.floor(torch.arange(16)[None] * step)
-        hi = lo + torch.clamp(torch.floor(step), min=1)
-        assert (tr >= 0).all() and (tr <= n - 1).all()
-        assert ((tr >= torch.minimum(lo, n - 1)) & (tr < torch.maximum(hi, torch.ones_like(hi)))).all()
-    # with one uniform draw per frame, every jitter offset occurs
-    u = torch.linspace(0, 0.999, 1000)[:, None].expand(1000, 16)
-    tr = positions(torch.full((1000,), 161), 16, u)
-    assert set(tr[:, 0].tolist()) == set(range(10))
 
 
 def test_heldout_is_by_video_and_seed_free():

@@ -50,11 +50,11 @@ def predict_clip(clip: Path, run_dir: Path, classes: str | None = None, vocab: s
     w = text_input(cfg, names, w, getattr(net, "tower", None), device)  # [C, D] (or ids [C, L])
     s = fp.get("sampling", {})
     crop = (ck["fingerprints"]["views"].get("hand_crop") or {}).get("crop") or {}
-    feats, frames, notes = clip_embed.embed_clip(  # the run's cache's sampling and crop thresholds
+    feats, frames, notes, span = clip_embed.embed_clip(  # the run's cache's sampling and crop thresholds
         clip, enc, cfg.views(), start, end, fps, boxes, s.get("policy", "per_bin"),
         s.get("per_bin", 4), s.get("bins", 16), **clip_embed.crop_thresholds(crop))
     try:
-        scores = score_clip(net, cfg, feats, w)
+        scores = score_clip(net, cfg, feats, w, frames, span)
     except ValueError as e:
         raise XmicError(str(e)) from None
     order = np.argsort(-scores, kind="stable")[:top_k]

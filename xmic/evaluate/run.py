@@ -77,7 +77,8 @@ def evaluate_run(run: str | Path, cache_path: str | Path, split: str,
     if dims != ck["dims"]:
         raise RunMismatch(f"run {run} was built for widths {ck['dims']}, cache {cache.root} "
                           f"holds {dims}")
-    bank = bank_loader(cache, split, cfg.views(), cfg.label, len(target_classes), dev)
+    bank = bank_loader(cache, split, cfg.views(), cfg.label, len(target_classes), dev,
+                       cfg.frames)
     # the target's own class names: embeddings, or (prompt methods) their prompts' token ids
     w = text_input(cfg, target_classes, inputs.vocab.embeddings, getattr(model, "tower", None), dev)
     scores = predict_logits(model, bank, w, cfg).cpu().numpy()                # [S, C]

@@ -2,7 +2,8 @@
 
 Inputs: the path, an encoder (``encoders.ClipEncoder``), the views wanted (full_frame,
 hand_crop), optional start/end seconds, an optional box source, and the sampling policy.
-Output: ``{view: float32 [n, D]}`` and the frame numbers encoded. Without boxes the hand crop
+Output: ``{view: float32 [n, D]}``, the frame numbers encoded and the clip's frames [lo, hi + 1)
+(sampled by the EPIC rule, ``xmic.cache.sampling``). Without boxes the hand crop
 is the full frame, and the returned notes say so.
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ from xmic.config import XmicError
 from xmic.extract.detections import BoxSource, view_tensors
 from xmic.extract.media import FrameSource
 from xmic.extract.readers import read_frames
-from xmic.extract.sampling import frames_to_encode
+from xmic.cache.sampling import frames_to_store
 
 
 def clip_frames(path: Path, start: float | None, end: float | None, fps: float | None):
@@ -69,7 +70,7 @@ def embed_clip(path: Path, enc, views: list[str], start=None, end=None, fps=None
                boxes: Path | None = None, sampling: str = "per_bin", per_bin: int = 4, bins: int = 16,
                hand_score=0.8, object_score=0.01, min_box_px=1.0):
     src, lo, hi = clip_frames(Path(path), start, end, fps)
-    frames = frames_to_encode(lo, hi, sampling, per_bin, bins)
+    frames = frames_to_store("epic", lo, hi + 1, sampling, per_bin, bins)  # the clip is [lo, hi]
     images = read_frames(src, frames)
     notes = []
     box_src = BoxSource(boxes, hand_score, object_score, min_box_px) if boxes else None
@@ -79,7 +80,7 @@ def embed_clip(path: Path, enc, views: list[str], start=None, end=None, fps=None
     tensors = view_tensors(images, frames, views, enc.transform, box_src and (
         lambda f, im: box_src.box(stem, stem, f, im.width, im.height)))
     return ({k: np.asarray(enc.encode_images(x).cpu().numpy(), dtype=np.float32)
-             for k, x in tensors.items()}, frames, notes)
+             for k, x in tensors.items()}, frames, notes, (lo, hi + 1))
 
 
 def encoder_for_run(ck: dict, view: str, model: str | None, weights: str | None,

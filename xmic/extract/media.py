@@ -2,10 +2,10 @@
 
 Inputs: a dataset kind, the media root, a video id read from the annotations. Outputs: a
 ``FrameSource`` (a JPEG folder or a video file, and the annotation frame number of its first
-frame), the frame range to encode (Ego4D: the central 4 s), and the check that an id stays
-inside the root. Layouts:
+frame), and the check that an id stays
+inside the root (which frames of a segment are encoded is ``xmic.cache.sampling``'s rule). Layouts:
 - epic: ``ROOT/P01/rgb_frames/P01_01/frame_0000000001.jpg`` (1-based) or ``ROOT/P01/videos/P01_01.MP4``;
-- ego4d: ``ROOT/{clip_uid}.mp4``, only the central 4 s of each action are encoded (SPEC §1);
+- ego4d: ``ROOT/{clip_uid}.mp4`` (the FHO action clips);
 - egtea: trimmed clips ``ROOT/{clip_id}.mp4``;
 - csv: ``ROOT/{video}``, a video file or a frame folder.
 """
@@ -16,9 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from xmic.cache.datasets import DatasetError
-
-EGO4D_WINDOW_S = 4.0
-
 
 @dataclass(frozen=True)
 class FrameSource:
@@ -98,11 +95,3 @@ def frame_source(kind: str, root: Path, video_id: str) -> FrameSource:
             return FrameSource(path, "video", 0)
         raise DatasetError(f"{path} not found")
     raise DatasetError(f"unknown dataset kind {kind!r}")
-
-
-def encode_range(kind: str, start_frame: int, stop_frame: int, fps: float) -> tuple[int, int]:
-    """The frames to draw from: Ego4D keeps the central 4 s of the action clip."""
-    if kind == "ego4d":
-        mid, half = (start_frame + stop_frame) / 2, EGO4D_WINDOW_S * fps / 2
-        return max(start_frame, int(round(mid - half))), min(stop_frame, int(round(mid + half)) - 1)
-    return start_frame, stop_frame

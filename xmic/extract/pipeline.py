@@ -33,10 +33,10 @@ from xmic.config import XmicError, config_to_dict
 from xmic.extract.clip_embed import class_text
 from xmic.extract.config import ExtractConfig
 from xmic.cache.datasets import read_dataset
-from xmic.extract.media import check_media_ids, encode_range, frame_source
+from xmic.extract.media import check_media_ids, frame_source
 from xmic.extract.detections import BoxSource, view_tensors
 from xmic.extract.readers import read_frames
-from xmic.extract.sampling import frames_to_encode
+from xmic.cache.sampling import frames_to_store, rule_of, sampling_fingerprint
 
 
 VIEWS = ("full_frame", "hand_crop")
@@ -97,8 +97,8 @@ class SegmentFrames(Dataset):
             src = frame_source(self.kind, Path(self.root), r["video_id"])
             if self.kind == "egtea":  # trimmed clips start at the action
                 src = dataclasses.replace(src, first_frame=r["start_frame"])
-            lo, hi = encode_range(self.kind, r["start_frame"], r["stop_frame"], r["fps"])
-            frames = frames_to_encode(lo, hi, c.sampling, c.per_bin, c.bins)
+            frames = frames_to_store(rule_of(self.kind), r["start_frame"], r["stop_frame"],
+                                     c.sampling, c.per_bin, c.bins)
             images = read_frames(src, frames)
             views = r.get("views", self.views)  # a shard may need only some views
             if "hand_crop" in views and self._boxes is None:
@@ -115,8 +115,7 @@ class SegmentFrames(Dataset):
 
 def view_fingerprints(enc, cfg: ExtractConfig, meta: dict, split: str) -> dict:
     info = meta["splits"][split]
-    sampling = {"policy": cfg.sampling, "per_bin": cfg.per_bin, "bins": cfg.bins,
-                "window": "central 4 s" if info["dataset"] == "ego4d" else "segment"}
+    sampling = sampling_fingerprint(info["dataset"], cfg.sampling, cfg.per_bin, cfg.bins)
     crop = F.hand_crop_rule(cfg.hand_score, cfg.object_score, cfg.min_box_px)
     out = {}
     for v in info["views"]:

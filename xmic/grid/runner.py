@@ -44,13 +44,13 @@ class BankMemo:
         self._banks: dict = {}
         self.seconds, self.hits = 0.0, 0
 
-    def __call__(self, cache: Cache, split, views, label, classes, device):
-        key = (str(cache.root), split, tuple(views), label, classes, str(device))
+    def __call__(self, cache: Cache, split, views, label, classes, device, frames=16):
+        key = (str(cache.root), split, tuple(views), label, classes, str(device), frames)
         if key in self._banks:
             self.hits += 1
         else:
             t = time.time()
-            self._banks[key] = load_bank(cache, split, views, label, classes, device)
+            self._banks[key] = load_bank(cache, split, views, label, classes, device, frames)
             self.seconds += time.time() - t
         return self._banks[key]
 

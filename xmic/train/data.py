@@ -1,10 +1,11 @@
-"""Cached features in memory and the vectorised frame sampling of SPEC §2.
+"""Cached features in memory and the vectorised frame sampling of the released loaders.
 
-Inputs: a ``Cache``, a split, the views a method reads, the label (noun | verb) and the class
-count. Output: ``FeatureBank``: per view the frames [N_v, D_v] as one tensor on the device with
-per-segment ``starts`` / ``counts`` [S], plus labels [S] and segment/video ids. ``batch`` draws
-T positions per segment (a random frame in each of T equal bins for training, bin centres for
-evaluation) and gathers [B, T, D] with one index operation per view, no per-segment loop.
+Inputs: a ``Cache``, a split, the views a method reads, the label (noun | verb), the class
+count and T. Output: ``FeatureBank``: per view the frames [N_v, D_v] as one tensor on the device
+with per-segment ``starts`` / ``counts`` [S], each bin's rows (``layout``: training candidates
+and the evaluation frame, ``xmic.cache.sampling``), plus labels [S] and segment/video ids.
+``batch`` draws T rows per segment (a stored candidate of each bin for training, each bin's
+evaluation frame otherwise) and gathers [B, T, D] with one index operation per view.
 """
 from __future__ import annotations
 
@@ -14,7 +15,11 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+import pyarrow.compute as pc
+
 from xmic.cache import Cache, CacheError, load_split
+from xmic.cache.sampling import (SAMPLING_VERSION, BinLayout, bin_layout, rows_layout,
+                                 rule_of)
 from xmic.cache.writer import nonfinite_rows
 
 
@@ -23,6 +28,9 @@ class FeatureBank:
     features: dict[str, torch.Tensor]  # view -> [N_v, D_v]
     starts: dict[str, torch.Tensor]    # view -> [S] first row of each segment
     counts: dict[str, torch.Tensor]    # view -> [S] frames of each segment
+    # view -> (begin [S, T], count [S, T], eval [S, T]): rows inside each segment holding each
+    # bin's training candidates and its evaluation frame (``cache.sampling.bin_layout``)
+    layout: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
     labels: torch.Tensor               # [S] class ids
     segment_ids: list[str]
     video_ids: list[str]
@@ -35,14 +43,17 @@ class FeatureBank:
         """The segments at ``index`` (features shared, not copied)."""
         t = torch.as_tensor(index, dtype=torch.long, device=self.labels.device)
         return replace(self, starts={v: s[t] for v, s in self.starts.items()},
-                       counts={v: c[t] for v, c in self.counts.items()}, labels=self.labels[t],
+                       counts={v: c[t] for v, c in self.counts.items()},
+                       layout={v: tuple(x[t] for x in lay) for v, lay in self.layout.items()},
+                       labels=self.labels[t],
                        segment_ids=[self.segment_ids[i] for i in index],
                        video_ids=[self.video_ids[i] for i in index])
 
 
 def load_bank(cache: Cache, split: str, views: list[str], label: str, classes: int,
-              device: torch.device | str = "cpu") -> FeatureBank:
-    """Load ``views`` of ``split`` to ``device``; refuse empty splits, bad labels and NaN."""
+              device: torch.device | str = "cpu", frames: int = 16) -> FeatureBank:
+    """Load ``views`` of ``split`` to ``device`` with the layout of ``frames`` bins per segment;
+    refuse empty splits, bad labels, NaN, and caches that lack the released loader's frames."""
     data = load_split(cache, views, split)
     if not data.segment_ids:
         raise CacheError(f"{cache.root}: split {split!r} has no usable segment in views {views} "
@@ -54,7 +65,7 @@ def load_bank(cache: Cache, split: str, views: list[str], label: str, classes: i
         raise CacheError(f"{cache.root}: split {split}: {len(bad)} segment(s) have {label} ids "
                          f"outside the vocabulary's {classes} classes (e.g. {ids}, ids "
                          f"{labels[bad[:5]].tolist()}); use the vocabulary of these annotations")
-    feats, starts, counts = {}, {}, {}
+    feats, starts, counts, layout = {}, {}, {}, {}
     for v, va in data.views.items():
         rows = nonfinite_rows(va.features)
         if rows.any():
@@ -65,8 +76,35 @@ def load_bank(cache: Cache, split: str, views: list[str], label: str, classes: i
         feats[v] = torch.from_numpy(va.features).to(device)
         off = torch.from_numpy(va.offsets).to(device)
         starts[v], counts[v] = off[:-1], off[1:] - off[:-1]
-    return FeatureBank(feats, starts, counts, torch.from_numpy(labels).to(device),
+        lay = view_layout(cache, v, data, va.offsets, frames)
+        layout[v] = tuple(torch.from_numpy(np.ascontiguousarray(x)).to(device)
+                          for x in (lay.begin, lay.count, lay.eval))
+    return FeatureBank(feats, starts, counts, layout, torch.from_numpy(labels).to(device),
                        data.segment_ids, data.segments["video_id"].to_pylist(), data.skipped)
+
+
+def view_layout(cache: Cache, view: str, data, offsets: np.ndarray, frames: int) -> BinLayout:
+    """Where each bin's frames lie among a view's stored rows, by the rule its fingerprint
+    records: extraction (sampling version 2) stores frame numbers of the released ranges;
+    imported X-MIC features hold every frame of the segment, rows numbered from 0 (the
+    dataset's rule over them, as the released loaders index their feature arrays); caches of
+    sampling version 1 are read as before (rows as frames, step (n - 1)/T)."""
+    sampling = cache.view(view)["fingerprint"].get("sampling") or {}
+    counts = np.diff(offsets)
+    if sampling.get("version") == SAMPLING_VERSION:
+        fi = data.segments["frame_indices"]
+        lengths = pc.list_value_length(fi).to_numpy(zero_copy_only=False)
+        if not np.array_equal(lengths, counts):
+            raise CacheError(f"{cache.root}: view {view} stores other frames than the index "
+                             "records for its segments; it was extracted with other sampling "
+                             "settings than the cache's other views: extract it with the same")
+        flat = pc.list_flatten(fi).to_numpy(zero_copy_only=False).astype(np.int64)
+        seg = data.segments
+        return bin_layout(sampling["rule"], seg["start_frame"].to_numpy(zero_copy_only=False),
+                          seg["stop_frame"].to_numpy(zero_copy_only=False), flat, offsets,
+                          frames, f"{cache.root}: view {view}", data.segment_ids)
+    rule = rule_of(cache.dataset) if sampling.get("source") == "xmic-pickle" else "epic"
+    return rows_layout(rule, counts, frames)
 
 
 def heldout_split(video_ids: list[str], fraction: float) -> tuple[np.ndarray, np.ndarray]:
@@ -82,26 +120,19 @@ def heldout_split(video_ids: list[str], fraction: float) -> tuple[np.ndarray, np
     return np.flatnonzero(~mask), np.flatnonzero(mask)
 
 
-def positions(counts: torch.Tensor, frames: int, u: torch.Tensor | None) -> torch.Tensor:
-    """Frame positions [B, T] inside segments of ``counts`` [B] frames (SPEC §2).
-    step = (n − 1)/T; bin i starts at i·step. Training (``u`` [B, T] uniform in [0, 1)):
-    ⌊i·step⌋ + ⌊u·max(1, ⌊step⌋)⌋; evaluation (``u`` None): ⌊i·step + step/2⌋. Clipped to n − 1."""
-    n = counts.to(torch.float64)[:, None]                                # [B, 1]
-    step = (n - 1) / frames
-    i = torch.arange(frames, device=counts.device, dtype=torch.float64)[None]  # [1, T]
+def rows(layout, seg: torch.Tensor, u: torch.Tensor | None) -> torch.Tensor:
+    """Rows [B, T] inside segments ``seg`` [B]: each bin's evaluation frame (``u`` None), or a
+    training candidate drawn uniformly among the bin's stored ones (``u`` [B, T] in [0, 1))."""
+    begin, count, ev = layout
     if u is None:
-        pos = torch.floor(i * step + step / 2)
-    else:
-        width = torch.clamp(torch.floor(step), min=1.0)
-        pos = torch.floor(i * step) + torch.floor(u.to(torch.float64) * width)
-    return torch.minimum(pos, n - 1).clamp(min=0).to(torch.long)
+        return ev[seg]
+    pick = torch.floor(u.to(torch.float64) * count[seg]).to(torch.long)
+    return begin[seg] + torch.minimum(pick, count[seg] - 1)
 
 
-def gather(bank: FeatureBank, view: str, seg: torch.Tensor, u: torch.Tensor | None,
-           frames: int) -> torch.Tensor:
+def gather(bank: FeatureBank, view: str, seg: torch.Tensor, u: torch.Tensor | None) -> torch.Tensor:
     """[B, T, D] frames of view for segments ``seg`` [B]."""
-    pos = positions(bank.counts[view][seg], frames, u)
-    return bank.features[view][bank.starts[view][seg][:, None] + pos]
+    return bank.features[view][bank.starts[view][seg][:, None] + rows(bank.layout[view], seg, u)]
 
 
 def batch(bank: FeatureBank, seg: torch.Tensor, classified: str, conditioning: list[str] | None,
@@ -109,7 +140,7 @@ def batch(bank: FeatureBank, seg: torch.Tensor, classified: str, conditioning: l
     """(f [B, T, D], x [B, T, V, D'] or None, labels [B]). Every view shares the same draws."""
     u = (torch.rand((len(seg), frames), generator=generator, device=seg.device)
          if train else None)
-    f = gather(bank, classified, seg, u, frames)
-    x = (torch.stack([gather(bank, v, seg, u, frames) for v in conditioning], dim=2)
+    f = gather(bank, classified, seg, u)
+    x = (torch.stack([gather(bank, v, seg, u) for v in conditioning], dim=2)
          if conditioning else None)
     return f, x, bank.labels[seg]

@@ -3,7 +3,7 @@
 Inputs: a device name; a model with a ``FeatureBank`` and class embeddings w [C, D]; or a run
 folder (``checkpoint.pt``) and per view one clip's frame embeddings [n, D]. Outputs: a
 ``torch.device``; logits [S, C] at the 16 bin centres (SPEC §2); top-1 and loss of a bank;
-scores [C] of a clip (the same bin-centre path evaluation takes).
+scores [C] of a clip (each bin's evaluation frame, the path evaluation takes).
 """
 from __future__ import annotations
 
@@ -18,7 +18,9 @@ from xmic.train.build import build_model, load_tower
 from xmic.train.checkpoint import (CheckpointError, check_checkpoint, load_checkpoint,
                                    load_model_state)
 from xmic.train.config import TrainConfig
-from xmic.train.data import FeatureBank, batch, positions
+from xmic.cache import CacheError
+from xmic.cache.sampling import bin_layout
+from xmic.train.data import FeatureBank, batch
 
 
 @torch.no_grad()
@@ -64,15 +66,23 @@ def load_run(run: str | Path, tower_loader=None, device="cpu"
 
 
 @torch.no_grad()
-def score_clip(model, cfg: TrainConfig, views: dict[str, np.ndarray], w: np.ndarray) -> np.ndarray:
-    """views: name -> [n, D] frame embeddings; w: [C, D] embeddings (or a prompt method's
-    token ids [C, L], a tensor). Returns scores [C]."""
+def score_clip(model, cfg: TrainConfig, views: dict[str, np.ndarray], w: np.ndarray,
+               frames: list[int], span: tuple[int, int]) -> np.ndarray:
+    """views: name -> [n, D] embeddings of the clip's ``frames`` (sorted frame numbers inside
+    ``span`` = [start, stop)); w: [C, D] embeddings (or a prompt method's token ids [C, L], a
+    tensor). Returns scores [C] at each bin's evaluation frame, as evaluation takes them."""
     missing = [v for v in cfg.views() if v not in views]
     if missing:
         raise XmicError(f"the run reads views {cfg.views()}; missing {missing}")
+    try:
+        lay = bin_layout("epic", np.array([span[0]]), np.array([span[1]]),
+                         np.asarray(frames, np.int64), np.array([0, len(frames)]), cfg.frames,
+                         "the clip", ["clip"])
+    except CacheError as e:
+        raise XmicError(str(e)) from None
+    pos = torch.from_numpy(lay.eval[0])
 
-    def pick(a: np.ndarray) -> torch.Tensor:  # [1, T, D] at the bin centres
-        pos = positions(torch.tensor([len(a)]), cfg.frames, None)[0]
+    def pick(a: np.ndarray) -> torch.Tensor:  # [1, T, D] at the evaluation frames
         return torch.from_numpy(np.asarray(a, dtype=np.float32))[pos][None]
     w = w if isinstance(w, torch.Tensor) else torch.from_numpy(np.asarray(w, dtype=np.float32))
     f = pick(views[cfg.model.classified_view]).to(w.device)

@@ -109,7 +109,7 @@ def train(cache_path: str | Path, cfg: TrainConfig, out: str | Path, resume: boo
     device = resolve_device(cfg.device)
     classes = len(inputs.vocab.classes)
     views = cfg.views()
-    full = bank_loader(cache, cfg.split, views, cfg.label, classes, device)
+    full = bank_loader(cache, cfg.split, views, cfg.label, classes, device, cfg.frames)
     tr_idx, ho_idx = heldout_split(full.video_ids, cfg.heldout_fraction)
     train_bank, held = full.subset(tr_idx), (full.subset(ho_idx) if len(ho_idx) else None)
     tower = load_tower(tower_loader, cfg, inputs.vocab.fingerprint, inputs.vocab.source, device)
@@ -247,5 +247,6 @@ def _target_bank(cfg: TrainConfig, inputs, views: list[str], device, tower):
     tin = check_inputs(tcache, cfg)
     if cfg.method == "linear" and tin.vocab.classes != inputs.vocab.classes:
         raise XmicError("a linear probe cannot score a target with another vocabulary")
-    return (load_bank(tcache, tsplit, views, cfg.label, len(tin.vocab.classes), device),
+    return (load_bank(tcache, tsplit, views, cfg.label, len(tin.vocab.classes), device,
+                      cfg.frames),
             text_input(cfg, tin.vocab.classes, tin.vocab.embeddings, tower, device))
