@@ -173,8 +173,11 @@ def test_cli_import_train_evaluate_table(two_caches, tmp_path):
     import pyarrow.parquet as pq
     pred = pq.read_table(tmp_path / "run" / "seed-1" / "eval" / "ego4d-val" / "predictions.parquet")
     assert pred.num_rows == 29 and len(pred["top5_classes"][0].as_py()) == 5
-    assert pred["top5_classes"][0].as_py()[0] in json.loads(
-        Path(base / "ego4d" / "vocab" / "noun" / "vocab.json").read_text())["classes"]
+    vocab = json.loads(Path(base / "ego4d" / "vocab" / "noun" / "vocab.json").read_text())
+    assert pred["top5_classes"][0].as_py()[0] in vocab["names"]  # shown as prompted
+    assert "spoon" in vocab["names"] and "spoon_(spoon,_spoonful)" in vocab["classes"]
+    assert pred["true_key"][0].as_py() in vocab["classes"]
+    assert not any("(" in n for row in pred["top5_classes"].to_pylist() for n in row)
     cp = run_xmic("evaluate", "table", tmp_path / "run", "--format", "md")
     assert "| xmic | epic | 2 |" in cp.stdout and "noun HM in/ego4d" in cp.stdout
     assert cp.stdout.count("±") >= 5

@@ -65,12 +65,14 @@ def test_parameter_counts_at_clip_widths():
 
 def test_known_prompt_reproduces_the_frozen_towers_class_embeddings(tower):
     """Context = the embeddings of "a photo of a" (M = 4) and a meta-net whose output is zero:
-    both give exactly the tower's embeddings of "a photo of a {name}."."""
+    both give exactly the tower's embeddings of "a photo of a {name}" (no trailing ".", as the
+    released trainers prompt)."""
     names = NOUNS[:5]
     init = phrase_embedding(tower, "a photo of a")
     assert init.shape == (4, tower.width)
     ids = prompt_token_ids(tower, names, 4)
-    want = F.normalize(tower.encode_texts([f"a photo of a {n}." for n in names]), dim=-1)
+    want = F.normalize(tower.encode_texts([f"a photo of a {n}" for n in names]), dim=-1)
+    assert int(tower.end_positions(ids)[0]) == 1 + 4 + len(tower.tokenize([names[0]])[0].nonzero()) - 2
     coop = CoOp(tower, tower.width, context=4, init=init)
     assert torch.allclose(coop.class_embeddings(ids), want, atol=1e-5)
     cocoop = CoCoOp(tower, tower.dim, tower.width, context=4, init=init)

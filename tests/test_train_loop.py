@@ -99,9 +99,26 @@ def test_heldout_selection_and_target_option(random_cache, tmp_path):
     assert s["selected_on"].startswith("target test data")
     rows = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     assert all("target_top1" in r and "heldout_top1" in r for r in rows)
-    best = max(rows, key=lambda r: r["target_top1"])
+    best = max(rows, key=lambda r: (r["target_top1"], -r["target_loss"], r["epoch"]))
     assert [r["epoch"] for r in rows if r["selected"]][-1] == best["epoch"]
+    assert all(r["selected_because"] for r in rows)
     assert (tmp_path / "r" / "train_curve.png").stat().st_size > 1000
+
+
+def test_selection_ties_go_to_the_lower_loss_then_the_later_epoch():
+    from xmic.train.loop import select_epoch
+    best, rows = None, [(50.0, 2.0), (50.0, 1.5), (50.0, 1.5), (40.0, 0.1), (50.0, 1.7)]
+    picked = []
+    for epoch, (top1, loss) in enumerate(rows, start=1):
+        best, selected, why = select_epoch({"heldout_top1": top1, "heldout_loss": loss}, best, epoch)
+        picked.append(selected)
+        assert why
+    assert picked == [True, True, True, False, False] and best["epoch"] == 3
+    _, _, why = select_epoch({"heldout_top1": 50.0, "heldout_loss": 1.5}, best, 6)
+    assert "tie epoch 3: the later epoch" in why
+    _, _, why = select_epoch({"heldout_top1": 50.0, "heldout_loss": 1.0}, best, 7)
+    assert "loss 1 < 1.5" in why
+    assert select_epoch({}, None, 4)[2] == "last epoch (no selection set)"
 
 
 def test_bad_inputs_refused_before_training(tmp_path):

@@ -2,7 +2,8 @@
 
 Inputs: a ``Cache``, a name (``noun``, ``verb``, ...), class names, an embedding array [C, D]
 (or files: a class list and a ``.npy`` / torch file loaded with ``weights_only=True``), the prompt
-and a fingerprint. Output: ``vocab/NAME/{vocab.json, embeddings.npy}`` committed atomically, and
+and a fingerprint. Output: ``vocab/NAME/{vocab.json, embeddings.npy}`` committed atomically
+(``vocab.json`` also holds each class's prompt name and full prompt text), and
 ``Vocab`` when loaded (the checksum is checked on every load).
 """
 from __future__ import annotations
@@ -19,20 +20,41 @@ from xmic.cache.atomic_files import (commit_dir, make_dirs, remove_tree, rename,
                                      write_json_atomic, write_new)
 from xmic.cache.paths import CacheError, read_json, vocab_dir
 from xmic.cache.cache_folder import Cache
+from xmic.cache.datasets.common import normalize_name
+from xmic.cache.datasets.names import duplicate_prompts, prompt_names
 
 
 @dataclass
 class Vocab:
     name: str
-    classes: list[str]
+    classes: list[str]      # raw class keys, in id order (as the annotations name them)
     embeddings: np.ndarray  # [C, D] float32
     prompt: str
     fingerprint: dict
     source: dict = field(default_factory=dict)  # where names and (extracted) model came from
+    names: list[str] = field(default_factory=list)  # what goes into the prompt, shown to users
+
+    def __post_init__(self):
+        if not self.names:
+            self.names = [normalize_name(c) for c in self.classes]  # vocabularies made before
 
     @property
     def dim(self) -> int:
         return int(self.embeddings.shape[1])
+
+    @property
+    def prompts(self) -> list[str]:
+        return [self.prompt.format(n) for n in self.names]
+
+
+def check_prompts(name: str, classes: list[str], names: list[str], prompt: str) -> None:
+    """Two classes whose prompt texts are equal get equal embeddings: never told apart."""
+    dup = duplicate_prompts(classes, [prompt.format(n) for n in names])
+    if dup:
+        a, b, text = dup[0]
+        raise CacheError(f"vocabulary {name}: classes {a!r} and {b!r} both become the prompt "
+                         f"{text!r} ({len(dup)} such pair(s)); they could never be told apart: "
+                         "give them distinct names")
 
 
 def check_embeddings(emb, n_classes: int, where: str) -> np.ndarray:
@@ -53,11 +75,18 @@ def check_embeddings(emb, n_classes: int, where: str) -> np.ndarray:
 
 
 def add_vocab(cache: Cache, name: str, classes: list[str], embeddings, prompt: str,
-              fingerprint: dict, replace: bool = False, source: dict | None = None) -> Vocab:
+              fingerprint: dict, replace: bool = False, source: dict | None = None,
+              names: list[str] | None = None) -> Vocab:
+    """Write a vocabulary; ``names`` (the prompt text of each class) default to the cache's
+    dataset rule (``datasets.prompt_names``). Two classes with one prompt text are refused."""
     emb = check_embeddings(embeddings, len(classes), f"vocabulary {name}")
     if len(set(classes)) != len(classes):
         dup = sorted({c for c in classes if classes.count(c) > 1})[:5]
         raise CacheError(f"vocabulary {name}: duplicate class names {dup}")
+    names = list(names) if names is not None else prompt_names(cache.dataset, classes)
+    if len(names) != len(classes):
+        raise CacheError(f"vocabulary {name}: {len(names)} prompt names for {len(classes)} classes")
+    check_prompts(name, classes, names, prompt)
     final = vocab_dir(cache.root, name)
     if final.exists() and not replace:
         raise CacheError(f"{cache.root}: vocabulary {name!r} exists; pass --replace to overwrite it")
@@ -70,7 +99,8 @@ def add_vocab(cache: Cache, name: str, classes: list[str], embeddings, prompt: s
         np.save(buf, emb, allow_pickle=False)
         write_new(tmp / "embeddings.npy", buf.getbuffer(), root)
         write_json_atomic(tmp / "vocab.json", {
-            "name": name, "classes": list(classes), "prompt": prompt, "dim": int(emb.shape[1]),
+            "name": name, "classes": list(classes), "names": names,
+            "prompts": [prompt.format(n) for n in names], "prompt": prompt, "dim": int(emb.shape[1]),
             "dtype": "float32", "checksum": array_checksum(emb), "fingerprint": fingerprint,
             "fingerprint_id": fpmod.fingerprint_id(fingerprint), "source": source or {}}, root)
         if final.exists():
@@ -81,7 +111,7 @@ def add_vocab(cache: Cache, name: str, classes: list[str], embeddings, prompt: s
             raise CacheError(f"vocabulary {name!r} was written by another process meanwhile")
     finally:
         remove_tree(tmp, root)
-    return Vocab(name, list(classes), emb, prompt, fingerprint, dict(source or {}))
+    return Vocab(name, list(classes), emb, prompt, fingerprint, dict(source or {}), names)
 
 
 def vocab_names(cache: Cache) -> list[str]:
@@ -103,7 +133,7 @@ def load_vocab(cache: Cache, name: str) -> Vocab:
         raise CacheError(f"{d / 'embeddings.npy'}: checksum differs from vocab.json; the file is "
                          "damaged, re-run import-text or extraction")
     return Vocab(name, meta["classes"], emb, meta.get("prompt", ""), meta.get("fingerprint", {}),
-                 meta.get("source") or {})
+                 meta.get("source") or {}, list(meta.get("names") or []))
 
 
 def read_embeddings_file(path: Path, key: str | None = None) -> np.ndarray:

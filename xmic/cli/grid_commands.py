@@ -40,7 +40,7 @@ def _caches(specs) -> dict:
               help="Training override for every run, e.g. epochs=5.")
 def grid_plan(grid_dir, recipe, caches, class_splits, seeds, sets):
     """Plan a grid (one row per run) and check it against the caches; nothing runs."""
-    from xmic.grid.plan import evaluations, plan_grid
+    from xmic.grid.plan import evaluations, plan_grid, warmup_warnings
     from xmic.grid.recipe import load_recipe
     try:
         seed_list = [int(s) for s in seeds.split(",")] if seeds else None
@@ -56,6 +56,8 @@ def grid_plan(grid_dir, recipe, caches, class_splits, seeds, sets):
                f"{list(r.seeds)})")
     for note in g.get("skipped", []):
         click.echo(f"not planned: {note}")
+    for warning in warmup_warnings(g):
+        click.echo(f"WARNING: {warning}")
 
 
 @grid.command("run")

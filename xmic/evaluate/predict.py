@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from xmic.cache import Cache
-from xmic.cache.vocab import load_vocab
+from xmic.cache import Cache, CacheError
+from xmic.cache.datasets import normalize_name
+from xmic.cache.vocab import check_prompts, load_vocab
 from xmic.config import XmicError
 from xmic.extract import clip_embed
 from xmic.extract.text_tower import load_text_tower
@@ -38,15 +39,20 @@ def predict_clip(clip: Path, run_dir: Path, classes: str | None = None, vocab: s
     if bool(classes) == bool(vocab):
         raise XmicError('give exactly one of --classes "a,b,c" or --vocab CACHE:NAME')
     if classes:
-        names = [c.strip() for c in classes.split(",") if c.strip()]
-        if not names:
+        raw = [c.strip() for c in classes.split(",") if c.strip()]
+        if not raw:
             raise XmicError("--classes holds no class name")
+        names = [normalize_name(c) for c in raw]  # "chopping_board" -> "chopping board"
+        try:
+            check_prompts("--classes", raw, names, "{}")
+        except CacheError as e:
+            raise XmicError(str(e)) from None
         w = (None if cfg.method in PROMPT_METHODS else
              clip_embed.class_text(enc, names, ck["fingerprints"]["vocab"].get("prompt", "{}")))
     else:
         cache_dir, _, name = vocab.rpartition(":")
         v = load_vocab(Cache.open(cache_dir), name)
-        names, w = v.classes, v.embeddings
+        names, w = v.names, v.embeddings
     w = text_input(cfg, names, w, getattr(net, "tower", None), device)  # [C, D] (or ids [C, L])
     s = fp.get("sampling", {})
     crop = (ck["fingerprints"]["views"].get("hand_crop") or {}).get("crop") or {}

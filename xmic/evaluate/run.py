@@ -29,7 +29,7 @@ from xmic.evaluate.plots import plot_all
 from xmic.extract.text_tower import load_text_tower
 from xmic.train.build import check_inputs, model_dims, text_input
 from xmic.train.checkpoint import evaluation_dir
-from xmic.train.data import load_bank
+from xmic.train.data import load_bank, sampling_notes
 from xmic.train.inference import load_run, predict_logits
 
 FEATURE_KEYS = ("model", "precision", "preprocess", "crop")  # sampling may differ per dataset
@@ -80,7 +80,8 @@ def evaluate_run(run: str | Path, cache_path: str | Path, split: str,
     bank = bank_loader(cache, split, cfg.views(), cfg.label, len(target_classes), dev,
                        cfg.frames)
     # the target's own class names: embeddings, or (prompt methods) their prompts' token ids
-    w = text_input(cfg, target_classes, inputs.vocab.embeddings, getattr(model, "tower", None), dev)
+    w = text_input(cfg, inputs.vocab.names, inputs.vocab.embeddings, getattr(model, "tower", None),
+                   dev)
     scores = predict_logits(model, bank, w, cfg).cpu().numpy()                # [S, C]
     labels = bank.labels.cpu().numpy()
     if class_splits and cache.dataset != source:
@@ -94,7 +95,7 @@ def evaluate_run(run: str | Path, cache_path: str | Path, split: str,
                    run=str(run.resolve()), cache=str(cache.root), vocabulary=cfg.vocab_name(),
                    selected_epoch=ck["epoch"], selected_on=ck.get("selected_on"),
                    class_splits=str(class_splits) if class_splits else "derived (exact names)",
-                   skipped=bank.skipped)
+                   skipped=bank.skipped, notes=sampling_notes(cache, cfg.views()))
     if run in out.parents:  # inside the run: no link planted on the way
         root = run
         make_dirs(out, root)
@@ -105,17 +106,19 @@ def evaluate_run(run: str | Path, cache_path: str | Path, split: str,
     k = min(5, scores.shape[1])
     top = ranked(scores, k)
     probs = torch.softmax(torch.from_numpy(scores), 1).numpy()
-    names = np.array(target_classes, dtype=object)
+    names = np.array(inputs.vocab.names, dtype=object)  # as prompted, not the raw keys
+    keys = np.array(target_classes, dtype=object)
     sink = pa.BufferOutputStream()
     pq.write_table(pa.table({
         "segment_id": bank.segment_ids, "true_id": labels, "true_class": names[labels].tolist(),
+        "true_key": keys[labels].tolist(),
         "top5_ids": top.tolist(), "top5_classes": names[top].tolist(),
         "top5_scores": np.take_along_axis(scores, top, 1).tolist(),
         "top5_probs": np.take_along_axis(probs, top, 1).tolist()}), sink)
     write_bytes_atomic(out / "predictions.parquet", memoryview(sink.getvalue()), root)
     if plots:
         crit = "exact" if "exact" in shared else next(iter(shared))
-        for name, png in plot_all(scores, probs, labels, target_classes, np.asarray(shared[crit]),
+        for name, png in plot_all(scores, probs, labels, inputs.vocab.names, np.asarray(shared[crit]),
                                   crit, f"{cfg.method} ({source} → {cache.dataset} {split}, "
                                   f"{cfg.label})").items():
             write_bytes_atomic(out / name, png, root)

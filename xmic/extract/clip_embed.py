@@ -108,9 +108,9 @@ def encoder_for_run(ck: dict, view: str, model: str | None, weights: str | None,
 
 
 def class_text(enc, names: list[str], prompt: str) -> np.ndarray:
-    """[C, D] text embeddings of class names, SPEC-normalised, in the run's prompt."""
-    from xmic.cache.datasets import normalize_name
+    """[C, D] text embeddings of class names (already in prompt form, ``prompt_names``), each
+    in ``prompt``."""
     if enc.tokenizer is None:
         raise XmicError(f"{enc.identity['name']} has no text tower; encode class names with the "
                         "open_clip model that makes the classified stream")
-    return enc.encode_texts([prompt.format(normalize_name(n)) for n in names]).numpy()
+    return enc.encode_texts([prompt.format(n) for n in names]).numpy()

@@ -28,8 +28,9 @@ from xmic.cache import fingerprint as F
 from xmic.cache.index import make_plan
 from xmic.cache.atomic_files import write_json_atomic
 from xmic.cache.paths import PLAN_FILE, CacheError, read_json
-from xmic.cache.vocab import add_vocab
+from xmic.cache.vocab import add_vocab, check_prompts
 from xmic.config import XmicError, config_to_dict
+from xmic.cache.datasets.names import prompt_names
 from xmic.extract.clip_embed import class_text
 from xmic.extract.config import ExtractConfig
 from xmic.cache.datasets import read_dataset
@@ -373,11 +374,14 @@ def extract_text(cache_dir: Path, cfg: ExtractConfig, labels=("noun", "verb"), e
         classes = meta["classes"].get(label)
         if not classes:
             raise XmicError(f"{cache.root}: no {label} classes in the extraction plan")
+        names = prompt_names(cache.dataset, classes)  # the dataset's released naming rule
         for name, template in ((label, cfg.prompt), (f"{label}.photo", cfg.zeroshot_prompt)):
-            emb = class_text(enc, classes, template)  # [C, D]
+            check_prompts(name, classes, names, template)  # before encoding anything
+            emb = class_text(enc, names, template)  # [C, D]
             add_vocab(cache, name, classes, emb, template,
                       F.vocab_fingerprint(enc.identity, enc.precision, template), replace=True,
-                      source={"classes": "extract_plan.json", "names": "SPEC normalised",
-                              **tower_source(cfg.model, cfg.weights)})
+                      source={"classes": "extract_plan.json",
+                              "names": f"{cache.dataset} naming rule",
+                              **tower_source(cfg.model, cfg.weights)}, names=names)
             out[name] = len(classes)
     return {"vocabularies": out, "warnings": list(enc.warnings)}

@@ -19,7 +19,7 @@ from xmic.cache import Cache
 from xmic.cache.atomic_files import write_json_atomic, write_text_atomic
 from xmic.cache.fingerprint import fingerprint_id
 from xmic.cache.paths import CacheError, check_name, read_json
-from xmic.config import ConfigError, XmicError, config_to_dict, load_config
+from xmic.config import ConfigError, XmicError, config_to_dict, from_dict, load_config
 from xmic.grid.recipe import OTHER_VIEWS, Recipe
 from xmic.train.build import check_inputs
 from xmic.train.config import PROMPT_METHODS, TrainConfig
@@ -203,6 +203,18 @@ def _check_plan_names(grid: dict, path: Path) -> None:
         raise GridError(f"{path}: {e}") from None
     except (KeyError, TypeError) as e:
         raise GridError(f"{path}: not an xmic grid plan (malformed run entry: {e!r})") from None
+
+
+def warmup_warnings(grid: dict) -> list[str]:
+    """One line per method whose rows would train only inside the learning-rate warm-up."""
+    from xmic.train.loop import warmup_only
+    out = {}
+    for r in grid["runs"]:
+        if r["trainer"] != "zeroshot" and r["method"] not in out:
+            why = warmup_only(from_dict(TrainConfig, r["config"], "grid.json"))
+            if why:
+                out[r["method"]] = f"method {r['method']}: {why}"
+    return list(out.values())
 
 
 def evaluations(grid: dict) -> int:

@@ -70,6 +70,13 @@ def check_checkpoint(ck, path: Path) -> dict:
     bad = [k for k, v in ck["model"].items() if not isinstance(v, torch.Tensor)]
     if bad:
         raise CheckpointError(f"{path}: model entries {bad[:3]} are not tensors")
+    from xmic.train.config import PROMPT_METHODS
+    from xmic.train.prompt_model import PROMPT_FORMAT
+    method = ck["config"].get("method")
+    if method in PROMPT_METHODS and ck.get("prompt_format") != PROMPT_FORMAT:
+        raise CheckpointError(f"{path}: a {method} run made with the prompt 'X ... X {{name}}.' "
+                              "(a trailing '.'); the released X-MIC trainers build 'X ... X "
+                              "{name}', so its prompt token ids differ: train it again")
     nonfinite = [k for k, v in ck["model"].items()
                  if v.is_floating_point() and not torch.isfinite(v).all()]
     if nonfinite:

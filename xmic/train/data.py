@@ -83,6 +83,20 @@ def load_bank(cache: Cache, split: str, views: list[str], label: str, classes: i
                        data.segment_ids, data.segments["video_id"].to_pylist(), data.skipped)
 
 
+def sampling_notes(cache: Cache, views: list[str]) -> list[str]:
+    """What differs from the released loaders in views of an earlier sampling version."""
+    out = []
+    for v in views:
+        sampling = cache.view(v)["fingerprint"].get("sampling") or {}
+        if sampling.get("version") != SAMPLING_VERSION and sampling.get("source") != "xmic-pickle":
+            out.append(f"view {v} of {cache.root} was extracted with sampling version 1: its "
+                       "segments include their stop frame, Ego4D's window is 4 s of the "
+                       "annotation fps, and frames are drawn over the stored rows with step "
+                       "(n - 1)/T for every dataset, so its frames are not the released loaders'; "
+                       "re-extract it to reproduce the released numbers")
+    return out
+
+
 def view_layout(cache: Cache, view: str, data, offsets: np.ndarray, frames: int) -> BinLayout:
     """Where each bin's frames lie among a view's stored rows, by the rule its fingerprint
     records: extraction (sampling version 2) stores frame numbers of the released ranges;

@@ -28,7 +28,8 @@ from xmic.train.build import build_model, check_inputs, load_tower, model_dims, 
 from xmic.train.checkpoint import (CheckpointError, check_checkpoint, check_resumable,
                                    load_checkpoint, load_model_state, save_checkpoint)
 from xmic.train.config import TrainConfig
-from xmic.train.data import batch, heldout_split, load_bank
+from xmic.train.prompt_model import PROMPT_FORMAT
+from xmic.train.data import batch, heldout_split, load_bank, sampling_notes
 from xmic.train.inference import evaluate_bank
 from xmic.train.plots import plot_curve
 
@@ -113,9 +114,11 @@ def train(cache_path: str | Path, cfg: TrainConfig, out: str | Path, resume: boo
     tr_idx, ho_idx = heldout_split(full.video_ids, cfg.heldout_fraction)
     train_bank, held = full.subset(tr_idx), (full.subset(ho_idx) if len(ho_idx) else None)
     tower = load_tower(tower_loader, cfg, inputs.vocab.fingerprint, inputs.vocab.source, device)
-    w = text_input(cfg, inputs.vocab.classes, inputs.vocab.embeddings, tower, device)  # [C, D|L]
+    w = text_input(cfg, inputs.vocab.names, inputs.vocab.embeddings, tower, device)  # [C, D|L]
     target = (_target_bank(cfg, inputs, views, device, tower) if cfg.select_on_target_test_data
               else None)
+    for note in sampling_notes(cache, views):
+        echo(f"NOTE: {note}")
     echo(f"{cfg.method} on {cache.root} split {cfg.split}: {len(train_bank)} training segments, "
          f"{len(ho_idx)} held out ({cfg.heldout_fraction:.0%} of videos), {classes} classes; "
          f"skipped {sum(full.skipped.values())} segment(s) {full.skipped or ''}; device {device}")
@@ -155,8 +158,11 @@ def train(cache_path: str | Path, cfg: TrainConfig, out: str | Path, resume: boo
     context = {"config": config, "fingerprints": inputs.fingerprints, "method": cfg.method,
                "classes": inputs.vocab.classes, "selected_on": selected_on,
                "source_dataset": cache.dataset, "cache": str(cache.root), "dims": dims,
-               "text_tower": tower.source if tower is not None else None}
+               "text_tower": tower.source if tower is not None else None,
+               **({"prompt_format": PROMPT_FORMAT} if tower is not None else {})}
 
+    if params and warmup_only(cfg):
+        echo(f"WARNING: {warmup_only(cfg)}")
     board = tensorboard_writer(out) if cfg.log_tensorboard else None
     # ---- epochs: train, check, score, select, save -----------------------------------------
     for epoch in range(start_epoch, cfg.epochs + 1) if params else [0]:
@@ -174,11 +180,9 @@ def train(cache_path: str | Path, cfg: TrainConfig, out: str | Path, resume: boo
                     f" (lr {row['lr']:.3g}); nothing of this epoch was saved; lower optim.lr or "
                     "check the features")
         if target is not None:
-            row["target_top1"] = evaluate_bank(model, target[0], target[1], cfg)["top1"]
-        score = row.get("target_top1", row.get("heldout_top1", epoch))
-        row["selected"] = math.isfinite(score) and (best is None or score > best["score"])
-        if row["selected"]:
-            best = {"epoch": epoch, "score": score}
+            tm = evaluate_bank(model, target[0], target[1], cfg)
+            row.update(target_top1=tm["top1"], target_loss=tm["loss"])
+        best, row["selected"], row["selected_because"] = select_epoch(row, best, epoch)
         row["seconds"] = time.time() - t0
         history.append(row)
         state = {"model": model.state_dict(), "epoch": epoch, "history": history, "best": best,
@@ -205,6 +209,45 @@ def train(cache_path: str | Path, cfg: TrainConfig, out: str | Path, resume: boo
     write_bytes_atomic(out / "train_curve.png", png.getbuffer(), out)
     return {"out": str(out), "best": best, "selected_on": selected_on, "epochs": len(history),
             "skipped": full.skipped, "train_segments": len(train_bank), "heldout_segments": len(ho_idx)}
+
+
+def warmup_only(cfg: TrainConfig) -> str:
+    """Why a run would train only inside its learning-rate warm-up ('' when it does not)."""
+    if 0 < cfg.epochs <= cfg.optim.warmup_epochs:
+        return (f"epochs={cfg.epochs} <= optim.warmup_epochs={cfg.optim.warmup_epochs:g}: every "
+                f"epoch trains inside the learning-rate warm-up (from "
+                f"{cfg.optim.warmup_start_lr:g}); raise epochs or lower optim.warmup_epochs")
+    return ""
+
+
+def select_epoch(row: dict, best: dict | None, epoch: int) -> tuple[dict | None, bool, str]:
+    """Model selection: the higher selection top-1 (held-out, or the target's with the released
+    behaviour); a tie goes to the lower loss on that set, then to the later epoch; without a
+    selection set the last epoch. Returns (best, selected, why)."""
+    if "target_top1" in row:
+        score, loss, on = row["target_top1"], row["target_loss"], "target"
+    elif "heldout_top1" in row:
+        score, loss, on = row["heldout_top1"], row["heldout_loss"], "held-out"
+    else:
+        return {"epoch": epoch, "score": epoch, "loss": None}, True, "last epoch (no selection set)"
+    if not math.isfinite(score):
+        return best, False, f"{on} top-1 is not finite"
+    new = {"epoch": epoch, "score": score, "loss": loss}
+    if best is None:
+        return new, True, f"first epoch scored ({on} top-1 {score:.2f})"
+    old_loss = best.get("loss")
+    old_loss = math.inf if old_loss is None else old_loss
+    if score != best["score"]:
+        if score > best["score"]:
+            return new, True, f"{on} top-1 {score:.2f} > {best['score']:.2f} (epoch {best['epoch']})"
+        return best, False, f"{on} top-1 {score:.2f} < {best['score']:.2f} (epoch {best['epoch']})"
+    if loss != old_loss:
+        if loss < old_loss:
+            return new, True, (f"{on} top-1 ties epoch {best['epoch']} ({score:.2f}); {on} loss "
+                               f"{loss:.4g} < {old_loss:.4g}")
+        return best, False, (f"{on} top-1 ties epoch {best['epoch']} ({score:.2f}); {on} loss "
+                             f"{loss:.4g} >= {old_loss:.4g}")
+    return new, True, f"{on} top-1 and loss tie epoch {best['epoch']}: the later epoch"
 
 
 def check_run_folder(out: Path, resume: bool) -> None:
@@ -249,4 +292,4 @@ def _target_bank(cfg: TrainConfig, inputs, views: list[str], device, tower):
         raise XmicError("a linear probe cannot score a target with another vocabulary")
     return (load_bank(tcache, tsplit, views, cfg.label, len(tin.vocab.classes), device,
                       cfg.frames),
-            text_input(cfg, tin.vocab.classes, tin.vocab.embeddings, tower, device))
+            text_input(cfg, tin.vocab.names, tin.vocab.embeddings, tower, device))

@@ -131,10 +131,14 @@ class CoCoOp(_PromptLearner):
 PLACEHOLDER = "X"
 
 
+PROMPT_FORMAT = 2  # "X ... X {name}" (1: with a trailing ".", which the released trainers drop)
+
+
 def prompt_token_ids(tower, names: list[str], context: int) -> torch.Tensor:
-    """[C, L] ids of "X X ... X {name}." (``context`` placeholders after the start token),
-    checked: one token per placeholder, and no name cut off by the context length."""
-    ids = tower.tokenize([" ".join([PLACEHOLDER] * context) + f" {n}." for n in names])
+    """[C, L] ids of "X X ... X {name}" (``context`` placeholders after the start token, no
+    trailing "." as the released X-MIC trainers build it: trainers/temporal_coop.py and
+    temporal_cocoop.py), checked: one token per placeholder, no name cut off by the context."""
+    ids = tower.tokenize([" ".join([PLACEHOLDER] * context) + f" {n}" for n in names])
     if context + 3 > ids.shape[1]:  # start, context, one name token, end
         raise ValueError(f"model.prompt_context={context} leaves no room for a class name in the "
                          f"text tower's context length {ids.shape[1]}")
