@@ -49,7 +49,7 @@ def imported_model(name: str, weights_sha256: str, quick_gelu: bool) -> dict:
 
 
 def imported_view_fingerprint(view: str, model: dict) -> dict:
-    """X-MIC's features were made with CLIP preprocessing, every frame, hand crops per SPEC."""
+    """X-MIC's features were made with CLIP preprocessing, every frame, hand crops by the crop rule."""
     return F.view_fingerprint(model, "unknown (imported)", F.clip_preprocess(),
                               F.hand_crop_rule() if "hand" in view else None,
                               {"policy": "all", "source": "xmic-pickle"})

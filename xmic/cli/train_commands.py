@@ -30,7 +30,7 @@ from xmic.config import XmicError, load_config
               "with the vocabulary); refused unless they made the vocabulary.")
 def train_cmd(cache_dir, split, label, method, out, epochs, seed, seeds, device, config_path,
               sets, resume, model, weights):
-    """Fit the X-MIC adapter or a baseline on cached features (SPEC §3-5).
+    """Fit the X-MIC adapter or a baseline on cached features (docs/method.md §3-5).
 
     Writes OUT/config.yaml, checkpoint.pt (selected epoch), last.pt, metrics.jsonl and
     train_curve.png. Model selection uses held-out source videos unless

@@ -3,7 +3,7 @@
 Inputs: class names as datasets write them (EPIC keys ``board:chopping``, Ego4D
 ``spoon_(spoon,_spoonful)``, X-MIC list lines ``chopping_board``), and optionally X-MIC's released
 split lists ``{target}_{source}_{common|non_common}[_{exact|semantic}]_{noun|verb}.txt``.
-Outputs: normalised names (SPEC §1) and ``{criterion: bool mask [C]}`` marking the target's
+Outputs: normalised names (docs/method.md §1) and ``{criterion: bool mask [C]}`` marking the target's
 shared classes; files without a criterion in their name give the criterion ``default``.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ class ClassSplitError(XmicError):
 
 def raw_key(name: str) -> str:
     """Case and ``_``/space folded, nothing dropped: keeps ``nut (food)`` apart from ``nut (tool)``
-    (SPEC's normalisation merges 4 such pairs of Ego4D v2 nouns)."""
+    (the generic normalisation merges 4 such pairs of Ego4D v2 nouns)."""
     return re.sub(r"[_\s]+", " ", name.strip().lower())
 
 

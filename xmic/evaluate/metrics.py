@@ -1,4 +1,4 @@
-"""Accuracy metrics of SPEC §1 from class scores; numpy only.
+"""Accuracy metrics of docs/method.md §1 from class scores; numpy only.
 
 Inputs: scores [S, C], true labels [S], and per criterion a shared-class mask [C].
 Output: a dict of percentages in [0, 100]: ``top1``, ``top5`` (top-min(5, C)), ``mean_class_acc``

@@ -1,4 +1,4 @@
-"""Hand-object boxes and the hand-crop rule (SPEC §2).
+"""Hand-object boxes and the hand-crop rule (docs/method.md §2).
 
 Inputs, one of: a folder of EPIC-100 detection pickles (``VIDEO.pkl``: a pickled list of
 serialized ``Detections`` protobuf messages, schema in ``hoa_messages``); an X-MIC box pickle

@@ -1,4 +1,4 @@
-"""The frozen text tower that made a vocabulary, for the prompt-learning methods (SPEC §5).
+"""The frozen text tower that made a vocabulary, for the prompt-learning methods (docs/method.md §5).
 
 Inputs: a vocabulary's fingerprint (its ``model``: name, weights sha256, QuickGELU) and source
 record (the ``--model`` and ``--weights`` extraction was given), or ``model``/``weights`` named

@@ -122,7 +122,7 @@ def build_model(cfg: TrainConfig, text_dim: int, cond_dim: int | None, classes: 
 
 
 def text_input(cfg: TrainConfig, classes: list[str], embeddings, tower, device) -> torch.Tensor:
-    """What the model scores classes with: embeddings [C, D] (float32, unnormalised, SPEC §2),
+    """What the model scores classes with: embeddings [C, D] (float32, unnormalised, docs/method.md §2),
     or for the prompt methods the class names' prompt token ids [C, L] for the frozen tower."""
     if cfg.method in PROMPT_METHODS:
         try:

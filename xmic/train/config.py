@@ -1,4 +1,4 @@
-"""The training stage's config (``TrainConfig``), with SPEC §3–5 defaults.
+"""The training stage's config (``TrainConfig``), with docs/method.md §3–5 defaults.
 
 Input: YAML file and ``--set key=value`` overrides (``model.alpha=1``, ``optim.lr=1e-4``).
 Output: a frozen dataclass, written to ``RUN/config.yaml`` and into every checkpoint.
@@ -44,7 +44,7 @@ class ModelConfig:
     clip_adapter_reduction: int = bounded(4, 1, 4096)
     # vocabulary names in the cache; "{label}" becomes noun or verb
     text_vocab: str = "{label}"
-    zeroshot_vocab: str = "{label}.photo"  # prompt "a photo of a {}" (SPEC §5)
+    zeroshot_vocab: str = "{label}.photo"  # prompt "a photo of a {}" (docs/method.md §5)
     # prompt learning (coop, cocoop): M context vectors before the class name, initialised with
     # this phrase's token embeddings in the last positions and N(0, 0.02) before ("" = all random)
     prompt_context: int = bounded(16, 1, MAX_PROMPT_CONTEXT)

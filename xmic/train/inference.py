@@ -2,7 +2,7 @@
 
 Inputs: a device name; a model with a ``FeatureBank`` and class embeddings w [C, D]; or a run
 folder (``checkpoint.pt``) and per view one clip's frame embeddings [n, D]. Outputs: a
-``torch.device``; logits [S, C] at the 16 bin centres (SPEC §2); top-1 and loss of a bank;
+``torch.device``; logits [S, C] at the 16 bin centres (docs/method.md §2); top-1 and loss of a bank;
 scores [C] of a clip (each bin's evaluation frame, the path evaluation takes).
 """
 from __future__ import annotations

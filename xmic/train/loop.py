@@ -4,7 +4,7 @@ Inputs: a cache path, a ``TrainConfig``, an output folder (and ``resume``). Outp
 ``config.yaml``; ``last.pt`` (every epoch: model, optimizer, scheduler, scaler, RNG state, history,
 config, fingerprints) and ``checkpoint.pt`` (the selected epoch); ``metrics.jsonl`` (one row per
 epoch); ``train_curve.png``. Returns a summary dict. AdamW with linear warm-up then constant lr
-(SPEC §4), fp16 autocast + gradient scaling on a GPU, fp32 on the CPU; the sampling generator is
+(docs/method.md §4), fp16 autocast + gradient scaling on a GPU, fp32 on the CPU; the sampling generator is
 seeded, so CPU runs repeat exactly, also across ``resume``. A non-finite loss or weight stops the
 run with ``TrainingDiverged`` (epoch, step and cause) before anything of that epoch is saved.
 Files are written through ``atomic_files`` (never through a link planted in the run folder).

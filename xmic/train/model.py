@@ -1,4 +1,4 @@
-"""The X-MIC adapter (SPEC §3) and the baselines (SPEC §5). Imports nothing but torch.
+"""The X-MIC adapter (docs/method.md §3) and the baselines (docs/method.md §5). Imports nothing but torch.
 
 Every model maps classified frames ``f`` [B, T, D], conditioning frames ``x`` [B, T, V, D']
 (or None) and class text embeddings ``w`` [C, D] to logits [B, C]:

@@ -1,4 +1,4 @@
-"""Prompt learning on cached image features (SPEC §5): CoOp and CoCoOp. Imports nothing but torch.
+"""Prompt learning on cached image features (docs/method.md §5): CoOp and CoCoOp. Imports nothing but torch.
 
 Both map classified frames ``f`` [B, T, D] (``x`` unused) and a vocabulary's prompt token ids
 ``w`` [C, L] to logits [B, C], the interface of ``model.py`` with token ids in place of text

@@ -2,7 +2,7 @@
 
 Inputs: class list files (one name per line, an EPIC class CSV, a taxonomy JSON field) and raw
 names. Outputs: ``Segments`` (column lists in the index's segment schema, one definition:
-``xmic.cache.index.SEGMENT_FIELDS``), class names in id order, SPEC §1 normalised names.
+``xmic.cache.index.SEGMENT_FIELDS``), class names in id order, docs/method.md §1 normalised names.
 Every reader raises ``DatasetError`` naming the file and the row or key.
 """
 from __future__ import annotations
