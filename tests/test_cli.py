@@ -97,3 +97,20 @@ def test_convert_cli(small_cache, tmp_path):
     cp = run_xmic("cache", "convert", small_cache.root, tmp_path / "h5", "--to", "hdf5")
     assert "verify ok" in cp.stdout
     assert Cache.open(tmp_path / "h5").backend == "hdf5"
+
+
+def test_predict_on_a_frame_folder_with_a_decompression_bomb_is_one_line(demo_out, tmp_path):
+    import shutil
+
+    from test_extract import declare_jpeg_size
+    out, _ = demo_out
+    src = next((out / "world" / "epic" / "P01" / "rgb_frames").iterdir())
+    clip = tmp_path / "clip"
+    shutil.copytree(src, clip)
+    for frame in clip.iterdir():  # every frame, whichever the sampling reads first
+        frame.write_bytes(declare_jpeg_size(frame.read_bytes(), 65500, 65500))
+    cp = run_xmic("predict", clip, "--run", out / "runs" / "xmic", "--classes", "knife,door",
+                  check=False)
+    assert cp.returncode == 2 and "Traceback" not in cp.stderr, cp.stderr
+    lines = cp.stderr.strip().splitlines()
+    assert len(lines) == 1 and "is not decoded" in lines[0] and "decompression bomb" in lines[0]
