@@ -34,10 +34,12 @@ from xmic.extract.text_tower import TextTower, build_text_tower
 from xmic.train.build import build_model, text_input
 from xmic.train.config import TrainConfig
 from xmic.train.loop import train_step
+from xmic.train.methods import METHODS as ALL_METHODS, tower_methods
 from xmic.train.model import trainable_parameters
 
 TINY = Path(__file__).resolve().parents[1] / "xmic" / "extract" / "configs" / "xmic-tiny-quickgelu.json"
-METHODS = ("zeroshot", "linear", "clip-adapter", "xmic", "coop", "cocoop")
+METHODS = tuple(ALL_METHODS)  # the method table's order
+PER_VIDEO = [m for m in METHODS if ALL_METHODS[m].text_per_video]  # at their own batch sizes
 FRAMES, VIEWS = 16, 2
 
 
@@ -144,7 +146,7 @@ def bench_tower(name: str, device, classes: int, batches: list[int], cocoop_batc
             torch.cuda.empty_cache()
     for b in sorted(set(batches) | ({fitted} if fitted else set())):
         for m in METHODS:
-            if m == "cocoop":
+            if m in PER_VIDEO:
                 continue
             rows.append(measure(m, b, tower, w_emb, names, device, steps, min_seconds))
             echo(json.dumps(rows[-1]))
@@ -152,7 +154,7 @@ def bench_tower(name: str, device, classes: int, batches: list[int], cocoop_batc
     by = {(r["method"], r["batch"]): r for r in rows}
     for b in sorted({r["batch"] for r in rows}):
         base = by.get(("xmic", b))
-        for m in ("coop", "cocoop"):
+        for m in tower_methods():
             r = by.get((m, b))
             if base and r:
                 ratios[f"{m}/xmic@{b}"] = {"step_time": round(r["step_s"] / base["step_s"], 1),

@@ -10,6 +10,8 @@ import json
 import sys
 from pathlib import Path
 
+from xmic.train.methods import METHODS
+
 
 def load(folder: Path, name: str):
     p = folder / name
@@ -103,7 +105,7 @@ def methods_table(t: dict) -> list[str]:
     return out
 
 
-METHOD_ORDER = ["zeroshot", "linear", "clip-adapter", "xmic", "coop", "cocoop"]
+METHOD_ORDER = list(METHODS)  # the method table's order
 
 
 def methods_section(m: dict) -> list[str]:

@@ -9,13 +9,14 @@ import click
 
 from xmic.cli.base import XmicGroup
 from xmic.config import XmicError, load_config
+from xmic.train.methods import METHODS
 
 @click.command("train")
 @click.option("--cache", "cache_dir", type=click.Path(path_type=Path), required=True)
 @click.option("--split", default=None, help="Training split (default: train).")
 @click.option("--label", type=click.Choice(["noun", "verb"]), default=None)
-@click.option("--method", type=click.Choice(["xmic", "zeroshot", "linear", "clip-adapter", "coop",
-                                           "cocoop"]), default=None)
+@click.option("--method", type=click.Choice(list(METHODS)), default=None,
+              help="Training method (default: xmic).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Run folder.")
 @click.option("--epochs", type=int, default=None)
 @click.option("--seed", type=int, default=None)
@@ -37,7 +38,7 @@ def train_cmd(cache_dir, split, label, method, out, epochs, seed, seeds, device,
     --set select_on_target_test_data=CACHE:SPLIT asks for the released (test-set) behaviour.
     """
     from xmic.extract.text_tower import load_text_tower
-    from xmic.train.config import PROMPT_METHODS, TrainConfig
+    from xmic.train.config import TrainConfig
     from xmic.train.loop import train
     tower_loader = functools.partial(load_text_tower, model=model, weights=weights)
     given = {"split": split, "label": label, "method": method, "epochs": epochs, "seed": seed,
@@ -47,7 +48,7 @@ def train_cmd(cache_dir, split, label, method, out, epochs, seed, seeds, device,
     for s in seed_list:
         extra = [f"seed={s}"] if s is not None else []
         cfg = load_config(TrainConfig, config_path, overrides + extra)
-        if (model or weights) and cfg.method not in PROMPT_METHODS:
+        if (model or weights) and not cfg.record.tower:
             raise XmicError(f"--model/--weights name the text tower of coop/cocoop; method "
                             f"{cfg.method} reads the cache's embeddings only")
         run_dir = out / f"seed-{s}" if s is not None else out

@@ -21,7 +21,6 @@ from xmic.config import XmicError
 from xmic.extract import clip_embed
 from xmic.extract.text_tower import load_text_tower
 from xmic.train.build import text_input
-from xmic.train.config import PROMPT_METHODS
 from xmic.train.inference import load_run, score_clip
 
 
@@ -47,7 +46,7 @@ def predict_clip(clip: Path, run_dir: Path, classes: str | None = None, vocab: s
             check_prompts("--classes", raw, names, "{}")
         except CacheError as e:
             raise XmicError(str(e)) from None
-        w = (None if cfg.method in PROMPT_METHODS else
+        w = (None if cfg.record.text == "prompt_ids" else
              clip_embed.class_text(enc, names, ck["fingerprints"]["vocab"].get("prompt", "{}")))
     else:
         cache_dir, _, name = vocab.rpartition(":")

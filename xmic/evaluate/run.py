@@ -70,9 +70,10 @@ def evaluate_run(run: str | Path, cache_path: str | Path, split: str,
     check_fingerprints(ck["fingerprints"], inputs.fingerprints, cfg.views(), run, cache.root)
     target_classes = inputs.vocab.classes
     source_classes, source = ck["classes"], ck.get("source_dataset", "unknown")
-    if cfg.method == "linear" and target_classes != source_classes:
-        raise RunMismatch(f"run {run} is a linear probe over its {len(source_classes)} training "
-                         f"classes; it cannot score vocabulary {cfg.vocab_name()!r} of {cache.root}")
+    if not cfg.record.open_vocabulary and target_classes != source_classes:
+        raise RunMismatch(f"run {run} ({cfg.method}) scores only its {len(source_classes)} "
+                         f"training classes; it cannot score vocabulary {cfg.vocab_name()!r} of "
+                         f"{cache.root}")
     dims = model_dims(cfg, inputs)
     if dims != ck["dims"]:
         raise RunMismatch(f"run {run} was built for widths {ck['dims']}, cache {cache.root} "

@@ -22,7 +22,8 @@ from xmic.cache.paths import CacheError, check_name, read_json
 from xmic.config import ConfigError, XmicError, config_to_dict, from_dict, load_config
 from xmic.grid.recipe import OTHER_VIEWS, Recipe
 from xmic.train.build import check_inputs
-from xmic.train.config import PROMPT_METHODS, TrainConfig
+from xmic.train.config import TrainConfig
+from xmic.train.methods import METHODS
 
 GRID_FILE = "grid.json"
 RUNS = "runs"
@@ -114,7 +115,7 @@ def expand(recipe: Recipe, tower_check=None) -> tuple[list[dict], list[str]]:
                 except ConfigError as e:
                     raise GridError(f"method {name!r}: {e}") from None
                 inputs = check_inputs(cache_of(source), base)  # views, vocabulary of the source
-                problem = tower_problem(inputs.vocab) if trainer in PROMPT_METHODS else None
+                problem = tower_problem(inputs.vocab) if METHODS[trainer].tower else None
                 if problem and name in recipe.optional_methods:
                     skipped.append(f"{source}-{label}-{name}: {problem}")
                     continue
@@ -122,8 +123,8 @@ def expand(recipe: Recipe, tower_check=None) -> tuple[list[dict], list[str]]:
                     raise GridError(f"method {name!r} on {recipe.caches[source]}: {problem}")
                 targets = []
                 for ds, tsplit in recipe.targets.items():
-                    if trainer == "linear" and ds != source:
-                        continue  # a probe has no classifier for another vocabulary
+                    if not METHODS[trainer].open_vocabulary and ds != source:
+                        continue  # e.g. a probe: no classifier for another vocabulary
                     check_inputs(cache_of(ds), base)
                     targets.append({"dataset": ds, "cache": str(cache_of(ds).root),
                                     "split": tsplit})
@@ -210,7 +211,7 @@ def warmup_warnings(grid: dict) -> list[str]:
     from xmic.train.loop import warmup_only
     out = {}
     for r in grid["runs"]:
-        if r["trainer"] != "zeroshot" and r["method"] not in out:
+        if METHODS[r["trainer"]].trains and r["method"] not in out:
             why = warmup_only(from_dict(TrainConfig, r["config"], "grid.json"))
             if why:
                 out[r["method"]] = f"method {r['method']}: {why}"

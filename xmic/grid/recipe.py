@@ -28,17 +28,16 @@ from pathlib import Path
 
 from xmic.cache.paths import CacheError, check_name
 from xmic.config import ConfigError, read_yaml
+from xmic.train.methods import METHODS, tower_methods
 
-TRAINER_METHODS = ("xmic", "zeroshot", "linear", "clip-adapter", "coop", "cocoop")
 KEYS = ("caches", "sources", "targets", "labels", "methods", "seeds", "train", "class_splits")
 ROW_KEYS = ("method", "label", "split", "seed")  # what a row is; never an override
 MAX_SEEDS = 100
 MAX_SEED = 2**32 - 1
 OTHER_VIEWS = "@other-views"  # in a method's conditioning views: resolved from the source cache
-BASELINES = {"zeroshot": {}, "linear": {}, "clip-adapter": {}, "xmic": {}, "coop": {},
-             "cocoop": {}}
+BASELINES = {name: {} for name in METHODS}  # every method, in the table's order
 # rows a built-in recipe plans only when the source cache's text tower can be loaded
-PROMPT_ROWS = ("coop", "cocoop")
+PROMPT_ROWS = tower_methods()
 
 
 def _ablations() -> dict:
@@ -132,8 +131,8 @@ def load_recipe(name_or_path: str, caches: dict | None = None, seeds=None,
         if not isinstance(over, dict):
             raise ConfigError(f"{where}: method {name!r} needs a mapping of training overrides")
         trainer = over.get("method", name)
-        if trainer not in TRAINER_METHODS:
-            raise ConfigError(f"{where}: method {name!r} is not one of {list(TRAINER_METHODS)}; "
+        if not isinstance(trainer, str) or trainer not in METHODS:
+            raise ConfigError(f"{where}: method {name!r} is not one of {list(METHODS)}; "
                               "name the trainer with `method:` for a variant")
     labels = data.get("labels", [])
     if (not isinstance(labels, list) or not labels

@@ -18,9 +18,8 @@ from xmic.cache import Cache, CacheError
 from xmic.cache.fingerprint import diff, same_model
 from xmic.cache.vocab import Vocab, load_vocab, vocab_names
 from xmic.config import ConfigError
-from xmic.train.config import PROMPT_METHODS, TrainConfig
-from xmic.train.model import ClipAdapter, LinearProbe, XMICAdapter, ZeroShot
-from xmic.train.prompt_model import CoCoOp, CoOp, phrase_embedding, prompt_token_ids
+from xmic.train.config import TrainConfig
+from xmic.train.prompt_model import prompt_token_ids
 
 
 @dataclass
@@ -34,7 +33,7 @@ def check_inputs(cache: Cache, cfg: TrainConfig) -> RunInputs:
     name = cfg.vocab_name()
     if name not in vocab_names(cache):
         hint = (f"or train zero-shot on the bare prompts with --set model.zeroshot_vocab={cfg.label}"
-                if cfg.method == "zeroshot" else "")
+                if cfg.record.vocab == "zeroshot_vocab" else "")
         raise CacheError(f"{cache.root}: no vocabulary {name!r} for label {cfg.label} (have "
                          f"{vocab_names(cache)}); add it with `xmic cache import-text` {hint}".strip())
     vocab = load_vocab(cache, name)
@@ -55,7 +54,7 @@ def check_inputs(cache: Cache, cfg: TrainConfig) -> RunInputs:
         raise CacheError(f"{cache.root}: classified view {cls!r} was made by another model than "
                          f"vocabulary {name!r} ({lines}); the classifier needs text and image "
                          "embeddings of one model")
-    if cfg.method == "xmic":
+    if cfg.record.conditioning:
         cond = list(cfg.model.conditioning_views)
         widths = {dims[v] for v in cond}
         if len(widths) != 1:
@@ -72,7 +71,7 @@ def load_tower(tower_loader, cfg: TrainConfig, fingerprint: dict, source: dict |
     """The frozen text tower for a prompt method (None for the others). ``tower_loader``
     (fingerprint, source, device) -> tower is handed in by the caller: training never imports
     the extraction stage, which owns open_clip."""
-    if cfg.method not in PROMPT_METHODS:
+    if not cfg.record.tower:
         return None
     if tower_loader is None:
         raise ConfigError(f"method {cfg.method} runs the vocabulary's frozen text tower; this "
@@ -82,49 +81,23 @@ def load_tower(tower_loader, cfg: TrainConfig, fingerprint: dict, source: dict |
 
 def model_dims(cfg: TrainConfig, inputs: RunInputs) -> dict:
     """Widths the model is built with: text D and conditioning D' (stored in checkpoints)."""
-    cond = inputs.view_dims[cfg.model.conditioning_views[0]] if cfg.method == "xmic" else None
+    cond = inputs.view_dims[cfg.model.conditioning_views[0]] if cfg.record.conditioning else None
     return {"text": inputs.vocab.dim, "cond": cond}
 
 
 def build_model(cfg: TrainConfig, text_dim: int, cond_dim: int | None, classes: int,
                 tower=None, init_context: bool = True) -> nn.Module:
-    """The method's model; ``tower``: the frozen text tower (prompt methods only);
-    ``init_context``: False when a checkpoint's weights replace the initial context anyway."""
-    m = cfg.model
-    if cfg.method in PROMPT_METHODS:
-        if tower is None:
-            raise ConfigError(f"method {cfg.method} needs the vocabulary's text tower")
-        init = phrase_embedding(tower, m.prompt_init) if init_context else None
-        if init is not None and len(init) > m.prompt_context:
-            raise ConfigError(f"model.prompt_init {m.prompt_init!r} is {len(init)} tokens, more "
-                              f"than model.prompt_context={m.prompt_context}")
-        recompute = m.recompute_text == "always" or (m.recompute_text == "auto" and
-                                                     cfg.method == "cocoop")
-        common = dict(context=m.prompt_context, init=init, text_batch=m.text_batch,
-                      recompute=recompute, train_logit_scale=m.train_logit_scale,
-                      logit_scale_init=m.logit_scale_init)
-        if cfg.method == "coop":
-            return CoOp(tower, tower.width, **common)
-        return CoCoOp(tower, text_dim, tower.width, meta_ratio=m.meta_net_ratio, **common)
-    if cfg.method == "xmic":
-        return XMICAdapter(text_dim=text_dim, cond_dim=cond_dim,
-                           views=len(m.conditioning_views), frames=cfg.frames, heads=m.heads,
-                           spatial_layers=m.spatial_layers, temporal_layers=m.temporal_layers,
-                           mlp_ratio=m.mlp_ratio, out_hidden_ratio=m.out_hidden_ratio,
-                           out_depth=m.out_depth, temporal_pool=m.temporal_pool, alpha=m.alpha,
-                           train_logit_scale=m.train_logit_scale,
-                           logit_scale_init=m.logit_scale_init)
-    if cfg.method == "zeroshot":
-        return ZeroShot()
-    if cfg.method == "linear":
-        return LinearProbe(text_dim, classes)
-    return ClipAdapter(text_dim, m.clip_adapter_reduction, m.clip_adapter_ratio, m.logit_scale_init)
+    """The method's model, by its record's builder; ``tower``: the frozen text tower (prompt
+    methods only); ``init_context``: False when a checkpoint's weights replace the initial
+    context anyway."""
+    return cfg.record.build(cfg, {"text": text_dim, "cond": cond_dim}, classes, tower,
+                            init_context)
 
 
 def text_input(cfg: TrainConfig, classes: list[str], embeddings, tower, device) -> torch.Tensor:
     """What the model scores classes with: embeddings [C, D] (float32, unnormalised, docs/method.md §2),
     or for the prompt methods the class names' prompt token ids [C, L] for the frozen tower."""
-    if cfg.method in PROMPT_METHODS:
+    if cfg.record.text == "prompt_ids":
         try:
             return prompt_token_ids(tower, classes, cfg.model.prompt_context).to(device)
         except ValueError as e:

@@ -70,10 +70,11 @@ def check_checkpoint(ck, path: Path) -> dict:
     bad = [k for k, v in ck["model"].items() if not isinstance(v, torch.Tensor)]
     if bad:
         raise CheckpointError(f"{path}: model entries {bad[:3]} are not tensors")
-    from xmic.train.config import PROMPT_METHODS
+    from xmic.train.methods import METHODS
     from xmic.train.prompt_model import PROMPT_FORMAT
     method = ck["config"].get("method")
-    if method in PROMPT_METHODS and ck.get("prompt_format") != PROMPT_FORMAT:
+    record = METHODS.get(method) if isinstance(method, str) else None
+    if record is not None and record.tower and ck.get("prompt_format") != PROMPT_FORMAT:
         raise CheckpointError(f"{path}: a {method} run made with the prompt 'X ... X {{name}}.' "
                               "(a trailing '.'); the released X-MIC trainers build 'X ... X "
                               "{name}', so its prompt token ids differ: train it again")

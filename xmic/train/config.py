@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from xmic.config import bounded
+from xmic.train.methods import method as method_record
 
-PROMPT_METHODS = ("coop", "cocoop")  # they run the frozen text tower while training
 MAX_FRAMES = 1024  # T per segment; 16 in the paper, a cache holds at most a few hundred per segment
 MAX_PROMPT_CONTEXT = 72  # CLIP's text context is 77 tokens: start, end and the class name need some
 MAX_BATCH = 1 << 20
@@ -91,7 +91,7 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    method: Literal["xmic", "zeroshot", "linear", "clip-adapter", "coop", "cocoop"] = "xmic"
+    method: str = "xmic"  # a name of xmic.train.methods.METHODS
     label: Literal["noun", "verb"] = "noun"
     split: str = "train"
     epochs: int = bounded(15, 0, 100_000)
@@ -112,6 +112,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
 
     def __post_init__(self):
+        method_record(self.method)  # an unknown method is refused, naming the known ones
         if self.epochs < 0 or self.batch_size < 1 or self.eval_batch_size < 1:
             raise ValueError(f"epochs >= 0, batch_size >= 1 and eval_batch_size >= 1 are required, "
                              f"got {self.epochs}, {self.batch_size}, {self.eval_batch_size}")
@@ -120,13 +121,17 @@ class TrainConfig:
         if not 0.0 <= self.heldout_fraction < 1.0:
             raise ValueError(f"heldout_fraction must be in [0, 1), got {self.heldout_fraction}")
 
+    @property
+    def record(self):
+        """This run's method record (``xmic.train.methods``)."""
+        return method_record(self.method)
+
     def vocab_name(self) -> str:
-        name = self.model.zeroshot_vocab if self.method == "zeroshot" else self.model.text_vocab
-        return name.replace("{label}", self.label)
+        return getattr(self.model, self.record.vocab).replace("{label}", self.label)
 
     def views(self) -> list[str]:
         """Cache views the method reads: the classified one first."""
         out = [self.model.classified_view]
-        if self.method == "xmic":
+        if self.record.conditioning:
             out += [v for v in self.model.conditioning_views if v not in out]
         return out

@@ -27,7 +27,7 @@ from xmic.train.data import FeatureBank, batch
 def predict_logits(model, bank: FeatureBank, w: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
     """Logits [S, C] at bin centres, in batches."""
     model.eval()
-    cond = list(cfg.model.conditioning_views) if cfg.method == "xmic" else None
+    cond = list(cfg.model.conditioning_views) if cfg.record.conditioning else None
     out = []
     seg = torch.arange(len(bank), device=bank.labels.device)
     for s in seg.split(cfg.eval_batch_size):
@@ -87,5 +87,5 @@ def score_clip(model, cfg: TrainConfig, views: dict[str, np.ndarray], w: np.ndar
     w = w if isinstance(w, torch.Tensor) else torch.from_numpy(np.asarray(w, dtype=np.float32))
     f = pick(views[cfg.model.classified_view]).to(w.device)
     x = (torch.stack([pick(views[v]) for v in cfg.model.conditioning_views], dim=2).to(w.device)
-         if cfg.method == "xmic" else None)
+         if cfg.record.conditioning else None)
     return model(f, x, w)[0].float().cpu().numpy()

@@ -154,7 +154,7 @@ def train(cache_path: str | Path, cfg: TrainConfig, out: str | Path, resume: boo
     write_text_atomic(out / "config.yaml", dump_config(cfg), out)
     selected_on = ("target test data " + cfg.select_on_target_test_data if target
                    else "held-out source videos" if held is not None else "last epoch")
-    cond = list(cfg.model.conditioning_views) if cfg.method == "xmic" else None
+    cond = list(cfg.model.conditioning_views) if cfg.record.conditioning else None
     context = {"config": config, "fingerprints": inputs.fingerprints, "method": cfg.method,
                "classes": inputs.vocab.classes, "selected_on": selected_on,
                "source_dataset": cache.dataset, "cache": str(cache.root), "dims": dims,
@@ -288,8 +288,9 @@ def _target_bank(cfg: TrainConfig, inputs, views: list[str], device, tower):
     tcache_path, _, tsplit = cfg.select_on_target_test_data.rpartition(":")
     tcache = Cache.open(tcache_path)
     tin = check_inputs(tcache, cfg)
-    if cfg.method == "linear" and tin.vocab.classes != inputs.vocab.classes:
-        raise XmicError("a linear probe cannot score a target with another vocabulary")
+    if not cfg.record.open_vocabulary and tin.vocab.classes != inputs.vocab.classes:
+        raise XmicError(f"method {cfg.method} scores only its training classes; it cannot "
+                        "select on a target with another vocabulary")
     return (load_bank(tcache, tsplit, views, cfg.label, len(tin.vocab.classes), device,
                       cfg.frames),
             text_input(cfg, tin.vocab.names, tin.vocab.embeddings, tower, device))
