@@ -28,11 +28,12 @@ import torch
 from machine import cpu_name
 from xmic.cache import CacheConfig
 from xmic.extract.config import ExtractConfig
-from xmic.extract.encoders import load_encoder
+from xmic.towers.encoders import load_encoder
 from xmic.extract.pipeline import plan, run_shards
 from xmic.demo.world import make_world
+from xmic.towers.encoders import TINY_CONFIG
 
-TINY = Path(__file__).resolve().parents[1] / "xmic" / "extract" / "configs" / "xmic-tiny-quickgelu.json"
+TINY = TINY_CONFIG
 
 
 def bare_fps(enc, frames: int, batch: int, size: int) -> float:

@@ -30,14 +30,15 @@ import torch
 
 from machine import cpu_name
 from xmic.config import load_config
-from xmic.extract.text_tower import TextTower, build_text_tower
+from xmic.towers.text_tower import TextTower, build_text_tower
 from xmic.train.build import build_model, text_input
 from xmic.train.config import TrainConfig
 from xmic.train.loop import train_step
 from xmic.train.methods import METHODS as ALL_METHODS, tower_methods
 from xmic.train.model import trainable_parameters
+from xmic.towers.encoders import TINY_CONFIG
 
-TINY = Path(__file__).resolve().parents[1] / "xmic" / "extract" / "configs" / "xmic-tiny-quickgelu.json"
+TINY = TINY_CONFIG
 METHODS = tuple(ALL_METHODS)  # the method table's order
 PER_VIDEO = [m for m in METHODS if ALL_METHODS[m].text_per_video]  # at their own batch sizes
 FRAMES, VIEWS = 16, 2

@@ -10,8 +10,9 @@ import numpy as np
 from PIL import Image
 
 from xmic.extract.detections import hoa_messages
+from xmic.towers.encoders import TINY_CONFIG
 
-TINY = Path(__file__).resolve().parents[1] / "xmic" / "extract" / "configs" / "xmic-tiny-quickgelu.json"
+TINY = TINY_CONFIG
 W, H = 64, 48
 
 

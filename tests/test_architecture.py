@@ -11,13 +11,14 @@ PKG = Path(__file__).resolve().parents[1] / "xmic"
 # package -> the xmic packages it may import (config.py is shared by all)
 ALLOWED = {
     "cache": set(),
-    "extract": {"cache"},
-    "slurm": {"extract", "cache"},
-    "train": {"cache"},
-    "evaluate": {"train", "cache", "extract"},
-    "grid": {"train", "evaluate", "slurm", "cache"},
-    "demo": {"extract", "slurm", "train", "evaluate", "cache"},
-    "cli": {"cache", "extract", "slurm", "train", "evaluate", "grid", "demo"},
+    "towers": {"cache"},
+    "extract": {"towers", "cache"},
+    "slurm": {"extract", "towers", "cache"},
+    "train": {"towers", "cache"},
+    "evaluate": {"train", "towers", "cache", "extract"},
+    "grid": {"train", "evaluate", "slurm", "towers", "cache"},
+    "demo": {"extract", "slurm", "train", "evaluate", "towers", "cache"},
+    "cli": {"cache", "towers", "extract", "slurm", "train", "evaluate", "grid", "demo"},
 }
 
 
@@ -98,9 +99,12 @@ def test_third_party_boundaries_and_sizes():
         assert {i.split(".")[0] for i in model} <= {"torch", "math", "__future__"}, (f, model)
 
 
-def test_evaluation_uses_extraction_for_raw_clips_and_text_towers_only():
-    """evaluate -> extract is allowed for two things: embedding a raw clip (predict) and loading
-    a prompt-learning run's frozen text tower; train never loads it (the caller hands it in)."""
+def test_evaluation_uses_extraction_for_raw_clips_only():
+    """evaluate -> extract is allowed for one thing: embedding a raw clip (predict); frozen
+    towers come from xmic/towers, below both stages."""
     used = {i for name, path in modules().items() if name.startswith("xmic.evaluate")
             for i in imports(path, top_level_only=False) if package(i) == "extract"}
-    assert used <= {"xmic.extract.clip_embed", "xmic.extract.text_tower"}, used
+    assert used <= {"xmic.extract.clip_embed"}, used
+    train = {i for name, path in modules().items() if name.startswith("xmic.train")
+             for i in imports(path, top_level_only=False)}
+    assert not any(i.startswith(("open_clip", "timm")) for i in train), "train loads towers via towers/"

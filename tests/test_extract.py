@@ -15,7 +15,7 @@ from xmic.cache import Cache, CacheConfig, load_split
 from xmic.cache.verify import verify
 from xmic.extract.config import ExtractConfig
 from xmic.extract.detections import hoa_messages
-from xmic.extract.encoders import EncoderError, load_clip
+from xmic.towers.encoders import EncoderError, load_clip
 from xmic.extract.pipeline import extract_text, plan, run_shards
 
 CFG = ExtractConfig(model=str(TINY), weights="random", workers=0, batch_size=48, device="cpu")
@@ -375,7 +375,7 @@ def test_model_config_names_and_the_callers_rng(tmp_path):
     """open_clip names model configs by file name for the whole process: a second JSON with the
     same name and other content is refused, not silently used; loading a seeded random model
     leaves the caller's torch RNG as it was."""
-    from xmic.extract.encoders import EncoderError, load_encoder, resolve_model
+    from xmic.towers.encoders import EncoderError, load_encoder, resolve_model
     resolve_model(str(TINY))
     other = json.loads(TINY.read_text())
     other["embed_dim"] = 2 * other["embed_dim"]

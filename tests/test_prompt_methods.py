@@ -17,7 +17,7 @@ from extract_data import TINY
 from train_data import NOUNS, make_prompt_cache, make_train_cache, tiny_tower_identity, vocab_fp
 from xmic.cache import Cache
 from xmic.config import load_config
-from xmic.extract.text_tower import TextTowerError, load_text_tower
+from xmic.towers.text_tower import TextTowerError, load_text_tower
 from xmic.train.build import text_input
 from xmic.train.config import TrainConfig
 from xmic.train.data import load_bank
@@ -106,7 +106,8 @@ def test_cocoop_text_depends_on_the_video_and_coops_does_not(tower):
     CoOp(spy, tower.width, init=phrase_embedding(tower, "a photo of a"))(f, None, ids)
     assert [len(c) for c in spy.calls] == [4]  # C sequences, whatever the batch
     spy.calls.clear()
-    m = CoCoOp(spy, tower.dim, tower.width, text_batch=4096)
+    torch.manual_seed(0)  # 16 meta-net units at the tiny width (its default D/16 is 2, often dead)
+    m = CoCoOp(spy, tower.dim, tower.width, text_batch=4096, meta_ratio=0.5)
     logits = m(f, None, ids)
     feats = spy.calls[0].reshape(3, 4, -1)      # B x C sequences: one text per (video, class)
     assert not torch.allclose(feats[0], feats[1], atol=1e-4)
@@ -150,8 +151,7 @@ def test_coop_learns_beyond_zero_shot(tmp_path, tower):
     cfg = _cfg("zeroshot", "model.zeroshot_vocab=noun")
     w = text_input(cfg, NOUNS[:4], np.asarray(tower.encode_texts(NOUNS[:4])), None, "cpu")
     zero_shot = evaluate_bank(ZeroShot(), bank, w, cfg)["top1"]
-    train(tmp_path / "c", _cfg("coop", "epochs=8"), tmp_path / "run", echo=lambda *a: None,
-          tower_loader=load_text_tower)
+    train(tmp_path / "c", _cfg("coop", "epochs=8"), tmp_path / "run", echo=lambda *a: None)
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["train_top1"] > zero_shot + 20, (zero_shot, [r["train_top1"] for r in rows])
     assert rows[-1]["train_top1"] > rows[0]["train_top1"]
@@ -161,7 +161,7 @@ def test_coop_learns_beyond_zero_shot(tmp_path, tower):
 def test_resume_equals_an_uninterrupted_run(tmp_path, method):
     make_prompt_cache(tmp_path / "c", n=40, classes=3)
     cfg = _cfg(method, "epochs=3", "heldout_fraction=0.25")
-    quiet = dict(echo=lambda *a: None, tower_loader=load_text_tower)
+    quiet = dict(echo=lambda *a: None)
     train(tmp_path / "c", cfg, tmp_path / "full", **quiet)
     train(tmp_path / "c", _cfg(method, "epochs=1", "heldout_fraction=0.25"), tmp_path / "part",
           **quiet)
@@ -185,7 +185,7 @@ def test_a_tower_that_cannot_be_resolved_or_differs_is_refused(tmp_path):
     make_prompt_cache(tmp_path / "p", n=16)
     from safetensors.torch import save_file
 
-    from xmic.extract.encoders import load_clip
+    from xmic.towers.encoders import load_clip
     other = load_clip(str(TINY), "random", "cpu", "fp32", seed=7).model
     save_file({k: v.contiguous() for k, v in other.state_dict().items()}, str(tmp_path / "w.safetensors"))
     r = run_xmic("train", "--cache", tmp_path / "p", "--method", "coop", "--out", tmp_path / "r2",
@@ -217,7 +217,7 @@ def test_cli_train_and_evaluate_on_another_caches_class_names(tmp_path, tower):
     pred = pq.read_table(run / "eval" / "ego4d-val" / "predictions.parquet").to_pydict()
     assert set(sum(pred["top5_classes"], [])) == set(tgt_names)
     # the scores are the target's names through the learned context
-    model, cfg, _ = load_run(run, load_text_tower)
+    model, cfg, _ = load_run(run)
     cache_bank = load_bank(Cache.open(tmp_path / "ego4d"), "val", ["hand_crop"], "noun", 5,
                            torch.device("cpu"))
     ids = prompt_token_ids(tower, tgt_names, 16)
@@ -249,7 +249,7 @@ def test_paper_main_gains_the_prompt_rows_only_when_the_tower_loads(tmp_path):
         == {"epic", "ego4d"}
 
 
-def test_a_recipe_naming_coop_needs_the_tower_and_a_grid_runs_it(tmp_path):
+def test_a_recipe_naming_coop_needs_the_tower_and_a_grid_runs_it(tmp_path, monkeypatch):
     import functools
     import pickle
 
@@ -263,21 +263,22 @@ def test_a_recipe_naming_coop_needs_the_tower_and_a_grid_runs_it(tmp_path):
     assert r.returncode == 2 and "method 'coop'" in r.stderr and "cannot be resolved" in r.stderr
     caches = _paper_caches(tmp_path / "towers", make_prompt_cache)
     run_xmic("grid", "plan", tmp_path / "g", "--recipe", recipe, *caches, "--seeds", "0")
-    run_xmic("grid", "run", tmp_path / "g")                   # the CLI hands the loader in
+    run_xmic("grid", "run", tmp_path / "g")                   # the runner loads the tower
     run = tmp_path / "g" / "runs" / "epic-noun-coop-seed0"
     assert (run / "finished.json").exists()
     m = json.loads((run / "eval" / "ego4d-val" / "metrics.json").read_text())
     assert m["method"] == "coop" and m["dataset"] == "ego4d"
     run_xmic("grid", "plan", tmp_path / "g2", "--recipe", recipe, *caches)
-    from xmic.grid.runner import run_inprocess
+    from xmic.grid import runner
     calls = []
 
     def counting(*a):
         calls.append(a)
         return load_text_tower(*a)
-    out = run_inprocess(tmp_path / "g2", echo=lambda *a: None, tower_loader=counting)
+    monkeypatch.setattr(runner, "load_text_tower", counting)
+    out = runner.run_inprocess(tmp_path / "g2", echo=lambda *a: None)
     assert out["states"] == {"epic-noun-coop-seed0": "done", "epic-noun-coop-seed1": "done"}
     assert out["tower_loads"] == len(calls) == 1  # 2 trainings and 4 scorings share one tower
-    # a Slurm or local task carries the loader by reference
-    task = pickle.loads(pickle.dumps(functools.partial(grid_task, "g", tower_loader=load_text_tower)))
-    assert task.keywords["tower_loader"] is load_text_tower
+    # a Slurm or local task is a plain function and its grid folder
+    task = pickle.loads(pickle.dumps(functools.partial(grid_task, "g")))
+    assert task.func is grid_task and task.args == ("g",)

@@ -10,8 +10,8 @@ import torch
 
 from conftest import run_xmic
 from extract_data import TINY
-from xmic.extract.encoders import EncoderError, convert_openai_weights, load_clip
-from xmic.extract.script_archive import read_archive_tensors
+from xmic.towers.encoders import EncoderError, convert_openai_weights, load_clip
+from xmic.towers.script_archive import read_archive_tensors
 
 
 class _Payload(torch.nn.Module):

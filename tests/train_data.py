@@ -96,7 +96,7 @@ def make_prompt_cache(root: Path, n: int = 48, classes: int = 4, seed: int = 0, 
     """A cache whose vocabularies were made by the tiny tower (random weights, seed 0), as
     ``xmic extract text`` records them: prompt methods can rebuild the tower from it."""
     from extract_data import TINY
-    from xmic.extract.text_tower import load_text_tower
+    from xmic.towers.text_tower import load_text_tower
     names = list(names or NOUNS[:classes])
     fp = vocab_fp(model=tiny_tower_identity())
     src = {"model": str(TINY), "weights": "random"}

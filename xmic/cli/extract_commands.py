@@ -113,7 +113,7 @@ def extract_convert(src, dst, model):
     """OpenAI TorchScript archive (e.g. ViT-B-16.pt) -> safetensors state dict for open_clip.
 
     Only the archive's tensors are read; none of its TorchScript code runs."""
-    from xmic.extract.encoders import convert_openai_weights
+    from xmic.towers.encoders import convert_openai_weights
     s = convert_openai_weights(src, dst, model)
     click.echo(f"wrote {dst}: {s['tensors']} tensors, {s['parameters']:,} parameters "
                f"(use with --model {model})")

@@ -48,8 +48,7 @@ def grid_plan(grid_dir, recipe, caches, class_splits, seeds, sets):
         raise XmicError(f"--seeds {seeds!r}: expected integers, e.g. 0,1,2") from None
     r = load_recipe(recipe, _caches(caches), seed_list, str(class_splits) if class_splits else None,
                     sets)
-    from xmic.extract.text_tower import load_text_tower
-    g = plan_grid(grid_dir, r, tower_check=lambda fp, src: load_text_tower(fp, src, "cpu"))
+    g = plan_grid(grid_dir, r)
     methods = sorted({row["method"] for row in g["runs"]}, key=list(r.methods).index)
     click.echo(f"grid {grid_dir}: recipe {r.name}, {len(g['runs'])} runs, {evaluations(g)} "
                f"evaluations ({', '.join(methods)} x {', '.join(r.labels)} x seeds "
@@ -72,14 +71,13 @@ def grid_plan(grid_dir, recipe, caches, class_splits, seeds, sets):
 @click.option("--wait", is_flag=True, help="local/slurm: wait for the jobs.")
 def grid_run(grid_dir, executor, parallel, slurm_config, slurm_set, wait):
     """Train and score every run that is not finished; exit 1 when a run failed."""
-    from xmic.extract.text_tower import load_text_tower
     from xmic.grid.plan import load_grid
     from xmic.grid.state import format_status, grid_status
     if parallel < 1:
         raise XmicError(f"--parallel {parallel}: give at least 1")
     if executor == "inprocess":
         from xmic.grid.runner import run_inprocess
-        out = run_inprocess(grid_dir, echo=click.echo, tower_loader=load_text_tower)
+        out = run_inprocess(grid_dir, echo=click.echo)
         click.echo(f"loaded caches in {out['load_seconds']:.1f}s; {out['loads_saved']} "
                    "load(s) saved by loading each once")
     else:
@@ -88,8 +86,7 @@ def grid_run(grid_dir, executor, parallel, slurm_config, slurm_set, wait):
         slu = load_config(SlurmConfig, slurm_config, [
             f"executor={executor}", "job_name=xmic-grid",
             *([] if executor == "slurm" else ["gpus_per_task=0"]), *slurm_set])
-        rec = submit_grid(grid_dir, slu, parallel, wait, echo=click.echo,
-                          tower_loader=load_text_tower)
+        rec = submit_grid(grid_dir, slu, parallel, wait, echo=click.echo)
         if not wait:
             return
         for j in rec.get("failed_jobs", []):

@@ -37,10 +37,11 @@ def train_cmd(cache_dir, split, label, method, out, epochs, seed, seeds, device,
     train_curve.png. Model selection uses held-out source videos unless
     --set select_on_target_test_data=CACHE:SPLIT asks for the released (test-set) behaviour.
     """
-    from xmic.extract.text_tower import load_text_tower
+    from xmic.towers.text_tower import load_text_tower
     from xmic.train.config import TrainConfig
     from xmic.train.loop import train
-    tower_loader = functools.partial(load_text_tower, model=model, weights=weights)
+    towers = (functools.partial(load_text_tower, model=model, weights=weights)
+              if model or weights else None)
     given = {"split": split, "label": label, "method": method, "epochs": epochs, "seed": seed,
              "device": device}
     overrides = [*sets] + [f"{k}={v}" for k, v in given.items() if v is not None]
@@ -53,7 +54,7 @@ def train_cmd(cache_dir, split, label, method, out, epochs, seed, seeds, device,
                             f"{cfg.method} reads the cache's embeddings only")
         run_dir = out / f"seed-{s}" if s is not None else out
         summary = train(cache_dir, cfg, run_dir, resume=resume, echo=click.echo,
-                        tower_loader=tower_loader)
+                        towers=towers)
         b = summary["best"]
         click.echo(f"run {run_dir}: selected epoch {b['epoch']} on {summary['selected_on']} "
                    f"(score {b['score']:.2f})")
@@ -87,9 +88,10 @@ def evaluate():
 def evaluate_cmd(run_dir, cache_dir, split, class_splits, out, device, as_json, model, weights):
     """Score RUN on a cache split with that cache's own vocabulary for the run's label."""
     from xmic.evaluate.run import evaluate_run
-    from xmic.extract.text_tower import load_text_tower
+    from xmic.towers.text_tower import load_text_tower
     m = evaluate_run(run_dir, cache_dir, split, class_splits, out, device,
-                     tower_loader=functools.partial(load_text_tower, model=model, weights=weights))
+                     towers=functools.partial(load_text_tower, model=model, weights=weights)
+                     if model or weights else None)
     if as_json:
         click.echo(json.dumps(m, indent=1))
         return

@@ -16,6 +16,7 @@ from xmic.cache.atomic_files import refuse_links_below, remove_tree, write_text_
 from xmic.cache.verify import verify
 from xmic.config import XmicError, load_config
 from xmic.demo.world import make_world
+from xmic.towers.encoders import TINY_CONFIG
 
 STEPS = 6
 METHODS = ("xmic", "coop", "zeroshot")
@@ -39,7 +40,7 @@ def claim_demo_folder(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     if not (out / MARKER).exists():
         write_text_atomic(out / MARKER, "made by xmic demo; rewritten by the next one\n", out)
-TINY = Path(__file__).resolve().parents[1] / "extract" / "configs" / "xmic-tiny-quickgelu.json"
+TINY = TINY_CONFIG
 
 
 def run_demo(out: Path, model: str | None = None, weights: str = "random", epochs: int = 15,
@@ -47,7 +48,6 @@ def run_demo(out: Path, model: str | None = None, weights: str = "random", epoch
     from xmic.evaluate.report import write_report
     from xmic.evaluate.run import evaluate_run
     from xmic.evaluate.table import build_table, collect, format_table
-    from xmic.extract.text_tower import load_text_tower
     from xmic.train.config import TrainConfig
     from xmic.train.loop import train
     out, t0 = Path(out), time.time()
@@ -68,7 +68,7 @@ def run_demo(out: Path, model: str | None = None, weights: str = "random", epoch
         tc = load_config(TrainConfig, None, [f"method={method}", "label=noun", f"epochs={epochs}",
                                              "batch_size=8", f"device={device}",
                                              "heldout_fraction=0.2", "optim.warmup_epochs=2"])
-        train(epic, tc, runs / method, echo=lambda *a: None, tower_loader=load_text_tower)
+        train(epic, tc, runs / method, echo=lambda *a: None)
     step(5, f"trained X-MIC and CoOp ({epochs} epochs, held-out selection) and zero-shot on "
             "EPIC train")
     for method in METHODS:
@@ -102,7 +102,7 @@ def extract_world(out: str | Path, model: str, weights: str, device: str, step,
     (full frames, hand crops, vocabularies), and verify both caches deeply. ``extract_shards``
     (cache, config) -> summary replaces the in-process shard extraction (e.g. job arrays)."""
     from xmic.extract.config import ExtractConfig
-    from xmic.extract.encoders import load_encoder
+    from xmic.towers.encoders import load_encoder
     from xmic.extract.pipeline import extract_text, plan, run_shards
     out = Path(out)
     w = make_world(out / "world")

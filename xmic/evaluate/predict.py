@@ -19,7 +19,6 @@ from xmic.cache.datasets import normalize_name
 from xmic.cache.vocab import check_prompts, load_vocab
 from xmic.config import XmicError
 from xmic.extract import clip_embed
-from xmic.extract.text_tower import load_text_tower
 from xmic.train.build import text_input
 from xmic.train.inference import load_run, score_clip
 
@@ -28,7 +27,7 @@ def predict_clip(clip: Path, run_dir: Path, classes: str | None = None, vocab: s
                  boxes: Path | None = None, start: float | None = None, end: float | None = None,
                  fps: float | None = None, top_k: int = 5, model: str | None = None,
                  weights: str | None = None, device: str = "cpu") -> dict:
-    net, cfg, ck = load_run(run_dir, load_text_tower, device)
+    net, cfg, ck = load_run(run_dir, device)
     fp = ck["fingerprints"]["views"][cfg.model.classified_view]
     enc = clip_embed.encoder_for_run(ck, cfg.model.classified_view, model, weights, device)
     unknown = [v for v in cfg.views() if v not in ("full_frame", "hand_crop")]

@@ -26,7 +26,6 @@ from xmic.config import XmicError, resolve_device
 from xmic.evaluate.classes import derive_shared, read_class_splits
 from xmic.evaluate.metrics import compute_metrics, ranked
 from xmic.evaluate.plots import plot_all
-from xmic.extract.text_tower import load_text_tower
 from xmic.train.build import check_inputs, model_dims, text_input
 from xmic.train.checkpoint import evaluation_dir
 from xmic.train.data import load_bank, sampling_notes
@@ -54,14 +53,13 @@ def check_fingerprints(run_fps: dict, cache_fps: dict, views: list[str], run: Pa
 def evaluate_run(run: str | Path, cache_path: str | Path, split: str,
                  class_splits: str | Path | None = None, out: str | Path | None = None,
                  device: str = "auto", plots: bool = True, bank_loader=load_bank,
-                 tower_loader=None) -> dict:
+                 towers=None) -> dict:
     """Score a run on a cache split; writes metrics.json, predictions.parquet and plots into
     ``out`` (default RUN/eval/DATASET-SPLIT). ``bank_loader``: ``load_bank`` or a memo of it;
-    ``tower_loader``: how a prompt method's text tower is loaded (default: the run's recorded
-    one, through ``load_text_tower``)."""
+    ``towers``: how a prompt method's text tower is loaded (default: the run's recorded one)."""
     run = Path(run)
     dev = resolve_device(device)
-    model, cfg, ck = load_run(run, tower_loader or load_text_tower, dev)
+    model, cfg, ck = load_run(run, dev, towers)
     cache = Cache.open(cache_path)
     out = Path(out) if out else evaluation_dir(run, cache.dataset, split)
     if out.is_file():

@@ -89,7 +89,7 @@ def encoder_for_run(ck: dict, view: str, model: str | None, weights: str | None,
     recorded in the markers of the run's cache; refused if it is not the run's model."""
     from xmic.cache import Cache
     from xmic.cache.fingerprint import diff, same_model
-    from xmic.extract.encoders import load_encoder
+    from xmic.towers.encoders import load_encoder
     if not (model and weights):
         try:
             c = Cache.open(ck["cache"])

@@ -204,7 +204,7 @@ def run_shards(cache_dir: Path, cfg: ExtractConfig, shard_ids: list[int] | list[
                encoder=None, echo=print, commits: CommitQueue | None = None) -> dict:
     """Extract the chosen shards (numbers or names; default all) that are not committed yet.
     A shard that raises is marked failed with its error and the others go on."""
-    from xmic.extract.encoders import load_encoder
+    from xmic.towers.encoders import load_encoder
     cache = Cache.open(cache_dir)
     meta = read_json(cache.root / PLAN_FILE, "extraction plan (run `xmic extract plan` first)")
     enc = encoder or load_encoder(cfg.model, cfg.weights, cfg.device, cfg.precision, cfg.seed)
@@ -364,8 +364,8 @@ def _encode_shard(enc, cfg: ExtractConfig, loader, writers: dict[str, ShardWrite
 def extract_text(cache_dir: Path, cfg: ExtractConfig, labels=("noun", "verb"), encoder=None) -> dict:
     """Vocabulary name -> class count of every vocabulary written, and ``warnings``: the
     encoder's (random weights, precision) for the caller to show."""
-    from xmic.extract.encoders import load_encoder
-    from xmic.extract.text_tower import tower_source
+    from xmic.towers.encoders import load_encoder
+    from xmic.towers.text_tower import tower_source
     cache = Cache.open(cache_dir)
     meta = read_json(cache.root / PLAN_FILE, "extraction plan (run `xmic extract plan` first)")
     enc = encoder or load_encoder(cfg.model, cfg.weights, cfg.device, cfg.precision, cfg.seed)

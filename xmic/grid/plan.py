@@ -61,10 +61,9 @@ def _overrides(d: dict) -> list[str]:
     return [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in d.items()]
 
 
-def expand(recipe: Recipe, tower_check=None) -> tuple[list[dict], list[str]]:
+def expand(recipe: Recipe) -> tuple[list[dict], list[str]]:
     """One row per (source, label, method, seed), with its resolved config and targets; and
-    the notes of optional rows left out. ``tower_check(fingerprint, source)`` raises when a
-    prompt method's text tower cannot be loaded."""
+    the notes of optional rows left out (a method whose text tower cannot be loaded)."""
     opened: dict[str, Cache] = {}
     towers: dict[str, str | None] = {}  # vocabulary fingerprint id -> why it cannot load
 
@@ -72,9 +71,7 @@ def expand(recipe: Recipe, tower_check=None) -> tuple[list[dict], list[str]]:
         key = fingerprint_id(vocab.fingerprint) + json.dumps(vocab.source, sort_keys=True)
         if key not in towers:
             try:
-                if tower_check is None:
-                    raise XmicError("this caller cannot load text towers")
-                tower_check(vocab.fingerprint, vocab.source)
+                _load_tower_on_cpu(vocab.fingerprint, vocab.source)
                 towers[key] = None
             except XmicError as e:
                 towers[key] = str(e)
@@ -140,7 +137,12 @@ def expand(recipe: Recipe, tower_check=None) -> tuple[list[dict], list[str]]:
     return runs, skipped
 
 
-def plan_grid(grid_dir: Path, recipe: Recipe, tower_check=None) -> dict:
+def _load_tower_on_cpu(fingerprint: dict, source) -> None:
+    from xmic.towers.text_tower import load_text_tower
+    load_text_tower(fingerprint, source, "cpu")
+
+
+def plan_grid(grid_dir: Path, recipe: Recipe) -> dict:
     """Write (or find identical) ``GRID/grid.json``; returns it. Optional rows that cannot run
     are listed under ``skipped`` with the reason."""
     grid_dir = Path(grid_dir)
@@ -152,7 +154,7 @@ def plan_grid(grid_dir: Path, recipe: Recipe, tower_check=None) -> dict:
         if other:
             raise GridError(f"{grid_dir} exists and holds {len(other)} other file(s) "
                             f"({', '.join(sorted(other)[:3])}); plan the grid into a new folder")
-    runs, skipped = expand(recipe, tower_check)
+    runs, skipped = expand(recipe)
     body = {"recipe": recipe.as_dict(), "runs": runs, **({"skipped": skipped} if skipped else {})}
     digest = _digest(body)
     grid = {"format": "xmic-grid", "version": 1, "sha256": digest, **body}

@@ -2,8 +2,8 @@
 
 Inputs: a planned grid folder, an executor (``inprocess``: one run after another in this
 process, each cache loaded once for the whole grid; ``local``: up to ``parallel`` worker
-processes; ``slurm``: job arrays through ``xmic.slurm.launch``, requeued on preemption), and for
-CoOp/CoCoOp rows the text-tower loader (one tower per vocabulary per process). Output:
+processes; ``slurm``: job arrays through ``xmic.slurm.launch``, requeued on preemption); CoOp and
+CoCoOp rows share one text tower per model identity per process. Output:
 per run folder the training stage's files (``last.pt`` every epoch, ``checkpoint.pt``, ...),
 each target's ``eval/DATASET-SPLIT/``, then ``finished.json``; or ``failed.json`` with the
 reason. A finished run is never redone; a killed one resumes from its last epoch checkpoint
@@ -34,6 +34,7 @@ from xmic.train.checkpoint import load_checkpoint
 from xmic.train.config import TrainConfig
 from xmic.train.data import load_bank
 from xmic.train.loop import train
+from xmic.towers.text_tower import load_text_tower
 
 
 class BankMemo:
@@ -72,8 +73,8 @@ class TowerMemo:
         return self._towers[key]
 
 
-def _memo(tower_loader):
-    return TowerMemo(tower_loader) if tower_loader is not None else None
+def _memo():
+    return TowerMemo(load_text_tower)
 
 
 def _trained(run_dir: Path, cfg: TrainConfig) -> bool:
@@ -84,10 +85,10 @@ def _trained(run_dir: Path, cfg: TrainConfig) -> bool:
 
 
 def run_one(grid_dir: Path, run: dict, class_splits: str | None, bank_loader=load_bank,
-            echo=print, tower_loader=None) -> str:
+            echo=print, towers=None) -> str:
     """Train and score one run unless it is done; returns its final state (done | failed).
     Any failure is recorded in ``failed.json`` with its reason; the next run goes on.
-    ``tower_loader``: the text-tower loader for coop/cocoop runs, handed in by the caller."""
+    ``towers``: the text-tower memo the runs of one process share (coop/cocoop)."""
     grid_dir = Path(grid_dir)
     d = grid_dir / run["dir"]
     if run_state(grid_dir, run)["state"] == "done":
@@ -104,12 +105,12 @@ def run_one(grid_dir: Path, run: dict, class_splits: str | None, bank_loader=loa
         if not _trained(d, cfg):
             show = functools.partial(_show, echo, run["id"])
             train(run["cache"], cfg, d, resume=(d / "last.pt").exists(), echo=show,
-                  bank_loader=bank_loader, tower_loader=tower_loader)
+                  bank_loader=bank_loader, towers=towers)
         for t in run["targets"]:
             if read_metrics(d, t) is None:
                 evaluate_run(d, t["cache"], t["split"], class_splits, eval_dir(d, t),
                              device=cfg.device, bank_loader=bank_loader,
-                             tower_loader=tower_loader)
+                             towers=towers)
         write_json_atomic(d / FINISHED, {"seconds": round(time.time() - t0, 2),
                                          "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                                    time.gmtime())}, grid_dir)
@@ -195,34 +196,34 @@ def run_ids(grid: dict, ids) -> list[dict]:
     return [by_id[i] for i in ids]
 
 
-def grid_task(grid_dir: str, ids: list[str], tower_loader=None) -> dict:
+def grid_task(grid_dir: str, ids: list[str]) -> dict:
     """One array task (local or Slurm): its runs in turn. Raises when one failed, so the job's
     state says so; every run's own state is in the grid folder."""
     grid = load_grid(grid_dir)
     cs = grid["recipe"].get("class_splits")
-    memo, towers = BankMemo(), _memo(tower_loader)  # the runs of one task share their loads
+    memo, towers = BankMemo(), _memo()  # the runs of one task share their loads
     states = {r["id"]: run_one(Path(grid_dir), r, cs, memo, echo=lambda m: print(m, flush=True),
-                               tower_loader=towers) for r in run_ids(grid, ids)}
+                               towers=towers) for r in run_ids(grid, ids)}
     failed = [k for k, v in states.items() if v == "failed"]
     if failed:
         raise XmicError(f"{len(failed)} run(s) failed: {failed}; see `xmic grid status`")
     return states
 
 
-def run_inprocess(grid_dir: Path, echo=print, tower_loader=None) -> dict:
+def run_inprocess(grid_dir: Path, echo=print) -> dict:
     """Every unfinished run in this process, caches loaded once; returns states and load stats."""
     grid = load_grid(grid_dir)
     memo = BankMemo()
     cs = grid["recipe"].get("class_splits")
-    towers = _memo(tower_loader)
+    towers = _memo()
     states = {r["id"]: run_one(grid_dir, r, cs, memo, echo, towers) for r in grid["runs"]}
     return {"states": states, "load_seconds": round(memo.seconds, 3), "loads_saved": memo.hits,
-            "tower_loads": towers.loads if towers else 0}
+            "tower_loads": towers.loads}
 
 
 
 def submit_grid(grid_dir: Path, slurm_cfg, parallel: int = 1, wait: bool = False,
-                echo=print, tower_loader=None) -> dict:
+                echo=print) -> dict:
     """Every run that is neither done nor running, as job arrays (``slurm_cfg.executor`` local
     or slurm): one run per array task on Slurm; on the local executor, which starts every task
     at once, the runs are grouped into ``parallel`` tasks. Returns the submission record (and,
@@ -241,7 +242,7 @@ def submit_grid(grid_dir: Path, slurm_cfg, parallel: int = 1, wait: bool = False
     per_task = -(-len(todo) // max(1, parallel)) if slurm_cfg.executor == "local" else 1
     tasks = [todo[i:i + per_task] for i in range(0, len(todo), per_task)]
     echo(f"submitting {len(todo)} run(s) as {len(tasks)} task(s) on executor {slurm_cfg.executor}")
-    task = CallTask(functools.partial(grid_task, str(grid_dir), tower_loader=tower_loader))
+    task = CallTask(functools.partial(grid_task, str(grid_dir)))
     record, jobs = submit_arrays(task, tasks, slurm_cfg, grid_dir / "slurm" / "logs",
                                  grid_dir / "slurm" / "submissions.jsonl", grid_dir, record, echo,
                                  item_key="runs")

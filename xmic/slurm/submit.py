@@ -18,7 +18,7 @@ from xmic.cache.atomic_files import fsync_dir, make_dirs, rename
 from xmic.cache.paths import SLURM_LOGS, SUBMISSIONS, SUPERSEDED, shard_dir, view_dir
 from xmic.config import XmicError, config_to_dict
 from xmic.extract.config import ExtractConfig
-from xmic.extract.encoders import check_weights
+from xmic.towers.encoders import check_weights
 from xmic.slurm.config import SlurmConfig
 from xmic.slurm.launch import array_size, split_arrays, submit_arrays, wait
 from xmic.slurm.status import read_submissions, status

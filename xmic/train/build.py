@@ -19,6 +19,7 @@ from xmic.cache.fingerprint import diff, same_model
 from xmic.cache.vocab import Vocab, load_vocab, vocab_names
 from xmic.config import ConfigError
 from xmic.train.config import TrainConfig
+from xmic.towers.text_tower import load_text_tower
 from xmic.train.prompt_model import prompt_token_ids
 
 
@@ -67,16 +68,13 @@ def check_inputs(cache: Cache, cfg: TrainConfig) -> RunInputs:
     return RunInputs(vocab, dims, {"views": fps, "vocab": vocab.fingerprint})
 
 
-def load_tower(tower_loader, cfg: TrainConfig, fingerprint: dict, source: dict | None, device):
-    """The frozen text tower for a prompt method (None for the others). ``tower_loader``
-    (fingerprint, source, device) -> tower is handed in by the caller: training never imports
-    the extraction stage, which owns open_clip."""
+def load_tower(cfg: TrainConfig, fingerprint: dict, source: dict | None, device, towers=None):
+    """The frozen text tower for a method that runs one (None for the others): the one that made
+    the vocabulary (``towers.text_tower.load_text_tower``), or through ``towers``, a loader with
+    its signature (a grid's memo, or one bound to ``--model``/``--weights``)."""
     if not cfg.record.tower:
         return None
-    if tower_loader is None:
-        raise ConfigError(f"method {cfg.method} runs the vocabulary's frozen text tower; this "
-                          "caller gave no way to load it (xmic train and xmic grid do)")
-    return tower_loader(fingerprint, source, device)
+    return (towers or load_text_tower)(fingerprint, source, device)
 
 
 def model_dims(cfg: TrainConfig, inputs: RunInputs) -> dict:

@@ -44,10 +44,10 @@ def evaluate_bank(model, bank: FeatureBank, w: torch.Tensor, cfg: TrainConfig) -
             "loss": F.cross_entropy(logits, bank.labels).item(), "n": len(bank)}
 
 
-def load_run(run: str | Path, tower_loader=None, device="cpu"
+def load_run(run: str | Path, device="cpu", towers=None
              ) -> tuple[torch.nn.Module, TrainConfig, dict]:
     """The selected model of a run on ``device``; a prompt method's frozen text tower comes from
-    ``tower_loader`` (fingerprint, source, device), resolved from what the run recorded."""
+    (``towers``: an optional loader or memo), resolved from what the run recorded."""
     path = Path(run) / "checkpoint.pt"
     ck = check_checkpoint(load_checkpoint(path), path)
     try:
@@ -55,8 +55,7 @@ def load_run(run: str | Path, tower_loader=None, device="cpu"
         dims = (int(ck["dims"]["text"]), ck["dims"]["cond"], ck["fingerprints"]["vocab"])
     except (KeyError, TypeError, ValueError, ConfigError) as e:
         raise CheckpointError(f"{path}: not an xmic checkpoint ({e})") from None
-    tower = load_tower(tower_loader, cfg, ck["fingerprints"]["vocab"], ck.get("text_tower"),
-                       device)
+    tower = load_tower(cfg, ck["fingerprints"]["vocab"], ck.get("text_tower"), device, towers)
     try:
         model = build_model(cfg, dims[0], dims[1], len(ck["classes"]), tower, init_context=False)
     except (TypeError, ValueError) as e:

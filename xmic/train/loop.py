@@ -99,9 +99,10 @@ def train_epoch(model, opt, sched, scaler, bank, w, cfg: TrainConfig, cond, gen,
 
 
 def train(cache_path: str | Path, cfg: TrainConfig, out: str | Path, resume: bool = False,
-          echo=print, bank_loader=load_bank, tower_loader=None) -> dict:
+          echo=print, bank_loader=load_bank, towers=None) -> dict:
     """``bank_loader``: ``load_bank`` or a caller's memo of it (a grid loads each cache once);
-    ``tower_loader``: (vocabulary fingerprint, source, device) -> text tower, for coop/cocoop."""
+    ``towers``: how a prompt method's frozen text tower is loaded (default: the one that made
+    the vocabulary; a grid's memo, or a loader bound to other weights)."""
     # ---- setup: the run folder first (seconds), then data, model, optimizer, resume state ---
     out = Path(out)
     check_run_folder(out, resume)
@@ -113,7 +114,7 @@ def train(cache_path: str | Path, cfg: TrainConfig, out: str | Path, resume: boo
     full = bank_loader(cache, cfg.split, views, cfg.label, classes, device, cfg.frames)
     tr_idx, ho_idx = heldout_split(full.video_ids, cfg.heldout_fraction)
     train_bank, held = full.subset(tr_idx), (full.subset(ho_idx) if len(ho_idx) else None)
-    tower = load_tower(tower_loader, cfg, inputs.vocab.fingerprint, inputs.vocab.source, device)
+    tower = load_tower(cfg, inputs.vocab.fingerprint, inputs.vocab.source, device, towers)
     w = text_input(cfg, inputs.vocab.names, inputs.vocab.embeddings, tower, device)  # [C, D|L]
     target = (_target_bank(cfg, inputs, views, device, tower) if cfg.select_on_target_test_data
               else None)

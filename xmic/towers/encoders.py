@@ -21,6 +21,8 @@ from xmic.cache.atomic_files import sha256_file
 from xmic.config import XmicError, resolve_device
 
 OPENAI_ORIGIN_KEY = "xmic.origin"
+CONFIGS = Path(__file__).resolve().parent / "configs"  # model configs shipped with xmic
+TINY_CONFIG = CONFIGS / "xmic-tiny-quickgelu.json"     # tests and the demo: seeded random weights
 
 
 class EncoderError(XmicError):
@@ -113,7 +115,7 @@ def convert_openai_weights(src: str | Path, dst: str | Path,
     The archive's tensors are read without running any of its code (``script_archive``), and
     must be exactly the state dict of ``model``: every name, every shape; else it is refused."""
     from safetensors.torch import save_file
-    from xmic.extract.script_archive import ArchiveError, read_archive_tensors
+    from xmic.towers.script_archive import ArchiveError, read_archive_tensors
     src, dst = Path(src), Path(dst)
     if not src.is_file():
         raise EncoderError(f"{src}: archive not found")

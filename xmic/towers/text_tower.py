@@ -24,9 +24,9 @@ from torch import nn
 
 from xmic.cache.fingerprint import diff, fingerprint_id, same_model
 from xmic.config import XmicError
-from xmic.extract.encoders import load_clip
+from xmic.towers.encoders import CONFIGS, load_clip
 
-PACKAGED = Path(__file__).resolve().parent / "configs"
+PACKAGED = CONFIGS  # model configs shipped with xmic
 
 
 class TextTowerError(XmicError):
