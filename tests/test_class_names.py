@@ -12,7 +12,7 @@ import pytest
 from conftest import SHARED_DATA, run_xmic
 from train_data import make_train_cache, vocab_fp
 from xmic.cache import CacheError
-from xmic.cache.datasets.names import prompt_names
+from xmic.cache.datasets import prompt_names
 from xmic.cache.vocab import add_vocab, load_vocab
 
 EGO4D_FIXES = {"bat_(sports)": "bat sports", "bat_(tool)": "bat tool", "nut_(tool)": "nut tool",

@@ -41,11 +41,10 @@ RULES = {
     "epic": Rule("epic", "segment [start, stop), step (n-1)/T", relative=False),
     "ego4d": Rule("ego4d", "central 4 s of the 8-s action clip, step n/T", relative=True),
 }
-DATASET_RULES = {"epic": "epic", "egtea": "epic", "ego4d": "ego4d"}  # others: epic
-
-
 def rule_of(dataset: str) -> str:
-    return DATASET_RULES.get(dataset, "epic")
+    """The sampling rule a dataset's record names (a dataset without a record: epic's)."""
+    from xmic.cache.datasets import DATASETS
+    return DATASETS[dataset].window if dataset in DATASETS else "epic"
 
 
 def sampling_fingerprint(dataset: str, policy: str, per_bin: int, bins: int) -> dict:

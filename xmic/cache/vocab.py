@@ -20,8 +20,7 @@ from xmic.cache.atomic_files import (commit_dir, make_dirs, remove_tree, rename,
                                      write_json_atomic, write_new)
 from xmic.cache.paths import CacheError, read_json, vocab_dir
 from xmic.cache.cache_folder import Cache
-from xmic.cache.datasets.common import normalize_name
-from xmic.cache.datasets.names import duplicate_prompts, prompt_names
+from xmic.cache.datasets import duplicate_prompts, normalize_name, prompt_names
 
 
 @dataclass

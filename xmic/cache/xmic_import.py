@@ -116,14 +116,12 @@ def import_pickles(cache_dir: Path, dataset: str, split: str, annotations: Path,
     when the import is refused. Returns ``import_split``'s summary."""
     from tqdm import tqdm
 
-    from xmic.cache.datasets import read_ego4d, read_epic
+    from xmic.cache.datasets import dataset as dataset_record
     from xmic.cache.cache_folder import discard_if_new
-    if dataset == "epic":
-        segs, _ = read_epic(annotations, split, annotation_files.get("noun_classes"),
-                                annotation_files.get("verb_classes"),
-                                annotation_files.get("video_info"))
-    else:
-        segs, _ = read_ego4d(annotations, split, annotation_files.get("taxonomy"))
+    record = dataset_record(dataset)
+    if not record.importable:
+        raise CacheError(f"dataset {dataset!r}: the released code made no feature pickles for it")
+    segs, _ = record.read(annotations, split, None, **annotation_files)
     fps = {v: imported_view_fingerprint(v, model) for v in pickles}
     with discard_if_new(cache_dir):
         c = Cache.open_or_create(cache_dir, dataset, config)

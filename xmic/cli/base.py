@@ -18,6 +18,33 @@ def _fail(e: Exception):
     sys.exit(getattr(e, "exit_code", 2))  # 2: a mistake to fix; 1: the work itself failed
 
 
+class RecordChoice(click.Choice):
+    """The names of a record table (datasets, methods) as choices, read when an option is parsed
+    or its help shown: the tables are not imported for ``xmic --help``."""
+
+    def __init__(self, load):
+        self._load = load
+        super().__init__([])
+
+    @property
+    def choices(self):
+        return list(self._load())
+
+    @choices.setter
+    def choices(self, value):
+        pass
+
+
+def dataset_kinds(importable_only: bool = False):
+    from xmic.cache.datasets import DATASETS
+    return [k for k, d in DATASETS.items() if d.importable or not importable_only]
+
+
+def method_names():
+    from xmic.train.methods import METHODS
+    return list(METHODS)
+
+
 class XmicGroup(click.Group):
     """Turns XmicError into a one-line message instead of a traceback."""
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from xmic.cli.base import XmicGroup, cache_config
+from xmic.cli.base import RecordChoice, XmicGroup, cache_config, dataset_kinds
 from xmic.config import XmicError
 
 @click.group(cls=XmicGroup)
@@ -83,7 +83,8 @@ def _with_model_options(f):
 @click.argument("cache_dir", type=click.Path(path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["xmic-pickle"]), default="xmic-pickle",
               show_default=True)
-@click.option("--dataset", type=click.Choice(["epic", "ego4d"]), required=True)
+@click.option("--dataset", type=RecordChoice(lambda: dataset_kinds(importable_only=True)),
+              required=True)
 @click.option("--split", required=True, help="Split name in the cache (train, validation, val...).")
 @click.option("--annotations", type=click.Path(path_type=Path), required=True,
               help="EPIC_100_*.csv or fho_lta_*.json")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from xmic.cli.base import XmicGroup, cache_config, extract_config
+from xmic.cli.base import RecordChoice, XmicGroup, cache_config, dataset_kinds, extract_config
 from xmic.config import XmicError
 
 @click.group(cls=XmicGroup)
@@ -29,7 +29,7 @@ def _shard_range(text):
 
 @extract.command("plan")
 @click.argument("cache_dir", type=click.Path(path_type=Path))
-@click.option("--dataset", type=click.Choice(["epic", "ego4d", "egtea", "csv"]), required=True)
+@click.option("--dataset", type=RecordChoice(dataset_kinds), required=True)
 @click.option("--annotations", type=click.Path(path_type=Path, exists=True), required=True)
 @click.option("--root", type=click.Path(path_type=Path), required=True, help="Frames/videos root.")
 @click.option("--split", default="train", show_default=True)

@@ -7,15 +7,14 @@ from pathlib import Path
 
 import click
 
-from xmic.cli.base import XmicGroup
+from xmic.cli.base import RecordChoice, XmicGroup, method_names
 from xmic.config import XmicError, load_config
-from xmic.train.methods import METHODS
 
 @click.command("train")
 @click.option("--cache", "cache_dir", type=click.Path(path_type=Path), required=True)
 @click.option("--split", default=None, help="Training split (default: train).")
 @click.option("--label", type=click.Choice(["noun", "verb"]), default=None)
-@click.option("--method", type=click.Choice(list(METHODS)), default=None,
+@click.option("--method", type=RecordChoice(method_names), default=None,
               help="Training method (default: xmic).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Run folder.")
 @click.option("--epochs", type=int, default=None)

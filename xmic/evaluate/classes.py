@@ -11,10 +11,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from xmic.cache.datasets import normalize_name
+from xmic.cache.datasets import DATASETS, normalize_name
 from xmic.config import XmicError
 
-DATASET_TAGS = {"epic": "epic", "ego4d": "ego", "egtea": "egtea"}
 class ClassSplitError(XmicError):
     pass
 
@@ -59,11 +58,11 @@ def read_class_splits(folder: Path, target: str, source: str, label: str,
                       target_classes: list[str]) -> dict[str, list[bool]]:
     """Shared masks over ``target_classes`` from X-MIC's list files in ``folder``."""
     folder = Path(folder)
-    try:
-        t, s = DATASET_TAGS[target], DATASET_TAGS[source]
-    except KeyError as e:
-        raise ClassSplitError(f"no X-MIC list tag for dataset {e.args[0]!r} "
-                              f"(known: {sorted(DATASET_TAGS)})") from None
+    tags = {k: d.split_tag for k, d in DATASETS.items() if d.split_tag}
+    for ds in (target, source):
+        if ds not in tags:
+            raise ClassSplitError(f"no X-MIC list tag for dataset {ds!r} (known: {sorted(tags)})")
+    t, s = tags[target], tags[source]
     pattern = re.compile(rf"^{t}_{s}_(common|non_common)(?:_(exact|semantic))?_{label}\.txt$")
     found: dict[str, dict[str, list[str]]] = {}
     for p in sorted(folder.glob(f"{t}_{s}_*_{label}.txt")):

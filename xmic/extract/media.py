@@ -3,7 +3,8 @@
 Inputs: a dataset kind, the media root, a video id read from the annotations. Outputs: a
 ``FrameSource`` (a JPEG folder or a video file, and the annotation frame number of its first
 frame), and the check that an id stays
-inside the root (which frames of a segment are encoded is ``xmic.cache.sampling``'s rule). Layouts:
+inside the root (which frames of a segment are encoded is ``xmic.cache.sampling``'s rule). Layouts (each
+dataset's record in ``xmic.cache.datasets`` holds its own):
 - epic: ``ROOT/P01/rgb_frames/P01_01/frame_0000000001.jpg`` (1-based) or ``ROOT/P01/videos/P01_01.MP4``;
 - ego4d: ``ROOT/{clip_uid}.mp4`` (the FHO action clips);
 - egtea: trimmed clips ``ROOT/{clip_id}.mp4``;
@@ -15,7 +16,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from xmic.cache.datasets import DatasetError
+from xmic.cache.datasets import DatasetError, dataset
 
 @dataclass(frozen=True)
 class FrameSource:
@@ -30,9 +31,11 @@ def check_media_id(kind: str, video_id, where: str) -> str:
     no absolute path, no '..', no NUL; for every kind but csv (relative paths), one plain name."""
     v = str(video_id)
     parts = Path(v).parts
+    record = dataset(kind)
+    nested = record.frames == ("{video}",)  # the id is itself a relative path (generic csv)
     bad = (not v or "\0" in v or Path(v).is_absolute() or v.startswith("~") or ".." in parts
-           or (kind != "csv" and (len(parts) != 1 or v in (".",) or "/" in v or "\\" in v))
-           or (kind == "epic" and v.split("_")[0] in ("", ".", ".."))  # the participant folder
+           or (not nested and (len(parts) != 1 or v in (".",) or "/" in v or "\\" in v))
+           or (record.participant and participant(v) in ("", ".", ".."))
            or bool(_bad_components(v.replace("\\", "/").split("/"))))
     if bad:
         raise DatasetError(f"{where}: video id {v!r} is not a plain name inside the media root "
@@ -66,32 +69,29 @@ def check_media_ids(kind: str, video_ids: list, segment_ids: list, annotations: 
         check_media_id(kind, v, f"{annotations}: annotation {i} (segment {s})")
 
 
-def frame_source(kind: str, root: Path, video_id: str) -> FrameSource:
-    root = Path(root)
+def participant(video_id: str) -> str:
+    """EPIC's participant folder of a video id (``P01_01`` -> ``P01``)."""
+    return video_id.split("_")[0]
+
+
+def frame_source(kind: str, root: Path, video_id: str, start_frame: int | None = None) -> FrameSource:
+    """Where a video's frames are, by its dataset's layouts: a JPEG folder (files numbered from
+    1) or the first video file that exists; a trimmed clip's first frame is the segment's start."""
+    root, record = Path(root), dataset(kind)
     check_media_id(kind, video_id, f"video {video_id!r}")
     where = f"video {video_id!r}"
-    if kind == "epic":
-        participant = video_id.split("_")[0]
-        folder = media_path(root, participant, "rgb_frames", video_id, where=where)
+    names = {"video": video_id, "participant": participant(video_id)}
+    tried = []
+    for layout in record.frames:
+        folder = media_path(root, layout.format(**names), where=where)
         if folder.is_dir():
             return FrameSource(folder, "jpeg", 1)
-        for name in (f"{video_id}.MP4", f"{video_id}.mp4"):
-            path = media_path(root, participant, "videos", name, where=where)
-            if path.exists():
-                return FrameSource(path, "video", 1)
-        raise DatasetError(f"video {video_id}: neither {folder} nor "
-                           f"{root / participant / 'videos' / (video_id + '.MP4')} exists")
-    if kind in ("ego4d", "egtea"):
-        path = media_path(root, f"{video_id}.mp4", where=where)
-        if not path.exists():
-            raise DatasetError(f"video {video_id}: {path} not found")
-        # Ego4D clip frames are numbered from 0; EGTEA trimmed clips start at the action's frame
-        return FrameSource(path, "video", 0)
-    if kind == "csv":
-        path = media_path(root, video_id, where=where)
-        if path.is_dir():
-            return FrameSource(path, "jpeg", 1)
-        if path.exists():
-            return FrameSource(path, "video", 0)
-        raise DatasetError(f"{path} not found")
-    raise DatasetError(f"unknown dataset kind {kind!r}")
+        tried.append(folder)
+    for layout in record.videos:
+        path = media_path(root, layout.format(**names), where=where)
+        if path.is_file():
+            first = start_frame if record.trimmed and start_frame is not None else \
+                record.video_first_frame
+            return FrameSource(path, "video", first)
+        tried.append(path)
+    raise DatasetError(f"video {video_id}: {' / '.join(map(str, dict.fromkeys(tried)))} not found")

@@ -10,7 +10,6 @@ text embeddings as cache vocabularies. Returns summaries; failures are counted, 
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import time
@@ -30,7 +29,7 @@ from xmic.cache.atomic_files import write_json_atomic
 from xmic.cache.paths import PLAN_FILE, CacheError, read_json
 from xmic.cache.vocab import add_vocab, check_prompts
 from xmic.config import XmicError, config_to_dict
-from xmic.cache.datasets.names import prompt_names
+from xmic.cache.datasets import prompt_names
 from xmic.extract.clip_embed import class_text
 from xmic.extract.config import ExtractConfig
 from xmic.cache.datasets import read_dataset
@@ -95,9 +94,7 @@ class SegmentFrames(Dataset):
     def __getitem__(self, i):
         r, c = self.rows[i], self.cfg
         try:
-            src = frame_source(self.kind, Path(self.root), r["video_id"])
-            if self.kind == "egtea":  # trimmed clips start at the action
-                src = dataclasses.replace(src, first_frame=r["start_frame"])
+            src = frame_source(self.kind, Path(self.root), r["video_id"], r["start_frame"])
             frames = frames_to_store(rule_of(self.kind), r["start_frame"], r["stop_frame"],
                                      c.sampling, c.per_bin, c.bins)
             images = read_frames(src, frames)

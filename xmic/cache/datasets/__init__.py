@@ -1,13 +1,19 @@
-"""Every dataset's annotation reader, the class-name rules and the segment schema, in one place.
+"""Every dataset as one record: its annotation reader, side files, media layout, frame rules,
+class-name rule and X-MIC split tag; the segment schema and class lists.
 
-Inputs: a dataset kind (``epic``, ``ego4d``, ``egtea``, ``csv``), its annotation file, the split
-name and the files that come with it (class lists, video info, taxonomy). Output: ``(Segments,
-{"noun": names, "verb": names})``. Errors: ``DatasetError``, naming file and row. Where each
-segment's frames lie on disk is the extraction stage's business (``xmic.extract.media``).
+Inputs: a dataset kind (a key of ``DATASETS``: ``epic``, ``ego4d``, ``egtea``, ``csv``), its
+annotation file, the split name and the files that come with it. Output: ``(Segments,
+{"noun": names, "verb": names})`` from ``read_dataset``, and the record the other stages ask:
+``xmic.extract.media`` builds paths from ``frames``/``videos`` and ``first_frame``,
+``xmic.cache.sampling`` takes ``window``, ``prompt_names`` the ``names`` rule, evaluation the
+``split_tag``, the CLI the choices. Errors: ``DatasetError``, naming file and row. Adding a
+dataset is a reader module and one entry here (docs/architecture.md).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from xmic.cache.datasets.common import (DatasetError, Segments, normalize_name,
                                         read_class_list)
@@ -15,21 +21,61 @@ from xmic.cache.datasets.ego4d import read_ego4d
 from xmic.cache.datasets.egtea import read_egtea
 from xmic.cache.datasets.epic import read_epic
 from xmic.cache.datasets.generic_csv import read_generic
+from xmic.cache.datasets.names import duplicate_prompts, ego4d_name, egtea_name, epic_name
 
-KINDS = ("epic", "ego4d", "egtea", "csv")
 
-__all__ = ["DatasetError", "KINDS", "Segments", "normalize_name", "read_class_list",
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    read: Callable            # (annotations, split, root, **side files) -> (Segments, classes)
+    side_files: tuple         # keyword names of the files that come with the annotations
+    frames: tuple             # JPEG-folder layouts under --root ({video}, {participant})
+    videos: tuple             # video-file layouts under --root, tried in order
+    video_first_frame: int    # annotation frame number of a video file's first frame
+    trimmed: bool             # each video is one segment: its first frame is the segment's start
+    window: str               # frame-sampling rule (xmic.cache.sampling.RULES)
+    names: Callable           # raw class name -> prompt text (xmic.cache.datasets.names)
+    split_tag: str | None     # name in X-MIC's class-split files ({target}_{source}_...)
+    importable: bool = False  # `xmic cache import` reads the released code's feature pickles
+    participant: bool = False  # ids carry a participant folder (EPIC: P01_01 -> P01)
+
+
+DATASETS: dict[str, Dataset] = {d.name: d for d in (
+    Dataset("epic", lambda a, s, r, **kw: read_epic(a, s, kw.get("noun_classes"),
+                                                    kw.get("verb_classes"), kw.get("video_info")),
+            ("noun_classes", "verb_classes", "video_info"),
+            frames=("{participant}/rgb_frames/{video}",),
+            videos=("{participant}/videos/{video}.MP4", "{participant}/videos/{video}.mp4"),
+            video_first_frame=1, trimmed=False, window="epic", names=epic_name, split_tag="epic",
+            importable=True, participant=True),
+    Dataset("ego4d", lambda a, s, r, **kw: read_ego4d(a, s, kw.get("taxonomy")), ("taxonomy",),
+            frames=(), videos=("{video}.mp4",), video_first_frame=0, trimmed=False,
+            window="ego4d", names=ego4d_name, split_tag="ego", importable=True),
+    Dataset("egtea", lambda a, s, r, **kw: read_egtea(a, s), (), frames=(),
+            videos=("{video}.mp4",), video_first_frame=0, trimmed=True, window="epic",
+            names=egtea_name, split_tag="egtea"),
+    Dataset("csv", lambda a, s, r, **kw: read_generic(a, s, r), (), frames=("{video}",),
+            videos=("{video}",), video_first_frame=0, trimmed=False, window="epic",
+            names=normalize_name, split_tag=None),
+)}
+KINDS = tuple(DATASETS)
+
+__all__ = ["DATASETS", "Dataset", "DatasetError", "KINDS", "Segments", "dataset",
+           "duplicate_prompts", "normalize_name", "prompt_names", "read_class_list",
            "read_dataset", "read_ego4d", "read_egtea", "read_epic", "read_generic"]
 
 
+def dataset(kind: str) -> Dataset:
+    if kind not in DATASETS:
+        raise DatasetError(f"unknown dataset kind {kind!r}; use one of {', '.join(DATASETS)}")
+    return DATASETS[kind]
+
+
 def read_dataset(kind: str, annotations: Path, split: str, root: Path, **kw) -> tuple[Segments, dict]:
-    if kind == "epic":
-        return read_epic(annotations, split, kw.get("noun_classes"), kw.get("verb_classes"),
-                         kw.get("video_info"))
-    if kind == "ego4d":
-        return read_ego4d(annotations, split, kw.get("taxonomy"))
-    if kind == "egtea":
-        return read_egtea(annotations, split)
-    if kind == "csv":
-        return read_generic(annotations, split, root)
-    raise DatasetError(f"unknown dataset kind {kind!r}; use one of {', '.join(KINDS)}")
+    return dataset(kind).read(annotations, split, root, **kw)
+
+
+def prompt_names(kind: str, classes: list[str]) -> list[str]:
+    """The prompt text of each class by the dataset's released rule (others: the generic one)."""
+    rule = DATASETS[kind].names if kind in DATASETS else normalize_name
+    return [rule(c) for c in classes]

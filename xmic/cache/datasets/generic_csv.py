@@ -26,7 +26,7 @@ def read_generic(path: Path, split: str, root: Path) -> tuple[Segments, dict]:
         fps = float(r.get("fps") or 0) or probe_fps(Path(root) / r["video"])
         segs.append(segment_id=r.get("segment_id") or f"{split}_{i - 2}", dataset="csv",
                     split=split, video_id=r["video"], start_frame=int(round(s0 * fps)),
-                    stop_frame=int(round(s1 * fps)) - 1, start_sec=s0, stop_sec=s1, fps=fps,
+                    stop_frame=int(round(s1 * fps)), start_sec=s0, stop_sec=s1, fps=fps,
                     verb_id=classes["verb"].index(r["verb"]), verb=r["verb"],
                     noun_id=classes["noun"].index(r["noun"]), noun=r["noun"])
     return segs, classes

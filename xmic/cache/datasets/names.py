@@ -15,6 +15,7 @@ template, lower case (CLIP's tokenizer lower-cases anyway). Rules, from the rele
 - EGTEA Gaze+ (``datasets/egtea.py``, ``fix_class_name``): '/' becomes a space.
 - Every dataset: '_' becomes a space (the trainers' ``name.replace("_", " ")``), runs of spaces
   collapse, the ends are stripped. Other datasets (generic CSV): ``common.normalize_name``.
+Each dataset's record (``xmic.cache.datasets.DATASETS``) names its rule.
 """
 from __future__ import annotations
 
@@ -55,15 +56,6 @@ def ego4d_name(v: str) -> str:
 
 def egtea_name(v: str) -> str:
     return _spaces(" ".join(v.split("/")))
-
-
-NAME_RULES = {"epic": epic_name, "ego4d": ego4d_name, "egtea": egtea_name}
-
-
-def prompt_names(dataset: str, classes: list[str]) -> list[str]:
-    """The prompt text of each class of ``dataset`` (its released rule; others: the generic)."""
-    rule = NAME_RULES.get(dataset, normalize_name)
-    return [rule(c) for c in classes]
 
 
 def duplicate_prompts(classes: list[str], prompts: list[str]) -> list[tuple[str, str, str]]:
