@@ -55,7 +55,8 @@ def decode_fps(cache_dir: Path, cfg: ExtractConfig, enc) -> tuple[float, int]:
     from torch.utils.data import DataLoader
 
     from xmic.cache import Cache
-    from xmic.cache.paths import PLAN_FILE, read_json
+    from xmic.cache.paths import PLAN_FILE
+    from xmic.files.names import read_json
     from xmic.extract.pipeline import SegmentFrames
     cache = Cache.open(cache_dir)
     meta = read_json(cache.root / PLAN_FILE, "extraction plan")

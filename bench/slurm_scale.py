@@ -30,7 +30,7 @@ from machine import cpu_name, drop_page_cache
 
 from xmic.cache import Cache, CacheConfig
 from xmic.cache.index import make_plan, rows_table
-from xmic.cache.atomic_files import write_json_atomic
+from xmic.files.atomic import write_json_atomic
 from xmic.cache.paths import MARKER, PROGRESS, ROWS, shard_dir, view_dir
 from xmic.extract.pipeline import plan
 from xmic.slurm.status import format_status, status

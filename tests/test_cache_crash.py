@@ -142,7 +142,7 @@ def test_create_killed_before_its_manifest_is_finished_not_refused(tmp_path):
     (half / "config.yaml").write_text("backend: zarr\n")
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True).stdout.strip()
-    from xmic.cache.atomic_files import host_tag
+    from xmic.files.atomic import host_tag
     (half / f".cache.json.{host_tag()}.{dead}.0123abcd").write_text("{")
     from xmic.cache.cache_folder import discard_if_new
     with pytest.raises(RuntimeError), discard_if_new(half):  # a refused command, same rule

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from xmic.cache.datasets import DatasetError
-from xmic.cache.paths import CacheError, check_name
+from xmic.files.names import BadName, check_name
 from xmic.config import ConfigError, load_config
 from xmic.extract.media import check_media_id, media_path
 from xmic.train.config import TrainConfig
@@ -29,7 +29,7 @@ PATHY = st.lists(st.sampled_from(list("ab./\\_-~0") + ["..", "\0", "é", "P01"])
 def test_a_checked_name_is_one_plain_component(name):
     try:
         check_name("dataset", name)
-    except CacheError:
+    except BadName:
         return
     assert "/" not in name and "\\" not in name and name not in (".", "..") and name[0] != "."
 

@@ -11,7 +11,7 @@ import pytest
 from conftest import fill_cache, fingerprint, segment_frames
 from train_data import make_train_cache
 from xmic.cache import ShardWriter
-from xmic.cache.atomic_files import UnsafePathError, guard, write_bytes_atomic
+from xmic.files.atomic import UnsafePathError, guard, write_bytes_atomic
 from xmic.cache.vocab import add_vocab
 from xmic.config import load_config
 from xmic.train.config import TrainConfig

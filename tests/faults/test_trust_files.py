@@ -10,7 +10,6 @@ import math
 
 import pytest
 import torch
-import yaml
 from click.testing import CliRunner
 
 from faults.test_user_mistakes import one_line_error

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xmic.cache.atomic_files import write_new
+from xmic.files.atomic import write_new
 from xmic.cache.direct_read import read_direct
 from xmic.cache.paths import DATA, H5_DATASET, CacheError
 

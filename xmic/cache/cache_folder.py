@@ -21,11 +21,11 @@ from xmic.cache import fingerprint as fpmod
 from xmic.cache.claims import live_claims
 from xmic.cache.config import CacheConfig
 from xmic.cache.index import PLAN_SCHEMA, consolidate, merge_plans
-from xmic.cache.atomic_files import (NOFOLLOW, create_json_exclusive, remove_file,
+from xmic.files.atomic import (NOFOLLOW, create_json_exclusive, remove_file,
                                      remove_tree, write_bytes_atomic)
-from xmic.cache.paths import (CACHE_JSON, CONFIG_YAML, FAILED_SUFFIX, INDEX, MARKER, ROWS, SEGMENTS,
-                              CacheError, check_name, read_json, stale_tmp,
-                              shard_dir, view_dir)
+from xmic.cache.paths import (CACHE_JSON, CONFIG_YAML, FAILED_SUFFIX, INDEX, MARKER, ROWS,
+                              SEGMENTS, CacheError, check_cache_name, read_cache_json, shard_dir,
+                              stale_tmp, view_dir, LOCK, VIEW_JSON)
 from xmic.config import config_to_dict, dump_config, from_dict
 
 FORMAT = "xmic-cache"
@@ -98,7 +98,7 @@ class Cache:
     def create(cls, root: str | Path, dataset: str, config: CacheConfig) -> "Cache":
         """Create an empty cache, or open an existing one with the same dataset and config."""
         root = Path(root)
-        check_name("dataset", dataset)
+        check_cache_name("dataset", dataset)
         if (root / CACHE_JSON).exists():
             cache = cls.open(root)
             if cache.meta["dataset"] != dataset:
@@ -142,7 +142,7 @@ class Cache:
         if not (root / CACHE_JSON).exists():
             raise CacheError(f"{root}: not an xmic cache (no {CACHE_JSON}); create one with "
                              "`xmic cache import` or extraction")
-        meta = read_json(root / CACHE_JSON, "cache manifest")
+        meta = read_cache_json(root / CACHE_JSON, "cache manifest")
         if meta.get("format") != FORMAT:
             raise CacheError(f"{root / CACHE_JSON}: not an xmic cache manifest")
         if meta.get("version") != VERSION:
@@ -150,7 +150,7 @@ class Cache:
                              f"by this xmic (version {VERSION})")
         config = from_dict(CacheConfig, meta.get("config", {}), f"{root / CACHE_JSON}:config")
         try:  # the dataset name becomes part of output folders (eval/DATASET-SPLIT)
-            check_name("dataset", meta.get("dataset"))
+            check_cache_name("dataset", meta.get("dataset"))
         except CacheError as e:
             raise CacheError(f"{root / CACHE_JSON}: {e}; the manifest is corrupt or hostile")
         return cls(root, meta, config)
@@ -166,7 +166,7 @@ class Cache:
     @contextmanager
     def lock(self):
         """Exclusive lock for plan and view-record changes (shards need none: one writer each)."""
-        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT | NOFOLLOW, 0o644)
+        fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT | NOFOLLOW, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -212,16 +212,16 @@ class Cache:
         vroot = self.root / "views"
         if vroot.is_dir():
             for p in sorted(vroot.iterdir()):
-                if (p / "view.json").exists():
-                    out[p.name] = read_json(p / "view.json", f"record of view {p.name}")
+                if (p / VIEW_JSON).exists():
+                    out[p.name] = read_cache_json(p / VIEW_JSON, f"record of view {p.name}")
         return out
 
     def view(self, name: str) -> dict:
-        path = view_dir(self.root, name) / "view.json"
+        path = view_dir(self.root, name) / VIEW_JSON
         if not path.exists():
             have = sorted(self.views())
             raise CacheError(f"{self.root}: no view {name!r} (views here: {have})")
-        return read_json(path, f"record of view {name}")
+        return read_cache_json(path, f"record of view {name}")
 
     def register_view(self, name: str, dim: int, fingerprint: dict) -> dict:
         """Record a view's width and fingerprint on first use; later shards must match them."""
@@ -230,7 +230,7 @@ class Cache:
             raise CacheError(f"view {name!r}: width {dim} cannot hold embeddings; nothing written")
         rec = {"name": name, "dim": int(dim), "dtype": self.config.dtype,
                "fingerprint": fingerprint, "fingerprint_id": fpmod.fingerprint_id(fingerprint)}
-        path = view_dir(self.root, name) / "view.json"
+        path = view_dir(self.root, name) / VIEW_JSON
         if path.exists() or not create_json_exclusive(path, rec, self.root):
             self.check_view(name, dim, fingerprint)  # every later shard: one read, no write
         return rec
@@ -269,7 +269,7 @@ class Cache:
         return self._listing(view)[0]
 
     def marker(self, view: str, shard: str) -> dict:
-        return read_json(shard_dir(self.root, view, shard) / MARKER, f"marker of shard {shard}")
+        return read_cache_json(shard_dir(self.root, view, shard) / MARKER, f"marker of shard {shard}")
 
     def shard_state(self, view: str, shard: str) -> str:
         """done | running | failed | pending of one shard (``state_of``)."""

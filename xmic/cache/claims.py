@@ -15,8 +15,10 @@ import socket
 import time
 from pathlib import Path
 
-from xmic.cache.atomic_files import host_tag, make_dirs, remove_file, tmp_name, write_new
-from xmic.cache.paths import RUNNING, pid_alive, view_dir
+from xmic.files.atomic import make_dirs, remove_file, tmp_name, write_new
+from xmic.files.liveness import host_tag
+from xmic.cache.paths import RUNNING, view_dir
+from xmic.files.liveness import writer_alive
 HEARTBEAT_S = 20.0
 STALE_AFTER_S = 600.0
 
@@ -51,15 +53,6 @@ class Claim:
         remove_file(self.path, self.root)
 
 
-def writer_alive(same_host: bool, pid: int | None, age_s: float,
-                 stale_after_s: float = STALE_AFTER_S) -> bool:
-    """The one rule of a claim's liveness: on this host its process runs; on another host its
-    heartbeat (the claim file's mtime) is younger than ``stale_after_s``."""
-    if same_host:
-        return isinstance(pid, int) and pid_alive(pid)
-    return age_s < stale_after_s
-
-
 def _parse(name: str) -> tuple[str, str, int] | None:
     """(shard, host, pid) from a claim's file name ``SHARD.HOST.PID.RAND``, or None."""
     parts = name.rsplit(".", 3)
@@ -77,7 +70,7 @@ def reap_dead_claims(root: Path, view: str) -> int:
     host, n = host_tag(), 0
     for name in os.listdir(d):
         who = _parse(name)
-        if who and who[1] == host and not writer_alive(True, who[2], 0.0):
+        if who and who[1] == host and not writer_alive(True, who[2], 0.0, STALE_AFTER_S):
             remove_file(d / name, Path(root))
             n += 1
     return n
@@ -101,7 +94,7 @@ def live_claims(root: Path, view: str, shard: str | None = None) -> dict[str, di
                 age = now - e.stat(follow_symlinks=False).st_mtime
             except FileNotFoundError:
                 continue  # released while we looked
-            alive = writer_alive(who[1] == host, who[2], age)
+            alive = writer_alive(who[1] == host, who[2], age, STALE_AFTER_S)
             if not alive:
                 continue
             try:

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from xmic.cache.paths import CacheError, check_name
+from xmic.cache.paths import CacheError, check_cache_name
 
 SEGMENT_FIELDS = [
     pa.field("segment_id", pa.string(), nullable=False),
@@ -50,7 +50,7 @@ def make_plan(columns: dict, shard_segments: int, prefix: str) -> pa.Table:
     """Assign segments, in annotation order, to shards ``{prefix}-00000`` of ``shard_segments``."""
     if shard_segments < 1:
         raise CacheError(f"shard_segments must be >= 1, got {shard_segments}")
-    check_name("shard prefix", prefix)
+    check_cache_name("shard prefix", prefix)
     n = len(columns["segment_id"])
     shards = [f"{prefix}-{i // shard_segments:05d}" for i in range(n)]
     data = {f.name: columns[f.name] for f in SEGMENT_FIELDS}

@@ -21,15 +21,13 @@ Layout (docs/cache-format.md is the reference):
 """
 from __future__ import annotations
 
-import json
-import os
-import re
 from pathlib import Path
 
-from xmic.cache.atomic_files import guard, host_tag
 from xmic.config import XmicError
+from xmic.files.atomic import guard
+from xmic.files.liveness import host_tag, pid_alive
+from xmic.files.names import BadFile, BadName, check_name, read_json
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 CACHE_JSON = "cache.json"
 CONFIG_YAML = "config.yaml"
 SEGMENTS = "segments.parquet"
@@ -46,6 +44,10 @@ PLAN_FILE = "extract_plan.json"             # extraction: dataset kind, media ro
 SUBMISSIONS = "slurm/submissions.jsonl"     # one line per Slurm submission
 SLURM_LOGS = "slurm/logs"
 DATA = {"zarr": "data.zarr", "hdf5": "data.h5"}
+VIEW_JSON = "view.json"            # views/VIEW/: width, dtype, fingerprint of the view
+VOCAB_JSON = "vocab.json"          # vocab/NAME/: classes, prompt names, fingerprint, checksum
+EMBEDDINGS = "embeddings.npy"      # vocab/NAME/: the text embeddings [C, D]
+LOCK = ".lock"                     # the cache's lock for plan and view-record changes
 H5_DATASET = "embeddings"  # the one dataset of an HDF5 shard
 
 
@@ -53,12 +55,21 @@ class CacheError(XmicError):
     pass
 
 
-def check_name(kind: str, name: str) -> str:
-    """View, shard and vocabulary names become path parts: keep them plain."""
-    if not isinstance(name, str) or not NAME_RE.match(name) or name in (".", ".."):
-        raise CacheError(f"invalid {kind} name {name!r}: use letters, digits, '_', '-', '.' "
-                         "(at most 128, not starting with '.')")
-    return name
+def check_cache_name(kind: str, name: str) -> str:
+    """``files.names.check_name`` for names inside a cache: a bad one is a ``CacheError``."""
+    try:
+        return check_name(kind, name)
+    except BadName as e:
+        raise CacheError(str(e)) from None
+
+
+def read_cache_json(path: Path, what: str) -> dict:
+    """``files.names.read_json`` for a cache's own files: a bad one is a ``CacheError``."""
+    try:
+        return read_json(path, what)
+    except BadFile as e:
+        raise CacheError(str(e)) from None
+
 
 
 def inside(root: Path, *parts: str) -> Path:
@@ -72,21 +83,23 @@ def inside(root: Path, *parts: str) -> Path:
 
 
 def view_dir(root: Path, view: str) -> Path:
-    return inside(root, "views", check_name("view", view))
+    return inside(root, "views", check_cache_name("view", view))
 
 
 def shard_dir(root: Path, view: str, shard: str) -> Path:
-    return inside(root, "views", check_name("view", view), check_name("shard", shard))
+    return inside(root, "views", check_cache_name("view", view), check_cache_name("shard", shard))
 
 
 def failed_path(root: Path, view: str, shard: str) -> Path:
     """The last failure of a shard that has no commit."""
-    return inside(root, "views", check_name("view", view), check_name("shard", shard) + FAILED_SUFFIX)
+    return inside(root, "views", check_cache_name("view", view),
+                  check_cache_name("shard", shard) + FAILED_SUFFIX)
 
 
 def attempts_log(root: Path, view: str, shard: str) -> Path:
     """One line per attempt to write the shard (host, pid, time)."""
-    return inside(root, "views", check_name("view", view), ATTEMPTS, check_name("shard", shard) + ".log")
+    return inside(root, "views", check_cache_name("view", view), ATTEMPTS,
+                  check_cache_name("shard", shard) + ".log")
 
 
 def count_attempts(root: Path, view: str, shard: str) -> int:
@@ -99,34 +112,7 @@ def count_attempts(root: Path, view: str, shard: str) -> int:
 
 
 def vocab_dir(root: Path, name: str) -> Path:
-    return inside(root, "vocab", check_name("vocabulary", name))
-
-
-def canonical_json(obj) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-
-
-def read_json(path: Path, what: str) -> dict:
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise CacheError(f"{path}: {what} is missing") from None
-    except (OSError, ValueError) as e:
-        raise CacheError(f"{path}: {what} is unreadable ({e})") from None
-    if not isinstance(data, dict):
-        raise CacheError(f"{path}: {what} is not a JSON object")
-    return data
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return inside(root, "vocab", check_cache_name("vocabulary", name))
 
 
 def stale_tmp(tmp_root: Path, stem: str | None = None) -> list[Path]:

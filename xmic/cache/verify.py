@@ -19,8 +19,8 @@ import numpy as np
 from xmic.cache import fingerprint as fpmod
 from xmic.cache.backends import array_checksum, array_shape, read_array
 from xmic.cache.index import check_rows, consolidate, view_columns
-from xmic.cache.atomic_files import sha256_file
-from xmic.cache.paths import FAILED_SUFFIX, INDEX, CacheError, shard_dir, view_dir
+from xmic.files.atomic import sha256_file
+from xmic.cache.paths import FAILED_SUFFIX, INDEX, CacheError, shard_dir, view_dir, ROWS
 from xmic.cache.reader import check_data_files
 from xmic.cache.cache_folder import Cache, read_parquet
 from xmic.cache.writer import nonfinite_rows
@@ -69,7 +69,7 @@ def _verify_shard(cache: Cache, view: str, rec: dict, shard: str, plan_ids: list
                                 "after commit): delete the shard folder and re-run it")
     except CacheError as e:
         problems.append(str(e))
-    rows_path = shard_dir(cache.root, view, shard) / "rows.parquet"
+    rows_path = shard_dir(cache.root, view, shard) / ROWS
     rows = None
     try:
         if sha256_file(rows_path) != m["rows_sha256"]:

@@ -16,9 +16,9 @@ import numpy as np
 
 from xmic.cache import fingerprint as fpmod
 from xmic.cache.backends import array_checksum
-from xmic.cache.atomic_files import (commit_dir, make_dirs, remove_tree, rename, tmp_name,
+from xmic.files.atomic import (commit_dir, make_dirs, remove_tree, rename, tmp_name,
                                      write_json_atomic, write_new)
-from xmic.cache.paths import CacheError, read_json, vocab_dir
+from xmic.cache.paths import CacheError, read_cache_json, vocab_dir, EMBEDDINGS, VOCAB_JSON
 from xmic.cache.cache_folder import Cache
 from xmic.cache.datasets import duplicate_prompts, normalize_name, prompt_names
 
@@ -96,8 +96,8 @@ def add_vocab(cache: Cache, name: str, classes: list[str], embeddings, prompt: s
     try:
         buf = io.BytesIO()
         np.save(buf, emb, allow_pickle=False)
-        write_new(tmp / "embeddings.npy", buf.getbuffer(), root)
-        write_json_atomic(tmp / "vocab.json", {
+        write_new(tmp / EMBEDDINGS, buf.getbuffer(), root)
+        write_json_atomic(tmp / VOCAB_JSON, {
             "name": name, "classes": list(classes), "names": names,
             "prompts": [prompt.format(n) for n in names], "prompt": prompt, "dim": int(emb.shape[1]),
             "dtype": "float32", "checksum": array_checksum(emb), "fingerprint": fingerprint,
@@ -115,21 +115,21 @@ def add_vocab(cache: Cache, name: str, classes: list[str], embeddings, prompt: s
 
 def vocab_names(cache: Cache) -> list[str]:
     root = cache.root / "vocab"
-    return sorted(p.name for p in root.iterdir() if (p / "vocab.json").exists()) if root.is_dir() else []
+    return sorted(p.name for p in root.iterdir() if (p / VOCAB_JSON).exists()) if root.is_dir() else []
 
 
 def load_vocab(cache: Cache, name: str) -> Vocab:
     d = vocab_dir(cache.root, name)
-    if not (d / "vocab.json").exists():
+    if not (d / VOCAB_JSON).exists():
         raise CacheError(f"{cache.root}: no vocabulary {name!r} (have {vocab_names(cache)}); add it "
                          "with `xmic cache import-text` or extraction")
-    meta = read_json(d / "vocab.json", f"vocabulary {name}")
+    meta = read_cache_json(d / VOCAB_JSON, f"vocabulary {name}")
     try:
-        emb = np.load(d / "embeddings.npy", allow_pickle=False)
+        emb = np.load(d / EMBEDDINGS, allow_pickle=False)
     except (OSError, ValueError) as e:
-        raise CacheError(f"{d / 'embeddings.npy'}: unreadable ({e})") from None
+        raise CacheError(f"{d / EMBEDDINGS}: unreadable ({e})") from None
     if array_checksum(emb) != meta.get("checksum"):
-        raise CacheError(f"{d / 'embeddings.npy'}: checksum differs from vocab.json; the file is "
+        raise CacheError(f"{d / EMBEDDINGS}: checksum differs from vocab.json; the file is "
                          "damaged, re-run import-text or extraction")
     return Vocab(name, meta["classes"], emb, meta.get("prompt", ""), meta.get("fingerprint", {}),
                  meta.get("source") or {}, list(meta.get("names") or []))

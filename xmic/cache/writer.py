@@ -28,11 +28,10 @@ from xmic.cache import fingerprint as fpmod
 from xmic.cache.claims import Claim
 from xmic.cache.backends import array_checksum, write_array
 from xmic.cache.index import rows_table
-from xmic.cache.atomic_files import (append_line, commit_dir, make_dirs, remove_file, remove_tree,
+from xmic.files.atomic import (append_line, commit_dir, make_dirs, remove_file, remove_tree,
                                      sha256_file, tmp_name, write_json_atomic, write_new)
 from xmic.cache.paths import (DATA, MARKER, PROGRESS, ROWS, TMP, CacheError, failed_path,
-                               shard_dir, stale_tmp, view_dir, attempts_log,
-                               count_attempts)
+                              shard_dir, stale_tmp, view_dir, attempts_log, count_attempts)
 from xmic.cache.cache_folder import Cache
 from xmic.config import config_to_dict
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from xmic.cache import fingerprint as F
 from xmic.cache.datasets import Segments
-from xmic.cache.atomic_files import sha256_file
+from xmic.files.atomic import sha256_file
 from xmic.cache.cache_folder import Cache
 from xmic.cache.index import make_plan
 from xmic.cache.paths import CacheError

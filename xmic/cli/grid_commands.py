@@ -123,7 +123,7 @@ def grid_status_cmd(grid_dir, as_json, watch, interval):
               help="Write the table here too, and the figure beside it (.png).")
 def grid_table(grid_dir, fmt, out):
     """The paper's table of what has finished, and a figure (in vs cross, shared vs novel)."""
-    from xmic.cache.atomic_files import write_bytes_atomic, write_text_atomic
+    from xmic.files.atomic import write_bytes_atomic, write_text_atomic
     from xmic.grid.plan import load_grid
     from xmic.grid.table import figure, grid_tables
     g = load_grid(grid_dir)

@@ -120,7 +120,7 @@ def evaluate_table(paths, criterion, fmt, out):
                         "`xmic evaluate RUN --cache ... --split ...` first")
     text = format_table(*build_table(metrics, criterion), fmt)
     if out:
-        from xmic.cache.atomic_files import write_text_atomic
+        from xmic.files.atomic import write_text_atomic
         write_text_atomic(Path(out), text, Path(out).parent)
     click.echo(text, nl=False)
 

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from xmic.cache import Cache, CacheConfig
-from xmic.cache.atomic_files import refuse_links_below, remove_tree, write_text_atomic
+from xmic.files.atomic import refuse_links_below, remove_tree, write_text_atomic
 from xmic.cache.verify import verify
 from xmic.config import XmicError, load_config
 from xmic.demo.world import make_world

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from xmic.cache.atomic_files import write_text_atomic
+from xmic.files.atomic import write_text_atomic
 
 
 def write_report(path: Path, table: str, weights: str, model: str, world: Path) -> None:

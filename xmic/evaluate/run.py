@@ -21,7 +21,7 @@ import torch
 
 from xmic.cache import Cache
 from xmic.cache.fingerprint import diff, fingerprint_id
-from xmic.cache.atomic_files import make_dirs, write_bytes_atomic, write_text_atomic
+from xmic.files.atomic import make_dirs, write_bytes_atomic, write_text_atomic
 from xmic.config import XmicError, resolve_device
 from xmic.evaluate.classes import derive_shared, read_class_splits
 from xmic.evaluate.metrics import compute_metrics, ranked

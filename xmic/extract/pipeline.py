@@ -25,8 +25,9 @@ from xmic.cache.cache_folder import discard_if_new
 from xmic.cache.writer import disk_full
 from xmic.cache import fingerprint as F
 from xmic.cache.index import make_plan
-from xmic.cache.atomic_files import write_json_atomic
-from xmic.cache.paths import PLAN_FILE, CacheError, read_json
+from xmic.files.atomic import write_json_atomic
+from xmic.cache.paths import PLAN_FILE, CacheError
+from xmic.files.names import BadName, read_json
 from xmic.cache.vocab import add_vocab, check_prompts
 from xmic.config import XmicError, config_to_dict
 from xmic.cache.datasets import prompt_names
@@ -66,7 +67,7 @@ def plan(cache_dir: Path, kind: str, annotations: Path, root: Path, split: str,
                                 "splits planned before; one cache holds one vocabulary per label")
         try:
             table = make_plan(cols, cache.config.shard_segments, split)
-        except CacheError as e:
+        except (CacheError, BadName) as e:
             raise CacheError(f"{annotations}: {e}") from None
         cache.add_plan(table)
     digest = hashlib.sha256(json.dumps(table.to_pydict(), sort_keys=True, default=str).encode()).hexdigest()

@@ -16,9 +16,9 @@ from pathlib import Path
 import yaml
 
 from xmic.cache import Cache
-from xmic.cache.atomic_files import write_json_atomic, write_text_atomic
+from xmic.files.atomic import write_json_atomic, write_text_atomic
 from xmic.cache.fingerprint import fingerprint_id
-from xmic.cache.paths import CacheError, check_name, read_json
+from xmic.files.names import BadName, check_name, read_json
 from xmic.config import ConfigError, XmicError, config_to_dict, from_dict, load_config
 from xmic.grid.recipe import OTHER_VIEWS, Recipe
 from xmic.train.build import check_inputs
@@ -202,7 +202,7 @@ def _check_plan_names(grid: dict, path: Path) -> None:
                 check_name("dataset", t["dataset"])
                 check_name("split", t["split"])
         check_unique_ids(runs)
-    except CacheError as e:
+    except BadName as e:
         raise GridError(f"{path}: {e}") from None
     except (KeyError, TypeError) as e:
         raise GridError(f"{path}: not an xmic grid plan (malformed run entry: {e!r})") from None

@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from xmic.cache.paths import CacheError, check_name
+from xmic.files.names import BadName, check_name
 from xmic.config import ConfigError, read_yaml
 from xmic.train.methods import METHODS, tower_methods
 
@@ -171,7 +171,7 @@ def load_recipe(name_or_path: str, caches: dict | None = None, seeds=None,
         for name in names:  # they become parts of run ids and folders
             try:
                 check_name(kind, name)
-            except CacheError as e:
+            except BadName as e:
                 raise ConfigError(f"{where}: {e}") from None
     if not sources or not targets or not methods:
         raise ConfigError(f"{where}: sources, targets and methods must each name at least one")

@@ -21,7 +21,7 @@ import uuid
 from pathlib import Path
 
 from xmic.cache import Cache
-from xmic.cache.atomic_files import (create_json_exclusive, guard, make_dirs, remove_file,
+from xmic.files.atomic import (create_json_exclusive, guard, make_dirs, remove_file,
                                      write_json_atomic)
 from xmic.cache.claims import job_id_from_env
 from xmic.cache.writer import disk_full

@@ -15,7 +15,7 @@ import statistics
 import time
 from pathlib import Path
 
-from xmic.cache.claims import writer_alive
+from xmic.files.liveness import writer_alive
 from xmic.train.checkpoint import evaluation_dir
 
 FINISHED = "finished.json"

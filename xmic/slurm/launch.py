@@ -18,7 +18,7 @@ from pathlib import Path
 
 import submitit
 
-from xmic.cache.atomic_files import append_line
+from xmic.files.atomic import append_line
 from xmic.config import config_to_dict
 from xmic.slurm.config import SlurmConfig
 

@@ -22,7 +22,8 @@ import pyarrow.parquet as pq
 from xmic.cache import Cache
 from xmic.cache.claims import live_claims
 from xmic.cache.paths import (FAILED_SUFFIX, MARKER, PLAN_FILE, PROGRESS, ROWS, SUBMISSIONS,
-                              CacheError, check_name, count_attempts, read_json, view_dir)
+                              CacheError, check_cache_name, count_attempts, read_cache_json,
+                              view_dir)
 
 
 
@@ -31,7 +32,7 @@ def planned_views(cache: Cache, rename: dict[str, str] | None = None) -> dict[st
     path = cache.root / PLAN_FILE
     if not path.exists():
         return {s: sorted(cache.views()) for s in cache.splits()}
-    meta = read_json(path, "extraction plan")
+    meta = read_cache_json(path, "extraction plan")
     rename = rename or {}
     return {split: [rename.get(v, v) for v in info["views"]]
             for split, info in meta["splits"].items()}
@@ -106,7 +107,7 @@ def shard_report(cache: Cache, views_by_split: dict[str, list[str]]) -> dict[str
     progress = {v: _progress(vdirs[v]) for v in views}
     report: dict[str, dict] = {}
     for shard, n in counts.items():
-        check_name("shard", shard)  # a plan's shard name never leaves its view folder
+        check_cache_name("shard", shard)  # a plan's shard name never leaves its view folder
         need = views_by_split.get(split_of[shard], views)
         r = {"split": split_of[shard], "segments": n, "views": {}, "attempts": 0,
              "error": None, "failed_segments": 0, "frames": 0}

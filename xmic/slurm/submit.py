@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from xmic.cache.atomic_files import fsync_dir, make_dirs, rename
+from xmic.files.atomic import fsync_dir, make_dirs, rename
 from xmic.cache.paths import SLURM_LOGS, SUBMISSIONS, SUPERSEDED, shard_dir, view_dir
 from xmic.config import XmicError, config_to_dict
 from xmic.extract.config import ExtractConfig

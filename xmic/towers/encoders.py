@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from xmic.cache.fingerprint import clip_preprocess, model_identity
-from xmic.cache.atomic_files import sha256_file
+from xmic.files.atomic import sha256_file
 from xmic.config import XmicError, resolve_device
 
 OPENAI_ORIGIN_KEY = "xmic.origin"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from xmic.cache.atomic_files import write_bytes_atomic
+from xmic.files.atomic import write_bytes_atomic
 from xmic.config import XmicError
 
 
@@ -25,11 +25,11 @@ EVAL = "eval"  # RUN/eval/DATASET-SPLIT/: one evaluation of the run
 def evaluation_dir(run_dir: Path, dataset: str, split: str) -> Path:
     """``RUN/eval/DATASET-SPLIT``; both names come from files (a cache manifest, a grid plan)
     and must be plain names, so that nothing is written outside the run."""
-    from xmic.cache.paths import CacheError, check_name
+    from xmic.files.names import BadName, check_name
     try:
         check_name("dataset", dataset)
         check_name("split", split)
-    except CacheError as e:
+    except BadName as e:
         raise CheckpointError(f"evaluation folder of {run_dir}: {e}") from None
     return Path(run_dir) / EVAL / f"{dataset}-{split}"
 

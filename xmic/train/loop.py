@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from xmic.cache import Cache
-from xmic.cache.atomic_files import write_bytes_atomic, write_text_atomic
+from xmic.files.atomic import write_bytes_atomic, write_text_atomic
 from xmic.config import XmicError, config_to_dict, dump_config, resolve_device
 from xmic.train.build import build_model, check_inputs, load_tower, model_dims, text_input
 from xmic.train.checkpoint import (CheckpointError, check_checkpoint, check_resumable,
@@ -280,7 +280,7 @@ def tensorboard_writer(out: Path):
     except ImportError:
         raise XmicError("log_tensorboard=true needs the tensorboard package: pip install "
                         "tensorboard (or xmic[tensorboard])") from None
-    from xmic.cache.atomic_files import make_dirs
+    from xmic.files.atomic import make_dirs
     return SummaryWriter(log_dir=str(make_dirs(out / "tensorboard", out)))
 
 

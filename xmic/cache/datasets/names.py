@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 
-from xmic.cache.datasets.common import SPECIAL, normalize_name
+from xmic.cache.datasets.common import SPECIAL
 
 
 def _spaces(s: str) -> str:

@@ -16,12 +16,12 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import stat
 import uuid
 from pathlib import Path
 
 from xmic.config import XmicError
+from xmic.files.liveness import host_tag
 
 NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 CLOEXEC = getattr(os, "O_CLOEXEC", 0)
@@ -29,11 +29,6 @@ CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 class UnsafePathError(XmicError):
     """A path xmic would write, rename or delete is a symbolic link, or leaves its folder."""
-
-
-def host_tag() -> str:
-    """This host's name as used in temporary and claim file names (no dots: they split fields)."""
-    return socket.gethostname().replace(".", "_")[:40]
 
 
 def tmp_name(stem: str) -> str:

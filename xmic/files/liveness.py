@@ -1,0 +1,33 @@
+"""Whether the writer of a claim (a shard being written, a grid run being trained) still lives.
+
+Inputs: whether the claim is from this host, its pid, the age of its heartbeat. Output: the one
+rule of liveness: on this host its process runs; on another host its heartbeat is younger than
+the staleness limit. Also the host tag temporary names carry.
+"""
+from __future__ import annotations
+
+import os
+import socket
+
+
+def host_tag() -> str:
+    """This host's name as used in temporary and claim file names (no dots: they split fields)."""
+    return socket.gethostname().replace(".", "_")[:40]
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def writer_alive(same_host: bool, pid: int | None, age_s: float, stale_after_s: float) -> bool:
+    """The one rule of a claim's liveness: on this host its process runs; on another host its
+    heartbeat (the claim file's mtime) is younger than ``stale_after_s``."""
+    if same_host:
+        return isinstance(pid, int) and pid_alive(pid)
+    return age_s < stale_after_s
