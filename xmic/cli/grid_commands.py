@@ -128,7 +128,8 @@ def grid_table(grid_dir, fmt, out):
     from xmic.grid.table import figure, grid_tables
     g = load_grid(grid_dir)
     text = grid_tables(grid_dir, g, fmt)
-    out = Path(out) if out else Path(grid_dir) / f"table.{fmt}"
+    from xmic.grid.layout import TABLE
+    out = Path(out) if out else Path(grid_dir) / f"{TABLE}.{fmt}"
     if out.is_dir():
         raise XmicError(f"--out {out} is a folder; give a file name")
     write_text_atomic(out, text, out.parent)

@@ -27,7 +27,7 @@ from xmic.evaluate.classes import derive_shared, read_class_splits
 from xmic.evaluate.metrics import compute_metrics, ranked
 from xmic.evaluate.plots import plot_all
 from xmic.train.build import check_inputs, model_dims, text_input
-from xmic.train.checkpoint import evaluation_dir
+from xmic.train.run_folder import EVAL_METRICS, PREDICTIONS, evaluation_dir
 from xmic.train.data import load_bank, sampling_notes
 from xmic.train.inference import load_run, predict_logits
 
@@ -101,7 +101,7 @@ def evaluate_run(run: str | Path, cache_path: str | Path, split: str,
     else:  # a folder the user names (it may be a link)
         root = out
         out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=1) + "\n", root)
+    write_text_atomic(out / EVAL_METRICS, json.dumps(metrics, indent=1) + "\n", root)
     k = min(5, scores.shape[1])
     top = ranked(scores, k)
     probs = torch.softmax(torch.from_numpy(scores), 1).numpy()
@@ -114,7 +114,7 @@ def evaluate_run(run: str | Path, cache_path: str | Path, split: str,
         "top5_ids": top.tolist(), "top5_classes": names[top].tolist(),
         "top5_scores": np.take_along_axis(scores, top, 1).tolist(),
         "top5_probs": np.take_along_axis(probs, top, 1).tolist()}), sink)
-    write_bytes_atomic(out / "predictions.parquet", memoryview(sink.getvalue()), root)
+    write_bytes_atomic(out / PREDICTIONS, memoryview(sink.getvalue()), root)
     if plots:
         crit = "exact" if "exact" in shared else next(iter(shared))
         for name, png in plot_all(scores, probs, labels, inputs.vocab.names, np.asarray(shared[crit]),

@@ -20,13 +20,12 @@ from xmic.files.atomic import write_json_atomic, write_text_atomic
 from xmic.cache.fingerprint import fingerprint_id
 from xmic.files.names import BadName, check_name, read_json
 from xmic.config import ConfigError, XmicError, config_to_dict, from_dict, load_config
+from xmic.grid.layout import GRID_FILE, RECIPE_YAML, RUNS
 from xmic.grid.recipe import OTHER_VIEWS, Recipe
 from xmic.train.build import check_inputs
 from xmic.train.config import TrainConfig
 from xmic.train.methods import METHODS
 
-GRID_FILE = "grid.json"
-RUNS = "runs"
 
 
 class GridError(XmicError):
@@ -150,7 +149,7 @@ def plan_grid(grid_dir: Path, recipe: Recipe) -> dict:
         raise GridError(f"{grid_dir} is a cache folder; plan the grid into a folder of its own")
     if grid_dir.is_dir() and not (grid_dir / GRID_FILE).exists():
         other = [p.name for p in grid_dir.iterdir()
-                 if p.name != "config.yaml" and not p.name.startswith(".")]
+                 if p.name != RECIPE_YAML and not p.name.startswith(".")]
         if other:
             raise GridError(f"{grid_dir} exists and holds {len(other)} other file(s) "
                             f"({', '.join(sorted(other)[:3])}); plan the grid into a new folder")
@@ -168,7 +167,7 @@ def plan_grid(grid_dir: Path, recipe: Recipe) -> dict:
     if grid_dir.is_file():
         raise GridError(f"{grid_dir} is a file; give a folder for the grid")
     grid_dir.mkdir(parents=True, exist_ok=True)  # the folder the user names may be a link
-    write_text_atomic(grid_dir / "config.yaml",
+    write_text_atomic(grid_dir / RECIPE_YAML,
                       yaml.safe_dump(recipe.as_dict(), sort_keys=False), grid_dir)
     write_json_atomic(path, grid, grid_dir)
     return grid

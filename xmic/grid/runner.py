@@ -27,10 +27,12 @@ from xmic.cache.claims import job_id_from_env
 from xmic.cache.writer import disk_full
 from xmic.config import XmicError, from_dict
 from xmic.evaluate.run import evaluate_run
+from xmic.grid.layout import FAILED, FINISHED, RUNNING, SLURM_LOGS, SUBMISSIONS
 from xmic.grid.plan import load_grid
-from xmic.grid.state import (FAILED, FINISHED, HEARTBEAT_S, RUNNING, claim_alive, eval_dir,
+from xmic.grid.state import (HEARTBEAT_S, claim_alive, eval_dir,
                              read_claim, read_metrics, run_state)
 from xmic.train.checkpoint import load_checkpoint
+from xmic.train.run_folder import CHECKPOINT, LAST
 from xmic.train.config import TrainConfig
 from xmic.train.data import load_bank
 from xmic.train.loop import train
@@ -79,9 +81,9 @@ def _memo():
 
 def _trained(run_dir: Path, cfg: TrainConfig) -> bool:
     """The run's training finished: its last checkpoint is at the last epoch."""
-    if not (run_dir / "last.pt").exists() or not (run_dir / "checkpoint.pt").exists():
+    if not (run_dir / LAST).exists() or not (run_dir / CHECKPOINT).exists():
         return False
-    return load_checkpoint(run_dir / "last.pt")["epoch"] >= cfg.epochs
+    return load_checkpoint(run_dir / LAST)["epoch"] >= cfg.epochs
 
 
 def run_one(grid_dir: Path, run: dict, class_splits: str | None, bank_loader=load_bank,
@@ -104,7 +106,7 @@ def run_one(grid_dir: Path, run: dict, class_splits: str | None, bank_loader=loa
         cfg = from_dict(TrainConfig, run["config"], f"{grid_dir}/grid.json: run {run['id']}")
         if not _trained(d, cfg):
             show = functools.partial(_show, echo, run["id"])
-            train(run["cache"], cfg, d, resume=(d / "last.pt").exists(), echo=show,
+            train(run["cache"], cfg, d, resume=(d / LAST).exists(), echo=show,
                   bank_loader=bank_loader, towers=towers)
         for t in run["targets"]:
             if read_metrics(d, t) is None:
@@ -243,8 +245,8 @@ def submit_grid(grid_dir: Path, slurm_cfg, parallel: int = 1, wait: bool = False
     tasks = [todo[i:i + per_task] for i in range(0, len(todo), per_task)]
     echo(f"submitting {len(todo)} run(s) as {len(tasks)} task(s) on executor {slurm_cfg.executor}")
     task = CallTask(functools.partial(grid_task, str(grid_dir)))
-    record, jobs = submit_arrays(task, tasks, slurm_cfg, grid_dir / "slurm" / "logs",
-                                 grid_dir / "slurm" / "submissions.jsonl", grid_dir, record, echo,
+    record, jobs = submit_arrays(task, tasks, slurm_cfg, grid_dir / SLURM_LOGS,
+                                 grid_dir / SUBMISSIONS, grid_dir, record, echo,
                                  item_key="runs")
     if wait:
         record["failed_jobs"] = wait_jobs(jobs)

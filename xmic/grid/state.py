@@ -16,11 +16,9 @@ import time
 from pathlib import Path
 
 from xmic.files.liveness import writer_alive
-from xmic.train.checkpoint import evaluation_dir
+from xmic.grid.layout import FAILED, FINISHED, RUNNING
+from xmic.train.run_folder import EVAL_METRICS, evaluation_dir
 
-FINISHED = "finished.json"
-FAILED = "failed.json"
-RUNNING = "running.json"
 HEARTBEAT_S = 30.0  # a runner refreshes its claim this often, on a timer
 STALE_AFTER_S = 600.0  # a claim from another host with no heartbeat for this long is dead
 
@@ -51,7 +49,7 @@ def read_metrics(run_dir: Path, target: dict) -> dict | None:
     """A target's metrics, or None when missing or not valid (a run killed while writing, a file
     edited by hand): the runner scores it again, the table counts it missing."""
     try:
-        m = json.loads((eval_dir(run_dir, target) / "metrics.json").read_text())
+        m = json.loads((eval_dir(run_dir, target) / EVAL_METRICS).read_text())
     except (OSError, ValueError):
         return None
     return m if valid_metrics(m) else None

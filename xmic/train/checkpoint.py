@@ -19,21 +19,6 @@ class CheckpointError(XmicError):
     pass
 
 
-EVAL = "eval"  # RUN/eval/DATASET-SPLIT/: one evaluation of the run
-
-
-def evaluation_dir(run_dir: Path, dataset: str, split: str) -> Path:
-    """``RUN/eval/DATASET-SPLIT``; both names come from files (a cache manifest, a grid plan)
-    and must be plain names, so that nothing is written outside the run."""
-    from xmic.files.names import BadName, check_name
-    try:
-        check_name("dataset", dataset)
-        check_name("split", split)
-    except BadName as e:
-        raise CheckpointError(f"evaluation folder of {run_dir}: {e}") from None
-    return Path(run_dir) / EVAL / f"{dataset}-{split}"
-
-
 def save_checkpoint(path: Path, state: dict) -> None:
     """Serialised in memory, then written atomically (no link in the run folder is followed)."""
     path = Path(path)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from xmic.config import ConfigError, XmicError, from_dict
 from xmic.train.build import build_model, load_tower
+from xmic.train.run_folder import CHECKPOINT
 from xmic.train.checkpoint import (CheckpointError, check_checkpoint, load_checkpoint,
                                    load_model_state)
 from xmic.train.config import TrainConfig
@@ -48,7 +49,7 @@ def load_run(run: str | Path, device="cpu", towers=None
              ) -> tuple[torch.nn.Module, TrainConfig, dict]:
     """The selected model of a run on ``device``; a prompt method's frozen text tower comes from
     (``towers``: an optional loader or memo), resolved from what the run recorded."""
-    path = Path(run) / "checkpoint.pt"
+    path = Path(run) / CHECKPOINT
     ck = check_checkpoint(load_checkpoint(path), path)
     try:
         cfg = from_dict(TrainConfig, ck["config"], f"{path}:config")

@@ -29,6 +29,8 @@ from xmic.train.checkpoint import (CheckpointError, check_checkpoint, check_resu
                                    load_checkpoint, load_model_state, save_checkpoint)
 from xmic.train.config import TrainConfig
 from xmic.train.prompt_model import PROMPT_FORMAT
+from xmic.train.run_folder import (CHECKPOINT, CONFIG, CURVE, FOREIGN, LAST, METRICS,
+                                   TENSORBOARD)
 from xmic.train.data import batch, heldout_split, load_bank, sampling_notes
 from xmic.train.inference import evaluate_bank
 from xmic.train.plots import plot_curve
@@ -142,9 +144,9 @@ def train(cache_path: str | Path, cfg: TrainConfig, out: str | Path, resume: boo
     start_epoch, best = 1, None
     out.mkdir(parents=True, exist_ok=True)  # the folder the user names may be a link
     if resume:
-        ck = check_checkpoint(load_checkpoint(out / "last.pt"), out / "last.pt")
-        check_resumable(ck, config, inputs.fingerprints, out / "last.pt")
-        load_model_state(model, ck["model"], out / "last.pt")
+        ck = check_checkpoint(load_checkpoint(out / LAST), out / LAST)
+        check_resumable(ck, config, inputs.fingerprints, out / LAST)
+        load_model_state(model, ck["model"], out / LAST)
         if opt:
             opt.load_state_dict(ck["optimizer"])
             sched.load_state_dict(ck["scheduler"])
@@ -152,7 +154,7 @@ def train(cache_path: str | Path, cfg: TrainConfig, out: str | Path, resume: boo
         gen.set_state(ck["generator"])
         history, best, start_epoch = ck["history"], ck["best"], ck["epoch"] + 1
         echo(f"resuming after epoch {ck['epoch']}")
-    write_text_atomic(out / "config.yaml", dump_config(cfg), out)
+    write_text_atomic(out / CONFIG, dump_config(cfg), out)
     selected_on = ("target test data " + cfg.select_on_target_test_data if target
                    else "held-out source videos" if held is not None else "last epoch")
     cond = list(cfg.model.conditioning_views) if cfg.record.conditioning else None
@@ -190,10 +192,10 @@ def train(cache_path: str | Path, cfg: TrainConfig, out: str | Path, resume: boo
                  "optimizer": opt.state_dict() if opt else {}, "scaler": scaler.state_dict(),
                  "scheduler": sched.state_dict() if sched else {}, "generator": gen.get_state(),
                  **context}
-        save_checkpoint(out / "last.pt", state)
+        save_checkpoint(out / LAST, state)
         if row["selected"]:
-            save_checkpoint(out / "checkpoint.pt", state)
-        write_text_atomic(out / "metrics.jsonl", "".join(json_line(r) for r in history), out)
+            save_checkpoint(out / CHECKPOINT, state)
+        write_text_atomic(out / METRICS, "".join(json_line(r) for r in history), out)
         if board is not None:
             for k, v in row.items():
                 if isinstance(v, float):
@@ -207,7 +209,7 @@ def train(cache_path: str | Path, cfg: TrainConfig, out: str | Path, resume: boo
         board.close()
     png = io.BytesIO()
     plot_curve(history, png, f"{cfg.method} · {cfg.label} · {cache.dataset} {cfg.split} · seed {cfg.seed}")
-    write_bytes_atomic(out / "train_curve.png", png.getbuffer(), out)
+    write_bytes_atomic(out / CURVE, png.getbuffer(), out)
     return {"out": str(out), "best": best, "selected_on": selected_on, "epochs": len(history),
             "skipped": full.skipped, "train_segments": len(train_bank), "heldout_segments": len(ho_idx)}
 
@@ -256,12 +258,12 @@ def check_run_folder(out: Path, resume: bool) -> None:
     run exactly when resuming one."""
     if out.is_file():
         raise XmicError(f"--out {out} is a file; give a folder for the run")
-    for marker, what in (("cache.json", "a cache"), ("grid.json", "a grid")):
+    for marker, what in FOREIGN.items():
         if (out / marker).exists():
             raise XmicError(f"--out {out} is {what} folder; give a folder of its own for the run")
-    if resume and not (out / "last.pt").exists():
-        raise CheckpointError(f"{out / 'last.pt'}: checkpoint not found; nothing to resume")
-    if not resume and (out / "last.pt").exists():
+    if resume and not (out / LAST).exists():
+        raise CheckpointError(f"{out / LAST}: checkpoint not found; nothing to resume")
+    if not resume and (out / LAST).exists():
         raise CheckpointError(f"{out} already holds a run; pass --resume to continue it, or "
                               "choose another --out")
 
@@ -281,7 +283,7 @@ def tensorboard_writer(out: Path):
         raise XmicError("log_tensorboard=true needs the tensorboard package: pip install "
                         "tensorboard (or xmic[tensorboard])") from None
     from xmic.files.atomic import make_dirs
-    return SummaryWriter(log_dir=str(make_dirs(out / "tensorboard", out)))
+    return SummaryWriter(log_dir=str(make_dirs(out / TENSORBOARD, out)))
 
 
 def _target_bank(cfg: TrainConfig, inputs, views: list[str], device, tower):

@@ -1,0 +1,24 @@
+"""The layout of a grid folder, written once.
+
+Input: a grid folder. Output: the names below (a run's own files are ``train.run_folder``'s)::
+
+    GRID/grid.json                    the plan: the resolved recipe and one row per run (hashed)
+    GRID/config.yaml                  the recipe, as YAML
+    GRID/runs/ID/                     one run folder per row, plus:
+    GRID/runs/ID/running.json         the claim of the runner training it (heartbeat: its mtime)
+    GRID/runs/ID/finished.json        written when every target is scored
+    GRID/runs/ID/failed.json          the last failure's reason
+    GRID/table.{md,csv,latex}, .png   the tables and the figure of `xmic grid table`
+    GRID/slurm/logs/, submissions.jsonl   job arrays (local or Slurm executors)
+"""
+from __future__ import annotations
+
+GRID_FILE = "grid.json"
+RECIPE_YAML = "config.yaml"
+RUNS = "runs"
+RUNNING = "running.json"
+FINISHED = "finished.json"
+FAILED = "failed.json"
+TABLE = "table"
+SLURM_LOGS = "slurm/logs"
+SUBMISSIONS = "slurm/submissions.jsonl"
