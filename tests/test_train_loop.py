@@ -203,3 +203,41 @@ def test_a_run_from_before_a_config_field_resumes(tmp_path):
     torch.save(ck, tmp_path / "run" / "last.pt")
     s = train(cache.root, cfg(epochs=2), tmp_path / "run", resume=True, echo=quiet)
     assert s["epochs"] == 2
+
+
+def test_two_plans_of_one_cache_never_lose_a_split(tmp_path, monkeypatch):
+    """extract_plan.json is read, changed and written under the cache lock: two planners of
+    different splits at once both end up in it (a slow read widens the window they would race in)."""
+    import threading
+    import time
+
+    from extract_data import make_epic
+    from xmic.extract import pipeline
+    worlds = {s: make_epic(tmp_path / s, videos=(v,), segs_per_video=2)
+              for s, v in (("train", "P01_01"), ("a", "P02_01"), ("b", "P03_01"))}
+    real = pipeline.read_json
+
+    def slow(*a, **k):
+        out = real(*a, **k)
+        time.sleep(0.3)
+        return out
+    monkeypatch.setattr(pipeline, "read_json", slow)
+    cache = tmp_path / "c"
+    e = worlds["train"]
+    pipeline.plan(cache, "epic", e["annotations"], e["root"], "train", views=("full_frame",))
+    errors = []
+
+    def plan(split):
+        w = worlds[split]
+        try:
+            pipeline.plan(cache, "epic", w["annotations"], w["root"], split, views=("full_frame",))
+        except Exception as exc:  # reported below
+            errors.append(exc)
+    threads = [threading.Thread(target=plan, args=(s,)) for s in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    meta = json.loads((cache / "extract_plan.json").read_text())
+    assert set(meta["splits"]) == {"train", "a", "b"}

@@ -8,6 +8,7 @@ views: ``xmic.cache.reader``; vocabularies: ``xmic.cache.vocab``.
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import time
@@ -181,9 +182,10 @@ class Cache:
                           else PLAN_SCHEMA.empty_table())
         return self._plan
 
-    def add_plan(self, plan: pa.Table) -> pa.Table:
-        """Add one split's planned segments (see ``index.make_plan``); returns the whole plan."""
-        with self.lock():
+    def add_plan(self, plan: pa.Table, locked: bool = False) -> pa.Table:
+        """Add one split's planned segments (see ``index.make_plan``); returns the whole plan.
+        ``locked``: the caller holds ``lock()`` already (a plan written with other files)."""
+        with (contextlib.nullcontext() if locked else self.lock()):
             self._plan = None
             merged = merge_plans(self.plan(), plan)
             if merged is not self.plan():

@@ -59,11 +59,13 @@ def evaluate_run(run: str | Path, cache_path: str | Path, split: str,
     ``towers``: how a prompt method's text tower is loaded (default: the run's recorded one)."""
     run = Path(run)
     dev = resolve_device(device)
-    model, cfg, ck = load_run(run, dev, towers)
-    cache = Cache.open(cache_path)
+    cache = Cache.open(cache_path)  # the output folder first (seconds), then the run and banks
     out = Path(out) if out else evaluation_dir(run, cache.dataset, split)
     if out.is_file():
         raise XmicError(f"--out {out} is a file; give a folder for the evaluation")
+    if split not in cache.splits():
+        raise XmicError(f"{cache.root}: no split {split!r} to score (splits: {cache.splits()})")
+    model, cfg, ck = load_run(run, dev, towers)
     inputs = check_inputs(cache, cfg)
     check_fingerprints(ck["fingerprints"], inputs.fingerprints, cfg.views(), run, cache.root)
     target_classes = inputs.vocab.classes

@@ -60,23 +60,27 @@ def plan(cache_dir: Path, kind: str, annotations: Path, root: Path, split: str,
     with discard_if_new(cache_dir):
         cache = Cache.open_or_create(cache_dir, kind, cache_config)
         path = cache.root / PLAN_FILE
-        meta = read_json(path, "extraction plan") if path.exists() else {"splits": {}, "classes": {}}
-        for k, names in classes.items():  # refused before the plan changes
-            if meta["classes"].get(k, names) != names:
-                raise XmicError(f"{cache.root}: split {split} has another {k} class list than the "
-                                "splits planned before; one cache holds one vocabulary per label")
-        try:
-            table = make_plan(cols, cache.config.shard_segments, split)
-        except (CacheError, BadName) as e:
-            raise CacheError(f"{annotations}: {e}") from None
-        cache.add_plan(table)
-    digest = hashlib.sha256(json.dumps(table.to_pydict(), sort_keys=True, default=str).encode()).hexdigest()
-    meta["splits"][split] = {"dataset": kind, "annotations": str(Path(annotations).resolve()),
-                             "root": str(Path(root).resolve()), "views": list(views),
-                             "boxes": str(Path(boxes).resolve()) if boxes else None,
-                             "plan_sha256": digest, "segments": len(segs)}
-    meta["classes"].update(classes)
-    write_json_atomic(path, meta, cache.root)
+        with cache.lock():  # the plan and extract_plan.json change together, one planner at a time
+            meta = (read_json(path, "extraction plan") if path.exists()
+                    else {"splits": {}, "classes": {}})
+            for k, names in classes.items():  # refused before the plan changes
+                if meta["classes"].get(k, names) != names:
+                    raise XmicError(f"{cache.root}: split {split} has another {k} class list than "
+                                    "the splits planned before; one cache holds one vocabulary "
+                                    "per label")
+            try:
+                table = make_plan(cols, cache.config.shard_segments, split)
+            except (CacheError, BadName) as e:
+                raise CacheError(f"{annotations}: {e}") from None
+            cache.add_plan(table, locked=True)
+            digest = hashlib.sha256(json.dumps(table.to_pydict(), sort_keys=True,
+                                               default=str).encode()).hexdigest()
+            meta["splits"][split] = {"dataset": kind, "annotations": str(Path(annotations).resolve()),
+                                     "root": str(Path(root).resolve()), "views": list(views),
+                                     "boxes": str(Path(boxes).resolve()) if boxes else None,
+                                     "plan_sha256": digest, "segments": len(segs)}
+            meta["classes"].update(classes)
+            write_json_atomic(path, meta, cache.root)
     return {"segments": len(segs), "shards": len(cache.shards(split)), "plan_sha256": digest}
 
 
