@@ -3,6 +3,8 @@
 - plan: an EPIC-100-layout annotation CSV of ``--segments`` rows (1,000 videos; class lists and
   video info beside it) -> ``xmic.extract.pipeline.plan`` into a new cache (goal: 100,000
   segments in < 30 s on this machine). Seconds, from reading the CSV to the written plan.
+- extract_startup: ``extract run``'s work list before its first shard, 100,000 segments in
+  10,000 shards (linear in shards and rows; it was quadratic, about 10^9 steps at this size).
 - status: a cache whose plan has ``--shards`` shards and 2 views, with the layout a real run
   leaves (about 70% committed shards with markers and commit-log lines, 10% failed, 1%
   committed with failed segments, 5% running claims, the rest pending) ->
@@ -133,6 +135,25 @@ def build_status_cache(root: Path, shards: int, per_shard: int = 8) -> Cache:
 
 
 
+def bench_startup(tmp: Path, n: int, shard_segments: int = 10) -> dict:
+    """``extract run``'s start-up before its first shard: the plan's rows grouped by shard and
+    the work list of every shard (one state listing per view), for ``n`` segments in shards of
+    ``shard_segments`` (10: 10,000 shards at 100,000 segments, the worst case of a cluster)."""
+    from xmic.extract.pipeline import shard_work
+    csv_path = write_epic_csv(tmp / "ann_startup", n)
+    root = tmp / "startup_cache"
+    plan(root, "epic", csv_path, tmp / "media", "train", views=("full_frame",),
+         cache_config=CacheConfig(shard_segments=shard_segments))
+    cache = Cache.open(root)
+    t = time.perf_counter()
+    by_shard: dict = {}
+    for r in cache.plan().to_pylist():
+        by_shard.setdefault(r["shard"], []).append(r)
+    work, done = shard_work(cache, "train", ["full_frame"], {}, cache.shards(), by_shard)
+    return {"segments": n, "shards": len(cache.shards()), "to_do": len(work),
+            "seconds": round(time.perf_counter() - t, 2)}
+
+
 def bench_status(tmp: Path, shards: int) -> dict:
     root = tmp / "status_cache"
     t = time.perf_counter()
@@ -161,6 +182,7 @@ def main() -> None:
     try:
         res = {"machine": f"{cpu_name()}, {os.cpu_count()} cores, {platform.system()}",
                "date": time.strftime("%Y-%m-%d"), "plan": bench_plan(tmp, a.segments),
+               "extract_startup": bench_startup(tmp, a.segments),
                "status": bench_status(tmp, a.shards), "pyarrow": pa.__version__}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

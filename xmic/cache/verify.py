@@ -114,9 +114,10 @@ def verify(cache: Cache, deep: bool = False, partial: bool = False, progress=Non
             if progress:
                 progress(view, shard)
         if not partial:
+            states = cache.shard_states(view)  # one listing of the view, not one per shard
             for shard in plan_by_shard:
                 if shard not in committed:
-                    state = cache.shard_state(view, shard)
+                    state = states.get(shard, "pending")
                     why = ""
                     failed = vdir / (shard + FAILED_SUFFIX)
                     if state == "failed" and failed.exists():

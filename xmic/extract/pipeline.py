@@ -189,13 +189,13 @@ class CommitQueue:
 def _resolve_shards(all_shards: list[str], shards) -> list[str]:
     if shards is None:
         return all_shards
-    out = []
+    out, known = [], set(all_shards)
     for s in shards:
         if isinstance(s, int):
             if not 0 <= s < len(all_shards):
                 raise XmicError(f"shard number {s} is outside 0..{len(all_shards) - 1}")
             out.append(all_shards[s])
-        elif s in set(all_shards):
+        elif s in known:
             out.append(s)
         else:
             raise XmicError(f"shard {s!r} is not in the plan")
@@ -216,14 +216,16 @@ def run_shards(cache_dir: Path, cfg: ExtractConfig, shard_ids: list[int] | list[
         reap_dead_claims(cache.root, v)
     summary = {"shards_done": 0, "shards_skipped": 0, "shards_failed": 0, "segments_failed": 0,
                "failures": [], "frames": 0, "warnings": list(enc.warnings)}
-    plan_rows = cache.plan().to_pylist()
+    by_shard: dict[str, list[dict]] = {}  # the plan's rows grouped once: start-up is linear
+    for r in cache.plan().to_pylist():
+        by_shard.setdefault(r["shard"], []).append(r)
     commits = commits or CommitQueue()
     from tqdm import tqdm
-    bar = tqdm(total=sum(1 for r in plan_rows if r["shard"] in set(chosen)), unit="seg",
-               desc="extract", disable=None)
+    bar = tqdm(total=sum(len(by_shard.get(s, ())) for s in chosen), unit="seg", desc="extract",
+               disable=None)
     try:
         for split, info in meta["splits"].items():
-            _run_split(cache, enc, cfg, meta, split, info, names, chosen, plan_rows, summary,
+            _run_split(cache, enc, cfg, meta, split, info, names, chosen, by_shard, summary,
                        commits, bar, echo)
         errors = commits.drain()
         for e in errors:  # a failed commit is recorded on its shard; a full disk stops the run
@@ -245,7 +247,26 @@ def run_shards(cache_dir: Path, cfg: ExtractConfig, shard_ids: list[int] | list[
     return summary
 
 
-def _run_split(cache, enc, cfg, meta, split, info, names, chosen, plan_rows, summary, commits,
+def shard_work(cache, split: str, views: list[str], names: dict, chosen: list[str],
+               by_shard: dict) -> tuple[list, int]:
+    """(shard, views still to write, its rows) of every chosen shard of ``split`` that is not
+    done in every view, in plan order; and how many are done. Linear in shards and rows: one
+    state listing per view, the plan's rows grouped by shard beforehand."""
+    states = {v: cache.shard_states(names.get(v, v)) for v in views}
+    in_split = set(cache.shards(split))
+    work, done = [], 0
+    for shard in chosen:
+        if shard not in in_split:
+            continue
+        todo = [v for v in views if states[v].get(shard) != "done"]
+        if not todo:
+            done += 1
+            continue
+        work.append((shard, todo, [{**r, "views": todo} for r in by_shard.get(shard, ())]))
+    return work, done
+
+
+def _run_split(cache, enc, cfg, meta, split, info, names, chosen, by_shard, summary, commits,
                bar, echo) -> None:
     """Encode every chosen, uncommitted shard of one split; each commits in the writer thread."""
     fps = view_fingerprints(enc, cfg, meta, split)
@@ -253,14 +274,8 @@ def _run_split(cache, enc, cfg, meta, split, info, names, chosen, plan_rows, sum
     for v, fp in fps.items():
         if names.get(v, v) in have:
             cache.check_view(names.get(v, v), enc.dim, fp)  # refuse before any work
-    work = []  # (shard, views to write, its rows), in plan order
-    states = {v: cache.shard_states(names.get(v, v)) for v in info["views"]}  # one listing each
-    for shard in [s for s in chosen if s in set(cache.shards(split))]:
-        todo = [v for v in info["views"] if states[v].get(shard) != "done"]
-        if not todo:
-            summary["shards_skipped"] += 1
-            continue
-        work.append((shard, todo, [{**r, "views": todo} for r in plan_rows if r["shard"] == shard]))
+    work, done = shard_work(cache, split, info["views"], names, chosen, by_shard)
+    summary["shards_skipped"] += done
     # one loader for the whole split: its workers (and their hand-box caches) live across shards
     loader = DataLoader(SegmentFrames([r for _, _, rows in work for r in rows], info["dataset"],
                                       info["root"], info["views"], info["boxes"], enc.transform,
