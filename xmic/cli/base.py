@@ -13,6 +13,10 @@ import click
 from xmic.config import XmicError, load_config
 
 
+class UsageError(XmicError):
+    """A command-line option that cannot be read."""
+
+
 def _fail(e: Exception):
     click.echo(f"error: {e}", err=True)
     sys.exit(getattr(e, "exit_code", 2))  # 2: a mistake to fix; 1: the work itself failed

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import click
 
-from xmic.cli.base import RecordChoice, XmicGroup, cache_config, dataset_kinds
-from xmic.config import XmicError
+from xmic.cli.base import RecordChoice, UsageError, XmicGroup, cache_config, dataset_kinds
 
 @click.group(cls=XmicGroup)
 def cache():
@@ -60,7 +59,7 @@ def cache_convert(cache_dir, out, backend):
         dst = convert(src, out, backend, progress=lambda v, s: bar.update())
     problems = verify(dst, partial=True)
     if problems:
-        raise XmicError(f"converted cache {out} fails verify: {problems[0]}")
+        raise UsageError(f"converted cache {out} fails verify: {problems[0]}")
     click.echo(f"converted {cache_dir} -> {out} ({backend}); verify ok")
 
 
@@ -109,7 +108,7 @@ def cache_import(cache_dir, fmt, dataset, split, annotations, views, taxonomy, n
     for spec in views:
         name, sep, path = spec.partition("=")
         if not sep or not name or not path:
-            raise XmicError(f"--view {spec!r}: expected NAME=PICKLE, e.g. hand_crop=train_hands.pkl")
+            raise UsageError(f"--view {spec!r}: expected NAME=PICKLE, e.g. hand_crop=train_hands.pkl")
         pickles[name] = Path(path)
     summary = import_pickles(cache_dir, dataset, split, annotations, pickles, config,
                              imported_model(model_name, weights_sha256, quick_gelu),

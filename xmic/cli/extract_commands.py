@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from xmic.cli.base import RecordChoice, XmicGroup, cache_config, dataset_kinds, extract_config
-from xmic.config import XmicError
+from xmic.cli.base import (RecordChoice, UsageError, XmicGroup, cache_config, dataset_kinds,
+                            extract_config)
 
 @click.group(cls=XmicGroup)
 def extract():
@@ -21,7 +21,7 @@ def _shard_range(text):
     for part in text.split(","):
         a, _, b = part.strip().partition("-")
         if not a.isdigit() or not (b or a).isdigit() or int(b or a) < int(a):
-            raise XmicError(f"--shards {text!r}: {part!r} is not a shard number or a range "
+            raise UsageError(f"--shards {text!r}: {part!r} is not a shard number or a range "
                             "like 0-9; give e.g. --shards 0-9,12")
         out += list(range(int(a), int(b or a) + 1))
     return out
@@ -95,7 +95,7 @@ def extract_run(cache_dir, shards, model, weights, device, precision, batch_size
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE")
 def extract_text_cmd(cache_dir, vocab, model, weights, device, config_path, sets):
     """Encode the class names (bare and zero-shot prompts) as cache vocabularies."""
-    from xmic.extract.pipeline import extract_text
+    from xmic.extract.vocabularies import extract_text
     cfg = extract_config(config_path, sets, model=model, weights=weights, device=device)
     done = extract_text(cache_dir, cfg, ("noun", "verb") if vocab == "all" else (vocab,))
     for w in done["warnings"]:

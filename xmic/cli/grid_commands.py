@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-from xmic.cli.base import XmicGroup, status_options
-from xmic.config import XmicError, load_config
+from xmic.cli.base import UsageError, XmicGroup, status_options
+from xmic.config import load_config
 
 
 @click.group(cls=XmicGroup)
@@ -22,7 +22,7 @@ def _caches(specs) -> dict:
     for spec in specs:
         name, sep, path = spec.partition("=")
         if not sep or not name or not path:
-            raise XmicError(f"--cache {spec!r}: expected DATASET=DIR, e.g. epic=caches/epic")
+            raise UsageError(f"--cache {spec!r}: expected DATASET=DIR, e.g. epic=caches/epic")
         out[name] = path
     return out
 
@@ -45,7 +45,7 @@ def grid_plan(grid_dir, recipe, caches, class_splits, seeds, sets):
     try:
         seed_list = [int(s) for s in seeds.split(",")] if seeds else None
     except ValueError:
-        raise XmicError(f"--seeds {seeds!r}: expected integers, e.g. 0,1,2") from None
+        raise UsageError(f"--seeds {seeds!r}: expected integers, e.g. 0,1,2") from None
     r = load_recipe(recipe, _caches(caches), seed_list, str(class_splits) if class_splits else None,
                     sets)
     g = plan_grid(grid_dir, r)
@@ -74,7 +74,7 @@ def grid_run(grid_dir, executor, parallel, slurm_config, slurm_set, wait):
     from xmic.grid.plan import load_grid
     from xmic.grid.state import format_status, grid_status
     if parallel < 1:
-        raise XmicError(f"--parallel {parallel}: give at least 1")
+        raise UsageError(f"--parallel {parallel}: give at least 1")
     if executor == "inprocess":
         from xmic.grid.runner import run_inprocess
         out = run_inprocess(grid_dir, echo=click.echo)
@@ -131,7 +131,7 @@ def grid_table(grid_dir, fmt, out):
     from xmic.grid.layout import TABLE
     out = Path(out) if out else Path(grid_dir) / f"{TABLE}.{fmt}"
     if out.is_dir():
-        raise XmicError(f"--out {out} is a folder; give a file name")
+        raise UsageError(f"--out {out} is a folder; give a file name")
     write_text_atomic(out, text, out.parent)
     write_bytes_atomic(out.with_suffix(".png"), figure(grid_dir, g), out.parent)
     click.echo(text, nl=False)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from xmic.cli.base import RecordChoice, XmicGroup, method_names
-from xmic.config import XmicError, load_config
+from xmic.cli.base import RecordChoice, UsageError, XmicGroup, method_names
+from xmic.config import load_config
 
 @click.command("train")
 @click.option("--cache", "cache_dir", type=click.Path(path_type=Path), required=True)
@@ -49,7 +49,7 @@ def train_cmd(cache_dir, split, label, method, out, epochs, seed, seeds, device,
         extra = [f"seed={s}"] if s is not None else []
         cfg = load_config(TrainConfig, config_path, overrides + extra)
         if (model or weights) and not cfg.record.tower:
-            raise XmicError(f"--model/--weights name the text tower of coop/cocoop; method "
+            raise UsageError(f"--model/--weights name the text tower of coop/cocoop; method "
                             f"{cfg.method} reads the cache's embeddings only")
         run_dir = out / f"seed-{s}" if s is not None else out
         summary = train(cache_dir, cfg, run_dir, resume=resume, echo=click.echo,
@@ -116,7 +116,7 @@ def evaluate_table(paths, criterion, fmt, out):
     from xmic.evaluate.table import build_table, collect, format_table
     metrics = collect(paths)
     if not metrics:
-        raise XmicError(f"no metrics.json found under {[str(p) for p in paths]}; run "
+        raise UsageError(f"no metrics.json found under {[str(p) for p in paths]}; run "
                         "`xmic evaluate RUN --cache ... --split ...` first")
     text = format_table(*build_table(metrics, criterion), fmt)
     if out:

@@ -18,6 +18,11 @@ from xmic.config import XmicError, load_config
 from xmic.demo.world import make_world
 from xmic.towers.encoders import TINY_CONFIG
 
+
+class DemoError(XmicError):
+    """A demo folder that is not the demo's, or a demo cache that fails verification."""
+
+
 STEPS = 6
 METHODS = ("xmic", "coop", "zeroshot")
 MARKER = ".xmic-demo"  # written first: the folder is a demo's, which a later demo may redo
@@ -28,12 +33,12 @@ def claim_demo_folder(out: Path) -> None:
     """The demo removes and rewrites what it made; it refuses a folder holding anything else
     (a folder of the user's, or one with other files beside a previous demo's), and links."""
     if out.exists() and not out.is_dir():
-        raise XmicError(f"--out {out} is a file; give a new folder for the demo")
+        raise DemoError(f"--out {out} is a file; give a new folder for the demo")
     if out.is_dir():
         names = {p.name for p in out.iterdir()}
         if names and (MARKER not in names or names - DEMO_NAMES):
             other = sorted(names - DEMO_NAMES) or sorted(names)
-            raise XmicError(f"--out {out} holds {', '.join(other[:3])}"
+            raise DemoError(f"--out {out} holds {', '.join(other[:3])}"
                             f"{' ...' if len(other) > 3 else ''}, which the demo did not make; "
                             "give a new (or empty) folder, the demo rewrites its own")
     refuse_links_below(out)  # the demo rewrites its world, runs and report in place
@@ -103,7 +108,8 @@ def extract_world(out: str | Path, model: str, weights: str, device: str, step,
     (cache, config) -> summary replaces the in-process shard extraction (e.g. job arrays)."""
     from xmic.extract.config import ExtractConfig
     from xmic.towers.encoders import load_encoder
-    from xmic.extract.pipeline import extract_text, plan, run_shards
+    from xmic.extract.pipeline import plan, run_shards
+    from xmic.extract.vocabularies import extract_text
     out = Path(out)
     w = make_world(out / "world")
     step(1, f"generated a world in {out / 'world'}: EPIC-layout source ({w['segments']}) and "
@@ -130,6 +136,6 @@ def extract_world(out: str | Path, model: str, weights: str, device: str, step,
     for cache in (epic, ego):
         problems = verify(Cache.open(cache), deep=True)
         if problems:
-            raise XmicError(f"verify --deep failed on {cache}: {problems[0]}")
+            raise DemoError(f"verify --deep failed on {cache}: {problems[0]}")
     step(4, "verify --deep: both caches ok")
     return epic, ego

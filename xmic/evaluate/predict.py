@@ -23,6 +23,10 @@ from xmic.train.build import text_input
 from xmic.train.inference import load_run, score_clip
 
 
+class PredictError(XmicError):
+    """A clip, a class list or a run that predict cannot score together."""
+
+
 def predict_clip(clip: Path, run_dir: Path, classes: str | None = None, vocab: str | None = None,
                  boxes: Path | None = None, start: float | None = None, end: float | None = None,
                  fps: float | None = None, top_k: int = 5, model: str | None = None,
@@ -32,19 +36,19 @@ def predict_clip(clip: Path, run_dir: Path, classes: str | None = None, vocab: s
     enc = clip_embed.encoder_for_run(ck, cfg.model.classified_view, model, weights, device)
     unknown = [v for v in cfg.views() if v not in ("full_frame", "hand_crop")]
     if unknown:
-        raise XmicError(f"the run reads views {unknown} made by another encoder; predict embeds "
+        raise PredictError(f"the run reads views {unknown} made by another encoder; predict embeds "
                         "full_frame and hand_crop only")
     if bool(classes) == bool(vocab):
-        raise XmicError('give exactly one of --classes "a,b,c" or --vocab CACHE:NAME')
+        raise PredictError('give exactly one of --classes "a,b,c" or --vocab CACHE:NAME')
     if classes:
         raw = [c.strip() for c in classes.split(",") if c.strip()]
         if not raw:
-            raise XmicError("--classes holds no class name")
+            raise PredictError("--classes holds no class name")
         names = [normalize_name(c) for c in raw]  # "chopping_board" -> "chopping board"
         try:
             check_prompts("--classes", raw, names, "{}")
         except CacheError as e:
-            raise XmicError(str(e)) from None
+            raise PredictError(str(e)) from None
         w = (None if cfg.record.text == "prompt_ids" else
              clip_embed.class_text(enc, names, ck["fingerprints"]["vocab"].get("prompt", "{}")))
     else:
@@ -60,7 +64,7 @@ def predict_clip(clip: Path, run_dir: Path, classes: str | None = None, vocab: s
     try:
         scores = score_clip(net, cfg, feats, w, frames, span)
     except ValueError as e:
-        raise XmicError(str(e)) from None
+        raise PredictError(str(e)) from None
     order = np.argsort(-scores, kind="stable")[:top_k]
     probs = np.exp(scores - scores.max())
     probs /= probs.sum()

@@ -27,7 +27,7 @@ from xmic.evaluate.classes import derive_shared, read_class_splits
 from xmic.evaluate.metrics import compute_metrics, ranked
 from xmic.evaluate.plots import plot_all
 from xmic.train.build import check_inputs, model_dims, text_input
-from xmic.train.run_folder import EVAL_METRICS, PREDICTIONS, evaluation_dir
+from xmic.train.run_folder import EVAL_METRICS, PREDICTIONS, RunFolderError, evaluation_dir
 from xmic.train.data import load_bank, sampling_notes
 from xmic.train.inference import load_run, predict_logits
 
@@ -62,9 +62,9 @@ def evaluate_run(run: str | Path, cache_path: str | Path, split: str,
     cache = Cache.open(cache_path)  # the output folder first (seconds), then the run and banks
     out = Path(out) if out else evaluation_dir(run, cache.dataset, split)
     if out.is_file():
-        raise XmicError(f"--out {out} is a file; give a folder for the evaluation")
+        raise RunFolderError(f"--out {out} is a file; give a folder for the evaluation")
     if split not in cache.splits():
-        raise XmicError(f"{cache.root}: no split {split!r} to score (splits: {cache.splits()})")
+        raise RunMismatch(f"{cache.root}: no split {split!r} to score (splits: {cache.splits()})")
     model, cfg, ck = load_run(run, dev, towers)
     inputs = check_inputs(cache, cfg)
     check_fingerprints(ck["fingerprints"], inputs.fingerprints, cfg.views(), run, cache.root)

@@ -20,16 +20,20 @@ from xmic.extract.readers import read_frames
 from xmic.cache.sampling import frames_to_store
 
 
+class ClipError(XmicError):
+    """A clip that cannot be embedded, or no encoder for it."""
+
+
 def clip_frames(path: Path, start: float | None, end: float | None, fps: float | None):
     """(FrameSource, first frame, last frame) of the clip's window."""
     path = Path(path)
     if path.is_dir():
         files = sorted(path.glob("*.jpg"))
         if not files:
-            raise XmicError(f"{path}: no .jpg frames in this folder")
+            raise ClipError(f"{path}: no .jpg frames in this folder")
         src = FrameSource(path, "jpeg", 1, pattern="frame_{:010d}.jpg")
         if not (path / "frame_0000000001.jpg").exists():
-            raise XmicError(f"{path}: frames must be named frame_0000000001.jpg, ... (EPIC layout)")
+            raise ClipError(f"{path}: frames must be named frame_0000000001.jpg, ... (EPIC layout)")
         lo, hi = 1, len(files)
         rate = fps
     elif path.exists():
@@ -45,17 +49,17 @@ def clip_frames(path: Path, start: float | None, end: float | None, fps: float |
                 if not n:
                     n = sum(1 for _ in c.decode(s))
         except (av.FFmpegError, IndexError) as e:
-            raise XmicError(f"{path}: unreadable video ({e})") from None
+            raise ClipError(f"{path}: unreadable video ({e})") from None
         lo, hi = 0, max(0, int(n) - 1)
     else:
-        raise XmicError(f"{path}: no such video or frame folder")
+        raise ClipError(f"{path}: no such video or frame folder")
     if start is not None or end is not None:
         if rate is None:
-            raise XmicError("--start/--end on a frame folder need --fps")
+            raise ClipError("--start/--end on a frame folder need --fps")
         lo = max(lo, int(round((start or 0) * rate)) + src.first_frame)
         hi = min(hi, int(round(end * rate)) - 1 + src.first_frame) if end is not None else hi
     if hi < lo:
-        raise XmicError(f"{path}: the window {start}-{end} s holds no frames")
+        raise ClipError(f"{path}: the window {start}-{end} s holds no frames")
     return src, lo, hi
 
 
@@ -96,13 +100,13 @@ def encoder_for_run(ck: dict, view: str, model: str | None, weights: str | None,
             producer = c.marker(view, sorted(c.committed(view))[0])["config"]["producer"]
             model, weights = model or producer["model"], weights or producer["weights"]
         except (XmicError, OSError, KeyError, IndexError):  # no cache, no marker, no producer
-            raise XmicError("cannot find the encoder that made the run's features (its cache "
+            raise ClipError("cannot find the encoder that made the run's features (its cache "
                             f"{ck.get('cache')} is gone or was imported); give --model and "
                             "--weights") from None
     enc = load_encoder(model, weights, device, "fp32", 0)
     trained = ck["fingerprints"]["views"][view]["model"]
     if not same_model({"model": trained}, {"model": enc.identity}):
-        raise XmicError("the encoder differs from the one the run was trained on: "
+        raise ClipError("the encoder differs from the one the run was trained on: "
                         + "; ".join(diff(trained, enc.identity)))
     return enc
 
@@ -111,6 +115,6 @@ def class_text(enc, names: list[str], prompt: str) -> np.ndarray:
     """[C, D] text embeddings of class names (already in prompt form, ``prompt_names``), each
     in ``prompt``."""
     if enc.tokenizer is None:
-        raise XmicError(f"{enc.identity['name']} has no text tower; encode class names with the "
+        raise ClipError(f"{enc.identity['name']} has no text tower; encode class names with the "
                         "open_clip model that makes the classified stream")
     return enc.encode_texts([prompt.format(n) for n in names]).numpy()

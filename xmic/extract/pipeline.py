@@ -5,8 +5,8 @@ cache's plan, plus ``extract_plan.json`` (dataset kind, media root, boxes, views
 the plan's hash). ``run_shards``: for every uncommitted (view, shard), a DataLoader (worker
 processes) decodes each segment's sampled frames, crops hands and preprocesses; frames of many
 segments are packed into full encoder batches; each view's ``ShardWriter`` records embeddings,
-or the failure of a segment with its message (never zeros). ``extract_text``: class names ->
-text embeddings as cache vocabularies. Returns summaries; failures are counted, not hidden.
+or the failure of a segment with its message (never zeros). Class names become vocabularies in
+``extract.vocabularies``. Returns summaries; failures are counted, not hidden.
 """
 from __future__ import annotations
 
@@ -24,20 +24,21 @@ from xmic.cache.claims import reap_dead_claims
 from xmic.cache.cache_folder import discard_if_new
 from xmic.cache.writer import disk_full
 from xmic.cache import fingerprint as F
-from xmic.cache.index import make_plan
-from xmic.files.atomic import write_json_atomic
-from xmic.cache.paths import PLAN_FILE, CacheError
-from xmic.files.names import BadName, read_json
-from xmic.cache.vocab import add_vocab, check_prompts
-from xmic.config import XmicError, config_to_dict
-from xmic.cache.datasets import prompt_names
-from xmic.extract.clip_embed import class_text
-from xmic.extract.config import ExtractConfig
 from xmic.cache.datasets import read_dataset
-from xmic.extract.media import check_media_ids, frame_source
-from xmic.extract.detections import BoxSource, view_tensors
-from xmic.extract.readers import read_frames
+from xmic.cache.index import make_plan
+from xmic.cache.paths import PLAN_FILE, CacheError
 from xmic.cache.sampling import frames_to_store, rule_of, sampling_fingerprint
+from xmic.config import XmicError, config_to_dict
+from xmic.extract.config import ExtractConfig
+from xmic.extract.detections import BoxSource, view_tensors
+from xmic.extract.media import check_media_ids, frame_source
+from xmic.extract.readers import read_frames
+from xmic.files.atomic import write_json_atomic
+from xmic.files.names import BadName, read_json
+
+
+class PlanError(XmicError):
+    """A plan or shard choice that extraction cannot follow."""
 
 
 VIEWS = ("full_frame", "hand_crop")
@@ -48,9 +49,9 @@ def plan(cache_dir: Path, kind: str, annotations: Path, root: Path, split: str,
          **dataset_kw) -> dict:
     bad = [v for v in views if v not in VIEWS]
     if bad:
-        raise XmicError(f"unknown view(s) {bad}; extraction writes {list(VIEWS)}")
+        raise PlanError(f"unknown view(s) {bad}; extraction writes {list(VIEWS)}")
     if "hand_crop" in views and boxes is None:
-        raise XmicError("view hand_crop needs --boxes (EPIC detection pickles folder, X-MIC box "
+        raise PlanError("view hand_crop needs --boxes (EPIC detection pickles folder, X-MIC box "
                         "pickle, or a box table)")
     segs, classes = read_dataset(kind, Path(annotations), split, Path(root), **dataset_kw)
     check_media_ids(kind, segs.columns["video_id"], segs.columns["segment_id"], Path(annotations))
@@ -65,7 +66,7 @@ def plan(cache_dir: Path, kind: str, annotations: Path, root: Path, split: str,
                     else {"splits": {}, "classes": {}})
             for k, names in classes.items():  # refused before the plan changes
                 if meta["classes"].get(k, names) != names:
-                    raise XmicError(f"{cache.root}: split {split} has another {k} class list than "
+                    raise PlanError(f"{cache.root}: split {split} has another {k} class list than "
                                     "the splits planned before; one cache holds one vocabulary "
                                     "per label")
             try:
@@ -193,12 +194,12 @@ def _resolve_shards(all_shards: list[str], shards) -> list[str]:
     for s in shards:
         if isinstance(s, int):
             if not 0 <= s < len(all_shards):
-                raise XmicError(f"shard number {s} is outside 0..{len(all_shards) - 1}")
+                raise PlanError(f"shard number {s} is outside 0..{len(all_shards) - 1}")
             out.append(all_shards[s])
         elif s in known:
             out.append(s)
         else:
-            raise XmicError(f"shard {s!r} is not in the plan")
+            raise PlanError(f"shard {s!r} is not in the plan")
     return out
 
 
@@ -376,29 +377,3 @@ def _encode_shard(enc, cfg: ExtractConfig, loader, writers: dict[str, ShardWrite
     flush()
     return {"decode_s": round(decode_s, 3), "encode_s": round(encode_s, 3),
             "batch_size_used": batch_used, "seconds": time.time() - t0}
-
-
-def extract_text(cache_dir: Path, cfg: ExtractConfig, labels=("noun", "verb"), encoder=None) -> dict:
-    """Vocabulary name -> class count of every vocabulary written, and ``warnings``: the
-    encoder's (random weights, precision) for the caller to show."""
-    from xmic.towers.encoders import load_encoder
-    from xmic.towers.text_tower import tower_source
-    cache = Cache.open(cache_dir)
-    meta = read_json(cache.root / PLAN_FILE, "extraction plan (run `xmic extract plan` first)")
-    enc = encoder or load_encoder(cfg.model, cfg.weights, cfg.device, cfg.precision, cfg.seed)
-    out = {}
-    for label in labels:
-        classes = meta["classes"].get(label)
-        if not classes:
-            raise XmicError(f"{cache.root}: no {label} classes in the extraction plan")
-        names = prompt_names(cache.dataset, classes)  # the dataset's released naming rule
-        for name, template in ((label, cfg.prompt), (f"{label}.photo", cfg.zeroshot_prompt)):
-            check_prompts(name, classes, names, template)  # before encoding anything
-            emb = class_text(enc, names, template)  # [C, D]
-            add_vocab(cache, name, classes, emb, template,
-                      F.vocab_fingerprint(enc.identity, enc.precision, template), replace=True,
-                      source={"classes": "extract_plan.json",
-                              "names": f"{cache.dataset} naming rule",
-                              **tower_source(cfg.model, cfg.weights)}, names=names)
-            out[name] = len(classes)
-    return {"vocabularies": out, "warnings": list(enc.warnings)}

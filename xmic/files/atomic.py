@@ -23,6 +23,11 @@ from pathlib import Path
 from xmic.config import XmicError
 from xmic.files.liveness import host_tag
 
+
+class CommitError(XmicError):
+    """A finished temporary folder that cannot be renamed to its final name."""
+
+
 NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
@@ -233,6 +238,6 @@ def commit_dir(tmp: Path, final: Path, root: Path | None = None) -> bool:
             return False
         if e.errno == errno.ENOSPC:
             raise
-        raise XmicError(f"cannot commit {final}: {e.strerror}") from None
+        raise CommitError(f"cannot commit {final}: {e.strerror}") from None
     fsync_dir(final.parent)
     return True

@@ -28,7 +28,7 @@ from xmic.cache.writer import disk_full
 from xmic.config import XmicError, from_dict
 from xmic.evaluate.run import evaluate_run
 from xmic.grid.layout import FAILED, FINISHED, RUNNING, SLURM_LOGS, SUBMISSIONS
-from xmic.grid.plan import load_grid
+from xmic.grid.plan import GridError, load_grid
 from xmic.grid.state import (HEARTBEAT_S, claim_alive, eval_dir,
                              read_claim, read_metrics, run_state)
 from xmic.train.checkpoint import load_checkpoint
@@ -37,6 +37,10 @@ from xmic.train.config import TrainConfig
 from xmic.train.data import load_bank
 from xmic.train.loop import train
 from xmic.towers.text_tower import load_text_tower
+
+
+class RunsFailed(XmicError):
+    """Runs of a grid task failed; their reasons are in their failed.json."""
 
 
 class BankMemo:
@@ -125,7 +129,7 @@ def run_one(grid_dir: Path, run: dict, class_splits: str | None, bank_loader=loa
                 record_failure(d, grid_dir, f"the disk is full (writing {where})")
             except OSError:
                 pass
-            raise XmicError(f"run {run['id']}: the disk is full (no space left on device) while "
+            raise GridError(f"run {run['id']}: the disk is full (no space left on device) while "
                             f"writing {where}; free space, then run the same command again "
                             "(finished runs and epoch checkpoints are kept)") from None
         record_failure(d, grid_dir, f"{type(e).__name__}: {e}")
@@ -194,7 +198,7 @@ def run_ids(grid: dict, ids) -> list[dict]:
     by_id = {r["id"]: r for r in grid["runs"]}
     unknown = [i for i in ids if i not in by_id]
     if unknown:
-        raise XmicError(f"run(s) {unknown} are not in this grid")
+        raise GridError(f"run(s) {unknown} are not in this grid")
     return [by_id[i] for i in ids]
 
 
@@ -208,7 +212,7 @@ def grid_task(grid_dir: str, ids: list[str]) -> dict:
                                towers=towers) for r in run_ids(grid, ids)}
     failed = [k for k, v in states.items() if v == "failed"]
     if failed:
-        raise XmicError(f"{len(failed)} run(s) failed: {failed}; see `xmic grid status`")
+        raise RunsFailed(f"{len(failed)} run(s) failed: {failed}; see `xmic grid status`")
     return states
 
 

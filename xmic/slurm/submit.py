@@ -25,6 +25,10 @@ from xmic.slurm.status import read_submissions, status
 from xmic.slurm.worker import ShardTask
 
 
+class SubmissionError(XmicError):
+    """Nothing to retry, or extraction jobs that did not finish."""
+
+
 def group_shards(shards: list[str], per_task: int, max_tasks: int | None = None) -> list[list[str]]:
     """Consecutive shards, ``per_task`` to a task (more when ``max_tasks`` caps the count)."""
     if max_tasks:
@@ -94,7 +98,7 @@ def last_submission_configs(cache_dir: Path) -> tuple[ExtractConfig, SlurmConfig
     from xmic.config import from_dict
     subs = [s for s in read_submissions(cache_dir) if "extract" in s]
     if not subs:
-        raise XmicError(f"{cache_dir}: no earlier submission to retry; use `xmic slurm submit`")
+        raise SubmissionError(f"{cache_dir}: no earlier submission to retry; use `xmic slurm submit`")
     return (from_dict(ExtractConfig, subs[-1]["extract"], "extract config of the last submission"),
             from_dict(SlurmConfig, subs[-1]["slurm"], "slurm config of the last submission"))
 
@@ -108,7 +112,7 @@ def extract_and_wait(cache_dir: Path, extract_cfg: ExtractConfig, slurm_cfg: Slu
     _, report, summary, _ = status(cache_dir)
     if summary["pending"] or summary["running"] or (bad and summary["failed"]):
         why = bad[0]["error"] if bad else f"{summary['pending']} shard(s) still pending"
-        raise XmicError(f"{cache_dir}: extraction jobs did not finish ({why}); see "
+        raise SubmissionError(f"{cache_dir}: extraction jobs did not finish ({why}); see "
                         f"`xmic slurm status {cache_dir}`")
     return {"frames": int(sum(r["frames"] / max(len(r["views"]), 1) for r in report.values())),
             "segments_failed": sum(r["failed_segments"] for r in report.values()),

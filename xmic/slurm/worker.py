@@ -25,6 +25,11 @@ from xmic.config import XmicError, from_dict
 from xmic.extract.config import ExtractConfig
 from xmic.extract.pipeline import CommitQueue, run_shards
 
+
+class ShardsFailed(XmicError):
+    """Shards of a job's task failed; each one's reason is recorded in the cache."""
+
+
 log = logging.getLogger("xmic.slurm")
 DRAIN_TIMEOUT_S = 60.0
 
@@ -52,7 +57,7 @@ class ShardTask(submitit.helpers.Checkpointable):
         for w in summary["warnings"]:  # into the task's log
             print(f"WARNING: {w}", flush=True)
         if summary["shards_failed"]:
-            raise XmicError(f"{summary['shards_failed']} of {len(shards)} shard(s) failed: "
+            raise ShardsFailed(f"{summary['shards_failed']} of {len(shards)} shard(s) failed: "
                             + "; ".join(summary["failures"][:5]))
         return summary
 

@@ -24,6 +24,10 @@ from xmic.cache.sampling import bin_layout
 from xmic.train.data import FeatureBank, batch
 
 
+class ScoreError(XmicError):
+    """A clip that a run cannot score (views, frames)."""
+
+
 @torch.no_grad()
 def predict_logits(model, bank: FeatureBank, w: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
     """Logits [S, C] at bin centres, in batches."""
@@ -73,13 +77,13 @@ def score_clip(model, cfg: TrainConfig, views: dict[str, np.ndarray], w: np.ndar
     tensor). Returns scores [C] at each bin's evaluation frame, as evaluation takes them."""
     missing = [v for v in cfg.views() if v not in views]
     if missing:
-        raise XmicError(f"the run reads views {cfg.views()}; missing {missing}")
+        raise ScoreError(f"the run reads views {cfg.views()}; missing {missing}")
     try:
         lay = bin_layout("epic", np.array([span[0]]), np.array([span[1]]),
                          np.asarray(frames, np.int64), np.array([0, len(frames)]), cfg.frames,
                          "the clip", ["clip"])
     except CacheError as e:
-        raise XmicError(str(e)) from None
+        raise ScoreError(str(e)) from None
     pos = torch.from_numpy(lay.eval[0])
 
     def pick(a: np.ndarray) -> torch.Tensor:  # [1, T, D] at the evaluation frames

@@ -23,14 +23,14 @@ from tqdm import tqdm
 
 from xmic.cache import Cache
 from xmic.files.atomic import write_bytes_atomic, write_text_atomic
-from xmic.config import XmicError, config_to_dict, dump_config, resolve_device
+from xmic.config import ConfigError, XmicError, config_to_dict, dump_config, resolve_device
 from xmic.train.build import build_model, check_inputs, load_tower, model_dims, text_input
 from xmic.train.checkpoint import (CheckpointError, check_checkpoint, check_resumable,
                                    load_checkpoint, load_model_state, save_checkpoint)
 from xmic.train.config import TrainConfig
 from xmic.train.prompt_model import PROMPT_FORMAT
 from xmic.train.run_folder import (CHECKPOINT, CONFIG, CURVE, FOREIGN, LAST, METRICS,
-                                   TENSORBOARD)
+                                   TENSORBOARD, RunFolderError)
 from xmic.train.data import batch, heldout_split, load_bank, sampling_notes
 from xmic.train.inference import evaluate_bank
 from xmic.train.plots import plot_curve
@@ -257,10 +257,10 @@ def check_run_folder(out: Path, resume: bool) -> None:
     """The run folder before anything is loaded: a folder, not a cache's or a grid's, holding a
     run exactly when resuming one."""
     if out.is_file():
-        raise XmicError(f"--out {out} is a file; give a folder for the run")
+        raise RunFolderError(f"--out {out} is a file; give a folder for the run")
     for marker, what in FOREIGN.items():
         if (out / marker).exists():
-            raise XmicError(f"--out {out} is {what} folder; give a folder of its own for the run")
+            raise RunFolderError(f"--out {out} is {what} folder; give a folder of its own for the run")
     if resume and not (out / LAST).exists():
         raise CheckpointError(f"{out / LAST}: checkpoint not found; nothing to resume")
     if not resume and (out / LAST).exists():
@@ -280,7 +280,7 @@ def tensorboard_writer(out: Path):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        raise XmicError("log_tensorboard=true needs the tensorboard package: pip install "
+        raise ConfigError("log_tensorboard=true needs the tensorboard package: pip install "
                         "tensorboard (or xmic[tensorboard])") from None
     from xmic.files.atomic import make_dirs
     return SummaryWriter(log_dir=str(make_dirs(out / TENSORBOARD, out)))
@@ -292,7 +292,7 @@ def _target_bank(cfg: TrainConfig, inputs, views: list[str], device, tower):
     tcache = Cache.open(tcache_path)
     tin = check_inputs(tcache, cfg)
     if not cfg.record.open_vocabulary and tin.vocab.classes != inputs.vocab.classes:
-        raise XmicError(f"method {cfg.method} scores only its training classes; it cannot "
+        raise ConfigError(f"method {cfg.method} scores only its training classes; it cannot "
                         "select on a target with another vocabulary")
     return (load_bank(tcache, tsplit, views, cfg.label, len(tin.vocab.classes), device,
                       cfg.frames),
