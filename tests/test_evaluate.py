@@ -197,3 +197,24 @@ def test_fingerprint_mismatch_refused(two_caches, tmp_path):
     cp = run_xmic("evaluate", tmp_path / "r", "--cache", other, "--split", "val", check=False)
     assert cp.returncode == 2 and "preprocess.size: 224 != 336" in cp.stderr
     assert cp.stderr.count('"size"') == 2  # both fingerprints shown
+
+
+def test_plots_leave_the_callers_matplotlib_backend_alone(tmp_path):
+    import matplotlib
+
+    from xmic.evaluate.plots import plot_all
+    from xmic.train.plots import plot_curve
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")  # a notebook user's choice
+    try:
+        rng = np.random.default_rng(0)
+        scores = rng.standard_normal((12, 3))
+        pngs = plot_all(scores, np.exp(scores) / np.exp(scores).sum(1, keepdims=True),
+                        rng.integers(0, 3, 12), ["a", "b", "c"], np.array([1, 0, 1], bool),
+                        "exact", "t")
+        plot_curve([{"epoch": 1, "train_loss": 1.0, "train_top1": 50.0}], tmp_path / "c.png", "t")
+        assert all(p[:4] == b"\x89PNG" for p in pngs.values())
+        assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(before)

@@ -22,16 +22,15 @@ def _png(fig) -> bytes:
 
 def plot_all(scores, probs, labels, classes, shared, criterion: str, title: str,
              top_classes: int = 20, bins: int = 10) -> dict[str, bytes]:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: a notebook's backend is left alone
     pngs: dict[str, bytes] = {}
     pred = ranked(scores, 1)[:, 0]
     correct = pred == labels
     acc = per_class_accuracy(correct, labels, len(classes))
     present = np.flatnonzero(~np.isnan(acc))
     order = present[np.argsort(-acc[present], kind="stable")]
-    fig, ax = plt.subplots(figsize=(max(6, 0.25 * len(order) + 2), 4))
+    fig = Figure(figsize=(max(6, 0.25 * len(order) + 2), 4))
+    ax = fig.subplots()
     colors = ["tab:blue" if shared[i] else "tab:orange" for i in order]
     ax.bar(range(len(order)), acc[order], color=colors)
     ax.set_xticks(range(len(order)), [classes[i] for i in order], rotation=90, fontsize=6)
@@ -39,7 +38,6 @@ def plot_all(scores, probs, labels, classes, shared, criterion: str, title: str,
     ax.set_title(f"{title}\nper class: shared (blue) / novel (orange), {criterion} criterion")
     fig.tight_layout()
     pngs["per_class_accuracy.png"] = _png(fig)
-    plt.close(fig)
 
     freq = np.bincount(labels, minlength=len(classes))
     top = np.argsort(-freq, kind="stable")[:min(top_classes, int((freq > 0).sum()))]
@@ -49,7 +47,8 @@ def plot_all(scores, probs, labels, classes, shared, criterion: str, title: str,
     for t, p in zip(labels[keep], pred[keep]):
         cm[idx[t], idx.get(p, len(top))] += 1
     cm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(7, 6))
+    fig = Figure(figsize=(7, 6))
+    ax = fig.subplots()
     im = ax.imshow(cm, cmap="viridis", vmin=0, vmax=1)
     names = [classes[c] for c in top]
     ax.set_xticks(range(len(top) + 1), names + ["other"], rotation=90, fontsize=6)
@@ -60,7 +59,6 @@ def plot_all(scores, probs, labels, classes, shared, criterion: str, title: str,
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
     pngs["confusion.png"] = _png(fig)
-    plt.close(fig)
 
     conf = probs[np.arange(len(labels)), pred]
     edges = np.linspace(0, 1, bins + 1)
@@ -69,7 +67,8 @@ def plot_all(scores, probs, labels, classes, shared, criterion: str, title: str,
     acc_b = np.bincount(which, weights=correct, minlength=bins) / np.maximum(count, 1)
     conf_b = np.bincount(which, weights=conf, minlength=bins) / np.maximum(count, 1)
     ece = float(np.sum(count * np.abs(acc_b - conf_b)) / len(labels))
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    fig = Figure(figsize=(4.5, 4.5))
+    ax = fig.subplots()
     centers = (edges[:-1] + edges[1:]) / 2
     ax.bar(centers[count > 0], acc_b[count > 0], width=1 / bins, edgecolor="k", alpha=0.7,
            label="accuracy")
@@ -80,5 +79,4 @@ def plot_all(scores, probs, labels, classes, shared, criterion: str, title: str,
     ax.legend()
     fig.tight_layout()
     pngs["reliability.png"] = _png(fig)
-    plt.close(fig)
     return pngs

@@ -65,11 +65,10 @@ def grid_tables(grid_dir: Path, grid: dict, fmt: str = "md") -> str:
 
 def figure(grid_dir: Path, grid: dict) -> bytes:
     """PNG: in-dataset vs cross-dataset top-1, and shared vs novel accuracy (exact), per method."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: a notebook's backend is left alone
     metrics, _ = grid_metrics(grid_dir, grid)
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4.2))
+    fig = Figure(figsize=(10, 4.2))
+    (a1, a2) = fig.subplots(1, 2)
     keys = sorted({(m["method"], m["source_dataset"], m["label"]) for m in metrics})
     for method, source, label in keys:
         mine = [m for m in metrics if (m["method"], m["source_dataset"], m["label"]) ==
@@ -95,5 +94,4 @@ def figure(grid_dir: Path, grid: dict) -> bytes:
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
     return buf.getvalue()

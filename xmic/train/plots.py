@@ -5,12 +5,11 @@ from pathlib import Path
 
 
 def plot_curve(rows: list[dict], path: Path, title: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: a notebook's backend is left alone
     from matplotlib.ticker import MaxNLocator
     ep = [r["epoch"] for r in rows]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig = Figure(figsize=(10, 3.6))
+    (ax1, ax2) = fig.subplots(1, 2)
     ax1.plot(ep, [r.get("train_loss") for r in rows], marker="o", label="train loss")
     if any(r.get("heldout_loss") is not None for r in rows):
         ax1.plot(ep, [r.get("heldout_loss") for r in rows], marker="o", label="held-out loss")
@@ -32,4 +31,3 @@ def plot_curve(rows: list[dict], path: Path, title: str) -> None:
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, format="png", dpi=110)  # a path or a binary file object
-    plt.close(fig)
