@@ -50,6 +50,34 @@ def check_fingerprints(run_fps: dict, cache_fps: dict, views: list[str], run: Pa
                 f"Run: {json.dumps(a, sort_keys=True)}; cache: {json.dumps(b, sort_keys=True)}")
 
 
+def write_evaluation(out: Path, root: Path, metrics: dict, scores: np.ndarray, labels: np.ndarray,
+                     segment_ids: list[str], vocab, shared: dict, plot_title: str | None) -> None:
+    """metrics.json, predictions.parquet (classes as prompted, raw keys beside) and, with a
+    title, the plots, into ``out`` (below ``root``, whose links are refused)."""
+    if root == out:  # a folder the user names (it may be a link)
+        out.mkdir(parents=True, exist_ok=True)
+    else:
+        make_dirs(out, root)
+    write_text_atomic(out / EVAL_METRICS, json.dumps(metrics, indent=1) + "\n", root)
+    top = ranked(scores, min(5, scores.shape[1]))                                 # [S, k]
+    probs = torch.softmax(torch.from_numpy(scores), 1).numpy()
+    names = np.array(vocab.names, dtype=object)  # as prompted, not the raw keys
+    keys = np.array(vocab.classes, dtype=object)
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.table({
+        "segment_id": segment_ids, "true_id": labels, "true_class": names[labels].tolist(),
+        "true_key": keys[labels].tolist(),
+        "top5_ids": top.tolist(), "top5_classes": names[top].tolist(),
+        "top5_scores": np.take_along_axis(scores, top, 1).tolist(),
+        "top5_probs": np.take_along_axis(probs, top, 1).tolist()}), sink)
+    write_bytes_atomic(out / PREDICTIONS, memoryview(sink.getvalue()), root)
+    if plot_title is not None:
+        crit = "exact" if "exact" in shared else next(iter(shared))
+        for name, png in plot_all(scores, probs, labels, vocab.names, np.asarray(shared[crit]),
+                                  crit, plot_title).items():
+            write_bytes_atomic(out / name, png, root)
+
+
 def evaluate_run(run: str | Path, cache_path: str | Path, split: str,
                  class_splits: str | Path | None = None, out: str | Path | None = None,
                  device: str = "auto", plots: bool = True, bank_loader=load_bank,
@@ -97,30 +125,8 @@ def evaluate_run(run: str | Path, cache_path: str | Path, split: str,
                    selected_epoch=ck["epoch"], selected_on=ck.get("selected_on"),
                    class_splits=str(class_splits) if class_splits else "derived (exact names)",
                    skipped=bank.skipped, notes=sampling_notes(cache, cfg.views()))
-    if run in out.parents:  # inside the run: no link planted on the way
-        root = run
-        make_dirs(out, root)
-    else:  # a folder the user names (it may be a link)
-        root = out
-        out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / EVAL_METRICS, json.dumps(metrics, indent=1) + "\n", root)
-    k = min(5, scores.shape[1])
-    top = ranked(scores, k)
-    probs = torch.softmax(torch.from_numpy(scores), 1).numpy()
-    names = np.array(inputs.vocab.names, dtype=object)  # as prompted, not the raw keys
-    keys = np.array(target_classes, dtype=object)
-    sink = pa.BufferOutputStream()
-    pq.write_table(pa.table({
-        "segment_id": bank.segment_ids, "true_id": labels, "true_class": names[labels].tolist(),
-        "true_key": keys[labels].tolist(),
-        "top5_ids": top.tolist(), "top5_classes": names[top].tolist(),
-        "top5_scores": np.take_along_axis(scores, top, 1).tolist(),
-        "top5_probs": np.take_along_axis(probs, top, 1).tolist()}), sink)
-    write_bytes_atomic(out / PREDICTIONS, memoryview(sink.getvalue()), root)
-    if plots:
-        crit = "exact" if "exact" in shared else next(iter(shared))
-        for name, png in plot_all(scores, probs, labels, inputs.vocab.names, np.asarray(shared[crit]),
-                                  crit, f"{cfg.method} ({source} → {cache.dataset} {split}, "
-                                  f"{cfg.label})").items():
-            write_bytes_atomic(out / name, png, root)
+    root = run if run in out.parents else out  # inside the run: no link planted on the way
+    write_evaluation(out, root, metrics, scores, labels, bank.segment_ids, inputs.vocab, shared,
+                     f"{cfg.method} ({source} → {cache.dataset} {split}, {cfg.label})" if plots
+                     else None)
     return metrics

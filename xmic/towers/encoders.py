@@ -255,6 +255,28 @@ def load_encoder(model: str, weights: str, device: str = "auto", precision: str 
     return load_clip(model, weights, device, precision, seed)
 
 
+def _local_dir_model(folder: Path):
+    """(model, name, {"quick_gelu"}, weights sha256, origin) of an open_clip local-dir folder."""
+    import open_clip
+    cfg_path = folder / "open_clip_config.json"
+    if not cfg_path.exists():
+        raise EncoderError(f"{folder}: no open_clip_config.json (expected open_clip's local-dir "
+                           "layout: open_clip_config.json + open_clip_model.safetensors)")
+    files = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".pt"))
+    if not files:
+        raise EncoderError(f"{folder}: no weights file (.safetensors/.bin/.pt)")
+    check_weights_file(files[0])
+    try:
+        model_cfg = json.loads(cfg_path.read_text()).get("model_cfg", {})  # read once
+        name = model_cfg.get("name", folder.name)
+        m = open_clip.create_model(f"local-dir:{folder}", device="cpu")
+    except Exception as e:  # open_clip raises many kinds for a folder that does not fit
+        raise EncoderError(f"{folder}: not a loadable open_clip local-dir ({type(e).__name__}:"
+                           f" {str(e).splitlines()[0][:200] if str(e) else ''})") from None
+    cfg = {"quick_gelu": bool(model_cfg.get("quick_gelu", False))}
+    return m, name, cfg, sha256_file(files[0]), weights_origin(files[0])
+
+
 def load_clip(model: str, weights: str, device: str = "cpu", precision: str = "fp32",
               seed: int = 0) -> ClipEncoder:
     import open_clip
@@ -264,24 +286,7 @@ def load_clip(model: str, weights: str, device: str = "cpu", precision: str = "f
         warnings.append(f"precision {precision} is for GPUs; encoding in fp32 on the CPU")
         precision = "fp32"
     if weights.startswith("local-dir:"):
-        folder = Path(weights[len("local-dir:"):])
-        cfg_path = folder / "open_clip_config.json"
-        if not cfg_path.exists():
-            raise EncoderError(f"{folder}: no open_clip_config.json (expected open_clip's local-dir "
-                               "layout: open_clip_config.json + open_clip_model.safetensors)")
-        files = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".pt"))
-        if not files:
-            raise EncoderError(f"{folder}: no weights file (.safetensors/.bin/.pt)")
-        check_weights_file(files[0])
-        try:
-            model_cfg = json.loads(cfg_path.read_text()).get("model_cfg", {})  # read once
-            name = model_cfg.get("name", folder.name)
-            m = open_clip.create_model(weights, device="cpu")
-        except Exception as e:  # open_clip raises many kinds for a folder that does not fit
-            raise EncoderError(f"{folder}: not a loadable open_clip local-dir ({type(e).__name__}:"
-                               f" {str(e).splitlines()[0][:200] if str(e) else ''})") from None
-        cfg = {"quick_gelu": bool(model_cfg.get("quick_gelu", False))}
-        digest, origin = sha256_file(files[0]), weights_origin(files[0])
+        m, name, cfg, digest, origin = _local_dir_model(Path(weights[len("local-dir:"):]))
     else:
         name, cfg = resolve_model(model)
         with torch.random.fork_rng(devices=[]):  # seeded init, the caller's RNG untouched

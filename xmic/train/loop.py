@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import json
 import math
+from dataclasses import dataclass
 import time
 from pathlib import Path
 
@@ -100,6 +101,89 @@ def train_epoch(model, opt, sched, scaler, bank, w, cfg: TrainConfig, cond, gen,
             "samples_per_s": seen / (time.time() - t0)}
 
 
+@dataclass
+class RunData:
+    """What one run trains and selects on, loaded once (setup phase)."""
+    full: object           # the split's FeatureBank
+    train: object          # training segments
+    held: object | None    # held-out videos (selection), or None
+    target: tuple | None   # (bank, w) of the released behaviour's target set
+    w: torch.Tensor        # [C, D] embeddings, or [C, L] prompt ids
+    tower: object | None
+
+
+def load_run_data(cache, cfg: TrainConfig, inputs, device, bank_loader, towers) -> RunData:
+    views = cfg.views()
+    full = bank_loader(cache, cfg.split, views, cfg.label, len(inputs.vocab.classes), device,
+                       cfg.frames)
+    tr_idx, ho_idx = heldout_split(full.video_ids, cfg.heldout_fraction)
+    tower = load_tower(cfg, inputs.vocab.fingerprint, inputs.vocab.source, device, towers)
+    w = text_input(cfg, inputs.vocab.names, inputs.vocab.embeddings, tower, device)  # [C, D|L]
+    target = (_target_bank(cfg, inputs, views, device, tower) if cfg.select_on_target_test_data
+              else None)
+    return RunData(full, full.subset(tr_idx), full.subset(ho_idx) if len(ho_idx) else None,
+                   target, w, tower)
+
+
+def make_optimiser(model, cfg: TrainConfig, train_segments: int, device):
+    """(trainable params, AdamW or None, warm-up scheduler or None, grad scaler, use_amp)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    steps_per_epoch = -(-train_segments // cfg.batch_size)
+    opt = (torch.optim.AdamW(params, lr=cfg.optim.lr, betas=cfg.optim.betas,
+                             weight_decay=cfg.optim.weight_decay) if params else None)
+    warmup = cfg.optim.warmup_epochs * steps_per_epoch
+    sched = (torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(
+        s, warmup, cfg.optim.lr, cfg.optim.warmup_start_lr)) if opt else None)
+    use_amp = cfg.amp and device.type == "cuda"
+    return params, opt, sched, torch.amp.GradScaler("cuda", enabled=use_amp), use_amp
+
+
+def score_epoch(model, data: RunData, cfg: TrainConfig, row: dict, where: Path) -> None:
+    """Held-out (and, with the released behaviour, target) top-1 and loss into ``row``; a
+    non-finite held-out loss is a divergence."""
+    if data.held is not None:
+        m = evaluate_bank(model, data.held, data.w, cfg)
+        row.update(heldout_top1=m["top1"], heldout_loss=m["loss"])
+        if not (math.isfinite(m["loss"]) and math.isfinite(m["top1"])):
+            raise TrainingDiverged(
+                f"{where}: training diverged at epoch {row['epoch']}: the held-out loss is "
+                f"{m['loss']} (lr {row['lr']:.3g}); nothing of this epoch was saved; lower "
+                "optim.lr or check the features")
+    if data.target is not None:
+        tm = evaluate_bank(model, data.target[0], data.target[1], cfg)
+        row.update(target_top1=tm["top1"], target_loss=tm["loss"])
+
+
+def restore(path: Path, config: dict, inputs, model, opt, sched, scaler, gen):
+    """Resume from ``last.pt``: the states of model, optimiser, scheduler, scaler and sampling
+    generator; returns (history, best, the next epoch)."""
+    ck = check_checkpoint(load_checkpoint(path), path)
+    check_resumable(ck, config, inputs.fingerprints, path)
+    load_model_state(model, ck["model"], path)
+    if opt:
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+    scaler.load_state_dict(ck["scaler"])
+    gen.set_state(ck["generator"])
+    return ck["history"], ck["best"], ck["epoch"] + 1
+
+
+def tower_record(tower) -> dict:
+    """What a checkpoint records of a prompt method's text tower (nothing for the others)."""
+    return ({"text_tower": tower.source, "prompt_format": PROMPT_FORMAT} if tower is not None
+            else {"text_tower": None})
+
+
+def log_epoch(row: dict, board, echo) -> None:
+    if board is not None:
+        for k, v in row.items():
+            if isinstance(v, float):
+                board.add_scalar(k, v, row["epoch"])
+        board.flush()
+    echo("epoch {epoch}: ".format(**row) + ", ".join(
+        f"{k} {v:.4g}" for k, v in row.items() if isinstance(v, float)))
+
+
 def train(cache_path: str | Path, cfg: TrainConfig, out: str | Path, resume: bool = False,
           echo=print, bank_loader=load_bank, towers=None) -> dict:
     """``bank_loader``: ``load_bank`` or a caller's memo of it (a grid loads each cache once);
@@ -111,59 +195,35 @@ def train(cache_path: str | Path, cfg: TrainConfig, out: str | Path, resume: boo
     cache = Cache.open(cache_path)
     inputs = check_inputs(cache, cfg)
     device = resolve_device(cfg.device)
-    classes = len(inputs.vocab.classes)
-    views = cfg.views()
-    full = bank_loader(cache, cfg.split, views, cfg.label, classes, device, cfg.frames)
-    tr_idx, ho_idx = heldout_split(full.video_ids, cfg.heldout_fraction)
-    train_bank, held = full.subset(tr_idx), (full.subset(ho_idx) if len(ho_idx) else None)
-    tower = load_tower(cfg, inputs.vocab.fingerprint, inputs.vocab.source, device, towers)
-    w = text_input(cfg, inputs.vocab.names, inputs.vocab.embeddings, tower, device)  # [C, D|L]
-    target = (_target_bank(cfg, inputs, views, device, tower) if cfg.select_on_target_test_data
-              else None)
-    for note in sampling_notes(cache, views):
+    data = load_run_data(cache, cfg, inputs, device, bank_loader, towers)
+    for note in sampling_notes(cache, cfg.views()):
         echo(f"NOTE: {note}")
-    echo(f"{cfg.method} on {cache.root} split {cfg.split}: {len(train_bank)} training segments, "
-         f"{len(ho_idx)} held out ({cfg.heldout_fraction:.0%} of videos), {classes} classes; "
-         f"skipped {sum(full.skipped.values())} segment(s) {full.skipped or ''}; device {device}")
-
+    held_n = len(data.held) if data.held is not None else 0
+    echo(f"{cfg.method} on {cache.root} split {cfg.split}: {len(data.train)} training segments, "
+         f"{held_n} held out ({cfg.heldout_fraction:.0%} of videos), "
+         f"{len(inputs.vocab.classes)} classes; skipped {sum(data.full.skipped.values())} "
+         f"segment(s) {data.full.skipped or ''}; device {device}")
     torch.manual_seed(cfg.seed)
     dims = model_dims(cfg, inputs)
-    model = build_model(cfg, dims["text"], dims["cond"], classes, tower).to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    steps_per_epoch = -(-len(train_bank) // cfg.batch_size)
-    opt = (torch.optim.AdamW(params, lr=cfg.optim.lr, betas=cfg.optim.betas,
-                             weight_decay=cfg.optim.weight_decay) if params else None)
-    warmup = cfg.optim.warmup_epochs * steps_per_epoch
-    sched = (torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(
-        s, warmup, cfg.optim.lr, cfg.optim.warmup_start_lr)) if opt else None)
-    use_amp = cfg.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    model = build_model(cfg, dims["text"], dims["cond"], len(inputs.vocab.classes),
+                        data.tower).to(device)
+    params, opt, sched, scaler, use_amp = make_optimiser(model, cfg, len(data.train), device)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     config = config_to_dict(cfg)
-    history: list[dict] = []
-    start_epoch, best = 1, None
+    history, best, start_epoch = [], None, 1
     out.mkdir(parents=True, exist_ok=True)  # the folder the user names may be a link
     if resume:
-        ck = check_checkpoint(load_checkpoint(out / LAST), out / LAST)
-        check_resumable(ck, config, inputs.fingerprints, out / LAST)
-        load_model_state(model, ck["model"], out / LAST)
-        if opt:
-            opt.load_state_dict(ck["optimizer"])
-            sched.load_state_dict(ck["scheduler"])
-        scaler.load_state_dict(ck["scaler"])
-        gen.set_state(ck["generator"])
-        history, best, start_epoch = ck["history"], ck["best"], ck["epoch"] + 1
-        echo(f"resuming after epoch {ck['epoch']}")
+        history, best, start_epoch = restore(out / LAST, config, inputs, model, opt, sched,
+                                             scaler, gen)
+        echo(f"resuming after epoch {start_epoch - 1}")
     write_text_atomic(out / CONFIG, dump_config(cfg), out)
-    selected_on = ("target test data " + cfg.select_on_target_test_data if target
-                   else "held-out source videos" if held is not None else "last epoch")
+    selected_on = ("target test data " + cfg.select_on_target_test_data if data.target
+                   else "held-out source videos" if data.held is not None else "last epoch")
     cond = list(cfg.model.conditioning_views) if cfg.record.conditioning else None
     context = {"config": config, "fingerprints": inputs.fingerprints, "method": cfg.method,
                "classes": inputs.vocab.classes, "selected_on": selected_on,
                "source_dataset": cache.dataset, "cache": str(cache.root), "dims": dims,
-               "text_tower": tower.source if tower is not None else None,
-               **({"prompt_format": PROMPT_FORMAT} if tower is not None else {})}
-
+               **tower_record(data.tower)}
     if params and warmup_only(cfg):
         echo(f"WARNING: {warmup_only(cfg)}")
     board = tensorboard_writer(out) if cfg.log_tensorboard else None
@@ -172,19 +232,9 @@ def train(cache_path: str | Path, cfg: TrainConfig, out: str | Path, resume: boo
         t0 = time.time()
         row = {"epoch": epoch, "lr": opt.param_groups[0]["lr"] if opt else None}
         if params:
-            row.update(train_epoch(model, opt, sched, scaler, train_bank, w, cfg, cond, gen,
+            row.update(train_epoch(model, opt, sched, scaler, data.train, data.w, cfg, cond, gen,
                                    use_amp, epoch, where=str(out)))
-        if held is not None:
-            m = evaluate_bank(model, held, w, cfg)
-            row.update(heldout_top1=m["top1"], heldout_loss=m["loss"])
-            if not (math.isfinite(m["loss"]) and math.isfinite(m["top1"])):
-                raise TrainingDiverged(
-                    f"{out}: training diverged at epoch {epoch}: the held-out loss is {m['loss']}"
-                    f" (lr {row['lr']:.3g}); nothing of this epoch was saved; lower optim.lr or "
-                    "check the features")
-        if target is not None:
-            tm = evaluate_bank(model, target[0], target[1], cfg)
-            row.update(target_top1=tm["top1"], target_loss=tm["loss"])
+        score_epoch(model, data, cfg, row, out)
         best, row["selected"], row["selected_because"] = select_epoch(row, best, epoch)
         row["seconds"] = time.time() - t0
         history.append(row)
@@ -196,22 +246,17 @@ def train(cache_path: str | Path, cfg: TrainConfig, out: str | Path, resume: boo
         if row["selected"]:
             save_checkpoint(out / CHECKPOINT, state)
         write_text_atomic(out / METRICS, "".join(json_line(r) for r in history), out)
-        if board is not None:
-            for k, v in row.items():
-                if isinstance(v, float):
-                    board.add_scalar(k, v, epoch)
-            board.flush()
-        echo("epoch {epoch}: ".format(**row) + ", ".join(
-            f"{k} {v:.4g}" for k, v in row.items() if isinstance(v, float)))
-
+        log_epoch(row, board, echo)
     # ---- the curve and the summary ----------------------------------------------------------
     if board is not None:
         board.close()
     png = io.BytesIO()
-    plot_curve(history, png, f"{cfg.method} · {cfg.label} · {cache.dataset} {cfg.split} · seed {cfg.seed}")
+    plot_curve(history, png, f"{cfg.method} · {cfg.label} · {cache.dataset} {cfg.split} · "
+               f"seed {cfg.seed}")
     write_bytes_atomic(out / CURVE, png.getbuffer(), out)
     return {"out": str(out), "best": best, "selected_on": selected_on, "epochs": len(history),
-            "skipped": full.skipped, "train_segments": len(train_bank), "heldout_segments": len(ho_idx)}
+            "skipped": data.full.skipped, "train_segments": len(data.train),
+            "heldout_segments": held_n}
 
 
 def warmup_only(cfg: TrainConfig) -> str:
