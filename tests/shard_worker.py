@@ -12,7 +12,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 import xmic.cache.writer as writer_mod  # noqa: E402
-from conftest import fill_cache  # noqa: E402
+from helpers import fill_cache  # noqa: E402
 
 
 def hang(ready: Path):

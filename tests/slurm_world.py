@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_xmic
+from helpers import run_xmic
 from extract_data import TINY, make_epic
 
 SLURM_DIR = Path(os.environ.get("XMIC_SLURM_DIR", "/tmp/xmic-slurm"))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import fill_cache, fingerprint, segment_frames
+from helpers import fill_cache, fingerprint, segment_frames
 from xmic.cache import Cache, ShardWriter, load_split
 from xmic.cache.paths import count_attempts
 from xmic.cache.verify import verify

@@ -10,7 +10,7 @@ import pickle
 import numpy as np
 import pytest
 
-from conftest import run_xmic
+from helpers import run_xmic
 from xmic.cache import Cache, CacheError, load_split
 from xmic.cache.safe_pickle import safe_load_pickle
 from xmic.cache.xmic_import import read_feature_pickle

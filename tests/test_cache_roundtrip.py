@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import fill_cache, segment_frames
+from helpers import fill_cache, segment_frames
 from xmic.cache import Cache, CacheConfig, CacheError, ShardWriter, load_split
 from xmic.cache.index import make_plan
 from xmic.cache.convert import convert
@@ -65,8 +65,8 @@ def test_same_input_gives_same_bytes(tmp_path, backend):
 
 def test_float32_cache_keeps_values(tmp_path):
     cache = Cache.create(tmp_path / "c", "epic", CacheConfig(dtype="float32", shard_segments=2))
-    cache.add_plan(make_plan({**__import__("conftest").segment_columns(3)}, 2, "train"))
-    from conftest import fingerprint
+    cache.add_plan(make_plan({**__import__("helpers").segment_columns(3)}, 2, "train"))
+    from helpers import fingerprint
     for shard in cache.shards():
         with ShardWriter(cache, "full_frame", shard, 8, fingerprint()) as w:
             for sid in w.segment_ids:
@@ -79,7 +79,7 @@ def test_float32_cache_keeps_values(tmp_path):
 
 
 def test_fingerprint_mismatch_is_refused(small_cache):
-    from conftest import fingerprint
+    from helpers import fingerprint
     shard = small_cache.shards()[0]
     with pytest.raises(CacheError, match=r"fingerprint.*model\.name: 'ViT-B-16-quickgelu' != 'ViT-L-14'"):
         ShardWriter(small_cache, "full_frame", shard, 16, fingerprint("ViT-L-14")).start()
@@ -88,7 +88,7 @@ def test_fingerprint_mismatch_is_refused(small_cache):
 
 
 def test_writer_rejects_bad_segments(small_cache, tmp_path):
-    from conftest import fingerprint, segment_columns
+    from helpers import fingerprint, segment_columns
     cache = Cache.create(tmp_path / "w", "epic", CacheConfig(shard_segments=4))
     cache.add_plan(make_plan(segment_columns(4), 4, "train"))
     w = ShardWriter(cache, "full_frame", "train-00000", 4, fingerprint())
@@ -112,7 +112,7 @@ def test_writer_rejects_bad_segments(small_cache, tmp_path):
 
 
 def test_all_failed_shard_commits_empty(tmp_path):
-    from conftest import fingerprint, segment_columns
+    from helpers import fingerprint, segment_columns
     for backend in ("zarr", "hdf5"):
         cache = Cache.create(tmp_path / backend, "epic", CacheConfig(backend=backend, shard_segments=3))
         cache.add_plan(make_plan(segment_columns(3), 3, "train"))
@@ -127,7 +127,7 @@ def test_all_failed_shard_commits_empty(tmp_path):
 
 
 def test_split_and_plan_rules(small_cache):
-    from conftest import segment_columns
+    from helpers import segment_columns
     plan = make_plan(segment_columns(10, "train"), 4, "train")
     small_cache.add_plan(plan)  # identical split again: no-op
     changed = segment_columns(10, "train")
@@ -146,7 +146,7 @@ def test_split_and_plan_rules(small_cache):
 
 def test_load_skips_segments_of_uncommitted_view(tmp_path):
     cache = fill_cache(tmp_path / "c", views=("full_frame",), n=6)
-    from conftest import fingerprint
+    from helpers import fingerprint
     shard = cache.shards("train")[0]
     with ShardWriter(cache, "hand_crop", shard, 16, fingerprint(crop=True)) as w:
         for sid in w.segment_ids:
@@ -158,7 +158,7 @@ def test_load_skips_segments_of_uncommitted_view(tmp_path):
 
 
 def test_a_writer_touches_nothing_until_it_starts(tmp_path):
-    from conftest import fill_cache, fingerprint
+    from helpers import fill_cache, fingerprint
     cache = fill_cache(tmp_path / "c", n=4, views=(), splits=("train",))
     w = ShardWriter(cache, "full_frame", cache.shards()[0], 16, fingerprint())
     assert not (cache.root / "views").exists()  # no view record, claim or attempt yet

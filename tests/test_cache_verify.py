@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import fill_cache, run_xmic
+from helpers import fill_cache, run_xmic
 from xmic.cache import Cache, CacheError, load_split
 from xmic.cache.verify import verify
 
@@ -121,7 +121,7 @@ def test_nan_in_data(tmp_path):
 
 
 def test_vocab_damage_and_stale_index(small_cache):
-    from conftest import fingerprint
+    from helpers import fingerprint
     from xmic.cache.vocab import add_vocab
     add_vocab(small_cache, "noun", ["a", "b"], np.ones((2, 16)), "{}", fingerprint())
     np.save(small_cache.root / "vocab" / "noun" / "embeddings.npy", np.zeros((2, 16), np.float32))

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import SHARED_DATA, run_xmic
+from helpers import SHARED_DATA, run_xmic
 from train_data import make_train_cache, vocab_fp
 from xmic.cache import CacheError
 from xmic.cache.datasets import prompt_names

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from conftest import run_xmic
+from helpers import run_xmic
 from xmic.cache import Cache
 from xmic.cache.verify import verify
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import fill_cache, fingerprint, segment_columns
+from helpers import fill_cache, fingerprint, segment_columns
 from xmic.cache import Cache, CacheConfig, CacheError, ShardWriter, load_split
 from xmic.cache import backends
 from xmic.cache.direct_read import read_direct
@@ -23,7 +23,7 @@ def test_direct_equals_library(tmp_path, backend, chunk_rows):
     cache = Cache.create(tmp_path / "c", "epic", CacheConfig(backend=backend, shard_segments=5,
                                                             chunk_rows=chunk_rows))
     cache.add_plan(make_plan(segment_columns(9), 5, "train"))
-    from conftest import segment_frames
+    from helpers import segment_frames
     for shard in cache.shards():
         with ShardWriter(cache, "v", shard, 16, fingerprint()) as w:
             for sid in w.segment_ids:

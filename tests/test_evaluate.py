@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import SHARED_DATA, run_xmic
+from helpers import SHARED_DATA, run_xmic
 from xmic.evaluate.classes import (ClassSplitError, derive_shared, normalize_name,
                                    read_class_splits)
 from xmic.evaluate.metrics import compute_metrics, harmonic_mean

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SHARED_DATA, run_xmic
+from helpers import SHARED_DATA, run_xmic
 from extract_data import TINY, make_ego4d, make_epic
 from xmic.cache import Cache, CacheConfig, load_split
 from xmic.cache.verify import verify
@@ -368,7 +368,7 @@ def test_ctrl_c_keeps_what_was_encoded(tmp_path, epic, encoder, monkeypatch):
     plan(tmp_path / "clean", "epic", epic["annotations"], epic["root"], "train",
          boxes=epic["boxes"], cache_config=CacheConfig(shard_segments=1))
     run_shards(tmp_path / "clean", CFG, encoder=encoder, echo=lambda *a: None)
-    from conftest import assert_same_features
+    from helpers import assert_same_features
     assert_same_features(tmp_path / "c", tmp_path / "clean")
 
 

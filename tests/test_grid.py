@@ -18,7 +18,7 @@ import pytest
 import yaml
 import zarr
 
-from conftest import run_xmic
+from helpers import run_xmic
 from train_data import make_train_cache
 from xmic.cache import Cache
 

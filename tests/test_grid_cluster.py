@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import run_xmic
+from helpers import run_xmic
 from slurm_world import require_cluster, wait_until
 from test_slurm_cluster import release_requeued, sacct
 from train_data import make_train_cache

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import run_xmic
+from helpers import run_xmic
 from test_grid import recipe, world  # noqa: F401  (the module-scoped generated world)
 
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conftest import run_xmic
+from helpers import run_xmic
 from extract_data import TINY
 from train_data import NOUNS, make_prompt_cache, make_train_cache, tiny_tower_identity, vocab_fp
 from xmic.cache import Cache

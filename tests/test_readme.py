@@ -75,7 +75,7 @@ def test_readme_scripts_exist(line):
 def test_training_evaluation_prediction_blocks_run_verbatim(demo_out, tmp_path):
     import shutil
 
-    from conftest import run_xmic
+    from helpers import run_xmic
     from xmic.cache import Cache
     from xmic.cache.vocab import load_vocab
     from xmic.evaluate.classes import derive_shared

@@ -6,7 +6,7 @@ import pickle
 import numpy as np
 import pytest
 
-from conftest import SHARED_DATA, run_xmic
+from helpers import SHARED_DATA, run_xmic
 from xmic.cache import Cache, load_split
 from xmic.cache.datasets import read_class_list, read_epic
 from xmic.cache.verify import verify

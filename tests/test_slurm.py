@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import assert_same_features, run_xmic
+from helpers import assert_same_features, run_xmic
 from slurm_world import EXTRACT, make_world, plan_world
 from xmic.cache import Cache
 from xmic.cache.claims import Claim, live_claims

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import assert_same_features, run_xmic
+from helpers import assert_same_features, run_xmic
 from slurm_world import (EXTRACT, ON_SLURM, committed, make_world, plan_world, require_cluster,
                          wait_until)
 from xmic.cache import Cache

@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from conftest import fill_cache, fingerprint, segment_frames
+from helpers import fill_cache, fingerprint, segment_frames
 from train_data import make_train_cache
 from xmic.cache import ShardWriter
 from xmic.files.atomic import UnsafePathError, guard, write_bytes_atomic

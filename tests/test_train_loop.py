@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_xmic
+from helpers import run_xmic
 from train_data import make_train_cache
 from xmic.cache import CacheError
 from xmic.config import load_config
@@ -152,7 +152,7 @@ def test_bad_inputs_refused_before_training(tmp_path):
     z[2, 0] = np.nan
     with pytest.raises(CacheError, match=r"NaN or Inf in 1 segment\(s\): \['train_0'\]"):
         train(nan.root, cfg(), tmp_path / "h", echo=quiet)
-    from conftest import fill_cache
+    from helpers import fill_cache
     failed = fill_cache(tmp_path / "x", n=4, fail_every=1)  # every segment failed in extraction
     add_vocab(failed, "noun", [f"c{i}" for i in range(5)], np.ones((5, 16)), "{}", vocab_fp())
     with pytest.raises(CacheError, match=r"no usable segment.*'failed': 4"):

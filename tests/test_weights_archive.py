@@ -8,7 +8,7 @@ from typing import Tuple
 import pytest
 import torch
 
-from conftest import run_xmic
+from helpers import run_xmic
 from extract_data import TINY
 from xmic.towers.encoders import EncoderError, convert_openai_weights, load_clip
 from xmic.towers.script_archive import read_archive_tensors

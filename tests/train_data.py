@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from conftest import fingerprint
+from helpers import fingerprint
 from xmic.cache import Cache, CacheConfig, ShardWriter
 from xmic.cache import fingerprint as F
 from xmic.cache.index import make_plan

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import assert_same_features, run_xmic
+from helpers import assert_same_features, run_xmic
 from extract_data import TINY, make_epic
 from train_data import make_train_cache
 from xmic.cache import Cache

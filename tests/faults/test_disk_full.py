@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import assert_same_features, run_xmic
+from helpers import assert_same_features, run_xmic
 from extract_data import TINY, make_epic
 from xmic.cache import Cache
 from xmic.cache.verify import verify
@@ -96,7 +96,7 @@ def test_disk_fills_at_each_write_of_a_commit(tmp_path, monkeypatch, backend, st
     half shard, the other shards intact, and the shard commits once space is back."""
     import errno
 
-    from conftest import fill_cache, fingerprint, segment_frames
+    from helpers import fill_cache, fingerprint, segment_frames
     from xmic.cache import ShardWriter, atomic_files
     from xmic.cache.paths import CacheError
 

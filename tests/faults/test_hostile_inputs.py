@@ -15,7 +15,7 @@ import shutil
 
 import pytest
 
-from conftest import run_xmic
+from helpers import run_xmic
 from extract_data import TINY, make_epic, write_mp4
 from xmic.cache import Cache
 from xmic.cache.verify import verify

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import fill_cache
+from helpers import fill_cache
 from extract_data import make_ego4d, make_epic
 from train_data import make_train_cache, vocab_fp
 from xmic.cache import Cache
