@@ -1,15 +1,15 @@
 """Tiny datasets in the real on-disk layouts for extraction tests."""
 from __future__ import annotations
 
-import csv
 import json
-import pickle
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from xmic.extract.detections import hoa_messages
+from xmic.demo.epic_layout import (annotation_row, detection, frame_folder, save_frame,
+                                   write_annotations, write_classes, write_detections,
+                                   write_video_info)
 from xmic.towers.encoders import TINY_CONFIG
 
 TINY = TINY_CONFIG
@@ -28,41 +28,22 @@ def make_epic(root: Path, videos=("P01_01", "P01_02"), frames=120, segs_per_vide
     root = Path(root)
     ann, det = root / "annotations", root / "detections"
     ann.mkdir(parents=True)
-    det.mkdir()
     rows = []
     for v, vid in enumerate(videos):
-        d = root / "media" / vid.split("_")[0] / "rgb_frames" / vid
-        d.mkdir(parents=True)
+        d = frame_folder(root / "media", vid)
         msgs = []
         for f in range(1, frames + 1):
-            frame_image(f, v).save(d / f"frame_{f:010d}.jpg", quality=90)
-            m = hoa_messages()["Detections"](video_id=vid, frame_number=f)
-            h = m.hands.add(score=0.95, state=3)
-            h.bbox.left, h.bbox.top, h.bbox.right, h.bbox.bottom = 0.30, 0.20, 0.45, 0.50
-            h.object_offset.x, h.object_offset.y = 0.15, 0.0
-            o = m.objects.add(score=0.5)
-            o.bbox.left, o.bbox.top, o.bbox.right, o.bbox.bottom = 0.50, 0.20, 0.65, 0.60
-            msgs.append(m.SerializeToString())
-        with open(det / f"{vid}.pkl", "wb") as fh:
-            pickle.dump(msgs, fh)
+            save_frame(d, f, frame_image(f, v))
+            msgs.append(detection(vid, f, (0.30, 0.20, 0.45, 0.50), (0.50, 0.20, 0.65, 0.60),
+                                  (0.15, 0.0), side=0))
+        write_detections(det, vid, msgs)
         for s in range(segs_per_video):
             a = 1 + s * 35
-            rows.append([f"{vid}_{s}", "P01", vid, "00:00:00.00", f"00:00:{a / 10:05.2f}",
-                         f"00:00:{(a + 30) / 10:05.2f}", a, a + 30, "take x", "take", s % 2,
-                         "x", (v + s) % 3, "[]", "[]"])
-    with open(ann / "EPIC_100_train.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["narration_id", "participant_id", "video_id", "narration_timestamp",
-                    "start_timestamp", "stop_timestamp", "start_frame", "stop_frame", "narration",
-                    "verb", "verb_class", "noun", "noun_class", "all_nouns", "all_noun_classes"])
-        w.writerows(rows)
-    for kind, names in (("noun", ["board:chopping", "knife", "pan:dust"]), ("verb", ["take", "put"])):
-        with open(ann / f"EPIC_100_{kind}_classes.csv", "w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(["id", "key", "instances", "category"])
-            w.writerows([[i, n, "[]", "x"] for i, n in enumerate(names)])
-    with open(ann / "EPIC_100_video_info.csv", "w", newline="") as fh:
-        fh.write("video_id,duration,fps,resolution\n" + "".join(f"{v},12.0,10.0,{W}x{H}\n" for v in videos))
+            rows.append(annotation_row(f"{vid}_{s}", vid, a / 10, (a + 30) / 10, a, a + 30,
+                                       "take", s % 2, "x", (v + s) % 3))
+    write_annotations(ann / "EPIC_100_train.csv", rows)
+    write_classes(ann, ["board:chopping", "knife", "pan:dust"], ["take", "put"])
+    write_video_info(ann, list(videos), 12.0, 10.0, (W, H))
     return {"root": root / "media", "annotations": ann / "EPIC_100_train.csv", "boxes": det}
 
 

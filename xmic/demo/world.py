@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import csv
 import json
-import pickle
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from xmic.demo.epic_layout import (annotation_row, detection, frame_folder, save_frame,
+                                   write_annotations, write_classes, write_detections,
+                                   write_video_info)
 
 W, H = 128, 96
 # noun -> (EPIC key or None, Ego4D name or None, colour, shape)
@@ -59,19 +62,22 @@ def _classes(idx: int) -> list[int]:
 
 def make_world(out: str | Path, seed: int = 0, videos: int = 6, segments_per_video: int = 6,
                frames_per_segment: int = 24, ego_clips: int = 4, actions_per_clip: int = 3) -> dict:
-    from xmic.extract.detections import hoa_messages
     out = Path(out)
     rng = np.random.default_rng(seed)
-    epic, ego = out / "epic", out / "ego4d"
-    (epic / "detections").mkdir(parents=True, exist_ok=True)
-    (ego / "clips").mkdir(parents=True, exist_ok=True)
+    rows = _epic_world(out / "epic", rng, videos, segments_per_video, frames_per_segment)
+    clips = _ego4d_world(out / "ego4d", rng, ego_clips, actions_per_clip, frames_per_segment)
+    return {"epic": out / "epic", "ego4d": out / "ego4d",
+            "segments": {k: len(v) for k, v in rows.items()}, "ego4d_actions": clips}
+
+
+def _epic_world(epic: Path, rng, videos: int, segments_per_video: int,
+                frames_per_segment: int) -> dict:
+    """EPIC-layout frames, detections and annotations; the last video is the validation split."""
     e_nouns, e_verbs = _classes(0), [i for i, v in enumerate(VERBS) if v[0]]
-    g_nouns, g_verbs = _classes(1), [i for i, v in enumerate(VERBS) if v[1]]
     rows = {"train": [], "validation": []}
-    for v in range(videos):
-        vid = f"P{v // 3 + 1:02d}_{v % 3 + 1:02d}"
-        folder = epic / vid.split("_")[0] / "rgb_frames" / vid
-        folder.mkdir(parents=True, exist_ok=True)
+    ids = [f"P{v // 3 + 1:02d}_{v % 3 + 1:02d}" for v in range(videos)]
+    for v, vid in enumerate(ids):
+        folder = frame_folder(epic, vid)
         msgs, f = [], 1
         for s in range(segments_per_video):
             noun, verb = int(rng.choice(e_nouns)), int(rng.choice(e_verbs))
@@ -79,44 +85,34 @@ def make_world(out: str | Path, seed: int = 0, videos: int = 6, segments_per_vid
             start = f
             for t in range(frames_per_segment):
                 im, hand, obj = _draw(rng, noun, verb, t, distractor)
-                im.save(folder / f"frame_{f:010d}.jpg", quality=92)
-                m = hoa_messages()["Detections"](video_id=vid, frame_number=f)
-                h = m.hands.add(score=0.97, state=3, side=1)
-                h.bbox.left, h.bbox.top, h.bbox.right, h.bbox.bottom = (hand[0] / W, hand[1] / H,
-                                                                        hand[2] / W, hand[3] / H)
-                h.object_offset.x = ((obj[0] + obj[2]) - (hand[0] + hand[2])) / 2 / W
-                h.object_offset.y = ((obj[1] + obj[3]) - (hand[1] + hand[3])) / 2 / H
-                o = m.objects.add(score=0.9)
-                o.bbox.left, o.bbox.top, o.bbox.right, o.bbox.bottom = (obj[0] / W, obj[1] / H,
-                                                                        obj[2] / W, obj[3] / H)
-                msgs.append(m.SerializeToString())
+                save_frame(folder, f, im, quality=92)
+                offset = (((obj[0] + obj[2]) - (hand[0] + hand[2])) / 2 / W,
+                          ((obj[1] + obj[3]) - (hand[1] + hand[3])) / 2 / H)
+                msgs.append(detection(vid, f, _unit(hand), _unit(obj), offset, hand_score=0.97,
+                                      object_score=0.9))
                 f += 1
             split = "validation" if v == videos - 1 else "train"
-            t0, t1 = (start - 1) / 10, (f - 1) / 10
-            ts = [f"00:00:{x:05.2f}" if x < 60 else f"00:{int(x // 60):02d}:{x % 60:05.2f}" for x in (t0, t1)]
-            rows[split].append([f"{vid}_{s}", vid.split("_")[0], vid, ts[0], ts[0], ts[1], start,
-                                f - 1, f"{VERBS[verb][0]} {NOUNS[noun][0]}", VERBS[verb][0],
-                                e_verbs.index(verb), NOUNS[noun][0], e_nouns.index(noun), "[]", "[]"])
-        with open(epic / "detections" / f"{vid}.pkl", "wb") as fh:
-            pickle.dump(msgs, fh)
-    header = ["narration_id", "participant_id", "video_id", "narration_timestamp", "start_timestamp",
-              "stop_timestamp", "start_frame", "stop_frame", "narration", "verb", "verb_class",
-              "noun", "noun_class", "all_nouns", "all_noun_classes"]
+            rows[split].append(annotation_row(
+                f"{vid}_{s}", vid, (start - 1) / 10, (f - 1) / 10, start, f - 1, VERBS[verb][0],
+                e_verbs.index(verb), NOUNS[noun][0], e_nouns.index(noun)))
+        write_detections(epic / "detections", vid, msgs)
     for split, r in rows.items():
-        with open(epic / f"EPIC_100_{split}.csv", "w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(header)
-            w.writerows(r)
-    for kind, ids, idx in (("noun", e_nouns, NOUNS), ("verb", e_verbs, VERBS)):
-        with open(epic / f"EPIC_100_{kind}_classes.csv", "w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(["id", "key", "instances", "category"])
-            w.writerows([[k, idx[i][0], "[]", "demo"] for k, i in enumerate(ids)])
-    with open(epic / "EPIC_100_video_info.csv", "w", newline="") as fh:
-        fh.write("video_id,duration,fps,resolution\n")
-        for v in range(videos):
-            fh.write(f"P{v // 3 + 1:02d}_{v % 3 + 1:02d},60.0,10.0,{W}x{H}\n")
+        write_annotations(epic / f"EPIC_100_{split}.csv", r)
+    write_classes(epic, [NOUNS[i][0] for i in e_nouns], [VERBS[i][0] for i in e_verbs], "demo")
+    write_video_info(epic, ids, 60.0, 10.0, (W, H))
+    return rows
+
+
+def _unit(box: tuple) -> tuple:
+    return (box[0] / W, box[1] / H, box[2] / W, box[3] / H)
+
+
+def _ego4d_world(ego: Path, rng, ego_clips: int, actions_per_clip: int,
+                 frames_per_segment: int) -> int:
+    """Ego4D-layout mp4 clips, FHO annotations, taxonomy and a hand box table."""
     import av
+    (ego / "clips").mkdir(parents=True, exist_ok=True)
+    g_nouns, g_verbs = _classes(1), [i for i, v in enumerate(VERBS) if v[1]]
     clips, boxes = [], [["video_id", "frame", "left", "top", "right", "bottom"]]
     fps = 10
     for c in range(ego_clips):
@@ -148,5 +144,4 @@ def make_world(out: str | Path, seed: int = 0, videos: int = 6, segments_per_vid
         {"verbs": [VERBS[i][1] for i in g_verbs], "nouns": [NOUNS[i][1] for i in g_nouns]}))
     with open(ego / "boxes.csv", "w", newline="") as fh:
         csv.writer(fh).writerows(boxes)
-    return {"epic": epic, "ego4d": ego, "segments": {k: len(v) for k, v in rows.items()},
-            "ego4d_actions": len(clips)}
+    return len(clips)
