@@ -97,7 +97,8 @@ def test_disk_fills_at_each_write_of_a_commit(tmp_path, monkeypatch, backend, st
     import errno
 
     from helpers import fill_cache, fingerprint, segment_frames
-    from xmic.cache import ShardWriter, atomic_files
+    from xmic.cache import ShardWriter
+    from xmic.files import atomic as atomic_files
     from xmic.cache.paths import CacheError
 
     if stage == "data":  # HDF5: its file image; zarr: its own file writes

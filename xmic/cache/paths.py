@@ -2,7 +2,7 @@
 
 Inputs: a cache root and names (view, shard, vocabulary). Outputs: paths that are checked to stay
 inside the root and not to pass through a link planted there. Writing them atomically is
-``atomic_files``'s job.
+``xmic.files.atomic``'s job.
 
 Layout (docs/cache-format.md is the reference):
     ROOT/cache.json                          format, dataset, backend, dtype

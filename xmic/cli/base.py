@@ -44,6 +44,14 @@ def dataset_kinds(importable_only: bool = False):
     return [k for k, d in DATASETS.items() if d.importable or not importable_only]
 
 
+def backend_names():
+    """The storage backends ``CacheConfig.backend`` admits (its one list)."""
+    from typing import get_args, get_type_hints
+
+    from xmic.cache.config import CacheConfig
+    return list(get_args(get_type_hints(CacheConfig)["backend"]))
+
+
 def method_names():
     from xmic.train.methods import METHODS
     return list(METHODS)

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from xmic.cli.base import RecordChoice, UsageError, XmicGroup, cache_config, dataset_kinds
+from xmic.cli.base import (RecordChoice, UsageError, XmicGroup, backend_names, cache_config,
+                           dataset_kinds)
 
 @click.group(cls=XmicGroup)
 def cache():
@@ -45,7 +46,7 @@ def cache_verify(cache_dir, deep, partial):
 @cache.command("convert")
 @click.argument("cache_dir", type=click.Path(path_type=Path))
 @click.argument("out", type=click.Path(path_type=Path))
-@click.option("--to", "backend", type=click.Choice(["zarr", "hdf5"]), required=True)
+@click.option("--to", "backend", type=RecordChoice(backend_names), required=True)
 def cache_convert(cache_dir, out, backend):
     """Write the same cache with another backend into OUT (resumable)."""
     from tqdm import tqdm
@@ -92,7 +93,8 @@ def _with_model_options(f):
 @click.option("--noun-classes", type=click.Path(path_type=Path))
 @click.option("--verb-classes", type=click.Path(path_type=Path))
 @click.option("--video-info", type=click.Path(path_type=Path), help="EPIC_100_video_info.csv")
-@click.option("--backend", type=click.Choice(["zarr", "hdf5"]), help="Backend of a new cache.")
+@click.option("--backend", type=RecordChoice(backend_names),
+              help="Backend of a new cache (default: zarr).")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), help="Cache config YAML.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Cache config override.")
 @_with_model_options

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from xmic.cli.base import (RecordChoice, UsageError, XmicGroup, cache_config, dataset_kinds,
-                            extract_config)
+from xmic.cli.base import (RecordChoice, UsageError, XmicGroup, backend_names, cache_config,
+                           dataset_kinds, extract_config)
 
 @click.group(cls=XmicGroup)
 def extract():
@@ -37,7 +37,8 @@ def _shard_range(text):
 @click.option("--boxes", type=click.Path(path_type=Path, exists=True),
               help="EPIC detection pickles folder, X-MIC box pickle, or a box table.")
 @click.option("--shard-size", type=int, help="Segments per shard (new cache).")
-@click.option("--backend", type=click.Choice(["zarr", "hdf5"]), help="Backend (new cache).")
+@click.option("--backend", type=RecordChoice(backend_names),
+              help="Backend of a new cache (default: zarr).")
 @click.option("--taxonomy", type=click.Path(path_type=Path), help="Ego4D taxonomy JSON.")
 @click.option("--noun-classes", type=click.Path(path_type=Path))
 @click.option("--verb-classes", type=click.Path(path_type=Path))

@@ -7,7 +7,7 @@ epoch); ``train_curve.png``. Returns a summary dict. AdamW with linear warm-up t
 (docs/method.md §4), fp16 autocast + gradient scaling on a GPU, fp32 on the CPU; the sampling generator is
 seeded, so CPU runs repeat exactly, also across ``resume``. A non-finite loss or weight stops the
 run with ``TrainingDiverged`` (epoch, step and cause) before anything of that epoch is saved.
-Files are written through ``atomic_files`` (never through a link planted in the run folder).
+Files are written through ``xmic.files.atomic`` (never through a link planted in the run folder).
 """
 from __future__ import annotations
 
