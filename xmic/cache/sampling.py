@@ -34,12 +34,11 @@ SAMPLING_VERSION = 2  # 1: frames [start, stop] with step (n-1)/T for every data
 class Rule:
     name: str
     window: str     # what the sampled range is, in words (recorded in the fingerprint)
-    relative: bool  # positions computed inside the range (Ego4D) or on frame numbers (EPIC)
 
 
 RULES = {
-    "epic": Rule("epic", "segment [start, stop), step (n-1)/T", relative=False),
-    "ego4d": Rule("ego4d", "central 4 s of the 8-s action clip, step n/T", relative=True),
+    "epic": Rule("epic", "segment [start, stop), step (n-1)/T"),
+    "ego4d": Rule("ego4d", "central 4 s of the 8-s action clip, step n/T"),
 }
 def rule_of(dataset: str) -> str:
     """The sampling rule a dataset's record names (a dataset without a record: epic's)."""
@@ -54,28 +53,29 @@ def sampling_fingerprint(dataset: str, policy: str, per_bin: int, bins: int) -> 
 
 
 def _range(rule: str, start: np.ndarray, stop: np.ndarray):
-    """(lo, hi, base): linspace bounds and the frame number of position 0 (vectorised)."""
+    """(lo, hi, end, base), vectorised: the linspace bounds, the end (exclusive) of the frames
+    the rule reads, all in positions, and the frame number of position 0. At least one frame."""
     start, stop = np.asarray(start, np.int64), np.asarray(stop, np.int64)
-    if rule == "ego4d":
+    if rule == "ego4d":  # positions inside the action clip's frames
         n = stop - start
         a = np.maximum(0, n // 2 - (n // 8) * 2)
         b = np.minimum(n // 2 + (n // 8) * 2, n)
-        return a, b, start
-    return start, np.maximum(stop - 1, start), np.zeros_like(start)  # n >= 1 frame
+        return a, b, np.maximum(b, a + 1), start
+    hi = np.maximum(stop - 1, start)  # EPIC: positions are frame numbers
+    return start, hi, hi + 1, np.zeros_like(start)
 
 
 def released_positions(rule: str, start, stop, bins: int = 16):
     """Per segment and bin: (evaluation frame [S, T], first training frame [S, T], training
     width [S]), frame numbers exactly as the released loader computes them."""
-    lo, hi, base = _range(rule, np.atleast_1d(start), np.atleast_1d(stop))
+    lo, hi, end, base = _range(rule, np.atleast_1d(start), np.atleast_1d(stop))
     x, step = np.linspace(lo.astype(np.float64), hi.astype(np.float64), bins, endpoint=False,
                           retstep=True, axis=1)                       # [S, T], [S]
     step = np.atleast_1d(step)
     ev = np.trunc(x + step[:, None] / 2).astype(np.int64)
     first = np.trunc(x).astype(np.int64)
     width = np.maximum(1, np.trunc(step).astype(np.int64))
-    last = (hi if rule != "ego4d" else np.maximum(hi - 1, lo))[:, None]
-    ev = np.minimum(ev, last)
+    ev = np.minimum(ev, (end - 1)[:, None])
     return ev + base[:, None], first + base[:, None], width
 
 
@@ -87,9 +87,8 @@ def frames_to_store(rule: str, start: int, stop: int, policy: str = "per_bin", p
     ev, first, width = released_positions(rule, [start], [stop], bins)
     ev, first, w = ev[0], first[0], int(width[0])
     if policy == "all":
-        lo, hi, base = _range(rule, np.array([start]), np.array([stop]))
-        a, b = int(lo[0] + base[0]), int(max(hi[0] + (rule != "ego4d"), lo[0] + 1) + base[0])
-        return list(range(a, b))
+        lo, _, end, base = _range(rule, np.array([start]), np.array([stop]))
+        return list(range(int(lo[0] + base[0]), int(end[0] + base[0])))
     if policy != "per_bin":
         raise ValueError(f"unknown sampling policy {policy!r}; use all or per_bin")
     out = set(ev.tolist())

@@ -75,6 +75,7 @@ def grid_run(grid_dir, executor, parallel, slurm_config, slurm_set, wait):
     from xmic.grid.state import format_status, grid_status
     if parallel < 1:
         raise UsageError(f"--parallel {parallel}: give at least 1")
+    dead_jobs = []
     if executor == "inprocess":
         from xmic.grid.runner import run_inprocess
         out = run_inprocess(grid_dir, echo=click.echo)
@@ -89,11 +90,12 @@ def grid_run(grid_dir, executor, parallel, slurm_config, slurm_set, wait):
         rec = submit_grid(grid_dir, slu, parallel, wait, echo=click.echo)
         if not wait:
             return
-        for j in rec.get("failed_jobs", []):
+        dead_jobs = rec.get("failed_jobs", [])
+        for j in dead_jobs:
             click.echo(f"job {j['job_id']}: {j['error']}")
     report, summary = grid_status(grid_dir, load_grid(grid_dir))
     click.echo(format_status(grid_dir, report, summary))
-    if summary["failed"]:
+    if summary["failed"] or dead_jobs:  # a job that died is a failure, whatever its runs say
         sys.exit(1)
 
 

@@ -259,7 +259,7 @@ def submit_grid(grid_dir: Path, slurm_cfg, parallel: int = 1, wait: bool = False
             if job.job_id not in dead:
                 continue
             for r in run_ids(grid, ids):
-                if run_state(grid_dir, r)["state"] in ("pending", "running"):
+                if run_state(grid_dir, r)["state"] == "pending":  # not another runner's live run
                     record_failure(grid_dir / r["dir"], grid_dir,
                                    f"its job {job.job_id} ended without finishing it: "
                                    f"{dead[job.job_id]}")

@@ -68,9 +68,9 @@ def _rebuild_tensor(storage, offset, size, stride, *rest):
 
 
 class _ArchiveUnpickler(pickle.Unpickler):
-    def __init__(self, data: bytes, zf: zipfile.ZipFile, prefix: str, where: str):
+    def __init__(self, data: bytes, zf: zipfile.ZipFile, prefix: str):
         super().__init__(io.BytesIO(data))
-        self.zf, self.prefix, self.where = zf, prefix, where
+        self.zf, self.prefix = zf, prefix
         self.storages: dict[str, torch.Tensor] = {}
 
     def find_class(self, module: str, name: str):
@@ -134,7 +134,7 @@ def read_archive_tensors(path: str | Path) -> dict[str, torch.Tensor]:
         if zf.getinfo(pkls[0]).file_size > MAX_PICKLE_BYTES:
             raise ArchiveError(f"{path}: {pkls[0]} is larger than {MAX_PICKLE_BYTES >> 20} MiB")
         try:
-            root = _ArchiveUnpickler(zf.read(pkls[0]), zf, prefix, str(path)).load()
+            root = _ArchiveUnpickler(zf.read(pkls[0]), zf, prefix).load()
         except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
                 IndexError, KeyError, RuntimeError, zipfile.BadZipFile, OSError) as e:
             raise ArchiveError(f"{path}: refused: {e}") from None
