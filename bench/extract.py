@@ -29,7 +29,8 @@ from machine import cpu_name
 from xmic.cache import CacheConfig
 from xmic.extract.config import ExtractConfig
 from xmic.towers.encoders import load_encoder
-from xmic.extract.pipeline import plan, run_shards
+from xmic.extract.pipeline import run_shards
+from xmic.extract.planning import plan
 from xmic.demo.world import make_world
 from xmic.towers.encoders import TINY_CONFIG
 

@@ -1,7 +1,7 @@
 """Planning and status at cluster scale, on generated indexes (no model, no cluster).
 
 - plan: an EPIC-100-layout annotation CSV of ``--segments`` rows (1,000 videos; class lists and
-  video info beside it) -> ``xmic.extract.pipeline.plan`` into a new cache (goal: 100,000
+  video info beside it) -> ``xmic.extract.planning.plan`` into a new cache (goal: 100,000
   segments in < 30 s on this machine). Seconds, from reading the CSV to the written plan.
 - extract_startup: ``extract run``'s work list before its first shard, 100,000 segments in
   10,000 shards (linear in shards and rows; it was quadratic, about 10^9 steps at this size).
@@ -34,7 +34,7 @@ from xmic.cache import Cache, CacheConfig
 from xmic.cache.index import make_plan, rows_table
 from xmic.files.atomic import write_json_atomic
 from xmic.cache.paths import MARKER, PROGRESS, ROWS, shard_dir, view_dir
-from xmic.extract.pipeline import plan
+from xmic.extract.planning import plan
 from xmic.slurm.status import format_status, status
 
 VIEWS = ("full_frame", "hand_crop")

@@ -57,7 +57,7 @@ def test_detection_pickles_refused(tmp_path):
     with pytest.raises(BoxError, match="holds detections of video P02_01, not P01_01"):
         load_detection_pickle(p, "P01_01")
     p.write_bytes(pickle.dumps([np.ones(2)]))
-    with pytest.raises(BoxError, match="refused or unreadable"):
+    with pytest.raises(BoxError, match="neither EPIC-100 detections .* nor the 100DOH detector"):
         load_detection_pickle(p, "P01_01")
 
 

@@ -16,7 +16,8 @@ from xmic.cache.verify import verify
 from xmic.extract.config import ExtractConfig
 from xmic.extract.detections import hoa_messages
 from xmic.towers.encoders import EncoderError, load_clip
-from xmic.extract.pipeline import plan, run_shards
+from xmic.extract.pipeline import run_shards
+from xmic.extract.planning import plan
 from xmic.extract.vocabularies import extract_text
 
 CFG = ExtractConfig(model=str(TINY), weights="random", workers=0, batch_size=48, device="cpu")

@@ -171,13 +171,54 @@ def test_retry_needs_an_earlier_submission(tmp_path, world):
     cache = tmp_path / "c"
     plan_world(cache, world, 4)
     cp = run_xmic("slurm", "retry", cache, check=False)
-    assert cp.returncode == 2 and "no earlier submission to retry" in cp.stderr
+    assert cp.returncode == 2 and "no earlier submission and no committed shard" in cp.stderr
     cp = run_xmic("slurm", "submit", cache, "--executor", "debug", check=False)
     assert cp.returncode == 2 and "give --weights FILE or local-dir:DIR" in cp.stderr
     cp = run_xmic("slurm", "submit", cache, *EXTRACT, "--slurm-set", "cpus_per_task=0", check=False)
     assert cp.returncode == 2 and "cpus_per_task must be >= 1" in cp.stderr
     cp = run_xmic("slurm", "submit", cache, *EXTRACT, "--slurm-set", "nodes=3", check=False)
     assert cp.returncode == 2 and "unknown key 'nodes'" in cp.stderr
+
+
+def test_work_first_run_locally_whose_shard_all_failed_is_redone(tmp_path, world):
+    """A video missing after planning fails all 4 segments of its shard: that shard is failed
+    in `cache info`, `slurm status` and `extract run` alike (never done); a plain re-run keeps
+    it and says how to redo it; after the fix `slurm retry` (no earlier submission: the
+    settings the shards recorded) and `extract run --redo-failed` both redo it alone."""
+    import shutil
+    media = tmp_path / "media"
+    shutil.copytree(world["root"], media)
+    for how in ("retry", "redo-failed"):
+        cache = tmp_path / how
+        plan_world(cache, dict(world, root=media), 4)
+        frames = media / "P01" / "rgb_frames" / "P01_02"
+        frames.rename(tmp_path / "away")
+        cp = run_xmic("extract", "run", cache, *EXTRACT, check=False)
+        assert cp.returncode == 1 and "4 segment(s) failed" in cp.stdout, cp.stdout
+        info = run_xmic("cache", "info", cache).stdout
+        assert "shards done 2 / pending 0 / failed 1" in info, info
+        status = run_xmic("slurm", "status", cache).stdout
+        assert "done 2  running 0  failed 1  pending 0" in status, status
+        cp = run_xmic("extract", "run", cache, *EXTRACT, check=False)
+        assert cp.returncode == 1 and "0 shard(s) extracted, 2 already done" in cp.stdout
+        assert "1 shard(s) committed earlier hold failed segments" in cp.stdout
+        assert f"xmic extract run {cache} --redo-failed" in cp.stdout
+        (tmp_path / "away").rename(frames)
+        if how == "retry":
+            cp = run_xmic("slurm", "retry", cache, "--dry-run")
+            assert "no earlier submission: retrying with the extraction settings" in cp.stdout
+            assert "will redo: train-00001" in cp.stdout and "1 shard(s) with failed" in cp.stdout
+            cp = run_xmic("slurm", "retry", cache, "--executor", "debug", "--wait")
+            assert "done 3  running 0  failed 0  pending 0" in cp.stdout, cp.stdout
+        else:
+            cp = run_xmic("extract", "run", cache, *EXTRACT, "--redo-failed")
+            assert "redone: 1 shard(s) that held failed segments (train-00001)" in cp.stdout
+            assert "1 shard(s) extracted, 2 already done, 0 failed" in cp.stdout, cp.stdout
+        c = Cache.open(cache)
+        assert verify(c, deep=True) == [] and c.index()["status"].to_pylist().count("ok") == 12
+        assert list((cache / "views" / "hand_crop" / ".superseded").glob("train-00001.*"))
+        assert "shards done 3 / pending 0 / failed 0" in run_xmic("cache", "info", cache).stdout
+    assert_same_features(tmp_path / "retry", tmp_path / "redo-failed")
 
 
 def test_demo_extracts_with_the_local_executor(tmp_path):

@@ -212,7 +212,7 @@ def test_two_plans_of_one_cache_never_lose_a_split(tmp_path, monkeypatch):
     import time
 
     from extract_data import make_epic
-    from xmic.extract import pipeline
+    from xmic.extract import planning as pipeline
     worlds = {s: make_epic(tmp_path / s, videos=(v,), segs_per_video=2)
               for s, v in (("train", "P01_01"), ("a", "P02_01"), ("b", "P03_01"))}
     real = pipeline.read_json

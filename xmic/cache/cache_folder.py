@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from xmic.cache import fingerprint as fpmod
 from xmic.cache.claims import live_claims
+from xmic.cache.commit_log import commit_records
 from xmic.cache.config import CacheConfig
 from xmic.cache.index import PLAN_SCHEMA, consolidate, merge_plans
 from xmic.files.atomic import (NOFOLLOW, create_json_exclusive, remove_file,
@@ -80,11 +81,17 @@ def _empty_or_half_made(root: Path) -> bool:
                (p.name == own[0] or p.name.startswith(own[1:])) for p in root.iterdir())
 
 
-def state_of(committed: bool, running: bool, failed: bool) -> str:
-    """The one rule of a shard's state. done: its folder exists (only the rename that commits it
-    makes it); running: a live writer claims it; failed: ``SHARD.failed.json`` and no commit;
-    pending: none of these."""
-    return ("done" if committed else "running" if running else "failed" if failed else "pending")
+def state_of(committed: bool, running: bool, failed: bool, failed_segments: int = 0) -> str:
+    """The one rule of a shard's state, used by ``cache info``, ``slurm status``, ``extract run``
+    and ``slurm retry``. done: committed (only the rename that commits a shard makes its
+    folder) with every segment encoded; running: a live writer claims it; failed: a failure
+    record (``SHARD.failed.json``) and no commit, or committed with failed segments (a shard
+    whose segments all failed is failed, never done); pending: none of these."""
+    if running:
+        return "running"
+    if committed:
+        return "failed" if failed_segments else "done"
+    return "failed" if failed else "pending"
 
 
 class Cache:
@@ -276,16 +283,21 @@ class Cache:
     def shard_state(self, view: str, shard: str) -> str:
         """done | running | failed | pending of one shard (``state_of``)."""
         sdir = shard_dir(self.root, view, shard)
-        return state_of((sdir / MARKER).exists(), bool(live_claims(self.root, view, shard)),
-                        sdir.with_name(shard + FAILED_SUFFIX).exists())
+        committed = (sdir / MARKER).exists()
+        bad = int(self.marker(view, shard).get("failed") or 0) if committed else 0
+        return state_of(committed, bool(live_claims(self.root, view, shard)),
+                        sdir.with_name(shard + FAILED_SUFFIX).exists(), bad)
 
     def shard_states(self, view: str, claims: dict | None = None) -> dict[str, str]:
-        """Every planned shard's state for ``view``, from one listing of the view's folder (no
-        marker is opened, only its presence checked). ``claims``: ``live_claims`` of the view
+        """Every planned shard's state for ``view``, from one listing of the view's folder and
+        its commit log (a marker is opened only for a shard the log lacks). ``claims``: ``live_claims`` of the view
         when the caller has them already."""
         running = set(live_claims(self.root, view) if claims is None else claims)
         done, failed = self._listing(view)
-        return {s: state_of(s in done, s in running, s in failed) for s in self.shards()}
+        bad = {s: int(r.get("failed") or 0) for s, r in
+               commit_records(view_dir(self.root, view), done).items()}
+        return {s: state_of(s in done, s in running, s in failed, bad.get(s, 0))
+                for s in self.shards()}
 
     def shard_rows(self, view: str, shard: str) -> pa.Table:
         return read_parquet(shard_dir(self.root, view, shard) / ROWS, f"rows of shard {shard}")

@@ -65,6 +65,13 @@ def _range(rule: str, start: np.ndarray, stop: np.ndarray):
     return start, hi, hi + 1, np.zeros_like(start)
 
 
+def frame_span(rule: str, start, stop) -> tuple[np.ndarray, np.ndarray]:
+    """Per segment, the first frame number the rule can read and the end (exclusive):
+    every frame any sampling policy stores lies in ``[first, end)`` (the coverage check)."""
+    lo, _, end, base = _range(rule, np.atleast_1d(start), np.atleast_1d(stop))
+    return lo + base, end + base
+
+
 def released_positions(rule: str, start, stop, bins: int = 16):
     """Per segment and bin: (evaluation frame [S, T], first training frame [S, T], training
     width [S]), frame numbers exactly as the released loader computes them."""

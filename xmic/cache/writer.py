@@ -243,9 +243,13 @@ class ShardWriter:
         of every marker. Best effort: the marker stays the truth, and is read when a line is
         missing or broken."""
         st = marker["stats"]
+        try:
+            stamp = os.stat(self.final / MARKER).st_mtime_ns  # a later redo makes the line stale
+        except OSError:
+            stamp = None
         line = json.dumps({"shard": self.shard, "rows": marker["rows"], "failed": marker["failed"],
                            "attempt": st["attempt"], "seconds": st["seconds"],
-                           "finished": st["finished"]}) + "\n"
+                           "finished": st["finished"], "marker_mtime_ns": stamp}) + "\n"
         try:  # O_APPEND: whole lines on a local file system
             append_line(view_dir(self.cache.root, self.view) / PROGRESS, line, self.cache.root)
         except OSError:

@@ -46,7 +46,7 @@ def _shard_range(text):
 def extract_plan(cache_dir, dataset, annotations, root, split, views, boxes, shard_size, backend,
                  taxonomy, noun_classes, verb_classes, video_info):
     """Write the segment index and a fixed list of shards (work units) into CACHE."""
-    from xmic.extract.pipeline import plan
+    from xmic.extract.planning import plan
     sets = ([f"shard_segments={shard_size}"] * (shard_size is not None)
             + [f"backend={backend}"] * bool(backend))
     cfg = cache_config(None, sets) if sets else None
@@ -66,23 +66,36 @@ def extract_plan(cache_dir, dataset, annotations, root, split, views, boxes, sha
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]))
 @click.option("--batch-size", type=int)
 @click.option("--workers", type=int)
+@click.option("--redo-failed", is_flag=True,
+              help="Also re-encode shards committed with failed segments (after fixing the "
+                   "inputs); the old ones are kept under views/VIEW/.superseded/.")
 @click.option("--config", "config_path", type=click.Path(path_type=Path))
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE")
 def extract_run(cache_dir, shards, model, weights, device, precision, batch_size, workers,
-                config_path, sets):
-    """Extract every uncommitted shard (or --shards) in this process."""
+                redo_failed, config_path, sets):
+    """Extract every pending shard (or --shards) in this process; shards whose attempt
+    raised are tried again, shards committed with failed segments only with --redo-failed."""
     from xmic.extract.pipeline import run_shards
     cfg = extract_config(config_path, sets, model=model, weights=weights, device=device,
                           precision=precision, batch_size=batch_size, workers=workers)
-    s = run_shards(cache_dir, cfg, _shard_range(shards), echo=click.echo)
+    s = run_shards(cache_dir, cfg, _shard_range(shards), echo=click.echo, redo_failed=redo_failed)
     for w in s["warnings"]:
         click.echo(f"WARNING: {w}")
+    if s["redone"]:
+        click.echo(f"redone: {len(s['redone'])} shard(s) that held failed segments "
+                   f"({', '.join(s['redone'][:10])}{' ...' if len(s['redone']) > 10 else ''})")
     click.echo(f"{s['shards_done']} shard(s) extracted, {s['shards_skipped']} already done, "
                f"{s['shards_failed']} failed, {s['frames']} frames, {s['segments_failed']} "
                "segment(s) failed")
     for f in s["failures"][:20]:
         click.echo(f"  failed: {f}")
-    if s["segments_failed"] or s["shards_failed"]:
+    kept = s["failed_kept"]
+    if kept:
+        click.echo(f"{len(kept)} shard(s) committed earlier hold failed segments and were left "
+                   f"as they are ({', '.join(kept[:10])}{' ...' if len(kept) > 10 else ''}); "
+                   f"see `xmic slurm status {cache_dir}`, fix the inputs, then: xmic extract "
+                   f"run {cache_dir} --redo-failed")
+    if s["segments_failed"] or s["shards_failed"] or kept:
         sys.exit(1)
 
 

@@ -71,13 +71,14 @@ def slurm_submit(cache_dir, slurm_config, slurm_set, config_path, sets, wait, dr
 @slurm.command("retry")
 @_submission_options
 def slurm_retry(cache_dir, slurm_config, slurm_set, config_path, sets, wait, dry_run, **opts):
-    """Resubmit the shards that are missing or failed (the last submission's settings, plus
-    any option given here). Committed shards with failed segments are moved aside and redone."""
+    """Resubmit the shards that are missing or failed (the last submission's settings, or for
+    work first run with `xmic extract run` the settings its shards recorded, plus any option
+    given here). Committed shards with failed segments are moved aside and redone."""
     from xmic.config import config_to_dict
     from xmic.extract.config import ExtractConfig
     from xmic.slurm.config import SlurmConfig
     from xmic.slurm.submit import last_submission_configs
-    ext, slu = last_submission_configs(cache_dir)
+    ext, slu = last_submission_configs(cache_dir, echo=click.echo)
     ext = load_config(ExtractConfig, config_path, [*sets, *(f"{k}={v}" for k, _ in _EXTRACTION
                                                            if (v := opts[k]) is not None)],
                       base=config_to_dict(ext))

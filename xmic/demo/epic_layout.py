@@ -3,7 +3,8 @@
 Inputs: a root folder, video ids, frames (PIL images), boxes and annotation rows. Outputs, as
 EPIC-KITCHENS-100 distributes them: ``ROOT/P01/rgb_frames/P01_01/frame_0000000001.jpg`` (1-based),
 ``EPIC_100_{split}.csv`` (15 columns), ``EPIC_100_{noun,verb}_classes.csv``,
-``EPIC_100_video_info.csv``, and hand-object detections as the EPIC-100 library stores them: one
+``EPIC_100_video_info.csv``, a video's frames packed as EPIC ships them
+(``ROOT/P01/rgb_frames/P01_01.tar``, members ``./frame_0000000001.jpg``), and hand-object detections as the EPIC-100 library stores them: one
 pickle per video holding a list of serialised ``Detections`` messages, boxes in [0, 1].
 """
 from __future__ import annotations
@@ -25,6 +26,21 @@ def frame_folder(root: Path, video_id: str) -> Path:
 
 def save_frame(folder: Path, frame: int, image, quality: int = 90) -> None:
     image.save(Path(folder) / f"frame_{frame:010d}.jpg", quality=quality)
+
+
+def pack_frames(folder: Path, dot_prefix: bool = True, remove: bool = True) -> Path:
+    """``FOLDER.tar`` holding the folder's frames as EPIC's archives do (``./frame_*.jpg``, or
+    bare names); the folder is removed unless ``remove=False``."""
+    import shutil
+    import tarfile
+    folder = Path(folder)
+    out = folder.with_name(folder.name + ".tar")
+    with tarfile.open(out, "w", format=tarfile.GNU_FORMAT) as tar:
+        for f in sorted(folder.iterdir()):
+            tar.add(f, arcname=("./" if dot_prefix else "") + f.name, recursive=False)
+    if remove:
+        shutil.rmtree(folder)
+    return out
 
 
 def detection(video_id: str, frame: int, hand: tuple, obj: tuple | None, offset: tuple,

@@ -108,7 +108,8 @@ def extract_world(out: str | Path, model: str, weights: str, device: str, step,
     (cache, config) -> summary replaces the in-process shard extraction (e.g. job arrays)."""
     from xmic.extract.config import ExtractConfig
     from xmic.towers.encoders import load_encoder
-    from xmic.extract.pipeline import plan, run_shards
+    from xmic.extract.pipeline import run_shards
+    from xmic.extract.planning import plan
     from xmic.extract.vocabularies import extract_text
     out = Path(out)
     w = make_world(out / "world")

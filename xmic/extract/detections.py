@@ -1,11 +1,15 @@
 """Hand-object boxes and the hand-crop rule (docs/method.md §2).
 
-Inputs, one of: a folder of EPIC-100 detection pickles (``VIDEO.pkl``: a pickled list of
-serialized ``Detections`` protobuf messages, schema in ``hoa_messages``); an X-MIC box pickle
+Inputs, one of: a folder of per-video pickles ``VIDEO.pkl``, either EPIC-100's released
+detections (a pickled list of serialized ``Detections`` protobuf messages, schema in
+``hoa_messages``, boxes in [0, 1]) or the 100DOH detector's own output
+(``xmic.extract.detector_pickles``, boxes in pixels; docs/hand-boxes.md); an X-MIC box pickle
 (``dict[segment_id][frame] = (left, top, right, bottom)`` in pixels); a parquet/CSV box table
 (``segment_id`` or ``video_id``, ``frame``, ``left``, ``top``, ``right``, ``bottom`` in pixels).
 Output: ``BoxSource.box(video_id, segment_id, frame, width, height)`` -> the crop box in pixels,
-or None for the full frame. The crop is the union of hands with score > ``hand_score`` and of the
+or None for the full frame; ``describe`` names the source's kind for the fingerprint, and
+``frames_with_boxes`` tells the coverage check at plan time which frames have detections. For
+EPIC-100 detections the crop is the union of hands with score > ``hand_score`` and of the
 objects they touch, as the EPIC-100 hand-object library's ``get_hand_object_interactions`` pairs
 them: a hand in any state but NO_CONTACT takes the object (score >= ``object_score``) whose centre
 is nearest the hand's centre + its offset. Clipped to the image; no box, or one <= ``min_box_px``
@@ -70,37 +74,64 @@ def hoa_messages() -> dict:
             for name in ("BBox", "FloatVector", "HandDetection", "ObjectDetection", "Detections")}
 
 
-class _BytesListUnpickler(pickle.Unpickler):
-    def find_class(self, module, name):
-        raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed in a detection "
-                                     "pickle (a list of protobuf bytes)")
+class EpicVideo:
+    """One video's EPIC-100 detections: frame number -> ``Detections`` message, boxes in [0, 1]."""
+    kind = "epic-100"
+
+    def __init__(self, items: list, path: Path, video_id: str):
+        self.frames = {}
+        for i, raw in enumerate(items):
+            det = hoa_messages()["Detections"]()
+            try:
+                det.ParseFromString(bytes(raw))
+            except Exception as e:
+                raise BoxError(f"{path}: item {i} is not a Detections message ({e})") from None
+            if det.video_id and det.video_id != video_id:
+                raise BoxError(f"{path}: holds detections of video {det.video_id}, not {video_id}; "
+                               "the file is misnamed or misplaced")
+            self.frames[det.frame_number] = det
+        self.path = path
+
+    def crop(self, frame: int, width: int, height: int, hand_score: float, object_score: float,
+             min_box_px: float, where: str = ""):
+        det = self.frames.get(frame)
+        where = where or f"{self.path}: frame {frame}"
+        return None if det is None else union_crop(det, width, height, hand_score, object_score,
+                                                   min_box_px, where)
 
 
-def load_detection_pickle(path: Path, video_id: str) -> dict[int, object]:
-    """frame_number -> Detections message, from one video's pickle; refuses anything but a list
-    of bytes, and messages of another video."""
+def load_video_detections(path: Path, video_id: str):
+    """One video's pickle, in either format the folder may hold (``EpicVideo``: a list of
+    serialized ``Detections``; ``DetectorVideo``: the 100DOH detector's dict), read through the
+    restricted unpickler (plain data and numpy arrays; any other global is refused, nothing runs)."""
+    from xmic.cache.safe_pickle import ForbiddenGlobal, RestrictedUnpickler
+    from xmic.extract.detector_pickles import DetectorVideo
     path = Path(path)
     try:
         with open(path, "rb") as f:
-            items = _BytesListUnpickler(f).load()
+            data = RestrictedUnpickler(f).load()
     except FileNotFoundError:
         raise BoxError(f"{path}: detection pickle for video {video_id} not found") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as e:
-        raise BoxError(f"{path}: refused or unreadable detection pickle ({e})") from None
-    if not isinstance(items, list) or not all(isinstance(b, (bytes, bytearray)) for b in items):
-        raise BoxError(f"{path}: expected a list of serialized Detections (bytes)")
-    out = {}
-    for i, raw in enumerate(items):
-        det = hoa_messages()["Detections"]()
-        try:
-            det.ParseFromString(bytes(raw))
-        except Exception as e:
-            raise BoxError(f"{path}: item {i} is not a Detections message ({e})") from None
-        if det.video_id and det.video_id != video_id:
-            raise BoxError(f"{path}: holds detections of video {det.video_id}, not {video_id}; "
-                           "the file is misnamed or misplaced")
-        out[det.frame_number] = det
-    return out
+    except ForbiddenGlobal as e:
+        raise BoxError(f"{path}: refused, nothing of it was run: {e}") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError,
+            IndexError, KeyError, OSError, MemoryError) as e:
+        raise BoxError(f"{path}: unreadable detection pickle ({type(e).__name__}: {e})") from None
+    if isinstance(data, list) and all(isinstance(b, (bytes, bytearray)) for b in data):
+        return EpicVideo(data, path, video_id)
+    if isinstance(data, dict) and "info" in data:
+        return DetectorVideo(data, path, video_id)
+    raise BoxError(f"{path}: neither EPIC-100 detections (a list of serialized Detections) nor the "
+                   "100DOH detector's output (a dict with 'info' and one entry per frame); see "
+                   "docs/hand-boxes.md")
+
+
+def load_detection_pickle(path: Path, video_id: str) -> dict[int, object]:
+    """frame_number -> Detections message of one EPIC-100 pickle."""
+    v = load_video_detections(path, video_id)
+    if not isinstance(v, EpicVideo):
+        raise BoxError(f"{path}: holds 100DOH detector output, not EPIC-100 detections")
+    return v.frames
 
 
 def _check(box, where: str) -> tuple[float, float, float, float]:
@@ -149,13 +180,15 @@ class BoxSource:
     """Crop boxes for (video, segment, frame) from one of the three inputs."""
 
     def __init__(self, path: str | Path, hand_score: float = 0.8, object_score: float = 0.01,
-                 min_box_px: float = 1.0):
+                 min_box_px: float = 1.0, detections: str | None = None):
         self.path = Path(path)
         self.thresholds = (hand_score, object_score, min_box_px)
-        self._videos: dict[str, dict] = {}
+        self.detections = detections  # a folder's format, when known (``describe`` at plan)
+        self._videos: dict[str, object] = {}
         self._table: dict | None = None
+        self._frames_by_key: dict | None = None
         if self.path.is_dir():
-            self.kind = "epic-detections"
+            self.kind = "detections"
         elif self.path.suffix in (".parquet", ".csv"):
             self.kind = "table"
             self._table = self._read_table()
@@ -184,18 +217,54 @@ class BoxSource:
         kind = "segment" if key == "segment_id" else "video"
         return {(kind, str(k), int(f)): (l, tp, r, b) for k, f, l, tp, r, b in zip(*cols)}
 
+    def video(self, video_id: str):
+        """The loaded detections of one video (folder sources), loaded once."""
+        if video_id not in self._videos:
+            where = f"{self.path}: video {video_id}"
+            if "/" in video_id or "\\" in video_id or video_id in ("", ".", ".."):
+                raise BoxError(f"{self.path}: video id {video_id!r} is not a plain file name")
+            from xmic.extract.media import media_path
+            v = load_video_detections(media_path(self.path, f"{video_id}.pkl", where=where),
+                                      video_id)
+            if self.detections is not None and v.kind != self.detections:
+                raise BoxError(f"{v.path}: holds {v.kind} detections, but this cache's boxes are "
+                               f"{self.detections}; one box folder holds one format")
+            self._videos[video_id] = v
+        return self._videos[video_id]
+
+    def has_video(self, video_id: str) -> bool:
+        """Whether a folder source holds the video's pickle (tables: whether any row names it)."""
+        if self.kind == "detections":
+            return (self.path / f"{video_id}.pkl").is_file()
+        return ("video", video_id) in self._keys()
+
+    def frames_with_boxes(self, video_id: str, segment_id: str) -> set[int]:
+        """Frame numbers the source holds an entry for (the detector ran on them)."""
+        if self.kind == "detections":
+            return set(self.video(video_id).frames)
+        keys = self._keys()
+        return keys.get(("segment", segment_id), set()) | keys.get(("video", video_id), set())
+
+    def _keys(self) -> dict:
+        if self._frames_by_key is None:
+            self._frames_by_key = {}
+            for kind, key, f in self._table:
+                self._frames_by_key.setdefault((kind, key), set()).add(f)
+        return self._frames_by_key
+
+    def describe(self, video_id: str | None = None) -> str:
+        """The source's kind for the fingerprint: a folder's format is read from one pickle."""
+        if self.kind != "detections":
+            return self.kind
+        if self.detections is None and video_id is not None:
+            self.detections = self.video(video_id).kind
+        return f"{self.detections or 'unknown'} detections"
+
     def box(self, video_id: str, segment_id: str, frame: int, width: int, height: int):
         where = f"{self.path}: video {video_id}, segment {segment_id}, frame {frame}"
         hs, os_, mp = self.thresholds
-        if self.kind == "epic-detections":
-            if video_id not in self._videos:
-                if "/" in video_id or "\\" in video_id or video_id in ("", ".", ".."):
-                    raise BoxError(f"{self.path}: video id {video_id!r} is not a plain file name")
-                from xmic.extract.media import media_path
-                self._videos[video_id] = load_detection_pickle(
-                    media_path(self.path, f"{video_id}.pkl", where=where), video_id)
-            det = self._videos[video_id].get(frame)
-            return None if det is None else union_crop(det, width, height, hs, os_, mp, where)
+        if self.kind == "detections":
+            return self.video(video_id).crop(frame, width, height, hs, os_, mp, where)
         raw = self._table.get(("segment", segment_id, frame), self._table.get(("video", video_id, frame)))
         return None if raw is None else clip_box(_check(raw, where), width, height, mp)
 

@@ -5,7 +5,9 @@ Inputs: a dataset kind, the media root, a video id read from the annotations. Ou
 frame), and the check that an id stays
 inside the root (which frames of a segment are encoded is ``xmic.cache.sampling``'s rule). Layouts (each
 dataset's record in ``xmic.cache.datasets`` holds its own):
-- epic: ``ROOT/P01/rgb_frames/P01_01/frame_0000000001.jpg`` (1-based) or ``ROOT/P01/videos/P01_01.MP4``;
+- epic: ``ROOT/P01/rgb_frames/P01_01/frame_0000000001.jpg`` (1-based), the same JPEGs in
+  ``ROOT/P01/rgb_frames/P01_01.tar`` (as EPIC distributes them; read in place), or
+  ``ROOT/P01/videos/P01_01.MP4``; per video, the first that exists;
 - ego4d: ``ROOT/{clip_uid}.mp4`` (the FHO action clips);
 - egtea: trimmed clips ``ROOT/{clip_id}.mp4``;
 - csv: ``ROOT/{video}``, a video file or a frame folder.
@@ -21,7 +23,7 @@ from xmic.cache.datasets import DatasetError, dataset
 @dataclass(frozen=True)
 class FrameSource:
     path: Path          # a JPEG folder or a video file
-    kind: str           # "jpeg" | "video"
+    kind: str           # "jpeg" | "tar" | "video" (xmic.extract.readers.READERS)
     first_frame: int    # annotation frame number of the source's first frame (JPEG: file 1)
     pattern: str = "frame_{:010d}.jpg"
 
@@ -75,8 +77,8 @@ def participant(video_id: str) -> str:
 
 
 def frame_source(kind: str, root: Path, video_id: str, start_frame: int | None = None) -> FrameSource:
-    """Where a video's frames are, by its dataset's layouts: a JPEG folder (files numbered from
-    1) or the first video file that exists; a trimmed clip's first frame is the segment's start."""
+    """Where a video's frames are, by its dataset's layouts: a JPEG folder or a tar of them
+    (files numbered from 1), or the first video file that exists; a trimmed clip's first frame is the segment's start."""
     root, record = Path(root), dataset(kind)
     check_media_id(kind, video_id, f"video {video_id!r}")
     where = f"video {video_id!r}"
@@ -87,6 +89,11 @@ def frame_source(kind: str, root: Path, video_id: str, start_frame: int | None =
         if folder.is_dir():
             return FrameSource(folder, "jpeg", 1)
         tried.append(folder)
+    for layout in record.archives:
+        path = media_path(root, layout.format(**names), where=where)
+        if path.is_file():
+            return FrameSource(path, "tar", 1)
+        tried.append(path)
     for layout in record.videos:
         path = media_path(root, layout.format(**names), where=where)
         if path.is_file():

@@ -1,8 +1,7 @@
-"""Extraction: plan work into shards, then run shards as reader -> encoder -> writer.
+"""Extraction: run a planned cache's shards as reader -> encoder -> writer.
 
-``plan``: annotations -> segments sorted by video (each video decoded once per shard) -> the
-cache's plan, plus ``extract_plan.json`` (dataset kind, media root, boxes, views, class lists,
-the plan's hash). ``run_shards``: for every uncommitted (view, shard), a DataLoader (worker
+Input: a cache planned by ``xmic.extract.planning.plan`` (its ``extract_plan.json``) and an
+``ExtractConfig``. ``run_shards``: for every uncommitted (view, shard), a DataLoader (worker
 processes) decodes each segment's sampled frames, crops hands and preprocesses; frames of many
 segments are packed into full encoder batches; each view's ``ShardWriter`` records embeddings,
 or the failure of a segment with its message (never zeros). Class names become vocabularies in
@@ -10,8 +9,6 @@ or the failure of a segment with its message (never zeros). Class names become v
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
@@ -19,70 +16,20 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from xmic.cache import Cache, CacheConfig, ShardWriter
+from xmic.cache import Cache, ShardWriter
 from xmic.cache.claims import reap_dead_claims
-from xmic.cache.cache_folder import discard_if_new
 from xmic.cache.writer import disk_full
 from xmic.cache import fingerprint as F
-from xmic.cache.datasets import read_dataset
-from xmic.cache.index import make_plan
 from xmic.cache.paths import PLAN_FILE, CacheError
+from xmic.cache.redo import supersede
 from xmic.cache.sampling import frames_to_store, rule_of, sampling_fingerprint
 from xmic.config import XmicError, config_to_dict
 from xmic.extract.config import ExtractConfig
 from xmic.extract.detections import BoxSource, view_tensors
-from xmic.extract.media import check_media_ids, frame_source
+from xmic.extract.media import frame_source
 from xmic.extract.readers import read_frames
-from xmic.files.atomic import write_json_atomic
-from xmic.files.names import BadName, read_json
-
-
-class PlanError(XmicError):
-    """A plan or shard choice that extraction cannot follow."""
-
-
-VIEWS = ("full_frame", "hand_crop")
-
-
-def plan(cache_dir: Path, kind: str, annotations: Path, root: Path, split: str,
-         views=VIEWS, boxes: Path | None = None, cache_config: CacheConfig | None = None,
-         **dataset_kw) -> dict:
-    bad = [v for v in views if v not in VIEWS]
-    if bad:
-        raise PlanError(f"unknown view(s) {bad}; extraction writes {list(VIEWS)}")
-    if "hand_crop" in views and boxes is None:
-        raise PlanError("view hand_crop needs --boxes (EPIC detection pickles folder, X-MIC box "
-                        "pickle, or a box table)")
-    segs, classes = read_dataset(kind, Path(annotations), split, Path(root), **dataset_kw)
-    check_media_ids(kind, segs.columns["video_id"], segs.columns["segment_id"], Path(annotations))
-    order = sorted(range(len(segs)), key=lambda i: (segs.columns["video_id"][i],
-                                                    segs.columns["start_frame"][i]))
-    cols = {k: [v[i] for i in order] for k, v in segs.columns.items()}
-    with discard_if_new(cache_dir):
-        cache = Cache.open_or_create(cache_dir, kind, cache_config)
-        path = cache.root / PLAN_FILE
-        with cache.lock():  # the plan and extract_plan.json change together, one planner at a time
-            meta = (read_json(path, "extraction plan") if path.exists()
-                    else {"splits": {}, "classes": {}})
-            for k, names in classes.items():  # refused before the plan changes
-                if meta["classes"].get(k, names) != names:
-                    raise PlanError(f"{cache.root}: split {split} has another {k} class list than "
-                                    "the splits planned before; one cache holds one vocabulary "
-                                    "per label")
-            try:
-                table = make_plan(cols, cache.config.shard_segments, split)
-            except (CacheError, BadName) as e:
-                raise CacheError(f"{annotations}: {e}") from None
-            cache.add_plan(table, locked=True)
-            digest = hashlib.sha256(json.dumps(table.to_pydict(), sort_keys=True,
-                                               default=str).encode()).hexdigest()
-            meta["splits"][split] = {"dataset": kind, "annotations": str(Path(annotations).resolve()),
-                                     "root": str(Path(root).resolve()), "views": list(views),
-                                     "boxes": str(Path(boxes).resolve()) if boxes else None,
-                                     "plan_sha256": digest, "segments": len(segs)}
-            meta["classes"].update(classes)
-            write_json_atomic(path, meta, cache.root)
-    return {"segments": len(segs), "shards": len(cache.shards(split)), "plan_sha256": digest}
+from xmic.files.names import read_json
+from xmic.extract.planning import PlanError
 
 
 class SegmentFrames(Dataset):
@@ -204,9 +151,13 @@ def _resolve_shards(all_shards: list[str], shards) -> list[str]:
 
 
 def run_shards(cache_dir: Path, cfg: ExtractConfig, shard_ids: list[int] | list[str] | None = None,
-               encoder=None, echo=print, commits: CommitQueue | None = None) -> dict:
-    """Extract the chosen shards (numbers or names; default all) that are not committed yet.
-    A shard that raises is marked failed with its error and the others go on."""
+               encoder=None, echo=print, commits: CommitQueue | None = None,
+               redo_failed: bool = False) -> dict:
+    """Extract the chosen shards (numbers or names; default all) that are not done: pending
+    ones and those whose attempt raised. A shard that raises is marked failed with its error
+    and the others go on. Committed shards holding failed segments (bad inputs) are kept and
+    listed in ``failed_kept`` unless ``redo_failed``: then they are moved aside
+    (``xmic.cache.redo``) and encoded again, after the inputs were fixed."""
     from xmic.towers.encoders import load_encoder
     cache = Cache.open(cache_dir)
     meta = read_json(cache.root / PLAN_FILE, "extraction plan (run `xmic extract plan` first)")
@@ -216,7 +167,8 @@ def run_shards(cache_dir: Path, cfg: ExtractConfig, shard_ids: list[int] | list[
     for v in cache.views():  # claims left by killed or interrupted writers on this host
         reap_dead_claims(cache.root, v)
     summary = {"shards_done": 0, "shards_skipped": 0, "shards_failed": 0, "segments_failed": 0,
-               "failures": [], "frames": 0, "warnings": list(enc.warnings)}
+               "failed_kept": [], "failures": [], "frames": 0, "warnings": list(enc.warnings),
+               "redone": supersede_failed(cache, meta, names, chosen) if redo_failed else []}
     by_shard: dict[str, list[dict]] = {}  # the plan's rows grouped once: start-up is linear
     for r in cache.plan().to_pylist():
         by_shard.setdefault(r["shard"], []).append(r)
@@ -249,22 +201,41 @@ def run_shards(cache_dir: Path, cfg: ExtractConfig, shard_ids: list[int] | list[
 
 
 def shard_work(cache, split: str, views: list[str], names: dict, chosen: list[str],
-               by_shard: dict) -> tuple[list, int]:
-    """(shard, views still to write, its rows) of every chosen shard of ``split`` that is not
-    done in every view, in plan order; and how many are done. Linear in shards and rows: one
-    state listing per view, the plan's rows grouped by shard beforehand."""
+               by_shard: dict) -> tuple[list, int, list]:
+    """(shard, views still to write, its rows) of every chosen shard of ``split`` that is
+    pending or whose attempt raised, in plan order; how many are done; and the shards whose
+    committed views hold failed segments (left as they are: ``redo_failed`` supersedes them
+    first). Linear in shards and rows: one state listing per view, the plan's rows grouped by
+    shard beforehand."""
     states = {v: cache.shard_states(names.get(v, v)) for v in views}
+    committed = {v: cache.committed(names.get(v, v)) for v in views}
     in_split = set(cache.shards(split))
-    work, done = [], 0
+    work, done, held = [], 0, []
     for shard in chosen:
         if shard not in in_split:
             continue
         todo = [v for v in views if states[v].get(shard) != "done"]
-        if not todo:
+        if any(shard in committed[v] for v in todo):  # committed with failed segments
+            held.append(shard)
+            todo = [v for v in todo if shard not in committed[v]]
+        if todo:
+            work.append((shard, todo, [{**r, "views": todo} for r in by_shard.get(shard, ())]))
+        elif shard not in held:
             done += 1
-            continue
-        work.append((shard, todo, [{**r, "views": todo} for r in by_shard.get(shard, ())]))
-    return work, done
+    return work, done, held
+
+
+def supersede_failed(cache, meta: dict, names: dict, chosen: list[str]) -> list[str]:
+    """Move aside every chosen shard committed with failed segments, in each view that holds
+    them, so that it is extracted again (``--redo-failed``); returns those shards."""
+    views = sorted({names.get(v, v) for info in meta["splits"].values() for v in info["views"]})
+    states = {v: cache.shard_states(v) for v in views}
+    committed = {v: cache.committed(v) for v in views}
+    redo = [s for s in chosen if any(states[v].get(s) == "failed" and s in committed[v]
+                                     for v in views)]
+    for shard in redo:
+        supersede(cache.root, [v for v in views if shard in committed[v]], shard)
+    return redo
 
 
 def _run_split(cache, enc, cfg, meta, split, info, names, chosen, by_shard, summary, commits,
@@ -275,8 +246,9 @@ def _run_split(cache, enc, cfg, meta, split, info, names, chosen, by_shard, summ
     for v, fp in fps.items():
         if names.get(v, v) in have:
             cache.check_view(names.get(v, v), enc.dim, fp)  # refuse before any work
-    work, done = shard_work(cache, split, info["views"], names, chosen, by_shard)
+    work, done, held = shard_work(cache, split, info["views"], names, chosen, by_shard)
     summary["shards_skipped"] += done
+    summary["failed_kept"] += held
     # one loader for the whole split: its workers (and their hand-box caches) live across shards
     loader = DataLoader(SegmentFrames([r for _, _, rows in work for r in rows], info["dataset"],
                                       info["root"], info["views"], info["boxes"], enc.transform,

@@ -1,15 +1,19 @@
-"""Decode the frames of one segment: JPEG folders through Pillow, videos through PyAV (FFmpeg).
+"""Decode the frames of one segment: JPEG folders and tars of JPEGs through Pillow, videos
+through PyAV (FFmpeg).
 
 Input: a ``FrameSource`` and annotation frame numbers. Output: one RGB ``PIL.Image`` per frame,
 in order. A video is seeked once to the keyframe before the first wanted frame and decoded
 forward; frame positions come from timestamps. Errors (``ReadError``) name the file and the
-frame: a missing or empty JPEG, a corrupt or truncated video, frames past the video's end.
+frame: a missing or empty JPEG (or archive member), a corrupt or truncated video, frames past the video's end.
 """
 from __future__ import annotations
+
+import io
 
 from PIL import Image, UnidentifiedImageError
 
 from xmic.config import XmicError
+from xmic.extract.frame_archive import MEMBER_NAME, read_member
 from xmic.extract.media import FrameSource
 
 
@@ -20,23 +24,38 @@ class ReadError(XmicError):
 MAX_FRAME_PIXELS = 8192 * 8192  # a video frame is at most 8K; a larger header is a bomb or garbage
 
 
+def _decode(opened, where: str, frame: int) -> Image.Image:
+    """One RGB image from an opened JPEG (a path or the bytes of an archive member)."""
+    try:
+        with Image.open(opened) as im:  # reads the header only
+            if im.width * im.height > MAX_FRAME_PIXELS:
+                raise ReadError(f"{where}: frame {frame} declares {im.width}x{im.height} pixels, "
+                                "more than any video frame (8192x8192); not decoded (a "
+                                "decompression bomb or a damaged header)")
+            return im.convert("RGB")
+    except FileNotFoundError:
+        raise ReadError(f"{where}: frame {frame} is missing") from None
+    except Image.DecompressionBombError as e:
+        raise ReadError(f"{where}: frame {frame} is not decoded: {e}") from None
+    except (UnidentifiedImageError, OSError) as e:
+        raise ReadError(f"{where}: frame {frame} is not a readable image ({e})") from None
+
+
 def read_jpegs(src: FrameSource, frames: list[int]) -> list[Image.Image]:
     out = []
     for f in frames:
         p = src.path / src.pattern.format(f - src.first_frame + 1)
-        try:
-            with Image.open(p) as im:  # reads the header only
-                if im.width * im.height > MAX_FRAME_PIXELS:
-                    raise ReadError(f"{p}: frame {f} declares {im.width}x{im.height} pixels, more "
-                                    "than any video frame (8192x8192); not decoded (a "
-                                    "decompression bomb or a damaged header)")
-                out.append(im.convert("RGB"))
-        except FileNotFoundError:
-            raise ReadError(f"{p}: frame {f} is missing") from None
-        except Image.DecompressionBombError as e:
-            raise ReadError(f"{p}: frame {f} is not decoded: {e}") from None
-        except (UnidentifiedImageError, OSError) as e:
-            raise ReadError(f"{p}: frame {f} is not a readable image ({e})") from None
+        out.append(_decode(p, str(p), f))
+    return out
+
+
+def read_archive(src: FrameSource, frames: list[int]) -> list[Image.Image]:
+    """Frames of a tar of JPEGs (``xmic.extract.frame_archive``), decoded exactly as files."""
+    out = []
+    for f in frames:
+        n = f - src.first_frame + 1
+        where = f"{src.path}: member {MEMBER_NAME.format(n)}"
+        out.append(_decode(io.BytesIO(read_member(src.path, n)), where, f))
     return out
 
 
@@ -77,5 +96,8 @@ def read_video(src: FrameSource, frames: list[int]) -> list[Image.Image]:
     return [got[f - src.first_frame] for f in frames]
 
 
+READERS = {"jpeg": read_jpegs, "tar": read_archive, "video": read_video}
+
+
 def read_frames(src: FrameSource, frames: list[int]) -> list[Image.Image]:
-    return read_jpegs(src, frames) if src.kind == "jpeg" else read_video(src, frames)
+    return READERS[src.kind](src, frames)

@@ -17,7 +17,7 @@ from xmic.cache.paths import PLAN_FILE
 from xmic.cache.vocab import add_vocab, check_prompts
 from xmic.extract.clip_embed import class_text
 from xmic.extract.config import ExtractConfig
-from xmic.extract.pipeline import PlanError
+from xmic.extract.planning import PlanError
 from xmic.files.names import read_json
 
 

@@ -21,7 +21,8 @@ import pyarrow.parquet as pq
 
 from xmic.cache import Cache
 from xmic.cache.claims import live_claims
-from xmic.cache.paths import (FAILED_SUFFIX, MARKER, PLAN_FILE, PROGRESS, ROWS, SUBMISSIONS,
+from xmic.cache.commit_log import commit_records
+from xmic.cache.paths import (FAILED_SUFFIX, PLAN_FILE, ROWS, SUBMISSIONS,
                               CacheError, check_cache_name, count_attempts, read_cache_json,
                               view_dir)
 
@@ -75,23 +76,6 @@ def _json(path: str, what: str) -> dict:
         raise CacheError(f"{path}: {what} is unreadable ({e})") from None
 
 
-def _progress(vdir: Path) -> dict[str, dict]:
-    """Shard -> its latest commit line in ``.progress.jsonl`` (broken lines are skipped)."""
-    out: dict[str, dict] = {}
-    try:
-        with open(vdir / PROGRESS, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        return out
-    for line in data.splitlines():
-        try:
-            rec = json.loads(line)
-            out[rec["shard"]] = rec
-        except (ValueError, KeyError, TypeError):
-            continue
-    return out
-
-
 def shard_report(cache: Cache, views_by_split: dict[str, list[str]]) -> dict[str, dict]:
     """Shard -> {state, split, segments, views, attempts, error, frames, seconds, ...}."""
     plan = cache.plan()
@@ -104,7 +88,7 @@ def shard_report(cache: Cache, views_by_split: dict[str, list[str]]) -> dict[str
     claims = {v: live_claims(cache.root, v) for v in views}
     states = {v: cache.shard_states(v, claims[v]) for v in views}
     vdirs = {v: view_dir(cache.root, v) for v in views}  # resolved once: plain joins below
-    progress = {v: _progress(vdirs[v]) for v in views}
+    progress = {v: commit_records(vdirs[v], cache.committed(v)) for v in views}
     report: dict[str, dict] = {}
     for shard, n in counts.items():
         check_cache_name("shard", shard)  # a plan's shard name never leaves its view folder
@@ -117,12 +101,8 @@ def shard_report(cache: Cache, views_by_split: dict[str, list[str]]) -> dict[str
             vdir = vdirs[v]
             if st in ("failed", "running"):
                 r["attempts"] = max(r["attempts"], count_attempts(cache.root, v, shard))
-            if st == "done":
-                m = progress[v].get(shard)
-                if m is None:  # no progress line (older cache, or a lost append): the marker
-                    full = _json(os.path.join(vdir, shard, MARKER), f"marker of shard {shard}")
-                    m = {"rows": full.get("rows", 0), "failed": full.get("failed", 0),
-                         **{k: full.get("stats", {}).get(k) for k in ("attempt", "seconds", "finished")}}
+            m = progress[v].get(shard)  # committed: its commit record
+            if m is not None and st != "running":
                 r["attempts"] = max(r["attempts"], int(m.get("attempt") or 0))
                 r["frames"] += int(m.get("rows") or 0)
                 fin = _epoch(m.get("finished"))
@@ -135,7 +115,7 @@ def shard_report(cache: Cache, views_by_split: dict[str, list[str]]) -> dict[str
             elif st == "running":
                 c = claims[v].get(shard, {})
                 r["job"], r["host"], r["heartbeat_age_s"] = c.get("job"), c.get("host"), c.get("age_s")
-            elif st == "failed":
+            elif st == "failed" and m is None:
                 f = _json(os.path.join(vdir, shard + FAILED_SUFFIX), f"failure record of {shard}")
                 r["error"] = f"{v}: attempt {f.get('attempt')}: {f.get('error')}"
         vs = list(r["views"].values())

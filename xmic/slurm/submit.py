@@ -11,11 +11,10 @@ and returned, with the submitit jobs (kept out of the record) for ``wait``.
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
-from xmic.files.atomic import fsync_dir, make_dirs, rename
-from xmic.cache.paths import SLURM_LOGS, SUBMISSIONS, SUPERSEDED, shard_dir, view_dir
+from xmic.cache.paths import SLURM_LOGS, SUBMISSIONS
+from xmic.cache.redo import supersede
 from xmic.config import XmicError, config_to_dict
 from xmic.extract.config import ExtractConfig
 from xmic.towers.encoders import check_weights
@@ -34,18 +33,6 @@ def group_shards(shards: list[str], per_task: int, max_tasks: int | None = None)
     if max_tasks:
         per_task = max(per_task, -(-len(shards) // max_tasks))
     return [shards[i:i + per_task] for i in range(0, len(shards), per_task)]
-
-
-def supersede(cache_root: Path, views: list[str], shard: str) -> None:
-    """Move a committed shard aside (kept, not deleted) so that it can be extracted again."""
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-    for v in views:
-        src = shard_dir(cache_root, v, shard)
-        if src.is_dir():
-            dst = view_dir(cache_root, v) / SUPERSEDED / f"{shard}.{stamp}"
-            make_dirs(dst.parent, cache_root)
-            rename(src, dst, cache_root)
-            fsync_dir(src.parent)
 
 
 def choose_shards(report: dict[str, dict], retry: bool) -> tuple[list[str], list[str]]:
@@ -81,6 +68,8 @@ def submit(cache_dir: Path, extract_cfg: ExtractConfig, slurm_cfg: SlurmConfig, 
     echo(f"{kind}: {len(todo)} shard(s) in {len(tasks)} task(s), {len(arrays)} array(s) of at most "
          f"{max_size} on executor {slurm_cfg.executor}" + (f"; {len(redo)} shard(s) with failed "
                                                           "segments are redone" if redo else ""))
+    if retry:
+        echo(f"  will redo: {', '.join(todo[:20])}{f' and {len(todo) - 20} more' if len(todo) > 20 else ''}")
     if dry_run:
         for i, arr in enumerate(arrays):
             echo(f"  array {i}: {len(arr)} task(s): {arr[0][0]} .. {arr[-1][-1]}")
@@ -93,14 +82,28 @@ def submit(cache_dir: Path, extract_cfg: ExtractConfig, slurm_cfg: SlurmConfig, 
                          record, echo, item_key="shards")
 
 
-def last_submission_configs(cache_dir: Path) -> tuple[ExtractConfig, SlurmConfig]:
-    """The extraction and Slurm configs of the cache's latest submission (for retry)."""
+def last_submission_configs(cache_dir: Path, echo=print) -> tuple[ExtractConfig, SlurmConfig]:
+    """The extraction and Slurm configs of the cache's latest submission (for retry). Work
+    first run in-process (``xmic extract run``) has none: then the extraction config recorded
+    in its committed shards (so the redo gives the same fingerprint) and default Slurm settings."""
+    from xmic.cache import Cache
     from xmic.config import from_dict
     subs = [s for s in read_submissions(cache_dir) if "extract" in s]
-    if not subs:
-        raise SubmissionError(f"{cache_dir}: no earlier submission to retry; use `xmic slurm submit`")
-    return (from_dict(ExtractConfig, subs[-1]["extract"], "extract config of the last submission"),
-            from_dict(SlurmConfig, subs[-1]["slurm"], "slurm config of the last submission"))
+    if subs:
+        return (from_dict(ExtractConfig, subs[-1]["extract"], "extract config of the last submission"),
+                from_dict(SlurmConfig, subs[-1]["slurm"], "slurm config of the last submission"))
+    cache = Cache.open(cache_dir)
+    for view in cache.views():
+        for shard in sorted(cache.committed(view)):
+            producer = cache.marker(view, shard).get("config", {}).get("producer")
+            if producer:
+                ext = from_dict(ExtractConfig, producer, f"extract config of shard {shard}")
+                echo(f"no earlier submission: retrying with the extraction settings of the "
+                     f"committed shards (model {ext.model}, weights {ext.weights or 'default'}) "
+                     "and the default Slurm settings (change either with the options)")
+                return ext, SlurmConfig()
+    raise SubmissionError(f"{cache_dir}: no earlier submission and no committed shard to take "
+                          "settings from; use `xmic slurm submit` (or `xmic extract run`)")
 
 
 def extract_and_wait(cache_dir: Path, extract_cfg: ExtractConfig, slurm_cfg: SlurmConfig,

@@ -30,6 +30,7 @@ class Dataset:
     read: Callable            # (annotations, split, root, **side files) -> (Segments, classes)
     side_files: tuple         # keyword names of the files that come with the annotations
     frames: tuple             # JPEG-folder layouts under --root ({video}, {participant})
+    archives: tuple           # uncompressed tars of the same JPEGs, one per video (never unpacked)
     videos: tuple             # video-file layouts under --root, tried in order
     video_first_frame: int    # annotation frame number of a video file's first frame
     trimmed: bool             # each video is one segment: its first frame is the segment's start
@@ -45,17 +46,18 @@ DATASETS: dict[str, Dataset] = {d.name: d for d in (
                                                     kw.get("verb_classes"), kw.get("video_info")),
             ("noun_classes", "verb_classes", "video_info"),
             frames=("{participant}/rgb_frames/{video}",),
+            archives=("{participant}/rgb_frames/{video}.tar",),
             videos=("{participant}/videos/{video}.MP4", "{participant}/videos/{video}.mp4"),
             video_first_frame=1, trimmed=False, window="epic", names=epic_name, split_tag="epic",
             importable=True, participant=True),
     Dataset("ego4d", lambda a, s, r, **kw: read_ego4d(a, s, kw.get("taxonomy")), ("taxonomy",),
-            frames=(), videos=("{video}.mp4",), video_first_frame=0, trimmed=False,
-            window="ego4d", names=ego4d_name, split_tag="ego", importable=True),
-    Dataset("egtea", lambda a, s, r, **kw: read_egtea(a, s), (), frames=(),
+            frames=(), archives=(), videos=("{video}.mp4",), video_first_frame=0,
+            trimmed=False, window="ego4d", names=ego4d_name, split_tag="ego", importable=True),
+    Dataset("egtea", lambda a, s, r, **kw: read_egtea(a, s), (), frames=(), archives=(),
             videos=("{video}.mp4",), video_first_frame=0, trimmed=True, window="epic",
             names=egtea_name, split_tag="egtea"),
     Dataset("csv", lambda a, s, r, **kw: read_generic(a, s, r), (), frames=("{video}",),
-            videos=("{video}",), video_first_frame=0, trimmed=False, window="epic",
+            archives=(), videos=("{video}",), video_first_frame=0, trimmed=False, window="epic",
             names=normalize_name, split_tag=None),
 )}
 KINDS = tuple(DATASETS)

@@ -1,0 +1,127 @@
+"""EPIC frame tars read in place: the same embeddings as the unpacked folder, byte for byte;
+one index per archive; bad archives and members are failed segments naming archive and member."""
+from __future__ import annotations
+
+import io
+import shutil
+import tarfile
+
+import pytest
+
+from extract_data import TINY, make_epic
+from helpers import assert_same_features
+from xmic.cache import CacheConfig
+from xmic.demo.epic_layout import pack_frames
+from xmic.extract import frame_archive
+from xmic.extract.frame_archive import ArchiveError, archive_index, read_member
+from xmic.extract.media import frame_source
+from xmic.extract.config import ExtractConfig
+from xmic.extract.pipeline import run_shards
+from xmic.extract.planning import plan
+from xmic.towers.encoders import load_clip
+
+CFG = ExtractConfig(model=str(TINY), weights="random", workers=0, batch_size=48, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return load_clip(str(TINY), "random", "cpu", "fp32", 0)
+
+
+@pytest.fixture(scope="module")
+def epic(tmp_path_factory):
+    return make_epic(tmp_path_factory.mktemp("epic"))
+
+
+def _extract(cache, epic, root, encoder):
+    plan(cache, "epic", epic["annotations"], root, "train", boxes=epic["boxes"],
+         cache_config=CacheConfig(shard_segments=4))
+    return run_shards(cache, CFG, encoder=encoder, echo=lambda *a: None)
+
+
+def test_tar_extraction_equals_the_folder_byte_for_byte(tmp_path, epic, encoder):
+    tars = tmp_path / "tars"
+    shutil.copytree(epic["root"], tars)
+    # one video as EPIC ships it (./frame_...), the other without the ./ prefix
+    pack_frames(tars / "P01" / "rgb_frames" / "P01_01", dot_prefix=True)
+    pack_frames(tars / "P01" / "rgb_frames" / "P01_02", dot_prefix=False)
+    src = frame_source("epic", tars, "P01_01")
+    assert src.kind == "tar" and src.path.name == "P01_01.tar"
+    a = _extract(tmp_path / "folder", epic, epic["root"], encoder)
+    b = _extract(tmp_path / "tar", epic, tars, encoder)
+    assert a["segments_failed"] == b["segments_failed"] == 0 and b["frames"] == a["frames"] > 0
+    assert_same_features(tmp_path / "folder", tmp_path / "tar")
+
+
+def test_the_member_index_is_built_once_per_archive(tmp_path, epic, monkeypatch):
+    folder = tmp_path / "P01_01"
+    shutil.copytree(epic["root"] / "P01" / "rgb_frames" / "P01_01", folder)
+    tar = pack_frames(folder)
+    opened = []
+    real_open = tarfile.open
+    monkeypatch.setattr(tarfile, "open", lambda *a, **k: opened.append(a) or real_open(*a, **k))
+    frame_archive._index.cache_clear()
+    for f in (1, 5, 60, 120, 7):
+        assert read_member(tar, f)[:2] == b"\xff\xd8"  # a JPEG's start
+    assert len(opened) == 1 and len(archive_index(tar)) == 120
+    tar.write_bytes(tar.read_bytes())  # a replaced archive (new mtime) is indexed again
+    import os
+    os.utime(tar, ns=(1, 1))
+    read_member(tar, 1)
+    assert len(opened) == 2
+
+
+def _tar(path, members):
+    with tarfile.open(path, "w") as t:
+        for name, data, kind in members:
+            info = tarfile.TarInfo(name)
+            if kind == "link":
+                info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+                t.addfile(info)
+            else:
+                info.size = len(data)
+                t.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_bad_archives_and_members_name_archive_and_member(tmp_path, epic):
+    jpeg = (epic["root"] / "P01" / "rgb_frames" / "P01_01" / "frame_0000000001.jpg").read_bytes()
+    not_tar = tmp_path / "a.tar"
+    not_tar.write_bytes(b"this is not a tar" * 100)
+    with pytest.raises(ArchiveError, match=r"a.tar: not a readable uncompressed tar"):
+        read_member(not_tar, 1)
+    for bad in ("../frame_0000000001.jpg", "/abs/frame_0000000001.jpg"):
+        t = _tar(tmp_path / "evil.tar", [("./frame_0000000001.jpg", jpeg, "file"), (bad, jpeg, "file")])
+        frame_archive._index.cache_clear()
+        with pytest.raises(ArchiveError, match=r"evil.tar: member .* absolute path or holds '\.\.'.*"
+                                               "nothing is extracted"):
+            read_member(t, 1)
+        assert not (tmp_path.parent / "frame_0000000001.jpg").exists()
+    t = _tar(tmp_path / "link.tar", [("./frame_0000000001.jpg", b"", "link")])
+    with pytest.raises(ArchiveError, match=r"link.tar: member ./frame_0000000001.jpg .* link"):
+        read_member(t, 1)
+    t = _tar(tmp_path / "miss.tar", [("./frame_0000000001.jpg", jpeg, "file")])
+    with pytest.raises(ArchiveError, match=r"miss.tar: member ./frame_0000000009.jpg \(frame 9\) "
+                                           "is missing"):
+        read_member(t, 9)
+    cut = tmp_path / "cut.tar"  # the archive cut inside the last member's data
+    full = _tar(tmp_path / "full.tar", [("./frame_0000000001.jpg", jpeg, "file"),
+                                        ("./frame_0000000002.jpg", jpeg * 4, "file")])
+    cut.write_bytes(full.read_bytes()[:512 * 3 + len(jpeg) + 100])
+    with pytest.raises(ArchiveError, match=r"cut.tar: (member ./frame_0000000002.jpg .*truncated|"
+                                           "damaged tar|not a readable)"):
+        read_member(cut, 2)
+
+
+def test_a_member_that_is_not_a_jpeg_fails_its_segment_only(tmp_path, epic, encoder):
+    tars = tmp_path / "media"
+    shutil.copytree(epic["root"], tars)
+    frames = tars / "P01" / "rgb_frames" / "P01_02"
+    (frames / "frame_0000000040.jpg").write_bytes(b"not a jpeg at all")
+    pack_frames(frames)
+    s = _extract(tmp_path / "c", epic, tars, encoder)
+    assert s["segments_failed"] == 1, s["failures"]
+    (msg,) = [f for f in s["failures"] if "P01_02" in f]
+    assert "P01_02.tar: member ./frame_0000000040.jpg" in msg and "not a readable image" in msg
+    assert (tars / "P01" / "rgb_frames" / "P01_02.tar").is_file()  # the archive is untouched
+    assert not (tars / "P01" / "rgb_frames" / "P01_02").exists()

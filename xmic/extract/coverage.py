@@ -1,0 +1,158 @@
+"""Coverage before work: does every planned segment have its frames, and its hand boxes?
+
+Inputs: a dataset kind, the media root, the plan's segment columns (video id, start, stop), the
+views and the hand-box source. Output: ``Coverage``: per video, why its media is missing or too
+short for a segment (a JPEG folder's listing, a tar's member index, a video container's header:
+never a decode), the videos the box source lacks, box entries on frames outside their video,
+and the share of segments and of frames with a box; ``refusal`` words the problems (up to 20
+videos and the count) and ``report`` the shares. Frames checked are each segment's sampled range
+(``xmic.cache.sampling.frame_span``), so every policy's frames are covered.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from xmic.cache.datasets import DatasetError, dataset
+from xmic.cache.sampling import frame_span, rule_of
+from xmic.config import XmicError
+from xmic.extract.frame_archive import archive_frames
+from xmic.extract.media import FrameSource, frame_source
+
+FILE = re.compile(r"frame_(\d+)\.jpg")
+SHOWN = 20
+
+
+@dataclass
+class Coverage:
+    segments: int = 0
+    frames: int = 0
+    missing: dict = field(default_factory=dict)        # video -> why its frames are unusable
+    missing_boxes: dict = field(default_factory=dict)  # video -> why it has no boxes
+    bad_boxes: dict = field(default_factory=dict)      # video -> a box entry outside the video
+    box_segments: int = 0
+    box_frames: int = 0
+    checked_boxes: bool = False
+
+    def problems(self) -> dict:
+        return {**self.missing, **self.missing_boxes, **self.bad_boxes}
+
+    def refusal(self) -> str:
+        lines = []
+        for what, items in (("frames", self.missing), ("hand boxes", self.missing_boxes),
+                            ("box entries", self.bad_boxes)):
+            if items:
+                shown = "; ".join(f"{v}: {why}" for v, why in list(items.items())[:SHOWN])
+                more = f" (and {len(items) - SHOWN} more)" if len(items) > SHOWN else ""
+                lines.append(f"{len(items)} video(s) with unusable {what}: {shown}{more}")
+        return "\n".join(lines)
+
+    def report(self) -> dict:
+        out = {"segments": self.segments, "frames": self.frames,
+               "videos_missing": len(self.missing)}
+        if self.checked_boxes:
+            out.update(box_segments=self.box_segments, box_frames=self.box_frames,
+                       box_segment_share=self.box_segments / max(self.segments, 1),
+                       box_frame_share=self.box_frames / max(self.frames, 1),
+                       videos_without_boxes=len(self.missing_boxes))
+        return out
+
+
+def available_frames(src: FrameSource) -> np.ndarray | int:
+    """Annotation frame numbers a JPEG folder or tar holds (sorted), or a video's frame count."""
+    if src.kind == "jpeg":
+        with os.scandir(src.path) as it:
+            nums = [int(m.group(1)) for e in it if (m := FILE.fullmatch(e.name))]
+    elif src.kind == "tar":
+        nums = archive_frames(src.path)
+    else:
+        return _video_frames(src)
+    return np.sort(np.asarray(nums, np.int64)) + (src.first_frame - 1)
+
+
+def _video_frames(src: FrameSource) -> int:
+    import av
+    try:
+        with av.open(str(src.path)) as c:
+            s = c.streams.video[0]
+            if s.frames:
+                return int(s.frames)
+            rate = float(s.average_rate or s.guessed_rate or 0)
+            dur = (float(s.duration * s.time_base) if s.duration is not None
+                   else (c.duration or 0) / 1e6)
+            return int(round(dur * rate)) + 1  # an estimate from the header: one frame of slack
+    except (av.FFmpegError, IndexError, ValueError) as e:
+        raise DatasetError(f"{src.path}: not a readable video ({type(e).__name__}: {e})") from None
+
+
+def check_coverage(kind: str, root, cols: dict, views, boxes=None) -> Coverage:
+    """The coverage of every planned segment (``cols``: the plan's columns)."""
+    cov = Coverage(segments=len(cols["video_id"]), checked_boxes=boxes is not None)
+    first, end = frame_span(rule_of(kind), cols["start_frame"], cols["stop_frame"])
+    cov.frames = int((end - first).sum())
+    media: dict = {}
+    box_frames: dict = {}
+    trimmed = dataset(kind).trimmed  # each segment its own clip, starting at the segment
+    for i, vid in enumerate(cols["video_id"]):
+        key = (vid, cols["start_frame"][i] if trimmed else None)
+        if key not in media and vid not in cov.missing:
+            try:
+                src = frame_source(kind, root, vid, cols["start_frame"][i])
+                media[key] = (src, available_frames(src))
+            except XmicError as e:
+                cov.missing[vid] = str(e)
+        if vid in cov.missing:
+            continue
+        src, have = media.get(key, (None, None))
+        lo, hi = int(first[i]), int(end[i])
+        short = _short(have, src, lo, hi)
+        if short:
+            cov.missing.setdefault(vid, f"segment {cols['segment_id'][i]} needs frames "
+                                        f"{lo}..{hi - 1}, {short}")
+            continue
+        if boxes is not None:
+            _count_boxes(cov, boxes, box_frames, vid, cols["segment_id"][i], lo, hi, have, src)
+    return cov
+
+
+def _short(have, src, lo: int, hi: int) -> str | None:
+    if isinstance(have, int):  # a video: its frames are first_frame .. first_frame + n - 1
+        last = src.first_frame + have - 1
+        return None if hi - 1 <= last else f"but {src.path} holds frames up to {last}"
+    n = int(np.searchsorted(have, hi) - np.searchsorted(have, lo))
+    if n == hi - lo:
+        return None
+    return f"but {src.path} lacks {hi - lo - n} of them" + (
+        f" (it holds {have[0]}..{have[-1]})" if len(have) else " (it holds none)")
+
+
+def _count_boxes(cov, boxes, cache: dict, vid: str, sid: str, lo: int, hi: int, have, src) -> None:
+    if boxes.kind == "detections" and vid not in cache:
+        if not boxes.has_video(vid):
+            cov.missing_boxes[vid] = f"{boxes.path / (vid + '.pkl')} not found"
+            cache[vid] = None
+            return
+        try:
+            frames = np.sort(np.fromiter(boxes.frames_with_boxes(vid, sid), np.int64))
+        except XmicError as e:
+            cov.missing_boxes[vid] = str(e)
+            cache[vid] = None
+            return
+        cache[vid] = frames
+        last = (src.first_frame + have - 1) if isinstance(have, int) else (
+            int(have[-1]) if len(have) else None)
+        if len(frames) and last is not None and frames[-1] > last:
+            cov.bad_boxes[vid] = (f"{boxes.path / (vid + '.pkl')}: frame {int(frames[-1])} is "
+                                  f"outside the video (its last frame is {last})")
+    if boxes.kind == "detections":
+        frames = cache[vid]
+        if frames is None:
+            return
+    else:
+        frames = np.sort(np.fromiter(boxes.frames_with_boxes(vid, sid), np.int64))
+    n = int(np.searchsorted(frames, hi) - np.searchsorted(frames, lo))
+    cov.box_frames += n
+    cov.box_segments += n > 0

@@ -1,0 +1,95 @@
+"""Hand-object boxes as the 100DOH detector itself writes them (Shan et al., CVPR 2020,
+github ddshan/hand_object_detector, the detector behind EPIC-100's released boxes).
+
+Input: one video's pickle ``VIDEO.pkl`` = ``{"info": {"width": W, "height": H}, frame: {"hand_dets":
+array [n, 10] or None, "obj_dets": array [m, >=5] or None}, ...}``, frames numbered as the
+annotations number them, boxes in pixels of a W x H image. Hand rows are the detector's
+``[x1, y1, x2, y2, score, contact state, offset magnitude, offset dx, offset dy, side]`` (contact
+state 0 = no contact; the offset points from the hand's centre to its object, in the detector's
+units: ``magnitude * 10000 * (dx, dy)`` pixels); object rows start ``[x1, y1, x2, y2, score]``.
+Output: ``DetectorVideo.crop(frame, width, height, ...)`` -> the crop box in pixels of the decoded
+frame, or None. Pairing is the detector's own ``filter_object`` (lib/model/utils/net_utils.py):
+a hand in contact takes the object whose centre is nearest to its centre plus its offset, in the
+detector's pixels; then the crop rule of docs/method.md §2: hands above ``hand_score``, paired
+objects of score >= ``object_score``, the union scaled to the decoded frame, clipped, full frame
+when none or <= ``min_box_px``. Loaded through the restricted unpickler only; a file that is
+not this format, arrays of the wrong width, NaN boxes, a bad frame key or an ``info`` size of 0
+raise ``BoxError`` naming the file and the frame.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+HAND_COLUMNS = 10
+OBJECT_COLUMNS = 5
+
+
+class DetectorVideo:
+    kind = "100doh"
+
+    def __init__(self, data: dict, path, video_id: str):
+        from xmic.extract.detections import BoxError
+        info = data.get("info")
+        try:
+            self.width, self.height = float(info["width"]), float(info["height"])
+        except (TypeError, KeyError, ValueError):
+            raise BoxError(f"{path}: 'info' must be {{'width': W, 'height': H}} of the frames the "
+                           f"detector saw, got {info!r}") from None
+        if not (self.width > 0 and self.height > 0 and math.isfinite(self.width * self.height)):
+            raise BoxError(f"{path}: 'info' gives a frame size of {info.get('width')}x"
+                           f"{info.get('height')}; width and height must be > 0 pixels")
+        self.path, self.frames = path, {}
+        for key, rec in data.items():
+            if key == "info":
+                continue
+            where = f"{path}: frame {key!r}"
+            if isinstance(key, bool) or not isinstance(key, (int, np.integer)) or key < 0:
+                raise BoxError(f"{where}: frame keys must be frame numbers (integers >= 0)")
+            if not isinstance(rec, dict):
+                raise BoxError(f"{where}: expected {{'hand_dets': array, 'obj_dets': array}}")
+            self.frames[int(key)] = (_rows(rec.get("hand_dets"), HAND_COLUMNS, True, where, "hand_dets"),
+                                     _rows(rec.get("obj_dets"), OBJECT_COLUMNS, False, where, "obj_dets"))
+
+    def crop(self, frame: int, width: int, height: int, hand_score: float, object_score: float,
+             min_box_px: float, where: str = ""):
+        from xmic.extract.detections import clip_box
+        if frame not in self.frames:
+            return None
+        hands, objects = self.frames[frame]  # [n, 10], [m, >=5], pixels of the detector's frame
+        objects = objects[objects[:, 4] >= object_score]
+        centres = (objects[:, 0:2] + objects[:, 2:4]) / 2                   # [m, 2]
+        boxes = []
+        for h in hands:
+            if not h[4] > hand_score:  # strictly above, as the detector's drawing and EPIC's
+                continue
+            boxes.append(h[:4])
+            if h[5] > 0 and len(objects):  # filter_object: state <= 0 means no object
+                point = (h[0:2] + h[2:4]) / 2 + h[6] * 10000 * h[7:9]
+                boxes.append(objects[int(np.argmin(((centres - point) ** 2).sum(axis=1))), :4])
+        if not boxes:
+            return None
+        b = np.stack(boxes)
+        sx, sy = width / self.width, height / self.height  # to the decoded frame's pixels
+        return clip_box((float(b[:, 0].min() * sx), float(b[:, 1].min() * sy),
+                         float(b[:, 2].max() * sx), float(b[:, 3].max() * sy)), width, height,
+                        min_box_px)
+
+
+def _rows(a, columns: int, exact: bool, where: str, name: str) -> np.ndarray:
+    from xmic.extract.detections import BoxError
+    if a is None:
+        return np.zeros((0, columns), np.float64)
+    if not isinstance(a, np.ndarray) or a.dtype.kind not in "fiu":
+        raise BoxError(f"{where}: {name} must be a numeric array or None, got {type(a).__name__}")
+    a = a.astype(np.float64, copy=False)
+    if a.ndim != 2 or (a.shape[1] != columns if exact else a.shape[1] < columns):
+        want = f"{columns}" if exact else f"at least {columns}"
+        raise BoxError(f"{where}: {name} has shape {list(a.shape)}; the detector writes rows of "
+                       f"{want} columns")
+    if not np.isfinite(a[:, :5]).all() or (exact and not np.isfinite(a).all()):
+        raise BoxError(f"{where}: {name} holds NaN or Inf")
+    if (a[:, 2] < a[:, 0]).any() or (a[:, 3] < a[:, 1]).any():
+        raise BoxError(f"{where}: {name} holds a box of negative size")
+    return a

@@ -1,0 +1,101 @@
+"""JPEG frames read straight out of an uncompressed tar, one archive per video (EPIC-100's
+``P01/rgb_frames/P01_01.tar``), never unpacked.
+
+Input: the archive's path and annotation frame numbers. Outputs: ``archive_index(path)`` -> frame
+number -> (data offset, size) of its member, built once per archive and process (keyed by the
+file's size and mtime, so a replaced archive is indexed again) with the standard ``tarfile``
+reader; ``read_member(path, frame)`` -> the member's bytes, read with ``os.pread`` on a
+per-process descriptor (a forked DataLoader worker opens its own; no shared file offset).
+Members are named as in EPIC's archives, ``./frame_0000000001.jpg`` or ``frame_0000000001.jpg``;
+other members are ignored. Nothing is ever extracted or followed: an archive holding an absolute
+member path or one with ``..`` is refused whole, a frame member that is a link or sparse is refused,
+and a member whose bytes end early is a truncated archive (``ArchiveError`` names the archive
+and the member). The user's archive is opened read-only.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import re
+import tarfile
+from pathlib import Path
+
+from xmic.config import XmicError
+
+MEMBER = re.compile(r"(?:\./)?frame_(\d{10})\.jpg")
+MEMBER_NAME = "./frame_{:010d}.jpg"  # EPIC's own spelling, in messages
+
+
+class ArchiveError(XmicError):
+    pass
+
+
+def _unsafe(name: str) -> bool:
+    return name.startswith("/") or ".." in name.replace("\\", "/").split("/")
+
+
+@functools.lru_cache(maxsize=64)
+def _index(path: str, size: int, mtime_ns: int) -> dict[int, tuple[int, int]]:
+    out: dict[int, tuple[int, int]] = {}
+    try:
+        with tarfile.open(path, "r:") as tar:  # uncompressed only: members are read in place
+            for m in tar:
+                if _unsafe(m.name):
+                    raise ArchiveError(f"{path}: member {m.name!r} is an absolute path or holds "
+                                       "'..'; the archive is not read (nothing is extracted): "
+                                       "repack it with frames only")
+                hit = MEMBER.fullmatch(m.name)
+                if hit is None:
+                    continue
+                frame = int(hit.group(1))
+                if not m.isreg() or m.sparse is not None:
+                    out[frame] = (-1, 0)  # refused when read: a link or a sparse member
+                    continue
+                out[frame] = (m.offset_data, m.size)
+    except tarfile.ReadError as e:
+        raise ArchiveError(f"{path}: not a readable uncompressed tar ({e}); EPIC frame archives "
+                           "are plain .tar files of JPEGs") from None
+    except tarfile.TarError as e:
+        raise ArchiveError(f"{path}: damaged tar ({e})") from None
+    return out
+
+
+def archive_index(path: Path) -> dict[int, tuple[int, int]]:
+    """Frame number -> (offset, size) of its JPEG member; built once per archive version."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ArchiveError(f"{path}: frame archive not found") from None
+    return _index(str(path), st.st_size, st.st_mtime_ns)
+
+
+def archive_frames(path: Path) -> list[int]:
+    """Sorted frame numbers the archive holds (the coverage check at plan time)."""
+    return sorted(archive_index(path))
+
+
+_descriptors: dict[tuple[int, str], int] = {}  # (pid, path) -> read-only descriptor
+
+
+def _fd(path: str) -> int:
+    key = (os.getpid(), path)
+    if key not in _descriptors:
+        _descriptors[key] = os.open(path, os.O_RDONLY)
+    return _descriptors[key]
+
+
+def read_member(path: Path, frame: int) -> bytes:
+    """The bytes of one frame's member; ``ArchiveError`` naming archive and member."""
+    loc = archive_index(path).get(frame)
+    name = MEMBER_NAME.format(frame)
+    if loc is None:
+        raise ArchiveError(f"{path}: member {name} (frame {frame}) is missing from the archive")
+    offset, size = loc
+    if offset < 0:
+        raise ArchiveError(f"{path}: member {name} (frame {frame}) is a link or sparse, not a "
+                           "JPEG file; not followed")
+    data = os.pread(_fd(str(path)), size, offset)
+    if len(data) != size:
+        raise ArchiveError(f"{path}: member {name} (frame {frame}) is truncated ({len(data)} of "
+                           f"{size} bytes); the archive was cut short: copy it again")
+    return data
