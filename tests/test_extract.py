@@ -17,7 +17,7 @@ from xmic.extract.config import ExtractConfig
 from xmic.extract.detections import hoa_messages
 from xmic.towers.encoders import EncoderError, load_clip
 from xmic.extract.pipeline import run_shards
-from xmic.extract.planning import plan
+from xmic.extract.planning import PlanError, plan
 from xmic.extract.vocabularies import extract_text
 
 CFG = ExtractConfig(model=str(TINY), weights="random", workers=0, batch_size=48, device="cpu")
@@ -33,9 +33,9 @@ def epic(tmp_path_factory):
     return make_epic(tmp_path_factory.mktemp("epic"))
 
 
-def extract_epic(root, epic, encoder, **kw):
+def extract_epic(root, epic, encoder, allow_missing=False, **kw):
     plan(root, "epic", epic["annotations"], epic["root"], "train", boxes=epic["boxes"],
-         cache_config=CacheConfig(shard_segments=4))
+         cache_config=CacheConfig(shard_segments=4), allow_missing=allow_missing)
     return run_shards(root, CFG, encoder=encoder, echo=lambda *a: None, **kw)
 
 
@@ -128,7 +128,10 @@ def test_bad_inputs_fail_their_segments_only(tmp_path, encoder):
     msgs[80] = bad.SerializeToString()
     with open(e["boxes"] / "P01_03.pkl", "wb") as f:
         pickle.dump(msgs, f)
-    s = extract_epic(tmp_path / "c", e, encoder)
+    with pytest.raises(PlanError, match=r"(?s)P01_01: segment P01_01_0 needs frames 1\.\.30, but .*"
+                                        r"P01_01 lacks 1 of them.*--allow-missing"):
+        extract_epic(tmp_path / "c", e, encoder)  # the missing frame is found at plan time
+    s = extract_epic(tmp_path / "c", e, encoder, allow_missing=True)
     assert s["segments_failed"] == 4 and s["shards_done"] == 3
     errs = " | ".join(s["failures"])
     assert "frame_0000000010.jpg: frame 10 declares 10000x10000 pixels" in errs
@@ -161,8 +164,12 @@ def test_bad_videos(tmp_path, encoder):
     raw = (g["root"] / "trunc.mp4").read_bytes()
     (g["root"] / "trunc.mp4").write_bytes(raw[: len(raw) // 3])
     (g["root"] / "fake.mp4").write_bytes(b"this is not a video at all" * 10)
+    with pytest.raises(PlanError, match=r"(?s)2 video\(s\) with unusable frames: fake: .*fake.mp4: "
+                                        r"not a readable video.*trunc: .*trunc.mp4"):
+        plan(tmp_path / "c", "ego4d", g["annotations"], g["root"], "val", views=("full_frame",),
+             taxonomy=g["taxonomy"])  # found from the containers' headers, before any work
     plan(tmp_path / "c", "ego4d", g["annotations"], g["root"], "val", views=("full_frame",),
-         taxonomy=g["taxonomy"])
+         taxonomy=g["taxonomy"], allow_missing=True)
     s = run_shards(tmp_path / "c", CFG, encoder=encoder, echo=lambda *a: None)
     errs = " | ".join(s["failures"])
     assert "fake.mp4: cannot decode video" in errs
@@ -193,16 +200,20 @@ def test_cli_extract(tmp_path, epic):
 @pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"real annotations not found at {SHARED_DATA}")
 def test_plan_real_annotations(tmp_path):
     epic = SHARED_DATA / "epic-kitchens-100-annotations"
+    with pytest.raises(PlanError, match=r"138 video\(s\) with unusable frames: P01_11: .*"
+                                        r"P01/rgb_frames/P01_11 / .*P01_11.tar / .*not found"):
+        plan(tmp_path / "v", "epic", epic / "EPIC_100_validation.csv", tmp_path, "validation",
+             views=("full_frame",))  # an empty --root is refused at plan time
     s = plan(tmp_path / "v", "epic", epic / "EPIC_100_validation.csv", tmp_path, "validation",
-             views=("full_frame",))
-    assert s["segments"] == 9668 and s["shards"] == 38
+             views=("full_frame",), allow_missing=True)
+    assert s["segments"] == 9668 and s["shards"] == 38 and len(s["missing"]) == 138
     s = plan(tmp_path / "t", "epic", epic / "UDA_annotations" / "EPIC_100_uda_source_train.csv",
-             tmp_path, "train", views=("full_frame",), noun_classes=epic / "EPIC_100_noun_classes.csv",
+             tmp_path, "train", views=("full_frame",), allow_missing=True, noun_classes=epic / "EPIC_100_noun_classes.csv",
              verb_classes=epic / "EPIC_100_verb_classes.csv", video_info=epic / "EPIC_100_video_info.csv")
     assert s["segments"] == 16115
     eg = SHARED_DATA / "egtea-gaze-plus-split1-parsed"
     s = plan(tmp_path / "g", "egtea", eg / "test_split1_parsed.csv", tmp_path, "test",
-             views=("full_frame",))
+             views=("full_frame",), allow_missing=True)
     meta = json.loads((tmp_path / "g" / "extract_plan.json").read_text())
     assert s["segments"] == 2022 and len(meta["classes"]["verb"]) == 19
     assert len(meta["classes"]["noun"]) == 53

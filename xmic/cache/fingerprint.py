@@ -37,11 +37,17 @@ def clip_preprocess(size: int = 224, interpolation: str = "bicubic",
 CROP_RULE_VERSION = 2
 
 
-def hand_crop_rule(hand_score: float = 0.8, object_score: float = 0.01, min_box_px: float = 1.0) -> dict:
-    return {"rule": "union(hands>hand_score, objects>=object_score of hands in contact); "
+def hand_crop_rule(hand_score: float = 0.8, object_score: float = 0.01, min_box_px: float = 1.0,
+                   boxes: str | None = None) -> dict:
+    """The crop rule of a hand-crop view; ``boxes`` names the box source's kind (EPIC-100 or
+    100DOH detections, a box table, an X-MIC box pickle) when it is known."""
+    out = {"rule": "union(hands>hand_score, objects>=object_score of hands in contact); "
                     "full frame if none",
             "version": CROP_RULE_VERSION, "hand_score": float(hand_score),
             "object_score": float(object_score), "min_box_px": float(min_box_px)}
+    if boxes is not None:
+        out["boxes"] = boxes
+    return out
 
 
 def view_fingerprint(model: dict, precision: str, preprocess: dict, crop: dict | None,

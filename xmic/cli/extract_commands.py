@@ -35,7 +35,14 @@ def _shard_range(text):
 @click.option("--split", default="train", show_default=True)
 @click.option("--views", default="full_frame,hand_crop", show_default=True)
 @click.option("--boxes", type=click.Path(path_type=Path, exists=True),
-              help="EPIC detection pickles folder, X-MIC box pickle, or a box table.")
+              help="Hand-object boxes: a folder of per-video pickles VIDEO.pkl (EPIC-100's "
+                   "detections or the 100DOH detector's output), an X-MIC box pickle, or a "
+                   ".parquet/.csv box table (docs/hand-boxes.md).")
+@click.option("--allow-missing", is_flag=True,
+              help="Plan segments whose frames or boxes are missing; they are recorded failed.")
+@click.option("--inputs", type=click.Choice(["moved", "changed"]),
+              help="Re-planning a split from another --root/--boxes: 'moved' keeps its committed "
+                   "shards, 'changed' redoes them (default: refuse while any are committed).")
 @click.option("--shard-size", type=int, help="Segments per shard (new cache).")
 @click.option("--backend", type=RecordChoice(backend_names),
               help="Backend of a new cache (default: zarr).")
@@ -43,18 +50,38 @@ def _shard_range(text):
 @click.option("--noun-classes", type=click.Path(path_type=Path))
 @click.option("--verb-classes", type=click.Path(path_type=Path))
 @click.option("--video-info", type=click.Path(path_type=Path))
-def extract_plan(cache_dir, dataset, annotations, root, split, views, boxes, shard_size, backend,
-                 taxonomy, noun_classes, verb_classes, video_info):
-    """Write the segment index and a fixed list of shards (work units) into CACHE."""
+def extract_plan(cache_dir, dataset, annotations, root, split, views, boxes, allow_missing, inputs,
+                 shard_size, backend, taxonomy, noun_classes, verb_classes, video_info):
+    """Write the segment index and a fixed list of shards (work units) into CACHE, after
+    checking that every segment's frames (and, for hand_crop, boxes) exist."""
     from xmic.extract.planning import plan
     sets = ([f"shard_segments={shard_size}"] * (shard_size is not None)
             + [f"backend={backend}"] * bool(backend))
     cfg = cache_config(None, sets) if sets else None
     s = plan(cache_dir, dataset, annotations, root, split, tuple(views.split(",")), boxes, cfg,
-             taxonomy=taxonomy, noun_classes=noun_classes, verb_classes=verb_classes,
-             video_info=video_info)
+             allow_missing=allow_missing, inputs=inputs, taxonomy=taxonomy,
+             noun_classes=noun_classes, verb_classes=verb_classes, video_info=video_info)
+    for line in s["changes"]:
+        click.echo(f"inputs changed: {line}")
+    if s["missing"]:
+        click.echo(f"WARNING: {len(s['missing'])} video(s) planned without their inputs "
+                   "(--allow-missing); their segments will be recorded failed:", err=True)
+        for vid, why in list(s["missing"].items())[:20]:
+            click.echo(f"  {vid}: {why}", err=True)
+    c = s["coverage"]
+    line = (f"coverage ({dataset} {split}): {c['segments'] - _missing_segments(s)} of "
+            f"{c['segments']} segments have their frames")
+    if "box_segments" in c:
+        line += (f"; hand boxes ({s['boxes_format']}) on {c['box_segments']} segments "
+                 f"({100 * c['box_segment_share']:.1f}%) and {100 * c['box_frame_share']:.1f}% "
+                 f"of {c['frames']} frames")
+    click.echo(line)
     click.echo(f"planned {split}: {s['segments']} segments in {s['shards']} shards "
                f"(plan {s['plan_sha256'][:12]})")
+
+
+def _missing_segments(s: dict) -> int:
+    return s["coverage"]["segments_missing"]
 
 
 @extract.command("run")

@@ -11,7 +11,6 @@ videos and the count) and ``report`` the shares. Frames checked are each segment
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,7 +21,6 @@ from xmic.config import XmicError
 from xmic.extract.frame_archive import archive_frames
 from xmic.extract.media import FrameSource, frame_source
 
-FILE = re.compile(r"frame_(\d+)\.jpg")
 SHOWN = 20
 
 
@@ -36,6 +34,7 @@ class Coverage:
     box_segments: int = 0
     box_frames: int = 0
     checked_boxes: bool = False
+    segments_missing: int = 0  # segments whose frames are missing or too short
 
     def problems(self) -> dict:
         return {**self.missing, **self.missing_boxes, **self.bad_boxes}
@@ -52,7 +51,7 @@ class Coverage:
 
     def report(self) -> dict:
         out = {"segments": self.segments, "frames": self.frames,
-               "videos_missing": len(self.missing)}
+               "videos_missing": len(self.missing), "segments_missing": self.segments_missing}
         if self.checked_boxes:
             out.update(box_segments=self.box_segments, box_frames=self.box_frames,
                        box_segment_share=self.box_segments / max(self.segments, 1),
@@ -65,7 +64,9 @@ def available_frames(src: FrameSource) -> np.ndarray | int:
     """Annotation frame numbers a JPEG folder or tar holds (sorted), or a video's frame count."""
     if src.kind == "jpeg":
         with os.scandir(src.path) as it:
-            nums = [int(m.group(1)) for e in it if (m := FILE.fullmatch(e.name))]
+            names = [e.name for e in it]
+        nums = [int(n[6:-4]) for n in names if len(n) == len(src.pattern.format(1))
+                and n.startswith("frame_") and n.endswith(".jpg") and n[6:-4].isdigit()]
     elif src.kind == "tar":
         nums = archive_frames(src.path)
     else:
@@ -98,20 +99,23 @@ def check_coverage(kind: str, root, cols: dict, views, boxes=None) -> Coverage:
     trimmed = dataset(kind).trimmed  # each segment its own clip, starting at the segment
     for i, vid in enumerate(cols["video_id"]):
         key = (vid, cols["start_frame"][i] if trimmed else None)
-        if key not in media and vid not in cov.missing:
+        if key not in media:
             try:
                 src = frame_source(kind, root, vid, cols["start_frame"][i])
                 media[key] = (src, available_frames(src))
             except XmicError as e:
-                cov.missing[vid] = str(e)
-        if vid in cov.missing:
+                cov.missing.setdefault(vid, str(e))
+                media[key] = None
+        if media[key] is None:
+            cov.segments_missing += 1
             continue
-        src, have = media.get(key, (None, None))
+        src, have = media[key]
         lo, hi = int(first[i]), int(end[i])
         short = _short(have, src, lo, hi)
         if short:
             cov.missing.setdefault(vid, f"segment {cols['segment_id'][i]} needs frames "
                                         f"{lo}..{hi - 1}, {short}")
+            cov.segments_missing += 1
             continue
         if boxes is not None:
             _count_boxes(cov, boxes, box_frames, vid, cols["segment_id"][i], lo, hi, have, src)

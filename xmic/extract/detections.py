@@ -226,7 +226,7 @@ class BoxSource:
             from xmic.extract.media import media_path
             v = load_video_detections(media_path(self.path, f"{video_id}.pkl", where=where),
                                       video_id)
-            if self.detections is not None and v.kind != self.detections:
+            if self.detections not in (None, "detections") and v.kind != self.detections:
                 raise BoxError(f"{v.path}: holds {v.kind} detections, but this cache's boxes are "
                                f"{self.detections}; one box folder holds one format")
             self._videos[video_id] = v
@@ -253,12 +253,13 @@ class BoxSource:
         return self._frames_by_key
 
     def describe(self, video_id: str | None = None) -> str:
-        """The source's kind for the fingerprint: a folder's format is read from one pickle."""
+        """The source's kind for the fingerprint (epic-100 | 100doh | table | xmic-boxes): a
+        folder's format is read from one of its pickles."""
         if self.kind != "detections":
             return self.kind
         if self.detections is None and video_id is not None:
             self.detections = self.video(video_id).kind
-        return f"{self.detections or 'unknown'} detections"
+        return self.detections or "detections"
 
     def box(self, video_id: str, segment_id: str, frame: int, width: int, height: int):
         where = f"{self.path}: video {video_id}, segment {segment_id}, frame {frame}"

@@ -36,9 +36,10 @@ class SegmentFrames(Dataset):
     """One item per segment: (segment_id, frame numbers, {view: [n, 3, H, W]}) or an error."""
 
     def __init__(self, rows: list[dict], kind: str, root: str, views, boxes: str | None,
-                 transform, cfg: ExtractConfig):
+                 transform, cfg: ExtractConfig, boxes_format: str | None = None):
         self.rows, self.kind, self.root, self.views = rows, kind, root, list(views)
         self.boxes_path, self.transform, self.cfg = boxes, transform, cfg
+        self.boxes_format = boxes_format  # a folder's format, found at plan time
         self._boxes = None
 
     def __len__(self):
@@ -53,7 +54,8 @@ class SegmentFrames(Dataset):
             images = read_frames(src, frames)
             views = r.get("views", self.views)  # a shard may need only some views
             if "hand_crop" in views and self._boxes is None:
-                self._boxes = BoxSource(self.boxes_path, c.hand_score, c.object_score, c.min_box_px)
+                self._boxes = BoxSource(self.boxes_path, c.hand_score, c.object_score, c.min_box_px,
+                                        self.boxes_format)
             boxes = self._boxes
             out = view_tensors(images, frames, views, self.transform, lambda f, im: boxes.box(
                 r["video_id"], r["segment_id"], f, im.width, im.height))
@@ -67,7 +69,8 @@ class SegmentFrames(Dataset):
 def view_fingerprints(enc, cfg: ExtractConfig, meta: dict, split: str) -> dict:
     info = meta["splits"][split]
     sampling = sampling_fingerprint(info["dataset"], cfg.sampling, cfg.per_bin, cfg.bins)
-    crop = F.hand_crop_rule(cfg.hand_score, cfg.object_score, cfg.min_box_px)
+    crop = F.hand_crop_rule(cfg.hand_score, cfg.object_score, cfg.min_box_px,
+                            info.get("boxes_format"))
     out = {}
     for v in info["views"]:
         out[v] = F.view_fingerprint(enc.identity, enc.precision, enc.preprocess,
@@ -252,7 +255,7 @@ def _run_split(cache, enc, cfg, meta, split, info, names, chosen, by_shard, summ
     # one loader for the whole split: its workers (and their hand-box caches) live across shards
     loader = DataLoader(SegmentFrames([r for _, _, rows in work for r in rows], info["dataset"],
                                       info["root"], info["views"], info["boxes"], enc.transform,
-                                      cfg),
+                                      cfg, info.get("boxes_format")),
                         batch_size=None, num_workers=cfg.workers,
                         pin_memory=enc.device.type == "cuda")
     items = iter(loader)
