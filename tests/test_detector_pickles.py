@@ -1,0 +1,157 @@
+"""Hand-object boxes from the 100DOH detector's own output: its column order and pairing rule
+(``filter_object``), scaling to the decoded frame, the crop thresholds, bad files refused with
+file and frame named; an Ego4D world with such boxes planned (coverage report) and extracted
+equal to the same boxes given as a pixel table; inputs changed at re-plan."""
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from extract_data import H, TINY, W, make_ego4d
+from helpers import assert_same_features, run_xmic
+from xmic.extract.detections import BoxError, BoxSource, load_video_detections
+from xmic.extract.detector_pickles import DetectorVideo
+from xmic.extract.planning import PlanError, plan
+
+HD_W, HD_H = 640, 480  # the detector saw frames 10x the decoded ones (64 x 48)
+
+
+def hand(x1, y1, x2, y2, score=0.9, state=3.0, mag=0.0, dx=0.0, dy=0.0, side=1.0):
+    return [x1, y1, x2, y2, score, state, mag, dx, dy, side]
+
+
+def obj(x1, y1, x2, y2, score=0.6):
+    return [x1, y1, x2, y2, score, 0, 0, 0, 0, 0]
+
+
+def video(frames: dict, w=HD_W, h=HD_H) -> dict:
+    out = {"info": {"width": w, "height": h}}
+    for f, (hands, objs) in frames.items():
+        out[f] = {"hand_dets": None if hands is None else np.array(hands, np.float32),
+                  "obj_dets": None if objs is None else np.array(objs, np.float32)}
+    return out
+
+
+def crop(data, frame, width=W, height=H, hand_score=0.8, object_score=0.01):
+    return DetectorVideo(data, "v.pkl", "v").crop(frame, width, height, hand_score, object_score, 1.0)
+
+
+def test_columns_and_the_detectors_pairing_rule():
+    near, far = obj(100, 100, 140, 140), obj(500, 300, 560, 380)
+    # offset magnitude x 10000 x (dx, dy) points from the hand's centre (250, 250) to (530, 340)
+    to_far = hand(200, 200, 300, 300, mag=0.0001 * 2.8, dx=100.0, dy=32.142857)
+    data = video({1: ([to_far], [near, far]),
+                  2: ([hand(200, 200, 300, 300)], [near, far]),          # no offset: nearest
+                  3: ([hand(200, 200, 300, 300, state=0.0)], [near, far]),  # no contact
+                  4: ([hand(200, 200, 300, 300, score=0.7)], [near]),       # not above 0.8
+                  5: ([hand(200, 200, 300, 300)], [obj(100, 100, 140, 140, score=0.005)]),
+                  6: (None, [near]), 7: ([to_far], None)})
+    s = 64 / 640  # scaled to the decoded 64 x 48 frame (the same factor both ways)
+    assert crop(data, 1) == pytest.approx((200 * s, 200 * s, 560 * s, 380 * s))
+    assert crop(data, 2) == pytest.approx((100 * s, 100 * s, 300 * s, 300 * s))
+    assert crop(data, 3) == pytest.approx((200 * s, 200 * s, 300 * s, 300 * s))
+    assert crop(data, 4) is None and crop(data, 6) is None and crop(data, 99) is None
+    assert crop(data, 4, hand_score=0.5) == pytest.approx((100 * s, 100 * s, 300 * s, 300 * s))
+    assert crop(data, 5) == pytest.approx((200 * s, 200 * s, 300 * s, 300 * s))  # object < 0.01
+    assert crop(data, 7) == pytest.approx((200 * s, 200 * s, 300 * s, 300 * s))
+    # a detector frame of another shape scales each axis on its own; boxes are clipped
+    wide = video({1: ([hand(0, 0, 1280, 360)], None)}, w=1280, h=720)
+    assert crop(wide, 1) == pytest.approx((0, 0, W, H / 2))
+
+
+def test_bad_detector_files_name_file_and_frame(tmp_path):
+    def refused(data, match):
+        p = tmp_path / "P01_01.pkl"
+        p.write_bytes(pickle.dumps(data) if not isinstance(data, bytes) else data)
+        with pytest.raises(BoxError, match=match):
+            load_video_detections(p, "P01_01")
+    ok = [hand(1, 1, 9, 9)]
+    refused(video({3: (np.ones((1, 9)).tolist(), None)}), r"frame 3.*hand_dets has shape \[1, 9\]")
+    refused(video({3: (None, [[1, 2, 3]])}), r"frame 3.*obj_dets has shape \[1, 3\].*at least 5")
+    refused(video({4: ([hand(float("nan"), 1, 9, 9)], None)}), r"frame 4.*hand_dets holds NaN")
+    refused(video({5: ([hand(9, 1, 1, 9)], None)}), r"frame 5.*negative size")
+    refused(video({-2: (ok, None)}), r"frame -2.*frame numbers")
+    refused(video({"7": (ok, None)}), r"frame '7'.*frame numbers")
+    refused(video({1: (ok, None)}, w=0), r"frame size of 0x480.*> 0")
+    refused({"info": "640x480", 1: {}}, r"'info' must be")
+    refused({"frames": []}, r"neither EPIC-100 detections .* nor the 100DOH")
+
+    class Payload:
+        def __reduce__(self):
+            import os
+            return os.system, (f"touch {tmp_path / 'ran'}",)
+    refused(pickle.dumps({"info": {"width": 1, "height": 1}, 1: Payload()}),
+            r"refused, nothing of it was run: global 'posix.system'")
+    assert not (tmp_path / "ran").exists()
+
+
+def write_detector_boxes(world: dict, folder) -> dict:
+    """100DOH pickles for the Ego4D world's clips (the hand and object area of every frame)
+    and the crop boxes they imply, in pixels of the decoded frames, as a table."""
+    folder.mkdir()
+    rows = {"video_id": [], "frame": [], "left": [], "top": [], "right": [], "bottom": []}
+    for clip in ("clipA", "clipB"):
+        frames = {f: ([hand(200, 100, 300, 300, mag=0.0, state=3.0)], [obj(350, 100, 400, 200)])
+                  for f in range(0, 240, 2)}  # every second frame, as a subsampled detector run
+        frames[7] = ([hand(200, 100, 300, 300, state=0.0, score=0.6)], None)  # low score
+        (folder / f"{clip}.pkl").write_bytes(pickle.dumps(video(frames)))
+        for f in range(0, 240, 2):
+            for k, v in zip(("left", "top", "right", "bottom"), (20.0, 10.0, 40.0, 30.0)):
+                rows[k].append(v)
+            rows["video_id"].append(clip)
+            rows["frame"].append(f)
+    pq.write_table(pa.table(rows), folder.parent / "boxes.parquet")
+    return rows
+
+
+def test_ego4d_with_detector_boxes_plans_with_coverage_and_extracts(tmp_path):
+    g = make_ego4d(tmp_path / "g", frames=240)
+    write_detector_boxes(g, tmp_path / "det")
+    common = ["--dataset", "ego4d", "--annotations", g["annotations"], "--root", g["root"],
+              "--split", "val", "--taxonomy", g["taxonomy"], "--shard-size", "2"]
+    cp = run_xmic("extract", "plan", tmp_path / "c", *common, "--boxes", tmp_path / "det")
+    assert "hand boxes (100doh) on 4 segments (100.0%) and 50.0% of" in cp.stdout, cp.stdout
+    run_xmic("extract", "plan", tmp_path / "t", *common, "--boxes", tmp_path / "boxes.parquet")
+    args = ["--model", TINY, "--weights", "random", "--workers", "0", "--device", "cpu"]
+    for c in ("c", "t"):
+        run_xmic("extract", "run", tmp_path / c, *args)
+    assert_same_features(tmp_path / "c", tmp_path / "t", split="val")
+    from xmic.cache import Cache
+    assert Cache.open(tmp_path / "c").view("hand_crop")["fingerprint"]["crop"]["boxes"] == "100doh"
+    # a box folder missing a clip is refused at plan, naming it; --allow-missing plans it
+    (tmp_path / "det" / "clipB.pkl").unlink()
+    with pytest.raises(PlanError, match=r"(?s)1 video\(s\) with unusable hand boxes: clipB: .*"
+                                        r"clipB.pkl not found"):
+        plan(tmp_path / "m", "ego4d", g["annotations"], g["root"], "val", boxes=tmp_path / "det",
+             taxonomy=g["taxonomy"])
+    s = plan(tmp_path / "m", "ego4d", g["annotations"], g["root"], "val", boxes=tmp_path / "det",
+             taxonomy=g["taxonomy"], allow_missing=True)
+    assert list(s["missing"]) == ["clipB"] and s["coverage"]["box_segments"] == 2
+
+
+def test_replanning_from_other_inputs_says_what_changed(tmp_path):
+    import shutil
+    g = make_ego4d(tmp_path / "g", frames=240)
+    moved = tmp_path / "moved"
+    shutil.copytree(g["root"], moved)
+    base = ["--dataset", "ego4d", "--annotations", g["annotations"], "--split", "val",
+            "--taxonomy", g["taxonomy"], "--views", "full_frame", "--shard-size", "2"]
+    cache = tmp_path / "c"
+    run_xmic("extract", "plan", cache, *base, "--root", g["root"])
+    cp = run_xmic("extract", "plan", cache, *base, "--root", moved)  # nothing committed yet
+    assert f"inputs changed: root: {g['root'].resolve()} -> {moved.resolve()}" in cp.stdout
+    run_xmic("extract", "run", cache, "--model", TINY, "--weights", "random", "--workers", "0",
+             "--device", "cpu")
+    cp = run_xmic("extract", "plan", cache, *base, "--root", g["root"], check=False)
+    assert cp.returncode == 2 and "split val was planned from other inputs (root: " in cp.stderr
+    assert "2 committed shard(s) were made from the old ones (val-00000, val-00001)" in cp.stderr
+    assert "--inputs moved" in cp.stderr and "--inputs changed" in cp.stderr
+    cp = run_xmic("extract", "plan", cache, *base, "--root", g["root"], "--inputs", "moved")
+    assert "2 committed shard(s) kept" in cp.stdout
+    cp = run_xmic("extract", "plan", cache, *base, "--root", moved, "--inputs", "changed")
+    assert "2 committed shard(s) superseded, to be redone" in cp.stdout
+    assert "shards done 0 / pending 2" in run_xmic("cache", "info", cache).stdout
