@@ -88,7 +88,7 @@ def _missing_segments(s: dict) -> int:
 @click.argument("cache_dir", type=click.Path(path_type=Path))
 @click.option("--shards", help="Shard numbers to run, e.g. 0-9,12 (default: all).")
 @click.option("--model", help="open_clip model name or model-config JSON.")
-@click.option("--weights", help="FILE, local-dir:DIR, or random (tests/demos).")
+@click.option("--weights", help="FILE, local-dir:DIR, a pretrained tag (openai) or hf-hub:ORG/REPO from the Hugging Face cache, or random (tests/demos).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]))
 @click.option("--batch-size", type=int)
@@ -158,3 +158,21 @@ def extract_convert(src, dst, model):
     s = convert_openai_weights(src, dst, model)
     click.echo(f"wrote {dst}: {s['tensors']} tensors, {s['parameters']:,} parameters "
                f"(use with --model {model})")
+
+
+@extract.command("fetch-weights")
+@click.argument("model")
+@click.argument("tag")
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="New file to write the weights to (its suffix that of the download).")
+def extract_fetch_weights(model, tag, out):
+    """Download MODEL's weights TAG (a pretrained tag such as openai, or hf-hub:ORG/REPO) into
+    the Hugging Face cache and copy them to --out: run on a login node, then give --weights
+    FILE on compute nodes without a network."""
+    from xmic.files.atomic import sha256_file
+    from xmic.towers.encoders import resolve_model
+    from xmic.towers.named_weights import fetch
+    name, _ = resolve_model(model)
+    path = fetch(name, tag, out)
+    click.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, sha256 {sha256_file(path)}); "
+               f"use: --model {model} --weights {path}")

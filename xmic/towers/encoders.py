@@ -1,11 +1,13 @@
 """Frozen open_clip image and text towers, loaded offline, and OpenAI weight conversion.
 
 Inputs: ``model`` (an open_clip model name, or the path of an open_clip model-config JSON) and
-``weights`` (a state-dict file .pt/.bin/.safetensors, ``local-dir:DIR`` in open_clip's layout, or
+``weights`` (a state-dict file .pt/.bin/.safetensors, ``local-dir:DIR`` in open_clip's layout, a
+pretrained tag or ``hf-hub:ORG/REPO`` resolved through open_clip's cache (``named_weights``), or
 ``random`` for tests and demos: seeded, and marked in the fingerprint). Outputs: ``ClipEncoder``
 with ``encode_images`` (preprocessed [B, 3, H, W] -> projected, unnormalised [B, D]) and
 ``encode_texts`` (strings -> [C, D]), its PIL transform, and the fingerprint parts (model
-identity, preprocessing). Nothing is downloaded. OpenAI-derived weights on an architecture
+identity, preprocessing). Only named weights are ever downloaded (by open_clip, into the Hugging
+Face cache, honouring ``HF_HUB_OFFLINE``). OpenAI-derived weights on an architecture
 without QuickGELU are refused: they load without error and silently lose accuracy.
 """
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 import torch
 
 from xmic.cache.fingerprint import clip_preprocess, model_identity
+from xmic.towers import named_weights
 from xmic.files.atomic import sha256_file
 from xmic.config import XmicError, resolve_device
 
@@ -240,7 +243,8 @@ def load_timm(name: str, weights: str, device: str, precision: str, seed: int) -
 def check_weights(weights: str) -> str:
     """Extraction needs weights named: nothing is downloaded, and random ones must be asked for."""
     if not weights:
-        raise EncoderError("give --weights FILE or local-dir:DIR (or `random` for a test run)")
+        raise EncoderError("give --weights FILE, local-dir:DIR, a pretrained tag such as openai, "
+                           "hf-hub:ORG/REPO (or `random` for a test run)")
     return weights
 
 
@@ -298,9 +302,16 @@ def load_clip(model: str, weights: str, device: str = "cpu", precision: str = "f
                             "--weights FILE or local-dir:DIR for real features")
         else:
             path = Path(weights)
+            if named_weights.is_named(weights):  # a tag or hf-hub id: open_clip's cache
+                if named_weights.pretrained_quick_gelu(name, weights) and not cfg.get("quick_gelu"):
+                    raise EncoderError(
+                        f"weights {weights!r} were trained with QuickGELU, but model {name!r} uses "
+                        f"GELU: features would silently lose accuracy. Use --model {name}-quickgelu")
+                path = named_weights.resolve(name, weights)
             if not path.exists():
-                raise EncoderError(f"{path}: weights file not found (nothing is downloaded: give a "
-                                   "local .pt/.bin/.safetensors, local-dir:DIR, or `random`)")
+                raise EncoderError(f"{path}: weights file not found (give a local "
+                                   ".pt/.bin/.safetensors, local-dir:DIR, a pretrained tag, "
+                                   "hf-hub:ORG/REPO, or `random`)")
             check_weights_file(path)
             origin = weights_origin(path)
             if origin == "openai" and not cfg.get("quick_gelu", False):
