@@ -1,7 +1,7 @@
 """Extraction benchmark: end-to-end frames/s against the slower of its two stages.
 
-Generates EPIC-layout JPEG folders (with detection pickles) and Ego4D-layout mp4 clips, plans
-them, and runs the real pipeline (decode, crop, preprocess in DataLoader workers, pack, encode,
+Generates EPIC-layout JPEG folders (with detection pickles), the same frames packed as EPIC's
+per-video tars, and Ego4D-layout mp4 clips, plans them, and runs the real pipeline (decode, crop, preprocess in DataLoader workers, pack, encode,
 write) for ``--model`` with random weights. In the same run it measures each stage alone: the
 bare encoder on pre-built batches of the same number of frames, and decoding only (the same
 DataLoader, workers, sampling and crops, nothing encoded). End-to-end can be no faster than the
@@ -72,6 +72,17 @@ def decode_fps(cache_dir: Path, cfg: ExtractConfig, enc) -> tuple[float, int]:
     return n / (time.perf_counter() - t0), n
 
 
+def tar_layout(src: Path, dst: Path) -> Path:
+    """A copy of an EPIC layout whose frame folders are packed as EPIC ships them (one tar
+    per video, members ./frame_*.jpg): the same JPEG bytes, read from the archives."""
+    from xmic.demo.epic_layout import pack_frames
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("*.csv", "detections"))
+    for folder in sorted(dst.glob("*/rgb_frames/*")):
+        if folder.is_dir():
+            pack_frames(folder)
+    return dst
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="tiny")
@@ -81,7 +92,9 @@ def main(argv=None):
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--precision", default="fp32")
-    ap.add_argument("--layouts", default="jpeg,mp4")
+    ap.add_argument("--layouts", default="jpeg,tar,mp4",
+                    help="jpeg: EPIC frame folders; tar: the same frames as EPIC's per-video "
+                         "tars, read in place; mp4: Ego4D clips")
     ap.add_argument("--shard-size", type=int, default=64, help="segments per shard")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
@@ -102,8 +115,9 @@ def main(argv=None):
         w = make_world(work / "world", videos=args.videos, segments_per_video=max(1, args.frames // 24),
                        ego_clips=args.videos, actions_per_clip=max(1, args.frames // 48))
         for layout in args.layouts.split(","):
-            if layout == "jpeg":
-                plan(work / "c-jpeg", "epic", w["epic"] / "EPIC_100_train.csv", w["epic"], "train",
+            if layout in ("jpeg", "tar"):
+                root = w["epic"] if layout == "jpeg" else tar_layout(w["epic"], work / "epic-tar")
+                plan(work / f"c-{layout}", "epic", w["epic"] / "EPIC_100_train.csv", root, "train",
                      boxes=w["epic"] / "detections",
                      cache_config=CacheConfig(shard_segments=args.shard_size))
             else:
@@ -113,7 +127,7 @@ def main(argv=None):
             t0 = time.perf_counter()
             s = run_shards(work / f"c-{layout}", cfg, encoder=enc, echo=lambda *a: None)
             wall = time.perf_counter() - t0
-            views = 2 if layout == "jpeg" else 1
+            views = 2 if layout in ("jpeg", "tar") else 1
             encoded = s["frames"] * views  # frames through the encoder, all views
             e2e = encoded / wall
             bare = bare_fps(enc, encoded, args.batch_size, size)

@@ -107,3 +107,25 @@ def assert_same_features(a: Path, b: Path, views=("full_frame", "hand_crop"), sp
     for v in views:
         assert x.views[v].features.tobytes() == y.views[v].features.tobytes(), v
         assert np.array_equal(x.views[v].offsets, y.views[v].offsets), v
+
+
+def make_hub(root: Path, monkeypatch, seed: int = 3) -> Path:
+    """An offline Hugging Face hub cache, laid out as huggingface_hub lays it, holding the tiny
+    model's weights as ``hf-hub:xmic-test/tiny``; returns the same weights as a local file."""
+    import huggingface_hub.constants as hc
+    from safetensors.torch import save_file
+
+    from xmic.towers.encoders import TINY_CONFIG, load_clip
+    monkeypatch.setattr(hc, "HF_HUB_OFFLINE", True)  # read at import: set it for this test too
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(root / "hub"))
+    repo = root / "hub" / "models--xmic-test--tiny"
+    snap = repo / "snapshots" / "0123456789abcdef0123456789abcdef01234567"
+    snap.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(snap.name)
+    enc = load_clip(str(TINY_CONFIG), "random", seed=seed)
+    sd = {k: v.contiguous() for k, v in enc.model.state_dict().items()}
+    save_file(sd, str(snap / "open_clip_model.safetensors"))
+    save_file(sd, str(root / "local.safetensors"))
+    return root / "local.safetensors"

@@ -33,9 +33,10 @@ def test_train_bench_smoke(tmp_path):
 def test_extract_bench_smoke(tmp_path):
     r = run_bench("extract", tmp_path, "--videos", "2", "--frames", "48", "--workers", "0",
                   "--device", "cpu")
-    for layout in ("jpeg", "mp4"):
+    for layout in ("jpeg", "tar", "mp4"):
         m = r["layouts"][layout]
         assert m["failed"] == 0 and m["frames"] > 0 and m["ratio"] > 0
+    assert r["layouts"]["tar"]["frames"] == r["layouts"]["jpeg"]["frames"]  # the same frames
 
 
 def test_slurm_scale_bench_smoke(tmp_path):

@@ -155,3 +155,18 @@ def test_replanning_from_other_inputs_says_what_changed(tmp_path):
     cp = run_xmic("extract", "plan", cache, *base, "--root", moved, "--inputs", "changed")
     assert "2 committed shard(s) superseded, to be redone" in cp.stdout
     assert "shards done 0 / pending 2" in run_xmic("cache", "info", cache).stdout
+
+
+def test_the_demos_detector_pickles_give_its_box_tables_crops(demo_out):
+    """The demo's Ego4D boxes as 100DOH output (pixels of frames twice the clips' size) and as
+    a pixel table: the same crop on every frame after pairing and scaling."""
+    import csv
+    out, _ = demo_out
+    ego = out / "world" / "ego4d"
+    det, table = BoxSource(ego / "hand-objects"), BoxSource(ego / "boxes.csv")
+    with open(ego / "boxes.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) > 100
+    for r in rows:
+        vid, frame = r["video_id"], int(r["frame"])
+        assert det.box(vid, "-", frame, 128, 96) == pytest.approx(table.box(vid, "-", frame, 128, 96))

@@ -6,29 +6,14 @@ import pytest
 import torch
 
 from extract_data import TINY
-from helpers import run_xmic
+from helpers import make_hub, run_xmic
 from xmic.towers.encoders import EncoderError, load_clip
 
 
 @pytest.fixture
 def hub(tmp_path, monkeypatch):
     """A hub cache holding the tiny model's weights as xmic-test/tiny; offline."""
-    import huggingface_hub.constants as hc
-    from safetensors.torch import save_file
-    monkeypatch.setattr(hc, "HF_HUB_OFFLINE", True)  # read at import: set it for this test too
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    cache = tmp_path / "hub"
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    repo = cache / "models--xmic-test--tiny"
-    snap = repo / "snapshots" / "0123456789abcdef0123456789abcdef01234567"
-    snap.mkdir(parents=True)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(snap.name)
-    enc = load_clip(str(TINY), "random", seed=3)
-    sd = {k: v.contiguous() for k, v in enc.model.state_dict().items()}
-    save_file(sd, str(snap / "open_clip_model.safetensors"))
-    save_file(sd, str(tmp_path / "local.safetensors"))
-    return {"cache": cache, "local": tmp_path / "local.safetensors"}
+    return {"cache": tmp_path / "hub", "local": make_hub(tmp_path, monkeypatch)}
 
 
 def test_hf_hub_weights_equal_the_local_file(hub, tmp_path):

@@ -107,3 +107,33 @@ def test_training_evaluation_prediction_blocks_run_verbatim(demo_out, tmp_path):
     r = json.loads(run_xmic(*[mapped.get(a, a) for a in shlex.split(lines[-1])[1:]],
                             cwd=tmp_path).stdout)
     assert r["frames"] > 0 and len(r["top"]) == 5 and {"class", "score", "prob"} <= set(r["top"][0])
+
+
+def test_from_data_to_table1_block_runs_on_a_generated_world(tmp_path, monkeypatch):
+    """The README's path from /data to Table 1, verbatim on generated data: the reader's paths
+    mapped to it, the tiny model and an offline hub cache standing in for ViT-B/16 and OpenAI's
+    weights, the CPU for the GPU; `grid run` and `grid table` are the grid tests' (72 runs)."""
+    from data_world import make_data
+    from helpers import make_hub, run_xmic
+    from xmic.towers.encoders import TINY_CONFIG
+    make_hub(tmp_path, monkeypatch)
+    mapped = {k: str(v) for k, v in make_data(tmp_path).items()}
+    mapped.update({"ViT-B-16-quickgelu": str(TINY_CONFIG), "openai": "hf-hub:xmic-test/tiny",
+                   "~/weights/vit-b-16-openai.safetensors": str(tmp_path / "w.safetensors"),
+                   "cuda": "cpu", "8": "0"})
+    lines = [ln for ln in readme_commands("Extraction") if not ln.startswith(("xmic grid run",
+                                                                              "xmic grid table"))]
+    lines = lines[:lines.index(next(ln for ln in lines if ln.startswith("xmic grid plan"))) + 1]
+    assert len(lines) >= 13 and lines[0].startswith("xmic extract fetch-weights")
+    outs = []
+    for line in lines:
+        args = [mapped.get(a, a) for a in shlex.split(line)[1:]]
+        if args[:2] in (["extract", "run"], ["extract", "text"]) and "--model" not in args:
+            args += ["--model", str(TINY_CONFIG)]  # the README's default model, ViT-B/16
+        cp = run_xmic(*args, cwd=tmp_path, check=False)
+        assert cp.returncode == 0, f"README: `{line}` failed:\n{cp.stdout[-2000:]}\n{cp.stderr[-2000:]}"
+        outs.append(cp.stdout)
+    plans = [o for o in outs if "coverage (" in o]
+    assert len(plans) == 5 and all("hand boxes (" in o and "(100.0%)" in o for o in plans), plans
+    assert "hand boxes (100doh)" in plans[-1] and "hand boxes (epic-100)" in plans[0]
+    assert "recipe paper-egtea, 72 runs, 192 evaluations" in outs[-1], outs[-1]

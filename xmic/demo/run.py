@@ -121,7 +121,7 @@ def extract_world(out: str | Path, model: str, weights: str, device: str, step,
         plan(epic, "epic", w["epic"] / f"EPIC_100_{split}.csv", w["epic"], split,
              boxes=w["epic"] / "detections", cache_config=small)
     plan(ego, "ego4d", w["ego4d"] / "fho_lta_val.json", w["ego4d"] / "clips", "val",
-         boxes=w["ego4d"] / "boxes.csv", taxonomy=w["ego4d"] / "fho_lta_taxonomy.json",
+         boxes=w["ego4d"] / "hand-objects", taxonomy=w["ego4d"] / "fho_lta_taxonomy.json",
          cache_config=small)
     step(2, "planned EPIC train/validation and Ego4D val into shards")
     cfg = ExtractConfig(model=model, weights=weights, device=device, workers=2, batch_size=128)

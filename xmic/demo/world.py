@@ -3,8 +3,10 @@
 Input: an output folder and a seed. Output (deterministic), returned as a dict of paths:
 - source ``epic/``: ``P0x/rgb_frames/P0x_yy/frame_*.jpg``, ``EPIC_100_{train,validation}.csv``,
   class CSVs, ``EPIC_100_video_info.csv``, hand-object detection pickles ``detections/VIDEO.pkl``;
-- target ``ego4d/``: ``clips/{clip_uid}.mp4`` (PyAV), ``fho_lta_val.json``, the taxonomy JSON, and
-  a hand box table ``boxes.csv``.
+- target ``ego4d/``: ``clips/{clip_uid}.mp4`` (PyAV), ``fho_lta_val.json``, the taxonomy JSON,
+  hand-object detections as the 100DOH detector writes them (``hand-objects/{clip_uid}.pkl``, in
+  pixels of frames twice the clips' size, as a detector run on the full-resolution video), and
+  the same crops as a hand box table ``boxes.csv`` (for ``xmic predict --boxes``).
 Each action shows a coloured object (its noun) held by a hand that touches it, moving the way its
 verb says, next to a larger distractor object of another class. The vocabularies are partly
 shared (knife, chopping board, pan, cup) and partly novel in the target (door, phone).
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import json
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -107,6 +110,20 @@ def _unit(box: tuple) -> tuple:
     return (box[0] / W, box[1] / H, box[2] / W, box[3] / H)
 
 
+def detector_frame(hand: tuple, obj: tuple, scale: float) -> dict:
+    """One frame as the 100DOH detector returns it, boxes scaled by ``scale``: a hand in contact
+    with a portable object (state 3), its offset (magnitude / 10000, unit dx, dy) pointing at
+    the object's centre, and that object."""
+    h = [v * scale for v in hand]
+    o = [v * scale for v in obj]
+    vx = (o[0] + o[2]) / 2 - (h[0] + h[2]) / 2
+    vy = (o[1] + o[3]) / 2 - (h[1] + h[3]) / 2
+    norm = max((vx * vx + vy * vy) ** 0.5, 1e-9)
+    return {"hand_dets": np.array([[*h, 0.97, 3.0, norm / 10000, vx / norm, vy / norm, 1.0]],
+                                  np.float32),
+            "obj_dets": np.array([[*o, 0.8, 0, 0, 0, 0, 0]], np.float32)}
+
+
 def _ego4d_world(ego: Path, rng, ego_clips: int, actions_per_clip: int,
                  frames_per_segment: int) -> int:
     """Ego4D-layout mp4 clips, FHO annotations, taxonomy and a hand box table."""
@@ -115,8 +132,10 @@ def _ego4d_world(ego: Path, rng, ego_clips: int, actions_per_clip: int,
     g_nouns, g_verbs = _classes(1), [i for i, v in enumerate(VERBS) if v[1]]
     clips, boxes = [], [["video_id", "frame", "left", "top", "right", "bottom"]]
     fps = 10
+    (ego / "hand-objects").mkdir(exist_ok=True)
     for c in range(ego_clips):
         uid = f"demo{c:03d}"
+        detected = {"info": {"width": 2 * W, "height": 2 * H}}
         with av.open(str(ego / "clips" / f"{uid}.mp4"), "w") as container:
             st = container.add_stream("mpeg4", rate=fps)
             st.width, st.height, st.pix_fmt = W, H, "yuv420p"
@@ -131,6 +150,7 @@ def _ego4d_world(ego: Path, rng, ego_clips: int, actions_per_clip: int,
                         container.mux(p)
                     boxes.append([uid, fr, min(hand[0], obj[0]), min(hand[1], obj[1]),
                                   max(hand[2], obj[2]), max(hand[3], obj[3])])
+                    detected[fr] = detector_frame(hand, obj, 2)
                     fr += 1
                 clips.append({"clip_uid": uid, "action_idx": a, "action_clip_start_sec": start / fps,
                               "action_clip_end_sec": (fr - 1) / fps, "action_clip_start_frame": start,
@@ -139,6 +159,8 @@ def _ego4d_world(ego: Path, rng, ego_clips: int, actions_per_clip: int,
                               "noun_label": g_nouns.index(noun)})
             for p in st.encode():
                 container.mux(p)
+        with open(ego / "hand-objects" / f"{uid}.pkl", "wb") as fh:
+            pickle.dump(detected, fh)
     (ego / "fho_lta_val.json").write_text(json.dumps({"version": "demo", "clips": clips}))
     (ego / "fho_lta_taxonomy.json").write_text(json.dumps(
         {"verbs": [VERBS[i][1] for i in g_verbs], "nouns": [NOUNS[i][1] for i in g_nouns]}))
