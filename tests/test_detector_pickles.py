@@ -170,3 +170,22 @@ def test_the_demos_detector_pickles_give_its_box_tables_crops(demo_out):
     for r in rows:
         vid, frame = r["video_id"], int(r["frame"])
         assert det.box(vid, "-", frame, 128, 96) == pytest.approx(table.box(vid, "-", frame, 128, 96))
+
+
+def test_an_empty_box_folder_and_boxes_past_the_video_are_refused_at_plan(tmp_path):
+    g = make_ego4d(tmp_path / "g", frames=240)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(PlanError, match=r"(?s)2 video\(s\) with unusable hand boxes: clipA: .*"
+                                        r"clipA.pkl not found; clipB: .*clipB.pkl not found"):
+        plan(tmp_path / "c", "ego4d", g["annotations"], g["root"], "val", boxes=tmp_path / "empty",
+             taxonomy=g["taxonomy"])
+    write_detector_boxes(g, tmp_path / "det")
+    data = pickle.loads((tmp_path / "det" / "clipA.pkl").read_bytes())
+    data[5000] = data[0]  # the clip has 240 frames
+    (tmp_path / "det" / "clipA.pkl").write_bytes(pickle.dumps(data))
+    with pytest.raises(PlanError, match=r"(?s)1 video\(s\) with unusable box entries: clipA: .*"
+                                        r"clipA.pkl: frame 5000 is outside the video \(its last "
+                                        r"frame is 239\)"):
+        plan(tmp_path / "c", "ego4d", g["annotations"], g["root"], "val", boxes=tmp_path / "det",
+             taxonomy=g["taxonomy"])
+    assert not (tmp_path / "c").exists()  # nothing written for a refused plan

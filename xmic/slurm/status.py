@@ -191,7 +191,8 @@ def format_status(cache: Cache, summary: dict, submissions: list[dict]) -> str:
     if len(summary["failed_shards"]) > 50:
         lines.append(f"  ... and {len(summary['failed_shards']) - 50} more failed shards (--json)")
     if summary["failed"]:
-        lines.append("  fix the inputs named above, then: xmic slurm retry " + str(cache.root))
+        lines.append(f"  fix the inputs named above, then: xmic slurm retry {cache.root} (job "
+                     f"arrays) or xmic extract run {cache.root} --redo-failed (this machine)")
     return "\n".join(lines)
 
 
