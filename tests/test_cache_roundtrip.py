@@ -18,7 +18,9 @@ def test_write_load_convert_roundtrip(tmp_path, backend):
     assert verify(cache, deep=True) == []
     d = info(cache)
     assert d["splits"]["train"] == {"segments": 11, "shards": 3, "ok": 9, "failed": 2, "pending": 0}
-    assert d["views"]["hand_crop"]["shards"]["done"] == 6 and d["views"]["hand_crop"]["dim"] == 16
+    # the one state rule: the 4 shards holding failed segments are failed, not done
+    assert d["views"]["hand_crop"]["shards"] == {"done": 2, "pending": 0, "failed": 4, "running": 0}
+    assert d["views"]["hand_crop"]["dim"] == 16
 
     data = load_split(cache, ["hand_crop", "full_frame"], "train")
     assert data.skipped == {"failed": 2}

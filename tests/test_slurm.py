@@ -173,7 +173,7 @@ def test_retry_needs_an_earlier_submission(tmp_path, world):
     cp = run_xmic("slurm", "retry", cache, check=False)
     assert cp.returncode == 2 and "no earlier submission and no committed shard" in cp.stderr
     cp = run_xmic("slurm", "submit", cache, "--executor", "debug", check=False)
-    assert cp.returncode == 2 and "give --weights FILE or local-dir:DIR" in cp.stderr
+    assert cp.returncode == 2 and "give --weights FILE, local-dir:DIR, a pretrained tag" in cp.stderr
     cp = run_xmic("slurm", "submit", cache, *EXTRACT, "--slurm-set", "cpus_per_task=0", check=False)
     assert cp.returncode == 2 and "cpus_per_task must be >= 1" in cp.stderr
     cp = run_xmic("slurm", "submit", cache, *EXTRACT, "--slurm-set", "nodes=3", check=False)

@@ -48,8 +48,14 @@ def test_bad_segments_fail_alone(tmp_path):
     set_box(e["boxes"] / "P01_02.pkl", 45, right=0.1)                # negative width (right < left)
     shutil.copy(e["boxes"] / "P01_04.pkl", e["boxes"] / "P01_03.pkl")  # another video's detections
     cache = tmp_path / "c"
-    assert xmic("extract", "plan", cache, "--dataset", "epic", "--annotations", e["annotations"],
-                "--root", e["root"], "--boxes", e["boxes"], "--shard-size", "4").returncode == 0
+    args = ["extract", "plan", cache, "--dataset", "epic", "--annotations", e["annotations"],
+            "--root", e["root"], "--boxes", e["boxes"], "--shard-size", "4"]
+    cp = xmic(*args)  # what a listing and the box files show is refused before any work
+    assert cp.returncode == 2 and "5 video(s) with unusable frames" in cp.stderr, cp.stderr
+    assert "segment P01_01_3 needs frames 106..135, but" in cp.stderr
+    assert "P01_03.pkl: holds detections of video P01_04, not P01_03" in cp.stderr
+    assert not cache.exists()
+    assert xmic(*args, "--allow-missing").returncode == 0  # planned: recorded failed when run
     cp = xmic("extract", "run", cache, "--model", TINY, "--weights", "random", "--workers", "0",
               "--device", "cpu", "--batch-size", "16")
     assert cp.returncode == 1, cp.stderr  # failures are reported, and the run still completes
@@ -119,9 +125,12 @@ def test_ego4d_clip_with_the_wrong_extension(tmp_path):
     g = make_ego4d(tmp_path / "g", clips=("ok", "renamed"), frames=200)
     (g["root"] / "renamed.mp4").rename(g["root"] / "renamed.mkv")
     cache = tmp_path / "c"
-    assert xmic("extract", "plan", cache, "--dataset", "ego4d", "--annotations", g["annotations"],
-                "--taxonomy", g["taxonomy"], "--root", g["root"], "--split", "val",
-                "--views", "full_frame").returncode == 0
+    args = ["extract", "plan", cache, "--dataset", "ego4d", "--annotations", g["annotations"],
+            "--taxonomy", g["taxonomy"], "--root", g["root"], "--split", "val", "--views",
+            "full_frame"]
+    cp = xmic(*args)
+    assert cp.returncode == 2 and "renamed: video renamed: " in cp.stderr, cp.stderr
+    assert xmic(*args, "--allow-missing").returncode == 0
     cp = xmic("extract", "run", cache, "--model", TINY, "--weights", "random", "--workers", "0",
               "--device", "cpu")
     assert cp.returncode == 1

@@ -28,9 +28,9 @@ def convert(src: Cache, out: str | Path, backend: str, progress=None) -> Cache:
     dst = Cache.create(out, src.dataset, config)
     dst.add_plan(src.plan())
     for view, rec in src.views().items():
-        done = dst.shard_states(view)  # one listing of the view, not one per shard
+        done = dst.committed(view)  # one listing of the view, not one per shard
         for shard in sorted(src.committed(view)):
-            if done.get(shard) == "done":
+            if shard in done:
                 continue
             m = src.marker(view, shard)
             arr = read_array(m["backend"], check_data_files(src, view, shard, m))  # [rows, D]

@@ -54,7 +54,7 @@ def make_plan(columns: dict, shard_segments: int, prefix: str) -> pa.Table:
     n = len(columns["segment_id"])
     shards = [f"{prefix}-{i // shard_segments:05d}" for i in range(n)]
     data = {f.name: columns[f.name] for f in SEGMENT_FIELDS}
-    _check_ranges(data)
+    check_ranges(data)
     data["shard"] = shards
     return pa.Table.from_pydict(data, schema=PLAN_SCHEMA)
 
@@ -64,7 +64,7 @@ INT_BOUNDS = {"start_frame": (0, 2**31 - 1), "stop_frame": (0, 2**31 - 1),
               "verb_id": (-2**31, 2**31 - 1), "noun_id": (-2**31, 2**31 - 1)}
 
 
-def _check_ranges(data: dict) -> None:
+def check_ranges(data: dict) -> None:
     """Refuse, naming the segment, numbers the index cannot hold (instead of an overflow)."""
     for col, (lo, hi) in INT_BOUNDS.items():
         for sid, v in zip(data["segment_id"], data[col]):

@@ -84,9 +84,9 @@ def import_split(cache: Cache, segments: Segments, split: str, views: dict[str, 
     for view, (data, dim, digest) in loaded.items():
         committed = skipped = 0
         fp = fingerprints[view]
-        states = cache.shard_states(view)  # one listing of the view, not one per shard
+        done = cache.committed(view)  # one listing of the view, not one per shard
         for shard in shards:
-            if states.get(shard) == "done":
+            if shard in done:  # committed (segments missing from the pickle stay failed)
                 skipped += 1
                 continue
             with ShardWriter(cache, view, shard, dim, fp,

@@ -17,7 +17,7 @@ from pathlib import Path
 from xmic.cache import Cache, CacheConfig
 from xmic.cache.cache_folder import discard_if_new
 from xmic.cache.datasets import read_dataset
-from xmic.cache.index import make_plan
+from xmic.cache.index import check_ranges, make_plan
 from xmic.cache.paths import PLAN_FILE, CacheError
 from xmic.cache.redo import supersede
 from xmic.config import XmicError
@@ -56,6 +56,10 @@ def plan(cache_dir: Path, kind: str, annotations: Path, root: Path, split: str,
     order = sorted(range(len(segs)), key=lambda i: (segs.columns["video_id"][i],
                                                     segs.columns["start_frame"][i]))
     cols = {k: [v[i] for i in order] for k, v in segs.columns.items()}
+    try:
+        check_ranges(cols)  # frame numbers that fit the index, before the media is looked at
+    except CacheError as e:
+        raise CacheError(f"{annotations}: {e}") from None
     source = BoxSource(boxes) if "hand_crop" in views else None
     cov = check_coverage(kind, Path(root), cols, views, source)
     if cov.problems() and not allow_missing:

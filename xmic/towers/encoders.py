@@ -309,9 +309,9 @@ def load_clip(model: str, weights: str, device: str = "cpu", precision: str = "f
                         f"GELU: features would silently lose accuracy. Use --model {name}-quickgelu")
                 path = named_weights.resolve(name, weights)
             if not path.exists():
-                raise EncoderError(f"{path}: weights file not found (give a local "
-                                   ".pt/.bin/.safetensors, local-dir:DIR, a pretrained tag, "
-                                   "hf-hub:ORG/REPO, or `random`)")
+                raise EncoderError(f"{path}: weights file not found (nothing is downloaded for a "
+                                   "path: give a local .pt/.bin/.safetensors, local-dir:DIR, a "
+                                   "pretrained tag, hf-hub:ORG/REPO, or `random`)")
             check_weights_file(path)
             origin = weights_origin(path)
             if origin == "openai" and not cfg.get("quick_gelu", False):
