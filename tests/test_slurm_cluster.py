@@ -125,10 +125,11 @@ def test_preempted_three_times_redoes_at_most_one_shard_each(cluster, tmp_path, 
 
 def release_requeued(job: str) -> None:
     """Slurm holds a requeued job two minutes before it is eligible again. Once its old run is
-    gone (no step left, and a few seconds for slurmd to forget it) make it eligible now."""
+    gone (no step left, and a few seconds for slurmd to forget it: 3 s passed every run here,
+    1 s too) make it eligible now."""
     wait_until(lambda: squeue_state(job) == "PENDING" and not job_steps(job), 60,
                "the requeued task pending, its old step gone", poll=0.2)
-    time.sleep(12)
+    time.sleep(3)
     subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
 
 
