@@ -10,6 +10,7 @@ import click
 
 from xmic.cli.base import UsageError, XmicGroup, status_options
 from xmic.config import load_config
+from xmic.grid.table import METRIC_CHOICES
 
 
 @click.group(cls=XmicGroup)
@@ -93,8 +94,11 @@ def grid_run(grid_dir, executor, parallel, slurm_config, slurm_set, wait):
         dead_jobs = rec.get("failed_jobs", [])
         for j in dead_jobs:
             click.echo(f"job {j['job_id']}: {j['error']}")
-    report, summary = grid_status(grid_dir, load_grid(grid_dir))
+    g = load_grid(grid_dir)
+    report, summary = grid_status(grid_dir, g)
     click.echo(format_status(grid_dir, report, summary))
+    from xmic.grid.results import write_grid_results
+    write_grid_results(grid_dir, g)  # GRID/results.parquet: xmic.results(GRID) in a notebook
     if summary["failed"] or dead_jobs:  # a job that died is a failure, whatever its runs say
         sys.exit(1)
 
@@ -120,21 +124,36 @@ def grid_status_cmd(grid_dir, as_json, watch, interval):
 
 @grid.command("table")
 @click.argument("grid_dir", type=click.Path(path_type=Path, exists=True))
-@click.option("--format", "fmt", type=click.Choice(["md", "csv", "latex"]), default="md")
+@click.option("--format", "fmt", type=click.Choice(["md", "csv", "latex"]), default="md",
+              show_default=True, help="latex: a booktabs .tex, the best of each column in bold.")
+@click.option("--metric", type=click.Choice(list(METRIC_CHOICES)), default="top-1",
+              show_default=True, help="What the cells hold (shared / novel / HM: accuracy on "
+                                      "the classes the source shares with the target or not).")
+@click.option("--criterion", type=click.Choice(["exact", "semantic"]), default="exact",
+              show_default=True, help="Which class-split lists shared/novel/HM use.")
 @click.option("--out", type=click.Path(path_type=Path),
-              help="Write the table here too, and the figure beside it (.png).")
-def grid_table(grid_dir, fmt, out):
-    """The paper's table of what has finished, and a figure (in vs cross, shared vs novel)."""
+              help="Write the table here (default: GRID/table.md|csv|tex), the figure beside "
+                   "it (.png).")
+def grid_table(grid_dir, fmt, metric, criterion, out):
+    """The paper's tables of what has finished (per label: methods x source -> target, mean ±
+    std over seeds), GRID/results.parquet, and a figure (cross-dataset shared vs novel)."""
     from xmic.files.atomic import write_bytes_atomic, write_text_atomic
+    from xmic.grid.layout import TABLE
     from xmic.grid.plan import load_grid
+    from xmic.grid.results import write_grid_results
     from xmic.grid.table import figure, grid_tables
     g = load_grid(grid_dir)
-    text = grid_tables(grid_dir, g, fmt)
-    from xmic.grid.layout import TABLE
-    out = Path(out) if out else Path(grid_dir) / f"{TABLE}.{fmt}"
+    df, missing = write_grid_results(grid_dir, g)
+    text = grid_tables(df, missing, g, fmt, METRIC_CHOICES[metric], criterion)
+    out = Path(out) if out else Path(grid_dir) / f"{TABLE}.{TABLE_SUFFIX[fmt]}"
     if out.is_dir():
         raise UsageError(f"--out {out} is a folder; give a file name")
     write_text_atomic(out, text, out.parent)
-    write_bytes_atomic(out.with_suffix(".png"), figure(grid_dir, g), out.parent)
+    write_bytes_atomic(out.with_suffix(".png"), figure(df, g, criterion), out.parent)
     click.echo(text, nl=False)
-    click.echo(f"(table: {out}; figure: {out.with_suffix('.png')})")
+    from xmic.evaluate.results import RESULTS_FILE
+    click.echo(f"(table: {out}; figure: {out.with_suffix('.png')}; results: "
+               f"{Path(grid_dir) / RESULTS_FILE})")
+
+
+TABLE_SUFFIX = {"md": "md", "csv": "csv", "latex": "tex"}

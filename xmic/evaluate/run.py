@@ -26,6 +26,8 @@ from xmic.config import XmicError, resolve_device
 from xmic.evaluate.classes import derive_shared, read_class_splits
 from xmic.evaluate.metrics import compute_metrics, ranked
 from xmic.evaluate.plots import plot_all
+from xmic.evaluate.results import (RESULTS_FILE, metric_rows, overrides_hash, results_frame,
+                                   write_results)
 from xmic.train.build import check_inputs, model_dims, text_input
 from xmic.train.run_folder import EVAL_METRICS, PREDICTIONS, RunFolderError, evaluation_dir
 from xmic.train.data import load_bank, sampling_notes
@@ -88,6 +90,33 @@ def write_evaluation(out: Path, root: Path, metrics: dict, scores: np.ndarray, l
             write_bytes_atomic(out / name, png, root)
 
 
+def score_split(model, cfg, ck: dict, run: Path, cache, split: str, dev,
+                bank_loader=load_bank) -> tuple:
+    """(scores [S, C] at the bin centres, labels [S], the bank, the vocabulary) of a loaded run
+    on a cache split, after checking that the cache holds what the run was trained on (views,
+    fingerprints, widths) and a vocabulary it can score (a closed-vocabulary run: its own)."""
+    if split not in cache.splits():
+        raise RunMismatch(f"{cache.root}: no split {split!r} to score (splits: {cache.splits()})")
+    inputs = check_inputs(cache, cfg)
+    check_fingerprints(ck["fingerprints"], inputs.fingerprints, cfg.views(), run, cache.root)
+    target_classes, source_classes = inputs.vocab.classes, ck["classes"]
+    if not cfg.record.open_vocabulary and target_classes != source_classes:
+        raise RunMismatch(f"run {run} ({cfg.method}) scores only its {len(source_classes)} "
+                         f"training classes; it cannot score vocabulary {cfg.vocab_name()!r} of "
+                         f"{cache.root}")
+    dims = model_dims(cfg, inputs)
+    if dims != ck["dims"]:
+        raise RunMismatch(f"run {run} was built for widths {ck['dims']}, cache {cache.root} "
+                          f"holds {dims}")
+    bank = bank_loader(cache, split, cfg.views(), cfg.label, len(target_classes), dev,
+                       cfg.frames)
+    # the target's own class names: embeddings, or (prompt methods) their prompts' token ids
+    w = text_input(cfg, inputs.vocab.names, inputs.vocab.embeddings, getattr(model, "tower", None),
+                   dev)
+    scores = predict_logits(model, bank, w, cfg).cpu().numpy()                # [S, C]
+    return scores, bank.labels.cpu().numpy(), bank, inputs.vocab
+
+
 def evaluate_run(run: str | Path, cache_path: str | Path, split: str,
                  class_splits: str | Path | None = None, out: str | Path | None = None,
                  device: str = "auto", plots: bool = True, bank_loader=load_bank,
@@ -104,25 +133,9 @@ def evaluate_run(run: str | Path, cache_path: str | Path, split: str,
     if split not in cache.splits():
         raise RunMismatch(f"{cache.root}: no split {split!r} to score (splits: {cache.splits()})")
     model, cfg, ck = load_run(run, dev, towers)
-    inputs = check_inputs(cache, cfg)
-    check_fingerprints(ck["fingerprints"], inputs.fingerprints, cfg.views(), run, cache.root)
-    target_classes = inputs.vocab.classes
+    scores, labels, bank, vocab = score_split(model, cfg, ck, run, cache, split, dev, bank_loader)
+    target_classes = vocab.classes
     source_classes, source = ck["classes"], ck.get("source_dataset", "unknown")
-    if not cfg.record.open_vocabulary and target_classes != source_classes:
-        raise RunMismatch(f"run {run} ({cfg.method}) scores only its {len(source_classes)} "
-                         f"training classes; it cannot score vocabulary {cfg.vocab_name()!r} of "
-                         f"{cache.root}")
-    dims = model_dims(cfg, inputs)
-    if dims != ck["dims"]:
-        raise RunMismatch(f"run {run} was built for widths {ck['dims']}, cache {cache.root} "
-                          f"holds {dims}")
-    bank = bank_loader(cache, split, cfg.views(), cfg.label, len(target_classes), dev,
-                       cfg.frames)
-    # the target's own class names: embeddings, or (prompt methods) their prompts' token ids
-    w = text_input(cfg, inputs.vocab.names, inputs.vocab.embeddings, getattr(model, "tower", None),
-                   dev)
-    scores = predict_logits(model, bank, w, cfg).cpu().numpy()                # [S, C]
-    labels = bank.labels.cpu().numpy()
     if class_splits and cache.dataset != source:
         shared = read_class_splits(Path(class_splits), cache.dataset, source, cfg.label,
                                    target_classes)
@@ -136,7 +149,11 @@ def evaluate_run(run: str | Path, cache_path: str | Path, split: str,
                    class_splits=str(class_splits) if class_splits else "derived (exact names)",
                    skipped=bank.skipped, notes=sampling_notes(cache, cfg.views()))
     root = run if run in out.parents else out  # inside the run: no link planted on the way
-    write_evaluation(out, root, metrics, scores, labels, bank.segment_ids, inputs.vocab, shared,
+    write_evaluation(out, root, metrics, scores, labels, bank.segment_ids, vocab, shared,
                      f"{cfg.method} ({source} → {cache.dataset} {split}, {cfg.label})" if plots
                      else None)
+    rows = metric_rows(metrics, method=cfg.method, trainer=cfg.method,
+                       overrides=overrides_hash(ck.get("config", {})), source_split=cfg.split,
+                       run=str(run))
+    write_results(out / RESULTS_FILE, results_frame(rows), root)
     return metrics

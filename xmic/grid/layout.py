@@ -8,7 +8,8 @@ Input: a grid folder. Output: the names below (a run's own files are ``train.run
     GRID/runs/ID/running.json         the claim of the runner training it (heartbeat: its mtime)
     GRID/runs/ID/finished.json        written when every target is scored
     GRID/runs/ID/failed.json          the last failure's reason
-    GRID/table.{md,csv,latex}, .png   the tables and the figure of `xmic grid table`
+    GRID/results.parquet              every score, one row per (run, target, metric)
+    GRID/table.{md,csv,tex}, .png     the tables and the figure of `xmic grid table`
     GRID/slurm/logs/, submissions.jsonl   job arrays (local or Slurm executors)
 """
 from __future__ import annotations

@@ -160,7 +160,7 @@ def plan_grid(grid_dir: Path, recipe: Recipe) -> dict:
     path = grid_dir / GRID_FILE
     if path.exists():
         old = load_grid(grid_dir)
-        if old["sha256"] != digest:
+        if old["sha256"] != digest and not same_without_order(old, body):
             raise GridError(f"{grid_dir} holds another grid (recipe {old['recipe']['name']}, "
                             f"{len(old['runs'])} runs); plan into a new folder")
         return old
@@ -168,9 +168,16 @@ def plan_grid(grid_dir: Path, recipe: Recipe) -> dict:
         raise GridError(f"{grid_dir} is a file; give a folder for the grid")
     grid_dir.mkdir(parents=True, exist_ok=True)  # the folder the user names may be a link
     write_text_atomic(grid_dir / RECIPE_YAML,
-                      yaml.safe_dump(recipe.as_dict(), sort_keys=False), grid_dir)
+                      yaml.safe_dump({k: v for k, v in recipe.as_dict().items() if k != "order"},
+                                     sort_keys=False), grid_dir)  # YAML keeps the order itself
     write_json_atomic(path, grid, grid_dir)
     return grid
+
+
+def same_without_order(old: dict, body: dict) -> bool:
+    """A plan written before plans recorded the recipe's order is the same grid."""
+    recipe = {k: v for k, v in body["recipe"].items() if k != "order"}
+    return "order" not in old["recipe"] and _digest({**body, "recipe": recipe}) == old["sha256"]
 
 
 def load_grid(grid_dir: Path) -> dict:

@@ -88,6 +88,9 @@ class Recipe:
                 "methods": {k: dict(v) for k, v in self.methods.items()},
                 "seeds": list(self.seeds), "train": dict(self.train),
                 "class_splits": self.class_splits,
+                # the recipe's order, kept for every table (the plan's JSON sorts mappings)
+                "order": {"methods": list(self.methods), "sources": list(self.sources),
+                          "targets": list(self.targets), "labels": list(self.labels)},
                 **({"optional_methods": list(self.optional_methods)}
                    if self.optional_methods else {})}
 

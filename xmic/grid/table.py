@@ -1,96 +1,220 @@
-"""The paper's table of a grid, and one figure, from what has finished so far.
+"""The paper's tables of a grid and its figure, built from its tidy results.
 
-Inputs: a grid folder and its plan. Outputs: per (source dataset, label) one table (rows: the
-grid's methods, ablation names included; columns per target and criterion: top-1, class-mean,
-shared / novel / HM, then the HM of in-dataset and cross-dataset top-1; mean ± std over seeds,
-``evaluate.table``'s layout) with a ``missing`` column counting the planned (seed, target)
-scores not there yet; as md, csv or latex. ``figure``: PNG bytes of two panels, in-dataset vs
-cross-dataset top-1 and shared vs novel accuracy, one point per (method, source, label).
+Input: the results DataFrame of ``xmic.grid.results`` (one row per run, target and metric)
+and the recipe's order of methods, sources and targets. Output, per label, one table in the
+paper's layout: rows are methods in the recipe's order (zero-shot first in the built-in
+recipes), column groups source -> target (each source's own dataset first, then the others in
+the recipe's order: EPIC->EPIC, EPIC->Ego4D, EPIC->EGTEA, Ego4D->Ego4D, Ego4D->EPIC, ...), then
+per source and cross-dataset target the harmonic mean of its in-dataset and cross-dataset
+value (per seed, then averaged); cells are mean ± std over seeds of ``--metric`` (top-1,
+class-mean, shared, novel or HM of shared and novel, by class-split criterion). Formats:
+markdown, CSV (one header row; mean, std and seeds in columns of their own) and LaTeX
+(booktabs, a multicolumn header per source, the best value of each column in bold).
+``figure``: cross-dataset shared vs novel accuracy, mean over seeds with their std as error
+bars, one marker per method and one colour per source -> target, one panel per label.
 """
 from __future__ import annotations
 
+import csv
 import io
-import statistics
-from pathlib import Path
 
-from xmic.evaluate.table import build_table, format_table
-from xmic.grid.state import read_metrics
+from xmic.evaluate.metrics import harmonic_mean
 
-
-def grid_metrics(grid_dir: Path, grid: dict) -> tuple[list[dict], dict]:
-    """(every target's metrics found, renamed to the grid's method names; (source, label,
-    method) -> number of planned scores missing)."""
-    found, missing = [], {}
-    for r in grid["runs"]:
-        key = (r["source"], r["label"], r["method"])
-        missing.setdefault(key, 0)
-        for t in r["targets"]:
-            m = read_metrics(Path(grid_dir) / r["dir"], t)
-            if m is None:
-                missing[key] += 1
-            else:
-                found.append({**m, "method": r["method"], "source_dataset": r["source"]})
-    return found, missing
+METRIC_CHOICES = {"top-1": "top1", "class-mean": "class_mean", "shared": "shared",
+                  "novel": "novel", "HM": "hm"}
+NEEDS_CRITERION = ("shared", "novel", "hm")
+MARKERS = "osD^vP*Xph<>"
 
 
-def criteria(metrics: list[dict]) -> list[str]:
-    return [c for c in ("exact", "semantic") if any(f"hm_{c}" in m for m in metrics)] or ["exact"]
+def title(dataset: str) -> str:
+    """A dataset's name as papers print it (its record's ``title``), else the recipe's key."""
+    from xmic.cache.datasets import DATASETS
+    return DATASETS[dataset].title if dataset in DATASETS else dataset
 
 
-def grid_tables(grid_dir: Path, grid: dict, fmt: str = "md") -> str:
-    metrics, missing = grid_metrics(grid_dir, grid)
-    order = list(grid["recipe"]["methods"])
-    parts = []
-    for source in grid["recipe"]["sources"]:
-        for label in grid["recipe"]["labels"]:
-            mine = [m for m in metrics if m["source_dataset"] == source and m["label"] == label]
-            for crit in criteria(mine):
-                header, body = build_table(mine, crit) if mine else (["method", "source", "seeds"], [])
-                have = {row[0] for row in body}
-                body += [[name, source, "0"] + ["–"] * (len(header) - 3)
-                         for name in order if name not in have and (source, label, name) in missing]
-                body.sort(key=lambda row: order.index(row[0]) if row[0] in order else len(order))
-                header = header + ["missing"]
-                body = [row + [str(missing.get((source, label, row[0]), 0))] for row in body]
-                title = f"{source} → targets, {label}, {crit} shared/novel split"
-                if fmt == "md":
-                    parts.append(f"### {title}\n\n" + format_table(header, body, fmt))
-                else:
-                    parts.append((f"% {title}\n" if fmt == "latex" else f"# {title}\n")
-                                 + format_table(header, body, fmt))
-    left = sum(missing.values())
-    note = f"{left} planned score(s) missing: the grid is not finished." if left else ""
-    return "\n".join(parts) + (("\n" + note + "\n") if note else "")
+def columns(sources: list[str], targets: list[str]) -> list[tuple]:
+    """("score", source, target) groups in the paper's order, then ("hm", source, target)."""
+    out = []
+    for s in sources:
+        out += [("score", s, t) for t in ([s] if s in targets else []) + [t for t in targets if t != s]]
+    out += [("hm", s, t) for s in sources if s in targets for t in targets if t != s]
+    return out
 
 
-def figure(grid_dir: Path, grid: dict) -> bytes:
-    """PNG: in-dataset vs cross-dataset top-1, and shared vs novel accuracy (exact), per method."""
+def _select(df, label: str, metric: str, criterion: str):
+    sub = df[(df["label"] == label) & (df["metric"] == metric)]
+    if metric in NEEDS_CRITERION:
+        sub = sub[sub["criterion"] == criterion]
+    return sub
+
+
+def paper_table(df, label: str, metric: str, criterion: str, methods: list[str],
+                sources: list[str], targets: list[str]) -> tuple[list[tuple], dict]:
+    """(columns, {method: {column: (mean, std, seeds)}}) of one label."""
+    sub = _select(df, label, metric, criterion)
+    cols = columns(sources, targets)
+    values: dict = {}  # (method, source, target) -> {seed: value}
+    for m, s, t, seed, v in zip(sub["method"], sub["source_dataset"], sub["target_dataset"],
+                                sub["seed"], sub["value"]):
+        values.setdefault((str(m), s, t), {})[int(seed)] = float(v)
+    body = {}
+    for method in methods:
+        row = {}
+        for kind, s, t in cols:
+            if kind == "score":
+                got = list(values.get((method, s, t), {}).values())
+            else:  # per seed: HM of the in-dataset and this cross-dataset value
+                ins, cross = values.get((method, s, s), {}), values.get((method, s, t), {})
+                got = [harmonic_mean(ins[k], cross[k]) for k in ins if k in cross]
+            row[(kind, s, t)] = _stats(got)
+        body[method] = row
+    return cols, body
+
+
+def _stats(vals: list[float]):
+    import statistics
+    if not vals:
+        return None
+    return (statistics.mean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0, len(vals))
+
+
+def _head(col: tuple) -> str:
+    kind, s, t = col
+    return f"{title(s)}→{title(t)}" if kind == "score" else f"HM {title(s)}+{title(t)}"
+
+
+def _cell(st) -> str:
+    if st is None:
+        return "–"
+    return f"{st[0]:.1f}" if st[2] == 1 else f"{st[0]:.1f} ± {st[1]:.1f}"
+
+
+def format_markdown(label: str, what: str, cols, body) -> str:
+    lines = [f"### {label}: {what}", "", "| method | " + " | ".join(map(_head, cols)) + " |",
+             "|---" * (len(cols) + 1) + "|"]
+    for method, row in body.items():
+        lines.append(f"| {method} | " + " | ".join(_cell(row[c]) for c in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def format_csv(tables: list[tuple]) -> str:
+    """Every label's table in one CSV with one header row: label, method, then per column its
+    mean, std and number of seeds (empty where nothing is scored yet)."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    cols = tables[0][2] if tables else []
+    w.writerow(["label", "method"] + [f"{_head(c)} {k}" for c in cols for k in ("mean", "std", "seeds")])
+    for label, _, cols, body in tables:
+        for method, row in body.items():
+            cells = []
+            for c in cols:
+                st = row[c]
+                cells += ["", "", 0] if st is None else [round(st[0], 4), round(st[1], 4), st[2]]
+            w.writerow([label, method, *cells])
+    return buf.getvalue()
+
+
+def _tex(text: str) -> str:
+    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("#", r"\#"),
+                 ("_", r"\_"), ("$", r"\$"), ("{", r"\{"), ("}", r"\}")):
+        text = text.replace(a, b)
+    return text
+
+
+def format_latex(label: str, what: str, cols, body) -> str:
+    """A booktabs tabular: a multicolumn header per source (and the HM group), the best mean of
+    each column in bold."""
+    groups = []  # (header, span)
+    for c in cols:
+        name = f"{title(c[1])} $\\rightarrow$" if c[0] == "score" else "HM"
+        if groups and groups[-1][0] == name:
+            groups[-1][1] += 1
+        else:
+            groups.append([name, 1])
+    best = {c: max((round(r[c][0], 1) for r in body.values() if r[c] is not None), default=None)
+            for c in cols}
+    out = [f"% {label}: {what}", r"\begin{tabular}{l" + "c" * len(cols) + "}", r"\toprule"]
+    out.append(" & " + " & ".join(f"\\multicolumn{{{n}}}{{c}}{{{g}}}" for g, n in groups) + r" \\")
+    start, rules = 2, []
+    for _, n in groups:
+        rules.append(f"\\cmidrule(lr){{{start}-{start + n - 1}}}")
+        start += n
+    out.append(" ".join(rules))
+    out.append("Method & " + " & ".join(title(c[2]) if c[0] == "score" else
+                                        f"{title(c[1])}+{title(c[2])}" for c in cols) + r" \\")
+    out.append(r"\midrule")
+    for method, row in body.items():
+        cells = []
+        for c in cols:
+            st = row[c]
+            if st is None:
+                cells.append("--")
+                continue
+            text = f"{st[0]:.1f}" + (f" $\\pm$ {st[1]:.1f}" if st[2] > 1 else "")
+            cells.append(f"\\textbf{{{text}}}" if round(st[0], 1) == best[c] else text)
+        out.append(f"{_tex(method)} & " + " & ".join(cells) + r" \\")
+    out += [r"\bottomrule", r"\end{tabular}", ""]
+    return "\n".join(out)
+
+
+def grid_tables(df, missing: int, grid: dict, fmt: str = "md", metric: str = "top1",
+                criterion: str = "exact") -> str:
+    """Every label's table of the grid in ``fmt`` (md | csv | latex)."""
+    from xmic.grid.results import recipe_order
+    methods = recipe_order(grid, "methods")
+    sources, targets = recipe_order(grid, "sources"), recipe_order(grid, "targets")
+    name = next(k for k, v in METRIC_CHOICES.items() if v == metric)
+    what = (f"{name} (%)" + (f", {criterion} shared/novel classes" if metric in NEEDS_CRITERION
+                             else "") + ", mean ± std over seeds")
+    tables = []
+    for label in recipe_order(grid, "labels"):
+        planned = [m for m in methods if any(r["method"] == m and r["label"] == label
+                                             for r in grid["runs"])]
+        cols, body = paper_table(df, label, metric, criterion, planned, sources, targets)
+        tables.append((label, what, cols, body))
+    note = (f"{missing} planned score(s) missing: the grid is not finished.\n" if missing else "")
+    if fmt == "csv":
+        return format_csv(tables)
+    if fmt == "latex":
+        return "\n".join(format_latex(*t) for t in tables) + (f"% {note}" if note else "")
+    return "\n".join(format_markdown(*t) for t in tables) + (f"\n{note}" if note else "")
+
+
+def figure(df, grid: dict, criterion: str = "exact") -> bytes:
+    """PNG: cross-dataset shared vs novel accuracy per (method, source -> target), error bars
+    the std over seeds, one panel per label."""
     from matplotlib.figure import Figure  # no pyplot: a notebook's backend is left alone
-    metrics, _ = grid_metrics(grid_dir, grid)
-    fig = Figure(figsize=(10, 4.2))
-    (a1, a2) = fig.subplots(1, 2)
-    keys = sorted({(m["method"], m["source_dataset"], m["label"]) for m in metrics})
-    for method, source, label in keys:
-        mine = [m for m in metrics if (m["method"], m["source_dataset"], m["label"]) ==
-                (method, source, label)]
-        ins = [m["top1"] for m in mine if m.get("in_dataset")]
-        cross = [m["top1"] for m in mine if not m.get("in_dataset")]
-        name = f"{method} ({source}, {label})"
-        if ins and cross:
-            a1.scatter(statistics.mean(ins), statistics.mean(cross), label=name)
-        shared = [m.get("shared_exact") for m in mine if m.get("shared_exact") is not None]
-        novel = [m.get("novel_exact") for m in mine if m.get("novel_exact") is not None]
-        if shared and novel:
-            a2.scatter(statistics.mean(shared), statistics.mean(novel), label=name)
-    for ax, (x, y) in ((a1, ("in-dataset top-1 (%)", "cross-dataset top-1 (%)")),
-                       (a2, ("shared classes (%)", "novel classes (%)"))):
-        ax.set_xlabel(x)
-        ax.set_ylabel(y)
+
+    from xmic.grid.results import recipe_order
+    labels, methods = recipe_order(grid, "labels"), recipe_order(grid, "methods")
+    fig = Figure(figsize=(5.2 * max(len(labels), 1), 4.6))
+    axes = fig.subplots(1, max(len(labels), 1), squeeze=False)[0]
+    cross = df[(df["in_dataset"] == False) & df["metric"].isin(["shared", "novel"])  # noqa: E712
+               & (df["criterion"] == criterion)]
+    pairs = list(dict.fromkeys(zip(cross["source_dataset"], cross["target_dataset"])))
+    colours = {p: f"C{i % 10}" for i, p in enumerate(pairs)}
+    for ax, label in zip(axes, labels):
+        mine = cross[cross["label"] == label]
+        for i, method in enumerate(methods):
+            for s, t in pairs:
+                cell = mine[(mine["method"] == method) & (mine["source_dataset"] == s)
+                            & (mine["target_dataset"] == t)]
+                sh = cell[cell["metric"] == "shared"]["value"]
+                nv = cell[cell["metric"] == "novel"]["value"]
+                if sh.empty or nv.empty:
+                    continue
+                ax.errorbar(sh.mean(), nv.mean(), xerr=sh.std(ddof=1) if len(sh) > 1 else 0,
+                            yerr=nv.std(ddof=1) if len(nv) > 1 else 0, fmt=MARKERS[i % len(MARKERS)],
+                            color=colours[(s, t)], capsize=3, ms=7,
+                            label=f"{method}, {title(s)}→{title(t)}")
+        ax.set_xlabel(f"accuracy on shared classes (%) [{criterion}]")
+        ax.set_ylabel("accuracy on novel classes (%)")
+        ax.set_title(f"{label}: cross-dataset")
         lim = max([1.0, *ax.get_xlim(), *ax.get_ylim()])
         ax.plot([0, lim], [0, lim], "k--", lw=0.8)
-    if keys:
-        a2.legend(fontsize=7, loc="best")
-    fig.suptitle(f"grid {grid['recipe']['name']}: mean over seeds")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="best")
+    fig.suptitle(f"grid {grid['recipe']['name']}: mean ± std over seeds")
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)

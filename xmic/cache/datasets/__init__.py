@@ -39,6 +39,7 @@ class Dataset:
     split_tag: str | None     # name in X-MIC's class-split files ({target}_{source}_...)
     importable: bool = False  # `xmic cache import` reads the released code's feature pickles
     participant: bool = False  # ids carry a participant folder (EPIC: P01_01 -> P01)
+    title: str = ""           # the name tables print (EPIC, Ego4D, EGTEA)
 
 
 DATASETS: dict[str, Dataset] = {d.name: d for d in (
@@ -49,16 +50,17 @@ DATASETS: dict[str, Dataset] = {d.name: d for d in (
             archives=("{participant}/rgb_frames/{video}.tar",),
             videos=("{participant}/videos/{video}.MP4", "{participant}/videos/{video}.mp4"),
             video_first_frame=1, trimmed=False, window="epic", names=epic_name, split_tag="epic",
-            importable=True, participant=True),
+            importable=True, participant=True, title="EPIC"),
     Dataset("ego4d", lambda a, s, r, **kw: read_ego4d(a, s, kw.get("taxonomy")), ("taxonomy",),
             frames=(), archives=(), videos=("{video}.mp4",), video_first_frame=0,
-            trimmed=False, window="ego4d", names=ego4d_name, split_tag="ego", importable=True),
+            trimmed=False, window="ego4d", names=ego4d_name, split_tag="ego", importable=True,
+            title="Ego4D"),
     Dataset("egtea", lambda a, s, r, **kw: read_egtea(a, s), (), frames=(), archives=(),
             videos=("{video}.mp4",), video_first_frame=0, trimmed=True, window="epic",
-            names=egtea_name, split_tag="egtea"),
+            names=egtea_name, split_tag="egtea", title="EGTEA"),
     Dataset("csv", lambda a, s, r, **kw: read_generic(a, s, r), (), frames=("{video}",),
             archives=(), videos=("{video}",), video_first_frame=0, trimmed=False, window="epic",
-            names=normalize_name, split_tag=None),
+            names=normalize_name, split_tag=None, title="CSV"),
 )}
 KINDS = tuple(DATASETS)
 
