@@ -129,3 +129,33 @@ def make_hub(root: Path, monkeypatch, seed: int = 3) -> Path:
     save_file(sd, str(snap / "open_clip_model.safetensors"))
     save_file(sd, str(root / "local.safetensors"))
     return root / "local.safetensors"
+
+
+def read_wandb_run(path: Path) -> tuple[set, str | None]:
+    """(history keys, group) of an offline W&B run file (``run-ID.wandb``): W&B's transaction log,
+    a ``:W&B`` header then LevelDB log blocks of 32 KiB (crc32 4, length 2, type 1: full, first,
+    middle, last) holding ``wandb_internal_pb2.Record`` messages."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2 as pb
+    data, pos, block, records, part = Path(path).read_bytes(), 7, 32768, [], b""
+    assert data[:4] == b":W&B", path
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7]) if left >= 7 else (0, 0, 0)
+        if left < 7 or (kind == 0 and length == 0):
+            pos += left
+            continue
+        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        part = chunk if kind in (1, 2) else part + chunk
+        if kind in (1, 4):
+            records.append(part)
+    keys, group = set(), None
+    for raw in records:
+        rec = pb.Record()
+        rec.ParseFromString(raw)
+        if rec.HasField("history"):
+            keys |= {i.key or "/".join(i.nested_key) for i in rec.history.item}
+        if rec.HasField("run"):
+            group = rec.run.run_group
+    return keys, group

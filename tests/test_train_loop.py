@@ -180,26 +180,53 @@ def test_cli_train_seeds(random_cache, tmp_path):
     assert cp.returncode == 2 and "unknown key 'alpah'" in cp.stderr
 
 
-def test_tensorboard_events_beside_the_run(tmp_path):
+def test_tensorboard_and_wandb_beside_the_run(tmp_path, monkeypatch):
+    """Grouped tags per step (train/loss, train/lr) and per epoch (train/…, heldout/…), the
+    hyper-parameters; W&B offline in RUN/wandb, read back from its run folder; train.log holds
+    what was printed and config.yaml says which xmic wrote it."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")
     cache = make_train_cache(tmp_path / "c", n=24)
-    train(cache.root, cfg(epochs=2, log_tensorboard=True), tmp_path / "run", echo=quiet)
+    printed = []
+    c = cfg(epochs=2, batch_size=4)
+    import dataclasses
+    c = dataclasses.replace(c, log=dataclasses.replace(c.log, tensorboard=True, wandb=True,
+                                                       group="g1"))
+    out = train(cache.root, c, tmp_path / "run", echo=printed.append)
     ev = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
     ev.Reload()
-    assert {"train_loss", "train_top1", "heldout_top1"} <= set(ev.Tags()["scalars"])
-    assert [e.step for e in ev.Scalars("train_loss")] == [1, 2]
+    tags = set(ev.Tags()["scalars"])
+    assert {"train/loss", "train/lr", "train/top1", "heldout/top1"} <= tags, tags
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert [e.value for e in ev.Scalars("train_loss")] == pytest.approx([r["train_loss"] for r in rows])
+    per_epoch = -(-out["train_segments"] // 4)
+    assert [e.step for e in ev.Scalars("train/loss")] == list(range(1, 2 * per_epoch + 1))
+    assert [e.step for e in ev.Scalars("heldout/top1")] == [1, 2]
+    assert [e.value for e in ev.Scalars("heldout/top1")] == pytest.approx(
+        [r["heldout_top1"] for r in rows])
+    assert "hparams" in ev.PluginTagToContent("hparams") or ev.PluginTagToContent("hparams")
+    runs = list((tmp_path / "run" / "wandb" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1, list((tmp_path / "run" / "wandb").rglob("*"))[:20]
+    from helpers import read_wandb_run
+    logged, group = read_wandb_run(next(runs[0].glob("run-*.wandb")))
+    assert {"train/loss", "train/lr", "train/epoch_loss", "heldout/top1"} <= logged, logged
+    assert group == "g1"
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert log.splitlines() == printed and "epoch 2:" in log
+    import xmic
+    assert (tmp_path / "run" / "config.yaml").read_text().startswith(
+        f"# written by xmic {xmic.__version__}")
 
 
 def test_a_run_from_before_a_config_field_resumes(tmp_path):
-    """Checkpoints made before ``log_tensorboard`` existed resume: the missing field is read as
-    its default, not as another config."""
+    """Checkpoints made before ``log`` existed (with the old ``log_tensorboard``) resume: the
+    old key is read as today's, a missing field as its default."""
     import torch
     cache = make_train_cache(tmp_path / "c", n=24)
     train(cache.root, cfg(epochs=1), tmp_path / "run", echo=quiet)
     ck = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
-    del ck["config"]["log_tensorboard"]
+    del ck["config"]["log"]
+    ck["config"]["log_tensorboard"] = False
     torch.save(ck, tmp_path / "run" / "last.pt")
     s = train(cache.root, cfg(epochs=2), tmp_path / "run", resume=True, echo=quiet)
     assert s["epochs"] == 2

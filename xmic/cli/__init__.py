@@ -13,7 +13,16 @@ from xmic.cli import (cache_commands, demo_command, extract_commands, grid_comma
 from xmic.cli.base import XmicGroup
 
 
+def _version(ctx, _param, value):
+    if value and not ctx.resilient_parsing:
+        from xmic.provenance import describe
+        click.echo(f"xmic {describe()}")
+        ctx.exit()
+
+
 @click.group(cls=XmicGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_version,
+              help="Print the version (and the commit of a checkout) and exit.")
 def main():
     """xmic: X-MIC adapters for cross-dataset egocentric action recognition, on a feature cache.
 

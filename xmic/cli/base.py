@@ -57,14 +57,92 @@ def method_names():
     return list(METHODS)
 
 
+# where an option left unset takes its default from: the stage config of each command group
+CONFIG_OF = {"extract": ("xmic.extract.config", "ExtractConfig"),
+             "slurm": ("xmic.extract.config", "ExtractConfig", "xmic.slurm.config", "SlurmConfig"),
+             "train": ("xmic.train.config", "TrainConfig"),
+             "evaluate": ("xmic.train.config", "TrainConfig"),
+             "predict": ("xmic.train.config", "TrainConfig"),
+             "grid": ("xmic.slurm.config", "SlurmConfig"),
+             "cache": ("xmic.cache.config", "CacheConfig")}
+
+
+def config_defaults(ctx) -> dict:
+    """Field -> default of the stage configs of the command group ``ctx`` belongs to."""
+    import dataclasses
+    import importlib
+    names = ctx.command_path.split()
+    spec = CONFIG_OF.get(names[1] if len(names) > 1 else "", ())
+    out = {}
+    for mod, cls in zip(spec[::2], spec[1::2]):
+        for f in dataclasses.fields(getattr(importlib.import_module(mod), cls)):
+            if f.name not in out:
+                value = (f.default if f.default is not dataclasses.MISSING else
+                         f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+                out[f.name] = value
+    return out
+
+
+def _shown(value) -> str:
+    if isinstance(value, (tuple, list)):
+        return "none" if not value else ",".join(map(str, value))
+    return "none" if value in (None, "") else str(value)
+
+
+class XmicCommand(click.Command):
+    """Shows every option's default in ``--help``: click's own, a flag's (off), or, for an
+    option left unset, the stage config's (read only when help is shown)."""
+
+    def format_options(self, ctx, formatter):
+        annotate_defaults(self, ctx)
+        super().format_options(ctx, formatter)
+
+
+try:
+    from click._utils import UNSET as _UNSET
+except ImportError:  # click < 8.3: no sentinel, None means unset
+    _UNSET = None
+
+
+def annotate_defaults(cmd: click.Command, ctx) -> None:
+    fields = None
+    for p in cmd.params:
+        if not isinstance(p, click.Option) or p.name in ("help", "version") or p.show_default:
+            continue
+        if "default" in (p.help or "").lower():
+            continue
+        default = p.get_default(ctx, call=False)
+        if default is _UNSET:  # click >= 8.3 marks "no default" with a sentinel of its own
+            default = None
+        if p.is_flag:
+            p.show_default = "on" if default else "off"
+        elif p.multiple:
+            p.show_default = "none"
+        elif default is not None:
+            p.show_default = True
+        else:
+            fields = config_defaults(ctx) if fields is None else fields
+            p.show_default = (f"{_shown(fields[p.name])}, from the config" if p.name in fields
+                              else "none")
+
+
 class XmicGroup(click.Group):
-    """Turns XmicError into a one-line message instead of a traceback."""
+    """Turns XmicError into a one-line message instead of a traceback; its commands show their
+    defaults."""
+    command_class = XmicCommand
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except XmicError as e:
             _fail(e)
+
+    def format_options(self, ctx, formatter):
+        annotate_defaults(self, ctx)
+        super().format_options(ctx, formatter)
+
+
+XmicGroup.group_class = XmicGroup
 
 
 def status_options(f):

@@ -5,8 +5,10 @@ from pathlib import Path
 
 import click
 
+from xmic.cli.base import XmicCommand
 
-@click.command()
+
+@click.command(cls=XmicCommand)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("demo-out"), show_default=True)
 @click.option("--model", default=None, help="open_clip model (default: a tiny config, or "
               "ViT-B-16-quickgelu with --weights).")

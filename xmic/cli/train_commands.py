@@ -7,10 +7,10 @@ from pathlib import Path
 
 import click
 
-from xmic.cli.base import RecordChoice, UsageError, XmicGroup, method_names
+from xmic.cli.base import RecordChoice, UsageError, XmicCommand, XmicGroup, method_names
 from xmic.config import load_config
 
-@click.command("train")
+@click.command("train", cls=XmicCommand)
 @click.option("--cache", "cache_dir", type=click.Path(path_type=Path), required=True)
 @click.option("--split", default=None, help="Training split (default: train).")
 @click.option("--label", type=click.Choice(["noun", "verb"]), default=None)
@@ -125,7 +125,7 @@ def evaluate_table(paths, criterion, fmt, out):
     click.echo(text, nl=False)
 
 
-@click.command("predict")
+@click.command("predict", cls=XmicCommand)
 @click.argument("clip", type=click.Path(path_type=Path))
 @click.option("--run", "run_dir", type=click.Path(path_type=Path), required=True)
 @click.option("--classes", help='Comma-separated class names, e.g. "knife,spoon,door".')

@@ -23,7 +23,7 @@ from xmic.config import ConfigError, XmicError, config_to_dict, from_dict, load_
 from xmic.grid.layout import GRID_FILE, RECIPE_YAML, RUNS
 from xmic.grid.recipe import OTHER_VIEWS, Recipe
 from xmic.train.build import check_inputs
-from xmic.train.config import TrainConfig
+from xmic.train.config import TrainConfig, migrate_config
 from xmic.train.methods import METHODS
 
 
@@ -220,7 +220,7 @@ def warmup_warnings(grid: dict) -> list[str]:
     out = {}
     for r in grid["runs"]:
         if METHODS[r["trainer"]].trains and r["method"] not in out:
-            why = warmup_only(from_dict(TrainConfig, r["config"], "grid.json"))
+            why = warmup_only(from_dict(TrainConfig, migrate_config(r["config"]), "grid.json"))
             if why:
                 out[r["method"]] = f"method {r['method']}: {why}"
     return list(out.values())

@@ -18,6 +18,7 @@ import socket
 import threading
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 from xmic.cache import Cache
@@ -33,7 +34,7 @@ from xmic.grid.state import (HEARTBEAT_S, claim_alive, eval_dir,
                              read_claim, read_metrics, run_state)
 from xmic.train.checkpoint import load_checkpoint
 from xmic.train.run_folder import CHECKPOINT, LAST
-from xmic.train.config import TrainConfig
+from xmic.train.config import TrainConfig, migrate_config
 from xmic.train.data import load_bank
 from xmic.train.loop import train
 from xmic.towers.text_tower import load_text_tower
@@ -107,7 +108,9 @@ def run_one(grid_dir: Path, run: dict, class_splits: str | None, bank_loader=loa
         return "running"
     try:
         remove_file(d / FAILED, grid_dir)
-        cfg = from_dict(TrainConfig, run["config"], f"{grid_dir}/grid.json: run {run['id']}")
+        cfg = from_dict(TrainConfig, migrate_config(run["config"]), f"{grid_dir}/grid.json: run {run['id']}")
+        if not cfg.log.group:  # a grid's runs are tracked together, under its name
+            cfg = replace(cfg, log=replace(cfg.log, group=Path(grid_dir).resolve().name))
         if not _trained(d, cfg):
             show = functools.partial(_show, echo, run["id"])
             train(run["cache"], cfg, d, resume=(d / LAST).exists(), echo=show,

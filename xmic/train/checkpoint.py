@@ -83,18 +83,20 @@ def load_model_state(model: torch.nn.Module, state: dict, path: Path) -> None:
 
 def check_resumable(ckpt: dict, config: dict, fingerprints: dict, path: Path) -> None:
     from xmic.config import config_to_dict, from_dict
-    from xmic.train.config import TrainConfig
+    from xmic.train.config import TrainConfig, migrate_config
     try:  # a run from before a config field existed has that field's default
-        saved = config_to_dict(from_dict(TrainConfig, ckpt["config"], f"{path}:config"))
+        saved = config_to_dict(from_dict(TrainConfig, migrate_config(ckpt["config"]), f"{path}:config"))
     except XmicError:
         saved = ckpt["config"]
-    old = {k: v for k, v in saved.items() if k != "epochs"}
-    new = {k: v for k, v in config.items() if k != "epochs"}
+    free = ("epochs", "log")  # more epochs, or other tracking, continue the same run
+    old = {k: v for k, v in saved.items() if k not in free}
+    new = {k: v for k, v in config.items() if k not in free}
     if old != new:
         diff = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
                 if old.get(k) != new.get(k)]
         raise CheckpointError(f"{path} was made with another config ({'; '.join(diff)}); resume "
-                              "with the same config (only epochs may change), or use a new --out")
+                              "with the same config (only epochs and log may change), or use a "
+                              "new --out")
     if ckpt.get("fingerprints") != fingerprints:
         raise CheckpointError(f"{path} was trained on features with other fingerprints than this "
                               "cache's; resume on the same cache, or use a new --out")

@@ -17,6 +17,15 @@ MAX_PROMPT_CONTEXT = 72  # CLIP's text context is 77 tokens: start, end and the 
 MAX_BATCH = 1 << 20
 
 
+def migrate_config(d: dict) -> dict:
+    """A training config as older runs recorded it, in today's keys (``log_tensorboard`` became
+    ``log.tensorboard``)."""
+    if isinstance(d, dict) and "log_tensorboard" in d:
+        d = dict(d)
+        d["log"] = {**d.get("log", {}), "tensorboard": bool(d.pop("log_tensorboard"))}
+    return d
+
+
 def _positive(**values) -> None:
     for name, v in values.items():
         if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
@@ -90,6 +99,18 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
+class LogConfig:
+    """Where training is tracked besides RUN/train.log and RUN/metrics.jsonl (optional extras)."""
+    tensorboard: bool = False   # RUN/tensorboard/ (pip install 'xmic[tensorboard]')
+    wandb: bool = False         # Weights & Biases in RUN/wandb/ (pip install 'xmic[wandb]')
+    wandb_project: str = "xmic"
+    # offline (clusters often are; `wandb sync RUN/wandb/offline-run-*` later), unless set here
+    # or by the WANDB_MODE environment variable
+    wandb_mode: Literal["offline", "online", "disabled"] = "offline"
+    group: str = ""             # runs logged together (a grid sets its name)
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     method: str = "xmic"  # a name of xmic.train.methods.METHODS
     label: Literal["noun", "verb"] = "noun"
@@ -105,11 +126,9 @@ class TrainConfig:
     # the released behaviour: select the epoch on a target set ("CACHE:SPLIT"); this uses test data
     select_on_target_test_data: str | None = None
     eval_batch_size: int = bounded(512, 1, MAX_BATCH)
-    # also write each epoch's metrics as TensorBoard events in RUN/tensorboard/ (needs the
-    # optional tensorboard package: pip install 'xmic[tensorboard]')
-    log_tensorboard: bool = False
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
     def __post_init__(self):
         method_record(self.method)  # an unknown method is refused, naming the known ones

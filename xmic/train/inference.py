@@ -18,7 +18,7 @@ from xmic.train.build import build_model, load_tower
 from xmic.train.run_folder import CHECKPOINT
 from xmic.train.checkpoint import (CheckpointError, check_checkpoint, load_checkpoint,
                                    load_model_state)
-from xmic.train.config import TrainConfig
+from xmic.train.config import TrainConfig, migrate_config
 from xmic.cache import CacheError
 from xmic.cache.sampling import bin_layout
 from xmic.train.data import FeatureBank, batch
@@ -56,7 +56,7 @@ def load_run(run: str | Path, device="cpu", towers=None
     path = Path(run) / CHECKPOINT
     ck = check_checkpoint(load_checkpoint(path), path)
     try:
-        cfg = from_dict(TrainConfig, ck["config"], f"{path}:config")
+        cfg = from_dict(TrainConfig, migrate_config(ck["config"]), f"{path}:config")
         dims = (int(ck["dims"]["text"]), ck["dims"]["cond"], ck["fingerprints"]["vocab"])
     except (KeyError, TypeError, ValueError, ConfigError) as e:
         raise CheckpointError(f"{path}: not an xmic checkpoint ({e})") from None

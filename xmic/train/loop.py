@@ -31,10 +31,12 @@ from xmic.train.checkpoint import (CheckpointError, check_checkpoint, check_resu
 from xmic.train.config import TrainConfig
 from xmic.train.prompt_model import PROMPT_FORMAT
 from xmic.train.run_folder import (CHECKPOINT, CONFIG, CURVE, FOREIGN, LAST, METRICS,
-                                   TENSORBOARD, RunFolderError)
+                                   RunFolderError)
 from xmic.train.data import batch, heldout_split, load_bank, sampling_notes
 from xmic.train.inference import evaluate_bank
 from xmic.train.plots import plot_curve
+from xmic.train.tracking import Printer, Tracking
+from xmic.provenance import provenance
 
 
 class TrainingDiverged(XmicError):
@@ -67,38 +69,43 @@ def nonfinite_parameters(model) -> list[str]:
 
 
 def train_epoch(model, opt, sched, scaler, bank, w, cfg: TrainConfig, cond, gen, use_amp: bool,
-                epoch: int, where: str) -> dict:
-    """One pass over ``bank`` in a seeded random order; returns train loss, top-1 and samples/s.
-    Raises ``TrainingDiverged`` on a non-finite loss (at its step) or weight (at the end)."""
+                epoch: int, where: str) -> tuple[dict, list[float], list[float]]:
+    """One pass over ``bank`` in a seeded random order: (train loss, top-1 and samples/s; each
+    step's loss; each step's lr). Losses and correct counts stay on the device and are read once,
+    at the end: no step waits for the device. Raises ``TrainingDiverged`` on a non-finite loss
+    (naming its step, found in that read) or weight (at the end); nothing of the epoch is saved."""
     t0 = time.time()
     model.train()
     order = torch.randperm(len(bank), generator=gen, device=bank.labels.device)
     steps = -(-len(bank) // cfg.batch_size)
-    tot_loss = tot_ok = seen = 0.0
+    losses, lrs, sizes = [], [], []
+    correct = torch.zeros((), dtype=torch.long, device=bank.labels.device)
     bar = tqdm(order.split(cfg.batch_size), total=steps, disable=None,
                desc=f"epoch {epoch}/{cfg.epochs}", leave=False)
-    for step, seg in enumerate(bar, start=1):
+    for seg in bar:
         f, x, y = batch(bank, seg, cfg.model.classified_view, cond, cfg.frames, gen, train=True)
+        lrs.append(opt.param_groups[0]["lr"])  # the step's own lr (a host value: no sync)
         loss, logits = train_step(model, opt, sched, scaler, f, x, y, w, use_amp)
-        value = loss.item()
-        if not math.isfinite(value):
-            raise TrainingDiverged(
-                f"{where}: training diverged at epoch {epoch}, step {step}/{steps}: the loss is "
-                f"{value} (lr {opt.param_groups[0]['lr']:.3g}); nothing of this epoch was saved; "
-                "lower optim.lr or check the features")
-        n = len(seg)
-        seen += n
-        tot_loss += value * n
-        tot_ok += (logits.argmax(1) == y).sum().item()
-        bar.set_postfix(loss=f"{tot_loss / seen:.3f}", acc=f"{100 * tot_ok / seen:.1f}",
-                        samples_s=f"{seen / (time.time() - t0):.0f}")
+        losses.append(loss.detach())
+        correct += (logits.argmax(1) == y).sum()
+        sizes.append(len(seg))
+    values = torch.stack(losses).float().cpu()                                   # [steps]
+    bad = (~torch.isfinite(values)).nonzero()
+    if len(bad):
+        k = int(bad[0])
+        raise TrainingDiverged(
+            f"{where}: training diverged at epoch {epoch}, step {k + 1}/{steps}: the loss is "
+            f"{values[k].item()} (lr {lrs[k]:.3g}); nothing of this epoch was saved; lower "
+            "optim.lr or check the features")
     bad = nonfinite_parameters(model)
     if bad:
         raise TrainingDiverged(
             f"{where}: training diverged at epoch {epoch}: non-finite weights in {bad[:5]}; "
             "nothing of this epoch was saved; lower optim.lr or check the features")
-    return {"train_loss": tot_loss / seen, "train_top1": 100 * tot_ok / seen,
-            "samples_per_s": seen / (time.time() - t0)}
+    seen = sum(sizes)
+    total = float((values * torch.tensor(sizes, dtype=torch.float32)).sum())
+    return ({"train_loss": total / seen, "train_top1": 100 * int(correct) / seen,
+             "samples_per_s": seen / (time.time() - t0)}, values.tolist(), lrs)
 
 
 @dataclass
@@ -174,12 +181,7 @@ def tower_record(tower) -> dict:
             else {"text_tower": None})
 
 
-def log_epoch(row: dict, board, echo) -> None:
-    if board is not None:
-        for k, v in row.items():
-            if isinstance(v, float):
-                board.add_scalar(k, v, row["epoch"])
-        board.flush()
+def log_epoch(row: dict, echo) -> None:
     echo("epoch {epoch}: ".format(**row) + ", ".join(
         f"{k} {v:.4g}" for k, v in row.items() if isinstance(v, float)))
 
@@ -192,6 +194,7 @@ def train(cache_path: str | Path, cfg: TrainConfig, out: str | Path, resume: boo
     # ---- setup: the run folder first (seconds), then data, model, optimizer, resume state ---
     out = Path(out)
     check_run_folder(out, resume)
+    echo = Printer(echo)  # printed, and kept in RUN/train.log once the folder exists
     cache = Cache.open(cache_path)
     inputs = check_inputs(cache, cfg)
     device = resolve_device(cfg.device)
@@ -212,44 +215,55 @@ def train(cache_path: str | Path, cfg: TrainConfig, out: str | Path, resume: boo
     config = config_to_dict(cfg)
     history, best, start_epoch = [], None, 1
     out.mkdir(parents=True, exist_ok=True)  # the folder the user names may be a link
+    tracking = Tracking(out, cfg, out.name)
+    echo.keep(tracking.echo)
     if resume:
         history, best, start_epoch = restore(out / LAST, config, inputs, model, opt, sched,
                                              scaler, gen)
         echo(f"resuming after epoch {start_epoch - 1}")
-    write_text_atomic(out / CONFIG, dump_config(cfg), out)
+    write_text_atomic(out / CONFIG, config_header() + dump_config(cfg), out)
     selected_on = ("target test data " + cfg.select_on_target_test_data if data.target
                    else "held-out source videos" if data.held is not None else "last epoch")
     cond = list(cfg.model.conditioning_views) if cfg.record.conditioning else None
     context = {"config": config, "fingerprints": inputs.fingerprints, "method": cfg.method,
                "classes": inputs.vocab.classes, "selected_on": selected_on,
                "source_dataset": cache.dataset, "cache": str(cache.root), "dims": dims,
-               **tower_record(data.tower)}
+               "provenance": provenance(), **tower_record(data.tower)}
     if params and warmup_only(cfg):
         echo(f"WARNING: {warmup_only(cfg)}")
-    board = tensorboard_writer(out) if cfg.log_tensorboard else None
+    steps_per_epoch = -(-len(data.train) // cfg.batch_size)
     # ---- epochs: train, check, score, select, save -----------------------------------------
-    for epoch in range(start_epoch, cfg.epochs + 1) if params else [0]:
-        t0 = time.time()
-        row = {"epoch": epoch, "lr": opt.param_groups[0]["lr"] if opt else None}
-        if params:
-            row.update(train_epoch(model, opt, sched, scaler, data.train, data.w, cfg, cond, gen,
-                                   use_amp, epoch, where=str(out)))
-        score_epoch(model, data, cfg, row, out)
-        best, row["selected"], row["selected_because"] = select_epoch(row, best, epoch)
-        row["seconds"] = time.time() - t0
-        history.append(row)
-        state = {"model": model.state_dict(), "epoch": epoch, "history": history, "best": best,
-                 "optimizer": opt.state_dict() if opt else {}, "scaler": scaler.state_dict(),
-                 "scheduler": sched.state_dict() if sched else {}, "generator": gen.get_state(),
-                 **context}
-        save_checkpoint(out / LAST, state)
-        if row["selected"]:
-            save_checkpoint(out / CHECKPOINT, state)
-        write_text_atomic(out / METRICS, "".join(json_line(r) for r in history), out)
-        log_epoch(row, board, echo)
+    try:
+        for epoch in range(start_epoch, cfg.epochs + 1) if params else [0]:
+            t0 = time.time()
+            row = {"epoch": epoch, "lr": opt.param_groups[0]["lr"] if opt else None}
+            if params:
+                stats, step_losses, step_lrs = train_epoch(model, opt, sched, scaler, data.train,
+                                                           data.w, cfg, cond, gen, use_amp, epoch,
+                                                           where=str(out))
+                row.update(stats)
+                tracking.steps((epoch - 1) * steps_per_epoch + 1, step_losses, step_lrs)
+            score_epoch(model, data, cfg, row, out)
+            best, row["selected"], row["selected_because"] = select_epoch(row, best, epoch)
+            row["seconds"] = time.time() - t0
+            history.append(row)
+            state = {"model": model.state_dict(), "epoch": epoch, "history": history, "best": best,
+                     "optimizer": opt.state_dict() if opt else {}, "scaler": scaler.state_dict(),
+                     "scheduler": sched.state_dict() if sched else {}, "generator": gen.get_state(),
+                     **context}
+            save_checkpoint(out / LAST, state)
+            if row["selected"]:
+                save_checkpoint(out / CHECKPOINT, state)
+            write_text_atomic(out / METRICS, "".join(json_line(r) for r in history), out)
+            tracking.epoch(row, max(epoch, 1) * steps_per_epoch)
+            log_epoch(row, echo)
+    except BaseException as e:
+        tracking.echo(f"stopped: {type(e).__name__}: {e}")
+        raise
+    finally:
+        tracking.close(best)
     # ---- the curve and the summary ----------------------------------------------------------
-    if board is not None:
-        board.close()
+    png = io.BytesIO()
     png = io.BytesIO()
     plot_curve(history, png, f"{cfg.method} · {cfg.label} · {cache.dataset} {cfg.split} · "
                f"seed {cfg.seed}")
@@ -320,15 +334,11 @@ def json_line(row: dict) -> str:
     return json.dumps(clean, allow_nan=False) + "\n"
 
 
-def tensorboard_writer(out: Path):
-    """A TensorBoard writer for RUN/tensorboard/ (the events of a resumed run continue there)."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise ConfigError("log_tensorboard=true needs the tensorboard package: pip install "
-                        "tensorboard (or xmic[tensorboard])") from None
-    from xmic.files.atomic import make_dirs
-    return SummaryWriter(log_dir=str(make_dirs(out / TENSORBOARD, out)))
+def config_header() -> str:
+    """config.yaml's first lines: what wrote it (the version, and a checkout's commit)."""
+    p = provenance()
+    return (f"# written by xmic {p['version']}" + (f", commit {p['commit']}" if p["commit"] else "")
+            + "\n")
 
 
 def _target_bank(cfg: TrainConfig, inputs, views: list[str], device, tower):

@@ -9,7 +9,9 @@ a folder::
     RUN/checkpoint.pt            the selected epoch
     RUN/metrics.jsonl            one line per epoch (why it was selected or not)
     RUN/train_curve.png          loss and held-out top-1 per epoch
-    RUN/tensorboard/             with log_tensorboard=true
+    RUN/train.log                what training printed (every line, appended across resumes)
+    RUN/tensorboard/             with log.tensorboard=true
+    RUN/wandb/                   with log.wandb=true (offline runs to sync)
     RUN/eval/DATASET-SPLIT/      metrics.json, predictions.parquet and the plots of one evaluation
 """
 from __future__ import annotations
@@ -25,6 +27,8 @@ CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
 CURVE = "train_curve.png"
 TENSORBOARD = "tensorboard"
+WANDB = "wandb"
+LOG = "train.log"
 EVAL = "eval"
 EVAL_METRICS = "metrics.json"
 PREDICTIONS = "predictions.parquet"
