@@ -230,3 +230,23 @@ def test_demo_extracts_with_the_local_executor(tmp_path):
                          .read_text().splitlines()[-1])
         assert rec["executor"] == "local" and rec["tasks"]
     assert (tmp_path / "d" / "report.md").exists()
+
+
+def test_scheduler_lines_without_a_cluster(monkeypatch):
+    """sbatch's refusal in one line naming the option; without squeue/sacct the status says the
+    states are the files' only."""
+    from submitit.core.utils import FailedJobError
+    from xmic.slurm import scheduler
+    err = FailedJobError("Job (task=0) failed during processing with trace:\n---\nsubprocess "
+                         "failed\n\nsbatch: error: Invalid account or account/partition "
+                         "combination specified\n")
+    msg = str(scheduler.sbatch_refusal(err))
+    assert msg.startswith("sbatch refused the job array: sbatch: error: Invalid account")
+    assert "--account" in msg and "--partition" in msg and "\n" not in msg
+    monkeypatch.setattr(scheduler, "_run", lambda cmd: None)
+    assert "no squeue/sacct here" in scheduler.queue_summary(["12_0"])
+    monkeypatch.setattr(scheduler, "_run", lambda cmd: "12_0|PENDING|Priority\n12_1|RUNNING|None\n"
+                        if cmd[0] == "squeue" else "12_2|COMPLETED\n")
+    line = scheduler.queue_summary(["12_0", "12_1", "12_2", "12_3"])
+    assert line == ("scheduler: 1 COMPLETED, 1 PENDING (Priority), 1 RUNNING, "
+                    "1 unknown to the scheduler"), line

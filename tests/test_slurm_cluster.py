@@ -62,6 +62,13 @@ def test_array_equals_in_process_run_and_splits(cluster, tmp_path, world, refere
     cp = run_xmic("slurm", "submit", cache, *ON_SLURM, *EXTRACT, "--max-array-size", "4",
                   "--dry-run")
     assert "6 shard(s) in 6 task(s), 2 array(s) of at most 4" in cp.stdout
+    assert "#SBATCH --array=0-3" in cp.stdout and "#SBATCH --cpus-per-task=1" in cp.stdout
+    assert "#SBATCH --mem=2GB" in cp.stdout and not (cache / "slurm" / "submissions.jsonl").exists()
+    bad = run_xmic("slurm", "submit", cache, *ON_SLURM, *EXTRACT, "--partition", "nosuch",
+                   check=False)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    assert "sbatch refused the job array: sbatch: error:" in bad.stderr and "--partition" in bad.stderr
+    assert "Traceback" not in bad.stderr and not (cache / "slurm" / "submissions.jsonl").exists()
     cp = run_xmic("slurm", "submit", cache, *ON_SLURM, *EXTRACT, "--max-array-size", "4", "--wait")
     assert "done 6  running 0  failed 0  pending 0" in cp.stdout, cp.stdout + cp.stderr
     rec = json.loads((cache / "slurm" / "submissions.jsonl").read_text().splitlines()[-1])
@@ -73,6 +80,7 @@ def test_array_equals_in_process_run_and_splits(cluster, tmp_path, world, refere
                    f"array {a['job_id']} COMPLETED in sacct", poll=0.5)
     assert verify(Cache.open(cache), deep=True) == []
     assert_same_features(cache, reference)  # byte for byte
+    assert "scheduler: 6 COMPLETED" in run_xmic("slurm", "status", cache).stdout
     # the default MaxArraySize comes from the cluster itself
     cp = run_xmic("slurm", "retry", cache, "--dry-run")
     assert "nothing to retry" in cp.stdout

@@ -107,16 +107,25 @@ def grid_run(grid_dir, executor, parallel, slurm_config, slurm_set, wait):
 @click.argument("grid_dir", type=click.Path(path_type=Path, exists=True))
 @status_options
 def grid_status_cmd(grid_dir, as_json, watch, interval):
-    """done / running / failed / pending per run, failures, ETA; reads only the grid folder."""
+    """done / running / failed / pending per run, failures, ETA from the grid folder; for job
+    arrays on Slurm also what the scheduler says (queued, pending and why)."""
     from xmic.grid.plan import load_grid
     from xmic.grid.state import format_status, grid_status
+    from xmic.slurm.scheduler import queue_states, submission_queue_line
+    from xmic.slurm.status import read_submissions
     g = load_grid(grid_dir)
     while True:
         report, summary = grid_status(grid_dir, g)
+        subs = read_submissions(grid_dir)
         if as_json:
-            click.echo(json.dumps({"summary": summary, "runs": report}, indent=1))
+            jobs = [t["job_id"] for t in subs[-1].get("tasks", [])] if subs else []
+            click.echo(json.dumps({"summary": summary, "runs": report,
+                                   "scheduler": queue_states(jobs) if jobs else None}, indent=1))
         else:
             click.echo(format_status(grid_dir, report, summary))
+            line = submission_queue_line(subs)
+            if line:
+                click.echo("  " + line)
         if not watch or not (summary["running"] or summary["pending"]):
             return
         time.sleep(interval)

@@ -10,6 +10,8 @@ preemption or a time limit submitit requeues the same item, and the callable res
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import re
 import subprocess
@@ -21,6 +23,7 @@ import submitit
 from xmic.files.atomic import append_line
 from xmic.config import config_to_dict
 from xmic.slurm.config import SlurmConfig
+from xmic.slurm.scheduler import sbatch_refusal
 
 
 def cluster_max_array_size() -> int | None:
@@ -95,7 +98,14 @@ def submit_arrays(task, items: list, cfg: SlurmConfig, log_dir: Path, record_fil
     executor = make_executor(cfg, log_dir)
     jobs = []
     for arr in arrays:
-        got = executor.map_array(task, arr)
+        try:
+            with contextlib.redirect_stderr(io.StringIO()):  # sbatch's words: in the error
+                got = executor.map_array(task, arr)
+        except Exception as e:  # sbatch said no: one line, and no half-submitted grid or cache
+            if cfg.executor != "slurm":
+                raise
+            cancel([a["job_id"] for a in record["arrays"]])
+            raise sbatch_refusal(e) from None
         jobs += got
         array_id = got[0].job_id.split("_")[0]
         record["arrays"].append({"job_id": array_id, "tasks": len(arr)})
@@ -104,6 +114,12 @@ def submit_arrays(task, items: list, cfg: SlurmConfig, log_dir: Path, record_fil
     append_line(Path(record_file), json.dumps(record, sort_keys=True, default=str) + "\n",
                 Path(record_root))
     return record, jobs
+
+
+def cancel(array_ids: list[str]) -> None:
+    """Cancel arrays submitted before a later one was refused (best effort)."""
+    if array_ids:
+        subprocess.run(["scancel", *array_ids], capture_output=True, timeout=60)
 
 
 def wait(jobs: list) -> list[dict]:

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 from xmic.cache import Cache
 from xmic.cache.claims import live_claims
 from xmic.cache.commit_log import commit_records
+from xmic.slurm.scheduler import submission_queue_line
 from xmic.cache.paths import (FAILED_SUFFIX, PLAN_FILE, ROWS, SUBMISSIONS,
                               CacheError, check_cache_name, count_attempts, read_cache_json,
                               view_dir)
@@ -183,6 +184,9 @@ def format_status(cache: Cache, summary: dict, submissions: list[dict]) -> str:
         lines.append(f"  submissions {len(submissions)}; last {last.get('time', '?')} "
                      f"({last.get('kind', 'submit')}, {last.get('executor')}: {ids or 'no jobs'}); "
                      f"logs in {last.get('log_dir')}")
+        line = submission_queue_line(submissions)  # what Slurm itself says: queued, pending why
+        if line:
+            lines.append("  " + line)
     for r in summary["running_shards"][:20]:
         lines.append(f"  running {r['shard']}: job {r['job']} on {r['host']}, attempt {r['attempts']}")
     for r in summary["failed_shards"][:50]:

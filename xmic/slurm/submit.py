@@ -73,6 +73,9 @@ def submit(cache_dir: Path, extract_cfg: ExtractConfig, slurm_cfg: SlurmConfig, 
     if dry_run:
         for i, arr in enumerate(arrays):
             echo(f"  array {i}: {len(arr)} task(s): {arr[0][0]} .. {arr[-1][-1]}")
+        if slurm_cfg.executor == "slurm":
+            for line in dry_run_sbatch(slurm_cfg, log_dir, len(arrays[0])):
+                echo(f"  {line}")
         return record, []
     views = sorted({v for r in report.values() for v in r["views"]})
     for shard in redo:
@@ -80,6 +83,21 @@ def submit(cache_dir: Path, extract_cfg: ExtractConfig, slurm_cfg: SlurmConfig, 
     worker = ShardTask(str(cache.root), config_to_dict(extract_cfg))
     return submit_arrays(worker, tasks, slurm_cfg, log_dir, cache.root / SUBMISSIONS, cache.root,
                          record, echo, item_key="shards")
+
+
+def dry_run_sbatch(cfg: SlurmConfig, log_dir: Path, tasks: int) -> list[str]:
+    """The #SBATCH lines of the first array (submitit's own script), or why they cannot be
+    shown here (no Slurm client)."""
+    import tempfile
+
+    from xmic.slurm.launch import make_executor
+    from xmic.slurm.scheduler import sbatch_lines
+    with tempfile.TemporaryDirectory() as tmp:  # a dry run writes nothing of its own
+        try:
+            ex = make_executor(cfg, Path(tmp))
+        except RuntimeError as e:  # submitit: 'Could not detect "srun"'
+            return [f"(no #SBATCH lines: {e})"]
+        return [ln.replace(tmp, str(log_dir)) for ln in sbatch_lines(ex, tasks)]
 
 
 def last_submission_configs(cache_dir: Path, echo=print) -> tuple[ExtractConfig, SlurmConfig]:
