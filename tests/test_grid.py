@@ -41,7 +41,7 @@ def recipe(tmp_path, world, **changes) -> Path:
          "train": {"epochs": 2, "batch_size": 8, "device": "cpu", "heldout_fraction": 0.2}}
     r.update(changes)
     path = tmp_path / "recipe.yaml"
-    path.write_text(yaml.safe_dump(r))
+    path.write_text(yaml.safe_dump(r, sort_keys=False))  # in the order written, as a user would
     return path
 
 
@@ -204,3 +204,34 @@ def test_local_executor_runs_in_parallel_workers(tmp_path, world):
     rec = [json.loads(x) for x in (g / "slurm" / "submissions.jsonl").read_text().splitlines()]
     assert rec[-1]["executor"] == "local" and len(rec[-1]["tasks"]) == 2
     assert os.path.exists(g / "runs" / "epic-noun-xmic-seed0" / "finished.json")
+
+
+def test_a_grid_grows_in_place_with_extend(tmp_path, world):
+    """--extend adds seeds, a method and a target: planned runs and their files are untouched
+    (a new target of a trained run is only scored), a changed override is refused, the
+    recipe's order is kept."""
+    g = tmp_path / "g"
+    one = {"epic": "validation"}
+    run_xmic("grid", "plan", g, "--recipe", recipe(tmp_path, world, methods={"xmic": {}},
+                                                   seeds=[0], targets=one))
+    run_xmic("grid", "run", g)
+    before = files_with_mtimes(g / "runs" / "epic-noun-xmic-seed0")
+    grown = recipe(tmp_path, world, methods={"zeroshot": {}, "xmic": {}}, seeds=[0, 1],
+                   targets={"epic": "validation", "ego4d": "val"})
+    refused = run_xmic("grid", "plan", g, "--recipe", grown, check=False)
+    assert refused.returncode == 2 and "--extend" in refused.stderr
+    cp = run_xmic("grid", "plan", g, "--recipe", grown, "--extend")
+    assert "3 new run(s), 1 new target(s) of planned runs" in cp.stdout, cp.stdout
+    assert "4 runs, 8 evaluations" in cp.stdout
+    cp = run_xmic("grid", "run", g)
+    assert "4 done, 0 running, 0 failed, 0 pending" in cp.stdout, cp.stdout
+    after = files_with_mtimes(g / "runs" / "epic-noun-xmic-seed0")
+    kept = {k: v for k, v in before.items() if not k.endswith("finished.json")}
+    assert {k: v for k, v in after.items() if k in kept} == kept  # trained once, kept
+    assert any("ego4d-val" in k for k in after)  # the new target scored
+    table = run_xmic("grid", "table", g).stdout
+    assert table.index("| zeroshot |") < table.index("| xmic |")  # the grown recipe's order
+    changed = recipe(tmp_path, world, methods={"xmic": {"model.alpha": 1.0}}, seeds=[0])
+    cp = run_xmic("grid", "plan", g, "--recipe", changed, "--extend", check=False)
+    assert cp.returncode == 2 and "run epic-noun-xmic-seed0 was planned with another " \
+                                  "training config (changed: model)" in cp.stderr, cp.stderr

@@ -39,7 +39,10 @@ def _caches(specs) -> dict:
 @click.option("--seeds", help="Seeds, e.g. 0,1,2 (overrides the recipe's).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Training override for every run, e.g. epochs=5.")
-def grid_plan(grid_dir, recipe, caches, class_splits, seeds, sets):
+@click.option("--extend", is_flag=True,
+              help="Add the recipe's new seeds, methods, sources, labels and targets to the "
+                   "grid planned here (planned runs are kept as they are).")
+def grid_plan(grid_dir, recipe, caches, class_splits, seeds, sets, extend):
     """Plan a grid (one row per run) and check it against the caches; nothing runs."""
     from xmic.grid.plan import evaluations, plan_grid, warmup_warnings
     from xmic.grid.recipe import load_recipe
@@ -49,11 +52,15 @@ def grid_plan(grid_dir, recipe, caches, class_splits, seeds, sets):
         raise UsageError(f"--seeds {seeds!r}: expected integers, e.g. 0,1,2") from None
     r = load_recipe(recipe, _caches(caches), seed_list, str(class_splits) if class_splits else None,
                     sets)
-    g = plan_grid(grid_dir, r)
-    methods = sorted({row["method"] for row in g["runs"]}, key=list(r.methods).index)
+    g = plan_grid(grid_dir, r, extend=extend)
+    if "extended" in g:
+        click.echo(f"extended {grid_dir}: {g['extended']['runs_added']} new run(s), "
+                   f"{g['extended']['targets_added']} new target(s) of planned runs")
+    order = g["recipe"].get("order", {}).get("methods") or list(r.methods)
+    methods = sorted({row["method"] for row in g["runs"]}, key=order.index)
     click.echo(f"grid {grid_dir}: recipe {r.name}, {len(g['runs'])} runs, {evaluations(g)} "
-               f"evaluations ({', '.join(methods)} x {', '.join(r.labels)} x seeds "
-               f"{list(r.seeds)})")
+               f"evaluations ({', '.join(methods)} x {', '.join(g['recipe']['labels'])} x "
+               f"seeds {list(g['recipe']['seeds'])})")
     for note in g.get("skipped", []):
         click.echo(f"not planned: {note}")
     for warning in warmup_warnings(g):

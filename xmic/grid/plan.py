@@ -20,6 +20,7 @@ from xmic.files.atomic import write_json_atomic, write_text_atomic
 from xmic.cache.fingerprint import fingerprint_id
 from xmic.files.names import BadName, check_name, read_json
 from xmic.config import ConfigError, XmicError, config_to_dict, from_dict, load_config
+from xmic.grid.extend import merge_plans
 from xmic.grid.layout import GRID_FILE, RECIPE_YAML, RUNS
 from xmic.grid.recipe import OTHER_VIEWS, Recipe
 from xmic.train.build import check_inputs
@@ -141,9 +142,10 @@ def _load_tower_on_cpu(fingerprint: dict, source) -> None:
     load_text_tower(fingerprint, source, "cpu")
 
 
-def plan_grid(grid_dir: Path, recipe: Recipe) -> dict:
+def plan_grid(grid_dir: Path, recipe: Recipe, extend: bool = False) -> dict:
     """Write (or find identical) ``GRID/grid.json``; returns it. Optional rows that cannot run
-    are listed under ``skipped`` with the reason."""
+    are listed under ``skipped`` with the reason. ``extend``: a planned grid grows by the
+    recipe's new runs and targets (``xmic.grid.extend``); the result says what was added."""
     grid_dir = Path(grid_dir)
     if (grid_dir / "cache.json").exists():
         raise GridError(f"{grid_dir} is a cache folder; plan the grid into a folder of its own")
@@ -160,10 +162,20 @@ def plan_grid(grid_dir: Path, recipe: Recipe) -> dict:
     path = grid_dir / GRID_FILE
     if path.exists():
         old = load_grid(grid_dir)
-        if old["sha256"] != digest and not same_without_order(old, body):
+        if old["sha256"] == digest or same_without_order(old, body):
+            return old
+        if not extend:
             raise GridError(f"{grid_dir} holds another grid (recipe {old['recipe']['name']}, "
-                            f"{len(old['runs'])} runs); plan into a new folder")
-        return old
+                            f"{len(old['runs'])} runs); plan into a new folder, or add this "
+                            "recipe's runs to it with --extend")
+        body, added = merge_plans(old, body["recipe"], runs, skipped)
+        check_unique_ids(body["runs"])
+        grid = {"format": "xmic-grid", "version": 1, "sha256": _digest(body), **body,
+                "extended": added}
+        write_text_atomic(grid_dir / RECIPE_YAML, yaml.safe_dump(
+            {k: v for k, v in body["recipe"].items() if k != "order"}, sort_keys=False), grid_dir)
+        write_json_atomic(path, {k: v for k, v in grid.items() if k != "extended"}, grid_dir)
+        return grid
     if grid_dir.is_file():
         raise GridError(f"{grid_dir} is a file; give a folder for the grid")
     grid_dir.mkdir(parents=True, exist_ok=True)  # the folder the user names may be a link
