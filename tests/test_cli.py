@@ -67,6 +67,31 @@ def test_predict(demo_out, tmp_path):
         assert cp.returncode == 2 and msg in cp.stderr, (args, cp.stderr)
 
 
+def test_batch_predict_over_clips_and_a_list(demo_out, tmp_path):
+    """Several clips, or a CSV of clips with windows: the run and encoder loaded once, one row
+    per clip, equal to predicting each clip alone."""
+    import pandas as pd
+    out, _ = demo_out
+    clips = sorted((out / "world" / "ego4d" / "clips").glob("*.mp4"))[:2]
+    args = ["--run", out / "runs" / "xmic", "--classes", "knife,chopping board,door,phone",
+            "--top-k", "2"]
+    (tmp_path / "clips.csv").write_text("clip,start,end\n" + "".join(
+        f"{c},0,3\n" for c in clips))
+    cp = run_xmic("predict", "--list", tmp_path / "clips.csv", *args, "--out", tmp_path / "p.csv")
+    assert "wrote" in cp.stdout and "2 clip(s)" in cp.stdout
+    df = pd.read_csv(tmp_path / "p.csv")
+    assert list(df.columns[:6]) == ["clip", "start", "end", "frames", "class_1", "score_1"]
+    one = json.loads(run_xmic("predict", clips[1], *args, "--start", "0", "--end", "3",
+                              "--json").stdout)
+    assert df.loc[1, "class_1"] == one["top"][0]["class"]
+    assert df.loc[1, "score_1"] == pytest.approx(one["top"][0]["score"], rel=1e-5)
+    many = json.loads(run_xmic("predict", *clips, *args, "--json").stdout)
+    assert [m["clip"] for m in many] == [str(c) for c in clips]
+    (tmp_path / "bad.csv").write_text("path\nx.mp4\n")
+    cp = run_xmic("predict", "--list", tmp_path / "bad.csv", *args, check=False)
+    assert cp.returncode == 2 and "needs a 'clip' column" in cp.stderr
+
+
 def test_predict_uses_the_crop_thresholds_of_the_runs_cache(demo_out, tmp_path, monkeypatch):
     import shutil
 
