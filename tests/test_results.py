@@ -147,3 +147,21 @@ def test_evaluate_writes_the_same_rows(grid, world, tmp_path):  # noqa: F811
     b["seed"] = b["seed"].astype("Int64")
     a["seed"] = a["seed"].astype("Int64")
     pd.testing.assert_frame_equal(a, b, check_dtype=False)
+
+
+def test_the_readmes_python_example_runs(grid, world):  # noqa: F811
+    """The README's notebook example, verbatim but for the reader's paths."""
+    import contextlib
+    import re as re_
+    from pathlib import Path
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text.split("## Results for papers and notebooks")[1]
+    code = re_.search(r"```python\n(.*?)```", section, re_.S).group(1)
+    code = code.replace('"grids/main', f'"{grid}').replace('"caches/ego4d"', f'"{world["ego4d"]}"')
+    out = io.StringIO()
+    scope: dict = {}
+    with contextlib.redirect_stdout(out):
+        exec(compile(code, "README.md", "exec"), scope)
+    assert "xmic" in out.getvalue() and "mean" in out.getvalue()
+    assert list(scope["pred"].columns[:3]) == ["segment_id", "label", "class_1"]
+    assert len(scope["names"]) == scope["w"].shape[0]
