@@ -38,7 +38,7 @@ TINY = TINY_CONFIG
 
 
 def bare_fps(enc, frames: int, batch: int, size: int) -> float:
-    x = torch.randn(batch, 3, size, size)
+    x = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8)  # as workers hand over
     if enc.device.type == "cuda":
         x = x.pin_memory()
     enc.encode_images(x)  # warm-up
@@ -65,7 +65,7 @@ def decode_fps(cache_dir: Path, cfg: ExtractConfig, enc) -> tuple[float, int]:
     for split, info in meta["splits"].items():
         rows = [r for r in cache.plan().to_pylist() if r["split"] == split]
         loader = DataLoader(SegmentFrames(rows, info["dataset"], info["root"], info["views"],
-                                          info["boxes"], enc.transform, cfg),
+                                          info["boxes"], enc.pixels, cfg),
                             batch_size=None, num_workers=cfg.workers)
         for _, frames, tensors, err in loader:
             n += 0 if err else sum(len(t) for t in tensors.values())

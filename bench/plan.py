@@ -58,6 +58,10 @@ def main(argv=None):
                 w = csv.writer(g)
                 w.writerow(next(r))
                 w.writerows(row for row in r if row[2] in keep)
+            for side in ("EPIC_100_noun_classes.csv", "EPIC_100_verb_classes.csv",
+                         "EPIC_100_video_info.csv"):  # the files read beside the annotations
+                if (args.annotations.parent / side).exists():
+                    shutil.copy(args.annotations.parent / side, work / side)
         t0 = time.perf_counter()
         box = {"video_id": [], "frame": [], "left": [], "top": [], "right": [], "bottom": []}
         for vid, n in last.items():

@@ -36,6 +36,15 @@ def main(folder: str) -> None:
                     lines.append(f"| {b['backend']} | {b['write_MBps']} | {mode} | {m['load_MBps']} | "
                                  f"{m['raw_read_MBps']} | {m['load_vs_raw_ratio']} | {m['peak_rss_ratio']} |")
         lines.append("")
+    pl = load(d, "plan.json")
+    if pl:
+        lines += [f"## Planning with the coverage check ({pl['videos']} videos, {pl['frame_files']:,} "
+                  f"frame files of {Path(pl['annotations']).name}; {pl['machine']}, {pl['date']})", "",
+                  "| views | segments | shards | plan seconds (goal < 10) |", "|---|---|---|---|"]
+        for key in ("full_frame", "with_box_table"):
+            r = pl[key]
+            lines.append(f"| {key} | {r['segments']} | {r['shards']} | {r['seconds']} |")
+        lines.append("")
     s = load(d, "slurm_scale.json")
     if s:
         p, st = s["plan"], s["status"]

@@ -173,12 +173,12 @@ def bench_status(tmp: Path, shards: int) -> dict:
     return out
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--segments", type=int, default=100_000)
     ap.add_argument("--shards", type=int, default=10_000)
     ap.add_argument("--json")
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="xmic-bench-slurm-"))
     try:
         res = {"machine": f"{cpu_name()}, {os.cpu_count()} cores, {platform.system()}",

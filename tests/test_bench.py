@@ -9,9 +9,25 @@ from helpers import REPO
 
 
 def run_bench(name: str, tmp_path, *args) -> dict:
+    """A benchmark as its own process (the ones that measure their memory need that)."""
     out = tmp_path / f"{name}.json"
     subprocess.run([sys.executable, str(REPO / "bench" / f"{name}.py"), *args, "--json", str(out)],
                    check=True, capture_output=True, text=True)
+    return json.loads(out.read_text())
+
+
+def run_bench_here(name: str, tmp_path, *args) -> dict:
+    """A benchmark's main() in this process (no interpreter and torch start-up to wait for);
+    its JSON is written and read back as the script would."""
+    import importlib.util
+    bench = str(REPO / "bench")
+    if bench not in sys.path:
+        sys.path.insert(0, bench)
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / f"{name}.json"
+    module.main([*map(str, args), "--json", str(out)])
     return json.loads(out.read_text())
 
 
@@ -24,14 +40,14 @@ def test_cache_io_bench_smoke(tmp_path):
 
 
 def test_train_bench_smoke(tmp_path):
-    r = run_bench("train", tmp_path, "--scale", "0.002", "--steps", "2", "--epochs", "1",
+    r = run_bench_here("train", tmp_path, "--scale", "0.002", "--steps", "2", "--epochs", "1",
                   "--device", "cpu")
     assert r["segments"] == 134 and r["full_step_samples_per_s"] > 0
     assert r["ratio_full_vs_fwd_bwd"] > 0 and r["epoch_s"] > 0
 
 
 def test_extract_bench_smoke(tmp_path):
-    r = run_bench("extract", tmp_path, "--videos", "2", "--frames", "48", "--workers", "0",
+    r = run_bench_here("extract", tmp_path, "--videos", "2", "--frames", "48", "--workers", "0",
                   "--device", "cpu")
     for layout in ("jpeg", "tar", "mp4"):
         m = r["layouts"][layout]
@@ -40,7 +56,7 @@ def test_extract_bench_smoke(tmp_path):
 
 
 def test_slurm_scale_bench_smoke(tmp_path):
-    r = run_bench("slurm_scale", tmp_path, "--segments", "3000", "--shards", "300")
+    r = run_bench_here("slurm_scale", tmp_path, "--segments", "3000", "--shards", "300")
     assert r["plan"]["segments"] == 3000 and r["plan"]["shards"] == 12 and r["plan"]["seconds"] > 0
     s = r["status"]
     assert s["shards"] == 300 and sum(s["summary"].values()) == 300 and s["warm_seconds"] > 0
@@ -48,7 +64,7 @@ def test_slurm_scale_bench_smoke(tmp_path):
 
 
 def test_grid_bench_smoke(tmp_path):
-    r = run_bench("grid", tmp_path, "--segments", "60", "--frames", "4", "--seeds", "1",
+    r = run_bench_here("grid", tmp_path, "--segments", "60", "--frames", "4", "--seeds", "1",
                   "--epochs", "1")
     assert r["runs"] == 2 and r["grid_seconds"] > 0 and r["bare_seconds"] > 0
     assert abs(r["ratio_grid_vs_bare"] - r["grid_seconds"] / r["bare_seconds"]) < 0.01
@@ -64,3 +80,16 @@ def test_methods_bench_smoke(tmp_path):
     assert t["cocoop_batch"] == 6 and rows[("coop", 4)]["params"] == 16 * 64 + 1
     assert all(x["step_s"] > 0 and x["peak_mb"] >= 0 for x in t["rows"])
     assert set(t["ratios"]) == {"coop/xmic@4", "coop/xmic@6", "cocoop/xmic@6"}
+
+
+def test_plan_bench_smoke(tmp_path):
+    import pytest
+
+    from helpers import SHARED_DATA
+    if not (SHARED_DATA / "epic-kitchens-100-annotations").is_dir():
+        pytest.skip(f"real annotations not found at {SHARED_DATA}")
+    r = run_bench_here("plan", tmp_path, "--videos", "2")
+    assert r["videos"] == 2 and r["frame_files"] > 0
+    for key in ("full_frame", "with_box_table"):
+        assert r[key]["seconds"] > 0 and r[key]["coverage"]["segments_missing"] == 0
+    assert r["with_box_table"]["coverage"]["box_segment_share"] == 1.0

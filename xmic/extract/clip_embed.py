@@ -81,7 +81,7 @@ def embed_clip(path: Path, enc, views: list[str], start=None, end=None, fps=None
     if "hand_crop" in views and box_src is None:
         notes.append("no --boxes: hand crops are the full frames")
     stem = Path(path).stem
-    tensors = view_tensors(images, frames, views, enc.transform, box_src and (
+    tensors = view_tensors(images, frames, views, enc.pixels, box_src and (
         lambda f, im: box_src.box(stem, stem, f, im.width, im.height)))
     return ({k: np.asarray(enc.encode_images(x).cpu().numpy(), dtype=np.float32)
              for k, x in tensors.items()}, frames, notes, (lo, hi + 1))

@@ -140,7 +140,7 @@ def _count_boxes(cov, boxes, cache: dict, vid: str, sid: str, lo: int, hi: int, 
             cache[vid] = None
             return
         try:
-            frames = np.sort(np.fromiter(boxes.frames_with_boxes(vid, sid), np.int64))
+            frames = boxes.frames_with_boxes(vid, sid)
         except XmicError as e:
             cov.missing_boxes[vid] = str(e)
             cache[vid] = None
@@ -156,7 +156,7 @@ def _count_boxes(cov, boxes, cache: dict, vid: str, sid: str, lo: int, hi: int, 
         if frames is None:
             return
     else:
-        frames = np.sort(np.fromiter(boxes.frames_with_boxes(vid, sid), np.int64))
+        frames = boxes.frames_with_boxes(vid, sid)
     n = int(np.searchsorted(frames, hi) - np.searchsorted(frames, lo))
     cov.box_frames += n
     cov.box_segments += n > 0

@@ -22,6 +22,8 @@ import math
 import pickle
 from pathlib import Path
 
+import numpy as np
+
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from xmic.config import XmicError
@@ -185,37 +187,19 @@ class BoxSource:
         self.thresholds = (hand_score, object_score, min_box_px)
         self.detections = detections  # a folder's format, when known (``describe`` at plan)
         self._videos: dict[str, object] = {}
-        self._table: dict | None = None
-        self._frames_by_key: dict | None = None
+        self._table = None  # a BoxTable (xmic.extract.box_tables)
+        from xmic.extract.box_tables import read_box_table, read_xmic_boxes
         if self.path.is_dir():
             self.kind = "detections"
         elif self.path.suffix in (".parquet", ".csv"):
             self.kind = "table"
-            self._table = self._read_table()
+            self._table = read_box_table(self.path)
         elif self.path.suffix in (".pkl", ".pickle"):
             self.kind = "xmic-boxes"
-            from xmic.cache.safe_pickle import safe_load_pickle
-            data = safe_load_pickle(self.path)
-            if not isinstance(data, dict):
-                raise BoxError(f"{self.path}: expected dict[segment_id][frame] = box")
-            self._table = {("segment", str(s), int(f)): b for s, frames in data.items()
-                           for f, b in frames.items()}
+            self._table = read_xmic_boxes(self.path)
         else:
             raise BoxError(f"{self.path}: not a folder of detection pickles, a .pkl box dict, or a "
                            ".parquet/.csv box table")
-
-    def _read_table(self) -> dict:
-        import pyarrow.csv as pcsv
-        import pyarrow.parquet as pq
-        t = pq.read_table(self.path) if self.path.suffix == ".parquet" else pcsv.read_csv(self.path)
-        key = "segment_id" if "segment_id" in t.column_names else "video_id"
-        need = [key, "frame", "left", "top", "right", "bottom"]
-        missing = [c for c in need if c not in t.column_names]
-        if missing:
-            raise BoxError(f"{self.path}: box table lacks column(s) {missing}")
-        cols = [t[c].to_pylist() for c in need]
-        kind = "segment" if key == "segment_id" else "video"
-        return {(kind, str(k), int(f)): (l, tp, r, b) for k, f, l, tp, r, b in zip(*cols)}
 
     def video(self, video_id: str):
         """The loaded detections of one video (folder sources), loaded once."""
@@ -236,21 +220,14 @@ class BoxSource:
         """Whether a folder source holds the video's pickle (tables: whether any row names it)."""
         if self.kind == "detections":
             return (self.path / f"{video_id}.pkl").is_file()
-        return ("video", video_id) in self._keys()
+        return self._table.key_kind == "video" and video_id in self._table.span
 
-    def frames_with_boxes(self, video_id: str, segment_id: str) -> set[int]:
-        """Frame numbers the source holds an entry for (the detector ran on them)."""
+    def frames_with_boxes(self, video_id: str, segment_id: str):
+        """Sorted frame numbers [n] the source holds an entry for (the detector ran on them)."""
         if self.kind == "detections":
-            return set(self.video(video_id).frames)
-        keys = self._keys()
-        return keys.get(("segment", segment_id), set()) | keys.get(("video", video_id), set())
-
-    def _keys(self) -> dict:
-        if self._frames_by_key is None:
-            self._frames_by_key = {}
-            for kind, key, f in self._table:
-                self._frames_by_key.setdefault((kind, key), set()).add(f)
-        return self._frames_by_key
+            return np.sort(np.fromiter(self.video(video_id).frames, np.int64))
+        t = self._table
+        return t.frames(segment_id if t.key_kind == "segment" else video_id)
 
     def describe(self, video_id: str | None = None) -> str:
         """The source's kind for the fingerprint (epic-100 | 100doh | table | xmic-boxes): a
@@ -266,14 +243,16 @@ class BoxSource:
         hs, os_, mp = self.thresholds
         if self.kind == "detections":
             return self.video(video_id).crop(frame, width, height, hs, os_, mp, where)
-        raw = self._table.get(("segment", segment_id, frame), self._table.get(("video", video_id, frame)))
+        t = self._table
+        raw = t.box(segment_id if t.key_kind == "segment" else video_id, frame)
         return None if raw is None else clip_box(_check(raw, where), width, height, mp)
 
 
 def view_tensors(images, frames: list[int], views, transform, box_of=None) -> dict:
     """{view: [n, 3, H, W]} of one segment's decoded frames: ``full_frame`` is each image,
     ``hand_crop`` each image cropped to ``box_of(frame, image)`` (None: the full frame),
-    both through the encoder's ``transform``. Extraction and ``predict`` both go through here."""
+    both through ``transform`` (the encoder's ``pixels``: resized and centre-cropped uint8, the
+    arithmetic left to the encoder's device). Extraction and ``predict`` both go through here."""
     import torch
     out = {}
     if "full_frame" in views:

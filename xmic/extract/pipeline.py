@@ -79,8 +79,11 @@ def view_fingerprints(enc, cfg: ExtractConfig, meta: dict, split: str) -> dict:
 
 
 def encode_packed(enc, tensors: list[torch.Tensor], batch_size: int) -> tuple[list[torch.Tensor], int]:
-    """Encode [n_i, 3, H, W] tensors packed into full batches; halves the batch on CUDA OOM."""
+    """Encode [n_i, 3, H, W] tensors (uint8 from the workers) packed into full batches; halves
+    the batch on CUDA OOM. The packed batch is pinned for a GPU, so its copy is asynchronous."""
     x = torch.cat(tensors) if tensors else torch.zeros(0)
+    if enc.device.type == "cuda" and len(x):
+        x = x.pin_memory()
     outs, i = [], 0
     while i < len(x):
         try:
@@ -254,7 +257,7 @@ def _run_split(cache, enc, cfg, meta, split, info, names, chosen, by_shard, summ
     summary["failed_kept"] += held
     # one loader for the whole split: its workers (and their hand-box caches) live across shards
     loader = DataLoader(SegmentFrames([r for _, _, rows in work for r in rows], info["dataset"],
-                                      info["root"], info["views"], info["boxes"], enc.transform,
+                                      info["root"], info["views"], info["boxes"], enc.pixels,
                                       cfg, info.get("boxes_format")),
                         batch_size=None, num_workers=cfg.workers,
                         pin_memory=enc.device.type == "cuda")

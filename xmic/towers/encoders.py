@@ -20,6 +20,7 @@ import torch
 
 from xmic.cache.fingerprint import clip_preprocess, model_identity
 from xmic.towers import named_weights
+from xmic.towers.preprocess import Preprocess
 from xmic.files.atomic import sha256_file
 from xmic.config import XmicError, resolve_device
 
@@ -159,6 +160,11 @@ class ClipEncoder:
     precision: str
     dim: int
     warnings: list[str] = field(default_factory=list)
+    pixels: Preprocess | None = None  # the transform split: uint8 from workers, floats here
+
+    def __post_init__(self):
+        if self.pixels is None:
+            self.pixels = Preprocess(self.transform)
 
     def _autocast(self):
         dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.precision)
@@ -167,9 +173,11 @@ class ClipEncoder:
 
     @torch.no_grad()
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        """[B, 3, H, W] preprocessed -> [B, D] float32, projected, not normalised."""
+        """[B, 3, H, W] -> [B, D] float32, projected, not normalised. ``images``: uint8 as
+        ``pixels`` hands them over (normalised here, on the device), or already float."""
+        x = self.pixels.normalise(images.to(self.device, non_blocking=True))
         with self._autocast():
-            return self.model.encode_image(images.to(self.device, non_blocking=True)).float()
+            return self.model.encode_image(x).float()
 
     @torch.no_grad()
     def encode_texts(self, texts: list[str], batch: int = 256) -> torch.Tensor:

@@ -1,0 +1,79 @@
+"""Crop boxes given as a table, in pixels: a parquet/CSV box table or X-MIC's box pickle.
+
+Inputs: a ``.parquet``/``.csv`` file with ``segment_id`` or ``video_id``, ``frame``, ``left``,
+``top``, ``right``, ``bottom`` (pixels of the decoded frame), or the released code's pickle
+``dict[segment_id][frame] = (left, top, right, bottom)`` (through the restricted unpickler).
+Output: ``BoxTable`` with, per key (a segment or a video), its frames as a sorted array
+(``frames``: the coverage check at plan time) and ``box(key, frame)`` -> the box or None, found
+by binary search: no per-row Python object, so a table of millions of rows loads in a second.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+COLUMNS = ("frame", "left", "top", "right", "bottom")
+
+
+class BoxTable:
+    def __init__(self, key_kind: str, keys, frames, boxes):
+        """``keys`` [N] (str), ``frames`` [N] (int), ``boxes`` [N, 4] (float)."""
+        self.key_kind = key_kind                         # "segment" | "video"
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        arr = keys if isinstance(keys, pa.Array) else pa.array(keys, type=pa.string())
+        enc = pc.dictionary_encode(arr)
+        idx = np.asarray(enc.indices, dtype=np.int64)
+        names = enc.dictionary.to_pylist()
+        frames = np.asarray(frames, dtype=np.int64)
+        order = np.lexsort((frames, idx))
+        self.frames_sorted = frames[order]
+        self.boxes = np.asarray(boxes, dtype=np.float64)[order]               # [N, 4]
+        idx = idx[order]
+        starts = np.flatnonzero(np.r_[True, idx[1:] != idx[:-1]]) if len(idx) else np.zeros(0, int)
+        ends = np.r_[starts[1:], len(idx)]
+        self.span = {names[idx[s]]: (int(s), int(e)) for s, e in zip(starts, ends)}
+
+    def frames(self, key: str) -> np.ndarray:
+        s, e = self.span.get(key, (0, 0))
+        return self.frames_sorted[s:e]
+
+    def box(self, key: str, frame: int):
+        s, e = self.span.get(key, (0, 0))
+        i = s + int(np.searchsorted(self.frames_sorted[s:e], frame))
+        if i < e and self.frames_sorted[i] == frame:
+            return tuple(self.boxes[i])
+        return None
+
+
+def read_box_table(path: Path) -> BoxTable:
+    from xmic.extract.detections import BoxError
+    import pyarrow.csv as pcsv
+    import pyarrow.parquet as pq
+    t = pq.read_table(path) if path.suffix == ".parquet" else pcsv.read_csv(path)
+    key = "segment_id" if "segment_id" in t.column_names else "video_id"
+    missing = [c for c in (key, *COLUMNS) if c not in t.column_names]
+    if missing:
+        raise BoxError(f"{path}: box table lacks column(s) {missing}")
+    boxes = np.stack([t[c].to_numpy().astype(np.float64) for c in COLUMNS[1:]], axis=1)
+    keys = t[key].cast("string").combine_chunks()
+    return BoxTable("segment" if key == "segment_id" else "video", keys,
+                    t["frame"].to_numpy(), boxes)
+
+
+def read_xmic_boxes(path: Path) -> BoxTable:
+    from xmic.cache.safe_pickle import safe_load_pickle
+    from xmic.extract.detections import BoxError
+    data = safe_load_pickle(path)
+    if not isinstance(data, dict):
+        raise BoxError(f"{path}: expected dict[segment_id][frame] = box")
+    keys, frames, boxes = [], [], []
+    for s, per_frame in data.items():
+        if not isinstance(per_frame, dict):
+            raise BoxError(f"{path}: segment {s!r}: expected dict[frame] = box")
+        for f, b in per_frame.items():
+            keys.append(str(s))
+            frames.append(int(f))
+            boxes.append(tuple(b) if len(b) == 4 else (np.nan,) * 4)
+    return BoxTable("segment", keys, frames, np.asarray(boxes, dtype=np.float64).reshape(-1, 4))
