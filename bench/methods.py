@@ -106,17 +106,17 @@ def measure(method: str, batch: int, tower: TextTower, w_emb: torch.Tensor, name
     opt = torch.optim.AdamW(params, lr=cfg.optim.lr, betas=cfg.optim.betas,
                             weight_decay=cfg.optim.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
-    use_amp = cfg.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    amp = cfg.autocast_dtype(device)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp is torch.float16)
     times = []
     with PeakMemory(device) as mem:
         t = time.perf_counter()
-        train_step(model, opt, sched, scaler, f, x, y, w, use_amp)  # warm-up (and optimizer state)
+        train_step(model, opt, sched, scaler, f, x, y, w, amp)  # warm-up (and optimizer state)
         _sync(device)
         first = time.perf_counter() - t
         while first < 5.0 and len(times) < steps:  # a step of seconds is timed once
             t = time.perf_counter()
-            train_step(model, opt, sched, scaler, f, x, y, w, use_amp)
+            train_step(model, opt, sched, scaler, f, x, y, w, amp)
             _sync(device)
             times.append(time.perf_counter() - t)
             if sum(times) >= min_seconds and len(times) >= 3:

@@ -52,8 +52,8 @@ def setup(device: torch.device, steps_per_epoch: int):
                             betas=(0.9, 0.98), weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: _lr_factor(s, 5 * steps_per_epoch, 5e-4, 1e-7))
-    use_amp = device.type == "cuda"
-    return model, opt, sched, torch.amp.GradScaler(device.type, enabled=use_amp), use_amp
+    amp = torch.float16 if device.type == "cuda" else None  # the autocast dtype, as training's
+    return model, opt, sched, torch.amp.GradScaler(device.type, enabled=amp is not None), amp
 
 
 def sync(device):
@@ -109,7 +109,7 @@ def main(argv=None):
             if with_opt:
                 train_step(model, opt, sched, scaler, f, x, y, w, amp)
             else:
-                with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+                with torch.autocast(device.type, dtype=torch.float16, enabled=amp is not None):
                     loss = F.cross_entropy(model(f, x, w).float(), y)
                 model.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()

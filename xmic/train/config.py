@@ -121,6 +121,7 @@ class TrainConfig:
     seed: int = bounded(0, 0, 2**32 - 1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = True                  # mixed precision on a GPU; always fp32 on the CPU
+    amp_dtype: Literal["fp16", "bf16"] = "fp16"  # bf16: no loss scaling (GPUs that have it)
     # model selection on held-out source videos (0 = keep the last epoch)
     heldout_fraction: float = 0.1
     # the released behaviour: select the epoch on a target set ("CACHE:SPLIT"); this uses test data
@@ -139,6 +140,13 @@ class TrainConfig:
             raise ValueError(f"frames must be in 1..{MAX_FRAMES} per segment, got {self.frames}")
         if not 0.0 <= self.heldout_fraction < 1.0:
             raise ValueError(f"heldout_fraction must be in [0, 1), got {self.heldout_fraction}")
+
+    def autocast_dtype(self, device):
+        """The autocast dtype on ``device`` (None: full fp32, as on the CPU)."""
+        import torch
+        if not (self.amp and torch.device(device).type == "cuda"):
+            return None
+        return torch.bfloat16 if self.amp_dtype == "bf16" else torch.float16
 
     @property
     def record(self):

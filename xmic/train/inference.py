@@ -37,8 +37,8 @@ def predict_logits(model, bank: FeatureBank, w: torch.Tensor, cfg: TrainConfig) 
     seg = torch.arange(len(bank), device=bank.labels.device)
     for s in seg.split(cfg.eval_batch_size):
         f, x, _ = batch(bank, s, cfg.model.classified_view, cond, cfg.frames, None, train=False)
-        with torch.autocast(w.device.type, dtype=torch.float16,
-                            enabled=cfg.amp and w.device.type == "cuda"):
+        amp = cfg.autocast_dtype(w.device)
+        with torch.autocast(w.device.type, dtype=amp or torch.float32, enabled=amp is not None):
             out.append(model(f, x, w).float())
     return torch.cat(out)
 

@@ -4,7 +4,7 @@ Inputs: a cache path, a ``TrainConfig``, an output folder (and ``resume``). Outp
 ``config.yaml``; ``last.pt`` (every epoch: model, optimizer, scheduler, scaler, RNG state, history,
 config, fingerprints) and ``checkpoint.pt`` (the selected epoch); ``metrics.jsonl`` (one row per
 epoch); ``train_curve.png``. Returns a summary dict. AdamW with linear warm-up then constant lr
-(docs/method.md §4), fp16 autocast + gradient scaling on a GPU, fp32 on the CPU; the sampling generator is
+(docs/method.md §4), fp16 autocast + gradient scaling (or bf16) on a GPU, fp32 on the CPU; the sampling generator is
 seeded, so CPU runs repeat exactly, also across ``resume``. A non-finite loss or weight stops the
 run with ``TrainingDiverged`` (epoch, step and cause) before anything of that epoch is saved.
 Files are written through ``xmic.files.atomic`` (never through a link planted in the run folder).
@@ -44,9 +44,10 @@ class TrainingDiverged(XmicError):
     exit_code = 1
 
 
-def train_step(model, opt, sched, scaler, f, x, y, w, use_amp: bool):
-    """One optimisation step on a batch; returns (loss, logits)."""
-    with torch.autocast(f.device.type, dtype=torch.float16, enabled=use_amp):
+def train_step(model, opt, sched, scaler, f, x, y, w, amp):
+    """One optimisation step on a batch; returns (loss, logits). ``amp``: the autocast dtype
+    (float16, with the scaler; bfloat16) or None."""
+    with torch.autocast(f.device.type, dtype=amp or torch.float32, enabled=amp is not None):
         logits = model(f, x, w)
         loss = F.cross_entropy(logits.float(), y)
     opt.zero_grad(set_to_none=True)
@@ -68,7 +69,7 @@ def nonfinite_parameters(model) -> list[str]:
     return [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
 
 
-def train_epoch(model, opt, sched, scaler, bank, w, cfg: TrainConfig, cond, gen, use_amp: bool,
+def train_epoch(model, opt, sched, scaler, bank, w, cfg: TrainConfig, cond, gen, amp,
                 epoch: int, where: str) -> tuple[dict, list[float], list[float]]:
     """One pass over ``bank`` in a seeded random order: (train loss, top-1 and samples/s; each
     step's loss; each step's lr). Losses and correct counts stay on the device and are read once,
@@ -85,7 +86,7 @@ def train_epoch(model, opt, sched, scaler, bank, w, cfg: TrainConfig, cond, gen,
     for seg in bar:
         f, x, y = batch(bank, seg, cfg.model.classified_view, cond, cfg.frames, gen, train=True)
         lrs.append(opt.param_groups[0]["lr"])  # the step's own lr (a host value: no sync)
-        loss, logits = train_step(model, opt, sched, scaler, f, x, y, w, use_amp)
+        loss, logits = train_step(model, opt, sched, scaler, f, x, y, w, amp)
         losses.append(loss.detach())
         correct += (logits.argmax(1) == y).sum()
         sizes.append(len(seg))
@@ -133,7 +134,8 @@ def load_run_data(cache, cfg: TrainConfig, inputs, device, bank_loader, towers) 
 
 
 def make_optimiser(model, cfg: TrainConfig, train_segments: int, device):
-    """(trainable params, AdamW or None, warm-up scheduler or None, grad scaler, use_amp)."""
+    """(trainable params, AdamW or None, warm-up scheduler or None, grad scaler, the autocast
+    dtype or None)."""
     params = [p for p in model.parameters() if p.requires_grad]
     steps_per_epoch = -(-train_segments // cfg.batch_size)
     opt = (torch.optim.AdamW(params, lr=cfg.optim.lr, betas=cfg.optim.betas,
@@ -141,8 +143,11 @@ def make_optimiser(model, cfg: TrainConfig, train_segments: int, device):
     warmup = cfg.optim.warmup_epochs * steps_per_epoch
     sched = (torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(
         s, warmup, cfg.optim.lr, cfg.optim.warmup_start_lr)) if opt else None)
-    use_amp = cfg.amp and device.type == "cuda"
-    return params, opt, sched, torch.amp.GradScaler("cuda", enabled=use_amp), use_amp
+    amp = cfg.autocast_dtype(device)
+    if amp is torch.bfloat16 and not torch.cuda.is_bf16_supported():
+        raise ConfigError("amp_dtype=bf16: this GPU has no bfloat16; use amp_dtype=fp16")
+    return (params, opt, sched, torch.amp.GradScaler("cuda", enabled=amp is torch.float16),
+            amp)
 
 
 def score_epoch(model, data: RunData, cfg: TrainConfig, row: dict, where: Path) -> None:
@@ -210,7 +215,7 @@ def train(cache_path: str | Path, cfg: TrainConfig, out: str | Path, resume: boo
     dims = model_dims(cfg, inputs)
     model = build_model(cfg, dims["text"], dims["cond"], len(inputs.vocab.classes),
                         data.tower).to(device)
-    params, opt, sched, scaler, use_amp = make_optimiser(model, cfg, len(data.train), device)
+    params, opt, sched, scaler, amp = make_optimiser(model, cfg, len(data.train), device)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     config = config_to_dict(cfg)
     history, best, start_epoch = [], None, 1
@@ -239,7 +244,7 @@ def train(cache_path: str | Path, cfg: TrainConfig, out: str | Path, resume: boo
             row = {"epoch": epoch, "lr": opt.param_groups[0]["lr"] if opt else None}
             if params:
                 stats, step_losses, step_lrs = train_epoch(model, opt, sched, scaler, data.train,
-                                                           data.w, cfg, cond, gen, use_amp, epoch,
+                                                           data.w, cfg, cond, gen, amp, epoch,
                                                            where=str(out))
                 row.update(stats)
                 tracking.steps((epoch - 1) * steps_per_epoch + 1, step_losses, step_lrs)
