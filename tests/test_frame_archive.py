@@ -8,29 +8,15 @@ import tarfile
 
 import pytest
 
-from extract_data import TINY, make_epic
 from helpers import assert_same_features
 from xmic.cache import CacheConfig
 from xmic.demo.epic_layout import pack_frames
 from xmic.extract import frame_archive
 from xmic.extract.frame_archive import ArchiveError, archive_index, read_member
 from xmic.extract.media import frame_source
-from xmic.extract.config import ExtractConfig
 from xmic.extract.pipeline import run_shards
 from xmic.extract.planning import plan
-from xmic.towers.encoders import load_clip
-
-CFG = ExtractConfig(model=str(TINY), weights="random", workers=0, batch_size=48, device="cpu")
-
-
-@pytest.fixture(scope="module")
-def encoder():
-    return load_clip(str(TINY), "random", "cpu", "fp32", 0)
-
-
-@pytest.fixture(scope="module")
-def epic(tmp_path_factory):
-    return make_epic(tmp_path_factory.mktemp("epic"))
+from test_extract import CFG, encoder, epic  # noqa: F401  (the tiny encoder and EPIC world)
 
 
 def _extract(cache, epic, root, encoder):
