@@ -18,7 +18,7 @@ from slurm_world import require_cluster, wait_until
 from test_slurm_cluster import release_requeued, sacct
 from train_data import make_train_cache
 
-pytestmark = pytest.mark.slurm
+pytestmark = [pytest.mark.slurm, pytest.mark.xdist_group("cluster")]  # one worker, in turn
 SLOW = Path(__file__).parent / "slow_encode"
 
 

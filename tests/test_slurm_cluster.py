@@ -16,7 +16,7 @@ from slurm_world import (EXTRACT, ON_SLURM, committed, make_world, plan_world, r
 from xmic.cache import Cache
 from xmic.cache.verify import verify
 
-pytestmark = pytest.mark.slurm
+pytestmark = [pytest.mark.slurm, pytest.mark.xdist_group("cluster")]  # one worker, in turn
 VIEWS = ["full_frame", "hand_crop"]
 SLOW = Path(__file__).parent / "slow_encode"
 
