@@ -88,7 +88,8 @@ def _missing_segments(s: dict) -> int:
 @click.argument("cache_dir", type=click.Path(path_type=Path))
 @click.option("--shards", help="Shard numbers to run, e.g. 0-9,12 (default: all).")
 @click.option("--model", help="open_clip model name or model-config JSON.")
-@click.option("--weights", help="FILE, local-dir:DIR, a pretrained tag (openai) or hf-hub:ORG/REPO from the Hugging Face cache, or random (tests/demos).")
+@click.option("--weights", help="FILE, local-dir:DIR, a pretrained tag (openai) or "
+              "hf-hub:ORG/REPO from the Hugging Face cache, or random (tests/demos).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]))
 @click.option("--batch-size", type=int)

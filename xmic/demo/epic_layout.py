@@ -4,7 +4,8 @@ Inputs: a root folder, video ids, frames (PIL images), boxes and annotation rows
 EPIC-KITCHENS-100 distributes them: ``ROOT/P01/rgb_frames/P01_01/frame_0000000001.jpg`` (1-based),
 ``EPIC_100_{split}.csv`` (15 columns), ``EPIC_100_{noun,verb}_classes.csv``,
 ``EPIC_100_video_info.csv``, a video's frames packed as EPIC ships them
-(``ROOT/P01/rgb_frames/P01_01.tar``, members ``./frame_0000000001.jpg``), and hand-object detections as the EPIC-100 library stores them: one
+(``ROOT/P01/rgb_frames/P01_01.tar``, members ``./frame_0000000001.jpg``), and hand-object
+detections as the EPIC-100 library stores them: one
 pickle per video holding a list of serialised ``Detections`` messages, boxes in [0, 1].
 """
 from __future__ import annotations

@@ -14,7 +14,7 @@ from xmic.config import bounded
 @dataclass(frozen=True)
 class ExtractConfig:
     model: str = "ViT-B-16-quickgelu"  # open_clip name, model-config JSON path, or timm:NAME
-    weights: str = ""                  # FILE, local-dir:DIR, or random (tests and demos only)
+    weights: str = ""                  # FILE, local-dir:DIR, a tag (openai), hf-hub:ID, or random
     seed: int = bounded(0, 0, 2**32 - 1)                     # for random weights
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["fp32", "fp16", "bf16"] = "fp16"  # GPUs; the CPU always runs fp32
