@@ -189,3 +189,9 @@ def test_an_empty_box_folder_and_boxes_past_the_video_are_refused_at_plan(tmp_pa
         plan(tmp_path / "c", "ego4d", g["annotations"], g["root"], "val", boxes=tmp_path / "det",
              taxonomy=g["taxonomy"])
     assert not (tmp_path / "c").exists()  # nothing written for a refused plan
+
+
+def test_a_box_table_with_text_in_a_number_column_is_one_line(tmp_path):
+    (tmp_path / "b.csv").write_text("video_id,frame,left,top,right,bottom\nv,1,1,1,x,4\n")
+    with pytest.raises(BoxError, match=r"b.csv: frame and box columns must be numbers"):
+        BoxSource(tmp_path / "b.csv")

@@ -111,3 +111,19 @@ def test_a_member_that_is_not_a_jpeg_fails_its_segment_only(tmp_path, epic, enco
     assert "P01_02.tar: member ./frame_0000000040.jpg" in msg and "not a readable image" in msg
     assert (tars / "P01" / "rgb_frames" / "P01_02.tar").is_file()  # the archive is untouched
     assert not (tars / "P01" / "rgb_frames" / "P01_02").exists()
+
+
+def test_a_process_keeps_few_archives_open(tmp_path, epic):
+    """Reading more archives than OPEN_ARCHIVES closes the least recently used descriptors."""
+    import os
+    src = epic["root"] / "P01" / "rgb_frames" / "P01_01"
+    tars = []
+    for i in range(frame_archive.OPEN_ARCHIVES + 5):
+        shutil.copytree(src, tmp_path / f"v{i}")
+        tars.append(pack_frames(tmp_path / f"v{i}"))
+    before = len(os.listdir("/proc/self/fd"))
+    for t in tars:
+        assert read_member(t, 1)[:2] == b"\xff\xd8"
+    assert len(frame_archive._descriptors) <= frame_archive.OPEN_ARCHIVES
+    assert len(os.listdir("/proc/self/fd")) - before <= frame_archive.OPEN_ARCHIVES
+    assert read_member(tars[0], 2)[:2] == b"\xff\xd8"  # a closed one opens again

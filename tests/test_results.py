@@ -22,13 +22,8 @@ from xmic.evaluate.results import COLUMNS
 def grid(tmp_path_factory, world):  # noqa: F811
     tmp = tmp_path_factory.mktemp("results")
     g = tmp / "g"
-    import yaml
-    rec = recipe(tmp, world, seeds=[0, 1], sources={"epic": "train", "ego4d": "train"})
-    data = yaml.safe_load(rec.read_text())  # methods in an order of their own, kept as written
-    data["methods"] = {"xmic": {}, "zeroshot": {}, "linear": {}}
-    data["sources"] = {"epic": "train", "ego4d": "train"}
-    data["targets"] = {"epic": "validation", "ego4d": "val"}
-    rec.write_text(yaml.safe_dump(data, sort_keys=False))
+    rec = recipe(tmp, world, seeds=[0, 1], sources={"epic": "train", "ego4d": "train"},
+                 methods={"xmic": {}, "zeroshot": {}, "linear": {}})  # an order of their own
     run_xmic("grid", "plan", g, "--recipe", rec)
     run_xmic("grid", "run", g)
     return g

@@ -56,10 +56,15 @@ def read_box_table(path: Path) -> BoxTable:
     missing = [c for c in (key, *COLUMNS) if c not in t.column_names]
     if missing:
         raise BoxError(f"{path}: box table lacks column(s) {missing}")
-    boxes = np.stack([t[c].to_numpy().astype(np.float64) for c in COLUMNS[1:]], axis=1)
+    try:
+        boxes = np.stack([t[c].to_numpy(zero_copy_only=False).astype(np.float64)
+                          for c in COLUMNS[1:]], axis=1)                        # [N, 4]
+        frames = t["frame"].to_numpy(zero_copy_only=False).astype(np.int64)
+    except (ValueError, TypeError) as e:
+        raise BoxError(f"{path}: frame and box columns must be numbers, without empty cells "
+                       f"({type(e).__name__}: {e})") from None
     keys = t[key].cast("string").combine_chunks()
-    return BoxTable("segment" if key == "segment_id" else "video", keys,
-                    t["frame"].to_numpy(), boxes)
+    return BoxTable("segment" if key == "segment_id" else "video", keys, frames, boxes)
 
 
 def read_xmic_boxes(path: Path) -> BoxTable:

@@ -217,10 +217,8 @@ class BoxSource:
         return self._videos[video_id]
 
     def has_video(self, video_id: str) -> bool:
-        """Whether a folder source holds the video's pickle (tables: whether any row names it)."""
-        if self.kind == "detections":
-            return (self.path / f"{video_id}.pkl").is_file()
-        return self._table.key_kind == "video" and video_id in self._table.span
+        """Whether a folder source holds the video's pickle."""
+        return (self.path / f"{video_id}.pkl").is_file()
 
     def frames_with_boxes(self, video_id: str, segment_id: str):
         """Sorted frame numbers [n] the source holds an entry for (the detector ran on them)."""

@@ -18,6 +18,7 @@ import functools
 import os
 import re
 import tarfile
+from collections import OrderedDict
 from pathlib import Path
 
 from xmic.config import XmicError
@@ -34,7 +35,7 @@ def _unsafe(name: str) -> bool:
     return name.startswith("/") or ".." in name.replace("\\", "/").split("/")
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=8)  # segments come sorted by video: a few archives at a time
 def _index(path: str, size: int, mtime_ns: int) -> dict[int, tuple[int, int]]:
     out: dict[int, tuple[int, int]] = {}
     try:
@@ -74,13 +75,21 @@ def archive_frames(path: Path) -> list[int]:
     return sorted(archive_index(path))
 
 
-_descriptors: dict[tuple[int, str], int] = {}  # (pid, path) -> read-only descriptor
+OPEN_ARCHIVES = 16  # descriptors a process keeps open (a split reads hundreds of archives)
+_descriptors: OrderedDict[tuple[int, str], int] = OrderedDict()  # (pid, path) -> descriptor
 
 
 def _fd(path: str) -> int:
+    """A read-only descriptor of ``path`` for this process, the least recently used closed."""
     key = (os.getpid(), path)
-    if key not in _descriptors:
-        _descriptors[key] = os.open(path, os.O_RDONLY)
+    if key in _descriptors:
+        _descriptors.move_to_end(key)
+        return _descriptors[key]
+    for stale in [k for k in _descriptors if k[0] != key[0]]:  # copies inherited at a fork:
+        os.close(_descriptors.pop(stale))  # closing them here leaves the parent's open
+    while len(_descriptors) >= OPEN_ARCHIVES:
+        os.close(_descriptors.popitem(last=False)[1])
+    _descriptors[key] = os.open(path, os.O_RDONLY)
     return _descriptors[key]
 
 
