@@ -289,15 +289,20 @@ class Cache:
                         sdir.with_name(shard + FAILED_SUFFIX).exists(), bad)
 
     def shard_states(self, view: str, claims: dict | None = None) -> dict[str, str]:
-        """Every planned shard's state for ``view``, from one listing of the view's folder and
-        its commit log (a marker is opened only for a shard the log lacks). ``claims``: ``live_claims`` of the view
-        when the caller has them already."""
+        """Every planned shard's state for ``view`` (``states_and_commits``)."""
+        return self.states_and_commits(view, claims)[0]
+
+    def states_and_commits(self, view: str, claims: dict | None = None) -> tuple[dict, dict]:
+        """(shard -> state, committed shard -> its commit record), from one listing of the
+        view's folder and its commit log (a marker is opened only for a shard the log lacks).
+        ``claims``: ``live_claims`` of the view when the caller has them already."""
         running = set(live_claims(self.root, view) if claims is None else claims)
         done, failed = self._listing(view)
-        bad = {s: int(r.get("failed") or 0) for s, r in
-               commit_records(view_dir(self.root, view), done).items()}
-        return {s: state_of(s in done, s in running, s in failed, bad.get(s, 0))
-                for s in self.shards()}
+        records = commit_records(view_dir(self.root, view), done)
+        states = {s: state_of(s in done, s in running, s in failed,
+                              int((records.get(s) or {}).get("failed") or 0))
+                  for s in self.shards()}
+        return states, records
 
     def shard_rows(self, view: str, shard: str) -> pa.Table:
         return read_parquet(shard_dir(self.root, view, shard) / ROWS, f"rows of shard {shard}")

@@ -21,7 +21,6 @@ import pyarrow.parquet as pq
 
 from xmic.cache import Cache
 from xmic.cache.claims import live_claims
-from xmic.cache.commit_log import commit_records
 from xmic.slurm.scheduler import submission_queue_line
 from xmic.cache.paths import (FAILED_SUFFIX, PLAN_FILE, ROWS, SUBMISSIONS,
                               CacheError, check_cache_name, count_attempts, read_cache_json,
@@ -87,9 +86,10 @@ def shard_report(cache: Cache, views_by_split: dict[str, list[str]]) -> dict[str
         split_of[shard] = split
     views = sorted({v for vs in views_by_split.values() for v in vs})
     claims = {v: live_claims(cache.root, v) for v in views}
-    states = {v: cache.shard_states(v, claims[v]) for v in views}
+    both = {v: cache.states_and_commits(v, claims[v]) for v in views}  # one read per view
+    states = {v: both[v][0] for v in views}
     vdirs = {v: view_dir(cache.root, v) for v in views}  # resolved once: plain joins below
-    progress = {v: commit_records(vdirs[v], cache.committed(v)) for v in views}
+    progress = {v: both[v][1] for v in views}
     report: dict[str, dict] = {}
     for shard, n in counts.items():
         check_cache_name("shard", shard)  # a plan's shard name never leaves its view folder
