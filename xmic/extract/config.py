@@ -20,6 +20,7 @@ class ExtractConfig:
     precision: Literal["fp32", "fp16", "bf16"] = "fp16"  # GPUs; the CPU always runs fp32
     batch_size: int = bounded(256, 1, 1 << 16)             # frames per encoder batch (halved on CUDA out-of-memory)
     workers: int = bounded(4, 0, 512)                  # DataLoader processes that decode, crop and preprocess
+    threads: int = bounded(0, 0, 512)  # CPU encoder threads; 0: shared with the workers (all cores when they are ahead)
     sampling: Literal["all", "per_bin"] = "per_bin"
     per_bin: int = bounded(4, 1, 4096)                  # candidates per bin: 4 x 16 = 64 frames per segment at most
     bins: int = bounded(16, 1, 1024)

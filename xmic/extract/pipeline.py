@@ -26,6 +26,7 @@ from xmic.cache.sampling import frames_to_store, rule_of, sampling_fingerprint
 from xmic.config import XmicError, config_to_dict
 from xmic.extract.config import ExtractConfig
 from xmic.extract.detections import BoxSource, view_tensors
+from xmic.extract.feeding import CpuShare, Prefetch, Take, encode_packed
 from xmic.extract.media import frame_source
 from xmic.extract.readers import read_frames
 from xmic.files.names import read_json
@@ -59,11 +60,20 @@ class SegmentFrames(Dataset):
             boxes = self._boxes
             out = view_tensors(images, frames, views, self.transform, lambda f, im: boxes.box(
                 r["video_id"], r["segment_id"], f, im.width, im.height))
-            return r["segment_id"], frames, out, None
+            return r["segment_id"], frames, one_storage(out), None
         except XmicError as e:
             return r["segment_id"], [], {}, str(e)
         except (ValueError, OSError) as e:
             return r["segment_id"], [], {}, f"{type(e).__name__}: {e}"
+
+
+def one_storage(tensors: dict) -> dict:
+    """The views of one segment as slices of one tensor: a worker hands over one shared-memory
+    block per segment, not one per view (each costs the receiver a file-descriptor exchange)."""
+    if len(tensors) < 2:
+        return tensors
+    packed = torch.cat(list(tensors.values()))
+    return dict(zip(tensors, packed.split([len(t) for t in tensors.values()])))
 
 
 def view_fingerprints(enc, cfg: ExtractConfig, meta: dict, split: str) -> dict:
@@ -76,26 +86,6 @@ def view_fingerprints(enc, cfg: ExtractConfig, meta: dict, split: str) -> dict:
         out[v] = F.view_fingerprint(enc.identity, enc.precision, enc.preprocess,
                                     crop if v == "hand_crop" else None, sampling)
     return out
-
-
-def encode_packed(enc, tensors: list[torch.Tensor], batch_size: int) -> tuple[list[torch.Tensor], int]:
-    """Encode [n_i, 3, H, W] tensors (uint8 from the workers) packed into full batches; halves
-    the batch on CUDA OOM. The packed batch is pinned for a GPU, so its copy is asynchronous."""
-    x = torch.cat(tensors) if tensors else torch.zeros(0)
-    if enc.device.type == "cuda" and len(x):
-        x = x.pin_memory()
-    outs, i = [], 0
-    while i < len(x):
-        try:
-            outs.append(enc.encode_images(x[i:i + batch_size]).cpu())
-            i += batch_size
-        except torch.cuda.OutOfMemoryError:
-            if batch_size == 1:
-                raise
-            batch_size = max(1, batch_size // 2)
-            torch.cuda.empty_cache()
-    emb = torch.cat(outs) if outs else torch.zeros(0)
-    return list(emb.split([len(t) for t in tensors])), batch_size
 
 
 class Interrupted(XmicError):
@@ -261,7 +251,19 @@ def _run_split(cache, enc, cfg, meta, split, info, names, chosen, by_shard, summ
                                       cfg, info.get("boxes_format")),
                         batch_size=None, num_workers=cfg.workers,
                         pin_memory=enc.device.type == "cuda")
-    items = iter(loader)
+    items = Prefetch(loader, 2 * max(1, cfg.workers))  # received while the batch before encodes
+    share = CpuShare(cfg.workers, cfg.threads, items) if enc.device.type == "cpu" else None
+    try:
+        _run_work(cache, enc, cfg, split, info, names, fps, work, items, summary, commits, bar,
+                  echo, share)
+    finally:
+        items.close()
+        if share is not None:
+            share.restore()
+
+
+def _run_work(cache, enc, cfg, split, info, names, fps, work, items, summary, commits, bar,
+              echo, share) -> None:
     for shard, todo, rows in work:
         full = commits.disk_full()
         if full is not None:  # encoding more shards that cannot be written wastes hours
@@ -273,7 +275,7 @@ def _run_split(cache, enc, cfg, meta, split, info, names, chosen, by_shard, summ
                 writers[v] = ShardWriter(cache, names.get(v, v), shard, enc.dim, fps[v],
                                          producer_config=config_to_dict(cfg),
                                          provenance={"split": split, **info}).start()
-            stats = _encode_shard(enc, cfg, take, writers, summary, bar, shard)
+            stats = _encode_shard(enc, cfg, take, writers, summary, bar, shard, share)
         except KeyboardInterrupt:  # the shard in progress is cleanly not committed
             for w in writers.values():
                 w.claim.release()
@@ -299,25 +301,8 @@ def _run_split(cache, enc, cfg, meta, split, info, names, chosen, by_shard, summ
              f"(decode {stats['decode_s']:.1f}s, encode {stats['encode_s']:.1f}s; writing)")
 
 
-class Take:
-    """The next ``n`` items of an iterator shared by consecutive shards; ``drain`` skips the
-    ones a failed shard did not take, so the next shard starts at its own first segment."""
-
-    def __init__(self, items, n: int):
-        self.items, self.left = items, n
-
-    def __iter__(self):
-        while self.left > 0:
-            self.left -= 1
-            yield next(self.items)
-
-    def drain(self) -> None:
-        for _ in self:
-            pass
-
-
 def _encode_shard(enc, cfg: ExtractConfig, loader, writers: dict[str, ShardWriter],
-                  summary: dict, bar, shard: str) -> dict:
+                  summary: dict, bar, shard: str, share: CpuShare | None = None) -> dict:
     """Decode, encode and hand every segment of one shard (``loader``: its items) to its
     writers; returns stats."""
     todo = list(writers)
@@ -329,6 +314,8 @@ def _encode_shard(enc, cfg: ExtractConfig, loader, writers: dict[str, ShardWrite
     def flush():
         nonlocal encode_s, batch_used
         t = time.time()
+        if share is not None:
+            share.adjust()
         for v in todo:
             embs, batch_used = encode_packed(enc, [p[2][v] for p in pending], batch_used)
             for (sid, frames, _), e in zip(pending, embs):

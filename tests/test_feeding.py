@@ -1,0 +1,100 @@
+"""Feeding the encoder: the prefetch thread keeps order and errors, the CPU share picks the
+encoder's threads from how far decoding is ahead, and the thread count leaves the embeddings
+bit-identical; a segment's views travel as one storage."""
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from xmic.extract.feeding import CpuShare, Prefetch, Take
+from xmic.extract.pipeline import one_storage
+from xmic.towers.encoders import TINY_CONFIG, load_encoder
+
+
+def test_prefetch_keeps_order_and_raises_where_the_iterator_did():
+    def items():
+        yield from range(5)
+        raise OSError("disk gone at item 5")
+    p = Prefetch(items(), 2)
+    assert [next(p) for _ in range(5)] == [0, 1, 2, 3, 4]
+    with pytest.raises(OSError, match="item 5"):
+        next(p)
+    with pytest.raises(OSError):  # and keeps saying so
+        next(p)
+
+
+def test_prefetch_runs_ahead_by_its_depth_and_close_stops_it():
+    pulled = []
+
+    def items():
+        for i in range(1000):
+            pulled.append(i)
+            yield i
+    p = Prefetch(items(), 3)
+    deadline = time.time() + 5
+    while not p.full() and time.time() < deadline:
+        time.sleep(0.01)
+    assert p.full() and len(pulled) <= 3 + 1  # depth items queued, one more in hand at most
+    take = Take(p, 2)
+    assert list(take) == [0, 1]
+    p.close()
+    p._thread.join(5)
+    assert not p._thread.is_alive() and len(pulled) < 10
+
+
+def test_stop_iteration_ends_a_prefetch():
+    p = Prefetch(iter([1, 2]), 4)
+    assert list(p) == [1, 2]
+
+
+class _Ahead:
+    def __init__(self, full):
+        self._full = full
+
+    def full(self):
+        return self._full
+
+
+def test_cpu_share_gives_the_encoder_every_core_only_when_decoding_is_ahead():
+    before = torch.get_num_threads()
+    try:
+        assert CpuShare(2, 0, _Ahead(False), cores=8).threads() == 6
+        assert CpuShare(2, 0, _Ahead(True), cores=8).threads() == 8
+        assert CpuShare(4, 0, _Ahead(False), cores=2).threads() == 1
+        assert CpuShare(0, 0, _Ahead(False), cores=2).threads() == 1  # the prefetch thread decodes
+        assert CpuShare(2, 3, _Ahead(False), cores=8).threads() == 3  # fixed by the config
+        share = CpuShare(1, 0, _Ahead(False), cores=2)
+        share.adjust()
+        assert torch.get_num_threads() == 1 and share.used == {1}
+        share.restore()
+        assert torch.get_num_threads() == before
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_the_thread_count_leaves_embeddings_bit_identical():
+    enc = load_encoder(str(TINY_CONFIG), "random", "cpu", "fp32", 0)
+    x = torch.randint(0, 256, (48, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = enc.encode_images(x)
+        torch.set_num_threads(2)
+        two = enc.encode_images(x)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(one, two)
+
+
+def test_a_segments_views_share_one_storage():
+    views = {"full_frame": torch.arange(24, dtype=torch.uint8).view(2, 3, 2, 2),
+             "hand_crop": torch.arange(24, 60, dtype=torch.uint8).view(3, 3, 2, 2)}
+    packed = one_storage(dict(views))
+    assert list(packed) == ["full_frame", "hand_crop"]
+    assert all(torch.equal(packed[k], views[k]) for k in views)
+    ptr = {packed[k].untyped_storage().data_ptr() for k in packed}
+    assert len(ptr) == 1
+    single = {"full_frame": views["full_frame"]}
+    assert one_storage(single)["full_frame"] is views["full_frame"]

@@ -1,0 +1,148 @@
+"""Feeding the encoder: segments fetched ahead of it, packed into full batches, and the CPU
+shared between decoding workers and the encoder.
+
+- ``Prefetch(items, depth)``: the items of an iterator (the DataLoader's), pulled by one
+  thread up to ``depth`` ahead, so that receiving a worker's tensors (unpickling, mapping its
+  shared memory) overlaps the encoding of the batch before. Items come out in order; an
+  exception of the iterator comes out where it happened; ``close`` stops the thread.
+- ``Take(items, n)``: the next ``n`` items of an iterator shared by consecutive shards.
+- ``encode_packed(enc, [n_i, 3, H, W] uint8 tensors, batch)``: their embeddings [n_i, D],
+  encoded in full batches, the packed batch pinned for a GPU; the batch halves on CUDA OOM.
+- ``CpuShare``: the CPU encoder's intra-op threads, shared with the decoding workers.
+"""
+from __future__ import annotations
+
+import os
+import queue
+import threading
+
+import torch
+
+
+class Prefetch:
+    def __init__(self, items, depth: int):
+        self._q: queue.Queue = queue.Queue(max(1, depth))
+        self._stop = threading.Event()
+        self._end: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(iter(items),), daemon=True,
+                                        name="xmic-prefetch")
+        self._thread.start()
+
+    def _put(self, entry) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._q.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self, items) -> None:
+        try:
+            for item in items:
+                if not self._put((True, item)):
+                    return
+            self._put((False, StopIteration()))
+        except BaseException as e:  # handed to the consumer, raised there
+            self._put((False, e))
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._end is not None:
+            raise self._end
+        ok, value = self._q.get()
+        if ok:
+            return value
+        self._end = value
+        raise value
+
+    def full(self) -> bool:
+        """Whether ``depth`` items wait: decoding is ahead of the consumer."""
+        return self._q.full()
+
+    def close(self) -> None:
+        """Stop fetching (the thread ends at its next item; the loader is then released)."""
+        self._stop.set()
+        try:
+            while True:
+                self._q.get_nowait()
+        except queue.Empty:
+            pass
+
+
+class Take:
+    """The next ``n`` items of an iterator shared by consecutive shards; ``drain`` skips the
+    ones a failed shard did not take, so the next shard starts at its own first segment."""
+
+    def __init__(self, items, n: int):
+        self.items, self.left = items, n
+
+    def __iter__(self):
+        while self.left > 0:
+            self.left -= 1
+            yield next(self.items)
+
+    def drain(self) -> None:
+        for _ in self:
+            pass
+
+
+def encode_packed(enc, tensors: list[torch.Tensor], batch_size: int) -> tuple[list[torch.Tensor], int]:
+    """Encode [n_i, 3, H, W] tensors (uint8 from the workers) packed into full batches; halves
+    the batch on CUDA OOM. The packed batch is pinned for a GPU, so its copy is asynchronous."""
+    x = torch.cat(tensors) if tensors else torch.zeros(0)
+    if enc.device.type == "cuda" and len(x):
+        x = x.pin_memory()
+    outs, i = [], 0
+    while i < len(x):
+        try:
+            outs.append(enc.encode_images(x[i:i + batch_size]).cpu())
+            i += batch_size
+        except torch.cuda.OutOfMemoryError:
+            if batch_size == 1:
+                raise
+            batch_size = max(1, batch_size // 2)
+            torch.cuda.empty_cache()
+    emb = torch.cat(outs) if outs else torch.zeros(0)
+    return list(emb.split([len(t) for t in tensors])), batch_size
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its affinity: a Slurm allocation's CPUs)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+class CpuShare:
+    """The CPU encoder's intra-op threads, chosen before each batch. ``threads`` > 0 fixes
+    them; 0 shares the cores with the decoding workers (``workers``; 0 decodes in the
+    prefetch thread, which counts as one): while decoded segments wait for the encoder (the
+    prefetch queue is full) it takes every core, otherwise the cores the workers leave, at
+    least one: OpenMP threads that share a core with a busy worker wait on each other at
+    every barrier. The thread count does not change the embeddings (tests/test_feeding.py)."""
+
+    def __init__(self, workers: int, threads: int, ahead: Prefetch, cores: int | None = None):
+        self.cores = cores or available_cores()
+        self.fixed = threads if threads > 0 else None
+        self.leftover = max(1, self.cores - max(1, workers))
+        self.ahead = ahead
+        self.before = torch.get_num_threads()
+        self.used: set[int] = set()
+
+    def threads(self) -> int:
+        if self.fixed:
+            return self.fixed
+        return self.cores if self.ahead.full() else self.leftover
+
+    def adjust(self) -> None:
+        n = self.threads()
+        if n != torch.get_num_threads():
+            torch.set_num_threads(n)
+        self.used.add(n)
+
+    def restore(self) -> None:
+        torch.set_num_threads(self.before)
