@@ -13,7 +13,8 @@ loses to its own orchestration. All rates count frames through the encoder (fram
 
 usage: python bench/extract.py [--model tiny|ViT-B-16-quickgelu] [--videos 4] [--frames 300]
                                [--workers 2] [--batch-size 64] [--device cpu|cuda]
-                               [--precision fp32|fp16] [--shard-size 64] [--json OUT]
+                               [--precision fp32|fp16] [--shard-size 64] [--decode cpu|gpu]
+                               [--layouts jpeg,tar,mp4] [--json OUT]
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import platform
 import shutil
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -31,6 +33,7 @@ import torch
 from machine import cpu_name
 from xmic.cache import CacheConfig
 from xmic.extract.config import ExtractConfig
+from xmic.extract.device_decode import DeviceDecoder
 from xmic.towers.encoders import load_encoder
 from xmic.extract.pipeline import run_shards
 from xmic.extract.planning import plan
@@ -71,10 +74,15 @@ def decode_fps(cache_dir: Path, cfg: ExtractConfig, enc) -> tuple[float, int]:
                                           info["boxes"], enc.pixels, cfg),
                             batch_size=None, num_workers=cfg.workers)
         items = iter(loader)
+        decoder = DeviceDecoder(enc.pixels, enc.device) if cfg.decode == "gpu" else None
         for i, (_, frames, tensors, err) in enumerate(items):
+            if decoder is not None and not err:
+                tensors = decoder(tensors)  # decoded and resized on the GPU, as extraction does
             n += 0 if err else sum(len(t) for t in tensors.values())
             if i % 8 == 0 or i == len(rows) - 1:  # before the last item the workers still live
                 peak = max([peak] + [peak_rss_mib(w.pid) for w in getattr(items, "_workers", [])])
+    if enc.device.type == "cuda":
+        torch.cuda.synchronize()
     return n / (time.perf_counter() - t0), n, peak
 
 
@@ -113,6 +121,8 @@ def main(argv=None):
                     help="jpeg: EPIC frame folders; tar: the same frames as EPIC's per-video "
                          "tars, read in place; mp4: Ego4D clips")
     ap.add_argument("--shard-size", type=int, default=64, help="segments per shard")
+    ap.add_argument("--decode", default="cpu", choices=["cpu", "gpu"],
+                    help="gpu: JPEG layouts decoded and resized on the CUDA device")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     model = str(TINY) if args.model == "tiny" else args.model
@@ -120,12 +130,12 @@ def main(argv=None):
     size = enc.preprocess["size"]
     cfg = ExtractConfig(model=model, weights="random", workers=args.workers,
                         batch_size=args.batch_size, device=args.device, precision=args.precision,
-                        sampling="all")
+                        sampling="all", decode=args.decode)
     work = Path(tempfile.mkdtemp(prefix="xmic-bench-extract-"))
     results = {"benchmark": "extract", "model": args.model, "device": args.device,
                "card": torch.cuda.get_device_name() if args.device == "cuda" else cpu_name(),
                "machine": f"{platform.node()} {os.cpu_count()} cores", "workers": args.workers,
-               "batch_size": args.batch_size, "precision": enc.precision,
+               "batch_size": args.batch_size, "precision": enc.precision, "decode": args.decode,
                "date": time.strftime("%Y-%m-%d"), "goal_ratio": ">= 0.9", "layouts": {}}
     try:
         # EPIC-layout JPEG folders and Ego4D-layout mp4 clips, about args.frames per video
@@ -141,14 +151,15 @@ def main(argv=None):
                 plan(work / "c-mp4", "ego4d", w["ego4d"] / "fho_lta_val.json", w["ego4d"] / "clips",
                      "val", views=("full_frame",), taxonomy=w["ego4d"] / "fho_lta_taxonomy.json",
                      cache_config=CacheConfig(shard_segments=args.shard_size))
+            lcfg = cfg if layout != "mp4" else replace(cfg, decode="cpu")  # videos: the CPU decodes
             t0 = time.perf_counter()
-            s = run_shards(work / f"c-{layout}", cfg, encoder=enc, echo=lambda *a: None)
+            s = run_shards(work / f"c-{layout}", lcfg, encoder=enc, echo=lambda *a: None)
             wall = time.perf_counter() - t0
             views = 2 if layout in ("jpeg", "tar") else 1
             encoded = s["frames"] * views  # frames through the encoder, all views
             e2e = encoded / wall
             bare = bare_fps(enc, encoded, args.batch_size, size)
-            decode, decoded, peak = decode_fps(work / f"c-{layout}", cfg, enc)
+            decode, decoded, peak = decode_fps(work / f"c-{layout}", lcfg, enc)
             assert decoded == encoded, (decoded, encoded)  # the same frames, the same crops
             slower = min(bare, decode)
             serial = 1 / (1 / bare + 1 / decode)
@@ -157,7 +168,7 @@ def main(argv=None):
             bound, bound_name = (slower, "slower stage") if args.device == "cuda" else \
                 (serial, "serial bound")
             results["layouts"][layout] = {
-                "frames": encoded, "end_to_end_fps": round(e2e, 1),
+                "decode": lcfg.decode, "frames": encoded, "end_to_end_fps": round(e2e, 1),
                 "bare_encoder_fps": round(bare, 1), "decode_only_fps": round(decode, 1),
                 "serial_bound_fps": round(serial, 1), "bound": bound_name,
                 "slower_stage": "decode" if decode < bare else "encoder",

@@ -44,34 +44,62 @@ def test_prefetch_runs_ahead_by_its_depth_and_close_stops_it():
     assert not p._thread.is_alive() and len(pulled) < 10
 
 
-def test_stop_iteration_ends_a_prefetch():
+def test_stop_iteration_ends_a_prefetch_and_says_it_is_exhausted():
     p = Prefetch(iter([1, 2]), 4)
+    deadline = time.time() + 5
+    while not p.exhausted() and time.time() < deadline:  # two of four queued, nothing left
+        time.sleep(0.01)
+    assert p.exhausted() and not p.full()
     assert list(p) == [1, 2]
 
 
-class _Ahead:
-    def __init__(self, full):
-        self._full = full
+class _Ahead:  # a Prefetch: only whether anything is left to decode
+    def __init__(self, exhausted=False):
+        self._exhausted = exhausted
 
-    def full(self):
-        return self._full
+    def exhausted(self):
+        return self._exhausted
 
 
-def test_cpu_share_gives_the_encoder_every_core_only_when_decoding_is_ahead():
+def test_cpu_share_gives_the_encoder_every_core_only_while_the_workers_idle():
     before = torch.get_num_threads()
+    cpu = {"s": 0.0}
+
+    def after_a_window(workers, threads, ahead, cores, busy):
+        """Threads for the batch after one in which each worker used ``busy`` of a core."""
+        share = CpuShare(workers, threads, ahead, cores=cores, worker_pids=lambda: [1] * workers)
+        share._worker_cpu = lambda: cpu["s"]
+        assert share.threads() == (threads or cores)  # the first batch: nothing known yet
+        share.used.add(cores)
+        share._last = (time.perf_counter() - 1.0, cpu["s"])
+        cpu["s"] += busy * workers  # over one second
+        return share.threads()
     try:
-        assert CpuShare(2, 0, _Ahead(False), cores=8).threads() == 6
-        assert CpuShare(2, 0, _Ahead(True), cores=8).threads() == 8
-        assert CpuShare(4, 0, _Ahead(False), cores=2).threads() == 1
-        assert CpuShare(0, 0, _Ahead(False), cores=2).threads() == 1  # the prefetch thread decodes
-        assert CpuShare(2, 3, _Ahead(False), cores=8).threads() == 3  # fixed by the config
-        share = CpuShare(1, 0, _Ahead(False), cores=2)
+        assert after_a_window(2, 0, _Ahead(), 8, busy=0.9) == 6   # decoding is the slower stage
+        assert after_a_window(2, 0, _Ahead(), 8, busy=0.02) == 8  # the encoder is
+        assert after_a_window(4, 0, _Ahead(), 2, busy=0.9) == 1
+        assert after_a_window(0, 0, _Ahead(), 2, busy=0.0) == 1   # the prefetch thread decodes
+        assert after_a_window(2, 0, _Ahead(True), 8, busy=0.9) == 8  # nothing left to decode
+        assert after_a_window(2, 3, _Ahead(), 8, busy=0.0) == 3   # fixed by the config
+        share = CpuShare(1, 0, _Ahead(), cores=2)
         share.adjust()
-        assert torch.get_num_threads() == 1 and share.used == {1}
+        assert torch.get_num_threads() == 2 and share.used == {2}
+        share.adjust()  # within the window: the workers count as busy until measured
+        assert torch.get_num_threads() == 1 and share.used == {1, 2}
         share.restore()
         assert torch.get_num_threads() == before
     finally:
         torch.set_num_threads(before)
+
+
+def test_worker_cpu_time_is_read_from_proc():
+    import os
+    from xmic.extract.feeding import cpu_seconds
+    t0 = cpu_seconds(os.getpid())
+    x = 0
+    for i in range(3_000_000):
+        x += i
+    assert cpu_seconds(os.getpid()) > t0 and cpu_seconds(2 ** 31) == 0.0
 
 
 def test_the_thread_count_leaves_embeddings_bit_identical():

@@ -106,11 +106,11 @@ def test_shard_that_raises_is_marked_failed_others_go_on(tmp_path, world, monkey
     real = pipeline.encode_packed
     calls = {"n": 0}
 
-    def flaky(enc, tensors, batch):
+    def flaky(enc, tensors, batch, **kw):
         calls["n"] += 1
         if calls["n"] == 3:  # one call per view and shard: the second shard raises
             raise RuntimeError("CUDA error: an illegal memory access was encountered")
-        return real(enc, tensors, batch)
+        return real(enc, tensors, batch, **kw)
     monkeypatch.setattr(pipeline, "encode_packed", flaky)
     cfg = from_dict(ExtractConfig, {"model": str(EXTRACT[1]), "weights": "random", "workers": 0,
                                     "device": "cpu", "batch_size": 1000, "sampling": "all"})

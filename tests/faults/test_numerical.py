@@ -30,8 +30,8 @@ def test_fp16_overflow_in_extraction_is_reported(tmp_path, monkeypatch):
                   cache_config=None)
     real = pipeline.encode_packed
 
-    def loud(enc, tensors, batch):  # an encoder whose outputs leave float16's range
-        embs, used = real(enc, tensors, batch)
+    def loud(enc, tensors, batch, **kw):  # an encoder whose outputs leave float16's range
+        embs, used = real(enc, tensors, batch, **kw)
         return [x * 1e6 for x in embs], used
     monkeypatch.setattr(pipeline, "encode_packed", loud)
     cfg = from_dict(ExtractConfig, {"model": str(TINY), "weights": "random", "workers": 0,

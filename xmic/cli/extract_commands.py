@@ -94,18 +94,22 @@ def _missing_segments(s: dict) -> int:
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]))
 @click.option("--batch-size", type=int)
 @click.option("--workers", type=int)
+@click.option("--decode", type=click.Choice(["cpu", "gpu"]),
+              help="Where JPEG frames are decoded and resized: cpu (Pillow, in the workers) or "
+                   "gpu (torchvision on the CUDA device; a cache of its own).")
 @click.option("--redo-failed", is_flag=True,
               help="Also re-encode shards committed with failed segments (after fixing the "
                    "inputs); the old ones are kept under views/VIEW/.superseded/.")
 @click.option("--config", "config_path", type=click.Path(path_type=Path))
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE")
 def extract_run(cache_dir, shards, model, weights, device, precision, batch_size, workers,
-                redo_failed, config_path, sets):
+                decode, redo_failed, config_path, sets):
     """Extract every pending shard (or --shards) in this process; shards whose attempt
     raised are tried again, shards committed with failed segments only with --redo-failed."""
     from xmic.extract.pipeline import run_shards
     cfg = extract_config(config_path, sets, model=model, weights=weights, device=device,
-                          precision=precision, batch_size=batch_size, workers=workers)
+                          precision=precision, batch_size=batch_size, workers=workers,
+                          decode=decode)
     s = run_shards(cache_dir, cfg, _shard_range(shards), echo=click.echo, redo_failed=redo_failed)
     for w in s["warnings"]:
         click.echo(f"WARNING: {w}")

@@ -22,7 +22,7 @@ _RESOURCES = (("executor", click.Choice(["slurm", "local", "debug"])), ("partiti
               ("log_dir", str))
 _EXTRACTION = (("model", str), ("weights", str), ("device", click.Choice(["auto", "cpu", "cuda"])),
                ("precision", click.Choice(["fp32", "fp16", "bf16"])), ("batch_size", int),
-               ("workers", int))
+               ("workers", int), ("decode", click.Choice(["cpu", "gpu"])))
 
 
 def _submission_options(f):

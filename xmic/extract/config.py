@@ -18,6 +18,7 @@ class ExtractConfig:
     seed: int = bounded(0, 0, 2**32 - 1)                     # for random weights
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["fp32", "fp16", "bf16"] = "fp16"  # GPUs; the CPU always runs fp32
+    decode: Literal["cpu", "gpu"] = "cpu"  # gpu: JPEGs decoded and resized on the CUDA device
     batch_size: int = bounded(256, 1, 1 << 16)             # frames per encoder batch (halved on CUDA out-of-memory)
     workers: int = bounded(4, 0, 512)                  # DataLoader processes that decode, crop and preprocess
     threads: int = bounded(0, 0, 512)  # CPU encoder threads; 0: shared with the workers (all cores when they are ahead)

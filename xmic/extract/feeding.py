@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
+import time
 
 import torch
 
@@ -24,7 +25,9 @@ class Prefetch:
         self._q: queue.Queue = queue.Queue(max(1, depth))
         self._stop = threading.Event()
         self._end: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(iter(items),), daemon=True,
+        self._exhausted = False  # every item is fetched: nothing more to decode
+        self.source = iter(items)
+        self._thread = threading.Thread(target=self._run, args=(self.source,), daemon=True,
                                         name="xmic-prefetch")
         self._thread.start()
 
@@ -42,6 +45,7 @@ class Prefetch:
             for item in items:
                 if not self._put((True, item)):
                     return
+            self._exhausted = True
             self._put((False, StopIteration()))
         except BaseException as e:  # handed to the consumer, raised there
             self._put((False, e))
@@ -58,9 +62,17 @@ class Prefetch:
         self._end = value
         raise value
 
+    def worker_pids(self) -> list[int]:
+        """The processes of a DataLoader source (none for another iterator)."""
+        return [w.pid for w in getattr(self.source, "_workers", []) if w.pid]
+
     def full(self) -> bool:
-        """Whether ``depth`` items wait: decoding is ahead of the consumer."""
+        """Whether ``depth`` items wait for the consumer."""
         return self._q.full()
+
+    def exhausted(self) -> bool:
+        """Whether every item is fetched: nothing is left to decode."""
+        return self._exhausted
 
     def close(self) -> None:
         """Stop fetching (the thread ends at its next item; the loader is then released)."""
@@ -93,7 +105,7 @@ def encode_packed(enc, tensors: list[torch.Tensor], batch_size: int) -> tuple[li
     """Encode [n_i, 3, H, W] tensors (uint8 from the workers) packed into full batches; halves
     the batch on CUDA OOM. The packed batch is pinned for a GPU, so its copy is asynchronous."""
     x = torch.cat(tensors) if tensors else torch.zeros(0)
-    if enc.device.type == "cuda" and len(x):
+    if enc.device.type == "cuda" and x.device.type == "cpu" and len(x):
         x = x.pin_memory()
     outs, i = [], 0
     while i < len(x):
@@ -117,26 +129,60 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-class CpuShare:
-    """The CPU encoder's intra-op threads, chosen before each batch. ``threads`` > 0 fixes
-    them; 0 shares the cores with the decoding workers (``workers``; 0 decodes in the
-    prefetch thread, which counts as one): while decoded segments wait for the encoder (the
-    prefetch queue is full) it takes every core, otherwise the cores the workers leave, at
-    least one: OpenMP threads that share a core with a busy worker wait on each other at
-    every barrier. The thread count does not change the embeddings (tests/test_feeding.py)."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux ``/proc``; 0 where it cannot be read)."""
+    try:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
-    def __init__(self, workers: int, threads: int, ahead: Prefetch, cores: int | None = None):
+
+class CpuShare:
+    """The CPU encoder's intra-op threads, chosen before each packed batch (``adjust``).
+    ``threads`` > 0 fixes them; 0 shares the cores with the decoding workers (``workers``; 0
+    decodes in the prefetch thread, which counts as one). The encoder takes every core while
+    the workers idle: for the first batch (as torch would), while the workers used under
+    ``IDLE_CPU`` of their cores in the last ``WINDOW`` (their CPU time, read from ``/proc``:
+    the encoder is the slower stage), and once nothing is left to decode; otherwise the cores
+    the workers leave, at least one: OpenMP threads that share a core with a busy worker spin
+    at every barrier (on 2 cores, 2 threads beside 2 decoding workers reach 0.6 of the serial
+    bound, 1 thread 1.0). The workers' own CPU time is the signal because a contended encoder
+    slows down too and would look like the slower stage. The thread count does not change the
+    embeddings (tests/test_feeding.py)."""
+
+    IDLE_CPU = 0.25
+    WINDOW = 0.5  # seconds between two readings of the workers' CPU time
+
+    def __init__(self, workers: int, threads: int, ahead: Prefetch, cores: int | None = None,
+                 worker_pids=None):
         self.cores = cores or available_cores()
         self.fixed = threads if threads > 0 else None
+        self.workers = workers
         self.leftover = max(1, self.cores - max(1, workers))
         self.ahead = ahead
+        self.worker_pids = worker_pids or (lambda: [])
         self.before = torch.get_num_threads()
         self.used: set[int] = set()
+        self._last = (time.perf_counter(), self._worker_cpu())
+        self._idle = False
+
+    def _worker_cpu(self) -> float:
+        return sum(cpu_seconds(p) for p in self.worker_pids())
 
     def threads(self) -> int:
         if self.fixed:
             return self.fixed
-        return self.cores if self.ahead.full() else self.leftover
+        if not self.used or self.ahead.exhausted():
+            return self.cores
+        now = time.perf_counter()
+        then, cpu_then = self._last
+        if now - then >= self.WINDOW:  # CPU time counts in clock ticks: measure over a while
+            cpu = self._worker_cpu()
+            self._last = (now, cpu)
+            busy = (cpu - cpu_then) / (now - then) / max(1, self.workers)
+            self._idle = self.workers > 0 and busy < self.IDLE_CPU
+        return self.cores if self._idle else self.leftover
 
     def adjust(self) -> None:
         n = self.threads()

@@ -22,10 +22,12 @@ from xmic.cache.writer import disk_full
 from xmic.cache import fingerprint as F
 from xmic.cache.paths import PLAN_FILE, CacheError
 from xmic.cache.redo import supersede
+from xmic.cache.datasets import dataset
 from xmic.cache.sampling import frames_to_store, rule_of, sampling_fingerprint
 from xmic.config import XmicError, config_to_dict
 from xmic.extract.config import ExtractConfig
 from xmic.extract.detections import BoxSource, view_tensors
+from xmic.extract.device_decode import DECODERS, DeviceDecoder, check_device_decode, jpeg_segment
 from xmic.extract.feeding import CpuShare, Prefetch, Take, encode_packed
 from xmic.extract.media import frame_source
 from xmic.extract.readers import read_frames
@@ -52,14 +54,18 @@ class SegmentFrames(Dataset):
             src = frame_source(self.kind, Path(self.root), r["video_id"], r["start_frame"])
             frames = frames_to_store(rule_of(self.kind), r["start_frame"], r["stop_frame"],
                                      c.sampling, c.per_bin, c.bins)
-            images = read_frames(src, frames)
             views = r.get("views", self.views)  # a shard may need only some views
             if "hand_crop" in views and self._boxes is None:
                 self._boxes = BoxSource(self.boxes_path, c.hand_score, c.object_score, c.min_box_px,
                                         self.boxes_format)
             boxes = self._boxes
-            out = view_tensors(images, frames, views, self.transform, lambda f, im: boxes.box(
-                r["video_id"], r["segment_id"], f, im.width, im.height))
+
+            def box_of(f, width, height):
+                return boxes.box(r["video_id"], r["segment_id"], f, width, height)
+            if c.decode == "gpu":  # bytes and boxes only: the encoder's device decodes
+                return r["segment_id"], frames, jpeg_segment(src, frames, views, box_of), None
+            out = view_tensors(read_frames(src, frames), frames, views, self.transform,
+                               lambda f, im: box_of(f, im.width, im.height))
             return r["segment_id"], frames, one_storage(out), None
         except XmicError as e:
             return r["segment_id"], [], {}, str(e)
@@ -83,7 +89,8 @@ def view_fingerprints(enc, cfg: ExtractConfig, meta: dict, split: str) -> dict:
                             info.get("boxes_format"))
     out = {}
     for v in info["views"]:
-        out[v] = F.view_fingerprint(enc.identity, enc.precision, enc.preprocess,
+        out[v] = F.view_fingerprint(enc.identity, enc.precision,
+                                    {**enc.preprocess, **DECODERS[cfg.decode]},
                                     crop if v == "hand_crop" else None, sampling)
     return out
 
@@ -158,6 +165,7 @@ def run_shards(cache_dir: Path, cfg: ExtractConfig, shard_ids: list[int] | list[
     cache = Cache.open(cache_dir)
     meta = read_json(cache.root / PLAN_FILE, "extraction plan (run `xmic extract plan` first)")
     enc = encoder or load_encoder(cfg.model, cfg.weights, cfg.device, cfg.precision, cfg.seed)
+    check_device_decode(cfg.decode, enc, {s: dataset(i["dataset"]) for s, i in meta["splits"].items()})
     names = cfg.view_names()  # planned view -> the cache view it is written to
     chosen = _resolve_shards(cache.shards(), shard_ids)
     for v in cache.views():  # claims left by killed or interrupted writers on this host
@@ -252,7 +260,8 @@ def _run_split(cache, enc, cfg, meta, split, info, names, chosen, by_shard, summ
                         batch_size=None, num_workers=cfg.workers,
                         pin_memory=enc.device.type == "cuda")
     items = Prefetch(loader, 2 * max(1, cfg.workers))  # received while the batch before encodes
-    share = CpuShare(cfg.workers, cfg.threads, items) if enc.device.type == "cpu" else None
+    share = CpuShare(cfg.workers, cfg.threads, items, worker_pids=items.worker_pids) \
+        if enc.device.type == "cpu" else None
     try:
         _run_work(cache, enc, cfg, split, info, names, fps, work, items, summary, commits, bar,
                   echo, share)
@@ -324,8 +333,14 @@ def _encode_shard(enc, cfg: ExtractConfig, loader, writers: dict[str, ShardWrite
         summary["frames"] += sum(len(p[1]) for p in pending)
         pending.clear()
 
+    decoder = DeviceDecoder(enc.pixels, enc.device) if cfg.decode == "gpu" else None
     t = time.time()
     for sid, frames, tensors, err in loader:
+        if decoder is not None and not err:
+            try:
+                tensors = decoder(tensors)                   # {view: uint8 [n, 3, H, W]}
+            except XmicError as e:
+                err = str(e)
         decode_s += time.time() - t
         bar.update()
         bar.set_postfix(frames_s=f"{summary['frames'] / max(bar.format_dict['elapsed'], 1e-9):.0f}")

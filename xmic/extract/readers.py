@@ -2,7 +2,8 @@
 through PyAV (FFmpeg).
 
 Input: a ``FrameSource`` and annotation frame numbers. Output: one RGB ``PIL.Image`` per frame,
-in order. A video is seeked once to the keyframe before the first wanted frame and decoded
+in order (``read_frames``), or, for the GPU decoder, each JPEG's bytes and header size
+(``read_jpeg_bytes``). A video is seeked once to the keyframe before the first wanted frame and decoded
 forward; frame positions come from timestamps. Errors (``ReadError``) name the file and the
 frame: a missing or empty JPEG (or archive member), a corrupt or truncated video, frames past the video's end.
 """
@@ -97,6 +98,54 @@ def read_video(src: FrameSource, frames: list[int]) -> list[Image.Image]:
 
 
 READERS = {"jpeg": read_jpegs, "tar": read_archive, "video": read_video}
+
+
+def jpeg_header(data: bytes, where: str, frame: int) -> tuple[int, int]:
+    """(width, height) of a JPEG from its header, nothing decoded; the same refusals as
+    ``_decode`` (missing, not an image, a bomb), and a frame that is not a JPEG."""
+    if not data:
+        raise ReadError(f"{where}: frame {frame} is empty")
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            if im.format != "JPEG":
+                raise ReadError(f"{where}: frame {frame} is a {im.format} image, not a JPEG; "
+                                "--decode gpu decodes JPEGs only: use --decode cpu")
+            if im.width * im.height > MAX_FRAME_PIXELS:
+                raise ReadError(f"{where}: frame {frame} declares {im.width}x{im.height} pixels, "
+                                "more than any video frame (8192x8192); not decoded (a "
+                                "decompression bomb or a damaged header)")
+            return im.width, im.height
+    except (UnidentifiedImageError, OSError) as e:
+        raise ReadError(f"{where}: frame {frame} is not a readable image ({e})") from None
+
+
+def _jpeg_file(src: FrameSource, f: int) -> tuple[bytes, str]:
+    p = src.path / src.pattern.format(f - src.first_frame + 1)
+    try:
+        return p.read_bytes(), str(p)
+    except FileNotFoundError:
+        raise ReadError(f"{p}: frame {f} is missing") from None
+
+
+def _jpeg_member(src: FrameSource, f: int) -> tuple[bytes, str]:
+    n = f - src.first_frame + 1
+    return read_member(src.path, n), f"{src.path}: member {MEMBER_NAME.format(n)}"
+
+
+BYTE_READERS = {"jpeg": _jpeg_file, "tar": _jpeg_member}  # sources whose frames are JPEG files
+
+
+def read_jpeg_bytes(src: FrameSource, frames: list[int]) -> list[tuple[bytes, tuple[int, int], str]]:
+    """Each frame's JPEG bytes, its (width, height) and where it lies, nothing decoded (the
+    GPU decodes them); a video file is refused: its frames are not JPEGs."""
+    if src.kind not in BYTE_READERS:
+        raise ReadError(f"{src.path}: the frames are a video file, and --decode gpu decodes "
+                        "JPEG frames (folders and tars) only; extract this split with --decode cpu")
+    out = []
+    for f in frames:
+        data, where = BYTE_READERS[src.kind](src, f)
+        out.append((data, jpeg_header(data, where, f), where))
+    return out
 
 
 def read_frames(src: FrameSource, frames: list[int]) -> list[Image.Image]:
