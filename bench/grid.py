@@ -7,7 +7,11 @@ in one run measures (a) the grid's wall time and (b) the sum of the same runs' b
 ``evaluate_run`` calls, each loading its caches itself. Reports the ratio (goal <= 1.05) and the
 cache-load time the grid saves by loading each cache once.
 
-usage: python bench/grid.py [--segments 2000] [--frames 32] [--seeds 2] [--epochs 3] [--json OUT]
+It also trains ``--stack`` X-MIC seeds as one stacked model (``xmic.train.stacked``) against
+the same seeds one by one, and reports runs/hour of both (training only).
+
+usage: python bench/grid.py [--segments 2000] [--frames 32] [--seeds 2] [--epochs 3] [--stack 4]
+                            [--json OUT]
 """
 from __future__ import annotations
 
@@ -77,7 +81,7 @@ def bare(grid: dict, work: Path) -> float:
         d = work / r["id"]
         train(r["cache"], from_dict(TrainConfig, r["config"]), d, echo=lambda *a, **k: None)
         for t in r["targets"]:
-            evaluate_run(d, t["cache"], t["split"], None, eval_dir(d, t), device="cpu")
+            evaluate_run(d, t["cache"], t["split"], None, eval_dir(d, t), device=DEVICE[0])
     return time.perf_counter() - t0
 
 
@@ -87,8 +91,11 @@ def main(argv=None):
     ap.add_argument("--frames", type=int, default=32)
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--stack", type=int, default=4, help="X-MIC seeds trained stacked")
+    ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
+    DEVICE[0] = args.device
     work = Path(tempfile.mkdtemp(prefix="xmic-bench-grid-"))
     try:
         src = make_cache(work / "epic", "epic", ("train", "validation"), args.segments,
@@ -100,7 +107,7 @@ def main(argv=None):
             "caches": {"epic": str(src), "ego4d": str(tgt)}, "sources": {"epic": "train"},
             "targets": {"epic": "validation", "ego4d": "val"}, "labels": ["noun"],
             "methods": {"xmic": {}, "zeroshot": {}}, "seeds": list(range(args.seeds)),
-            "train": {"epochs": args.epochs, "device": "cpu"}}))
+            "train": {"epochs": args.epochs, "device": args.device}}))
         plan_grid(work / "grid", load_recipe(str(recipe)))
         grid = load_grid(work / "grid")
         bare({"runs": grid["runs"][:1]}, work / "warm-up")  # imports, plotting, page cache
@@ -108,27 +115,65 @@ def main(argv=None):
         out = run_inprocess(work / "grid", echo=lambda *a: None)
         grid_s = time.perf_counter() - t0
         bare_s = bare(grid, work / "bare")
+        stacked = stacked_vs_single(src, args, work / "stacked")
         t = time.perf_counter()  # what one load of each (cache, split) costs, for the record
         c = Cache.open(src)
         load_bank(c, "train", ["hand_crop", "full_frame"], "noun", 6, "cpu")
         one_load = time.perf_counter() - t
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    res = {"benchmark": "grid", "machine": f"{platform.node()} {os.cpu_count()} cores",
+    res = {"benchmark": "grid", "device": args.device, "machine": f"{platform.node()} {os.cpu_count()} cores",
            "cpu": cpu_name(), "date": time.strftime("%Y-%m-%d"), "runs": len(grid["runs"]),
            "segments": args.segments, "frames": args.frames, "epochs": args.epochs,
            "grid_seconds": round(grid_s, 2), "bare_seconds": round(bare_s, 2),
            "ratio_grid_vs_bare": round(grid_s / bare_s, 3), "goal_ratio": "<= 1.05",
            "grid_load_seconds": out["load_seconds"], "loads_saved": out["loads_saved"],
            "one_train_split_load_seconds": round(one_load, 3),
-           "seconds_per_run": round(grid_s / len(grid["runs"]), 2)}
+           "seconds_per_run": round(grid_s / len(grid["runs"]), 2), "stacked": stacked}
     print(f"grid of {res['runs']} runs: {grid_s:.1f}s in process vs {bare_s:.1f}s as bare calls "
           f"(ratio {res['ratio_grid_vs_bare']}, goal <= 1.05); caches loaded in "
           f"{out['load_seconds']:.1f}s, {out['loads_saved']} loads saved "
           f"(one train-split load {one_load:.2f}s)", flush=True)
+    print(f"{stacked['members']} X-MIC seeds stacked: {stacked['stacked_runs_per_hour']:.0f} "
+          f"runs/hour vs {stacked['single_runs_per_hour']:.0f} one by one (x"
+          f"{stacked['speedup']}; training only, one bank in memory)", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1))
     return res
+
+
+DEVICE = ["cpu"]  # where the bare evaluate calls run (--device)
+
+
+def stacked_vs_single(cache: Path, args, work: Path) -> dict:
+    """X-MIC's ``--stack`` seeds trained as one stacked model against the same seeds trained
+    one by one (each a bare ``train`` call on a bank loaded once beforehand): runs/hour."""
+    import torch
+    from xmic.train.stacked import fit_stacked
+    seeds = list(range(max(2, args.stack)))
+    cfgs = [from_dict(TrainConfig, {"method": "xmic", "epochs": args.epochs, "device": args.device,
+                                    "seed": s, "split": "train", "label": "noun"})
+            for s in seeds]
+    banks: dict = {}
+
+    def memo(c, split, views, label, classes, device, frames=16):
+        key = (split, tuple(views), label)
+        if key not in banks:
+            banks[key] = load_bank(c, split, views, label, classes, device, frames)
+        return banks[key]
+    fit_stacked(cache, cfgs[:2], bank_loader=memo)  # warm-up: the bank, vmap's first trace
+    t0 = time.perf_counter()
+    fit_stacked(cache, cfgs, bank_loader=memo)
+    stacked_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for c in cfgs:
+        train(cache, c, work / f"seed{c.seed}", echo=lambda *a, **k: None, bank_loader=memo)
+    single_s = time.perf_counter() - t0
+    return {"members": len(cfgs), "epochs": args.epochs, "threads": torch.get_num_threads(),
+            "stacked_seconds": round(stacked_s, 2), "single_seconds": round(single_s, 2),
+            "stacked_runs_per_hour": round(3600 * len(cfgs) / stacked_s, 1),
+            "single_runs_per_hour": round(3600 * len(cfgs) / single_s, 1),
+            "speedup": round(single_s / stacked_s, 3)}
 
 
 if __name__ == "__main__":

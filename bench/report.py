@@ -68,9 +68,10 @@ def main(folder: str) -> None:
                 lines.append(f"- {t['epochs']} epoch(s): {t['epochs_s']} s; per epoch at EPIC-100 scale "
                              f"about {t['epoch_s_full_scale_estimate']} s (goal on one H100: 15 epochs <= 60 s)")
             lines.append("")
-    g = load(d, "grid.json")
-    if g:
-        lines += [f"## Grid: {g['runs']} runs in one process vs the same runs as bare calls; "
+    for g in (load(d, "grid.json"), load(d, "grid_gpu.json")):
+        if not g:
+            continue
+        lines += [f"## Grid ({g.get('device', 'cpu')}): {g['runs']} runs in one process vs the same runs as bare calls; "
                   f"{g['cpu']}, {g['machine']}, {g['date']}", "",
                   f"- {g['segments']} segments x {g['frames']} frames per cache, {g['epochs']} "
                   f"epochs: grid {g['grid_seconds']} s, bare train + evaluate calls "
@@ -78,16 +79,28 @@ def main(folder: str) -> None:
                   f"{g['seconds_per_run']} s per run",
                   f"- cache loads: {g['grid_load_seconds']} s in all, {g['loads_saved']} loads "
                   f"saved by loading each (cache, split, views) once; one train-split load "
-                  f"{g['one_train_split_load_seconds']} s", ""]
-    for name in ("extract_tiny.json", "extract_vitb16.json", "extract_gpu.json"):
+                  f"{g['one_train_split_load_seconds']} s"]
+        st = g.get("stacked")
+        if st:
+            lines.append(f"- {st['members']} X-MIC seeds as one stacked model: "
+                         f"{st['stacked_runs_per_hour']} runs/hour vs {st['single_runs_per_hour']} "
+                         f"one by one (x{st['speedup']}, training only, {st['epochs']} epochs)")
+        lines.append("")
+    for name in ("extract_tiny.json", "extract_vitb16.json", "extract_gpu.json",
+                 "extract_gpu_decode.json"):
         e = load(d, name)
         if e:
             lines += [f"## Extraction: {e['model']} on {e['device']} {e['card']}, {e['precision']}, "
-                      f"{e['workers']} workers, batch {e['batch_size']}; {e['machine']}, {e['date']}", "",
+                      f"decode {e.get('decode', 'cpu')}, {e['workers']} workers, batch "
+                      f"{e['batch_size']}; {e['machine']}, {e['date']}", "",
                       "| layout | end-to-end frames/s | bare encoder frames/s | decode only frames/s "
-                      "| ratio to the slower stage (goal >= 0.9) |", "|---|---|---|---|---|"]
+                      "| bound frames/s | ratio to the bound (goal >= 0.9) | peak RSS per worker MiB |",
+                      "|---|---|---|---|---|---|---|"]
             lines += [f"| {k} | {m['end_to_end_fps']} | {m['bare_encoder_fps']} | "
-                      f"{m.get('decode_only_fps', 'not measured')} | {m['ratio']} |"
+                      f"{m.get('decode_only_fps', 'not measured')} | "
+                      f"{m.get('serial_bound_fps', '') if m.get('bound') == 'serial bound' else ''}"
+                      f" ({m.get('bound', 'slower stage')}) | {m['ratio']} | "
+                      f"{m.get('peak_rss_per_worker_mib', '')} |"
                       for k, m in e["layouts"].items()]
             lines.append("")
     for name in ("methods_cpu.json", "methods_gpu.json"):
@@ -95,8 +108,7 @@ def main(folder: str) -> None:
         if m:
             lines += methods_section(m)
     if not load(d, "train_gpu.json") and not load(d, "extract_gpu.json"):
-        lines += ["## GPU", "", "No GPU figures yet: run `bash bench/train_gpu.sh`, "
-                  "`bash bench/extract_gpu.sh` and `bash bench/methods_gpu.sh` on a GPU machine.", ""]
+        lines += ["## GPU", "", "No GPU figures yet: run `bash bench/gpu.sh` on a GPU machine.", ""]
     print("\n".join(lines))
 
 

@@ -5,6 +5,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from helpers import REPO
 
 
@@ -52,6 +54,8 @@ def test_extract_bench_smoke(tmp_path):
     for layout in ("jpeg", "tar", "mp4"):
         m = r["layouts"][layout]
         assert m["failed"] == 0 and m["frames"] > 0 and m["ratio"] > 0
+        serial = 1 / (1 / m["bare_encoder_fps"] + 1 / m["decode_only_fps"])
+        assert m["bound"] == "serial bound" and abs(m["serial_bound_fps"] - serial) < 0.2
     assert r["layouts"]["tar"]["frames"] == r["layouts"]["jpeg"]["frames"]  # the same frames
 
 
@@ -65,9 +69,12 @@ def test_slurm_scale_bench_smoke(tmp_path):
 
 def test_grid_bench_smoke(tmp_path):
     r = run_bench_here("grid", tmp_path, "--segments", "60", "--frames", "4", "--seeds", "1",
-                  "--epochs", "1")
+                  "--epochs", "1", "--stack", "2")
     assert r["runs"] == 2 and r["grid_seconds"] > 0 and r["bare_seconds"] > 0
     assert abs(r["ratio_grid_vs_bare"] - r["grid_seconds"] / r["bare_seconds"]) < 0.01
+    st = r["stacked"]
+    assert st["members"] == 2 and st["stacked_runs_per_hour"] > 0
+    assert st["speedup"] == pytest.approx(st["single_seconds"] / st["stacked_seconds"], abs=0.01)
 
 
 def test_methods_bench_smoke(tmp_path):
