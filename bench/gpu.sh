@@ -20,7 +20,7 @@ timeout 100 "$py" bench/extract.py --model ViT-B-16-quickgelu --device cuda --pr
 timeout 80 "$py" bench/extract.py --model ViT-B-16-quickgelu --device cuda --precision fp16 \
     --videos 8 --frames 600 --workers "$w" --batch-size 256 --layouts jpeg,tar --decode gpu \
     --json "$out/extract_gpu_decode.json"
-timeout 120 "$py" bench/train.py --scale 1 --device cuda --steps 100 --epochs 15 \
+timeout 150 "$py" bench/train.py --scale 1 --device cuda --steps 100 --epochs 15 --compile \
     --json "$out/train_gpu.json"
 timeout 90 "$py" bench/grid.py --segments 4000 --frames 32 --seeds 2 --epochs 3 --stack 8 \
     --json "$out/grid_gpu.json"

@@ -64,6 +64,10 @@ def main(folder: str) -> None:
                       f"{t['bare_fwd_bwd_samples_per_s']}: ratio **{t['ratio_full_vs_fwd_bwd']}** (goal >= 0.9)",
                       f"- vs forward+backward+optimizer {t['bare_fwd_bwd_opt_samples_per_s']}: ratio "
                       f"{t['ratio_full_vs_fwd_bwd_opt']}"]
+            if "ratio_compiled_vs_eager" in t:
+                lines.append(f"- torch.compile: full step {t['compiled_step_samples_per_s']} "
+                             f"samples/s, x**{t['ratio_compiled_vs_eager']}** the eager step "
+                             f"(compiling {t['compile_seconds']} s)")
             if "epoch_s" in t:
                 lines.append(f"- {t['epochs']} epoch(s): {t['epochs_s']} s; per epoch at EPIC-100 scale "
                              f"about {t['epoch_s_full_scale_estimate']} s (goal on one H100: 15 epochs <= 60 s)")

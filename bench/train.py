@@ -69,6 +69,8 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=30, help="timed steps for the step comparison")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--epochs", type=int, default=1, help="full epochs to time (0: none)")
+    ap.add_argument("--compile", action="store_true",
+                    help="also time the full step with torch.compile (train.compile=true)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     if args.threads:
@@ -132,6 +134,24 @@ def main(argv=None):
           f" | bare fwd+bwd {bare_sps:.0f} (ratio {result['ratio_full_vs_fwd_bwd']}, goal >= 0.9)"
           f" | bare fwd+bwd+opt {bare_opt_sps:.0f} (ratio {result['ratio_full_vs_fwd_bwd_opt']})",
           flush=True)
+    if args.compile:
+        from xmic.train.loop import compiled
+        from xmic.train.config import TrainConfig
+        model, opt, sched, scaler, amp = setup(device, steps_per_epoch)
+        fast = compiled(model, TrainConfig(compile=True), print)
+        t0 = time.perf_counter()
+        full_steps(fast, opt, sched, scaler, amp, 3)  # warm-up: compiles
+        sync(device)
+        compile_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        full_steps(fast, opt, sched, scaler, amp, k)
+        sync(device)
+        compiled_sps = k * bs / (time.perf_counter() - t0)
+        result.update(compiled_step_samples_per_s=round(compiled_sps, 1),
+                      ratio_compiled_vs_eager=round(compiled_sps / full_sps, 3),
+                      compile_seconds=round(compile_s, 1))
+        print(f"compiled full step {compiled_sps:.0f} samples/s: x{compiled_sps / full_sps:.3f} "
+              f"the eager step (compiling and warm-up {compile_s:.0f} s)", flush=True)
     if args.epochs:
         model, opt, sched, scaler, amp = setup(device, steps_per_epoch)
         full_steps(model, opt, sched, scaler, amp, 3)  # warm-up, as above

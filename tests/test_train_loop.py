@@ -268,3 +268,33 @@ def test_two_plans_of_one_cache_never_lose_a_split(tmp_path, monkeypatch):
     assert not errors, errors
     meta = json.loads((cache / "extract_plan.json").read_text())
     assert set(meta["splits"]) == {"train", "a", "b"}
+
+
+def test_compile_wraps_the_training_steps_and_may_change_on_resume(random_cache, tmp_path,
+                                                                    monkeypatch):
+    """``compile=true``: the training steps call ``torch.compile(model)`` (here a recording
+    stand-in: compiling takes minutes on 2 CPU cores; bench/train.py --compile measures the
+    real one); checkpoints hold the plain model's weights; turning it on resumes the run."""
+    calls = {"compile": 0, "steps": 0}
+
+    class Compiled(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.inner = model
+
+        def forward(self, *a):
+            calls["steps"] += 1
+            return self.inner(*a)
+
+    def fake_compile(model, **kw):
+        calls["compile"] += 1
+        return Compiled(model)
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    train(random_cache.root, cfg(epochs=1), tmp_path / "r", echo=quiet)
+    assert calls == {"compile": 0, "steps": 0}
+    train(random_cache.root, cfg("compile=true", epochs=2), tmp_path / "r", resume=True, echo=quiet)
+    steps_per_epoch = -(-int(0.9 * 48) // 16)
+    assert calls["compile"] == 1 and calls["steps"] >= steps_per_epoch - 1
+    from xmic.train.checkpoint import load_checkpoint
+    state = load_checkpoint(tmp_path / "r" / "last.pt")["model"]
+    assert not any(k.startswith(("inner.", "_orig_mod.")) for k in state)

@@ -88,14 +88,14 @@ def check_resumable(ckpt: dict, config: dict, fingerprints: dict, path: Path) ->
         saved = config_to_dict(from_dict(TrainConfig, migrate_config(ckpt["config"]), f"{path}:config"))
     except XmicError:
         saved = ckpt["config"]
-    free = ("epochs", "log")  # more epochs, or other tracking, continue the same run
+    free = ("epochs", "log", "compile")  # more epochs, tracking, compiling: the same run
     old = {k: v for k, v in saved.items() if k not in free}
     new = {k: v for k, v in config.items() if k not in free}
     if old != new:
         diff = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
                 if old.get(k) != new.get(k)]
         raise CheckpointError(f"{path} was made with another config ({'; '.join(diff)}); resume "
-                              "with the same config (only epochs and log may change), or use a "
+                              "with the same config (only epochs, log and compile may change), or use a "
                               "new --out")
     if ckpt.get("fingerprints") != fingerprints:
         raise CheckpointError(f"{path} was trained on features with other fingerprints than this "

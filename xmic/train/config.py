@@ -122,6 +122,7 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = True                  # mixed precision on a GPU; always fp32 on the CPU
     amp_dtype: Literal["fp16", "bf16"] = "fp16"  # bf16: no loss scaling (GPUs that have it)
+    compile: bool = False             # torch.compile the model for training steps
     # model selection on held-out source videos (0 = keep the last epoch)
     heldout_fraction: float = 0.1
     # the released behaviour: select the epoch on a target set ("CACHE:SPLIT"); this uses test data

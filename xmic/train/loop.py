@@ -216,6 +216,7 @@ def train(cache_path: str | Path, cfg: TrainConfig, out: str | Path, resume: boo
     model = build_model(cfg, dims["text"], dims["cond"], len(inputs.vocab.classes),
                         data.tower).to(device)
     params, opt, sched, scaler, amp = make_optimiser(model, cfg, len(data.train), device)
+    stepped = compiled(model, cfg, echo)  # what the training steps call; same weights
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     config = config_to_dict(cfg)
     history, best, start_epoch = [], None, 1
@@ -243,7 +244,7 @@ def train(cache_path: str | Path, cfg: TrainConfig, out: str | Path, resume: boo
             t0 = time.time()
             row = {"epoch": epoch, "lr": opt.param_groups[0]["lr"] if opt else None}
             if params:
-                stats, step_losses, step_lrs = train_epoch(model, opt, sched, scaler, data.train,
+                stats, step_losses, step_lrs = train_epoch(stepped, opt, sched, scaler, data.train,
                                                            data.w, cfg, cond, gen, amp, epoch,
                                                            where=str(out))
                 row.update(stats)
@@ -276,6 +277,18 @@ def train(cache_path: str | Path, cfg: TrainConfig, out: str | Path, resume: boo
     return {"out": str(out), "best": best, "selected_on": selected_on, "epochs": len(history),
             "skipped": data.full.skipped, "train_segments": len(data.train),
             "heldout_segments": held_n}
+
+
+def compiled(model, cfg: TrainConfig, echo):
+    """``torch.compile(model)`` when ``cfg.compile`` (its parameters are the model's own, so
+    checkpoints and evaluation use the plain model), else the model."""
+    if not cfg.compile:
+        return model
+    try:
+        return torch.compile(model, dynamic=False)
+    except RuntimeError as e:  # no compiler backend on this machine
+        echo(f"WARNING: compile=true is not available here ({e}); training without it")
+        return model
 
 
 def warmup_only(cfg: TrainConfig) -> str:
