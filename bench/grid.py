@@ -146,10 +146,11 @@ DEVICE = ["cpu"]  # where the bare evaluate calls run (--device)
 
 
 def stacked_vs_single(cache: Path, args, work: Path) -> dict:
-    """X-MIC's ``--stack`` seeds trained as one stacked model against the same seeds trained
-    one by one (each a bare ``train`` call on a bank loaded once beforehand): runs/hour."""
+    """X-MIC's ``--stack`` seeds trained as one stacked model (``train_stacked``) against the
+    same seeds trained one by one (bare ``train`` calls), both on a bank loaded once
+    beforehand and writing their run folders: runs/hour."""
     import torch
-    from xmic.train.stacked import fit_stacked
+    from xmic.train.stacked_runs import train_stacked
     seeds = list(range(max(2, args.stack)))
     cfgs = [from_dict(TrainConfig, {"method": "xmic", "epochs": args.epochs, "device": args.device,
                                     "seed": s, "split": "train", "label": "noun"})
@@ -161,13 +162,16 @@ def stacked_vs_single(cache: Path, args, work: Path) -> dict:
         if key not in banks:
             banks[key] = load_bank(c, split, views, label, classes, device, frames)
         return banks[key]
-    fit_stacked(cache, cfgs[:2], bank_loader=memo)  # warm-up: the bank, vmap's first trace
+    quiet = lambda *a, **k: None  # noqa: E731
+    train_stacked(cache, cfgs[:2], [work / "warm-0", work / "warm-1"], echo=quiet,
+                  bank_loader=memo)  # warm-up: the bank, vmap's first trace
     t0 = time.perf_counter()
-    fit_stacked(cache, cfgs, bank_loader=memo)
+    train_stacked(cache, cfgs, [work / f"stacked{c.seed}" for c in cfgs], echo=quiet,
+                  bank_loader=memo)
     stacked_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     for c in cfgs:
-        train(cache, c, work / f"seed{c.seed}", echo=lambda *a, **k: None, bank_loader=memo)
+        train(cache, c, work / f"seed{c.seed}", echo=quiet, bank_loader=memo)
     single_s = time.perf_counter() - t0
     return {"members": len(cfgs), "epochs": args.epochs, "threads": torch.get_num_threads(),
             "stacked_seconds": round(stacked_s, 2), "single_seconds": round(single_s, 2),

@@ -16,7 +16,8 @@ import torch
 from train_data import make_train_cache
 from test_train_loop import cfg, quiet
 from xmic.train.checkpoint import load_checkpoint
-from xmic.train.stacked import fit_stacked, stackable
+from xmic.train.stacked import stackable
+from xmic.train.stacked_runs import train_stacked
 from xmic.train.loop import train
 
 
@@ -25,27 +26,49 @@ def test_stacked_seeds_equal_separate_runs(tmp_path, method):
     cache = make_train_cache(tmp_path / "c", mode="random", n=64, videos=8)
     cfgs = [cfg("heldout_fraction=0.25", "optim.lr=3e-3", "optim.warmup_epochs=1", method=method,
                 seed=s) for s in (0, 1, 2)]
-    together = fit_stacked(cache.root, cfgs)
-    for s, c in enumerate(cfgs):
-        out = tmp_path / f"seed{c.seed}"
-        train(cache.root, c, out, echo=quiet)
-        alone = load_checkpoint(out / "last.pt")["model"]
-        member = together["stacked"].member(s).state_dict()
-        worst = max(differs(member[k], alone[k], k) for k in alone)
-        assert worst < 1e-5, (method, c.seed, worst)
-        rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-        mine = together["histories"][s]
+    outs = [tmp_path / f"stacked{c.seed}" for c in cfgs]
+    summaries = train_stacked(cache.root, cfgs, outs, echo=quiet)
+    weights = []
+    for c, out, summary in zip(cfgs, outs, summaries):
+        alone = tmp_path / f"seed{c.seed}"
+        single = train(cache.root, c, alone, echo=quiet)
+        for name in ("last.pt", "checkpoint.pt"):
+            a, b = (load_checkpoint(d / name) for d in (alone, out))
+            worst = max(differs(b["model"][k], a["model"][k], k) for k in a["model"])
+            assert worst < 1e-5, (method, c.seed, name, worst)
+            assert a["epoch"] == b["epoch"] and a["config"] == b["config"]
+        rows, mine = (metrics(d) for d in (alone, out))
         assert [r["selected"] for r in rows] == [r["selected"] for r in mine]
         for a, b in zip(rows, mine):
             assert a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-5)
+            assert a["train_top1"] == pytest.approx(b["train_top1"], abs=1e-9)
             assert a["heldout_top1"] == pytest.approx(b["heldout_top1"], abs=1e-6)
             assert a["heldout_loss"] == pytest.approx(b["heldout_loss"], abs=1e-5)
-        chosen = [r["epoch"] for r in rows if r["selected"]][-1]
-        assert together["best"][s]["epoch"] == chosen
-    first = [{k: v.clone() for k, v in together["stacked"].member(s).state_dict().items()}
-             for s in (0, 1)]  # member() reuses one model: copy its weights out
-    trained = [k for k, v in first[0].items() if v.dtype.is_floating_point and v.numel() > 1]
-    assert any(not torch.equal(first[0][k], first[1][k]) for k in trained)  # seeds differ
+        assert summary["best"]["epoch"] == single["best"]["epoch"]
+        assert {p.name for p in alone.iterdir()} == {p.name for p in out.iterdir()}
+        weights.append(load_checkpoint(out / "last.pt")["model"])
+    trained = [k for k, v in weights[0].items() if v.dtype.is_floating_point and v.numel() > 1]
+    assert any(not torch.equal(weights[0][k], weights[1][k]) for k in trained)  # seeds differ
+
+
+def test_a_stacked_member_resumes_alone(tmp_path):
+    """A stacked run's last.pt holds the member's own optimiser state: ``train --resume``
+    continues it as if it had been trained alone from the start."""
+    cache = make_train_cache(tmp_path / "c", mode="random", n=64, videos=8)
+    two = [cfg("optim.lr=3e-3", "optim.warmup_epochs=1", seed=s) for s in (3, 4)]
+    train_stacked(cache.root, two, [tmp_path / "s3", tmp_path / "s4"], echo=quiet)
+    more = cfg("optim.lr=3e-3", "optim.warmup_epochs=1", seed=4, epochs=3)
+    train(cache.root, more, tmp_path / "s4", resume=True, echo=quiet)
+    train(cache.root, more, tmp_path / "alone", echo=quiet)
+    a, b = (load_checkpoint(tmp_path / d / "last.pt") for d in ("alone", "s4"))
+    assert a["epoch"] == b["epoch"] == 3
+    assert max(differs(b["model"][k], a["model"][k], k) for k in a["model"]) < 1e-5
+    assert [r["selected"] for r in metrics(tmp_path / "alone")] == \
+        [r["selected"] for r in metrics(tmp_path / "s4")]
+
+
+def metrics(run) -> list[dict]:
+    return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
 
 
 def differs(a: torch.Tensor, b: torch.Tensor, name: str) -> float:

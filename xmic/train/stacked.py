@@ -8,7 +8,8 @@ in one), and per member its own sampling generator, seeded as a separate run see
 ``epoch`` trains one pass: at each step every member draws its own batch exactly as
 ``loop.train_epoch`` would ([S, B, T, D] gathered from the one bank in memory), the members'
 forwards run as one ``vmap`` of ``functional_call`` and the summed loss gives each member its
-own gradient. ``member(s)`` is member s's model (for evaluation and checkpoints). Results equal
+own gradient. ``member(s)`` is member s's model and ``optimizer_state(s)`` its AdamW state (for
+evaluation and checkpoints; ``xmic.train.stacked_runs`` writes the run folders). Results equal
 separate runs up to float rounding (tests/test_stacked.py: weights within 1e-5 after 2 epochs
 on the CPU, the same selected epochs). Methods with a frozen text tower in the forward (CoOp,
 CoCoOp) are not stacked (``stackable``). Losses stay on the device; non-finite ones are found
@@ -42,10 +43,14 @@ class StackedRuns:
         self.cfgs, self.cfg, self.device = cfgs, base, torch.device(device)
         self.params, self.buffers = stack_module_state(models)        # {name: [S, ...]}
         self.template = copy.deepcopy(models[0]).to("meta")
-        holder = torch.nn.ParameterList([torch.nn.Parameter(p) for p in self.params.values()])
+        grad = dict(models[0].named_parameters())
+        holder = torch.nn.ParameterList([torch.nn.Parameter(p, requires_grad=grad[n].requires_grad)
+                                         for n, p in self.params.items()])
         self.params = dict(zip(self.params, holder))
-        _, self.opt, self.sched, _, self.amp = make_optimiser(holder, base, train_segments,
-                                                              device)
+        _, self.opt, self.sched, self.scaler, self.amp = make_optimiser(holder, base,
+                                                                        train_segments, device)
+        self._slots = {n: i for i, n in enumerate(n for n, p in self.params.items()
+                                                  if p.requires_grad)}
         self.gens = [torch.Generator(device=device).manual_seed(c.seed) for c in cfgs]
         self._member = copy.deepcopy(models[0])
 
@@ -58,13 +63,15 @@ class StackedRuns:
         return vmap(one, in_dims=(0, 0, 0, None if x is None else 0))(
             self.params, self.buffers, f, x)                            # [S, B, C]
 
-    def epoch(self, bank, w: torch.Tensor, epoch: int, where: str) -> list[dict]:
-        """One pass for every member; per member its train loss and top-1."""
+    def epoch(self, bank, w: torch.Tensor, epoch: int, where: str):
+        """One pass for every member: per member its train loss and top-1, each step's loss
+        [steps, S] and each step's lr."""
         cfg, S = self.cfg, len(self)
         cond = list(cfg.model.conditioning_views) if cfg.record.conditioning else None
         orders = [torch.randperm(len(bank), generator=g, device=bank.labels.device)
                   for g in self.gens]
-        losses, correct, sizes = [], torch.zeros(S, dtype=torch.long, device=self.device), []
+        losses, lrs, sizes = [], [], []
+        correct = torch.zeros(S, dtype=torch.long, device=self.device)
         for segs in zip(*(o.split(cfg.batch_size) for o in orders)):
             drawn = [batch(bank, s, cfg.model.classified_view, cond, cfg.frames, g, train=True)
                      for s, g in zip(segs, self.gens)]
@@ -77,8 +84,10 @@ class StackedRuns:
             each = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(),
                                    reduction="none").view(S, -1).mean(1)  # [S]
             self.opt.zero_grad(set_to_none=True)
-            each.sum().backward()  # member s's gradient is its own loss's
-            self.opt.step()
+            self.scaler.scale(each.sum()).backward()  # member s's gradient is its own loss's
+            self.scaler.step(self.opt)
+            self.scaler.update()
+            lrs.append(self.opt.param_groups[0]["lr"])
             self.sched.step()
             losses.append(each.detach())
             correct += (logits.argmax(-1) == y).sum(1)
@@ -92,8 +101,8 @@ class StackedRuns:
         weights = torch.tensor(sizes, dtype=torch.float32)[:, None]
         seen = sum(sizes)
         totals = (values * weights).sum(0)
-        return [{"train_loss": float(totals[s]) / seen,
-                 "train_top1": 100 * int(correct[s]) / seen} for s in range(S)]
+        return ([{"train_loss": float(totals[s]) / seen,
+                  "train_top1": 100 * int(correct[s]) / seen} for s in range(S)], values, lrs)
 
     def member(self, s: int) -> torch.nn.Module:
         """Member s as a plain model (its weights copied out of the stack)."""
@@ -102,38 +111,14 @@ class StackedRuns:
         return self._member
 
 
-def fit_stacked(cache_path, cfgs: list[TrainConfig], bank_loader=None) -> dict:
-    """Train the members on one cache as ``train`` trains each (same data, held-out split,
-    initial weights per seed, selection rule), in one process with one bank; returns
-    {"histories": per member its epoch rows (train, held-out, selected), "best": per member
-    the selected row, "stacked": the ``StackedRuns``}."""
-    from xmic.cache import Cache
-    from xmic.config import resolve_device
-    from xmic.train.build import build_model, check_inputs, model_dims
-    from xmic.train.data import load_bank
-    from xmic.train.loop import load_run_data, score_epoch, select_epoch
-    cfg = cfgs[0]
-    if not stackable(cfg):
-        raise ValueError(f"{cfg.method} is not stacked (a frozen text tower in its forward)")
-    cache = Cache.open(cache_path)
-    inputs = check_inputs(cache, cfg)
-    device = resolve_device(cfg.device)
-    data = load_run_data(cache, cfg, inputs, device, bank_loader or load_bank, None)
-    dims = model_dims(cfg, inputs)
-    models = []
-    for c in cfgs:  # each member's initial weights, drawn as its own run draws them
-        torch.manual_seed(c.seed)
-        models.append(build_model(c, dims["text"], dims["cond"], len(inputs.vocab.classes),
-                                  None).to(device))
-    runs = StackedRuns(cfgs, models, len(data.train), device)
-    histories = [[] for _ in cfgs]
-    best = [None] * len(cfgs)
-    for epoch in range(1, cfg.epochs + 1):
-        lr = runs.opt.param_groups[0]["lr"]
-        stats = runs.epoch(data.train, data.w, epoch, str(cache.root))
-        for s, c in enumerate(cfgs):
-            row = {"epoch": epoch, "lr": lr, **stats[s]}
-            score_epoch(runs.member(s), data, c, row, cache.root)
-            best[s], row["selected"], row["selected_because"] = select_epoch(row, best[s], epoch)
-            histories[s].append(row)
-    return {"histories": histories, "best": best, "stacked": runs}
+    def optimizer_state(self, s: int) -> dict:
+        """Member s's AdamW state, as its own run's optimiser would hold it (its parameters in
+        its model's order, each moment its slice of the stack): a separate run resumes it."""
+        full = self.opt.state_dict()
+        state = {}
+        for i, slot in enumerate(self._slots.values()):
+            if slot in full["state"]:
+                state[i] = {k: (v[s].clone() if torch.is_tensor(v) and v.dim() > 0 else v)
+                            for k, v in full["state"][slot].items()}
+        group = {**full["param_groups"][0], "params": list(range(len(self._slots)))}
+        return {"state": state, "param_groups": [group]}
