@@ -235,3 +235,33 @@ def test_a_grid_grows_in_place_with_extend(tmp_path, world):
     cp = run_xmic("grid", "plan", g, "--recipe", changed, "--extend", check=False)
     assert cp.returncode == 2 and "run epic-noun-xmic-seed0 was planned with another " \
                                   "training config (changed: model)" in cp.stderr, cp.stderr
+
+
+def test_stacked_seeds_give_the_grid_of_runs_one_by_one(tmp_path, world):
+    """``grid run --stack-seeds`` trains X-MIC's seeds as one stacked model and then scores
+    every run as usual: the same table and selected epochs as the grid run one by one, the
+    weights within 1e-5 (the attention key bias aside, tests/test_stacked.py says why)."""
+    from test_stacked import differs
+    from xmic.train.checkpoint import load_checkpoint
+    rec = recipe(tmp_path, world, methods={"xmic": {}, "zeroshot": {}}, seeds=[0, 1, 2])
+    for name in ("one", "stacked"):
+        run_xmic("grid", "plan", tmp_path / name, "--recipe", rec)
+    run_xmic("grid", "run", tmp_path / "one")
+    cp = run_xmic("grid", "run", tmp_path / "stacked", "--stack-seeds")
+    assert "trained together as one stacked model" in cp.stdout
+    assert "6 done, 0 running, 0 failed, 0 pending" in cp.stdout, cp.stdout
+    for run in (tmp_path / "one" / "runs").iterdir():
+        if "xmic" not in run.name:
+            continue
+        other = tmp_path / "stacked" / "runs" / run.name
+        assert "stacked model" in (other / "train.log").read_text()
+        a, b = (load_checkpoint(d / "checkpoint.pt") for d in (run, other))
+        assert a["epoch"] == b["epoch"]
+        assert max(differs(b["model"][k], a["model"][k], k) for k in a["model"]) < 1e-5
+    for n in ("one", "stacked"):
+        run_xmic("grid", "table", tmp_path / n, "--format", "csv")
+    tables = [(tmp_path / n / "table.csv").read_text() for n in ("one", "stacked")]
+    assert tables[0] == tables[1] and "xmic" in tables[0]
+    refused = run_xmic("grid", "run", tmp_path / "one", "--stack-seeds", "--executor", "local",
+                       check=False)
+    assert refused.returncode == 2 and "--executor inprocess" in refused.stderr

@@ -77,7 +77,10 @@ def grid_plan(grid_dir, recipe, caches, class_splits, seeds, sets, extend):
 @click.option("--slurm-set", multiple=True, metavar="KEY=VALUE",
               help="Slurm config override, e.g. partition=gpu.")
 @click.option("--wait", is_flag=True, help="local/slurm: wait for the jobs.")
-def grid_run(grid_dir, executor, parallel, slurm_config, slurm_set, wait):
+@click.option("--stack-seeds", is_flag=True,
+              help="inprocess: train the seeds of each row together as one stacked model "
+                   "(same results; X-MIC, linear, CLIP-Adapter).")
+def grid_run(grid_dir, executor, parallel, slurm_config, slurm_set, wait, stack_seeds):
     """Train and score every run that is not finished; exit 1 when a run failed."""
     from xmic.grid.plan import load_grid
     from xmic.grid.state import format_status, grid_status
@@ -86,10 +89,12 @@ def grid_run(grid_dir, executor, parallel, slurm_config, slurm_set, wait):
     dead_jobs = []
     if executor == "inprocess":
         from xmic.grid.runner import run_inprocess
-        out = run_inprocess(grid_dir, echo=click.echo)
+        out = run_inprocess(grid_dir, echo=click.echo, stack_seeds=stack_seeds)
         click.echo(f"loaded caches in {out['load_seconds']:.1f}s; {out['loads_saved']} "
                    "load(s) saved by loading each once")
     else:
+        if stack_seeds:
+            raise UsageError("--stack-seeds trains in this process: use --executor inprocess")
         from xmic.grid.runner import submit_grid
         from xmic.slurm.config import SlurmConfig
         slu = load_config(SlurmConfig, slurm_config, [

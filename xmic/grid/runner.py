@@ -219,15 +219,22 @@ def grid_task(grid_dir: str, ids: list[str]) -> dict:
     return states
 
 
-def run_inprocess(grid_dir: Path, echo=print) -> dict:
-    """Every unfinished run in this process, caches loaded once; returns states and load stats."""
+def run_inprocess(grid_dir: Path, echo=print, stack_seeds: bool = False) -> dict:
+    """Every unfinished run in this process, caches loaded once; returns states and load stats.
+    ``stack_seeds``: fresh runs that differ only in their seed are trained together first, as
+    one stacked model (``xmic.grid.stacking``), then every run is scored as usual."""
     grid = load_grid(grid_dir)
     memo = BankMemo()
     cs = grid["recipe"].get("class_splits")
     towers = _memo()
+    stacked = []
+    if stack_seeds:
+        from xmic.grid.stacking import train_seed_groups
+        stacked = train_seed_groups(Path(grid_dir), grid["runs"], memo, echo,
+                                    lambda d: RunClaim.take(d / RUNNING, Path(grid_dir)))
     states = {r["id"]: run_one(grid_dir, r, cs, memo, echo, towers) for r in grid["runs"]}
     return {"states": states, "load_seconds": round(memo.seconds, 3), "loads_saved": memo.hits,
-            "tower_loads": towers.loads}
+            "tower_loads": towers.loads, "stacked": stacked}
 
 
 
