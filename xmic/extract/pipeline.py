@@ -2,7 +2,10 @@
 
 Input: a cache planned by ``xmic.extract.planning.plan`` (its ``extract_plan.json``) and an
 ``ExtractConfig``. ``run_shards``: for every uncommitted (view, shard), a DataLoader (worker
-processes) decodes each segment's sampled frames, crops hands and preprocesses; frames of many
+processes) decodes each segment's sampled frames, crops hands and resizes (uint8; with
+``decode: gpu`` it reads JPEG bytes and boxes only, and ``xmic.extract.device_decode`` decodes
+and resizes on the device); a prefetch thread receives segments while the batch before encodes
+and the CPU encoder shares the cores with the workers (``xmic.extract.feeding``); frames of many
 segments are packed into full encoder batches; each view's ``ShardWriter`` records embeddings,
 or the failure of a segment with its message (never zeros). Class names become vocabularies in
 ``extract.vocabularies``. Returns summaries; failures are counted, not hidden.
@@ -36,7 +39,8 @@ from xmic.extract.planning import PlanError
 
 
 class SegmentFrames(Dataset):
-    """One item per segment: (segment_id, frame numbers, {view: [n, 3, H, W]}) or an error."""
+    """One item per segment: (segment_id, frame numbers, {view: uint8 [n, 3, H, W]} in one
+    storage, or with ``decode: gpu`` a ``JpegSegment``, error or None)."""
 
     def __init__(self, rows: list[dict], kind: str, root: str, views, boxes: str | None,
                  transform, cfg: ExtractConfig, boxes_format: str | None = None):
