@@ -34,9 +34,9 @@ def test_prefetch_runs_ahead_by_its_depth_and_close_stops_it():
             yield i
     p = Prefetch(items(), 3)
     deadline = time.time() + 5
-    while not p.full() and time.time() < deadline:
+    while not p._q.full() and time.time() < deadline:
         time.sleep(0.01)
-    assert p.full() and len(pulled) <= 3 + 1  # depth items queued, one more in hand at most
+    assert p._q.full() and len(pulled) <= 3 + 1  # depth items queued, one more in hand at most
     take = Take(p, 2)
     assert list(take) == [0, 1]
     p.close()
@@ -49,7 +49,7 @@ def test_stop_iteration_ends_a_prefetch_and_says_it_is_exhausted():
     deadline = time.time() + 5
     while not p.exhausted() and time.time() < deadline:  # two of four queued, nothing left
         time.sleep(0.01)
-    assert p.exhausted() and not p.full()
+    assert p.exhausted() and not p._q.full()
     assert list(p) == [1, 2]
 
 
@@ -70,7 +70,7 @@ def test_cpu_share_gives_the_encoder_every_core_only_while_the_workers_idle():
         share = CpuShare(workers, threads, ahead, cores=cores, worker_pids=lambda: [1] * workers)
         share._worker_cpu = lambda: cpu["s"]
         assert share.threads() == (threads or cores)  # the first batch: nothing known yet
-        share.used.add(cores)
+        share.batches = 1
         share._last = (time.perf_counter() - 1.0, cpu["s"])
         cpu["s"] += busy * workers  # over one second
         return share.threads()
@@ -83,9 +83,9 @@ def test_cpu_share_gives_the_encoder_every_core_only_while_the_workers_idle():
         assert after_a_window(2, 3, _Ahead(), 8, busy=0.0) == 3   # fixed by the config
         share = CpuShare(1, 0, _Ahead(), cores=2)
         share.adjust()
-        assert torch.get_num_threads() == 2 and share.used == {2}
+        assert torch.get_num_threads() == 2 and share.batches == 1
         share.adjust()  # within the window: the workers count as busy until measured
-        assert torch.get_num_threads() == 1 and share.used == {1, 2}
+        assert torch.get_num_threads() == 1 and share.batches == 2
         share.restore()
         assert torch.get_num_threads() == before
     finally:

@@ -298,3 +298,12 @@ def test_compile_wraps_the_training_steps_and_may_change_on_resume(random_cache,
     from xmic.train.checkpoint import load_checkpoint
     state = load_checkpoint(tmp_path / "r" / "last.pt")["model"]
     assert not any(k.startswith(("inner.", "_orig_mod.")) for k in state)
+
+
+def test_compile_without_a_compiler_is_one_line(random_cache, tmp_path, monkeypatch):
+    import shutil
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    from xmic.config import ConfigError
+    with pytest.raises(ConfigError, match="needs a C\\+\\+ compiler"):
+        train(random_cache.root, cfg("compile=true", epochs=1), tmp_path / "r", echo=quiet)
+    assert not (tmp_path / "r" / "last.pt").exists()

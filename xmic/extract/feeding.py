@@ -66,10 +66,6 @@ class Prefetch:
         """The processes of a DataLoader source (none for another iterator)."""
         return [w.pid for w in getattr(self.source, "_workers", []) if w.pid]
 
-    def full(self) -> bool:
-        """Whether ``depth`` items wait for the consumer."""
-        return self._q.full()
-
     def exhausted(self) -> bool:
         """Whether every item is fetched: nothing is left to decode."""
         return self._exhausted
@@ -163,7 +159,7 @@ class CpuShare:
         self.ahead = ahead
         self.worker_pids = worker_pids or (lambda: [])
         self.before = torch.get_num_threads()
-        self.used: set[int] = set()
+        self.batches = 0  # adjusted so far
         self._last = (time.perf_counter(), self._worker_cpu())
         self._idle = False
 
@@ -173,7 +169,7 @@ class CpuShare:
     def threads(self) -> int:
         if self.fixed:
             return self.fixed
-        if not self.used or self.ahead.exhausted():
+        if not self.batches or self.ahead.exhausted():
             return self.cores
         now = time.perf_counter()
         then, cpu_then = self._last
@@ -188,7 +184,7 @@ class CpuShare:
         n = self.threads()
         if n != torch.get_num_threads():
             torch.set_num_threads(n)
-        self.used.add(n)
+        self.batches += 1
 
     def restore(self) -> None:
         torch.set_num_threads(self.before)

@@ -25,14 +25,23 @@ class ReadError(XmicError):
 MAX_FRAME_PIXELS = 8192 * 8192  # a video frame is at most 8K; a larger header is a bomb or garbage
 
 
+def _check_size(im: Image.Image, where: str, frame: int) -> None:
+    """Refuse a header that declares more pixels than any video frame, before decoding."""
+    if im.width * im.height > MAX_FRAME_PIXELS:
+        raise ReadError(f"{where}: frame {frame} declares {im.width}x{im.height} pixels, more "
+                        "than any video frame (8192x8192); not decoded (a decompression bomb "
+                        "or a damaged header)")
+
+
+def _frame_path(src: FrameSource, frame: int):
+    return src.path / src.pattern.format(frame - src.first_frame + 1)
+
+
 def _decode(opened, where: str, frame: int) -> Image.Image:
     """One RGB image from an opened JPEG (a path or the bytes of an archive member)."""
     try:
         with Image.open(opened) as im:  # reads the header only
-            if im.width * im.height > MAX_FRAME_PIXELS:
-                raise ReadError(f"{where}: frame {frame} declares {im.width}x{im.height} pixels, "
-                                "more than any video frame (8192x8192); not decoded (a "
-                                "decompression bomb or a damaged header)")
+            _check_size(im, where, frame)
             return im.convert("RGB")
     except FileNotFoundError:
         raise ReadError(f"{where}: frame {frame} is missing") from None
@@ -45,7 +54,7 @@ def _decode(opened, where: str, frame: int) -> Image.Image:
 def read_jpegs(src: FrameSource, frames: list[int]) -> list[Image.Image]:
     out = []
     for f in frames:
-        p = src.path / src.pattern.format(f - src.first_frame + 1)
+        p = _frame_path(src, f)
         out.append(_decode(p, str(p), f))
     return out
 
@@ -110,17 +119,14 @@ def jpeg_header(data: bytes, where: str, frame: int) -> tuple[int, int]:
             if im.format != "JPEG":
                 raise ReadError(f"{where}: frame {frame} is a {im.format} image, not a JPEG; "
                                 "--decode gpu decodes JPEGs only: use --decode cpu")
-            if im.width * im.height > MAX_FRAME_PIXELS:
-                raise ReadError(f"{where}: frame {frame} declares {im.width}x{im.height} pixels, "
-                                "more than any video frame (8192x8192); not decoded (a "
-                                "decompression bomb or a damaged header)")
+            _check_size(im, where, frame)
             return im.width, im.height
     except (UnidentifiedImageError, OSError) as e:
         raise ReadError(f"{where}: frame {frame} is not a readable image ({e})") from None
 
 
 def _jpeg_file(src: FrameSource, f: int) -> tuple[bytes, str]:
-    p = src.path / src.pattern.format(f - src.first_frame + 1)
+    p = _frame_path(src, f)
     try:
         return p.read_bytes(), str(p)
     except FileNotFoundError:

@@ -240,3 +240,12 @@ def warmup_warnings(grid: dict) -> list[str]:
 
 def evaluations(grid: dict) -> int:
     return sum(len(r["targets"]) for r in grid["runs"])
+
+
+def run_config(grid_dir: Path, run: dict) -> TrainConfig:
+    """A planned run's training config, tracked under the grid's name unless it names a group."""
+    from dataclasses import replace
+    cfg = from_dict(TrainConfig, migrate_config(run["config"]), f"{grid_dir}/grid.json: run {run['id']}")
+    if not cfg.log.group:  # a grid's runs are tracked together, under its name
+        cfg = replace(cfg, log=replace(cfg.log, group=Path(grid_dir).resolve().name))
+    return cfg

@@ -18,7 +18,6 @@ import socket
 import threading
 import time
 import uuid
-from dataclasses import replace
 from pathlib import Path
 
 from xmic.cache import Cache
@@ -26,15 +25,15 @@ from xmic.files.atomic import (create_json_exclusive, guard, make_dirs, remove_f
                                      write_json_atomic)
 from xmic.cache.claims import job_id_from_env
 from xmic.cache.writer import disk_full
-from xmic.config import XmicError, from_dict
+from xmic.config import XmicError
 from xmic.evaluate.run import evaluate_run
 from xmic.grid.layout import FAILED, FINISHED, RUNNING, SLURM_LOGS, SUBMISSIONS
-from xmic.grid.plan import GridError, load_grid
+from xmic.grid.plan import GridError, load_grid, run_config
 from xmic.grid.state import (HEARTBEAT_S, claim_alive, eval_dir,
                              read_claim, read_metrics, run_state)
 from xmic.train.checkpoint import load_checkpoint
 from xmic.train.run_folder import CHECKPOINT, LAST
-from xmic.train.config import TrainConfig, migrate_config
+from xmic.train.config import TrainConfig
 from xmic.train.data import load_bank
 from xmic.train.loop import train
 from xmic.towers.text_tower import load_text_tower
@@ -108,9 +107,7 @@ def run_one(grid_dir: Path, run: dict, class_splits: str | None, bank_loader=loa
         return "running"
     try:
         remove_file(d / FAILED, grid_dir)
-        cfg = from_dict(TrainConfig, migrate_config(run["config"]), f"{grid_dir}/grid.json: run {run['id']}")
-        if not cfg.log.group:  # a grid's runs are tracked together, under its name
-            cfg = replace(cfg, log=replace(cfg.log, group=Path(grid_dir).resolve().name))
+        cfg = run_config(grid_dir, run)
         if not _trained(d, cfg):
             show = functools.partial(_show, echo, run["id"])
             train(run["cache"], cfg, d, resume=(d / LAST).exists(), echo=show,
@@ -231,7 +228,8 @@ def run_inprocess(grid_dir: Path, echo=print, stack_seeds: bool = False) -> dict
     if stack_seeds:
         from xmic.grid.stacking import train_seed_groups
         stacked = train_seed_groups(Path(grid_dir), grid["runs"], memo, echo,
-                                    lambda d: RunClaim.take(d / RUNNING, Path(grid_dir)))
+                                    lambda d: RunClaim.take(d / RUNNING, Path(grid_dir)),
+                                    functools.partial(_show, echo))
     states = {r["id"]: run_one(grid_dir, r, cs, memo, echo, towers) for r in grid["runs"]}
     return {"states": states, "load_seconds": round(memo.seconds, 3), "loads_saved": memo.hits,
             "tower_loads": towers.loads, "stacked": stacked}

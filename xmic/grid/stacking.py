@@ -15,11 +15,12 @@ import functools
 from dataclasses import replace
 from pathlib import Path
 
-from xmic.config import XmicError, config_to_dict, from_dict
+from xmic.config import XmicError, config_to_dict
 from xmic.files.atomic import make_dirs, remove_file
 from xmic.grid.layout import FAILED
+from xmic.grid.plan import run_config
 from xmic.grid.state import run_state
-from xmic.train.config import TrainConfig, migrate_config
+from xmic.train.config import TrainConfig
 from xmic.train.run_folder import LAST
 from xmic.train.stacked import stackable
 from xmic.train.stacked_runs import train_stacked
@@ -32,10 +33,7 @@ def seed_groups(grid_dir: Path, runs: list[dict]) -> list[list[tuple[dict, Train
         d = grid_dir / run["dir"]
         if run_state(grid_dir, run)["state"] != "pending" or (d / LAST).exists():
             continue
-        cfg = from_dict(TrainConfig, migrate_config(run["config"]),
-                        f"{grid_dir}/grid.json: run {run['id']}")
-        if not cfg.log.group:
-            cfg = replace(cfg, log=replace(cfg.log, group=Path(grid_dir).resolve().name))
+        cfg = run_config(grid_dir, run)
         if not stackable(cfg) or cfg.epochs < 1:
             continue
         key = (str(run["cache"]), repr(sorted(config_to_dict(replace(cfg, seed=0)).items())))
@@ -43,7 +41,10 @@ def seed_groups(grid_dir: Path, runs: list[dict]) -> list[list[tuple[dict, Train
     return [g for g in groups.values() if len(g) > 1]
 
 
-def train_seed_groups(grid_dir: Path, runs: list[dict], bank_loader, echo, take_claim) -> list[str]:
+def train_seed_groups(grid_dir: Path, runs: list[dict], bank_loader, echo, take_claim,
+                      show) -> list[str]:
+    """``take_claim(run_dir)``: the runner's claim on a run, or None; ``show(rid, line)``: a
+    training line, shown with its runs' ids."""
     grid_dir = Path(grid_dir)
     trained = []
     for group in seed_groups(grid_dir, runs):
@@ -61,10 +62,10 @@ def train_seed_groups(grid_dir: Path, runs: list[dict], bank_loader, echo, take_
             for run, _ in group:
                 remove_file(grid_dir / run["dir"] / FAILED, grid_dir)
             echo(f"runs {', '.join(ids)}: trained together as one stacked model")
-            show = functools.partial(_show, echo, "+".join(ids))
             try:
                 train_stacked(group[0][0]["cache"], [c for _, c in group],
-                              [grid_dir / run["dir"] for run, _ in group], echo=show,
+                              [grid_dir / run["dir"] for run, _ in group],
+                              echo=functools.partial(show, "+".join(ids)),
                               bank_loader=bank_loader)
             except (XmicError, OSError, RuntimeError, ValueError) as e:
                 echo(f"runs {', '.join(ids)}: stacked training stopped ({type(e).__name__}: "
@@ -76,7 +77,3 @@ def train_seed_groups(grid_dir: Path, runs: list[dict], bank_loader, echo, take_
                 c.release()
     return trained
 
-
-def _show(echo, rid: str, line: str = "", *_, **__) -> None:
-    if line:
-        echo(f"run {rid}: {line}")

@@ -14,6 +14,8 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
+import shutil
 from dataclasses import dataclass
 import time
 from pathlib import Path
@@ -216,7 +218,7 @@ def train(cache_path: str | Path, cfg: TrainConfig, out: str | Path, resume: boo
     model = build_model(cfg, dims["text"], dims["cond"], len(inputs.vocab.classes),
                         data.tower).to(device)
     params, opt, sched, scaler, amp = make_optimiser(model, cfg, len(data.train), device)
-    stepped = compiled(model, cfg, echo)  # what the training steps call; same weights
+    stepped = compiled(model, cfg)  # what the training steps call; same weights
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     config = config_to_dict(cfg)
     history, best, start_epoch = [], None, 1
@@ -228,13 +230,9 @@ def train(cache_path: str | Path, cfg: TrainConfig, out: str | Path, resume: boo
                                              scaler, gen)
         echo(f"resuming after epoch {start_epoch - 1}")
     write_text_atomic(out / CONFIG, config_header() + dump_config(cfg), out)
-    selected_on = ("target test data " + cfg.select_on_target_test_data if data.target
-                   else "held-out source videos" if data.held is not None else "last epoch")
+    selected_on = selection_source(cfg, data)
     cond = list(cfg.model.conditioning_views) if cfg.record.conditioning else None
-    context = {"config": config, "fingerprints": inputs.fingerprints, "method": cfg.method,
-               "classes": inputs.vocab.classes, "selected_on": selected_on,
-               "source_dataset": cache.dataset, "cache": str(cache.root), "dims": dims,
-               "provenance": provenance(), **tower_record(data.tower)}
+    context = checkpoint_context(cfg, inputs, cache, dims, selected_on, data.tower)
     if params and warmup_only(cfg):
         echo(f"WARNING: {warmup_only(cfg)}")
     steps_per_epoch = -(-len(data.train) // cfg.batch_size)
@@ -257,10 +255,7 @@ def train(cache_path: str | Path, cfg: TrainConfig, out: str | Path, resume: boo
                      "optimizer": opt.state_dict() if opt else {}, "scaler": scaler.state_dict(),
                      "scheduler": sched.state_dict() if sched else {}, "generator": gen.get_state(),
                      **context}
-            save_checkpoint(out / LAST, state)
-            if row["selected"]:
-                save_checkpoint(out / CHECKPOINT, state)
-            write_text_atomic(out / METRICS, "".join(json_line(r) for r in history), out)
+            save_epoch(out, state, row["selected"])
             tracking.epoch(row, max(epoch, 1) * steps_per_epoch)
             log_epoch(row, echo)
     except BaseException as e:
@@ -269,26 +264,56 @@ def train(cache_path: str | Path, cfg: TrainConfig, out: str | Path, resume: boo
     finally:
         tracking.close(best)
     # ---- the curve and the summary ----------------------------------------------------------
+    write_curve(out, history, cfg, cache.dataset)
+    return run_summary(out, best, selected_on, history, data)
+
+
+def selection_source(cfg: TrainConfig, data: RunData) -> str:
+    """What a run selects its epoch on (written into every checkpoint)."""
+    return ("target test data " + cfg.select_on_target_test_data if data.target
+            else "held-out source videos" if data.held is not None else "last epoch")
+
+
+def checkpoint_context(cfg: TrainConfig, inputs, cache, dims: dict, selected_on: str,
+                       tower) -> dict:
+    """What every checkpoint of a run holds besides its training state."""
+    return {"config": config_to_dict(cfg), "fingerprints": inputs.fingerprints,
+            "method": cfg.method, "classes": inputs.vocab.classes, "selected_on": selected_on,
+            "source_dataset": cache.dataset, "cache": str(cache.root), "dims": dims,
+            "provenance": provenance(), **tower_record(tower)}
+
+
+def save_epoch(out: Path, state: dict, selected: bool) -> None:
+    """An epoch's files: ``last.pt``, ``checkpoint.pt`` when selected, ``metrics.jsonl``."""
+    save_checkpoint(out / LAST, state)
+    if selected:
+        save_checkpoint(out / CHECKPOINT, state)
+    write_text_atomic(out / METRICS, "".join(json_line(r) for r in state["history"]), out)
+
+
+def write_curve(out: Path, history: list[dict], cfg: TrainConfig, dataset: str) -> None:
     png = io.BytesIO()
-    png = io.BytesIO()
-    plot_curve(history, png, f"{cfg.method} · {cfg.label} · {cache.dataset} {cfg.split} · "
+    plot_curve(history, png, f"{cfg.method} · {cfg.label} · {dataset} {cfg.split} · "
                f"seed {cfg.seed}")
     write_bytes_atomic(out / CURVE, png.getbuffer(), out)
+
+
+def run_summary(out: Path, best, selected_on: str, history: list, data: RunData) -> dict:
     return {"out": str(out), "best": best, "selected_on": selected_on, "epochs": len(history),
             "skipped": data.full.skipped, "train_segments": len(data.train),
-            "heldout_segments": held_n}
+            "heldout_segments": len(data.held) if data.held is not None else 0}
 
 
-def compiled(model, cfg: TrainConfig, echo):
+def compiled(model, cfg: TrainConfig):
     """``torch.compile(model)`` when ``cfg.compile`` (its parameters are the model's own, so
     checkpoints and evaluation use the plain model), else the model."""
     if not cfg.compile:
         return model
-    try:
-        return torch.compile(model, dynamic=False)
-    except RuntimeError as e:  # no compiler backend on this machine
-        echo(f"WARNING: compile=true is not available here ({e}); training without it")
-        return model
+    if next(model.parameters()).device.type == "cpu" and not any(
+            shutil.which(c) for c in (os.environ.get("CXX", "g++"), "g++", "c++", "clang++")):
+        raise ConfigError("compile=true on the CPU needs a C++ compiler (g++ or clang++) for "
+                          "torch.compile's kernels; install one or leave compile=false")
+    return torch.compile(model, dynamic=False)  # compiles at the first step
 
 
 def warmup_only(cfg: TrainConfig) -> str:

@@ -12,24 +12,21 @@ the stacked step is ``xmic.train.stacked``.
 """
 from __future__ import annotations
 
-import io
 import time
 from pathlib import Path
 
 import torch
 
 from xmic.cache import Cache
-from xmic.config import config_to_dict, dump_config, resolve_device
-from xmic.files.atomic import write_bytes_atomic, write_text_atomic
-from xmic.provenance import provenance
+from xmic.config import dump_config, resolve_device
+from xmic.files.atomic import write_text_atomic
 from xmic.train.build import build_model, check_inputs, model_dims
-from xmic.train.checkpoint import save_checkpoint
 from xmic.train.config import TrainConfig
 from xmic.train.data import load_bank
-from xmic.train.loop import (check_run_folder, config_header, json_line, load_run_data,
-                             log_epoch, score_epoch, select_epoch, tower_record)
-from xmic.train.plots import plot_curve
-from xmic.train.run_folder import CHECKPOINT, CONFIG, CURVE, LAST, METRICS
+from xmic.train.loop import (check_run_folder, checkpoint_context, config_header, load_run_data,
+                             log_epoch, run_summary, save_epoch, score_epoch, select_epoch,
+                             selection_source, write_curve)
+from xmic.train.run_folder import CONFIG
 from xmic.train.stacked import StackedRuns, stackable
 from xmic.train.tracking import Tracking
 
@@ -55,19 +52,14 @@ def train_stacked(cache_path, cfgs: list[TrainConfig], outs: list[Path], echo=pr
     runs = StackedRuns(cfgs, models, len(data.train), device)
     echo(f"{cfg.method} on {cache.root} split {cfg.split}: seeds {[c.seed for c in cfgs]} as one "
          f"stacked model, {len(data.train)} training segments; device {device}")
-    selected_on = ("target test data " + cfg.select_on_target_test_data if data.target
-                   else "held-out source videos" if data.held is not None else "last epoch")
+    selected_on = selection_source(cfg, data)
     members = []
     for c, out in zip(cfgs, outs):
         out.mkdir(parents=True, exist_ok=True)
         tracking = Tracking(out, c, out.name)
         tracking.echo(f"trained with seeds {[x.seed for x in cfgs]} as one stacked model")
         write_text_atomic(out / CONFIG, config_header() + dump_config(c), out)
-        context = {"config": config_to_dict(c), "fingerprints": inputs.fingerprints,
-                   "method": c.method, "classes": inputs.vocab.classes,
-                   "selected_on": selected_on, "source_dataset": cache.dataset,
-                   "cache": str(cache.root), "dims": dims, "provenance": provenance(),
-                   **tower_record(None)}
+        context = checkpoint_context(c, inputs, cache, dims, selected_on, None)
         members.append({"cfg": c, "out": out, "tracking": tracking, "context": context,
                         "history": [], "best": None})
     steps_per_epoch = -(-len(data.train) // cfg.batch_size)
@@ -92,11 +84,7 @@ def train_stacked(cache_path, cfgs: list[TrainConfig], outs: list[Path], echo=pr
                          "scaler": runs.scaler.state_dict(),
                          "scheduler": runs.sched.state_dict(),
                          "generator": runs.gens[s].get_state(), **m["context"]}
-                save_checkpoint(m["out"] / LAST, state)
-                if row["selected"]:
-                    save_checkpoint(m["out"] / CHECKPOINT, state)
-                write_text_atomic(m["out"] / METRICS,
-                                  "".join(json_line(r) for r in m["history"]), m["out"])
+                save_epoch(m["out"], state, row["selected"])
                 m["tracking"].epoch(row, epoch * steps_per_epoch)
                 log_epoch(row, lambda line, t=m["tracking"]: (echo(line), t.echo(line)))
     except BaseException as e:
@@ -106,15 +94,6 @@ def train_stacked(cache_path, cfgs: list[TrainConfig], outs: list[Path], echo=pr
     finally:
         for m in members:
             m["tracking"].close(m["best"])
-    out_rows = []
     for m in members:
-        png = io.BytesIO()
-        c = m["cfg"]
-        plot_curve(m["history"], png, f"{c.method} · {c.label} · {cache.dataset} {c.split} · "
-                   f"seed {c.seed}")
-        write_bytes_atomic(m["out"] / CURVE, png.getbuffer(), m["out"])
-        out_rows.append({"out": str(m["out"]), "best": m["best"], "selected_on": selected_on,
-                         "epochs": len(m["history"]), "skipped": data.full.skipped,
-                         "train_segments": len(data.train),
-                         "heldout_segments": len(data.held) if data.held is not None else 0})
-    return out_rows
+        write_curve(m["out"], m["history"], m["cfg"], cache.dataset)
+    return [run_summary(m["out"], m["best"], selected_on, m["history"], data) for m in members]
