@@ -243,13 +243,13 @@ def test_stacked_seeds_give_the_grid_of_runs_one_by_one(tmp_path, world):
     weights within 1e-5 (the attention key bias aside, tests/test_stacked.py says why)."""
     from test_stacked import differs
     from xmic.train.checkpoint import load_checkpoint
-    rec = recipe(tmp_path, world, methods={"xmic": {}, "zeroshot": {}}, seeds=[0, 1, 2])
+    rec = recipe(tmp_path, world, methods={"xmic": {}}, seeds=[0, 1])
     for name in ("one", "stacked"):
         run_xmic("grid", "plan", tmp_path / name, "--recipe", rec)
     run_xmic("grid", "run", tmp_path / "one")
     cp = run_xmic("grid", "run", tmp_path / "stacked", "--stack-seeds")
     assert "trained together as one stacked model" in cp.stdout
-    assert "6 done, 0 running, 0 failed, 0 pending" in cp.stdout, cp.stdout
+    assert "2 done, 0 running, 0 failed, 0 pending" in cp.stdout, cp.stdout
     for run in (tmp_path / "one" / "runs").iterdir():
         if "xmic" not in run.name:
             continue
