@@ -103,7 +103,7 @@ def main(folder: str) -> None:
             lines += [f"| {k} | {m['end_to_end_fps']} | {m['bare_encoder_fps']} | "
                       f"{m.get('decode_only_fps', 'not measured')} | "
                       f"{m.get('serial_bound_fps', '') if m.get('bound') == 'serial bound' else ''}"
-                      f" ({m.get('bound', 'slower stage')}) | {m['ratio']} | "
+                      f" ({m.get('bound', 'slower stage')}) | {m['ratio']}{spread(m)} | "
                       f"{m.get('peak_rss_per_worker_mib', '')} |"
                       for k, m in e["layouts"].items()]
             lines.append("")
@@ -114,6 +114,13 @@ def main(folder: str) -> None:
     if not load(d, "train_gpu.json") and not load(d, "extract_gpu.json"):
         lines += ["## GPU", "", "No GPU figures yet: run `bash bench/gpu.sh` on a GPU machine.", ""]
     print("\n".join(lines))
+
+
+def spread(m: dict) -> str:
+    """An extraction ratio's range over the bench's rounds (the ratio is the median round's)."""
+    rounds = m.get("rounds") or []
+    return f" (median of {len(rounds)} rounds, {m['ratio_min']}-{m['ratio_max']})" \
+        if len(rounds) > 1 else ""
 
 
 def methods_table(t: dict) -> list[str]:

@@ -50,10 +50,12 @@ def test_train_bench_smoke(tmp_path):
 
 def test_extract_bench_smoke(tmp_path):
     r = run_bench_here("extract", tmp_path, "--videos", "2", "--frames", "48", "--workers", "0",
-                  "--device", "cpu")
+                  "--device", "cpu", "--rounds", "2")
     for layout in ("jpeg", "tar", "mp4"):
         m = r["layouts"][layout]
         assert m["failed"] == 0 and m["frames"] > 0 and m["ratio"] > 0
+        assert len(m["rounds"]) == 2 and m["ratio_min"] <= m["ratio"] <= m["ratio_max"]
+        assert m["ratio"] in [x["ratio"] for x in m["rounds"]]  # a measured round, not a mix
         serial = 1 / (1 / m["bare_encoder_fps"] + 1 / m["decode_only_fps"])
         assert m["bound"] == "serial bound" and abs(m["serial_bound_fps"] - serial) < 0.2
     assert r["layouts"]["tar"]["frames"] == r["layouts"]["jpeg"]["frames"]  # the same frames

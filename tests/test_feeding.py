@@ -1,6 +1,7 @@
 """Feeding the encoder: the prefetch thread keeps order and errors, the CPU share picks the
 encoder's threads from how far decoding is ahead, and the thread count leaves the embeddings
-bit-identical; a segment's views travel as one storage."""
+bit-identical; a segment's views travel as one storage; the packer cuts whole batches across
+segments and gives every segment back whole, in order."""
 from __future__ import annotations
 
 import time
@@ -8,7 +9,7 @@ import time
 import pytest
 import torch
 
-from xmic.extract.feeding import CpuShare, Prefetch, Take
+from xmic.extract.feeding import CpuShare, Packer, Prefetch, Take
 from xmic.extract.pipeline import one_storage
 from xmic.towers.encoders import TINY_CONFIG, load_encoder
 
@@ -126,3 +127,45 @@ def test_a_segments_views_share_one_storage():
     assert len(ptr) == 1
     single = {"full_frame": views["full_frame"]}
     assert one_storage(single)["full_frame"] is views["full_frame"]
+
+
+def test_the_packer_encodes_whole_batches_across_segments_and_returns_segments_whole():
+    gen = torch.Generator().manual_seed(0)
+    sizes = {"full_frame": [5, 9, 3, 12, 7], "hand_crop": [5, 9, 3, 12, 7]}
+    segs = [(f"s{i}", list(range(n)), {v: torch.randint(0, 256, (n, 3, 2, 2), dtype=torch.uint8,
+                                                         generator=gen) for v in sizes})
+            for i, n in enumerate(sizes["full_frame"])]
+    calls = []
+
+    def fn(view, pieces):  # an "encoder": the mean pixel of each frame, the batch recorded
+        calls.append((view, sum(len(p) for p in pieces)))
+        return [p.float().mean(dim=(1, 2, 3))[:, None] for p in pieces]
+    packer, got = Packer(list(sizes), 8), []
+    for sid, frames, t in segs:
+        packer.add(sid, frames, t)
+        if packer.ready():
+            got += packer.encode(fn)
+            assert packer.frames() < 8 + max(sizes["full_frame"])  # nothing waits a whole batch
+    got += packer.encode(fn, final=True)
+    assert [g[0] for g in got] == [s[0] for s in segs] and packer.frames() == 0
+    for (sid, frames, t), (gid, gframes, embs) in zip(segs, got):
+        assert gframes == frames
+        for v in sizes:
+            assert torch.equal(embs[v], t[v].float().mean(dim=(1, 2, 3))[:, None]), (sid, v)
+    per_view = [n for v, n in calls if v == "full_frame"]
+    assert sum(per_view) == 36 and all(n % 8 == 0 for n in per_view[:-1]) and per_view[-1] == 36 % 8
+
+
+def test_packed_embeddings_equal_per_segment_ones_within_rounding():
+    """Where batches are cut moves a frame's embedding by float32 rounding only (CPU kernels
+    block by batch size), as a different --batch-size does."""
+    from xmic.extract.feeding import encode_packed
+    enc = load_encoder(str(TINY_CONFIG), "random", "cpu", "fp32", 0)
+    gen = torch.Generator().manual_seed(1)
+    segs = [torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=gen) for n in (7, 13, 4)]
+    packer = Packer(["full_frame"], 8)
+    for i, t in enumerate(segs):
+        packer.add(f"s{i}", list(range(len(t))), {"full_frame": t})
+    out = packer.encode(lambda v, p: encode_packed(enc, p, 8)[0], final=True)
+    for t, (_, _, e) in zip(segs, out):
+        assert torch.allclose(e["full_frame"], enc.encode_images(t), atol=1e-6, rtol=0)

@@ -8,6 +8,9 @@ shared between decoding workers and the encoder.
 - ``Take(items, n)``: the next ``n`` items of an iterator shared by consecutive shards.
 - ``encode_packed(enc, [n_i, 3, H, W] uint8 tensors, batch)``: their embeddings [n_i, D],
   encoded in full batches, the packed batch pinned for a GPU; the batch halves on CUDA OOM.
+- ``Packer(views, batch)``: segments' frames queued per view and cut into whole batches across
+  segment boundaries (a segment's remainder waits for the next segments' frames); ``encode``
+  hands back the segments whose every view is encoded, in order.
 - ``CpuShare``: the CPU encoder's intra-op threads, shared with the decoding workers.
 """
 from __future__ import annotations
@@ -115,6 +118,67 @@ def encode_packed(enc, tensors: list[torch.Tensor], batch_size: int) -> tuple[li
             torch.cuda.empty_cache()
     emb = torch.cat(outs) if outs else torch.zeros(0)
     return list(emb.split([len(t) for t in tensors])), batch_size
+
+
+class Packer:
+    """Segments waiting for the encoder, their frames cut into whole batches: ``add`` queues a
+    segment's {view: [n, 3, H, W]} tensors; ``ready()`` says whether a whole batch of some view
+    is queued; ``encode(fn)`` encodes every view's whole batches (``final``: everything left,
+    one short batch at most) through ``fn(view, pieces) -> [embeddings per piece]`` and returns
+    the segments now complete as (segment id, frames, {view: [n, D]}), in the order added. A
+    segment split between two batches keeps its first embeddings until the rest come: every
+    batch but the shard's last is full, which is what the bare encoder is measured with."""
+
+    def __init__(self, views, batch: int):
+        self.views, self.batch = list(views), batch
+        self.queue: list[dict] = []  # {sid, frames, tensors, done: {v: n}, out: {v: [emb]}}
+
+    def add(self, sid: str, frames, tensors: dict) -> None:
+        self.queue.append({"sid": sid, "frames": frames, "tensors": tensors,
+                           "done": {v: 0 for v in self.views}, "out": {v: [] for v in self.views}})
+
+    def _left(self, v: str) -> int:
+        return sum(len(e["tensors"][v]) - e["done"][v] for e in self.queue)
+
+    def ready(self) -> bool:
+        return any(self._left(v) >= self.batch for v in self.views)
+
+    def encode(self, fn, final: bool = False) -> list[tuple]:
+        for v in self.views:
+            n = self._left(v)
+            n = n if final else n - n % self.batch  # whole batches only, until the last
+            pieces, owners = [], []
+            for e in self.queue:
+                if n <= 0:
+                    break
+                t = e["tensors"][v][e["done"][v]:]
+                if not len(t):
+                    continue
+                t = t[:n]
+                pieces.append(t)
+                owners.append(e)
+                n -= len(t)
+            if not pieces:
+                continue
+            for e, emb in zip(owners, fn(v, pieces)):
+                e["out"][v].append(emb)
+                e["done"][v] += len(emb)
+        complete = 0
+        for e in self.queue:
+            if any(e["done"][v] < len(e["tensors"][v]) for v in self.views):
+                break
+            complete += 1
+        out, self.queue = self.queue[:complete], self.queue[complete:]
+        return [(e["sid"], e["frames"], {v: joined(e["out"][v]) for v in self.views}) for e in out]
+
+    def frames(self) -> int:
+        """Frames of the queued segments (each counted once, whatever its views)."""
+        return sum(len(e["frames"]) for e in self.queue)
+
+
+def joined(parts: list[torch.Tensor]) -> torch.Tensor:
+    """One segment's embeddings from the batches it was split across ([0] when it has none)."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts) if parts else torch.zeros(0)
 
 
 def available_cores() -> int:

@@ -31,7 +31,7 @@ from xmic.config import XmicError, config_to_dict
 from xmic.extract.config import ExtractConfig
 from xmic.extract.detections import BoxSource, view_tensors
 from xmic.extract.device_decode import DECODERS, DeviceDecoder, check_device_decode, jpeg_segment
-from xmic.extract.feeding import CpuShare, Prefetch, Take, encode_packed
+from xmic.extract.feeding import CpuShare, Packer, Prefetch, Take, encode_packed
 from xmic.extract.media import frame_source
 from xmic.extract.readers import read_frames
 from xmic.files.names import read_json
@@ -321,21 +321,24 @@ def _encode_shard(enc, cfg: ExtractConfig, loader, writers: dict[str, ShardWrite
     todo = list(writers)
     t0 = time.time()
     decode_s = encode_s = 0.0
-    pending: list = []
+    packer = Packer(todo, cfg.batch_size)  # whole batches across segments; the last one short
     batch_used = cfg.batch_size
 
-    def flush():
-        nonlocal encode_s, batch_used
+    def encode_view(v, pieces):
+        nonlocal batch_used
+        embs, batch_used = encode_packed(enc, pieces, batch_used)
+        return embs
+
+    def flush(final=False):
+        nonlocal encode_s
         t = time.time()
         if share is not None:
             share.adjust()
-        for v in todo:
-            embs, batch_used = encode_packed(enc, [p[2][v] for p in pending], batch_used)
-            for (sid, frames, _), e in zip(pending, embs):
-                writers[v].add(sid, e.numpy(), frames)
+        for sid, frames, embs in packer.encode(encode_view, final):
+            for v in todo:
+                writers[v].add(sid, embs[v].numpy(), frames)
+            summary["frames"] += len(frames)
         encode_s += time.time() - t
-        summary["frames"] += sum(len(p[1]) for p in pending)
-        pending.clear()
 
     decoder = DeviceDecoder(enc.pixels, enc.device) if cfg.decode == "gpu" else None
     t = time.time()
@@ -354,10 +357,10 @@ def _encode_shard(enc, cfg: ExtractConfig, loader, writers: dict[str, ShardWrite
             summary["segments_failed"] += 1
             summary["failures"].append(f"{shard}: {sid}: {err}")
         else:
-            pending.append((sid, frames, tensors))
-            if sum(len(p[1]) for p in pending) >= cfg.batch_size:
+            packer.add(sid, frames, tensors)
+            if packer.ready():
                 flush()
         t = time.time()
-    flush()
+    flush(final=True)
     return {"decode_s": round(decode_s, 3), "encode_s": round(encode_s, 3),
             "batch_size_used": batch_used, "seconds": time.time() - t0}
