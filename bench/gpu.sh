@@ -13,12 +13,12 @@ mkdir -p "$out"
 py="${PYTHON:-.venv/bin/python}"
 export HF_HUB_OFFLINE=1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-w=$(( $(nproc) > 2 ? $(nproc) - 1 : 1 ))
+w=$(( $(nproc) > 2 ? $(nproc) - 1 : 1 ))  # extraction: one round each (a GPU machine is not shared)
 timeout 100 "$py" bench/extract.py --model ViT-B-16-quickgelu --device cuda --precision fp16 \
-    --videos 8 --frames 600 --workers "$w" --batch-size 256 --layouts jpeg,tar,mp4 \
+    --videos 8 --frames 600 --workers "$w" --batch-size 256 --layouts jpeg,tar,mp4 --rounds 1 \
     --json "$out/extract_gpu.json"
 timeout 80 "$py" bench/extract.py --model ViT-B-16-quickgelu --device cuda --precision fp16 \
-    --videos 8 --frames 600 --workers "$w" --batch-size 256 --layouts jpeg,tar --decode gpu \
+    --videos 8 --frames 600 --workers "$w" --batch-size 256 --layouts jpeg,tar --decode gpu --rounds 1 \
     --json "$out/extract_gpu_decode.json"
 timeout 150 "$py" bench/train.py --scale 1 --device cuda --steps 100 --epochs 15 --compile \
     --json "$out/train_gpu.json"
