@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 
 from machine import cpu_name
+from report import spread
 from xmic.cache import CacheConfig
 from xmic.extract.config import ExtractConfig
 from xmic.extract.device_decode import DeviceDecoder
@@ -197,11 +198,9 @@ def main(argv=None):
             results["layouts"][layout] = {**m, "decode": lcfg.decode, "rounds": rounds,
                                           "ratio_min": min(x["ratio"] for x in rounds),
                                           "ratio_max": max(x["ratio"] for x in rounds)}
-            spread = f" (median of {len(rounds)} rounds, {results['layouts'][layout]['ratio_min']}" \
-                     f"-{results['layouts'][layout]['ratio_max']})" if len(rounds) > 1 else ""
             print(f"{args.model} {layout}: end-to-end {m['end_to_end_fps']:.0f} frames/s, bare "
                   f"encoder {m['bare_encoder_fps']:.0f}, decode only {m['decode_only_fps']:.0f}, "
-                  f"{m['bound']} {m['bound_fps']:.0f}; ratio {m['ratio']:.3f}{spread} (goal >= 0.9), "
+                  f"{m['bound']} {m['bound_fps']:.0f}; ratio {m['ratio']:.3f}{spread(results['layouts'][layout])} (goal >= 0.9), "
                   f"to the slower stage {m['ratio_to_slower_stage']:.3f}; {m['frames']} frames, "
                   f"peak RSS per worker {m['peak_rss_per_worker_mib']:.0f} MiB", flush=True)
     finally:

@@ -13,7 +13,8 @@ mkdir -p "$out"
 py="${PYTHON:-.venv/bin/python}"
 export HF_HUB_OFFLINE=1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-w=$(( $(nproc) > 2 ? $(nproc) - 1 : 1 ))  # extraction: one round each (a GPU machine is not shared)
+w=$(( $(nproc) > 2 ? $(nproc) - 1 : 1 ))
+# extraction: one round per layout (a lent GPU machine runs nothing else)
 timeout 100 "$py" bench/extract.py --model ViT-B-16-quickgelu --device cuda --precision fp16 \
     --videos 8 --frames 600 --workers "$w" --batch-size 256 --layouts jpeg,tar,mp4 --rounds 1 \
     --json "$out/extract_gpu.json"

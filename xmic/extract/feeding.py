@@ -126,8 +126,8 @@ class Packer:
     is queued; ``encode(fn)`` encodes every view's whole batches (``final``: everything left,
     one short batch at most) through ``fn(view, pieces) -> [embeddings per piece]`` and returns
     the segments now complete as (segment id, frames, {view: [n, D]}), in the order added. A
-    segment split between two batches keeps its first embeddings until the rest come: every
-    batch but the shard's last is full, which is what the bare encoder is measured with."""
+    segment split between two batches keeps its first embeddings until the rest come, so every
+    batch but the shard's last is full."""
 
     def __init__(self, views, batch: int):
         self.views, self.batch = list(views), batch
@@ -170,10 +170,6 @@ class Packer:
             complete += 1
         out, self.queue = self.queue[:complete], self.queue[complete:]
         return [(e["sid"], e["frames"], {v: joined(e["out"][v]) for v in self.views}) for e in out]
-
-    def frames(self) -> int:
-        """Frames of the queued segments (each counted once, whatever its views)."""
-        return sum(len(e["frames"]) for e in self.queue)
 
 
 def joined(parts: list[torch.Tensor]) -> torch.Tensor:
