@@ -2,8 +2,8 @@
 
 EPIC-100 train and validation annotations with frames packed as EPIC ships them (one tar per
 video) and EPIC-100 detection pickles; Ego4D FHO train and val annotations, mp4 clips and the
-100DOH detector's pickles; EGTEA Gaze+ test split 1 (official text files), trimmed clips and
-100DOH pickles; X-MIC's class-split lists. Returns the mapping from the README's paths to them.
+100DOH detector's pickles; EGTEA Gaze+ test split 1 (official text files), trimmed clips in
+EGTEA's own layout and 100DOH pickles numbered from 0 over each clip; X-MIC's class-split lists. Returns the mapping from the README's paths to them.
 """
 from __future__ import annotations
 
@@ -43,14 +43,15 @@ def make_data(root: Path) -> dict:
     (root / "ego4d" / "hand-objects").mkdir()
     for uid in ("clipA", "clipB"):
         detector_pickle(root / "ego4d" / "hand-objects" / f"{uid}.pkl", range(240))
-    eg = root / "egtea"
-    (eg / "clips").mkdir(parents=True)
+    eg = root / "egtea"  # as EGTEA ships its clips: cropped_clips/{video}/{clip}.mp4
+    (eg / "clips" / "OP01-R01-PastaSalad").mkdir(parents=True)
     (eg / "hand-objects").mkdir()
     lines = []
     for i, (verb, noun) in enumerate(((1, 2), (2, 1), (1, 1))):
         clip = f"OP01-R01-PastaSalad-{1000 * i}-{1000 * i + 900}-F{100 * i + 1:06d}-F{100 * i + 40:06d}"
-        write_mp4(eg / "clips" / f"{clip}.mp4", 40, 24, i)
-        detector_pickle(eg / "hand-objects" / f"{clip}.pkl", range(100 * i + 1, 100 * i + 41))
+        write_mp4(eg / "clips" / "OP01-R01-PastaSalad" / f"{clip}.mp4", 40, 24, i)
+        # the detector run on each clip file: frames numbered from 0
+        detector_pickle(eg / "hand-objects" / f"{clip}.pkl", range(40))
         lines.append(f"{clip} {i + 1} {verb} {noun}")
     (root / "test_split1.txt").write_text("\n".join(lines) + "\n")
     (root / "verb_idx.txt").write_text("Take 1\nPut 2\n")

@@ -76,3 +76,50 @@ def make_ego4d(root: Path, clips=("clipA", "clipB"), frames=240) -> dict:
     (root / "tax.json").write_text(json.dumps({"verbs": ["take_(pick)", "wash"],
                                                "nouns": ["chopping_board", "knife", "door"]}))
     return {"root": root / "media", "annotations": root / "fho_lta_val.json", "taxonomy": root / "tax.json"}
+
+
+EGTEA_CLIPS = (("OP01-R01-PastaSalad-4000-5600-F000101-F000140", 1, 2),
+               ("OP01-R01-PastaSalad-9000-9900-F000201-F000240", 2, 1),
+               ("OP02-R03-Cheeseburger-100-900-F000005-F000044", 1, 1))
+
+
+def egtea_handless(i: int) -> bool:
+    return i % 10 in (3, 6, 9)
+
+
+def egtea_detector_frame(i: int, scale: float = 2.0) -> dict | None:
+    """Clip frame ``i`` (from 0) as the 100DOH detector returns it: a hand whose box moves with
+    ``i`` (so a wrong numbering gives other crops); no hand on 30 % of the frames
+    (``egtea_handless``)."""
+    if egtea_handless(i):
+        return {"hand_dets": None, "obj_dets": None}
+    from xmic.demo.world import detector_frame
+    x = 4 + (i % 10) * 2
+    return detector_frame((x, 8, x + 14, 28), (x + 16, 10, x + 26, 24), scale)
+
+
+def make_egtea(root: Path, numbering: str = "clip", layout: str = "flat", frames: int = 40,
+               keys=None) -> dict:
+    """EGTEA Gaze+ test split 1 (official text files), trimmed mp4 clips ``flat``
+    (``ROOT/{clip}.mp4``) or as ``shipped`` (``ROOT/{video}/{clip}.mp4``), and 100DOH pickles
+    numbered from 0 over each clip (``clip``) or by the parent video's frames (``video``);
+    ``keys`` (clip -> frame numbers from 0) restricts the frames the detector ran on."""
+    import pickle
+    root = Path(root)
+    media, det = root / "clips", root / "hand-objects"
+    det.mkdir(parents=True)
+    lines = []
+    for c, (clip, verb, noun) in enumerate(EGTEA_CLIPS):
+        start = int(clip.rsplit("-F", 2)[1])
+        where = media / clip.rsplit("-", 4)[0] if layout == "shipped" else media
+        where.mkdir(parents=True, exist_ok=True)
+        write_mp4(where / f"{clip}.mp4", frames, 24, c)
+        data = {"info": {"width": 2 * W, "height": 2 * H}}
+        for i in (keys or {}).get(clip, range(frames)):
+            data[i + (start if numbering == "video" else 0)] = egtea_detector_frame(i)
+        (det / f"{clip}.pkl").write_bytes(pickle.dumps(data))
+        lines.append(f"{clip} {c + 1} {verb} {noun}")
+    (root / "test_split1.txt").write_text("\n".join(lines) + "\n")
+    (root / "verb_idx.txt").write_text("Take 1\nPut 2\n")
+    (root / "noun_idx.txt").write_text("knife 1\ncutting board 2\n")
+    return {"root": media, "annotations": root / "test_split1.txt", "boxes": det}

@@ -185,7 +185,12 @@ def test_cli_extract(tmp_path, epic):
                   "--workers", "2", "--shards", "0-1", "--device", "cpu")
     assert "2 shard(s) extracted" in cp.stdout and "RANDOM WEIGHTS" in cp.stdout + cp.stderr
     cp = run_xmic("extract", "text", tmp_path / "c", "--model", TINY, "--weights", "random",
-                  "--device", "cpu")
+                  "--set", "seed=9", "--device", "cpu", check=False)  # not the views' weights
+    assert cp.returncode == 2 and ("class names would be encoded by xmic-tiny-quickgelu (weights "
+                                   "random-seed-9), but the image views were made by "
+                                   "xmic-tiny-quickgelu (weights random-seed-0): full_frame, "
+                                   "hand_crop; run `xmic extract text") in cp.stderr, cp.stderr
+    cp = run_xmic("extract", "text", tmp_path / "c", "--device", "cpu")  # the views' own model
     assert "noun.photo (3 classes)" in cp.stdout
     from xmic.cache.vocab import load_vocab
     assert load_vocab(Cache.open(tmp_path / "c"), "noun").source["model"] == str(TINY.resolve())

@@ -130,12 +130,15 @@ def test_from_data_to_table1_block_runs_on_a_generated_world(tmp_path, monkeypat
     outs = []
     for line in lines:
         args = [mapped.get(a, a) for a in shlex.split(line)[1:]]
-        if args[:2] in (["extract", "run"], ["extract", "text"]) and "--model" not in args:
-            args += ["--model", str(TINY_CONFIG)]  # the README's default model, ViT-B/16
+        assert args[:2] != ["extract", "run"] or "--model" in args, line
         cp = run_xmic(*args, cwd=tmp_path, check=False)
         assert cp.returncode == 0, f"README: `{line}` failed:\n{cp.stdout[-2000:]}\n{cp.stderr[-2000:]}"
         outs.append(cp.stdout)
     plans = [o for o in outs if "coverage (" in o]
     assert len(plans) == 5 and all("hand boxes (" in o and "(100.0%)" in o for o in plans), plans
+    assert all("(100.0%) have a hand above hand_score" in o for o in plans), plans
+    assert "clip pickles numbered from 0 over the clip (3)" in plans[-1], plans[-1]
+    runs = [o for o in outs if "hand-crop frames" in o]
+    assert len(runs) == 3 and all("frames (0.0%) fell back" in o for o in runs), runs
     assert "hand boxes (100doh)" in plans[-1] and "hand boxes (epic-100)" in plans[0]
     assert "recipe paper-egtea, 72 runs, 192 evaluations" in outs[-1], outs[-1]

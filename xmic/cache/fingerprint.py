@@ -38,15 +38,18 @@ CROP_RULE_VERSION = 2
 
 
 def hand_crop_rule(hand_score: float = 0.8, object_score: float = 0.01, min_box_px: float = 1.0,
-                   boxes: str | None = None) -> dict:
+                   boxes: str | None = None, frame_keys: str | None = None) -> dict:
     """The crop rule of a hand-crop view; ``boxes`` names the box source's kind (EPIC-100 or
-    100DOH detections, a box table, an X-MIC box pickle) when it is known."""
+    100DOH detections, a box table, an X-MIC box pickle) when it is known; ``frame_keys`` how
+    trimmed clips' pickles number frames (``video``, ``clip`` or both: ``clip+video``)."""
     out = {"rule": "union(hands>hand_score, objects>=object_score of hands in contact); "
                     "full frame if none",
             "version": CROP_RULE_VERSION, "hand_score": float(hand_score),
             "object_score": float(object_score), "min_box_px": float(min_box_px)}
     if boxes is not None:
         out["boxes"] = boxes
+    if frame_keys is not None:
+        out["frame_keys"] = frame_keys
     return out
 
 

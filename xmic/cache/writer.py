@@ -1,9 +1,10 @@
 """``ShardWriter``: the only way data enters a cache; one writer per (view, shard).
 
 Inputs: a ``Cache``, a view name, width D and fingerprint, a shard name from the plan; then per
-segment of the shard either ``add(segment_id, frames [n, D], frame_indices)`` or
+segment of the shard either ``add(segment_id, frames [n, D], frame_indices, fallbacks)`` or
 ``fail(segment_id, error)``. Output on ``commit()``: ``views/VIEW/SHARD/`` holding the data file,
-``rows.parquet`` and ``marker.json`` (rows, checksum, file sizes, fingerprint, config, timing).
+``rows.parquet`` and ``marker.json`` (rows, checksum, file sizes, fingerprint, config, timing,
+and for a crop view the rows whose crop fell back to the full frame: ``crop_fallbacks``).
 Everything is written in ``views/VIEW/.tmp/`` and fsynced, the marker last, then the folder is
 renamed into place: readers see the whole shard or none of it, and of two writers racing on the
 same shard exactly one commits. A writer that raises leaves ``SHARD.failed.json`` with the error.
@@ -102,6 +103,7 @@ class ShardWriter:
         self.segment_ids: list[str] = plan["segment_id"].to_pylist()
         self._pos = {s: i for i, s in enumerate(self.segment_ids)}
         self._results: dict[str, tuple] = {}
+        self._fallbacks: dict[str, list[int]] | None = None  # segment -> frames, crop views
         self.final = shard_dir(cache.root, view, shard)
         self.tmp_root = view_dir(cache.root, view) / TMP
         self.tmp: Path | None = None
@@ -139,8 +141,9 @@ class ShardWriter:
             raise CacheError(f"segment {segment_id!r} given twice to shard {self.shard}")
         return self._pos[segment_id]
 
-    def add(self, segment_id: str, frames: np.ndarray, frame_indices) -> None:
-        """Store one segment's frames [n, D]; ``frame_indices`` [n] are the video frames encoded."""
+    def add(self, segment_id: str, frames: np.ndarray, frame_indices, fallbacks=None) -> None:
+        """Store one segment's frames [n, D]; ``frame_indices`` [n] are the video frames encoded;
+        ``fallbacks``, for a crop view, the frames whose crop fell back to the full frame."""
         self.start()
         self._slot(segment_id)
         where = f"view {self.view}, segment {segment_id}"
@@ -149,6 +152,10 @@ class ShardWriter:
         if len(fi) != arr.shape[0]:
             raise CacheError(f"{where}: {arr.shape[0]} frames but {len(fi)} frame indices")
         self._results[segment_id] = ("ok", arr, fi, None)
+        if fallbacks is not None:
+            self._fallbacks = self._fallbacks if self._fallbacks is not None else {}
+            if len(fallbacks):
+                self._fallbacks[segment_id] = sorted(int(f) for f in fallbacks)
         self.claim.heartbeat()
 
     def fail(self, segment_id: str, error: str) -> None:
@@ -228,6 +235,9 @@ class ShardWriter:
             "fingerprint_id": fpmod.fingerprint_id(self.fingerprint),
             "config": {"cache": config_to_dict(cfg), "producer": self.producer_config},
             "provenance": self.provenance,
+            **({} if self._fallbacks is None else {"crop_fallbacks": {
+                "rows": sum(len(f) for f in self._fallbacks.values()),
+                "segments": self._fallbacks}}),
             "stats": {"attempt": self.attempt, "host": socket.gethostname(), "pid": os.getpid(),
                       "seconds": round(seconds, 3), "frames": int(row),
                       "frames_per_s": round(row / seconds, 1) if seconds > 0 else None,

@@ -157,7 +157,9 @@ def cache_config(config_path, sets):
     return load_config(CacheConfig, config_path, sets)
 
 
-def extract_config(config_path, sets, **given):
+def extract_config(config_path, sets, base: dict | None = None, **given):
+    """An ``ExtractConfig``: defaults <- ``base`` (e.g. the plan's settings) <- YAML <- --set
+    <- the command's own options."""
     from xmic.extract.config import ExtractConfig
     extra = [f"{k}={v}" for k, v in given.items() if v is not None]
-    return load_config(ExtractConfig, config_path, [*sets, *extra])
+    return load_config(ExtractConfig, config_path, [*sets, *extra], base=base)

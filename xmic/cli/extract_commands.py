@@ -43,6 +43,13 @@ def _shard_range(text):
 @click.option("--inputs", type=click.Choice(["moved", "changed"]),
               help="Re-planning a split from another --root/--boxes: 'moved' keeps its committed "
                    "shards, 'changed' redoes them (default: refuse while any are committed).")
+@click.option("--allow-low-coverage", is_flag=True,
+              help="Plan even when fewer than half of the frames to encode have a hand above "
+                   "hand_score (their hand crops are full frames).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Crop thresholds and sampling (hand_score, object_score, min_box_px, "
+                   "sampling, per_bin, bins): coverage is measured with them, and `extract run` "
+                   "takes them as its defaults.")
 @click.option("--shard-size", type=int, help="Segments per shard (new cache).")
 @click.option("--backend", type=RecordChoice(backend_names),
               help="Backend of a new cache (default: zarr).")
@@ -51,15 +58,22 @@ def _shard_range(text):
 @click.option("--verb-classes", type=click.Path(path_type=Path))
 @click.option("--video-info", type=click.Path(path_type=Path))
 def extract_plan(cache_dir, dataset, annotations, root, split, views, boxes, allow_missing, inputs,
-                 shard_size, backend, taxonomy, noun_classes, verb_classes, video_info):
+                 allow_low_coverage, sets, shard_size, backend, taxonomy, noun_classes,
+                 verb_classes, video_info):
     """Write the segment index and a fixed list of shards (work units) into CACHE, after
-    checking that every segment's frames (and, for hand_crop, boxes) exist."""
-    from xmic.extract.planning import plan
-    sets = ([f"shard_segments={shard_size}"] * (shard_size is not None)
-            + [f"backend={backend}"] * bool(backend))
-    cfg = cache_config(None, sets) if sets else None
+    checking that every segment's frames (and, for hand_crop, boxes) exist and that enough
+    of the frames to encode have a usable hand box."""
+    from xmic.extract.planning import PLANNED_SETTINGS, plan
+    bad = [t for t in sets if t.partition("=")[0].strip() not in PLANNED_SETTINGS]
+    if bad:
+        raise UsageError(f"--set {bad[0]!r}: plan takes only {', '.join(PLANNED_SETTINGS)}; "
+                         "the model and the rest are `xmic extract run` settings")
+    cache_sets = ([f"shard_segments={shard_size}"] * (shard_size is not None)
+                  + [f"backend={backend}"] * bool(backend))
+    cfg = cache_config(None, cache_sets) if cache_sets else None
     s = plan(cache_dir, dataset, annotations, root, split, tuple(views.split(",")), boxes, cfg,
              allow_missing=allow_missing, inputs=inputs, taxonomy=taxonomy,
+             settings=extract_config(None, sets), allow_low_coverage=allow_low_coverage,
              noun_classes=noun_classes, verb_classes=verb_classes, video_info=video_info)
     for line in s["changes"]:
         click.echo(f"inputs changed: {line}")
@@ -76,6 +90,9 @@ def extract_plan(cache_dir, dataset, annotations, root, split, views, boxes, all
                  f"({100 * c['box_segment_share']:.1f}%) and {100 * c['box_frame_share']:.1f}% "
                  f"of {c['frames']} frames")
     click.echo(line)
+    if "usable_share" in c:
+        from xmic.extract.coverage import usable_line
+        click.echo(usable_line(dataset, split, c, s["settings"]["hand_score"]))
     click.echo(f"planned {split}: {s['segments']} segments in {s['shards']} shards "
                f"(plan {s['plan_sha256'][:12]})")
 
@@ -106,13 +123,24 @@ def extract_run(cache_dir, shards, model, weights, device, precision, batch_size
                 decode, redo_failed, config_path, sets):
     """Extract every pending shard (or --shards) in this process; shards whose attempt
     raised are tried again, shards committed with failed segments only with --redo-failed."""
+    from xmic.cache.info import fallback_line
     from xmic.extract.pipeline import run_shards
-    cfg = extract_config(config_path, sets, model=model, weights=weights, device=device,
-                          precision=precision, batch_size=batch_size, workers=workers,
-                          decode=decode)
+    from xmic.extract.planning import planned_settings
+    planned = planned_settings(cache_dir)
+    cfg = extract_config(config_path, sets, base=planned, model=model, weights=weights,
+                         device=device, precision=precision, batch_size=batch_size,
+                         workers=workers, decode=decode)
+    differ = {k: getattr(cfg, k) for k, v in planned.items() if getattr(cfg, k) != v}
+    if differ:
+        click.echo("WARNING: " + ", ".join(f"{k}={v}" for k, v in differ.items()) + " differ(s) "
+                   "from the plan's " + ", ".join(f"{k}={planned[k]}" for k in differ) + ", which "
+                   "its coverage was measured with; plan again with --set to measure these",
+                   err=True)
     s = run_shards(cache_dir, cfg, _shard_range(shards), echo=click.echo, redo_failed=redo_failed)
     for w in s["warnings"]:
         click.echo(f"WARNING: {w}")
+    for split, (rows, fell) in s["fallbacks"].items():
+        click.echo(f"hand crops, {fallback_line(split, rows, fell)}")
     if s["redone"]:
         click.echo(f"redone: {len(s['redone'])} shard(s) that held failed segments "
                    f"({', '.join(s['redone'][:10])}{' ...' if len(s['redone']) > 10 else ''})")
@@ -134,15 +162,20 @@ def extract_run(cache_dir, shards, model, weights, device, precision, batch_size
 @extract.command("text")
 @click.argument("cache_dir", type=click.Path(path_type=Path))
 @click.option("--vocab", type=click.Choice(["noun", "verb", "all"]), default="all")
-@click.option("--model")
-@click.option("--weights")
+@click.option("--model", help="Default: the model that made the cache's image views.")
+@click.option("--weights", help="Default: the weights that made the cache's image views.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option("--config", "config_path", type=click.Path(path_type=Path))
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE")
 def extract_text_cmd(cache_dir, vocab, model, weights, device, config_path, sets):
-    """Encode the class names (bare and zero-shot prompts) as cache vocabularies."""
-    from xmic.extract.vocabularies import extract_text
-    cfg = extract_config(config_path, sets, model=model, weights=weights, device=device)
+    """Encode the class names (bare and zero-shot prompts) as cache vocabularies, through the
+    model and weights that made the cache's image views unless --model/--weights say others."""
+    from xmic.extract.vocabularies import extract_text, image_model_settings
+    base = image_model_settings(cache_dir)
+    if model:  # another model: its own weights, not the views'
+        base = {k: v for k, v in base.items() if k not in ("model", "weights", "seed")}
+    cfg = extract_config(config_path, sets, base=base, model=model, weights=weights,
+                         device=device)
     done = extract_text(cache_dir, cfg, ("noun", "verb") if vocab == "all" else (vocab,))
     for w in done["warnings"]:
         click.echo(f"WARNING: {w}", err=True)

@@ -61,8 +61,10 @@ def _submit_and_report(cache_dir, ext, slu, retry, wait, dry_run):
 @_submission_options
 def slurm_submit(cache_dir, slurm_config, slurm_set, config_path, sets, wait, dry_run, **opts):
     """Submit every shard that is not committed (or running) as job arrays."""
+    from xmic.extract.planning import planned_settings
     from xmic.slurm.config import SlurmConfig
-    ext = extract_config(config_path, sets, **{k: opts[k] for k, _ in _EXTRACTION})
+    ext = extract_config(config_path, sets, base=planned_settings(cache_dir),
+                         **{k: opts[k] for k, _ in _EXTRACTION})
     given = [f"{k}={v}" for k, _ in _RESOURCES if (v := opts[k]) is not None]
     slu = load_config(SlurmConfig, slurm_config, [*slurm_set, *given])
     _submit_and_report(cache_dir, ext, slu, False, wait, dry_run)

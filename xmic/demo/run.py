@@ -109,6 +109,8 @@ def extract_world(out: str | Path, model: str, weights: str, device: str, step,
     from xmic.extract.config import ExtractConfig
     from xmic.towers.encoders import load_encoder
     from xmic.extract.pipeline import run_shards
+    from xmic.cache.info import fallback_line
+    from xmic.extract.coverage import usable_line
     from xmic.extract.planning import plan
     from xmic.extract.vocabularies import extract_text
     out = Path(out)
@@ -117,13 +119,17 @@ def extract_world(out: str | Path, model: str, weights: str, device: str, step,
          f"Ego4D-layout target ({w['ego4d_actions']} actions), partly shared vocabularies")
     epic, ego = out / "caches" / "epic", out / "caches" / "ego4d"
     small = CacheConfig(shard_segments=12)
+    usable = []
     for split in ("train", "validation"):
-        plan(epic, "epic", w["epic"] / f"EPIC_100_{split}.csv", w["epic"], split,
-             boxes=w["epic"] / "detections", cache_config=small)
-    plan(ego, "ego4d", w["ego4d"] / "fho_lta_val.json", w["ego4d"] / "clips", "val",
-         boxes=w["ego4d"] / "hand-objects", taxonomy=w["ego4d"] / "fho_lta_taxonomy.json",
-         cache_config=small)
-    step(2, "planned EPIC train/validation and Ego4D val into shards")
+        p = plan(epic, "epic", w["epic"] / f"EPIC_100_{split}.csv", w["epic"], split,
+                 boxes=w["epic"] / "detections", cache_config=small)
+        usable.append(usable_line("epic", split, p["coverage"], p["settings"]["hand_score"]))
+    p = plan(ego, "ego4d", w["ego4d"] / "fho_lta_val.json", w["ego4d"] / "clips", "val",
+             boxes=w["ego4d"] / "hand-objects", taxonomy=w["ego4d"] / "fho_lta_taxonomy.json",
+             cache_config=small)
+    usable.append(usable_line("ego4d", "val", p["coverage"], p["settings"]["hand_score"]))
+    step(2, "planned EPIC train/validation and Ego4D val into shards\n  "
+         + "\n  ".join(usable))
     cfg = ExtractConfig(model=model, weights=weights, device=device, workers=2, batch_size=128)
     enc = load_encoder(cfg.model, cfg.weights, device, cfg.precision, cfg.seed)
     for cache in (epic, ego):
@@ -133,7 +139,9 @@ def extract_world(out: str | Path, model: str, weights: str, device: str, step,
             s = extract_shards(cache, cfg)
         extract_text(cache, cfg, encoder=enc)
         step(3, f"extracted {cache.name}: {s['frames']} frames x 2 views, "
-             f"{s['segments_failed']} failed; vocabularies noun, verb (+ .photo)")
+             f"{s['segments_failed']} failed; vocabularies noun, verb (+ .photo)"
+             + "".join(f"\n  hand crops, {fallback_line(split, *n)}"
+                       for split, n in s.get("fallbacks", {}).items()))
     for cache in (epic, ego):
         problems = verify(Cache.open(cache), deep=True)
         if problems:

@@ -4,9 +4,12 @@ Inputs: a dataset kind, the media root, the plan's segment columns (video id, st
 views and the hand-box source. Output: ``Coverage``: per video, why its media is missing or too
 short for a segment (a JPEG folder's listing, a tar's member index, a video container's header:
 never a decode), the videos the box source lacks, box entries on frames outside their video,
-and the share of segments and of frames with a box; ``refusal`` words the problems (up to 20
-videos and the count) and ``report`` the shares. Frames checked are each segment's sampled range
-(``xmic.cache.sampling.frame_span``), so every policy's frames are covered.
+the share of segments and of frames with a box entry, and the share of the frames extraction
+will encode (``sampled``: the sampling policy's frames) that have a usable box (a hand above the
+threshold); for trimmed clips, how their pickles number frames. ``refusal`` words the problems
+(up to 20 videos and the count) and ``report`` the shares. Frames checked for media are each
+segment's sampled range (``xmic.cache.sampling.frame_span``), so every policy's frames are
+covered.
 """
 from __future__ import annotations
 
@@ -35,6 +38,9 @@ class Coverage:
     box_frames: int = 0
     checked_boxes: bool = False
     segments_missing: int = 0  # segments whose frames are missing or too short
+    sampled_frames: int = 0    # frames extraction encodes, of segments with boxes checked
+    usable_frames: int = 0     # of those, frames with a usable box (a hand above hand_score)
+    numbering: dict = field(default_factory=dict)  # trimmed clips: "video"/"clip" -> videos
 
     def problems(self) -> dict:
         return {**self.missing, **self.missing_boxes, **self.bad_boxes}
@@ -56,7 +62,11 @@ class Coverage:
             out.update(box_segments=self.box_segments, box_frames=self.box_frames,
                        box_segment_share=self.box_segments / max(self.segments, 1),
                        box_frame_share=self.box_frames / max(self.frames, 1),
-                       videos_without_boxes=len(self.missing_boxes))
+                       videos_without_boxes=len(self.missing_boxes),
+                       sampled_frames=self.sampled_frames, usable_frames=self.usable_frames,
+                       usable_share=self.usable_frames / max(self.sampled_frames, 1))
+            if self.numbering:
+                out["frame_keys"] = dict(sorted(self.numbering.items()))
         return out
 
 
@@ -89,8 +99,9 @@ def _video_frames(src: FrameSource) -> int:
         raise DatasetError(f"{src.path}: not a readable video ({type(e).__name__}: {e})") from None
 
 
-def check_coverage(kind: str, root, cols: dict, views, boxes=None) -> Coverage:
-    """The coverage of every planned segment (``cols``: the plan's columns)."""
+def check_coverage(kind: str, root, cols: dict, views, boxes=None, sampled=None) -> Coverage:
+    """The coverage of every planned segment (``cols``: the plan's columns; ``sampled(start,
+    stop)``: the frames extraction encodes of a segment, for the usable-box share)."""
     cov = Coverage(segments=len(cols["video_id"]), checked_boxes=boxes is not None)
     first, end = frame_span(rule_of(kind), cols["start_frame"], cols["stop_frame"])
     cov.frames = int((end - first).sum())
@@ -118,7 +129,14 @@ def check_coverage(kind: str, root, cols: dict, views, boxes=None) -> Coverage:
             cov.segments_missing += 1
             continue
         if boxes is not None:
-            _count_boxes(cov, boxes, box_frames, vid, cols["segment_id"][i], lo, hi, have, src)
+            span = (cols["start_frame"][i], cols["stop_frame"][i]) if trimmed else None
+            ok = _count_boxes(cov, boxes, box_frames, vid, cols["segment_id"][i], lo, hi, have,
+                              src, span)
+            if ok and sampled is not None:
+                frames = sampled(cols["start_frame"][i], cols["stop_frame"][i])
+                cov.sampled_frames += len(frames)
+                cov.usable_frames += int(boxes.usable_frames(vid, cols["segment_id"][i], frames,
+                                                             span).sum())
     return cov
 
 
@@ -133,18 +151,23 @@ def _short(have, src, lo: int, hi: int) -> str | None:
         f" (it holds {have[0]}..{have[-1]})" if len(have) else " (it holds none)")
 
 
-def _count_boxes(cov, boxes, cache: dict, vid: str, sid: str, lo: int, hi: int, have, src) -> None:
+def _count_boxes(cov, boxes, cache: dict, vid: str, sid: str, lo: int, hi: int, have, src,
+                 span=None) -> bool:
+    """Count one segment's box entries; False when its video has no usable boxes."""
     if boxes.kind == "detections" and vid not in cache:
         if not boxes.has_video(vid):
             cov.missing_boxes[vid] = f"{boxes.path / (vid + '.pkl')} not found"
             cache[vid] = None
-            return
+            return False
         try:
-            frames = boxes.frames_with_boxes(vid, sid)
+            numbering = boxes.numbering(vid, span)
+            frames = boxes.frames_with_boxes(vid, sid, span)
         except XmicError as e:
             cov.missing_boxes[vid] = str(e)
             cache[vid] = None
-            return
+            return False
+        if numbering is not None:
+            cov.numbering[numbering] = cov.numbering.get(numbering, 0) + 1
         cache[vid] = frames
         last = (src.first_frame + have - 1) if isinstance(have, int) else (
             int(have[-1]) if len(have) else None)
@@ -154,9 +177,21 @@ def _count_boxes(cov, boxes, cache: dict, vid: str, sid: str, lo: int, hi: int, 
     if boxes.kind == "detections":
         frames = cache[vid]
         if frames is None:
-            return
+            return False
     else:
         frames = boxes.frames_with_boxes(vid, sid)
     n = int(np.searchsorted(frames, hi) - np.searchsorted(frames, lo))
     cov.box_frames += n
     cov.box_segments += n > 0
+    return True
+
+
+def usable_line(kind: str, split: str, report: dict, hand_score: float) -> str:
+    """The usable-box share of a plan's coverage ``report``, in words (plan and the demo)."""
+    words = {"clip": "from 0 over the clip", "video": "by the parent video's frames"}
+    keys = report.get("frame_keys")
+    return (f"usable hand boxes ({kind} {split}): {report['usable_frames']} of the "
+            f"{report['sampled_frames']} frames to encode ({100 * report['usable_share']:.1f}%) "
+            f"have a hand above hand_score={hand_score}; the rest will be full-frame crops"
+            + ("; clip pickles numbered " + ", ".join(f"{words[k]} ({n})" for k, n in keys.items())
+               if keys else ""))

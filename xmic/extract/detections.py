@@ -6,9 +6,12 @@ detections (a pickled list of serialized ``Detections`` protobuf messages, schem
 (``xmic.extract.detector_pickles``, boxes in pixels; docs/hand-boxes.md); an X-MIC box pickle
 (``dict[segment_id][frame] = (left, top, right, bottom)`` in pixels); a parquet/CSV box table
 (``segment_id`` or ``video_id``, ``frame``, ``left``, ``top``, ``right``, ``bottom`` in pixels).
-Output: ``BoxSource.box(video_id, segment_id, frame, width, height)`` -> the crop box in pixels,
-or None for the full frame; ``describe`` names the source's kind for the fingerprint, and
-``frames_with_boxes`` tells the coverage check at plan time which frames have detections. For
+Output: ``BoxSource.box(video_id, segment_id, frame, width, height, span)`` -> the crop box in
+pixels, or None for the full frame; ``describe`` names the source's kind for the fingerprint;
+``frames_with_boxes`` and ``usable_frames`` tell the coverage check at plan time which frames
+have detections and which a hand above ``hand_score``. A trimmed clip's pickle (EGTEA) may number
+its frames from 0 over the clip or by the parent video's frames: ``clip_numbering`` decides which
+from its keys and the clip's ``span`` (refusing a file that fits both or neither). For
 EPIC-100 detections the crop is the union of hands with score > ``hand_score`` and of the
 objects they touch, as the EPIC-100 hand-object library's ``get_hand_object_interactions`` pairs
 them: a hand in any state but NO_CONTACT takes the object (score >= ``object_score``) whose centre
@@ -94,6 +97,10 @@ class EpicVideo:
             self.frames[det.frame_number] = det
         self.path = path
 
+    def has_hand(self, frame: int, hand_score: float) -> bool:
+        det = self.frames.get(frame)
+        return det is not None and any(h.score > hand_score for h in det.hands)
+
     def crop(self, frame: int, width: int, height: int, hand_score: float, object_score: float,
              min_box_px: float, where: str = ""):
         det = self.frames.get(frame)
@@ -169,6 +176,35 @@ def union_crop(detections, width: int, height: int, hand_score: float = 0.8,
     return clip_box((l, t, r, b), width, height, min_box_px)
 
 
+# How a trimmed clip's detection pickle numbers its frames: by the parent video's frames, as
+# the annotations do ("video"), or from 0 over the clip, as the detector run on the clip file
+# writes them ("clip"). Recorded in the hand-crop fingerprint of trimmed datasets.
+FRAME_KEYS = ("video", "clip")
+
+
+def clip_numbering(keys, start: int, stop: int, path) -> str | None:
+    """Which numbering a trimmed clip's pickle uses, from its frame keys and the clip's span
+    ``[start, stop]`` in the parent video's frames: the range holding more keys, ``[start,
+    stop]`` ("video") or ``[0, stop - start]`` ("clip"). A file whose keys fit both equally
+    (ambiguous) or neither is refused, naming its key range and the expected ones; None for a
+    file without entries."""
+    keys = np.asarray(sorted(keys), np.int64)
+    if not len(keys):
+        return None
+    n = int(stop) - int(start) + 1
+    if start == 0:  # both numberings are the same
+        return "video"
+    in_video = int(np.searchsorted(keys, start + n) - np.searchsorted(keys, start))
+    in_clip = int(np.searchsorted(keys, n))
+    if in_video != in_clip:
+        return "video" if in_video > in_clip else "clip"
+    what = "fit both" if in_video else "fit neither"
+    raise BoxError(f"{path}: its frame keys {int(keys[0])}..{int(keys[-1])} {what} of the clip's "
+                   f"numberings: from 0 over the clip (0..{n - 1}) or by the parent video's "
+                   f"frames ({start}..{start + n - 1}); the detector must have run on this clip "
+                   "(see docs/hand-boxes.md, 'Frame numbers of trimmed clips')")
+
+
 def clip_box(box, width: int, height: int, min_box_px: float = 1.0):
     l, t, r, b = box
     l, t = min(max(l, 0.0), width), min(max(t, 0.0), height)
@@ -182,8 +218,10 @@ class BoxSource:
     """Crop boxes for (video, segment, frame) from one of the three inputs."""
 
     def __init__(self, path: str | Path, hand_score: float = 0.8, object_score: float = 0.01,
-                 min_box_px: float = 1.0, detections: str | None = None):
+                 min_box_px: float = 1.0, detections: str | None = None, trimmed: bool = False):
         self.path = Path(path)
+        self.trimmed = trimmed  # each video a trimmed clip: its pickle may number from 0
+        self._numbering: dict[str, str | None] = {}
         self.thresholds = (hand_score, object_score, min_box_px)
         self.detections = detections  # a folder's format, when known (``describe`` at plan)
         self._videos: dict[str, object] = {}
@@ -220,12 +258,38 @@ class BoxSource:
         """Whether a folder source holds the video's pickle."""
         return (self.path / f"{video_id}.pkl").is_file()
 
-    def frames_with_boxes(self, video_id: str, segment_id: str):
-        """Sorted frame numbers [n] the source holds an entry for (the detector ran on them)."""
+    def numbering(self, video_id: str, span=None) -> str | None:
+        """How a folder source's pickle numbers a trimmed clip's frames (``FRAME_KEYS``), decided
+        once per video from its keys and the clip's ``span`` (start, stop); None elsewhere."""
+        if self.kind != "detections" or not self.trimmed or span is None:
+            return None
+        if video_id not in self._numbering:
+            v = self.video(video_id)
+            self._numbering[video_id] = clip_numbering(v.frames, span[0], span[1], v.path)
+        return self._numbering[video_id]
+
+    def _offset(self, video_id: str, span) -> int:
+        """Annotation frame number minus the pickle's key for the same frame."""
+        return int(span[0]) if self.numbering(video_id, span) == "clip" else 0
+
+    def frames_with_boxes(self, video_id: str, segment_id: str, span=None):
+        """Sorted frame numbers [n], as the annotations number them, that the source holds an
+        entry for (the detector ran on them)."""
         if self.kind == "detections":
-            return np.sort(np.fromiter(self.video(video_id).frames, np.int64))
+            keys = np.sort(np.fromiter(self.video(video_id).frames, np.int64))
+            return keys + self._offset(video_id, span)
         t = self._table
         return t.frames(segment_id if t.key_kind == "segment" else video_id)
+
+    def usable_frames(self, video_id: str, segment_id: str, frames, span=None) -> np.ndarray:
+        """Bool [n]: which of ``frames`` have a usable box: a hand above ``hand_score`` for
+        detections (its crop may still be too small: extraction counts those fallbacks), an
+        entry for box tables and X-MIC box pickles."""
+        if self.kind != "detections":
+            have = self.frames_with_boxes(video_id, segment_id)
+            return np.isin(np.asarray(frames, np.int64), have)
+        v, off = self.video(video_id), self._offset(video_id, span)
+        return np.array([v.has_hand(int(f) - off, self.thresholds[0]) for f in frames], bool)
 
     def describe(self, video_id: str | None = None) -> str:
         """The source's kind for the fingerprint (epic-100 | 100doh | table | xmic-boxes): a
@@ -236,11 +300,14 @@ class BoxSource:
             self.detections = self.video(video_id).kind
         return self.detections or "detections"
 
-    def box(self, video_id: str, segment_id: str, frame: int, width: int, height: int):
+    def box(self, video_id: str, segment_id: str, frame: int, width: int, height: int, span=None):
+        """The crop box of annotation frame ``frame`` (``span``: a trimmed clip's start and
+        stop, which tell how its pickle numbers frames), or None for the full frame."""
         where = f"{self.path}: video {video_id}, segment {segment_id}, frame {frame}"
         hs, os_, mp = self.thresholds
         if self.kind == "detections":
-            return self.video(video_id).crop(frame, width, height, hs, os_, mp, where)
+            key = frame - self._offset(video_id, span)
+            return self.video(video_id).crop(key, width, height, hs, os_, mp, where)
         t = self._table
         raw = t.box(segment_id if t.key_kind == "segment" else video_id, frame)
         return None if raw is None else clip_box(_check(raw, where), width, height, mp)

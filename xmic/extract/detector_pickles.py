@@ -10,7 +10,7 @@ units: ``magnitude * 10000 * (dx, dy)`` pixels); object rows start ``[x1, y1, x2
 Output: ``DetectorVideo.crop(frame, width, height, ...)`` -> the crop box in pixels of the decoded
 frame, or None. Pairing is the detector's own ``filter_object`` (lib/model/utils/net_utils.py):
 a hand in contact takes the object whose centre is nearest to its centre plus its offset, in the
-detector's pixels; then the crop rule of docs/method.md §2: hands above ``hand_score``, paired
+detector's pixels and in its float32 arithmetic (float64 picks another object on near-ties); then the crop rule of docs/method.md §2: hands above ``hand_score``, paired
 objects of score >= ``object_score``, the union scaled to the decoded frame, clipped, full frame
 when none or <= ``min_box_px``. Loaded through the restricted unpickler only; a file that is
 not this format, arrays of the wrong width, NaN boxes, a bad frame key or an ``info`` size of 0
@@ -52,6 +52,9 @@ class DetectorVideo:
             self.frames[int(key)] = (_rows(rec.get("hand_dets"), HAND_COLUMNS, True, where, "hand_dets"),
                                      _rows(rec.get("obj_dets"), OBJECT_COLUMNS, False, where, "obj_dets"))
 
+    def has_hand(self, frame: int, hand_score: float) -> bool:
+        return frame in self.frames and bool((self.frames[frame][0][:, 4] > hand_score).any())
+
     def crop(self, frame: int, width: int, height: int, hand_score: float, object_score: float,
              min_box_px: float, where: str = ""):
         from xmic.extract.detections import clip_box
@@ -59,15 +62,14 @@ class DetectorVideo:
             return None
         hands, objects = self.frames[frame]  # [n, 10], [m, >=5], pixels of the detector's frame
         objects = objects[objects[:, 4] >= object_score]
-        centres = (objects[:, 0:2] + objects[:, 2:4]) / 2                   # [m, 2]
+        centres = _centres(objects)                                          # [m, 2] float32
         boxes = []
         for h in hands:
             if not h[4] > hand_score:  # strictly above, as the detector's drawing and EPIC's
                 continue
             boxes.append(h[:4])
             if h[5] > 0 and len(objects):  # filter_object: state <= 0 means no object
-                point = (h[0:2] + h[2:4]) / 2 + h[6] * 10000 * h[7:9]
-                boxes.append(objects[int(np.argmin(((centres - point) ** 2).sum(axis=1))), :4])
+                boxes.append(objects[nearest_object(centres, h), :4])
         if not boxes:
             return None
         b = np.stack(boxes)
@@ -75,6 +77,25 @@ class DetectorVideo:
         return clip_box((float(b[:, 0].min() * sx), float(b[:, 1].min() * sy),
                          float(b[:, 2].max() * sx), float(b[:, 3].max() * sy)), width, height,
                         min_box_px)
+
+
+def _centres(boxes: np.ndarray) -> np.ndarray:
+    """[m, 2] box centres in float32, as the detector's ``calculate_center`` computes them."""
+    b = boxes[:, :4].astype(np.float32)
+    two = np.float32(2)
+    return np.stack([(b[:, 0] + b[:, 2]) / two, (b[:, 1] + b[:, 3]) / two], axis=1)
+
+
+def nearest_object(centres: np.ndarray, hand: np.ndarray) -> int:
+    """The object a hand in contact is paired with, in the detector's float32 arithmetic
+    (``filter_object``): the centre nearest to the hand's centre plus ``magnitude * 10000 *
+    (dx, dy)``; the first of a tie."""
+    h = hand[:9].astype(np.float32)
+    c = _centres(h[None, :4])[0]
+    reach = h[6] * np.float32(10000)
+    point = np.array([c[0] + reach * h[7], c[1] + reach * h[8]], np.float32)
+    dist = ((centres - point) ** 2).sum(axis=1)                            # [m] float32
+    return int(np.argmin(dist))
 
 
 def _rows(a, columns: int, exact: bool, where: str, name: str) -> np.ndarray:

@@ -9,7 +9,8 @@ dataset's record in ``xmic.cache.datasets`` holds its own):
   ``ROOT/P01/rgb_frames/P01_01.tar`` (as EPIC distributes them; read in place), or
   ``ROOT/P01/videos/P01_01.MP4``; per video, the first that exists;
 - ego4d: ``ROOT/{clip_uid}.mp4`` (the FHO action clips);
-- egtea: trimmed clips ``ROOT/{clip_id}.mp4``;
+- egtea: trimmed clips ``ROOT/{video}/{clip_id}.mp4`` as EGTEA ships them (``cropped_clips``),
+  or flat, ``ROOT/{clip_id}.mp4``;
 - csv: ``ROOT/{video}``, a video file or a frame folder.
 """
 from __future__ import annotations
@@ -82,7 +83,8 @@ def frame_source(kind: str, root: Path, video_id: str, start_frame: int | None =
     root, record = Path(root), dataset(kind)
     check_media_id(kind, video_id, f"video {video_id!r}")
     where = f"video {video_id!r}"
-    names = {"video": video_id, "participant": participant(video_id)}
+    names = {"video": video_id, "participant": participant(video_id),
+             "parent": record.parent(video_id) if record.parent else video_id}
     tried = []
     for layout in record.frames:
         folder = media_path(root, layout.format(**names), where=where)

@@ -40,7 +40,8 @@ from xmic.extract.planning import PlanError
 
 class SegmentFrames(Dataset):
     """One item per segment: (segment_id, frame numbers, {view: uint8 [n, 3, H, W]} in one
-    storage, or with ``decode: gpu`` a ``JpegSegment``, error or None)."""
+    storage, or with ``decode: gpu`` a ``JpegSegment``, error or None, the frames whose hand
+    crop fell back to the full frame)."""
 
     def __init__(self, rows: list[dict], kind: str, root: str, views, boxes: str | None,
                  transform, cfg: ExtractConfig, boxes_format: str | None = None):
@@ -54,6 +55,7 @@ class SegmentFrames(Dataset):
 
     def __getitem__(self, i):
         r, c = self.rows[i], self.cfg
+        fell: list[int] = []  # hand-crop frames that fell back to the full frame
         try:
             src = frame_source(self.kind, Path(self.root), r["video_id"], r["start_frame"])
             frames = frames_to_store(rule_of(self.kind), r["start_frame"], r["stop_frame"],
@@ -61,20 +63,23 @@ class SegmentFrames(Dataset):
             views = r.get("views", self.views)  # a shard may need only some views
             if "hand_crop" in views and self._boxes is None:
                 self._boxes = BoxSource(self.boxes_path, c.hand_score, c.object_score, c.min_box_px,
-                                        self.boxes_format)
-            boxes = self._boxes
+                                        self.boxes_format, trimmed=dataset(self.kind).trimmed)
+            boxes, span = self._boxes, (r["start_frame"], r["stop_frame"])
 
             def box_of(f, width, height):
-                return boxes.box(r["video_id"], r["segment_id"], f, width, height)
+                box = boxes.box(r["video_id"], r["segment_id"], f, width, height, span)
+                if box is None:
+                    fell.append(f)
+                return box
             if c.decode == "gpu":  # bytes and boxes only: the encoder's device decodes
-                return r["segment_id"], frames, jpeg_segment(src, frames, views, box_of), None
+                return r["segment_id"], frames, jpeg_segment(src, frames, views, box_of), None, fell
             out = view_tensors(read_frames(src, frames), frames, views, self.transform,
                                lambda f, im: box_of(f, im.width, im.height))
-            return r["segment_id"], frames, one_storage(out), None
+            return r["segment_id"], frames, one_storage(out), None, fell
         except XmicError as e:
-            return r["segment_id"], [], {}, str(e)
+            return r["segment_id"], [], {}, str(e), []
         except (ValueError, OSError) as e:
-            return r["segment_id"], [], {}, f"{type(e).__name__}: {e}"
+            return r["segment_id"], [], {}, f"{type(e).__name__}: {e}", []
 
 
 def one_storage(tensors: dict) -> dict:
@@ -90,7 +95,7 @@ def view_fingerprints(enc, cfg: ExtractConfig, meta: dict, split: str) -> dict:
     info = meta["splits"][split]
     sampling = sampling_fingerprint(info["dataset"], cfg.sampling, cfg.per_bin, cfg.bins)
     crop = F.hand_crop_rule(cfg.hand_score, cfg.object_score, cfg.min_box_px,
-                            info.get("boxes_format"))
+                            info.get("boxes_format"), info.get("boxes_frame_keys"))
     out = {}
     for v in info["views"]:
         out[v] = F.view_fingerprint(enc.identity, enc.precision,
@@ -176,6 +181,7 @@ def run_shards(cache_dir: Path, cfg: ExtractConfig, shard_ids: list[int] | list[
         reap_dead_claims(cache.root, v)
     summary = {"shards_done": 0, "shards_skipped": 0, "shards_failed": 0, "segments_failed": 0,
                "failed_kept": [], "failures": [], "frames": 0, "warnings": list(enc.warnings),
+               "fallbacks": {},
                "redone": supersede_failed(cache, meta, names, chosen) if redo_failed else []}
     by_shard: dict[str, list[dict]] = {}  # the plan's rows grouped once: start-up is linear
     for r in cache.plan().to_pylist():
@@ -308,6 +314,10 @@ def _run_work(cache, enc, cfg, split, info, names, fps, work, items, summary, co
             echo(f"shard {shard}: FAILED: {type(e).__name__}: {e}")
             continue
         seconds = stats.pop("seconds")
+        crop_rows = stats.pop("crop_rows")
+        if crop_rows is not None:  # per split: [hand-crop rows, of them full frames]
+            got = summary["fallbacks"].setdefault(split, [0, 0])
+            got[0], got[1] = got[0] + crop_rows[0], got[1] + crop_rows[1]
         commits.submit(list(writers.values()), stats)
         summary["shards_done"] += 1
         echo(f"shard {shard}: {len(rows)} segments, views {todo}, {seconds:.1f}s "
@@ -335,14 +345,21 @@ def _encode_shard(enc, cfg: ExtractConfig, loader, writers: dict[str, ShardWrite
         if share is not None:
             share.adjust()
         for sid, frames, embs in packer.encode(encode_view, final):
+            fell = fallbacks.pop(sid, [])
             for v in todo:
-                writers[v].add(sid, embs[v].numpy(), frames)
+                writers[v].add(sid, embs[v].numpy(), frames, fell if crops[v] else None)
+            if any(crops.values()):
+                crop_rows[0] += len(frames)
+                crop_rows[1] += len(fell)
             summary["frames"] += len(frames)
         encode_s += time.time() - t
 
     decoder = DeviceDecoder(enc.pixels, enc.device) if cfg.decode == "gpu" else None
+    crops = {v: w.fingerprint.get("crop") is not None for v, w in writers.items()}
+    fallbacks: dict[str, list[int]] = {}  # segment -> frames whose crop is the full frame
+    crop_rows = [0, 0]  # hand-crop rows written, of them fallen back
     t = time.time()
-    for sid, frames, tensors, err in loader:
+    for sid, frames, tensors, err, fell in loader:
         if decoder is not None and not err:
             try:
                 tensors = decoder(tensors)                   # {view: uint8 [n, 3, H, W]}
@@ -357,10 +374,12 @@ def _encode_shard(enc, cfg: ExtractConfig, loader, writers: dict[str, ShardWrite
             summary["segments_failed"] += 1
             summary["failures"].append(f"{shard}: {sid}: {err}")
         else:
+            fallbacks[sid] = fell
             packer.add(sid, frames, tensors)
             if packer.ready():
                 flush()
         t = time.time()
     flush(final=True)
     return {"decode_s": round(decode_s, 3), "encode_s": round(encode_s, 3),
-            "batch_size_used": batch_used, "seconds": time.time() - t0}
+            "batch_size_used": batch_used, "seconds": time.time() - t0,
+            "crop_rows": crop_rows if any(crops.values()) else None}

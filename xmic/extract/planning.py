@@ -3,10 +3,12 @@
 Input: a dataset kind, its annotation file (and side files), the media root, the views and the
 hand-box source. ``plan``: segments sorted by video (each video decoded once per shard) -> the
 cache's plan, plus ``extract_plan.json`` (dataset kind, media root, boxes and their format,
-views, class lists, the plan's hash, the videos planned despite missing inputs). Before anything
-is written, ``xmic.extract.coverage`` checks that every segment's frames and boxes exist;
-planning a split again from other inputs says what changed (``replan_changes``). Output: the
-counts, the coverage report and the changes.
+views, class lists, the plan's hash, the videos planned despite missing inputs, the crop and
+sampling settings coverage was measured at, which ``extract run`` takes as its defaults). Before
+anything is written, ``xmic.extract.coverage`` checks that every segment's frames and boxes exist
+and that at least ``COVERAGE_FLOOR`` of the frames to encode have a usable hand box; planning a
+split again from other inputs says what changed and which views it makes stale
+(``replan_changes``). Output: the counts, the coverage report and the changes.
 """
 from __future__ import annotations
 
@@ -20,7 +22,10 @@ from xmic.cache.datasets import read_dataset
 from xmic.cache.index import check_ranges, make_plan
 from xmic.cache.paths import PLAN_FILE, CacheError
 from xmic.cache.redo import supersede
-from xmic.config import XmicError
+from xmic.cache.sampling import frames_to_store, rule_of
+from xmic.cache.datasets import dataset
+from xmic.config import XmicError, config_to_dict
+from xmic.extract.config import ExtractConfig
 from xmic.extract.coverage import check_coverage
 from xmic.extract.detections import BoxSource
 from xmic.extract.media import check_media_ids
@@ -33,17 +38,37 @@ class PlanError(XmicError):
 
 
 VIEWS = ("full_frame", "hand_crop")
+COVERAGE_FLOOR = 0.5  # least share of frames to encode with a usable hand box
+# extraction settings coverage is measured at; recorded with the plan, `run`'s defaults
+PLANNED_SETTINGS = ("hand_score", "object_score", "min_box_px", "sampling", "per_bin", "bins")
+
+
+def planned_settings(cache_dir: Path) -> dict:
+    """The extraction settings a cache's splits were planned (and their coverage measured)
+    with, as ``ExtractConfig`` defaults for ``extract run``; {} for an older plan. Splits
+    planned with different settings give none (the view fingerprints tell them apart)."""
+    path = Path(cache_dir) / PLAN_FILE
+    if not path.is_file():
+        return {}
+    found = [info.get("settings") for info in read_json(path, "extraction plan")["splits"].values()]
+    found = [f for f in found if f]
+    return dict(found[0]) if found and all(f == found[0] for f in found) else {}
 
 
 def plan(cache_dir: Path, kind: str, annotations: Path, root: Path, split: str,
          views=VIEWS, boxes: Path | None = None, cache_config: CacheConfig | None = None,
-         allow_missing: bool = False, inputs: str | None = None, **dataset_kw) -> dict:
+         allow_missing: bool = False, inputs: str | None = None,
+         settings: ExtractConfig | None = None, allow_low_coverage: bool = False,
+         **dataset_kw) -> dict:
     """Plan ``split``: its segments into shards, after the coverage check (frames and boxes of
     every segment; refused unless ``allow_missing``, which plans them: their segments are
-    recorded failed when run). Planning a split again from another root or box source is
+    recorded failed when run; and the share of frames to encode, by ``settings``' sampling,
+    with a hand above its ``hand_score``: refused below ``COVERAGE_FLOOR`` unless
+    ``allow_low_coverage``). Planning a split again from another root or box source is
     refused while shards made from the old inputs are committed, unless ``inputs`` says what
     to do with them: ``moved`` (the same files elsewhere: keep them) or ``changed`` (supersede
-    them: they are redone from the new inputs)."""
+    the views that depend on what changed: they are redone from the new inputs)."""
+    settings = settings or ExtractConfig()
     bad = [v for v in views if v not in VIEWS]
     if bad:
         raise PlanError(f"unknown view(s) {bad}; extraction writes {list(VIEWS)}")
@@ -60,18 +85,33 @@ def plan(cache_dir: Path, kind: str, annotations: Path, root: Path, split: str,
         check_ranges(cols)  # frame numbers that fit the index, before the media is looked at
     except CacheError as e:
         raise CacheError(f"{annotations}: {e}") from None
-    source = BoxSource(boxes) if "hand_crop" in views else None
-    cov = check_coverage(kind, Path(root), cols, views, source)
+    st = settings
+    source = BoxSource(boxes, st.hand_score, st.object_score, st.min_box_px,
+                       trimmed=dataset(kind).trimmed) if "hand_crop" in views else None
+    rule = rule_of(kind)
+    cov = check_coverage(kind, Path(root), cols, views, source, lambda a, b: frames_to_store(
+        rule, a, b, st.sampling, st.per_bin, st.bins))
     if cov.problems() and not allow_missing:
         raise PlanError(f"{annotations} (split {split}) against --root {root}"
                         f"{f' and --boxes {boxes}' if boxes else ''}:\n{cov.refusal()}\nfix the "
                         "paths, or plan anyway with --allow-missing (those segments are then "
                         "recorded failed, and `xmic extract run --redo-failed` redoes them once "
                         "the inputs are there)")
+    report = cov.report()
+    if (source is not None and cov.sampled_frames and report["usable_share"] < COVERAGE_FLOOR
+            and not allow_low_coverage):
+        raise PlanError(f"{annotations} (split {split}) with --boxes {boxes}: only "
+                        f"{100 * report['usable_share']:.1f}% of the {cov.sampled_frames} frames "
+                        f"to encode have a hand above hand_score={st.hand_score} (the floor is "
+                        f"{100 * COVERAGE_FLOOR:.0f}%); the others' hand crops would be full "
+                        "frames. Check that the boxes belong to these videos and number their "
+                        "frames as the annotations do, plan with a lower threshold (--set "
+                        "hand_score=0.5), or accept it with --allow-low-coverage")
     box_kind = None
     if source is not None:
         first = next((v for v in dict.fromkeys(cols["video_id"]) if v not in cov.problems()), None)
         box_kind = source.describe(first)
+    frame_keys = "+".join(sorted(cov.numbering)) or None
     with discard_if_new(cache_dir):
         cache = Cache.open_or_create(cache_dir, kind, cache_config)
         path = cache.root / PLAN_FILE
@@ -86,7 +126,9 @@ def plan(cache_dir: Path, kind: str, annotations: Path, root: Path, split: str,
             entry = {"dataset": kind, "annotations": str(Path(annotations).resolve()),
                      "root": str(Path(root).resolve()), "views": list(views),
                      "boxes": str(Path(boxes).resolve()) if boxes else None,
-                     "boxes_format": box_kind}
+                     "boxes_format": box_kind, "boxes_frame_keys": frame_keys,
+                     "settings": {k: v for k, v in config_to_dict(st).items()
+                                  if k in PLANNED_SETTINGS}}
             changes = replan_changes(cache, meta["splits"].get(split), entry, split, inputs)
             try:
                 table = make_plan(cols, cache.config.shard_segments, split)
@@ -100,11 +142,21 @@ def plan(cache_dir: Path, kind: str, annotations: Path, root: Path, split: str,
             meta["classes"].update(classes)
             write_json_atomic(path, meta, cache.root)
     return {"segments": len(segs), "shards": len(cache.shards(split)), "plan_sha256": digest,
-            "coverage": cov.report(), "missing": cov.problems(), "changes": changes,
-            "boxes_format": box_kind}
+            "coverage": report, "missing": cov.problems(), "changes": changes,
+            "boxes_format": box_kind, "settings": entry["settings"]}
 
 
-INPUT_KEYS = ("root", "boxes", "boxes_format")
+INPUT_KEYS = ("root", "boxes", "boxes_format", "boxes_frame_keys")
+BOX_KEYS = ("boxes", "boxes_format", "boxes_frame_keys")  # inputs only hand crops depend on
+
+
+def stale_views(cache, changed: list[str]) -> list[str]:
+    """The cache views a change of inputs makes stale: every view when the media moved to
+    other files, else only the views made with a crop rule (hand crops, under any name)."""
+    views = cache.views()
+    if any(k not in BOX_KEYS for k in changed):
+        return sorted(views)
+    return sorted(v for v, rec in views.items() if rec["fingerprint"].get("crop") is not None)
 
 
 def replan_changes(cache, before: dict | None, after: dict, split: str, inputs: str | None) -> list:
@@ -113,12 +165,13 @@ def replan_changes(cache, before: dict | None, after: dict, split: str, inputs: 
     (supersede them, so they are redone)."""
     if before is None:
         return []
-    changes = [f"{k}: {before.get(k)} -> {after.get(k)}" for k in INPUT_KEYS
-               if before.get(k) != after.get(k)]
+    changed = [k for k in INPUT_KEYS if before.get(k) != after.get(k)]
+    changes = [f"{k}: {before.get(k)} -> {after.get(k)}" for k in changed]
     if not changes:
         return []
     shards = set(cache.shards(split))
-    made = sorted({s for v in cache.views() for s in cache.committed(v) if s in shards})
+    views = stale_views(cache, changed)
+    made = sorted({s for v in views for s in cache.committed(v) if s in shards})
     if made and inputs not in ("moved", "changed"):
         raise PlanError(f"{cache.root}: split {split} was planned from other inputs "
                         f"({'; '.join(changes)}); {len(made)} committed shard(s) were made from "
@@ -128,6 +181,9 @@ def replan_changes(cache, before: dict | None, after: dict, split: str, inputs: 
                         "kept under views/VIEW/.superseded/)")
     if made and inputs == "changed":
         for shard in made:
-            supersede(cache.root, list(cache.views()), shard)
-    return changes + ([f"{len(made)} committed shard(s) "
-                       f"{'kept' if inputs == 'moved' else 'superseded, to be redone'}"] if made else [])
+            supersede(cache.root, views, shard)
+    kept = sorted(set(cache.views()) - set(views))
+    return changes + ([f"{len(made)} committed shard(s) of view(s) {', '.join(views)} "
+                       f"{'kept' if inputs == 'moved' else 'superseded, to be redone'}"
+                       + (f"; view(s) {', '.join(kept)} do not depend on the boxes and are kept"
+                          if kept and inputs == "changed" else "")] if made else [])

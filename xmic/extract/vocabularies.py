@@ -4,7 +4,9 @@ Input: a planned cache (its ``extract_plan.json`` holds each label's class list)
 ``ExtractConfig`` (model, weights, the X-MIC and zero-shot prompts). Output: per label the
 vocabularies ``LABEL`` (bare class names) and ``LABEL.photo`` ("a photo of a {}"), each class
 named by its dataset's released rule; a vocabulary in which two classes share a prompt is refused
-before anything is encoded.
+before anything is encoded. ``image_model_settings`` reads the model and weights that made the
+cache's image views (their shard markers), the defaults of ``xmic extract text``; class names
+encoded by a model that made none of the views are refused before anything is written.
 """
 from __future__ import annotations
 
@@ -15,10 +17,51 @@ from xmic.cache import fingerprint as F
 from xmic.cache.datasets import prompt_names
 from xmic.cache.paths import PLAN_FILE
 from xmic.cache.vocab import add_vocab, check_prompts
+from xmic.config import XmicError
 from xmic.extract.clip_embed import class_text
 from xmic.extract.config import ExtractConfig
 from xmic.extract.planning import PlanError
 from xmic.files.names import read_json
+
+
+IMAGE_SETTINGS = ("model", "weights", "seed", "precision")
+CLASSIFIED = ("hand_crop", "full_frame")  # views read first for the image model
+
+
+def image_model_settings(cache_dir: Path) -> dict:
+    """``ExtractConfig`` fields (model, weights, seed, precision) of the extraction that made
+    the cache's image views, read from a committed shard's marker (``hand_crop`` or
+    ``full_frame`` first); {} when no view is committed or the cache was imported."""
+    try:
+        cache = Cache.open(cache_dir)
+        views = sorted(cache.views(), key=lambda v: (v not in CLASSIFIED, v))
+    except (XmicError, OSError):
+        return {}
+    for v in views:
+        done = sorted(cache.committed(v))
+        if done:
+            producer = cache.marker(v, done[0]).get("config", {}).get("producer", {})
+            if producer.get("model"):
+                return {k: producer[k] for k in IMAGE_SETTINGS if k in producer}
+    return {}
+
+
+def check_text_model(cache, identity: dict) -> None:
+    """Refuse class names encoded by a model that made none of the cache's image views: they
+    would be scored against features of another space."""
+    views = cache.views()
+    if not views or any(F.same_model(rec["fingerprint"], {"model": identity})
+                        for rec in views.values()):
+        return
+    def named(model: dict) -> str:
+        return f"{model['name']} (weights {str(model.get('weights_sha256'))[:16]})"
+    made: dict[str, list[str]] = {}
+    for v, rec in views.items():
+        made.setdefault(named(rec["fingerprint"]["model"]), []).append(v)
+    theirs = "; ".join(f"{m}: {', '.join(vs)}" for m, vs in made.items())
+    raise PlanError(f"{cache.root}: class names would be encoded by {named(identity)}, but the "
+                    f"image views were made by {theirs}; run `xmic extract text {cache.root}` "
+                    "without --model/--weights to use the views' own model and weights")
 
 
 def extract_text(cache_dir: Path, cfg: ExtractConfig, labels=("noun", "verb"), encoder=None) -> dict:
@@ -29,6 +72,7 @@ def extract_text(cache_dir: Path, cfg: ExtractConfig, labels=("noun", "verb"), e
     cache = Cache.open(cache_dir)
     meta = read_json(cache.root / PLAN_FILE, "extraction plan (run `xmic extract plan` first)")
     enc = encoder or load_encoder(cfg.model, cfg.weights, cfg.device, cfg.precision, cfg.seed)
+    check_text_model(cache, enc.identity)
     out = {}
     for label in labels:
         classes = meta["classes"].get(label)

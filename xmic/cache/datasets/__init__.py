@@ -18,7 +18,7 @@ from typing import Callable
 from xmic.cache.datasets.common import (DatasetError, Segments, normalize_name,
                                         read_class_list)
 from xmic.cache.datasets.ego4d import read_ego4d
-from xmic.cache.datasets.egtea import read_egtea
+from xmic.cache.datasets.egtea import egtea_video, read_egtea
 from xmic.cache.datasets.epic import read_epic
 from xmic.cache.datasets.generic_csv import read_generic
 from xmic.cache.datasets.names import duplicate_prompts, ego4d_name, egtea_name, epic_name
@@ -39,6 +39,7 @@ class Dataset:
     split_tag: str | None     # name in X-MIC's class-split files ({target}_{source}_...)
     importable: bool = False  # `xmic cache import` reads the released code's feature pickles
     participant: bool = False  # ids carry a participant folder (EPIC: P01_01 -> P01)
+    parent: Callable | None = None  # a clip id -> its parent video's folder ({parent} in layouts)
     title: str = ""           # the name tables print (EPIC, Ego4D, EGTEA)
 
 
@@ -56,8 +57,9 @@ DATASETS: dict[str, Dataset] = {d.name: d for d in (
             trimmed=False, window="ego4d", names=ego4d_name, split_tag="ego", importable=True,
             title="Ego4D"),
     Dataset("egtea", lambda a, s, r, **kw: read_egtea(a, s), (), frames=(), archives=(),
-            videos=("{video}.mp4",), video_first_frame=0, trimmed=True, window="epic",
-            names=egtea_name, split_tag="egtea", title="EGTEA"),
+            videos=("{video}.mp4", "{parent}/{video}.mp4"), video_first_frame=0, trimmed=True,
+            window="epic", names=egtea_name, split_tag="egtea", title="EGTEA",
+            parent=egtea_video),
     Dataset("csv", lambda a, s, r, **kw: read_generic(a, s, r), (), frames=("{video}",),
             archives=(), videos=("{video}",), video_first_frame=0, trimmed=False, window="epic",
             names=normalize_name, split_tag=None, title="CSV"),

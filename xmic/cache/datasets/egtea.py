@@ -4,7 +4,8 @@ Inputs: the parsed split CSVs (``*_split*_parsed.csv``: clip name, frames, times
 noun ids and names), or the official ``{train,test}_split1.txt`` with ``verb_idx.txt`` /
 ``noun_idx.txt`` beside it. Output: ``(Segments, {"noun": names, "verb": names})`` with 0-based
 ids (the official ones are 1-based); a segment id is the trimmed clip's id, which is also its
-video. Errors name the file and line.
+video (its parent video, the folder EGTEA ships it in, is ``egtea_video``). Errors name the file
+and line.
 """
 from __future__ import annotations
 
@@ -13,6 +14,12 @@ from pathlib import Path
 from xmic.cache.datasets.common import DatasetError, Segments, csv_rows
 
 EGTEA_FPS = 24.0
+
+
+def egtea_video(clip_id: str) -> str:
+    """The video a clip id belongs to (``OP01-R01-PastaSalad-1002316-1004005-F024051-F024101``
+    -> ``OP01-R01-PastaSalad``): EGTEA ships its clips as ``cropped_clips/{video}/{clip}.mp4``."""
+    return clip_id.rsplit("-", 4)[0]
 
 
 def egtea_clip_id(r: dict) -> str:
