@@ -79,7 +79,7 @@ def decode_fps(cache_dir: Path, cfg: ExtractConfig, enc) -> tuple[float, int]:
                             batch_size=None, num_workers=cfg.workers)
         items = iter(loader)
         decoder = DeviceDecoder(enc.pixels, enc.device) if cfg.decode == "gpu" else None
-        for i, (_, frames, tensors, err) in enumerate(items):
+        for i, (_, frames, tensors, err, _fell) in enumerate(items):
             if decoder is not None and not err:
                 tensors = decoder(tensors)  # decoded and resized on the GPU, as extraction does
             n += 0 if err else sum(len(t) for t in tensors.values())

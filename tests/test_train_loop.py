@@ -99,7 +99,7 @@ def test_heldout_selection_and_target_option(random_cache, tmp_path):
     assert s["selected_on"].startswith("target test data")
     rows = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     assert all("target_top1" in r and "heldout_top1" in r for r in rows)
-    best = max(rows, key=lambda r: (r["target_top1"], -r["target_loss"], r["epoch"]))
+    best = max(rows, key=lambda r: (r["target_top1"], -r["epoch"]))  # a tie keeps the earliest
     assert [r["epoch"] for r in rows if r["selected"]][-1] == best["epoch"]
     assert all(r["selected_because"] for r in rows)
     assert (tmp_path / "r" / "train_curve.png").stat().st_size > 1000
@@ -119,6 +119,20 @@ def test_selection_ties_go_to_the_lower_loss_then_the_later_epoch():
     _, _, why = select_epoch({"heldout_top1": 50.0, "heldout_loss": 1.0}, best, 7)
     assert "loss 1 < 1.5" in why
     assert select_epoch({}, None, 4)[2] == "last epoch (no selection set)"
+
+
+def test_released_selection_keeps_the_earliest_epoch_of_a_tie():
+    """On the target's test data (the released behaviour) only a strictly higher top-1 wins,
+    as the released trainer's ``is_best = curr > best``: the loss never breaks a tie."""
+    from xmic.train.loop import select_epoch
+    best, picked = None, []
+    for epoch, (top1, loss) in enumerate([(40.0, 2.0), (50.0, 2.0), (50.0, 0.5), (50.0, 3.0),
+                                          (51.0, 9.0)], start=1):
+        best, selected, why = select_epoch({"target_top1": top1, "target_loss": loss}, best, epoch)
+        picked.append(selected)
+    assert picked == [True, True, False, False, True] and best["epoch"] == 5
+    _, selected, why = select_epoch({"target_top1": 51.0, "target_loss": 0.1}, best, 6)
+    assert not selected and "the released trainer keeps the earlier epoch" in why
 
 
 def test_bad_inputs_refused_before_training(tmp_path):

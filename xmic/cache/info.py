@@ -47,7 +47,8 @@ def info(cache: Cache) -> dict:
     for name in vocab_names(cache):
         v = load_vocab(cache, name)
         vocabs[name] = {"classes": len(v.classes), "dim": v.dim, "prompt": v.prompt,
-                        "fingerprint_id": fingerprint_id(v.fingerprint), "fingerprint": v.fingerprint}
+                        "fingerprint_id": fingerprint_id(v.fingerprint), "fingerprint": v.fingerprint,
+                        "label_offset": v.label_offset, "vocabulary": v.source.get("vocabulary")}
     return {"root": str(cache.root), "dataset": cache.dataset, "backend": cache.backend,
             "dtype": cache.config.dtype, "splits": splits, "views": views, "vocabularies": vocabs}
 
@@ -89,7 +90,8 @@ def format_info(d: dict) -> str:
                             "counted" if f["shards_uncounted"] else ""))
     for name, v in d["vocabularies"].items():
         lines.append(f"  vocabulary {name}: {v['classes']} classes, D={v['dim']}, prompt "
-                     f"{v['prompt']!r}, fingerprint {v['fingerprint_id']}")
+                     f"{v['prompt']!r}, fingerprint {v['fingerprint_id']}"
+                     + (f"; {v['vocabulary']}" if v.get("label_offset") else ""))
     if not d["views"]:
         lines.append("  no views yet")
     return "\n".join(lines)

@@ -3,7 +3,8 @@
 Inputs: a ``Cache``, a name (``noun``, ``verb``, ...), class names, an embedding array [C, D]
 (or files: a class list and a ``.npy`` / torch file loaded with ``weights_only=True``), the prompt
 and a fingerprint. Output: ``vocab/NAME/{vocab.json, embeddings.npy}`` committed atomically
-(``vocab.json`` also holds each class's prompt name and full prompt text), and
+(``vocab.json`` also holds each class's prompt name and full prompt text, and ``label_offset``
+when classes precede label id 0, as the empty class of X-MIC's released EGTEA vocabulary), and
 ``Vocab`` when loaded (the checksum is checked on every load).
 """
 from __future__ import annotations
@@ -32,6 +33,7 @@ class Vocab:
     fingerprint: dict
     source: dict = field(default_factory=dict)  # where names and (extracted) model came from
     names: list[str] = field(default_factory=list)  # what goes into the prompt, shown to users
+    label_offset: int = 0  # classes before label id 0 (a released vocabulary's empty class)
 
     def __post_init__(self):
         if not self.names:
@@ -75,7 +77,7 @@ def check_embeddings(emb, n_classes: int, where: str) -> np.ndarray:
 
 def add_vocab(cache: Cache, name: str, classes: list[str], embeddings, prompt: str,
               fingerprint: dict, replace: bool = False, source: dict | None = None,
-              names: list[str] | None = None) -> Vocab:
+              names: list[str] | None = None, label_offset: int = 0) -> Vocab:
     """Write a vocabulary; ``names`` (the prompt text of each class) default to the cache's
     dataset rule (``datasets.prompt_names``). Two classes with one prompt text are refused."""
     emb = check_embeddings(embeddings, len(classes), f"vocabulary {name}")
@@ -101,7 +103,8 @@ def add_vocab(cache: Cache, name: str, classes: list[str], embeddings, prompt: s
             "name": name, "classes": list(classes), "names": names,
             "prompts": [prompt.format(n) for n in names], "prompt": prompt, "dim": int(emb.shape[1]),
             "dtype": "float32", "checksum": array_checksum(emb), "fingerprint": fingerprint,
-            "fingerprint_id": fpmod.fingerprint_id(fingerprint), "source": source or {}}, root)
+            "fingerprint_id": fpmod.fingerprint_id(fingerprint), "source": source or {},
+            **({"label_offset": int(label_offset)} if label_offset else {})}, root)
         if final.exists():
             old = final.parent / ("." + tmp_name(name + ".old"))
             rename(final, old, root)
@@ -110,7 +113,8 @@ def add_vocab(cache: Cache, name: str, classes: list[str], embeddings, prompt: s
             raise CacheError(f"vocabulary {name!r} was written by another process meanwhile")
     finally:
         remove_tree(tmp, root)
-    return Vocab(name, list(classes), emb, prompt, fingerprint, dict(source or {}), names)
+    return Vocab(name, list(classes), emb, prompt, fingerprint, dict(source or {}), names,
+                 int(label_offset))
 
 
 def vocab_names(cache: Cache) -> list[str]:
@@ -131,8 +135,11 @@ def load_vocab(cache: Cache, name: str) -> Vocab:
     if array_checksum(emb) != meta.get("checksum"):
         raise CacheError(f"{d / EMBEDDINGS}: checksum differs from vocab.json; the file is "
                          "damaged, re-run import-text or extraction")
+    offset = meta.get("label_offset", 0)
+    if not isinstance(offset, int) or not 0 <= offset < len(meta["classes"]):
+        raise CacheError(f"{d / VOCAB_JSON}: label_offset {offset!r} is not a number of classes")
     return Vocab(name, meta["classes"], emb, meta.get("prompt", ""), meta.get("fingerprint", {}),
-                 meta.get("source") or {}, list(meta.get("names") or []))
+                 meta.get("source") or {}, list(meta.get("names") or []), offset)
 
 
 def read_embeddings_file(path: Path, key: str | None = None) -> np.ndarray:

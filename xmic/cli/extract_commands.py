@@ -165,9 +165,14 @@ def extract_run(cache_dir, shards, model, weights, device, precision, batch_size
 @click.option("--model", help="Default: the model that made the cache's image views.")
 @click.option("--weights", help="Default: the weights that made the cache's image views.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--released-vocabulary", is_flag=True,
+              help="EGTEA: the vocabulary as X-MIC's code builds it, [''] + names (an empty-"
+                   "prompt class 0 that can win the argmax), to reproduce its EGTEA numbers "
+                   "exactly; recorded in the vocabulary and shown in tables.")
 @click.option("--config", "config_path", type=click.Path(path_type=Path))
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE")
-def extract_text_cmd(cache_dir, vocab, model, weights, device, config_path, sets):
+def extract_text_cmd(cache_dir, vocab, model, weights, device, released_vocabulary, config_path,
+                     sets):
     """Encode the class names (bare and zero-shot prompts) as cache vocabularies, through the
     model and weights that made the cache's image views unless --model/--weights say others."""
     from xmic.extract.vocabularies import extract_text, image_model_settings
@@ -176,7 +181,8 @@ def extract_text_cmd(cache_dir, vocab, model, weights, device, config_path, sets
         base = {k: v for k, v in base.items() if k not in ("model", "weights", "seed")}
     cfg = extract_config(config_path, sets, base=base, model=model, weights=weights,
                          device=device)
-    done = extract_text(cache_dir, cfg, ("noun", "verb") if vocab == "all" else (vocab,))
+    done = extract_text(cache_dir, cfg, ("noun", "verb") if vocab == "all" else (vocab,),
+                        released=released_vocabulary)
     for w in done["warnings"]:
         click.echo(f"WARNING: {w}", err=True)
     click.echo("vocabularies: " + ", ".join(f"{k} ({n} classes)"

@@ -35,14 +35,18 @@ def _caches(specs) -> dict:
 @click.option("--cache", "caches", multiple=True, metavar="DATASET=DIR",
               help="The cache of a dataset (overrides the recipe's).")
 @click.option("--class-splits", type=click.Path(path_type=Path),
-              help="Folder of X-MIC's shared/novel class lists.")
+              help="Folder of X-MIC's shared/novel class lists; every list the grid's "
+                   "cross-dataset evaluations need is checked before anything trains.")
+@click.option("--derive-class-splits", is_flag=True,
+              help="Write the lists the folder lacks (X-MIC released none for EGTEA) by the "
+                   "exact-name rule into GRID/class-splits/, recorded as derived.")
 @click.option("--seeds", help="Seeds, e.g. 0,1,2 (overrides the recipe's).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Training override for every run, e.g. epochs=5.")
 @click.option("--extend", is_flag=True,
               help="Add the recipe's new seeds, methods, sources, labels and targets to the "
                    "grid planned here (planned runs are kept as they are).")
-def grid_plan(grid_dir, recipe, caches, class_splits, seeds, sets, extend):
+def grid_plan(grid_dir, recipe, caches, class_splits, derive_class_splits, seeds, sets, extend):
     """Plan a grid (one row per run) and check it against the caches; nothing runs."""
     from xmic.grid.plan import evaluations, plan_grid, warmup_warnings
     from xmic.grid.recipe import load_recipe
@@ -52,7 +56,10 @@ def grid_plan(grid_dir, recipe, caches, class_splits, seeds, sets, extend):
         raise UsageError(f"--seeds {seeds!r}: expected integers, e.g. 0,1,2") from None
     r = load_recipe(recipe, _caches(caches), seed_list, str(class_splits) if class_splits else None,
                     sets)
-    g = plan_grid(grid_dir, r, extend=extend)
+    g = plan_grid(grid_dir, r, extend=extend, derive_lists=derive_class_splits)
+    if g.get("class_lists"):
+        click.echo(f"derived class lists ({g['class_lists']['rule']}): "
+                   f"{', '.join(g['class_lists']['files'])} in {Path(grid_dir) / 'class-splits'}")
     if "extended" in g:
         click.echo(f"extended {grid_dir}: {g['extended']['runs_added']} new run(s), "
                    f"{g['extended']['targets_added']} new target(s) of planned runs")
@@ -65,6 +72,24 @@ def grid_plan(grid_dir, recipe, caches, class_splits, seeds, sets, extend):
         click.echo(f"not planned: {note}")
     for warning in warmup_warnings(g):
         click.echo(f"WARNING: {warning}")
+
+
+@grid.command("rescore")
+@click.argument("grid_dir", type=click.Path(path_type=Path, exists=True))
+@click.option("--class-splits", type=click.Path(path_type=Path, exists=True, file_okay=False),
+              help="Folder of X-MIC's shared/novel class lists (none: the exact-name rule).")
+@click.option("--derive-class-splits", is_flag=True,
+              help="Write the lists the folder lacks by the exact-name rule into the grid.")
+def grid_rescore(grid_dir, class_splits, derive_class_splits):
+    """Score every trained run's cross-dataset targets again with other class lists (checked
+    first), without training; runs still to come use them too."""
+    from xmic.grid.runner import rescore
+    s = rescore(grid_dir, str(class_splits) if class_splits else None, derive_class_splits,
+                echo=click.echo)
+    click.echo(f"rescored {s['rescored']} evaluation(s); {s['untrained']} run(s) not trained "
+               f"yet will use these lists" + (f"; derived {', '.join(s['derived'])}"
+                                             if s["derived"] else ""))
+    click.echo(f"see: xmic grid table {grid_dir}")
 
 
 @grid.command("run")

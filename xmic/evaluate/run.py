@@ -23,7 +23,7 @@ from xmic.cache import Cache
 from xmic.cache.fingerprint import diff, fingerprint_id
 from xmic.files.atomic import make_dirs, write_bytes_atomic, write_text_atomic
 from xmic.config import XmicError, resolve_device
-from xmic.evaluate.classes import derive_shared, read_class_splits
+from xmic.evaluate.classes import derive_shared, find_class_splits
 from xmic.evaluate.metrics import compute_metrics, ranked
 from xmic.evaluate.plots import plot_all
 from xmic.evaluate.results import (RESULTS_FILE, metric_rows, overrides_hash, results_frame,
@@ -109,7 +109,7 @@ def score_split(model, cfg, ck: dict, run: Path, cache, split: str, dev,
         raise RunMismatch(f"run {run} was built for widths {ck['dims']}, cache {cache.root} "
                           f"holds {dims}")
     bank = bank_loader(cache, split, cfg.views(), cfg.label, len(target_classes), dev,
-                       cfg.frames)
+                       cfg.frames, inputs.vocab.label_offset)
     # the target's own class names: embeddings, or (prompt methods) their prompts' token ids
     w = text_input(cfg, inputs.vocab.names, inputs.vocab.embeddings, getattr(model, "tower", None),
                    dev)
@@ -117,12 +117,22 @@ def score_split(model, cfg, ck: dict, run: Path, cache, split: str, dev,
     return scores, bank.labels.cpu().numpy(), bank, inputs.vocab
 
 
+def vocabulary_notes(vocab) -> list[str]:
+    """What a table must say about the target vocabulary: a released vocabulary's extra classes."""
+    if not vocab.label_offset:
+        return []
+    return [f"{vocab.name}: {vocab.source.get('vocabulary', 'classes before label 0')} "
+            f"({len(vocab.classes)} classes, {vocab.label_offset} never a label)"]
+
+
 def evaluate_run(run: str | Path, cache_path: str | Path, split: str,
-                 class_splits: str | Path | None = None, out: str | Path | None = None,
+                 class_splits=None, out: str | Path | None = None,
                  device: str = "auto", plots: bool = True, bank_loader=load_bank,
                  towers=None) -> dict:
     """Score a run on a cache split; writes metrics.json, predictions.parquet and plots into
-    ``out`` (default RUN/eval/DATASET-SPLIT). ``bank_loader``: ``load_bank`` or a memo of it;
+    ``out`` (default RUN/eval/DATASET-SPLIT). ``class_splits``: a folder of X-MIC's list
+    files, or several (the first holding the pair's lists is read); none: the exact-name rule.
+    ``bank_loader``: ``load_bank`` or a memo of it;
     ``towers``: how a prompt method's text tower is loaded (default: the run's recorded one)."""
     run = Path(run)
     dev = resolve_device(device)
@@ -136,9 +146,11 @@ def evaluate_run(run: str | Path, cache_path: str | Path, split: str,
     scores, labels, bank, vocab = score_split(model, cfg, ck, run, cache, split, dev, bank_loader)
     target_classes = vocab.classes
     source_classes, source = ck["classes"], ck.get("source_dataset", "unknown")
+    lists = "derived (exact names)"
     if class_splits and cache.dataset != source:
-        shared = read_class_splits(Path(class_splits), cache.dataset, source, cfg.label,
-                                   target_classes)
+        shared, folder = find_class_splits(class_splits, cache.dataset, source, cfg.label,
+                                           target_classes)
+        lists = str(folder)
     else:
         shared = derive_shared(source_classes, target_classes)
     metrics = compute_metrics(scores, labels, shared)
@@ -146,8 +158,9 @@ def evaluate_run(run: str | Path, cache_path: str | Path, split: str,
                    source_dataset=source, in_dataset=cache.dataset == source, seed=cfg.seed,
                    run=str(run.resolve()), cache=str(cache.root), vocabulary=cfg.vocab_name(),
                    selected_epoch=ck["epoch"], selected_on=ck.get("selected_on"),
-                   class_splits=str(class_splits) if class_splits else "derived (exact names)",
-                   skipped=bank.skipped, notes=sampling_notes(cache, cfg.views()))
+                   class_splits=lists,
+                   skipped=bank.skipped,
+                   notes=sampling_notes(cache, cfg.views()) + vocabulary_notes(vocab))
     root = run if run in out.parents else out  # inside the run: no link planted on the way
     write_evaluation(out, root, metrics, scores, labels, bank.segment_ids, vocab, shared,
                      f"{cfg.method} ({source} → {cache.dataset} {split}, {cfg.label})" if plots

@@ -3,7 +3,8 @@
 Input: a planned cache (its ``extract_plan.json`` holds each label's class list) and an
 ``ExtractConfig`` (model, weights, the X-MIC and zero-shot prompts). Output: per label the
 vocabularies ``LABEL`` (bare class names) and ``LABEL.photo`` ("a photo of a {}"), each class
-named by its dataset's released rule; a vocabulary in which two classes share a prompt is refused
+named by its dataset's released rule (``released``: as X-MIC's code builds the vocabulary, e.g.
+EGTEA's ``[''] + names``, an empty-prompt class before label 0, recorded in the vocabulary); a vocabulary in which two classes share a prompt is refused
 before anything is encoded. ``image_model_settings`` reads the model and weights that made the
 cache's image views (their shard markers), the defaults of ``xmic extract text``; class names
 encoded by a model that made none of the views are refused before anything is written.
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from xmic.cache import Cache
 from xmic.cache import fingerprint as F
-from xmic.cache.datasets import prompt_names
+from xmic.cache.datasets import dataset, prompt_names
 from xmic.cache.paths import PLAN_FILE
 from xmic.cache.vocab import add_vocab, check_prompts
 from xmic.config import XmicError
@@ -64,13 +65,20 @@ def check_text_model(cache, identity: dict) -> None:
                     "without --model/--weights to use the views' own model and weights")
 
 
-def extract_text(cache_dir: Path, cfg: ExtractConfig, labels=("noun", "verb"), encoder=None) -> dict:
+def extract_text(cache_dir: Path, cfg: ExtractConfig, labels=("noun", "verb"), encoder=None,
+                 released: bool = False) -> dict:
     """Vocabulary name -> class count of every vocabulary written, and ``warnings``: the
-    encoder's (random weights, precision) for the caller to show."""
+    encoder's (random weights, precision) for the caller to show. ``released``: the dataset's
+    released vocabulary (its extra classes before label 0), refused where it has none."""
     from xmic.towers.encoders import load_encoder
     from xmic.towers.text_tower import tower_source
     cache = Cache.open(cache_dir)
     meta = read_json(cache.root / PLAN_FILE, "extraction plan (run `xmic extract plan` first)")
+    prefix = list(dataset(cache.dataset).released_prefix) if released else []
+    if released and not prefix:
+        raise PlanError(f"{cache.root}: X-MIC's released {cache.dataset} vocabulary is its class "
+                        "list as it is; only EGTEA's adds a class (an empty prompt before label "
+                        "0): drop --released-vocabulary")
     enc = encoder or load_encoder(cfg.model, cfg.weights, cfg.device, cfg.precision, cfg.seed)
     check_text_model(cache, enc.identity)
     out = {}
@@ -78,14 +86,19 @@ def extract_text(cache_dir: Path, cfg: ExtractConfig, labels=("noun", "verb"), e
         classes = meta["classes"].get(label)
         if not classes:
             raise PlanError(f"{cache.root}: no {label} classes in the extraction plan")
+        classes = prefix + list(classes)
         names = prompt_names(cache.dataset, classes)  # the dataset's released naming rule
+        kind = ({"vocabulary": f"X-MIC's released vocabulary: {prefix!r} + {len(classes) - len(prefix)}"
+                 " names (classes before label 0 that are never a label but can win the argmax)"}
+                if prefix else {})
         for name, template in ((label, cfg.prompt), (f"{label}.photo", cfg.zeroshot_prompt)):
             check_prompts(name, classes, names, template)  # before encoding anything
             emb = class_text(enc, names, template)  # [C, D]
             add_vocab(cache, name, classes, emb, template,
                       F.vocab_fingerprint(enc.identity, enc.precision, template), replace=True,
                       source={"classes": "extract_plan.json",
-                              "names": f"{cache.dataset} naming rule",
-                              **tower_source(cfg.model, cfg.weights)}, names=names)
+                              "names": f"{cache.dataset} naming rule", **kind,
+                              **tower_source(cfg.model, cfg.weights)}, names=names,
+                      label_offset=len(prefix))
             out[name] = len(classes)
     return {"vocabularies": out, "warnings": list(enc.warnings)}

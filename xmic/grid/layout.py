@@ -8,6 +8,7 @@ Input: a grid folder. Output: the names below (a run's own files are ``train.run
     GRID/runs/ID/running.json         the claim of the runner training it (heartbeat: its mtime)
     GRID/runs/ID/finished.json        written when every target is scored
     GRID/runs/ID/failed.json          the last failure's reason
+    GRID/class-splits/                lists the grid derived (--derive-class-splits), derived.json
     GRID/results.parquet              every score, one row per (run, target, metric)
     GRID/table.{md,csv,tex}, .png     the tables and the figure of `xmic grid table`
     GRID/slurm/logs/, submissions.jsonl   job arrays (local or Slurm executors)
@@ -22,4 +23,6 @@ FINISHED = "finished.json"
 FAILED = "failed.json"
 TABLE = "table"
 SLURM_LOGS = "slurm/logs"
+DERIVED_LISTS = "class-splits"
+DERIVED_RECORD = "derived.json"
 SUBMISSIONS = "slurm/submissions.jsonl"

@@ -18,8 +18,10 @@ import yaml
 from xmic.cache import Cache
 from xmic.files.atomic import write_json_atomic, write_text_atomic
 from xmic.cache.fingerprint import fingerprint_id
+from xmic.evaluate.classes import DERIVED_RULE
 from xmic.files.names import BadName, check_name, read_json
 from xmic.config import ConfigError, XmicError, config_to_dict, from_dict, load_config
+from xmic.grid.class_lists import ListError, check_lists, write_derived
 from xmic.grid.extend import merge_plans
 from xmic.grid.layout import GRID_FILE, RECIPE_YAML, RUNS
 from xmic.grid.recipe import OTHER_VIEWS, Recipe
@@ -142,10 +144,13 @@ def _load_tower_on_cpu(fingerprint: dict, source) -> None:
     load_text_tower(fingerprint, source, "cpu")
 
 
-def plan_grid(grid_dir: Path, recipe: Recipe, extend: bool = False) -> dict:
+def plan_grid(grid_dir: Path, recipe: Recipe, extend: bool = False,
+              derive_lists: bool = False) -> dict:
     """Write (or find identical) ``GRID/grid.json``; returns it. Optional rows that cannot run
     are listed under ``skipped`` with the reason. ``extend``: a planned grid grows by the
-    recipe's new runs and targets (``xmic.grid.extend``); the result says what was added."""
+    recipe's new runs and targets (``xmic.grid.extend``); the result says what was added.
+    Every class list a cross-dataset evaluation needs is read first (``xmic.grid.class_lists``);
+    ``derive_lists`` writes the missing ones by the exact-name rule into the grid folder."""
     grid_dir = Path(grid_dir)
     if (grid_dir / "cache.json").exists():
         raise GridError(f"{grid_dir} is a cache folder; plan the grid into a folder of its own")
@@ -156,7 +161,13 @@ def plan_grid(grid_dir: Path, recipe: Recipe, extend: bool = False) -> dict:
             raise GridError(f"{grid_dir} exists and holds {len(other)} other file(s) "
                             f"({', '.join(sorted(other)[:3])}); plan the grid into a new folder")
     runs, skipped = expand(recipe)
-    body = {"recipe": recipe.as_dict(), "runs": runs, **({"skipped": skipped} if skipped else {})}
+    try:
+        derived = check_lists(runs, recipe.class_splits, derive_lists)
+    except ListError as e:
+        raise GridError(str(e)) from None
+    lists = {"class_lists": {"rule": DERIVED_RULE, "files": sorted(derived)}} if derived else {}
+    body = {"recipe": recipe.as_dict(), "runs": runs, **({"skipped": skipped} if skipped else {}),
+            **lists}
     digest = _digest(body)
     grid = {"format": "xmic-grid", "version": 1, "sha256": digest, **body}
     path = grid_dir / GRID_FILE
@@ -169,7 +180,9 @@ def plan_grid(grid_dir: Path, recipe: Recipe, extend: bool = False) -> dict:
                             f"{len(old['runs'])} runs); plan into a new folder, or add this "
                             "recipe's runs to it with --extend")
         body, added = merge_plans(old, body["recipe"], runs, skipped)
+        body.update(lists or ({"class_lists": old["class_lists"]} if "class_lists" in old else {}))
         check_unique_ids(body["runs"])
+        write_derived(grid_dir, derived)
         grid = {"format": "xmic-grid", "version": 1, "sha256": _digest(body), **body,
                 "extended": added}
         write_text_atomic(grid_dir / RECIPE_YAML, yaml.safe_dump(
@@ -182,8 +195,19 @@ def plan_grid(grid_dir: Path, recipe: Recipe, extend: bool = False) -> dict:
     write_text_atomic(grid_dir / RECIPE_YAML,
                       yaml.safe_dump({k: v for k, v in recipe.as_dict().items() if k != "order"},
                                      sort_keys=False), grid_dir)  # YAML keeps the order itself
+    write_derived(grid_dir, derived)
     write_json_atomic(path, grid, grid_dir)
     return grid
+
+
+def rewrite_grid(grid_dir: Path, grid: dict) -> dict:
+    """Write a changed plan (its recipe's class lists: ``grid rescore``) with its new digest."""
+    body = {k: grid[k] for k in ("recipe", "runs", "skipped", "class_lists") if k in grid}
+    out = {"format": "xmic-grid", "version": 1, "sha256": _digest(body), **body}
+    write_text_atomic(Path(grid_dir) / RECIPE_YAML, yaml.safe_dump(
+        {k: v for k, v in body["recipe"].items() if k != "order"}, sort_keys=False), grid_dir)
+    write_json_atomic(Path(grid_dir) / GRID_FILE, out, grid_dir)
+    return out
 
 
 def same_without_order(old: dict, body: dict) -> bool:
@@ -199,7 +223,7 @@ def load_grid(grid_dir: Path) -> dict:
     grid = read_json(path, "grid plan")
     if not isinstance(grid, dict) or grid.get("format") != "xmic-grid" or grid.get("version") != 1:
         raise GridError(f"{path}: not an xmic grid plan (version 1)")
-    body = {k: grid[k] for k in ("recipe", "runs", "skipped") if k in grid}
+    body = {k: grid[k] for k in ("recipe", "runs", "skipped", "class_lists") if k in grid}
     if "recipe" not in body or "runs" not in body or grid.get("sha256") != _digest(body):
         raise GridError(f"{path}: its content does not match its recorded sha256 (the plan was "
                         "edited by hand or damaged); plan the grid again into a new folder")

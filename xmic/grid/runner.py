@@ -27,8 +27,9 @@ from xmic.cache.claims import job_id_from_env
 from xmic.cache.writer import disk_full
 from xmic.config import XmicError
 from xmic.evaluate.run import evaluate_run
+from xmic.grid.class_lists import ListError, check_lists, cross_pairs, list_folders, write_derived
 from xmic.grid.layout import FAILED, FINISHED, RUNNING, SLURM_LOGS, SUBMISSIONS
-from xmic.grid.plan import GridError, load_grid, run_config
+from xmic.grid.plan import GridError, load_grid, rewrite_grid, run_config
 from xmic.grid.state import (HEARTBEAT_S, claim_alive, eval_dir,
                              read_claim, read_metrics, run_state)
 from xmic.train.checkpoint import load_checkpoint
@@ -51,13 +52,14 @@ class BankMemo:
         self._banks: dict = {}
         self.seconds, self.hits = 0.0, 0
 
-    def __call__(self, cache: Cache, split, views, label, classes, device, frames=16):
-        key = (str(cache.root), split, tuple(views), label, classes, str(device), frames)
+    def __call__(self, cache: Cache, split, views, label, classes, device, frames=16, offset=0):
+        key = (str(cache.root), split, tuple(views), label, classes, str(device), frames, offset)
         if key in self._banks:
             self.hits += 1
         else:
             t = time.time()
-            self._banks[key] = load_bank(cache, split, views, label, classes, device, frames)
+            self._banks[key] = load_bank(cache, split, views, label, classes, device, frames,
+                                         offset)
             self.seconds += time.time() - t
         return self._banks[key]
 
@@ -194,6 +196,41 @@ def _show(echo, rid: str, line: str = "", *_, **__) -> None:
         echo(f"run {rid}: {line}")
 
 
+def rescore(grid_dir: Path, class_splits: str | None, derive: bool = False, echo=print) -> dict:
+    """Score every trained run's cross-dataset targets again with other class lists (checked
+    first, as at plan), without training; the plan records the new lists, so runs still to
+    come use them too. Returns how many evaluations were redone."""
+    from xmic.evaluate.classes import DERIVED_RULE
+    grid_dir = Path(grid_dir)
+    grid = load_grid(grid_dir)
+    try:
+        derived = check_lists(grid["runs"], class_splits, derive)
+    except ListError as e:
+        raise GridError(str(e)) from None
+    grid["recipe"]["class_splits"] = str(Path(class_splits).resolve()) if class_splits else None
+    grid.pop("class_lists", None)
+    if derived:
+        grid["class_lists"] = {"rule": DERIVED_RULE, "files": sorted(derived)}
+    write_derived(grid_dir, derived)
+    grid = rewrite_grid(grid_dir, grid)
+    folders, done, left = list_folders(grid_dir, grid), 0, 0
+    pairs = cross_pairs(grid["runs"])
+    for r in grid["runs"]:
+        d = grid_dir / r["dir"]
+        targets = [t for t in r["targets"] if (t["dataset"], r["source"], r["label"]) in pairs]
+        if not targets:
+            continue
+        cfg = run_config(grid_dir, r)
+        if not ((d / FINISHED).exists() or _trained(d, cfg)):  # zero-shot: finished, untrained
+            left += 1
+            continue
+        for t in targets:
+            evaluate_run(d, t["cache"], t["split"], folders, eval_dir(d, t), device=cfg.device)
+            done += 1
+        echo(f"run {r['id']}: rescored on {', '.join(t['dataset'] for t in targets)}")
+    return {"rescored": done, "untrained": left, "derived": sorted(derived)}
+
+
 def run_ids(grid: dict, ids) -> list[dict]:
     by_id = {r["id"]: r for r in grid["runs"]}
     unknown = [i for i in ids if i not in by_id]
@@ -206,7 +243,7 @@ def grid_task(grid_dir: str, ids: list[str]) -> dict:
     """One array task (local or Slurm): its runs in turn. Raises when one failed, so the job's
     state says so; every run's own state is in the grid folder."""
     grid = load_grid(grid_dir)
-    cs = grid["recipe"].get("class_splits")
+    cs = list_folders(grid_dir, grid)
     memo, towers = BankMemo(), _memo()  # the runs of one task share their loads
     states = {r["id"]: run_one(Path(grid_dir), r, cs, memo, echo=lambda m: print(m, flush=True),
                                towers=towers) for r in run_ids(grid, ids)}
@@ -222,7 +259,7 @@ def run_inprocess(grid_dir: Path, echo=print, stack_seeds: bool = False) -> dict
     one stacked model (``xmic.grid.stacking``), then every run is scored as usual."""
     grid = load_grid(grid_dir)
     memo = BankMemo()
-    cs = grid["recipe"].get("class_splits")
+    cs = list_folders(grid_dir, grid)
     towers = _memo()
     stacked = []
     if stack_seeds:

@@ -19,6 +19,7 @@ import csv
 import io
 
 from xmic.evaluate.metrics import harmonic_mean
+from xmic.config import XmicError
 
 METRIC_CHOICES = {"top-1": "top1", "class-mean": "class_mean", "shared": "shared",
                   "novel": "novel", "HM": "hm"}
@@ -157,6 +158,39 @@ def format_latex(label: str, what: str, cols, body) -> str:
     return "\n".join(out)
 
 
+def lists_note(grid: dict) -> str:
+    """Where the shared/novel class lists came from: the recipe's folder, lists the grid
+    derived (named, with their rule), or the exact-name rule applied at evaluation."""
+    folder = grid["recipe"].get("class_splits")
+    derived = grid.get("class_lists")
+    out = f"Class lists: {folder}.\n" if folder else ""
+    if derived:
+        out += (f"Derived class lists ({derived['rule']}): {', '.join(derived['files'])}.\n")
+    if not folder and not derived:
+        out += "Class lists: derived at evaluation by the exact-name rule.\n"
+    return out
+
+
+def vocabulary_note(grid: dict) -> str:
+    """Targets scored with a released vocabulary that adds classes (EGTEA's empty class)."""
+    from xmic.cache import Cache
+    from xmic.cache.vocab import load_vocab
+    out = {}
+    for r in grid["runs"]:
+        for t in r["targets"]:
+            key = (t["dataset"], r["label"])
+            if key in out:
+                continue
+            try:
+                v = load_vocab(Cache.open(t["cache"]), r["label"])
+            except XmicError:
+                out[key] = ""
+                continue
+            out[key] = (f"{t['dataset']} {r['label']}: {v.source.get('vocabulary')}.\n"
+                        if v.label_offset else "")
+    return "".join(out.values())
+
+
 def grid_tables(df, missing: int, grid: dict, fmt: str = "md", metric: str = "top1",
                 criterion: str = "exact") -> str:
     """Every label's table of the grid in ``fmt`` (md | csv | latex)."""
@@ -173,6 +207,9 @@ def grid_tables(df, missing: int, grid: dict, fmt: str = "md", metric: str = "to
         cols, body = paper_table(df, label, metric, criterion, planned, sources, targets)
         tables.append((label, what, cols, body))
     note = (f"{missing} planned score(s) missing: the grid is not finished.\n" if missing else "")
+    if metric in NEEDS_CRITERION:
+        note += lists_note(grid)
+    note += vocabulary_note(grid)
     if fmt == "csv":
         return format_csv(tables)
     if fmt == "latex":

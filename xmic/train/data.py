@@ -51,15 +51,18 @@ class FeatureBank:
 
 
 def load_bank(cache: Cache, split: str, views: list[str], label: str, classes: int,
-              device: torch.device | str = "cpu", frames: int = 16) -> FeatureBank:
+              device: torch.device | str = "cpu", frames: int = 16, offset: int = 0) -> FeatureBank:
     """Load ``views`` of ``split`` to ``device`` with the layout of ``frames`` bins per segment;
-    refuse empty splits, bad labels, NaN, and caches that lack the released loader's frames."""
+    labels index a vocabulary of ``classes`` whose first ``offset`` classes are never labels (the
+    released EGTEA vocabulary's empty class). Refuse empty splits, bad labels, NaN, and caches
+    that lack the released loader's frames."""
     data = load_split(cache, views, split)
     if not data.segment_ids:
         raise CacheError(f"{cache.root}: split {split!r} has no usable segment in views {views} "
                          f"(skipped: {data.skipped})")
-    labels = np.asarray(data.segments[f"{label}_id"].to_numpy(zero_copy_only=False), dtype=np.int64)
-    bad = np.flatnonzero((labels < 0) | (labels >= classes))
+    labels = np.asarray(data.segments[f"{label}_id"].to_numpy(zero_copy_only=False),
+                        dtype=np.int64) + offset
+    bad = np.flatnonzero((labels < offset) | (labels >= classes))
     if len(bad):
         ids = [data.segment_ids[i] for i in bad[:5]]
         raise CacheError(f"{cache.root}: split {split}: {len(bad)} segment(s) have {label} ids "

@@ -125,7 +125,7 @@ class RunData:
 def load_run_data(cache, cfg: TrainConfig, inputs, device, bank_loader, towers) -> RunData:
     views = cfg.views()
     full = bank_loader(cache, cfg.split, views, cfg.label, len(inputs.vocab.classes), device,
-                       cfg.frames)
+                       cfg.frames, inputs.vocab.label_offset)
     tr_idx, ho_idx = heldout_split(full.video_ids, cfg.heldout_fraction)
     tower = load_tower(cfg, inputs.vocab.fingerprint, inputs.vocab.source, device, towers)
     w = text_input(cfg, inputs.vocab.names, inputs.vocab.embeddings, tower, device)  # [C, D|L]
@@ -327,8 +327,8 @@ def warmup_only(cfg: TrainConfig) -> str:
 
 def select_epoch(row: dict, best: dict | None, epoch: int) -> tuple[dict | None, bool, str]:
     """Model selection: the higher selection top-1 (held-out, or the target's with the released
-    behaviour); a tie goes to the lower loss on that set, then to the later epoch; without a
-    selection set the last epoch. Returns (best, selected, why)."""
+    behaviour, whose ties keep the earlier epoch: Dassl's ``is_best = curr > best``); a held-out
+    tie goes to the lower loss, then to the later epoch. Returns (best, selected, why)."""
     if "target_top1" in row:
         score, loss, on = row["target_top1"], row["target_loss"], "target"
     elif "heldout_top1" in row:
@@ -342,6 +342,9 @@ def select_epoch(row: dict, best: dict | None, epoch: int) -> tuple[dict | None,
         return new, True, f"first epoch scored ({on} top-1 {score:.2f})"
     old_loss = best.get("loss")
     old_loss = math.inf if old_loss is None else old_loss
+    if score == best["score"] and on == "target":  # the released rule: strictly better only
+        return best, False, (f"{on} top-1 ties epoch {best['epoch']} ({score:.2f}): the released "
+                             "trainer keeps the earlier epoch")
     if score != best["score"]:
         if score > best["score"]:
             return new, True, f"{on} top-1 {score:.2f} > {best['score']:.2f} (epoch {best['epoch']})"
@@ -393,5 +396,5 @@ def _target_bank(cfg: TrainConfig, inputs, views: list[str], device, tower):
         raise ConfigError(f"method {cfg.method} scores only its training classes; it cannot "
                         "select on a target with another vocabulary")
     return (load_bank(tcache, tsplit, views, cfg.label, len(tin.vocab.classes), device,
-                      cfg.frames),
+                      cfg.frames, tin.vocab.label_offset),
             text_input(cfg, tin.vocab.names, tin.vocab.embeddings, tower, device))

@@ -37,6 +37,8 @@ class Dataset:
     window: str               # frame-sampling rule (xmic.cache.sampling.RULES)
     names: Callable           # raw class name -> prompt text (xmic.cache.datasets.names)
     split_tag: str | None     # name in X-MIC's class-split files ({target}_{source}_...)
+    lists_released: bool = False  # X-MIC released shared/novel lists with it as a target
+    released_prefix: tuple = ()  # classes X-MIC's released vocabulary puts before label 0
     importable: bool = False  # `xmic cache import` reads the released code's feature pickles
     participant: bool = False  # ids carry a participant folder (EPIC: P01_01 -> P01)
     parent: Callable | None = None  # a clip id -> its parent video's folder ({parent} in layouts)
@@ -51,15 +53,15 @@ DATASETS: dict[str, Dataset] = {d.name: d for d in (
             archives=("{participant}/rgb_frames/{video}.tar",),
             videos=("{participant}/videos/{video}.MP4", "{participant}/videos/{video}.mp4"),
             video_first_frame=1, trimmed=False, window="epic", names=epic_name, split_tag="epic",
-            importable=True, participant=True, title="EPIC"),
+            lists_released=True, importable=True, participant=True, title="EPIC"),
     Dataset("ego4d", lambda a, s, r, **kw: read_ego4d(a, s, kw.get("taxonomy")), ("taxonomy",),
             frames=(), archives=(), videos=("{video}.mp4",), video_first_frame=0,
-            trimmed=False, window="ego4d", names=ego4d_name, split_tag="ego", importable=True,
+            trimmed=False, window="ego4d", names=ego4d_name, split_tag="ego", lists_released=True, importable=True,
             title="Ego4D"),
     Dataset("egtea", lambda a, s, r, **kw: read_egtea(a, s), (), frames=(), archives=(),
             videos=("{video}.mp4", "{parent}/{video}.mp4"), video_first_frame=0, trimmed=True,
             window="epic", names=egtea_name, split_tag="egtea", title="EGTEA",
-            parent=egtea_video),
+            parent=egtea_video, released_prefix=("",)),  # get_lab2cname: [''] + names
     Dataset("csv", lambda a, s, r, **kw: read_generic(a, s, r), (), frames=("{video}",),
             archives=(), videos=("{video}",), video_first_frame=0, trimmed=False, window="epic",
             names=normalize_name, split_tag=None, title="CSV"),
