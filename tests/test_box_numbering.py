@@ -105,3 +105,28 @@ def test_low_usable_coverage_is_refused_unless_allowed(tmp_path):
     assert Cache.open(tmp_path / "c").view("hand_crop")["fingerprint"]["crop"]["hand_score"] == 0.99
     cp = run_xmic("extract", "plan", tmp_path / "d", *common, "--set", "model=x", check=False)
     assert cp.returncode == 2 and "plan takes only hand_score" in cp.stderr
+
+
+def test_contact_sheets_show_the_crops_and_the_fallbacks_without_touching_the_cache(tmp_path):
+    from PIL import Image
+    from xmic.extract.contact_sheet import contact_sheet
+    w = make_egtea(tmp_path / "w", numbering="clip", layout="shipped")
+    extract(w, tmp_path / "c")
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "c").rglob("*")}
+    clip = EGTEA_CLIPS[0][0]
+    start = int(clip.rsplit("-F", 2)[1])
+    png, s = contact_sheet(tmp_path / "c", clip, shown=40)
+    assert s["frames_shown"] == frames_to_store("epic", start, start + 39)  # every stored frame
+    fell = [f for f in s["frames_shown"] if egtea_handless(f - start)]
+    assert s["fell_back_shown"] == fell and s["fallbacks_recorded"] == fell
+    assert s["frame_keys"] == "clip" and s["thresholds"]["hand_score"] == 0.8
+    with Image.open(__import__("io").BytesIO(png)) as im:
+        assert im.width > 800 and im.height > 400
+    cp = run_xmic("cache", "show", tmp_path / "c", "--fallbacks", "2", "--out", tmp_path / "sheets")
+    assert len(list((tmp_path / "sheets").glob("*.png"))) == 2, cp.stdout
+    assert "shown fell back" in cp.stdout and "recorded" in cp.stdout
+    cp = run_xmic("cache", "show", tmp_path / "c", clip, "--out", tmp_path / "c" / "x", check=False)
+    assert cp.returncode == 2 and "inside the cache" in cp.stderr
+    cp = run_xmic("cache", "show", tmp_path / "c", "nope", "--out", tmp_path / "s2", check=False)
+    assert cp.returncode == 2 and "no segment 'nope' in the plan" in cp.stderr
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "c").rglob("*")} == before

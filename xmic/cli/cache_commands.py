@@ -1,4 +1,4 @@
-"""``xmic cache``: info, verify, convert, import, import-text."""
+"""``xmic cache``: info, verify, show, convert, import, import-text."""
 from __future__ import annotations
 
 import json
@@ -41,6 +41,42 @@ def cache_verify(cache_dir, deep, partial):
         click.echo(f"{len(problems)} problem(s) in {cache_dir}", err=True)
         sys.exit(1)
     click.echo(f"ok: {cache_dir} verified{' (deep)' if deep else ''}")
+
+
+@cache.command("show")
+@click.argument("cache_dir", type=click.Path(path_type=Path))
+@click.argument("segment_ids", nargs=-1)
+@click.option("--fallbacks", type=int, default=0,
+              help="Show the N segments whose hand crops fell back to the full frame most.")
+@click.option("--view", help="The hand-crop view (default: hand_crop, or the one crop view).")
+@click.option("--frames", "shown", type=int, default=16, show_default=True,
+              help="Stored frames shown per segment, evenly spaced.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("contact-sheets"),
+              show_default=True, help="Folder for the PNGs (SEGMENT.png), outside the cache.")
+def cache_show(cache_dir, segment_ids, fallbacks, view, shown, out):
+    """Contact sheets of segments: their stored frames with the hand box drawn, the crop beside
+    each, frame numbers, the box source, and which crops fell back to the full frame."""
+    import re
+    from xmic.extract.contact_sheet import contact_sheet, fallback_segments
+    root = Path(cache_dir).resolve()
+    if out.resolve() == root or root in out.resolve().parents:
+        raise UsageError(f"--out {out} lies inside the cache; give a folder outside it")
+    ids = list(segment_ids) + fallback_segments(cache_dir, view, fallbacks) * (fallbacks > 0)
+    if not ids:
+        raise UsageError("name a SEGMENT_ID, or give --fallbacks N to pick segments whose crops "
+                         "fell back" + (" (none did)" if fallbacks else ""))
+    if shown < 1:
+        raise UsageError("--frames must be at least 1")
+    out.mkdir(parents=True, exist_ok=True)
+    for sid in dict.fromkeys(ids):
+        png, s = contact_sheet(cache_dir, sid, view, shown)
+        path = out / (re.sub(r"[^A-Za-z0-9._-]", "_", sid).lstrip(".") + ".png")
+        path.write_bytes(png)
+        rec = s["fallbacks_recorded"]
+        click.echo(f"{path}: {sid}, {len(s['frames_shown'])} of {s['frames_stored']} frames, "
+                   f"{len(s['fell_back_shown'])} shown fell back"
+                   + (f" ({len(rec)} of {s['frames_stored']} recorded)" if rec is not None else "")
+                   + f"; boxes {s['boxes_format']} {s['boxes']}")
 
 
 @cache.command("convert")
