@@ -3,7 +3,8 @@
 EPIC-100 train and validation annotations with frames packed as EPIC ships them (one tar per
 video) and EPIC-100 detection pickles; Ego4D FHO train and val annotations, mp4 clips and the
 100DOH detector's pickles; EGTEA Gaze+ test split 1 (official text files), trimmed clips in
-EGTEA's own layout and 100DOH pickles numbered from 0 over each clip; X-MIC's class-split lists. Returns the mapping from the README's paths to them.
+EGTEA's own layout and 100DOH pickles numbered from 0 over each clip; X-MIC's class-split
+lists (none for EGTEA, as released). Returns the mapping from the README's paths to them.
 """
 from __future__ import annotations
 
@@ -56,7 +57,16 @@ def make_data(root: Path) -> dict:
     (root / "test_split1.txt").write_text("\n".join(lines) + "\n")
     (root / "verb_idx.txt").write_text("Take 1\nPut 2\n")
     (root / "noun_idx.txt").write_text("knife 1\ncutting board 2\n")
-    (anno / "xmic").mkdir()
+    xmic = anno / "xmic"  # X-MIC's lists, as released: EPIC and Ego4D targets only
+    xmic.mkdir()
+    for name, lines in {"epic_ego_common_exact_noun": ["chopping_board", "knife"],
+                        "epic_ego_non_common_exact_noun": ["dust_pan"],
+                        "ego_epic_common_exact_noun": ["chopping_board", "knife"],
+                        "ego_epic_non_common_exact_noun": ["door"],
+                        "epic_ego_common_exact_verb": ["take"], "epic_ego_non_common_exact_verb": ["put"],
+                        "ego_epic_common_exact_verb": ["take_(pick)"],
+                        "ego_epic_non_common_exact_verb": ["wash"]}.items():
+        (xmic / f"{name}.txt").write_text("\n".join(lines) + "\n")
     return {"/data/EPIC-KITCHENS": e["root"], "/data/epic-hand-objects": e["boxes"],
             "/data/ego4d/clips": g["root"], "/data/ego4d/hand-objects": root / "ego4d" / "hand-objects",
             "/data/egtea/cropped_clips": eg / "clips", "/data/egtea/hand-objects": eg / "hand-objects"}

@@ -112,9 +112,11 @@ def test_training_evaluation_prediction_blocks_run_verbatim(demo_out, tmp_path):
 
 
 def test_from_data_to_table1_block_runs_on_a_generated_world(tmp_path, monkeypatch):
-    """The README's path from /data to Table 1, verbatim on generated data: the reader's paths
-    mapped to it, the tiny model and an offline hub cache standing in for ViT-B/16 and OpenAI's
-    weights, the CPU for the GPU; `grid run` and `grid table` are the grid tests' (72 runs)."""
+    """The README's path from /data to Table 1, verbatim on generated data and end to end (tars,
+    EGTEA's shipped layout and clip-numbered pickles, the plan's coverage lines, the grid with
+    X-MIC's lists and EGTEA's derived ones, its table): the reader's paths mapped to it, the tiny
+    model and an offline hub cache standing in for ViT-B/16 and OpenAI's weights, the CPU for
+    the GPU, the grid in-process for Slurm, one seed of 2 epochs for three of 15."""
     from data_world import make_data
     from helpers import make_hub, run_xmic
     from xmic.towers.encoders import TINY_CONFIG
@@ -122,15 +124,17 @@ def test_from_data_to_table1_block_runs_on_a_generated_world(tmp_path, monkeypat
     mapped = {k: str(v) for k, v in make_data(tmp_path).items()}
     mapped.update({"ViT-B-16-quickgelu": str(TINY_CONFIG), "openai": "hf-hub:xmic-test/tiny",
                    "~/weights/vit-b-16-openai.safetensors": str(tmp_path / "w.safetensors"),
-                   "cuda": "cpu", "8": "0"})
-    lines = [ln for ln in readme_commands("Extraction") if not ln.startswith(("xmic grid run",
-                                                                              "xmic grid table"))]
-    lines = lines[:lines.index(next(ln for ln in lines if ln.startswith("xmic grid plan"))) + 1]
-    assert len(lines) >= 13 and lines[0].startswith("xmic extract fetch-weights")
+                   "cuda": "cpu", "8": "0", "0,1,2": "0", "slurm": "inprocess",
+                   "partition=gpu": "timeout_min=5"})
+    lines = readme_commands("Extraction")
+    lines = lines[:lines.index(next(ln for ln in lines if ln.startswith("xmic grid table"))) + 1]
+    assert len(lines) >= 15 and lines[0].startswith("xmic extract fetch-weights")
     outs = []
     for line in lines:
         args = [mapped.get(a, a) for a in shlex.split(line)[1:]]
         assert args[:2] != ["extract", "run"] or "--model" in args, line
+        if args[:2] == ["grid", "plan"]:
+            args += ["--set", "epochs=2"]
         cp = run_xmic(*args, cwd=tmp_path, check=False)
         assert cp.returncode == 0, f"README: `{line}` failed:\n{cp.stdout[-2000:]}\n{cp.stderr[-2000:]}"
         outs.append(cp.stdout)
@@ -141,4 +145,11 @@ def test_from_data_to_table1_block_runs_on_a_generated_world(tmp_path, monkeypat
     runs = [o for o in outs if "hand-crop frames" in o]
     assert len(runs) == 3 and all("frames (0.0%) fell back" in o for o in runs), runs
     assert "hand boxes (100doh)" in plans[-1] and "hand boxes (epic-100)" in plans[0]
-    assert "recipe paper-egtea, 72 runs, 192 evaluations" in outs[-1], outs[-1]
+    grid_plan = next(o for o in outs if "recipe paper-egtea" in o)
+    assert "recipe paper-egtea, 24 runs, 64 evaluations" in grid_plan, grid_plan
+    derived = grid_plan.split("derived class lists (")[1].split("\n")[0]
+    assert "egtea_epic_common_exact_noun.txt" in derived and "ego_epic" not in derived, derived
+    assert "24 done, 0 running, 0 failed, 0 pending" in outs[-2], outs[-2]
+    table = outs[-1]
+    assert "| method | EPIC→EPIC | EPIC→Ego4D | EPIC→EGTEA |" in table and "| xmic |" in table
+    assert "–" not in table.split("| linear |")[0], table  # every open-vocabulary score exists

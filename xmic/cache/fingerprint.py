@@ -35,13 +35,16 @@ def clip_preprocess(size: int = 224, interpolation: str = "bicubic",
 # 2: hands score > hand_score, paired in every state but NO_CONTACT (EPIC-100 hand-object library);
 # 1 (before): hands score >= hand_score, paired only in PORTABLE/STATIONARY_OBJECT states.
 CROP_RULE_VERSION = 2
+# crop-rule keys each dataset's cache sets for itself: a run trained on one dataset's crops
+# scores another's made with other values (the feature space is the same)
+PER_DATASET_CROP = ("boxes", "hand_score", "object_score", "min_box_px", "frame_keys")
 
 
 def hand_crop_rule(hand_score: float = 0.8, object_score: float = 0.01, min_box_px: float = 1.0,
                    boxes: str | None = None, frame_keys: str | None = None) -> dict:
     """The crop rule of a hand-crop view; ``boxes`` names the box source's kind (EPIC-100 or
-    100DOH detections, a box table, an X-MIC box pickle) when it is known; ``frame_keys`` how
-    trimmed clips' pickles number frames (``video``, ``clip`` or both: ``clip+video``)."""
+    100DOH detections, a box table, an X-MIC box pickle) when it is known; ``frame_keys``, where trimmed
+    clips' pickles count from 0, how they number frames (``clip``, or ``clip+video``)."""
     out = {"rule": "union(hands>hand_score, objects>=object_score of hands in contact); "
                     "full frame if none",
             "version": CROP_RULE_VERSION, "hand_score": float(hand_score),

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import torch
 
 from xmic.cache import Cache
-from xmic.cache.fingerprint import diff, fingerprint_id
+from xmic.cache.fingerprint import PER_DATASET_CROP, diff, fingerprint_id
 from xmic.files.atomic import make_dirs, write_bytes_atomic, write_text_atomic
 from xmic.config import XmicError, resolve_device
 from xmic.evaluate.classes import derive_shared, find_class_splits
@@ -36,7 +36,6 @@ from xmic.train.inference import load_run, predict_logits
 FEATURE_KEYS = ("model", "precision", "preprocess", "crop")  # sampling may differ per dataset
 # the box source and its thresholds are the dataset's (EPIC-100's detections at 0.8, the 100DOH
 # detector's on Ego4D at 0.5, as released): the crop's rule and version must match, not those
-PER_DATASET_CROP = ("boxes", "hand_score", "object_score", "min_box_px")
 
 
 def feature_identity(fp: dict) -> dict:

@@ -111,7 +111,8 @@ def plan(cache_dir: Path, kind: str, annotations: Path, root: Path, split: str,
     if source is not None:
         first = next((v for v in dict.fromkeys(cols["video_id"]) if v not in cov.problems()), None)
         box_kind = source.describe(first)
-    frame_keys = "+".join(sorted(cov.numbering)) or None
+    # recorded where a clip's pickle counts from 0: the annotations' numbering is the default
+    frame_keys = "+".join(sorted(cov.numbering)) if "clip" in cov.numbering else None
     with discard_if_new(cache_dir):
         cache = Cache.open_or_create(cache_dir, kind, cache_config)
         path = cache.root / PLAN_FILE
