@@ -95,6 +95,10 @@ def test_low_usable_coverage_is_refused_unless_allowed(tmp_path):
     assert cp.returncode == 2 and "only 0.0% of the" in cp.stderr, cp.stderr
     assert "hand_score=0.99 (the floor is 50%)" in cp.stderr and "--allow-low-coverage" in cp.stderr
     assert not (tmp_path / "c").exists()
+    cp = run_xmic("extract", "plan", tmp_path / "c", *common, "--coverage-floor", "75",
+                  check=False)  # 70 % of the frames have a hand: below a floor of 75 %
+    assert cp.returncode == 2 and "only 70.6% of the 102 frames" in cp.stderr, cp.stderr
+    assert "(the floor is 75%)" in cp.stderr
     cp = run_xmic("extract", "plan", tmp_path / "c", *common, "--set", "hand_score=0.99",
                   "--allow-low-coverage")
     assert "(0.0%) have a hand above hand_score=0.99" in cp.stdout

@@ -121,7 +121,9 @@ def test_ego4d_with_detector_boxes_plans_with_coverage_and_extracts(tmp_path):
         run_xmic("extract", "run", tmp_path / c, *args)
     assert_same_features(tmp_path / "c", tmp_path / "t", split="val")
     from xmic.cache import Cache
-    assert Cache.open(tmp_path / "c").view("hand_crop")["fingerprint"]["crop"]["boxes"] == "100doh"
+    crop = Cache.open(tmp_path / "c").view("hand_crop")["fingerprint"]["crop"]
+    assert crop["boxes"] == "100doh" and crop["pairing"] == "filter_object in float32"
+    assert "pairing" not in Cache.open(tmp_path / "t").view("hand_crop")["fingerprint"]["crop"]
     # a box folder missing a clip is refused at plan, naming it; --allow-missing plans it
     (tmp_path / "det" / "clipB.pkl").unlink()
     with pytest.raises(PlanError, match=r"(?s)1 video\(s\) with unusable hand boxes: clipB: .*"

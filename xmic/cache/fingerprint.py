@@ -37,14 +37,16 @@ def clip_preprocess(size: int = 224, interpolation: str = "bicubic",
 CROP_RULE_VERSION = 2
 # crop-rule keys each dataset's cache sets for itself: a run trained on one dataset's crops
 # scores another's made with other values (the feature space is the same)
-PER_DATASET_CROP = ("boxes", "hand_score", "object_score", "min_box_px", "frame_keys")
+PER_DATASET_CROP = ("boxes", "hand_score", "object_score", "min_box_px", "frame_keys", "pairing")
 
 
 def hand_crop_rule(hand_score: float = 0.8, object_score: float = 0.01, min_box_px: float = 1.0,
-                   boxes: str | None = None, frame_keys: str | None = None) -> dict:
+                   boxes: str | None = None, frame_keys: str | None = None,
+                   pairing: str | None = None) -> dict:
     """The crop rule of a hand-crop view; ``boxes`` names the box source's kind (EPIC-100 or
     100DOH detections, a box table, an X-MIC box pickle) when it is known; ``frame_keys``, where trimmed
-    clips' pickles count from 0, how they number frames (``clip``, or ``clip+video``)."""
+    clips' pickles count from 0, how they number frames (``clip``, or ``clip+video``);
+    ``pairing``, where a source pairs otherwise than the EPIC-100 library, how it does."""
     out = {"rule": "union(hands>hand_score, objects>=object_score of hands in contact); "
                     "full frame if none",
             "version": CROP_RULE_VERSION, "hand_score": float(hand_score),
@@ -53,6 +55,8 @@ def hand_crop_rule(hand_score: float = 0.8, object_score: float = 0.01, min_box_
         out["boxes"] = boxes
     if frame_keys is not None:
         out["frame_keys"] = frame_keys
+    if pairing is not None:
+        out["pairing"] = pairing
     return out
 
 

@@ -44,8 +44,10 @@ def _shard_range(text):
               help="Re-planning a split from another --root/--boxes: 'moved' keeps its committed "
                    "shards, 'changed' redoes them (default: refuse while any are committed).")
 @click.option("--allow-low-coverage", is_flag=True,
-              help="Plan even when fewer than half of the frames to encode have a hand above "
-                   "hand_score (their hand crops are full frames).")
+              help="Plan even when fewer than --coverage-floor of the frames to encode have a "
+                   "hand above hand_score (their hand crops are full frames).")
+@click.option("--coverage-floor", type=click.FloatRange(0, 100), default=50.0, show_default=True,
+              help="Least share (%) of the frames to encode with a hand above hand_score.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Crop thresholds and sampling (hand_score, object_score, min_box_px, "
                    "sampling, per_bin, bins): coverage is measured with them, and `extract run` "
@@ -58,7 +60,7 @@ def _shard_range(text):
 @click.option("--verb-classes", type=click.Path(path_type=Path))
 @click.option("--video-info", type=click.Path(path_type=Path))
 def extract_plan(cache_dir, dataset, annotations, root, split, views, boxes, allow_missing, inputs,
-                 allow_low_coverage, sets, shard_size, backend, taxonomy, noun_classes,
+                 allow_low_coverage, coverage_floor, sets, shard_size, backend, taxonomy, noun_classes,
                  verb_classes, video_info):
     """Write the segment index and a fixed list of shards (work units) into CACHE, after
     checking that every segment's frames (and, for hand_crop, boxes) exist and that enough
@@ -74,6 +76,7 @@ def extract_plan(cache_dir, dataset, annotations, root, split, views, boxes, all
     s = plan(cache_dir, dataset, annotations, root, split, tuple(views.split(",")), boxes, cfg,
              allow_missing=allow_missing, inputs=inputs, taxonomy=taxonomy,
              settings=extract_config(None, sets), allow_low_coverage=allow_low_coverage,
+             coverage_floor=coverage_floor / 100,
              noun_classes=noun_classes, verb_classes=verb_classes, video_info=video_info)
     for line in s["changes"]:
         click.echo(f"inputs changed: {line}")

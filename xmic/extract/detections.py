@@ -32,6 +32,9 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from xmic.config import XmicError
 
 NO_CONTACT = 0  # HandDetection.HandState: any other state is paired with an object
+# box-source kinds whose hand-object pairing is not the EPIC-100 library's, as the hand-crop
+# fingerprint records it (``crop.pairing``)
+PAIRING = {"100doh": "filter_object in float32"}
 
 
 class BoxError(XmicError):

@@ -29,7 +29,7 @@ from xmic.cache.datasets import dataset
 from xmic.cache.sampling import frames_to_store, rule_of, sampling_fingerprint
 from xmic.config import XmicError, config_to_dict
 from xmic.extract.config import ExtractConfig
-from xmic.extract.detections import BoxSource, view_tensors
+from xmic.extract.detections import PAIRING, BoxSource, view_tensors
 from xmic.extract.device_decode import DECODERS, DeviceDecoder, check_device_decode, jpeg_segment
 from xmic.extract.feeding import CpuShare, Packer, Prefetch, Take, encode_packed
 from xmic.extract.media import frame_source
@@ -95,7 +95,8 @@ def view_fingerprints(enc, cfg: ExtractConfig, meta: dict, split: str) -> dict:
     info = meta["splits"][split]
     sampling = sampling_fingerprint(info["dataset"], cfg.sampling, cfg.per_bin, cfg.bins)
     crop = F.hand_crop_rule(cfg.hand_score, cfg.object_score, cfg.min_box_px,
-                            info.get("boxes_format"), info.get("boxes_frame_keys"))
+                            info.get("boxes_format"), info.get("boxes_frame_keys"),
+                            PAIRING.get(info.get("boxes_format")))
     out = {}
     for v in info["views"]:
         out[v] = F.view_fingerprint(enc.identity, enc.precision,

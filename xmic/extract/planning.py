@@ -59,11 +59,11 @@ def plan(cache_dir: Path, kind: str, annotations: Path, root: Path, split: str,
          views=VIEWS, boxes: Path | None = None, cache_config: CacheConfig | None = None,
          allow_missing: bool = False, inputs: str | None = None,
          settings: ExtractConfig | None = None, allow_low_coverage: bool = False,
-         **dataset_kw) -> dict:
+         coverage_floor: float = COVERAGE_FLOOR, **dataset_kw) -> dict:
     """Plan ``split``: its segments into shards, after the coverage check (frames and boxes of
     every segment; refused unless ``allow_missing``, which plans them: their segments are
     recorded failed when run; and the share of frames to encode, by ``settings``' sampling,
-    with a hand above its ``hand_score``: refused below ``COVERAGE_FLOOR`` unless
+    with a hand above its ``hand_score``: refused below ``coverage_floor`` unless
     ``allow_low_coverage``). Planning a split again from another root or box source is
     refused while shards made from the old inputs are committed, unless ``inputs`` says what
     to do with them: ``moved`` (the same files elsewhere: keep them) or ``changed`` (supersede
@@ -98,12 +98,12 @@ def plan(cache_dir: Path, kind: str, annotations: Path, root: Path, split: str,
                         "recorded failed, and `xmic extract run --redo-failed` redoes them once "
                         "the inputs are there)")
     report = cov.report()
-    if (source is not None and cov.sampled_frames and report["usable_share"] < COVERAGE_FLOOR
+    if (source is not None and cov.sampled_frames and report["usable_share"] < coverage_floor
             and not allow_low_coverage):
         raise PlanError(f"{annotations} (split {split}) with --boxes {boxes}: only "
                         f"{100 * report['usable_share']:.1f}% of the {cov.sampled_frames} frames "
                         f"to encode have a hand above hand_score={st.hand_score} (the floor is "
-                        f"{100 * COVERAGE_FLOOR:.0f}%); the others' hand crops would be full "
+                        f"{100 * coverage_floor:g}%); the others' hand crops would be full "
                         "frames. Check that the boxes belong to these videos and number their "
                         "frames as the annotations do, plan with a lower threshold (--set "
                         "hand_score=0.5), or accept it with --allow-low-coverage")
