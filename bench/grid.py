@@ -155,13 +155,8 @@ def stacked_vs_single(cache: Path, args, work: Path) -> dict:
     cfgs = [from_dict(TrainConfig, {"method": "xmic", "epochs": args.epochs, "device": args.device,
                                     "seed": s, "split": "train", "label": "noun"})
             for s in seeds]
-    banks: dict = {}
-
-    def memo(c, split, views, label, classes, device, frames=16):
-        key = (split, tuple(views), label)
-        if key not in banks:
-            banks[key] = load_bank(c, split, views, label, classes, device, frames)
-        return banks[key]
+    from xmic.grid.runner import BankMemo
+    memo = BankMemo()  # the bank loaded once, as a grid in one process loads it
     quiet = lambda *a, **k: None  # noqa: E731
     train_stacked(cache, cfgs[:2], [work / "warm-0", work / "warm-1"], echo=quiet,
                   bank_loader=memo)  # warm-up: the bank, vmap's first trace
