@@ -56,6 +56,9 @@ def test_lists_are_checked_at_plan_derived_on_request_and_rescored(tmp_path, wor
     assert "no ego_epic_(non_)common_*_noun.txt lists for target ego4d, source epic" in cp.stderr
     assert "--derive-class-splits" in cp.stderr and "nothing was trained" in cp.stderr
     assert not g.exists()  # refused before anything was written
+    cp = run_xmic("grid", "plan", g, "--recipe", recipe(tmp_path, world), "--class-splits",
+                  tmp_path / "nope", check=False)
+    assert cp.returncode == 2 and "nope: not a folder" in cp.stderr and not g.exists()
     bad = lists(tmp_path / "bad", ["class2", "fridge"], ["door", "phone"])
     cp = run_xmic("grid", "plan", g, "--recipe", recipe(tmp_path, world), "--class-splits", bad,
                   check=False)
@@ -104,3 +107,12 @@ def test_the_released_lists_against_the_v1_taxonomy_name_the_version():
     with pytest.raises(ClassSplitError, match=r"match no class .* the Ego4D FHO v1 taxonomy, but "
                                               r"X-MIC's lists name Ego4D FHO v2 classes"):
         read_class_splits(SHARED / "xmic-anno", "ego4d", "epic", "noun", tax["nouns"])
+
+
+def test_missing_egtea_lists_say_none_were_released(tmp_path):
+    with pytest.raises(ClassSplitError, match=r"no egtea_epic_\(non_\)common_\*_noun.txt lists "
+                                              r"for target egtea, source epic; X-MIC released no "
+                                              r"lists for egtea as a target"):
+        read_class_splits(tmp_path, "egtea", "epic", "noun", ["knife"])
+    with pytest.raises(ClassSplitError, match=r"source ego4d$"):  # released for EPIC: no hint
+        read_class_splits(tmp_path, "epic", "ego4d", "noun", ["knife"])

@@ -122,8 +122,11 @@ def read_class_splits(folder: Path, target: str, source: str, label: str,
         if m:
             found.setdefault(m.group(2) or "default", {})[m.group(1)] = _read_list(p)
     if not found:
+        released = "" if DATASETS[target].lists_released else (
+            f"; X-MIC released no lists for {target} as a target (without --class-splits the "
+            "exact-name rule derives them)")
         raise MissingLists(f"{folder}: no {t}_{s}_(non_)common_*_{label}.txt lists for target "
-                           f"{target}, source {source}")
+                           f"{target}, source {source}{released}")
     index = ClassIndex(target_classes)
     out = {}
     for crit, parts in sorted(found.items()):

@@ -52,6 +52,9 @@ def check_lists(runs: list[dict], folder: str | None, derive: bool) -> dict[str,
     ``derive``. No folder and no ``derive``: evaluation derives by the exact-name rule itself."""
     if not folder and not derive:
         return {}
+    if folder and not Path(folder).is_dir():
+        raise ListError(f"--class-splits {folder}: not a folder (of X-MIC's list files "
+                        "{target}_{source}_{common|non_common}_{criterion}_{label}.txt)")
     problems, derived = [], {}
     for (target, source, label), caches in cross_pairs(runs).items():
         classes = _classes(caches["target_cache"], label)
@@ -61,9 +64,7 @@ def check_lists(runs: list[dict], folder: str | None, derive: bool) -> dict[str,
             read_class_splits(Path(folder), target, source, label, classes)
         except MissingLists as e:
             if not derive:
-                released = "" if DATASETS[target].lists_released else (
-                    f"; X-MIC released no lists for {target} as a target")
-                problems.append(f"{e}{released}")
+                problems.append(str(e))
                 continue
             derived.update(derived_lists(_classes(caches["source_cache"], label), classes,
                                          DATASETS[target].split_tag, DATASETS[source].split_tag,
