@@ -148,3 +148,26 @@ def test_the_demo_never_deletes_what_it_did_not_make(tmp_path):
     (out / "notes.txt").write_text("mine")
     r = CliRunner().invoke(main, ["demo", "--out", str(out), "--device", "cpu"])
     assert r.exit_code == 2 and "notes.txt" in r.output and (out / "runs" / "thesis-run").exists()
+
+
+@pytest.mark.parametrize("planted", ["slurm", "slurm/logs", "slurm/logs/123_submitted.pkl"])
+def test_a_link_on_the_way_to_the_slurm_logs_is_refused(tmp_path, outside, planted):
+    """submitit writes pickles into the log folder that the jobs unpickle: a link planted there
+    (carried by `cp -r` of a colleague's cache or grid) would run whatever its target holds."""
+    from helpers import run_xmic
+    from xmic.slurm.config import SlurmConfig
+    from xmic.slurm.launch import log_folder
+    cache = fill_cache(tmp_path / "c")
+    link = cache.root / planted
+    link.parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(outside if not planted.endswith(".pkl") else outside / "secret.txt", link)
+    before = snapshot(outside)
+    with pytest.raises(UnsafePathError, match="symbolic link"):
+        log_folder(SlurmConfig(), cache.root, "slurm/logs")
+    cp = run_xmic("slurm", "submit", cache.root, "--executor", "local", "--weights", "random",
+                  "--dry-run", check=False)
+    assert cp.returncode == 2 and "is a symbolic link inside" in cp.stderr, cp.stderr
+    assert snapshot(outside) == before and sorted(os.listdir(outside)) == ["secret.txt"]
+    # a log folder the user names explicitly may be a link: their choice
+    assert log_folder(SlurmConfig(log_dir=str(tmp_path / "mine")), cache.root, "x") == \
+        (tmp_path / "mine").resolve()

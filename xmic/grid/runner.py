@@ -280,7 +280,7 @@ def submit_grid(grid_dir: Path, slurm_cfg, parallel: int = 1, wait: bool = False
     at once, the runs are grouped into ``parallel`` tasks. Returns the submission record (and,
     with ``wait``, the jobs that did not succeed)."""
     from xmic.grid.state import grid_status
-    from xmic.slurm.launch import CallTask, submit_arrays, wait as wait_jobs
+    from xmic.slurm.launch import CallTask, log_folder, submit_arrays, wait as wait_jobs
     grid_dir = Path(grid_dir).resolve()
     grid = load_grid(grid_dir)
     report, summary = grid_status(grid_dir, grid)
@@ -294,7 +294,8 @@ def submit_grid(grid_dir: Path, slurm_cfg, parallel: int = 1, wait: bool = False
     tasks = [todo[i:i + per_task] for i in range(0, len(todo), per_task)]
     echo(f"submitting {len(todo)} run(s) as {len(tasks)} task(s) on executor {slurm_cfg.executor}")
     task = CallTask(functools.partial(grid_task, str(grid_dir)))
-    record, jobs = submit_arrays(task, tasks, slurm_cfg, grid_dir / SLURM_LOGS,
+    logs = log_folder(slurm_cfg, grid_dir, SLURM_LOGS)  # no planted link on the way
+    record, jobs = submit_arrays(task, tasks, slurm_cfg, logs,
                                  grid_dir / SUBMISSIONS, grid_dir, record, echo,
                                  item_key="runs")
     if wait:

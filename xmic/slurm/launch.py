@@ -20,7 +20,7 @@ from pathlib import Path
 
 import submitit
 
-from xmic.files.atomic import append_line
+from xmic.files.atomic import append_line, guard, make_dirs, refuse_links_below
 from xmic.config import config_to_dict
 from xmic.slurm.config import SlurmConfig
 from xmic.slurm.scheduler import sbatch_refusal
@@ -83,6 +83,19 @@ class CallTask(submitit.helpers.Checkpointable):
     def checkpoint(self, item):
         print("xmic: checkpoint: requeueing; work saved so far is kept", flush=True)
         return submitit.helpers.DelayedSubmission(CallTask(self.fn), item)
+
+
+def log_folder(cfg: SlurmConfig, root: Path, default: str, create: bool = True) -> Path:
+    """Where submitit writes its pickles and logs (which the jobs unpickle): the ``log_dir``
+    the user names (it may be a link: their choice), else ``root/default``, created below
+    ``root`` with no link on the way nor inside (a planted link would send the pickles, and
+    the code they run, elsewhere)."""
+    if cfg.log_dir:
+        return Path(cfg.log_dir).resolve()
+    root = Path(root).resolve()
+    folder = make_dirs(root / default, root) if create else guard(root / default, root)
+    refuse_links_below(folder)
+    return folder
 
 
 def submit_arrays(task, items: list, cfg: SlurmConfig, log_dir: Path, record_file: Path,

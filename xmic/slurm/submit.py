@@ -19,7 +19,7 @@ from xmic.config import XmicError, config_to_dict
 from xmic.extract.config import ExtractConfig
 from xmic.towers.encoders import check_weights
 from xmic.slurm.config import SlurmConfig
-from xmic.slurm.launch import array_size, split_arrays, submit_arrays, wait
+from xmic.slurm.launch import array_size, log_folder, split_arrays, submit_arrays, wait
 from xmic.slurm.status import read_submissions, status
 from xmic.slurm.worker import ShardTask
 
@@ -57,7 +57,7 @@ def submit(cache_dir: Path, extract_cfg: ExtractConfig, slurm_cfg: SlurmConfig, 
     cap = slurm_cfg.array_parallelism if slurm_cfg.executor == "local" else None
     tasks = group_shards(todo, slurm_cfg.shards_per_task, cap)
     arrays = split_arrays(tasks, max_size)
-    log_dir = Path(slurm_cfg.log_dir or cache.root / SLURM_LOGS).resolve()
+    log_dir = log_folder(slurm_cfg, cache.root, SLURM_LOGS, create=not dry_run)
     record = {"kind": kind, "shards": len(todo), "superseded": redo,
               "skipped": {k: summary[k] for k in ("done", "running")},
               "extract": config_to_dict(extract_cfg)}
