@@ -38,13 +38,21 @@ def plan_error(tmp_path, world, *extra, **changes) -> str:
     ({"methods": {"xmic": {"split": "validation"}}}, "['split'] define a row"),
     ({"methods": {"xmic": {"seed": 3}}}, "['seed'] define a row"),
     ({"train": {"model.prompt_context": 1000000000}}, "outside the allowed range [1, 72]"),
+    # keys padded with spaces are the keys they spell, before any check
+    ({"methods": {"xmic": {" method": "zeroshot"}}}, "named after method xmic but its `method:` trains zeroshot"),
+    ({"methods": {"xmic": {"split ": "validation"}}}, "['split'] define a row"),
+    ({"train": {" label ": "verb"}}, "['label'] define a row"),
+    ({"train": {"model . alpha": 1.0, "model.alpha": 2.0}}, "'model.alpha' is given twice"),
+    # a vocabulary that is not the row's label
+    ({"train": {"model.text_vocab": "verb"}, "labels": ["noun"]}, "names vocabulary 'verb', not one of label 'noun'"),
 ])
 def test_recipes_that_would_mix_up_rows_are_refused(tmp_path, world, change, words):
     assert words in plan_error(tmp_path, world, **change)
 
 
 def test_overrides_on_the_command_line_and_seed_lists(tmp_path, world):
-    for sets in (["--set", "method=zeroshot"], ["--set", "label=verb"], ["--set", "seed=4"]):
+    for sets in (["--set", "method=zeroshot"], ["--set", "label=verb"], ["--set", "seed=4"],
+                 ["--set", " method =zeroshot"], ["--set", "split =validation"]):
         assert "define a row of the grid" in plan_error(tmp_path, world, *sets)
     assert "expected integers" in plan_error(tmp_path, world, "--seeds", "1,,x")
 

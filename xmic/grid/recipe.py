@@ -95,6 +95,20 @@ class Recipe:
                    if self.optional_methods else {})}
 
 
+def normalised_keys(overrides: dict, where: str) -> dict:
+    """Overrides with each dotted key's parts stripped (`` method`` is ``method``), before any
+    check reads them; two spellings of one key are refused."""
+    out: dict = {}
+    for k, v in overrides.items():
+        if not isinstance(k, str):
+            raise ConfigError(f"{where}: key {k!r} is not a name")
+        key = ".".join(part.strip() for part in k.split("."))
+        if key in out:
+            raise ConfigError(f"{where}: {key!r} is given twice (as {k!r} too)")
+        out[key] = v
+    return out
+
+
 def _refuse_row_keys(overrides: dict, where: str) -> None:
     """A row is (source, label, method, seed): an override may not change what it trains."""
     bad = sorted(k for k in overrides if k.split(".")[0] in ROW_KEYS)
@@ -133,10 +147,14 @@ def load_recipe(name_or_path: str, caches: dict | None = None, seeds=None,
     for name, over in methods.items():
         if not isinstance(over, dict):
             raise ConfigError(f"{where}: method {name!r} needs a mapping of training overrides")
+        methods[name] = over = normalised_keys(over, f"{where}: method {name!r}")
         trainer = over.get("method", name)
         if not isinstance(trainer, str) or trainer not in METHODS:
             raise ConfigError(f"{where}: method {name!r} is not one of {list(METHODS)}; "
                               "name the trainer with `method:` for a variant")
+        if name in METHODS and trainer != name:
+            raise ConfigError(f"{where}: the row {name!r} is named after method {name} but its "
+                              f"`method:` trains {trainer}; give the variant a name of its own")
     labels = data.get("labels", [])
     if (not isinstance(labels, list) or not labels
             or not all(isinstance(x, str) and x in ("noun", "verb") for x in labels)):
@@ -154,12 +172,12 @@ def load_recipe(name_or_path: str, caches: dict | None = None, seeds=None,
     train = data.get("train") or {}
     if not isinstance(train, dict) or not all(isinstance(k, str) for k in train):
         raise ConfigError(f"{where}: train must be a mapping of training overrides")
-    train = dict(train)
+    train = normalised_keys(train, f"{where}: train")
     for item in train_sets:
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
-        train[key.strip()] = value
+        train[".".join(part.strip() for part in key.split("."))] = value
     _refuse_row_keys(train, f"{where}: train (or --set)")
     for name, over in methods.items():
         _refuse_row_keys({k: v for k, v in over.items() if k != "method"},

@@ -141,6 +141,11 @@ class TrainConfig:
             raise ValueError(f"frames must be in 1..{MAX_FRAMES} per segment, got {self.frames}")
         if not 0.0 <= self.heldout_fraction < 1.0:
             raise ValueError(f"heldout_fraction must be in [0, 1), got {self.heldout_fraction}")
+        vocab = self.vocab_name()
+        if vocab != self.label and not vocab.startswith(f"{self.label}."):
+            raise ValueError(f"model.{self.record.vocab} names vocabulary {vocab!r}, not one of "
+                             f"label {self.label!r} ({self.label} or {self.label}.SUFFIX): "
+                             f"{self.label} ids would be scored against another label's names")
 
     def autocast_dtype(self, device):
         """The autocast dtype on ``device`` (None: full fp32, as on the CPU)."""
