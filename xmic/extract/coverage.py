@@ -73,10 +73,16 @@ class Coverage:
 def available_frames(src: FrameSource) -> np.ndarray | int:
     """Annotation frame numbers a JPEG folder or tar holds (sorted), or a video's frame count."""
     if src.kind == "jpeg":
+        width = len(src.pattern.format(1))
         with os.scandir(src.path) as it:
-            names = [e.name for e in it]
-        nums = [int(n[6:-4]) for n in names if len(n) == len(src.pattern.format(1))
-                and n.startswith("frame_") and n.endswith(".jpg") and n[6:-4].isdigit()]
+            found = [e for e in it if len(e.name) == width and e.name.startswith("frame_")
+                     and e.name.endswith(".jpg") and e.name[6:-4].isdigit()]
+        odd = [e.name for e in found if not e.is_file()]  # a link to a file is the user's layout
+        if odd:
+            raise DatasetError(f"{src.path / odd[0]}: not a regular file (a FIFO, a device, a "
+                               f"folder or a dangling link; {len(odd)} such frame(s) here); "
+                               "frames are JPEG files: replace it")
+        nums = [int(e.name[6:-4]) for e in found]
     elif src.kind == "tar":
         nums = archive_frames(src.path)
     else:

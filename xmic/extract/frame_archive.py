@@ -3,25 +3,26 @@
 
 Input: the archive's path and annotation frame numbers. Outputs: ``archive_index(path)`` -> frame
 number -> (data offset, size) of its member, built once per archive and process (keyed by the
-file's size and mtime, so a replaced archive is indexed again) with the standard ``tarfile``
-reader; ``read_member(path, frame)`` -> the member's bytes, read with ``os.pread`` on a
+file's size and mtime, so a replaced archive is indexed again) by ``xmic.extract.tar_headers``,
+which bounds every header (never Python's ``tarfile``: hostile headers hang it); ``read_member(path, frame)`` -> the member's bytes, read with ``os.pread`` on a
 per-process descriptor (a forked DataLoader worker opens its own; no shared file offset).
 Members are named as in EPIC's archives, ``./frame_0000000001.jpg`` or ``frame_0000000001.jpg``;
 other members are ignored. Nothing is ever extracted or followed: an archive holding an absolute
-member path or one with ``..`` is refused whole, a frame member that is a link or sparse is refused,
-and a member whose bytes end early is a truncated archive (``ArchiveError`` names the archive
-and the member). The user's archive is opened read-only.
+member path or one with ``..``, a frame member that is not a regular file (a link, a device, a
+FIFO, sparse) or that claims more than ``MAX_FRAME_BYTES`` is refused whole, at plan; a member
+whose bytes end early is a truncated archive (``ArchiveError`` names the archive and the member). The user's archive is opened read-only.
 """
 from __future__ import annotations
 
 import functools
 import os
 import re
-import tarfile
+import stat
 from collections import OrderedDict
 from pathlib import Path
 
 from xmic.config import XmicError
+from xmic.extract.tar_headers import TarHeaderError, members
 
 MEMBER = re.compile(r"(?:\./)?frame_(\d{10})\.jpg")
 MEMBER_NAME = "./frame_{:010d}.jpg"  # EPIC's own spelling, in messages
@@ -35,29 +36,41 @@ def _unsafe(name: str) -> bool:
     return name.startswith("/") or ".." in name.replace("\\", "/").split("/")
 
 
+MAX_FRAME_BYTES = 64 << 20  # a JPEG frame is at most tens of MB; more is damage or an attack
+
+
 @functools.lru_cache(maxsize=8)  # segments come sorted by video: a few archives at a time
 def _index(path: str, size: int, mtime_ns: int) -> dict[int, tuple[int, int]]:
     out: dict[int, tuple[int, int]] = {}
     try:
-        with tarfile.open(path, "r:") as tar:  # uncompressed only: members are read in place
-            for m in tar:
-                if _unsafe(m.name):
-                    raise ArchiveError(f"{path}: member {m.name!r} is an absolute path or holds "
-                                       "'..'; the archive is not read (nothing is extracted): "
-                                       "repack it with frames only")
-                hit = MEMBER.fullmatch(m.name)
-                if hit is None:
-                    continue
-                frame = int(hit.group(1))
-                if not m.isreg() or m.sparse is not None:
-                    out[frame] = (-1, 0)  # refused when read: a link or a sparse member
-                    continue
-                out[frame] = (m.offset_data, m.size)
-    except tarfile.ReadError as e:
-        raise ArchiveError(f"{path}: not a readable uncompressed tar ({e}); EPIC frame archives "
-                           "are plain .tar files of JPEGs") from None
-    except tarfile.TarError as e:
-        raise ArchiveError(f"{path}: damaged tar ({e})") from None
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as e:
+        raise ArchiveError(f"{path}: cannot open the frame archive ({e.strerror})") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ArchiveError(f"{path}: not a regular file; a frame archive is a plain .tar")
+        for m in members(fd, path, size):  # bounded headers (xmic.extract.tar_headers)
+            if _unsafe(m.name):
+                raise ArchiveError(f"{path}: member {m.name!r} is an absolute path or holds "
+                                   "'..'; the archive is not read (nothing is extracted): "
+                                   "repack it with frames only")
+            hit = MEMBER.fullmatch(m.name)
+            if hit is None:
+                continue
+            if not m.regular:
+                what = "sparse file" if m.sparse else m.kind
+                raise ArchiveError(f"{path}: member {m.name} is a {what}, not a regular file; "
+                                   "nothing is followed: repack the archive with the JPEG files "
+                                   "themselves")
+            if m.size > MAX_FRAME_BYTES:
+                raise ArchiveError(f"{path}: member {m.name} claims {m.size} bytes, more than a "
+                                   f"frame can hold ({MAX_FRAME_BYTES >> 20} MiB); the archive is "
+                                   "damaged or hostile and is not read")
+            out[int(hit.group(1))] = (m.offset, m.size)
+    except TarHeaderError as e:
+        raise ArchiveError(str(e)) from None
+    finally:
+        os.close(fd)
     return out
 
 
@@ -100,9 +113,6 @@ def read_member(path: Path, frame: int) -> bytes:
     if loc is None:
         raise ArchiveError(f"{path}: member {name} (frame {frame}) is missing from the archive")
     offset, size = loc
-    if offset < 0:
-        raise ArchiveError(f"{path}: member {name} (frame {frame}) is a link or sparse, not a "
-                           "JPEG file; not followed")
     data = os.pread(_fd(str(path)), size, offset)
     if len(data) != size:
         raise ArchiveError(f"{path}: member {name} (frame {frame}) is truncated ({len(data)} of "

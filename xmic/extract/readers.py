@@ -5,16 +5,20 @@ Input: a ``FrameSource`` and annotation frame numbers. Output: one RGB ``PIL.Ima
 in order (``read_frames``), or, for the GPU decoder, each JPEG's bytes and header size
 (``read_jpeg_bytes``). A video is seeked once to the keyframe before the first wanted frame and decoded
 forward; frame positions come from timestamps. Errors (``ReadError``) name the file and the
-frame: a missing or empty JPEG (or archive member), a corrupt or truncated video, frames past the video's end.
+frame: a missing or empty JPEG (or archive member), one that is not a regular file (a FIFO would
+block the worker) or larger than a frame can be, a corrupt or truncated video, frames past the
+video's end.
 """
 from __future__ import annotations
 
 import io
+import os
+import stat
 
 from PIL import Image, UnidentifiedImageError
 
 from xmic.config import XmicError
-from xmic.extract.frame_archive import MEMBER_NAME, read_member
+from xmic.extract.frame_archive import MAX_FRAME_BYTES, MEMBER_NAME, read_member
 from xmic.extract.media import FrameSource
 
 
@@ -37,6 +41,25 @@ def _frame_path(src: FrameSource, frame: int):
     return src.path / src.pattern.format(frame - src.first_frame + 1)
 
 
+def open_frame(path, frame: int):
+    """A JPEG frame file opened for reading, refused unless it is a regular file of at most
+    ``MAX_FRAME_BYTES`` (a FIFO would block the worker forever)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise ReadError(f"{path}: frame {frame} is missing") from None
+    except OSError as e:
+        raise ReadError(f"{path}: frame {frame} cannot be opened ({e.strerror})") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_FRAME_BYTES:
+        os.close(fd)
+        why = ("is not a regular file (a FIFO, a device or a folder)" if not stat.S_ISREG(st.st_mode)
+               else f"holds {st.st_size} bytes, more than a frame can ({MAX_FRAME_BYTES >> 20} MiB)")
+        raise ReadError(f"{path}: frame {frame} {why}; not read")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
 def _decode(opened, where: str, frame: int) -> Image.Image:
     """One RGB image from an opened JPEG (a path or the bytes of an archive member)."""
     try:
@@ -55,7 +78,8 @@ def read_jpegs(src: FrameSource, frames: list[int]) -> list[Image.Image]:
     out = []
     for f in frames:
         p = _frame_path(src, f)
-        out.append(_decode(p, str(p), f))
+        with open_frame(p, f) as fh:
+            out.append(_decode(fh, str(p), f))
     return out
 
 
@@ -127,10 +151,8 @@ def jpeg_header(data: bytes, where: str, frame: int) -> tuple[int, int]:
 
 def _jpeg_file(src: FrameSource, f: int) -> tuple[bytes, str]:
     p = _frame_path(src, f)
-    try:
-        return p.read_bytes(), str(p)
-    except FileNotFoundError:
-        raise ReadError(f"{p}: frame {f} is missing") from None
+    with open_frame(p, f) as fh:
+        return fh.read(), str(p)
 
 
 def _jpeg_member(src: FrameSource, f: int) -> tuple[bytes, str]:
