@@ -135,8 +135,12 @@ def test_one_runner_per_run(tmp_path, world):
     finally:
         sleeper.kill()
         sleeper.wait()
-    cp = run_xmic("grid", "run", g)  # its runner died: the claim is taken over
-    assert "2 done" in cp.stdout and (held / "finished.json").exists()
+    # a claim whose pid runs again (reused after a reboot) but whose heartbeat is 30 days old
+    (held / "running.json").write_text(json.dumps({"host": os.uname().nodename,
+                                                   "pid": os.getpid(), "started": 0}))
+    os.utime(held / "running.json", (time.time() - 30 * 86400, time.time() - 30 * 86400))
+    cp = run_xmic("grid", "run", g)  # its runner is gone: the claim is taken over
+    assert "2 done" in cp.stdout and (held / "finished.json").exists(), cp.stdout
     assert not (held / "running.json").exists()
 
 

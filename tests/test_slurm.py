@@ -142,7 +142,13 @@ def test_running_claims(tmp_path, world):
     os.utime(old, (time.time() - 3600, time.time() - 3600))
     fresh = run / "train-00002.node043.99.cccc"
     fresh.write_text(json.dumps({"job": "77_3", "host": "node043"}))
+    # this host, a pid that runs (ours: a reused pid after a reboot) but a 30-day-old heartbeat
+    reused = run / f"train-00000.{host}.{os.getpid()}.dddd"
+    reused.write_text("{}")
+    os.utime(reused, (time.time() - 30 * 86400, time.time() - 30 * 86400))
     assert set(live_claims(c.root, "full_frame")) == {"train-00002"}
+    from xmic.cache.claims import reap_dead_claims
+    assert reap_dead_claims(c.root, "full_frame") == 2 and not reused.exists()
     assert c.shard_states("full_frame") == {"train-00000": "pending", "train-00001": "pending",
                                             "train-00002": "running"}
 

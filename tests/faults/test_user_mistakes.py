@@ -142,3 +142,6 @@ def test_bad_shard_ranges(tmp_path):
     for bad in ("0-x", "3-1", "-2", "a"):
         one_line_error("extract", "run", tmp_path, "--shards", bad, "--weights", "random",
                        words=f"--shards {bad!r}")
+    cache = fill_cache(tmp_path / "c")  # 6 shards: a range past them is refused before it is built
+    one_line_error("extract", "run", cache.root, "--shards", "0-30000000", "--weights", "random",
+                   words="shard 30000000 is outside the plan's 6 shard(s) (0-5)")

@@ -4,8 +4,8 @@ Inputs: a cache root, a view and a shard. A ``ShardWriter`` creates
 ``views/VIEW/.running/SHARD.HOST.PID.RAND`` (JSON: host, pid, job id from the Slurm/submitit
 environment, start time) when it starts, touches it as segments arrive (the heartbeat) and
 removes it when it commits or fails. Outputs of ``live_claims``: shard -> claim for the claims
-whose writer is alive: on this host, its pid runs; on another host, its heartbeat is younger
-than ``STALE_AFTER_S``. Claims of killed writers are ignored, never trusted.
+whose writer is alive: its heartbeat is younger than ``STALE_AFTER_S`` and, on this host, its
+pid runs. Claims of killed writers are ignored, never trusted.
 """
 from __future__ import annotations
 
@@ -63,14 +63,21 @@ def _parse(name: str) -> tuple[str, str, int] | None:
 
 def reap_dead_claims(root: Path, view: str) -> int:
     """Remove the claims of writers on this host whose process is gone (killed, Ctrl-C'd before
-    they could clean up); claims of other hosts are left to age out. Returns how many."""
+    they could clean up) or whose heartbeat is stale (its pid now another process's); claims
+    of other hosts are left to age out. Returns how many."""
     d = view_dir(root, view) / RUNNING
     if not d.is_dir():
         return 0
-    host, n = host_tag(), 0
+    host, n, now = host_tag(), 0, time.time()
     for name in os.listdir(d):
         who = _parse(name)
-        if who and who[1] == host and not writer_alive(True, who[2], 0.0, STALE_AFTER_S):
+        if not who or who[1] != host:
+            continue
+        try:
+            age = now - os.lstat(d / name).st_mtime
+        except FileNotFoundError:
+            continue  # released while we looked
+        if not writer_alive(True, who[2], age, STALE_AFTER_S):
             remove_file(d / name, Path(root))
             n += 1
     return n

@@ -14,17 +14,24 @@ def extract():
     """Frozen CLIP embeddings of frames, hand crops and class names."""
 
 
-def _shard_range(text):
+def _shard_range(text, planned):
+    """Shard numbers of ``--shards`` (``0-9,12``): the syntax first, then each range checked
+    against the plan's shard count (``planned()``) before it is expanded."""
     if not text:
         return None
-    out = []
+    ranges = []
     for part in text.split(","):
         a, _, b = part.strip().partition("-")
         if not a.isdigit() or not (b or a).isdigit() or int(b or a) < int(a):
             raise UsageError(f"--shards {text!r}: {part!r} is not a shard number or a range "
                             "like 0-9; give e.g. --shards 0-9,12")
-        out += list(range(int(a), int(b or a) + 1))
-    return out
+        ranges.append((int(a), int(b or a)))
+    n = planned()
+    top = max(hi for _, hi in ranges)
+    if top >= n:
+        raise UsageError(f"--shards {text!r}: shard {top} is outside the plan's {n} shard(s) "
+                         f"(0-{n - 1})")
+    return list(dict.fromkeys(i for lo, hi in ranges for i in range(lo, hi + 1)))
 
 
 @extract.command("plan")
@@ -139,7 +146,9 @@ def extract_run(cache_dir, shards, model, weights, device, precision, batch_size
                    "from the plan's " + ", ".join(f"{k}={planned[k]}" for k in differ) + ", which "
                    "its coverage was measured with; plan again with --set to measure these",
                    err=True)
-    s = run_shards(cache_dir, cfg, _shard_range(shards), echo=click.echo, redo_failed=redo_failed)
+    from xmic.cache import Cache
+    chosen = _shard_range(shards, lambda: len(Cache.open(cache_dir).shards()))
+    s = run_shards(cache_dir, cfg, chosen, echo=click.echo, redo_failed=redo_failed)
     for w in s["warnings"]:
         click.echo(f"WARNING: {w}")
     for split, (rows, fell) in s["fallbacks"].items():

@@ -1,8 +1,9 @@
 """Whether the writer of a claim (a shard being written, a grid run being trained) still lives.
 
 Inputs: whether the claim is from this host, its pid, the age of its heartbeat. Output: the one
-rule of liveness: on this host its process runs; on another host its heartbeat is younger than
-the staleness limit. Also the host tag temporary names carry.
+rule of liveness: its heartbeat is younger than the staleness limit and, on this host, its
+process runs (a pid alone is not enough: after a reboot or in a container the pid of a dead
+writer may belong to another process). Also the host tag temporary names carry.
 """
 from __future__ import annotations
 
@@ -26,8 +27,8 @@ def pid_alive(pid: int) -> bool:
 
 
 def writer_alive(same_host: bool, pid: int | None, age_s: float, stale_after_s: float) -> bool:
-    """The one rule of a claim's liveness: on this host its process runs; on another host its
-    heartbeat (the claim file's mtime) is younger than ``stale_after_s``."""
-    if same_host:
-        return isinstance(pid, int) and pid_alive(pid)
-    return age_s < stale_after_s
+    """The one rule of a claim's liveness: its heartbeat (the claim file's mtime) is younger
+    than ``stale_after_s`` and, on this host, its process runs."""
+    if age_s >= stale_after_s:
+        return False
+    return not same_host or (isinstance(pid, int) and pid_alive(pid))

@@ -30,7 +30,7 @@ from xmic.evaluate.run import evaluate_run
 from xmic.grid.class_lists import ListError, check_lists, cross_pairs, list_folders, write_derived
 from xmic.grid.layout import FAILED, FINISHED, RUNNING, SLURM_LOGS, SUBMISSIONS
 from xmic.grid.plan import GridError, load_grid, rewrite_grid, run_config
-from xmic.grid.state import (HEARTBEAT_S, claim_alive, eval_dir,
+from xmic.grid.state import (HEARTBEAT_S, STALE_AFTER_S, claim_alive, eval_dir,
                              read_claim, read_metrics, run_state)
 from xmic.train.checkpoint import load_checkpoint
 from xmic.train.run_folder import CHECKPOINT, LAST
@@ -166,7 +166,8 @@ class RunClaim:
             if create_json_exclusive(path, body, grid_dir):
                 return cls(path, grid_dir)
             claim, age = read_claim(path)
-            if claim is not None and (claim_alive(claim, age) or claim.get("pid") == os.getpid()):
+            ours = claim is not None and claim.get("pid") == os.getpid() and age < STALE_AFTER_S
+            if claim is not None and (claim_alive(claim, age) or ours):
                 return None
             dead = path.with_name(f".{path.name}.dead-{uuid.uuid4().hex[:8]}")
             try:

@@ -20,7 +20,7 @@ from xmic.grid.layout import FAILED, FINISHED, RUNNING
 from xmic.train.run_folder import EVAL_METRICS, evaluation_dir
 
 HEARTBEAT_S = 30.0  # a runner refreshes its claim this often, on a timer
-STALE_AFTER_S = 600.0  # a claim from another host with no heartbeat for this long is dead
+STALE_AFTER_S = 600.0  # a claim with no heartbeat for this long is dead (whatever its pid)
 
 
 def eval_dir(run_dir: Path, target: dict) -> Path:
