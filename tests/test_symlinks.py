@@ -148,6 +148,10 @@ def test_the_demo_never_deletes_what_it_did_not_make(tmp_path):
     (out / "notes.txt").write_text("mine")
     r = CliRunner().invoke(main, ["demo", "--out", str(out), "--device", "cpu"])
     assert r.exit_code == 2 and "notes.txt" in r.output and (out / "runs" / "thesis-run").exists()
+    (out / "notes.txt").unlink()  # a demo folder whose runs/ holds a run of the user's
+    r = CliRunner().invoke(main, ["demo", "--out", str(out), "--device", "cpu"])
+    assert r.exit_code == 2 and "runs/ holds thesis-run, which the demo did not make" in r.output
+    assert (out / "runs" / "thesis-run" / "checkpoint.pt").read_bytes() == b"months of work"
 
 
 @pytest.mark.parametrize("planted", ["slurm", "slurm/logs", "slurm/logs/123_submitted.pkl"])

@@ -41,6 +41,13 @@ def claim_demo_folder(out: Path) -> None:
             raise DemoError(f"--out {out} holds {', '.join(other[:3])}"
                             f"{' ...' if len(other) > 3 else ''}, which the demo did not make; "
                             "give a new (or empty) folder, the demo rewrites its own")
+    for sub, own in (("runs", METHODS), ("caches", ("epic", "ego4d"))):
+        extra = sorted(p.name for p in (out / sub).iterdir()) if (out / sub).is_dir() else []
+        extra = [n for n in extra if n not in own]
+        if extra:
+            raise DemoError(f"--out {out}: {sub}/ holds {', '.join(extra[:3])}"
+                            f"{' ...' if len(extra) > 3 else ''}, which the demo did not make; "
+                            "move it out, or give a new folder (the demo rewrites its own)")
     refuse_links_below(out)  # the demo rewrites its world, runs and report in place
     out.mkdir(parents=True, exist_ok=True)
     if not (out / MARKER).exists():
@@ -68,7 +75,8 @@ def run_demo(out: Path, model: str | None = None, weights: str = "random", epoch
     extract_shards = job_array_extractor(executor, slurm_set, device, echo) if executor else None
     epic, ego = extract_world(out, model, weights, device, step, extract_shards)
     runs = out / "runs"
-    remove_tree(runs, out)
+    for method in METHODS:  # its own runs only (claim_demo_folder refused any other)
+        remove_tree(runs / method, out)
     for method in METHODS:
         tc = load_config(TrainConfig, None, [f"method={method}", "label=noun", f"epochs={epochs}",
                                              "batch_size=8", f"device={device}",
