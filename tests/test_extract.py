@@ -334,6 +334,18 @@ def test_local_dir_weights(tmp_path, encoder):
     assert e2.identity["quick_gelu"] is True and len(e2.identity["weights_sha256"]) == 64
     with pytest.raises(EncoderError, match="no open_clip_config.json"):
         load_clip("unused", f"local-dir:{tmp_path}")
+    # another weights file that sorts first: open_clip still loads open_clip_model.safetensors,
+    # and the fingerprint hashes that file, not the first name in sorted order
+    other = {k: torch.zeros_like(v) for k, v in encoder.model.state_dict().items()}
+    save_file(other, str(d / "a-backup.safetensors"))
+    from xmic.files.atomic import sha256_file
+    e3 = load_clip("unused", f"local-dir:{d}")
+    assert e3.identity["weights_sha256"] == sha256_file(d / "open_clip_model.safetensors")
+    save_file({k: v + 1 for k, v in encoder.model.state_dict().items()},
+              str(d / "open_clip_model.safetensors"))  # changed weights: another fingerprint
+    e4 = load_clip("unused", f"local-dir:{d}")
+    assert e4.identity["weights_sha256"] != e3.identity["weights_sha256"]
+    assert not torch.allclose(e4.encode_images(x), e3.encode_images(x))
 
 
 def test_egtea_official_split_and_video_info(tmp_path):

@@ -274,10 +274,8 @@ def _local_dir_model(folder: Path):
     if not cfg_path.exists():
         raise EncoderError(f"{folder}: no open_clip_config.json (expected open_clip's local-dir "
                            "layout: open_clip_config.json + open_clip_model.safetensors)")
-    files = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".pt"))
-    if not files:
-        raise EncoderError(f"{folder}: no weights file (.safetensors/.bin/.pt)")
-    check_weights_file(files[0])
+    chosen = _local_dir_weights(folder)
+    check_weights_file(chosen)
     try:
         model_cfg = json.loads(cfg_path.read_text()).get("model_cfg", {})  # read once
         name = model_cfg.get("name", folder.name)
@@ -286,7 +284,24 @@ def _local_dir_model(folder: Path):
         raise EncoderError(f"{folder}: not a loadable open_clip local-dir ({type(e).__name__}:"
                            f" {str(e).splitlines()[0][:200] if str(e) else ''})") from None
     cfg = {"quick_gelu": bool(model_cfg.get("quick_gelu", False))}
-    return m, name, cfg, sha256_file(files[0]), weights_origin(files[0])
+    return m, name, cfg, sha256_file(chosen), weights_origin(chosen)
+
+
+def _local_dir_weights(folder: Path) -> Path:
+    """The weights file open_clip loads from a local-dir folder (its own choice among the
+    candidates), the one whose sha256 goes into the fingerprint; several candidates without
+    open_clip's rule to choose are refused."""
+    import open_clip.factory as factory
+    found = sorted(p.name for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".pth"))
+    if not found:
+        raise EncoderError(f"{folder}: no weights file (.safetensors/.bin/.pth)")
+    pick = getattr(factory, "_find_checkpoint_in_dir", None)
+    if pick is not None:
+        return Path(pick(folder))
+    if len(found) > 1:
+        raise EncoderError(f"{folder}: holds several weights files ({', '.join(found[:5])}); "
+                           "keep the one open_clip should load")
+    return folder / found[0]
 
 
 def load_clip(model: str, weights: str, device: str = "cpu", precision: str = "fp32",
