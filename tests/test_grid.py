@@ -235,6 +235,11 @@ def test_a_grid_grows_in_place_with_extend(tmp_path, world):
     cp = run_xmic("grid", "plan", g, "--recipe", changed, "--extend", check=False)
     assert cp.returncode == 2 and "run epic-noun-xmic-seed0 was planned with another " \
                                   "training config (changed: model)" in cp.stderr, cp.stderr
+    other_split = recipe(tmp_path, world, methods={"xmic": {}}, seeds=[0],
+                         targets={"epic": "train"})  # EPIC→EPIC would mix two splits
+    cp = run_xmic("grid", "plan", g, "--recipe", other_split, "--extend", check=False)
+    assert cp.returncode == 2 and "target 'epic' was planned on split 'validation', the recipe " \
+                                  "now names 'train'" in cp.stderr, cp.stderr
 
 
 def test_stacked_seeds_give_the_grid_of_runs_one_by_one(tmp_path, world):

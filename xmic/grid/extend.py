@@ -7,7 +7,8 @@ labels), and new targets added to the runs that exist (scored by the next ``grid
 training kept); the recipe's order of methods, sources, targets and labels is the new
 recipe's, followed by what only the old one had. Refused, naming it: a run planned before whose
 training config would change (another override of an existing method, another ``--set``), a
-dataset whose cache moved, other class-split lists.
+dataset whose cache moved, a target scored on another split (its column would mix them),
+other class-split lists.
 """
 from __future__ import annotations
 
@@ -25,6 +26,11 @@ def merge_plans(old: dict, recipe: dict, runs: list[dict], skipped: list) -> dic
         if ds in o["caches"] and o["caches"][ds] != path:
             raise ExtendError(f"dataset {ds!r} was planned with cache {o['caches'][ds]}, the recipe "
                               f"now names {path}; a grid reads one cache per dataset (plan a new grid)")
+    for ds, split in recipe["targets"].items():
+        if ds in o["targets"] and o["targets"][ds] != split:
+            raise ExtendError(f"target {ds!r} was planned on split {o['targets'][ds]!r}, the "
+                              f"recipe now names {split!r}; a table column is one split of a "
+                              "dataset (plan a new grid for the other split)")
     if (o.get("class_splits") or None) != (recipe.get("class_splits") or None):
         raise ExtendError(f"the grid was planned with class splits {o.get('class_splits')!r}, the "
                           f"recipe now names {recipe.get('class_splits')!r}; plan a new grid")
