@@ -257,3 +257,42 @@ def test_pairing_is_the_detectors_float32_arithmetic_on_near_ties():
         assert box == pytest.approx((*np.clip(union[:, :2].min(0), 0, 1000),
                                      *np.clip(union[:, 2:].max(0), 0, 1000)))
     assert flips > 0  # float64 would have paired another object in these cases
+
+
+def test_inputs_cannot_change_under_a_running_extraction(tmp_path):
+    """`plan --inputs changed` while shards are being extracted from the old inputs is refused
+    naming them; a shard whose split was planned again meanwhile is not committed."""
+    import shutil
+    from xmic.cache import Cache, ShardWriter
+    from xmic.cache.claims import Claim
+    from xmic.cache.paths import CacheError, PLAN_FILE
+    from xmic.extract.pipeline import same_inputs
+    from xmic.files.names import read_json
+    g = make_ego4d(tmp_path / "g", frames=240)
+    shutil.copytree(g["root"], tmp_path / "moved")
+    base = ["--dataset", "ego4d", "--annotations", g["annotations"], "--split", "val",
+            "--taxonomy", g["taxonomy"], "--views", "full_frame", "--shard-size", "2"]
+    cache = tmp_path / "c"
+    run_xmic("extract", "plan", cache, *base, "--root", g["root"])
+    run_xmic("extract", "run", cache, "--model", TINY, "--weights", "random", "--workers", "0",
+             "--device", "cpu", "--shards", "0")
+    c = Cache.open(cache)
+    info = read_json(c.root / PLAN_FILE, "plan")["splits"]["val"]
+    check = same_inputs(c.root, "val", info)
+    assert check() is None
+    claim = Claim(c.root, "full_frame", "val-00001")  # a run of the old inputs, alive
+    cp = run_xmic("extract", "plan", cache, *base, "--root", tmp_path / "moved", "--inputs",
+                  "changed", check=False)
+    assert cp.returncode == 2 and "is being extracted from its old inputs right now (1 shard(s) " \
+                                  "running: val-00001 (host" in cp.stderr, cp.stderr
+    claim.release()
+    run_xmic("extract", "plan", cache, *base, "--root", tmp_path / "moved", "--inputs", "changed")
+    assert "root changed" in check()  # the running writer's check now refuses its commit
+    w = ShardWriter(c, "full_frame", "val-00001", 32, c.view("full_frame")["fingerprint"],
+                    still_valid=check)
+    for sid in w.segment_ids:
+        w.fail(sid, "not encoded")
+    with pytest.raises(CacheError, match=r"val-00001 of view full_frame is not committed: split "
+                                         r"val was planned again from other inputs"):
+        w.commit()
+    assert "val-00001" not in c.committed("full_frame")

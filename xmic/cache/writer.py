@@ -2,7 +2,8 @@
 
 Inputs: a ``Cache``, a view name, width D and fingerprint, a shard name from the plan; then per
 segment of the shard either ``add(segment_id, frames [n, D], frame_indices, fallbacks)`` or
-``fail(segment_id, error)``. Output on ``commit()``: ``views/VIEW/SHARD/`` holding the data file,
+``fail(segment_id, error)``; ``still_valid`` (optional) says at commit why the shard must not be
+committed (its inputs changed meanwhile). Output on ``commit()``: ``views/VIEW/SHARD/`` holding the data file,
 ``rows.parquet`` and ``marker.json`` (rows, checksum, file sizes, fingerprint, config, timing,
 and for a crop view the rows whose crop fell back to the full frame: ``crop_fallbacks``).
 Everything is written in ``views/VIEW/.tmp/`` and fsynced, the marker last, then the folder is
@@ -92,11 +93,13 @@ def disk_full(e: BaseException | None) -> bool:
 
 class ShardWriter:
     def __init__(self, cache: Cache, view: str, shard: str, dim: int, fingerprint: dict,
-                 producer_config: dict | None = None, provenance: dict | None = None):
+                 producer_config: dict | None = None, provenance: dict | None = None,
+                 still_valid=None):
         self.cache, self.view, self.shard, self.dim = cache, view, shard, int(dim)
         self.fingerprint = fingerprint
         self.producer_config = producer_config or {}
         self.provenance = provenance or {}
+        self.still_valid = still_valid  # () -> None, or why the shard must not be committed
         plan = cache.shard_segments(shard)
         if plan.num_rows == 0:
             raise CacheError(f"shard {shard!r} is not in the plan of {cache.root}")
@@ -176,6 +179,9 @@ class ShardWriter:
         if self.is_done():
             self.claim.release()
             return False
+        why = self.still_valid() if self.still_valid is not None else None
+        if why:  # e.g. the split was planned again from other inputs while this shard encoded
+            raise CacheError(f"shard {self.shard} of view {self.view} is not committed: {why}")
         arrays, offsets, counts, fis, sts, errs = [], [], [], [], [], []
         row = 0
         for sid in self.segment_ids:

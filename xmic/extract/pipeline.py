@@ -35,7 +35,7 @@ from xmic.extract.feeding import CpuShare, Packer, Prefetch, Take, encode_packed
 from xmic.extract.media import frame_source
 from xmic.extract.readers import read_frames
 from xmic.files.names import read_json
-from xmic.extract.planning import PlanError
+from xmic.extract.planning import INPUT_KEYS, PlanError
 
 
 class SegmentFrames(Dataset):
@@ -103,6 +103,19 @@ def view_fingerprints(enc, cfg: ExtractConfig, meta: dict, split: str) -> dict:
                                     {**enc.preprocess, **DECODERS[cfg.decode]},
                                     crop if v == "hand_crop" else None, sampling)
     return out
+
+
+def same_inputs(root: Path, split: str, info: dict):
+    """() -> why a shard of ``split`` encoded from ``info``'s inputs must not be committed: the
+    split was planned again from other inputs meanwhile (``extract plan --inputs``)."""
+    def check():
+        now = read_json(root / PLAN_FILE, "extraction plan")["splits"].get(split, {})
+        changed = [k for k in INPUT_KEYS if now.get(k) != info.get(k)]
+        if changed:
+            return (f"split {split} was planned again from other inputs while it was encoded "
+                    f"({', '.join(changed)} changed); run `xmic extract run` again")
+        return None
+    return check
 
 
 class Interrupted(XmicError):
@@ -294,7 +307,8 @@ def _run_work(cache, enc, cfg, split, info, names, fps, work, items, summary, co
             for v in todo:
                 writers[v] = ShardWriter(cache, names.get(v, v), shard, enc.dim, fps[v],
                                          producer_config=config_to_dict(cfg),
-                                         provenance={"split": split, **info}).start()
+                                         provenance={"split": split, **info},
+                                         still_valid=same_inputs(cache.root, split, info)).start()
             stats = _encode_shard(enc, cfg, take, writers, summary, bar, shard, share)
         except KeyboardInterrupt:  # the shard in progress is cleanly not committed
             for w in writers.values():

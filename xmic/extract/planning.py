@@ -18,6 +18,7 @@ from pathlib import Path
 
 from xmic.cache import Cache, CacheConfig
 from xmic.cache.cache_folder import discard_if_new
+from xmic.cache.claims import live_claims
 from xmic.cache.datasets import read_dataset
 from xmic.cache.index import check_ranges, make_plan
 from xmic.cache.paths import PLAN_FILE, CacheError
@@ -171,6 +172,15 @@ def replan_changes(cache, before: dict | None, after: dict, split: str, inputs: 
     if not changes:
         return []
     shards = set(cache.shards(split))
+    running = {s: c for v in cache.views() for s, c in live_claims(cache.root, v).items()
+               if s in shards}
+    if running:
+        who = "; ".join(f"{s} (host {c.get('host', '?')}, pid {c.get('pid', '?')}"
+                        + (f", job {c['job']}" if c.get("job") else "") + ")"
+                        for s, c in sorted(running.items())[:5])
+        raise PlanError(f"{cache.root}: split {split} is being extracted from its old inputs "
+                        f"right now ({len(running)} shard(s) running: {who}); wait for that run "
+                        "to end (or stop it), then plan again")
     views = stale_views(cache, changed)
     made = sorted({s for v in views for s in cache.committed(v) if s in shards})
     if made and inputs not in ("moved", "changed"):
