@@ -296,3 +296,35 @@ def test_inputs_cannot_change_under_a_running_extraction(tmp_path):
                                          r"val was planned again from other inputs"):
         w.commit()
     assert "val-00001" not in c.committed("full_frame")
+
+
+def test_detections_cost_what_a_real_video_costs(tmp_path):
+    """A 100DOH pickle whose frames all share one record through the pickle's memo is held
+    once, in float32; a box source keeps a few videos, not the split; a frame key beyond any
+    video is one line."""
+    import resource
+    from xmic.extract.detections import VIDEOS_KEPT, load_video_detections
+    rec = {"hand_dets": np.tile(np.array([[10, 10, 50, 50, 0.9, 3, 0.0, 0, 0, 1]], np.float64),
+                                (2000, 1)),
+           "obj_dets": np.tile(np.array([[60, 10, 90, 40, 0.5]], np.float64), (2000, 1))}
+    data = {"info": {"width": 128, "height": 96}, **{f: rec for f in range(10_000)}}
+    (tmp_path / "shared.pkl").write_bytes(pickle.dumps(data))
+    assert (tmp_path / "shared.pkl").stat().st_size < 300_000
+    r0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    v = load_video_detections(tmp_path / "shared.pkl", "shared")
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - r0) / 1024
+    assert grown_mb < 100, grown_mb  # 10,000 float64 copies were 2.4 GB
+    hands, objects = v.frames[0]
+    assert hands.dtype == np.float32 and v.frames[9999][0] is hands
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(3 * VIDEOS_KEPT):
+        (folder / f"v{i}.pkl").write_bytes(pickle.dumps(video({0: ([hand(10, 10, 100, 100)], None)})))
+    src = BoxSource(folder)
+    for i in range(3 * VIDEOS_KEPT):
+        assert src.box(f"v{i}", "-", 0, W, H) is not None
+    assert len(src._videos) == VIDEOS_KEPT
+    (tmp_path / "far.pkl").write_bytes(pickle.dumps({"info": {"width": 1, "height": 1},
+                                                     10**30: {"hand_dets": None}}))
+    with pytest.raises(BoxError, match=r"far.pkl: frame 10{30}: a frame number above 2147483647"):
+        load_video_detections(tmp_path / "far.pkl", "far")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import math
 import pickle
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from xmic.config import XmicError
 
 NO_CONTACT = 0  # HandDetection.HandState: any other state is paired with an object
+VIDEOS_KEPT = 8  # parsed videos a box source keeps (per process: the planner, each worker)
 # box-source kinds whose hand-object pairing is not the EPIC-100 library's, as the hand-crop
 # fingerprint records it (``crop.pairing``)
 PAIRING = {"100doh": "filter_object in float32"}
@@ -227,7 +229,7 @@ class BoxSource:
         self._numbering: dict[str, str | None] = {}
         self.thresholds = (hand_score, object_score, min_box_px)
         self.detections = detections  # a folder's format, when known (``describe`` at plan)
-        self._videos: dict[str, object] = {}
+        self._videos: OrderedDict[str, object] = OrderedDict()  # the last VIDEOS_KEPT read
         self._table = None  # a BoxTable (xmic.extract.box_tables)
         from xmic.extract.box_tables import read_box_table, read_xmic_boxes
         if self.path.is_dir():
@@ -243,8 +245,12 @@ class BoxSource:
                            ".parquet/.csv box table")
 
     def video(self, video_id: str):
-        """The loaded detections of one video (folder sources), loaded once."""
-        if video_id not in self._videos:
+        """The loaded detections of one video (folder sources); the last ``VIDEOS_KEPT`` stay
+        loaded (segments come sorted by video: memory is bounded by a few videos, not the
+        split)."""
+        if video_id in self._videos:
+            self._videos.move_to_end(video_id)
+        else:
             where = f"{self.path}: video {video_id}"
             if "/" in video_id or "\\" in video_id or video_id in ("", ".", ".."):
                 raise BoxError(f"{self.path}: video id {video_id!r} is not a plain file name")
@@ -255,6 +261,8 @@ class BoxSource:
                 raise BoxError(f"{v.path}: holds {v.kind} detections, but this cache's boxes are "
                                f"{self.detections}; one box folder holds one format")
             self._videos[video_id] = v
+            while len(self._videos) > VIDEOS_KEPT:
+                self._videos.popitem(last=False)
         return self._videos[video_id]
 
     def has_video(self, video_id: str) -> bool:

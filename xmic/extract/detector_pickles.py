@@ -14,7 +14,8 @@ detector's pixels and in its float32 arithmetic (float64 picks another object on
 objects of score >= ``object_score``, the union scaled to the decoded frame, clipped, full frame
 when none or <= ``min_box_px``. Loaded through the restricted unpickler only; a file that is
 not this format, arrays of the wrong width, NaN boxes, a bad frame key or an ``info`` size of 0
-raise ``BoxError`` naming the file and the frame.
+raise ``BoxError`` naming the file and the frame. Detections are kept in float32, the
+detector's own dtype (an array shared by many frames through the pickle's memo once).
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import numpy as np
 
 HAND_COLUMNS = 10
 OBJECT_COLUMNS = 5
+MAX_FRAME = 2**31 - 1  # frame numbers fit the index's int32
 
 
 class DetectorVideo:
@@ -41,6 +43,7 @@ class DetectorVideo:
             raise BoxError(f"{path}: 'info' gives a frame size of {info.get('width')}x"
                            f"{info.get('height')}; width and height must be > 0 pixels")
         self.path, self.frames = path, {}
+        seen: dict[int, np.ndarray] = {}  # arrays shared by frames (a pickle's memo): one copy
         for key, rec in data.items():
             if key == "info":
                 continue
@@ -49,8 +52,11 @@ class DetectorVideo:
                 raise BoxError(f"{where}: frame keys must be frame numbers (integers >= 0)")
             if not isinstance(rec, dict):
                 raise BoxError(f"{where}: expected {{'hand_dets': array, 'obj_dets': array}}")
-            self.frames[int(key)] = (_rows(rec.get("hand_dets"), HAND_COLUMNS, True, where, "hand_dets"),
-                                     _rows(rec.get("obj_dets"), OBJECT_COLUMNS, False, where, "obj_dets"))
+            if int(key) > MAX_FRAME:
+                raise BoxError(f"{where}: a frame number above {MAX_FRAME} is no video's frame")
+            self.frames[int(key)] = (
+                _rows(rec.get("hand_dets"), HAND_COLUMNS, True, where, "hand_dets", seen),
+                _rows(rec.get("obj_dets"), OBJECT_COLUMNS, False, where, "obj_dets", seen))
 
     def has_hand(self, frame: int, hand_score: float) -> bool:
         return frame in self.frames and bool((self.frames[frame][0][:, 4] > hand_score).any())
@@ -98,13 +104,18 @@ def nearest_object(centres: np.ndarray, hand: np.ndarray) -> int:
     return int(np.argmin(dist))
 
 
-def _rows(a, columns: int, exact: bool, where: str, name: str) -> np.ndarray:
+def _rows(a, columns: int, exact: bool, where: str, name: str, seen: dict) -> np.ndarray:
+    """One frame's detections as float32 [n, columns] (the detector's own dtype), checked; an
+    array shared by several frames is converted and checked once."""
     from xmic.extract.detections import BoxError
     if a is None:
-        return np.zeros((0, columns), np.float64)
+        return np.zeros((0, columns), np.float32)
+    if id(a) in seen:
+        return seen[id(a)]
     if not isinstance(a, np.ndarray) or a.dtype.kind not in "fiu":
         raise BoxError(f"{where}: {name} must be a numeric array or None, got {type(a).__name__}")
-    a = a.astype(np.float64, copy=False)
+    original = a
+    a = a.astype(np.float32, copy=False)
     if a.ndim != 2 or (a.shape[1] != columns if exact else a.shape[1] < columns):
         want = f"{columns}" if exact else f"at least {columns}"
         raise BoxError(f"{where}: {name} has shape {list(a.shape)}; the detector writes rows of "
@@ -113,4 +124,5 @@ def _rows(a, columns: int, exact: bool, where: str, name: str) -> np.ndarray:
         raise BoxError(f"{where}: {name} holds NaN or Inf")
     if (a[:, 2] < a[:, 0]).any() or (a[:, 3] < a[:, 1]).any():
         raise BoxError(f"{where}: {name} holds a box of negative size")
+    seen[id(original)] = a
     return a
