@@ -105,6 +105,55 @@ def test_weights_files_that_cannot_be_read_are_one_line(tmp_path):
     folder = tmp_path / "local"
     folder.mkdir()
     (folder / "open_clip_config.json").write_text('{"model_cfg": {}}')
-    ts.save(str(folder / "open_clip_model.pt"))
+    ts.save(str(folder / "open_clip_model.pt"))  # a name open_clip never loads from a folder
+    with pytest.raises(EncoderError, match=r"no weights file \(.safetensors/.bin/.pth\)"):
+        load_clip(str(TINY), f"local-dir:{folder}")
+    ts.save(str(folder / "open_clip_pytorch_model.bin"))  # one it loads: refused as an archive
     with pytest.raises(EncoderError, match="TorchScript archive"):
         load_clip(str(TINY), f"local-dir:{folder}")
+
+
+def test_an_archive_costs_what_its_model_needs(tmp_path):
+    """A storage member that inflates far past its tensor is read only as far as the tensor
+    needs; a stride-0 view of a few bytes is refused before anything is copied; a module tree
+    sharing its children through the memo is walked a bounded number of times."""
+    import pickle
+    import resource
+    from xmic.towers import script_archive as sa
+    enc = load_clip(str(TINY), "random")
+    ts = torch.jit.trace_module(enc.model, {"encode_image": (torch.randn(1, 3, 32, 32),)})
+    ts.save(str(tmp_path / "real.pt"))
+    bomb = tmp_path / "bomb.pt"  # the same archive, one storage member followed by 256 MiB
+    with zipfile.ZipFile(tmp_path / "real.pt") as src, zipfile.ZipFile(bomb, "w") as dst:
+        victim = next(n for n in src.namelist() if "/data/" in n)
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename != victim:
+                dst.writestr(info, data)
+                continue
+            deflated = zipfile.ZipInfo(victim)
+            deflated.compress_type = zipfile.ZIP_DEFLATED
+            with dst.open(deflated, "w", force_zip64=True) as f:
+                f.write(data)
+                for _ in range(256):
+                    f.write(bytes(1 << 20))
+    assert bomb.stat().st_size < (tmp_path / "real.pt").stat().st_size + (2 << 20)  # inflates to +256 MiB
+    r0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    got = read_archive_tensors(bomb)
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - r0) / 1024
+    assert grown_mb < 64 and got.keys() == read_archive_tensors(tmp_path / "real.pt").keys()
+    with pytest.raises(sa.ArchiveError, match="more than 1000 bytes"):
+        read_archive_tensors(tmp_path / "real.pt", max_bytes=1000)
+    storage = torch.zeros(4)
+    for size, stride in (((250_000_000,), (0,)), ((4, 4), (1, 1)), ((5,), (1,)), ((2,), (-1,))):
+        with pytest.raises(pickle.UnpicklingError, match="does not fit|malformed"):
+            sa._rebuild_tensor(storage, 0, size, stride)
+    assert sa._rebuild_tensor(storage, 0, (2, 2), (1, 2)).shape == (2, 2)  # a transposed view
+    node = sa._script_class("__torch__.Leaf")()
+    node.__setstate__({"w": torch.zeros(1)})
+    for _ in range(40):  # 2^40 paths through 40 shared nodes
+        parent = sa._script_class("__torch__.Node")()
+        parent.__setstate__({"a": node, "b": node})
+        node = parent
+    with pytest.raises(sa.ArchiveError, match="more than 200000 nodes"):
+        sa._walk(node, {})

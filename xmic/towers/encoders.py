@@ -13,6 +13,7 @@ without QuickGELU are refused: they load without error and silently lose accurac
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -123,14 +124,15 @@ def convert_openai_weights(src: str | Path, dst: str | Path,
     src, dst = Path(src), Path(dst)
     if not src.is_file():
         raise EncoderError(f"{src}: archive not found")
+    want = expected_state_shapes(model)
+    need = 4 * sum(math.prod(shape) for shape in want.values())  # fp32 at most
     try:
-        tensors = read_archive_tensors(src)
+        tensors = read_archive_tensors(src, max_bytes=need + (16 << 20))  # + scalars and masks
     except ArchiveError as e:
         raise EncoderError(str(e)) from None
-    sd = {k: v.detach().contiguous().clone() for k, v in tensors.items()
+    sd = {k: v for k, v in tensors.items()  # views of the storages: nothing copied yet
           if k not in ("input_resolution", "context_length", "vocab_size")
           and not k.endswith("attn_mask")}  # scalars and masks are rebuilt by open_clip
-    want = expected_state_shapes(model)
     missing = sorted(set(want) - set(sd))
     extra = sorted(set(sd) - set(want))
     shapes = sorted(k for k in set(want) & set(sd) if tuple(sd[k].shape) != want[k])
@@ -141,9 +143,14 @@ def convert_openai_weights(src: str | Path, dst: str | Path,
         raise EncoderError(f"{src}: holds {len(sd)} tensors that are not the state dict of "
                            f"{model} ({len(want)} tensors): {detail}; give the OpenAI archive of "
                            "this model, or --model for the archive's architecture")
-    bad = [k for k, v in sd.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    not_float = sorted(k for k, v in sd.items() if not v.is_floating_point())
+    if not_float:
+        raise EncoderError(f"{src}: tensor(s) {not_float[:3]} hold {sd[not_float[0]].dtype} "
+                           "values; weights are floating point")
+    bad = [k for k, v in sd.items() if not torch.isfinite(v).all()]
     if bad:
         raise EncoderError(f"{src}: tensor(s) with NaN or infinite values: {bad[:3]}")
+    sd = {k: v.detach().contiguous().clone() for k, v in sd.items()}  # checked: now copied
     save_file(sd, str(dst), metadata={OPENAI_ORIGIN_KEY: "openai", "source": src.name,
                                       "source_sha256": sha256_file(src)})
     return {"tensors": len(sd), "parameters": sum(v.numel() for v in sd.values())}

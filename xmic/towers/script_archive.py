@@ -10,7 +10,12 @@ Nothing of the archive executes: ``data.pkl`` goes through an unpickler whose ``
 admits only tensor rebuilding, storage types and ``OrderedDict``; every ``__torch__.*`` class
 becomes an inert ``ScriptObject`` that keeps the state it was handed and runs no method; the
 code folder is never read. Storage sizes are checked against the zip members before a byte is
-copied.
+copied, and a storage is read only as far as its tensor needs (a small member that inflates
+to gigabytes is never inflated); the storages together are bounded by ``max_bytes`` (the
+caller's expected model size); a tensor must lie inside its storage without overlapping itself
+(a stride-0 view of a few bytes would be gigabytes once copied); the module tree is walked
+visiting at most ``MAX_NODES`` nodes (a tree sharing children through the pickle memo would
+otherwise be visited 2^depth times).
 """
 from __future__ import annotations
 
@@ -31,6 +36,7 @@ _STORAGE_DTYPES = {
     "BoolStorage": torch.bool,
 }
 MAX_PICKLE_BYTES = 64 << 20  # the module tree of a ViT-L archive is well under 1 MiB
+MAX_NODES = 200_000  # attribute nodes of the module tree (ViT-L/14: a few thousand)
 
 
 class ArchiveError(XmicError):
@@ -61,17 +67,31 @@ class _StorageType:
 
 
 def _rebuild_tensor(storage, offset, size, stride, *rest):
-    """``torch._utils._rebuild_tensor_v2``'s arguments; hooks and metadata are ignored."""
+    """``torch._utils._rebuild_tensor_v2``'s arguments; hooks and metadata are ignored. The
+    view must lie inside its storage and not overlap itself (weights never do)."""
     if not isinstance(storage, torch.Tensor):
         raise pickle.UnpicklingError("a tensor whose storage is not a persistent storage id")
-    return storage.as_strided(tuple(size), tuple(stride), int(offset))
+    size, stride, offset = tuple(int(x) for x in size), tuple(int(x) for x in stride), int(offset)
+    if len(size) != len(stride) or any(x < 0 for x in (*size, *stride, offset)):
+        raise pickle.UnpicklingError(f"a tensor of size {size} and stride {stride} is malformed")
+    numel = 1
+    for n in size:
+        numel *= n
+    if numel and (numel > storage.numel() - offset
+                  or offset + sum((n - 1) * st for n, st in zip(size, stride)) >= storage.numel()
+                  or any(st == 0 and n > 1 for n, st in zip(size, stride))):
+        raise pickle.UnpicklingError(f"a tensor of size {list(size)} (stride {list(stride)}) "
+                                     f"does not fit its storage of {storage.numel()} values "
+                                     "without overlapping itself")
+    return storage.as_strided(size, stride, offset)
 
 
 class _ArchiveUnpickler(pickle.Unpickler):
-    def __init__(self, data: bytes, zf: zipfile.ZipFile, prefix: str):
+    def __init__(self, data: bytes, zf: zipfile.ZipFile, prefix: str, max_bytes: int | None):
         super().__init__(io.BytesIO(data))
-        self.zf, self.prefix = zf, prefix
+        self.zf, self.prefix, self.max_bytes = zf, prefix, max_bytes
         self.storages: dict[str, torch.Tensor] = {}
+        self.read_bytes = 0
 
     def find_class(self, module: str, name: str):
         if module == "torch._utils" and name in ("_rebuild_tensor_v2", "_rebuild_tensor"):
@@ -101,26 +121,40 @@ class _ArchiveUnpickler(pickle.Unpickler):
             if info.file_size < nbytes:
                 raise pickle.UnpicklingError(f"storage {member} holds {info.file_size} bytes, "
                                              f"{nbytes} expected")
-            raw = bytearray(self.zf.read(member)[:nbytes])
+            self.read_bytes += nbytes
+            if self.max_bytes is not None and self.read_bytes > self.max_bytes:
+                raise pickle.UnpicklingError(f"its storages hold more than {self.max_bytes} "
+                                             "bytes, more than the model's weights need")
+            with self.zf.open(member) as f:  # only what the tensor needs is inflated
+                raw = bytearray(f.read(nbytes))
+            if len(raw) != nbytes:
+                raise pickle.UnpicklingError(f"storage {member} ends after {len(raw)} of "
+                                             f"{nbytes} bytes")
             self.storages[key] = torch.frombuffer(raw, dtype=stype.dtype) if nbytes else \
                 torch.empty(0, dtype=stype.dtype)
         return self.storages[key]
 
 
-def _walk(obj, prefix: str, out: dict, depth: int = 0) -> None:
-    if depth > 64:
-        raise ArchiveError("module tree deeper than 64 levels")
-    if isinstance(obj, ScriptObject):
-        if isinstance(obj.state, dict):
-            for k, v in obj.state.items():
-                if isinstance(k, str):
-                    _walk(v, f"{prefix}{k}.", out, depth + 1)
-    elif isinstance(obj, torch.Tensor):
-        out[prefix[:-1]] = obj
+def _walk(root, out: dict) -> None:
+    """Every tensor attribute below ``root`` by its dotted path; at most ``MAX_NODES`` nodes
+    are visited, counting every path (shared children count once per path)."""
+    stack, visited = [(root, "", 0)], 0
+    while stack:
+        obj, prefix, depth = stack.pop()
+        visited += 1
+        if visited > MAX_NODES or depth > 64:
+            raise ArchiveError(f"module tree of more than {MAX_NODES} nodes or 64 levels (a "
+                               "tree sharing its children, or not a model's)")
+        if isinstance(obj, ScriptObject) and isinstance(obj.state, dict):
+            stack.extend((v, f"{prefix}{k}.", depth + 1) for k, v in reversed(obj.state.items())
+                         if isinstance(k, str))
+        elif isinstance(obj, torch.Tensor):
+            out[prefix[:-1]] = obj
 
 
-def read_archive_tensors(path: str | Path) -> dict[str, torch.Tensor]:
-    """Every named tensor attribute of a TorchScript archive, nothing executed."""
+def read_archive_tensors(path: str | Path, max_bytes: int | None = None) -> dict[str, torch.Tensor]:
+    """Every named tensor attribute of a TorchScript archive, nothing executed; its storages
+    may hold at most ``max_bytes``."""
     path = Path(path)
     try:
         zf = zipfile.ZipFile(path)
@@ -134,10 +168,13 @@ def read_archive_tensors(path: str | Path) -> dict[str, torch.Tensor]:
         if zf.getinfo(pkls[0]).file_size > MAX_PICKLE_BYTES:
             raise ArchiveError(f"{path}: {pkls[0]} is larger than {MAX_PICKLE_BYTES >> 20} MiB")
         try:
-            root = _ArchiveUnpickler(zf.read(pkls[0]), zf, prefix).load()
+            root = _ArchiveUnpickler(zf.read(pkls[0]), zf, prefix, max_bytes).load()
         except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
                 IndexError, KeyError, RuntimeError, zipfile.BadZipFile, OSError) as e:
             raise ArchiveError(f"{path}: refused: {e}") from None
     out: dict[str, torch.Tensor] = {}
-    _walk(root, "", out)
+    try:
+        _walk(root, out)
+    except ArchiveError as e:
+        raise ArchiveError(f"{path}: refused: {e}") from None
     return out
