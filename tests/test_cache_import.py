@@ -135,6 +135,32 @@ def test_import_text_torch_file(tmp_path, small_cache):
     assert "exists; pass --replace" in cp.stderr
 
 
+def test_import_text_files_cost_what_they_hold(tmp_path, small_cache):
+    """A stride-0 tensor of a few bytes claiming [3, 80,000,000], and a .npy header claiming
+    (3, 10^10): refused on their shape before a value is copied, in one line each."""
+    import resource
+    import torch
+    names = tmp_path / "names.txt"
+    names.write_text("take\nput\nwash\n")
+    wide = tmp_path / "wide.pt"
+    torch.save(torch.zeros(1).expand(3, 80_000_000), wide)
+    assert wide.stat().st_size < 10_000
+    r0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    cp = run_xmic("cache", "import-text", small_cache.root, "--name", "verb", "--classes", names,
+                  "--embeddings", wide, check=False)
+    assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - r0) / 1024 < 64
+    assert cp.returncode == 2 and "width 80000000, but the cache's views have width [16]" in cp.stderr
+    liar = tmp_path / "liar.npy"  # a valid header claiming 3 x 10^10 values over 192 bytes
+    with open(liar, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False,
+                                                 "shape": (3, 10**10)})
+        f.write(bytes(192))
+    cp = run_xmic("cache", "import-text", small_cache.root, "--name", "verb", "--classes", names,
+                  "--embeddings", liar, check=False)
+    assert cp.returncode == 2 and len(cp.stderr.strip().splitlines()) == 1, cp.stderr
+    assert "liar.npy" in cp.stderr
+
+
 class RunsCode:
     def __reduce__(self):
         return (os.system, ("echo pwned",))

@@ -54,9 +54,15 @@ def test_ego4d_taxonomy_and_real_text_embeddings(tmp_path, small_cache):
     assert len(read_class_list(tax, "verbs")) == 115 and len(read_class_list(tax, "nouns")) == 478
     emb = read_embeddings_file(EGO / "taxonomy_clip_embeddings.pt", "nouns")
     assert emb.shape == (478, 512) and 8 < float(np.linalg.norm(emb, axis=1).mean()) < 13
-    run_xmic("cache", "import-text", small_cache.root, "--name", "noun", "--classes", tax,
+    cp = run_xmic("cache", "import-text", small_cache.root, "--name", "noun", "--classes", tax,
+                  "--field", "nouns", "--embeddings", EGO / "taxonomy_clip_embeddings.pt",
+                  "--key", "nouns", check=False)  # the small cache's views are 16 wide
+    assert cp.returncode == 2 and "width 512, but the cache's views have width [16]" in cp.stderr
+    from xmic.cache import CacheConfig
+    empty = Cache.create(tmp_path / "text-only", "ego4d", CacheConfig())  # no view yet
+    run_xmic("cache", "import-text", empty.root, "--name", "noun", "--classes", tax,
              "--field", "nouns", "--embeddings", EGO / "taxonomy_clip_embeddings.pt", "--key", "nouns")
-    v = load_vocab(Cache.open(small_cache.root), "noun")
+    v = load_vocab(Cache.open(empty.root), "noun")
     assert len(v.classes) == 478 and np.array_equal(v.embeddings, emb)
 
 

@@ -142,29 +142,55 @@ def load_vocab(cache: Cache, name: str) -> Vocab:
                  meta.get("source") or {}, list(meta.get("names") or []), offset)
 
 
-def read_embeddings_file(path: Path, key: str | None = None) -> np.ndarray:
-    """[C, D] from ``.npy`` (no pickles) or a torch file (``weights_only=True``; a dict needs key)."""
+MAX_VALUES = 1 << 28  # a vocabulary is at most ~10^5 classes x 2048 dims; more is not text
+
+
+def _check_shape(shape, path, classes: int | None, widths) -> None:
+    """A vocabulary's [C, D] before a value of it is copied: its classes, a cache view's width."""
+    shape = tuple(int(x) for x in shape)
+    if len(shape) != 2:
+        raise CacheError(f"{path}: expected an array [classes, D], got shape {list(shape)}")
+    if classes is not None and shape[0] != classes:
+        raise CacheError(f"{path}: {shape[0]} embeddings for {classes} class names; the class "
+                         "list and the embeddings must be in the same order and length")
+    if widths and shape[1] not in widths:
+        raise CacheError(f"{path}: embeddings of width {shape[1]}, but the cache's views have "
+                         f"width {sorted(widths)}; text and image embeddings come from one model")
+    if shape[0] * shape[1] > MAX_VALUES:
+        raise CacheError(f"{path}: shape {list(shape)} is more than a vocabulary holds "
+                         f"({MAX_VALUES} values); refused before reading it")
+
+
+def read_embeddings_file(path: Path, key: str | None = None, classes: int | None = None,
+                         widths=None) -> np.ndarray:
+    """[C, D] from ``.npy`` (no pickles) or a torch file (``weights_only=True``; a dict needs
+    key), its shape checked (``classes`` rows, a width among ``widths``, a bounded size) before
+    any value is copied: a file's header may claim more than it holds, and a torch tensor may
+    be a stride-0 view of a few bytes."""
     path = Path(path)
     if not path.exists():
         raise CacheError(f"{path}: embeddings file not found")
     if path.suffix == ".npy":
         try:
-            return np.load(path, allow_pickle=False)
+            a = np.load(path, allow_pickle=False, mmap_mode="r")
         except (ValueError, EOFError, OSError) as e:
             raise CacheError(f"{path}: not a plain .npy array ({type(e).__name__}: "
                              f"{e or 'empty file'})") from None
+        _check_shape(a.shape, path, classes, widths)
+        return np.array(a)
     import torch
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:
         first = (str(e).splitlines() or ["empty or truncated file"])[0][:200]
         raise CacheError(f"{path}: refused or unreadable torch file ({type(e).__name__}: "
                          f"{first}); only plain tensors are accepted") from None
     if isinstance(obj, dict):
         if key is None or key not in obj:
-            raise CacheError(f"{path}: holds a dict with keys {sorted(map(str, obj))}; "
+            raise CacheError(f"{path}: holds a dict with keys {sorted(map(str, obj))[:20]}; "
                              "choose one with --key")
         obj = obj[key]
     if not isinstance(obj, torch.Tensor):
         raise CacheError(f"{path}: expected a tensor, got {type(obj).__name__}")
+    _check_shape(obj.shape, path, classes, widths)
     return obj.detach().float().numpy()

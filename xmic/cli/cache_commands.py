@@ -180,9 +180,11 @@ def cache_import_text(cache_dir, name, classes, field, embeddings, key, prompt, 
     from xmic.cache.xmic_import import imported_model, imported_vocab_fingerprint
     from xmic.cache.vocab import add_vocab, read_embeddings_file
     names = read_class_list(classes, field)
-    emb = read_embeddings_file(embeddings, key)
+    cache = Cache.open(cache_dir)
+    emb = read_embeddings_file(embeddings, key, len(names),
+                               {rec["dim"] for rec in cache.views().values()})
     model = imported_model(model_name, weights_sha256, quick_gelu)
-    v = add_vocab(Cache.open(cache_dir), name, names, emb, prompt,
+    v = add_vocab(cache, name, names, emb, prompt,
                   imported_vocab_fingerprint(model, prompt), replace=replace,
                   source={"classes": str(classes), "embeddings": str(embeddings)})
     click.echo(f"vocabulary {name}: {len(v.classes)} classes, D={v.dim}")
