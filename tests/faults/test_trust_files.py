@@ -131,3 +131,21 @@ def test_a_full_disk_in_a_grid_is_one_line(tmp_path, monkeypatch):
     lines = [x for x in r.output.splitlines() if x.startswith("error: ")]
     assert len(lines) == 1 and "the disk is full" in lines[0] and "last.pt" in lines[0], r.output
     assert "free space, then run the same command again" in lines[0]
+
+
+def test_recorded_widths_allocate_nothing_before_the_weights_fit(trained, tmp_path):
+    """A checkpoint of a few KB claiming widths of 8192 is refused on its tensors' shapes
+    (checked against the model built on the meta device) before any model is allocated."""
+    import resource
+    from xmic.train.checkpoint import CheckpointError
+    from xmic.train.inference import load_run
+
+    def wide(ck):
+        ck["dims"]["text"] = 8192
+        if isinstance(ck["dims"].get("cond"), int):
+            ck["dims"]["cond"] = 8192
+    bad = tampered(trained, tmp_path, wide)
+    r0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(CheckpointError, match="do not fit the model its config and widths describe"):
+        load_run(bad)
+    assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - r0) / 1024 < 256

@@ -71,6 +71,22 @@ def check_checkpoint(ck, path: Path) -> dict:
     return ck
 
 
+def check_state_shapes(want: dict, state: dict, path: Path) -> None:
+    """The checkpoint's tensors have exactly the names and shapes of the model its config
+    describes (``want``: that model's state dict, built on the meta device): checked before
+    the model is built for real, so a checkpoint's recorded widths allocate nothing they do not
+    hold."""
+    missing = sorted(set(want) - set(state))
+    extra = sorted(set(state) - set(want))
+    shapes = sorted(k for k in set(want) & set(state) if tuple(want[k].shape) != tuple(state[k].shape))
+    if missing or extra or shapes:
+        detail = "; ".join(f"{what}: {', '.join(ks[:3])}{' ...' if len(ks) > 3 else ''}"
+                           for what, ks in (("missing", missing), ("unexpected", extra),
+                                            ("mis-shaped", shapes)) if ks)
+        raise CheckpointError(f"{path}: its weights do not fit the model its config and widths "
+                              f"describe ({detail})")
+
+
 def load_model_state(model: torch.nn.Module, state: dict, path: Path) -> None:
     """Strict ``load_state_dict``; a missing, extra or mis-shaped tensor is one line."""
     try:

@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from xmic.config import ConfigError, XmicError, from_dict
 from xmic.train.build import build_model, load_tower
 from xmic.train.run_folder import CHECKPOINT
-from xmic.train.checkpoint import (CheckpointError, check_checkpoint, load_checkpoint,
-                                   load_model_state)
+from xmic.train.checkpoint import (CheckpointError, check_checkpoint, check_state_shapes,
+                                   load_checkpoint, load_model_state)
 from xmic.train.config import TrainConfig, migrate_config
 from xmic.cache import CacheError
 from xmic.cache.sampling import bin_layout
@@ -61,8 +61,13 @@ def load_run(run: str | Path, device="cpu", towers=None
     except (KeyError, TypeError, ValueError, ConfigError) as e:
         raise CheckpointError(f"{path}: not an xmic checkpoint ({e})") from None
     tower = load_tower(cfg, ck["fingerprints"]["vocab"], ck.get("text_tower"), device, towers)
+
+    def build():
+        return build_model(cfg, dims[0], dims[1], len(ck["classes"]), tower, init_context=False)
     try:
-        model = build_model(cfg, dims[0], dims[1], len(ck["classes"]), tower, init_context=False)
+        with torch.device("meta"):  # shapes only: a checkpoint's widths allocate nothing yet
+            check_state_shapes(build().state_dict(), ck["model"], path)
+        model = build()
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: its widths {ck['dims']} cannot build the model ({e})") from None
     load_model_state(model, ck["model"], path)
