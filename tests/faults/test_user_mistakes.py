@@ -145,3 +145,38 @@ def test_bad_shard_ranges(tmp_path):
     cache = fill_cache(tmp_path / "c")  # 6 shards: a range past them is refused before it is built
     one_line_error("extract", "run", cache.root, "--shards", "0-30000000", "--weights", "random",
                    words="shard 30000000 is outside the plan's 6 shard(s) (0-5)")
+
+
+@pytest.mark.parametrize("args, words", [
+    (["extract", "text", "C", "--set", "prompt='{x}'"], "prompt '{x}' must hold '{}'"),
+    (["extract", "text", "C", "--set", "zeroshot_prompt='{}{}'"], "zeroshot_prompt '{}{}' must hold"),
+    (["extract", "text", "C", "--set", "prompt='{0.__class__}'"], "must hold '{}' (the class name) exactly"),
+    (["extract", "run", "C", "--set", "rename=[full_frame=a, hand_crop=a]"],
+     "two views would be written under one name"),
+    (["extract", "run", "C", "--set", "rename=[full_frame=hand_crop]"],
+     "two views would be written under one name"),
+    (["train", "--cache", "C", "--out", "R", "--set", "log.wandb_project=a/b"],
+     "log.wandb_project 'a/b' must be a plain name"),
+    (["train", "--cache", "C", "--out", "R", "--set", "optim.warmup_start_lr=1e300"],
+     "must be at most lr"),
+    (["train", "--cache", "C", "--out", "R", "--seeds", "1,,x"], "--seeds '1,,x': expected integers"),
+])
+def test_settings_that_cannot_work_are_one_line(tmp_path, args, words):
+    cache = fill_cache(tmp_path / "c")
+    one_line_error(*[{"C": cache.root, "R": tmp_path / "run"}.get(a, a) for a in args], words=words)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_vocabulary_prompt_read_from_a_cache_is_checked(tmp_path):
+    """vocab.json is a file of the cache: its prompt becomes a format string, so a template
+    that reads attributes or names other fields is refused when it is loaded."""
+    import json as _json
+    from xmic.cache.paths import CacheError
+    from xmic.cache.vocab import load_vocab
+    cache = make_train_cache(tmp_path / "c", n=8)
+    path = cache.root / "vocab" / "noun" / "vocab.json"
+    meta = _json.loads(path.read_text())
+    meta["prompt"] = "{0.__class__.__init__.__globals__}"
+    path.write_text(_json.dumps(meta))
+    with pytest.raises(CacheError, match=r"vocab.json: prompt .* must hold '\{\}'"):
+        load_vocab(Cache.open(cache.root), "noun")

@@ -48,6 +48,16 @@ class Vocab:
         return [self.prompt.format(n) for n in self.names]
 
 
+def check_template(prompt, where: str) -> str:
+    """A prompt template holds ``{}`` exactly once and no other brace: it becomes a format
+    string (``{0.__class__}``, ``{x}`` or ``{}{}`` would fail or read attributes)."""
+    if not isinstance(prompt, str) or prompt.count("{}") != 1 or \
+            "{" in prompt.replace("{}", "", 1) or "}" in prompt.replace("{}", "", 1):
+        raise CacheError(f"{where}: prompt {prompt!r} must hold '{{}}' (the class name) exactly "
+                         "once and no other brace, e.g. 'a photo of a {}'")
+    return prompt
+
+
 def check_prompts(name: str, classes: list[str], names: list[str], prompt: str) -> None:
     """Two classes whose prompt texts are equal get equal embeddings: never told apart."""
     dup = duplicate_prompts(classes, [prompt.format(n) for n in names])
@@ -80,6 +90,7 @@ def add_vocab(cache: Cache, name: str, classes: list[str], embeddings, prompt: s
               names: list[str] | None = None, label_offset: int = 0) -> Vocab:
     """Write a vocabulary; ``names`` (the prompt text of each class) default to the cache's
     dataset rule (``datasets.prompt_names``). Two classes with one prompt text are refused."""
+    check_template(prompt, f"vocabulary {name}")
     emb = check_embeddings(embeddings, len(classes), f"vocabulary {name}")
     if len(set(classes)) != len(classes):
         dup = sorted({c for c in classes if classes.count(c) > 1})[:5]
@@ -128,6 +139,7 @@ def load_vocab(cache: Cache, name: str) -> Vocab:
         raise CacheError(f"{cache.root}: no vocabulary {name!r} (have {vocab_names(cache)}); add it "
                          "with `xmic cache import-text` or extraction")
     meta = read_cache_json(d / VOCAB_JSON, f"vocabulary {name}")
+    check_template(meta.get("prompt", "{}"), str(d / VOCAB_JSON))
     try:
         emb = np.load(d / EMBEDDINGS, allow_pickle=False)
     except (OSError, ValueError) as e:

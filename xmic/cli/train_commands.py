@@ -45,7 +45,10 @@ def train_cmd(cache_dir, split, label, method, out, epochs, seed, seeds, device,
     given = {"split": split, "label": label, "method": method, "epochs": epochs, "seed": seed,
              "device": device}
     overrides = [*sets] + [f"{k}={v}" for k, v in given.items() if v is not None]
-    seed_list = [int(s) for s in seeds.split(",")] if seeds else [None]
+    try:
+        seed_list = [int(s) for s in seeds.split(",")] if seeds else [None]
+    except ValueError:
+        raise UsageError(f"--seeds {seeds!r}: expected integers, e.g. 1,2,3") from None
     for s in seed_list:
         extra = [f"seed={s}"] if s is not None else []
         cfg = load_config(TrainConfig, config_path, overrides + extra)

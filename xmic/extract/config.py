@@ -10,6 +10,8 @@ from typing import Literal
 
 from xmic.config import bounded
 
+VIEWS = ("full_frame", "hand_crop")  # the views extraction writes (``rename`` may rename them)
+
 
 @dataclass(frozen=True)
 class ExtractConfig:
@@ -43,6 +45,19 @@ class ExtractConfig:
         return out
 
     def __post_init__(self):
-        self.view_names()
+        names = self.view_names()
+        unknown = [v for v in names if v not in VIEWS]
+        if unknown:
+            raise ValueError(f"rename {list(self.rename)}: {unknown} are not views extraction "
+                             f"writes ({', '.join(VIEWS)})")
+        written = [names.get(v, v) for v in VIEWS]
+        if len(set(written)) != len(written):
+            raise ValueError(f"rename {list(self.rename)}: two views would be written under one "
+                             "name; give each view a name of its own")
+        for key in ("prompt", "zeroshot_prompt"):
+            p = getattr(self, key)
+            if p.count("{}") != 1 or "{" in p.replace("{}", "", 1) or "}" in p.replace("{}", "", 1):
+                raise ValueError(f"{key} {p!r} must hold '{{}}' (the class name) exactly once "
+                                 "and no other brace, e.g. 'a photo of a {}'")
         if self.batch_size < 1 or self.per_bin < 1 or self.bins < 1 or self.workers < 0:
             raise ValueError("batch_size, per_bin and bins must be >= 1; workers >= 0")

@@ -26,7 +26,7 @@ from xmic.cache.redo import supersede
 from xmic.cache.sampling import frames_to_store, rule_of
 from xmic.cache.datasets import dataset
 from xmic.config import XmicError, config_to_dict
-from xmic.extract.config import ExtractConfig
+from xmic.extract.config import VIEWS, ExtractConfig
 from xmic.extract.coverage import check_coverage
 from xmic.extract.detections import BoxSource
 from xmic.extract.media import check_media_ids
@@ -38,7 +38,6 @@ class PlanError(XmicError):
     """A plan or shard choice that extraction cannot follow."""
 
 
-VIEWS = ("full_frame", "hand_crop")
 COVERAGE_FLOOR = 0.5  # least share of frames to encode with a usable hand box
 # extraction settings coverage is measured at; recorded with the plan, `run`'s defaults
 PLANNED_SETTINGS = ("hand_score", "object_score", "min_box_px", "sampling", "per_bin", "bins")

@@ -6,6 +6,7 @@ Output: a frozen dataclass, written to ``RUN/config.yaml`` and into every checkp
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -90,6 +91,9 @@ class OptimConfig:
 
     def __post_init__(self):
         _positive(lr=self.lr, warmup_start_lr=self.warmup_start_lr)
+        if self.warmup_start_lr > self.lr:
+            raise ValueError(f"warmup_start_lr {self.warmup_start_lr!r} must be at most lr "
+                             f"{self.lr!r}: the warm-up rises from it to lr")
         if len(self.betas) != 2 or not all(math.isfinite(b) and 0.0 <= b < 1.0 for b in self.betas):
             raise ValueError(f"betas must be two numbers in [0, 1), got {list(self.betas)}")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
@@ -108,6 +112,11 @@ class LogConfig:
     # or by the WANDB_MODE environment variable
     wandb_mode: Literal["offline", "online", "disabled"] = "offline"
     group: str = ""             # runs logged together (a grid sets its name)
+
+    def __post_init__(self):
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,128}", self.wandb_project):
+            raise ValueError(f"log.wandb_project {self.wandb_project!r} must be a plain name "
+                             "(letters, digits, '_', '.', '-'; no '/')")
 
 
 @dataclass(frozen=True)
