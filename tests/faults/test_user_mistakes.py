@@ -46,6 +46,21 @@ def test_output_paths_that_are_files(tmp_path):
     assert a_file.read_text() == "keep me"
 
 
+def test_an_evaluation_is_never_written_into_a_cache(tmp_path):
+    cache = make_train_cache(tmp_path / "c", n=12, splits=("train", "validation"))
+    r = CliRunner().invoke(main, ["train", "--cache", str(cache.root), "--method", "zeroshot",
+                                  "--out", str(tmp_path / "run"), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    before = sorted(p.relative_to(cache.root) for p in cache.root.rglob("*"))
+    one_line_error("evaluate", "run", tmp_path / "run", "--cache", cache.root, "--split",
+                   "validation", "--out", cache.root / "views" / "eval", "--device", "cpu",
+                   words="lies inside the cache")
+    assert sorted(p.relative_to(cache.root) for p in cache.root.rglob("*")) == before
+    import xmic
+    with pytest.raises(ValueError, match="k must be an integer >= 1"):
+        xmic.load_run(tmp_path / "run").predict(cache.root, "validation", k=0)
+
+
 @pytest.mark.parametrize("where", ["itself", "inside"])
 def test_convert_onto_or_into_itself(tmp_path, where):
     cache = fill_cache(tmp_path / "c", n=6)

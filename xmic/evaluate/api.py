@@ -37,6 +37,8 @@ class Run:
     def predict(self, cache, split: str, k: int = 5):
         """Top-k classes of every segment of a cache split, as a DataFrame."""
         import pandas as pd
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"k must be an integer >= 1 (the classes listed per segment), got {k!r}")
         c = cache if isinstance(cache, Cache) else Cache.open(cache)
         scores, labels, bank, vocab = score_split(self.model, self.config, self._ck, self.path,
                                                   c, split, self.device)          # [S, C]
