@@ -150,3 +150,21 @@ def test_only_regular_files_are_frames(tmp_path, epic, encoder):
     s = run_shards(tmp_path / "c", CFG, encoder=encoder, echo=lambda *a: None)
     assert s["segments_failed"] == 1, s["failures"]
     assert "frame_0000000003.jpg: frame 3 is not a regular file (a FIFO" in s["failures"][0]
+
+
+def test_an_archive_renamed_over_is_read_anew(tmp_path, epic):
+    """A copy renamed over an archive between two reads: its own bytes are read (the member
+    index and the descriptor both follow the new file), not the old file's."""
+    import os
+    folder = tmp_path / "P01_01"
+    shutil.copytree(epic["root"] / "P01" / "rgb_frames" / "P01_01", folder)
+    tar = pack_frames(folder)
+    first = read_member(tar, 1)
+    other = tmp_path / "other"
+    shutil.copytree(epic["root"] / "P01" / "rgb_frames" / "P01_02", other)  # another video
+    replacement = pack_frames(other)
+    os.rename(replacement, tar)
+    os.utime(tar, ns=(5, 5))
+    again = read_member(tar, 1)
+    assert again == (epic["root"] / "P01" / "rgb_frames" / "P01_02" / "frame_0000000001.jpg").read_bytes()
+    assert again != first

@@ -93,11 +93,19 @@ _descriptors: OrderedDict[tuple[int, str], int] = OrderedDict()  # (pid, path) -
 
 
 def _fd(path: str) -> int:
-    """A read-only descriptor of ``path`` for this process, the least recently used closed."""
+    """A read-only descriptor of ``path`` for this process, the least recently used closed;
+    reopened when another file was renamed over the path (its index is rebuilt too)."""
     key = (os.getpid(), path)
     if key in _descriptors:
-        _descriptors.move_to_end(key)
-        return _descriptors[key]
+        fd = _descriptors[key]
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except OSError:
+            same = False
+        if same:
+            _descriptors.move_to_end(key)
+            return fd
+        os.close(_descriptors.pop(key))
     for stale in [k for k in _descriptors if k[0] != key[0]]:  # copies inherited at a fork:
         os.close(_descriptors.pop(stale))  # closing them here leaves the parent's open
     while len(_descriptors) >= OPEN_ARCHIVES:
