@@ -116,3 +116,21 @@ def test_missing_egtea_lists_say_none_were_released(tmp_path):
         read_class_splits(tmp_path, "egtea", "epic", "noun", ["knife"])
     with pytest.raises(ClassSplitError, match=r"source ego4d$"):  # released for EPIC: no hint
         read_class_splits(tmp_path, "epic", "ego4d", "noun", ["knife"])
+
+
+def test_a_split_with_shards_left_to_extract_is_refused_at_plan(tmp_path, world):
+    """A run would otherwise train (or be scored) on the extracted part only, silently."""
+    import shutil
+    from xmic.cache import Cache
+    half = tmp_path / "ego4d-half"
+    shutil.copytree(world["ego4d"], half)
+    c = Cache.open(half)
+    shard = c.shards("val")[0]
+    shutil.rmtree(half / "views" / "hand_crop" / shard)
+    r = yaml.safe_load(recipe(tmp_path, world).read_text())
+    r["caches"]["ego4d"] = str(half)
+    (tmp_path / "half.yaml").write_text(yaml.safe_dump(r))
+    cp = run_xmic("grid", "plan", tmp_path / "g", "--recipe", tmp_path / "half.yaml", check=False)
+    assert cp.returncode == 2 and f"view hand_crop of split val has 1 of 1 shard(s) not extracted " \
+                                  f"({shard}" in cp.stderr, cp.stderr
+    assert not (tmp_path / "g").exists()

@@ -79,6 +79,7 @@ def expand(recipe: Recipe) -> tuple[list[dict], list[str]]:
                 towers[key] = str(e)
         return towers[key]
     skipped: list[str] = []
+    checked: set = set()  # (cache, split, view) whose shards were looked at
 
     def cache_of(ds: str) -> Cache:
         if ds not in opened:
@@ -114,6 +115,7 @@ def expand(recipe: Recipe) -> tuple[list[dict], list[str]]:
                 except ConfigError as e:
                     raise GridError(f"method {name!r}: {e}") from None
                 inputs = check_inputs(cache_of(source), base)  # views, vocabulary of the source
+                unfinished(cache_of(source), split, base.views(), checked)
                 problem = tower_problem(inputs.vocab) if METHODS[trainer].tower else None
                 if problem and name in recipe.optional_methods:
                     skipped.append(f"{source}-{label}-{name}: {problem}")
@@ -125,6 +127,7 @@ def expand(recipe: Recipe) -> tuple[list[dict], list[str]]:
                     if not METHODS[trainer].open_vocabulary and ds != source:
                         continue  # e.g. a probe: no classifier for another vocabulary
                     check_inputs(cache_of(ds), base)
+                    unfinished(cache_of(ds), tsplit, base.views(), checked)
                     targets.append({"dataset": ds, "cache": str(cache_of(ds).root),
                                     "split": tsplit})
                 for seed in recipe.seeds:
@@ -137,6 +140,22 @@ def expand(recipe: Recipe) -> tuple[list[dict], list[str]]:
                                  "dir": f"{RUNS}/{rid}", "targets": targets})
     check_unique_ids(runs)
     return runs, skipped
+
+
+def unfinished(cache: Cache, split: str, views: list[str], checked: set) -> None:
+    """Refuse a split whose views still have shards to extract: a run would train (or be
+    scored) on the part that is done, silently."""
+    for v in views:
+        if (str(cache.root), split, v) in checked:
+            continue
+        checked.add((str(cache.root), split, v))
+        done = cache.committed(v)  # committed, failed segments included (they are counted)
+        left = [s for s in cache.shards(split) if s not in done]
+        if left:
+            raise GridError(f"cache {cache.root}: view {v} of split {split} has {len(left)} of "
+                            f"{len(cache.shards(split))} shard(s) not extracted "
+                            f"({', '.join(left[:5])}{' ...' if len(left) > 5 else ''}; states "
+                            "in `xmic slurm status`); finish the extraction, then plan the grid")
 
 
 def _load_tower_on_cpu(fingerprint: dict, source) -> None:
