@@ -185,3 +185,16 @@ def tiny_grid(tmp_path, run: bool = True) -> Path:
     if run:
         run_xmic("grid", "run", g)
     return g
+
+
+def test_extend_cannot_add_a_row_into_a_planned_rows_folder(tmp_path, world):
+    caches = {"epic": str(world["epic"]), "epic-noun": str(world["epic"])}
+    g = tmp_path / "g"
+    run_xmic("grid", "plan", g, "--recipe", recipe(tmp_path, world, caches=caches,
+                                                   sources={"epic": "train"}, labels=["noun"],
+                                                   methods={"noun-xmic": {"method": "xmic"}},
+                                                   targets={"epic": "validation"}))
+    grown = recipe(tmp_path, world, caches=caches, sources={"epic-noun": "train"},
+                   labels=["noun"], methods={"xmic": {}}, targets={"epic": "validation"})
+    cp = run_xmic("grid", "plan", g, "--recipe", grown, "--extend", check=False)
+    assert cp.returncode == 2 and "would share the run folder 'epic-noun-noun-xmic-seed0'" in cp.stderr, cp.stderr

@@ -42,6 +42,12 @@ def merge_plans(old: dict, recipe: dict, runs: list[dict], skipped: list) -> dic
         if have is None:
             added.append(r)
             continue
+        row = ("source", "label", "method", "seed")
+        if any(have[k] != r[k] for k in row):
+            raise ExtendError(f"the new row ({', '.join(str(r[k]) for k in row)}) would share the "
+                              f"run folder {r['id']!r} of the planned row "
+                              f"({', '.join(str(have[k]) for k in row)}); rename a dataset or a "
+                              "method")
         if have["config"] != r["config"] or have["cache"] != r["cache"]:
             diff = sorted(k for k in set(have["config"]) | set(r["config"])
                           if have["config"].get(k) != r["config"].get(k))
