@@ -195,3 +195,20 @@ def test_a_vocabulary_prompt_read_from_a_cache_is_checked(tmp_path):
     path.write_text(_json.dumps(meta))
     with pytest.raises(CacheError, match=r"vocab.json: prompt .* must hold '\{\}'"):
         load_vocab(Cache.open(cache.root), "noun")
+
+
+def test_evaluate_table_leaves_out_what_is_not_an_evaluation(tmp_path):
+    """The checks `grid table` applies: an unreadable metrics file or one whose score is not a
+    number in [0, 100] is left out and named, never a traceback or a NaN in the table."""
+    import json as _json
+    good = {"method": "xmic", "source_dataset": "epic", "dataset": "epic", "label": "noun",
+            "in_dataset": True, "top1": 50.0, "top5": 90.0, "mean_class_acc": 40.0}
+    for name, body in (("good", _json.dumps(good)), ("broken", "{not json"),
+                       ("nan", _json.dumps({**good, "top1": "NaN"})),
+                       ("huge", _json.dumps({**good, "top5": 1e9}))):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_text(body)
+    r = CliRunner().invoke(main, ["evaluate", "table", str(tmp_path)])
+    assert r.exit_code == 0 and "| xmic |" in r.output and "50.0" in r.output, r.output
+    assert r.output.count("left out") == 3 and "Traceback" not in r.output
+    assert "broken/metrics.json left out: unreadable" in r.output

@@ -118,9 +118,12 @@ def evaluate_cmd(run_dir, cache_dir, split, class_splits, out, device, as_json, 
 def evaluate_table(paths, criterion, fmt, out):
     """The paper's table from run folders or metrics.json files (mean ± std over seeds)."""
     from xmic.evaluate.table import build_table, collect, format_table
-    metrics = collect(paths)
+    skipped: list = []
+    metrics = collect(paths, skipped)
+    for path, why in skipped[:20]:
+        click.echo(f"WARNING: {path} left out: {why}", err=True)
     if not metrics:
-        raise UsageError(f"no metrics.json found under {[str(p) for p in paths]}; run "
+        raise UsageError(f"no usable metrics.json found under {[str(p) for p in paths]}; run "
                         "`xmic evaluate RUN --cache ... --split ...` first")
     text = format_table(*build_table(metrics, criterion), fmt)
     if out:

@@ -4,7 +4,9 @@ HM of in-dataset and cross-dataset top-1. Several seeds of a run give ``mean ± 
 standard deviation, n − 1).
 
 Inputs: run folders (every ``metrics.json`` below them) or metrics files; a criterion (exact |
-semantic | default); a format (md | csv | latex). Output: the table as text.
+semantic | default); a format (md | csv | latex). Output: the table as text. A metrics file
+that is unreadable or holds a score that is not a number in [0, 100] is left out and named
+(``valid_metrics``, the rule ``grid table`` applies too).
 """
 from __future__ import annotations
 
@@ -18,14 +20,42 @@ FIELDS = (("top1", "top-1"), ("mean_class_acc", "class-mean"), ("shared", "share
           ("novel", "novel"), ("hm", "HM"))
 
 
-def collect(paths) -> list[dict]:
+SCORE_PREFIXES = ("top1", "top5", "mean_class_acc", "shared_", "novel_", "hm_")
+
+
+def valid_metrics(m) -> bool:
+    """A metrics.json as evaluation writes it: a mapping with top-1, every score a finite number
+    in [0, 100] (shared/novel/HM may be null: no sample of that kind)."""
+    if not isinstance(m, dict) or "top1" not in m:
+        return False
+    for k, v in m.items():
+        if not k.startswith(SCORE_PREFIXES) or k.endswith("_classes"):
+            continue
+        if v is None and k != "top1":
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 100.0:
+            return False  # NaN and inf fail the range check too
+    return True
+
+
+def collect(paths, skipped: list | None = None) -> list[dict]:
+    """Every valid ``metrics.json`` below ``paths`` (``valid_metrics``, naming a method); the
+    others (unreadable, out of range) are appended to ``skipped`` as ``(path, why)``."""
     out = []
     for p in map(Path, paths):
         files = sorted(p.rglob("metrics.json")) if p.is_dir() else [p]
         for f in files:
-            m = json.loads(f.read_text())
-            if "top1" in m and "method" in m:
-                out.append(m)
+            try:
+                m = json.loads(f.read_text())
+            except (OSError, ValueError) as e:
+                why = f"unreadable ({type(e).__name__})"
+            else:
+                if valid_metrics(m) and isinstance(m.get("method"), str):
+                    out.append(m)
+                    continue
+                why = "not an evaluation's metrics (a score missing, not a number or outside 0-100)"
+            if skipped is not None:
+                skipped.append((str(f), why))
     return out
 
 

@@ -15,6 +15,7 @@ import statistics
 import time
 from pathlib import Path
 
+from xmic.evaluate.table import valid_metrics
 from xmic.files.liveness import writer_alive
 from xmic.grid.layout import FAILED, FINISHED, RUNNING
 from xmic.train.run_folder import EVAL_METRICS, evaluation_dir
@@ -25,24 +26,6 @@ STALE_AFTER_S = 600.0  # a claim with no heartbeat for this long is dead (whatev
 
 def eval_dir(run_dir: Path, target: dict) -> Path:
     return evaluation_dir(run_dir, target["dataset"], target["split"])
-
-
-SCORE_PREFIXES = ("top1", "top5", "mean_class_acc", "shared_", "novel_", "hm_")
-
-
-def valid_metrics(m) -> bool:
-    """A metrics.json as evaluation writes it: a mapping with top-1, every score a finite number
-    in [0, 100] (shared/novel/HM may be null: no sample of that kind)."""
-    if not isinstance(m, dict) or "top1" not in m:
-        return False
-    for k, v in m.items():
-        if not k.startswith(SCORE_PREFIXES) or k.endswith("_classes"):
-            continue
-        if v is None and k != "top1":
-            continue
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 100.0:
-            return False  # NaN and inf fail the range check too
-    return True
 
 
 def read_metrics(run_dir: Path, target: dict) -> dict | None:
