@@ -90,6 +90,16 @@ def test_batch_predict_over_clips_and_a_list(demo_out, tmp_path):
     (tmp_path / "bad.csv").write_text("path\nx.mp4\n")
     cp = run_xmic("predict", "--list", tmp_path / "bad.csv", *args, check=False)
     assert cp.returncode == 2 and "needs a 'clip' column" in cp.stderr
+    for times in ("nan,3", "0,inf", "-1,3"):
+        (tmp_path / "nan.csv").write_text(f"clip,start,end\n{clips[0]},{times}\n")
+        cp = run_xmic("predict", "--list", tmp_path / "nan.csv", *args, check=False)
+        assert cp.returncode == 2 and "row 2: start, end and fps must be finite numbers" in cp.stderr
+    # a missing clip fails alone: the others are predicted and written, exit 1 names it
+    (tmp_path / "gap.csv").write_text(f"clip\n{clips[0]}\n{tmp_path / 'gone.mp4'}\n{clips[1]}\n")
+    cp = run_xmic("predict", "--list", tmp_path / "gap.csv", *args, "--out", tmp_path / "g.csv",
+                  check=False)
+    assert cp.returncode == 1 and "gone.mp4: FAILED" in cp.stderr, cp.stderr
+    assert "1 of 3 clip(s) failed" in cp.stderr and len(pd.read_csv(tmp_path / "g.csv")) == 2
 
 
 def test_predict_uses_the_crop_thresholds_of_the_runs_cache(demo_out, tmp_path, monkeypatch):

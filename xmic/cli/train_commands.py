@@ -4,12 +4,13 @@ from __future__ import annotations
 import functools
 import io
 import json
+import sys
 from pathlib import Path
 
 import click
 
 from xmic.cli.base import RecordChoice, UsageError, XmicCommand, XmicGroup, method_names
-from xmic.config import load_config
+from xmic.config import XmicError, load_config
 
 @click.command("train", cls=XmicCommand)
 @click.option("--cache", "cache_dir", type=click.Path(path_type=Path), required=True)
@@ -164,9 +165,16 @@ def predict(clips, run_dir, clip_list, classes, vocab, boxes, start, end, fps, t
         raise UsageError(f"--out {out}: give a .csv or .parquet file")
     predictor = ClipPredictor(run_dir, classes=classes, vocab=vocab, boxes=boxes, top_k=top_k,
                               model=model, weights=weights, device=device)
-    results = []
+    results, failed = [], []
     for item in items:
-        r = predictor(item["clip"], item["start"], item["end"], item["fps"])
+        try:
+            r = predictor(item["clip"], item["start"], item["end"], item["fps"])
+        except XmicError as e:  # one clip's problem: the others are still predicted
+            if len(items) == 1:
+                raise
+            failed.append((item["clip"], str(e)))
+            click.echo(f"{item['clip']}: FAILED: {e}", err=True)
+            continue
         results.append({**item, **r})
         if as_json:
             continue
@@ -179,8 +187,13 @@ def predict(clips, run_dir, clip_list, classes, vocab, boxes, start, end, fps, t
         js = [{"clip": str(r["clip"]), "run": str(run_dir), "frames": r["frames"], "top": r["top"],
                "notes": r["notes"]} for r in results]
         click.echo(json.dumps(js[0] if len(js) == 1 and not clip_list else js, indent=1))
-    if out is not None:
+    if out is not None and results:
         _write_predictions(out, results)
+    if failed:
+        click.echo(f"{len(failed)} of {len(items)} clip(s) failed (named above); the "
+                   f"{len(results)} others are predicted" + (f" and written to {out}" if out else ""),
+                   err=True)
+        sys.exit(1)
 
 
 def _write_predictions(out: Path, results: list[dict]) -> None:

@@ -12,6 +12,8 @@ evaluation this reads raw media, so it imports the extraction stage.
 """
 from __future__ import annotations
 
+import math
+
 from pathlib import Path
 
 import numpy as np
@@ -103,8 +105,12 @@ def read_clip_list(path: Path) -> list[dict]:
                                "start, end, fps)")
         for i, r in enumerate(reader, start=2):
             try:
-                rows.append({"clip": Path(r["clip"]), **{k: float(r[k]) if r.get(k) else None
-                                                         for k in ("start", "end", "fps")}})
+                nums = {k: float(r[k]) if r.get(k) else None for k in ("start", "end", "fps")}
             except ValueError:
-                raise PredictError(f"{path}: row {i}: start, end and fps must be numbers") from None
+                nums = {"start": math.nan}
+            if any(v is not None and not (math.isfinite(v) and v >= 0) for v in nums.values()) \
+                    or nums.get("fps") == 0:
+                raise PredictError(f"{path}: row {i}: start, end and fps must be finite numbers "
+                                   ">= 0 (fps > 0)")
+            rows.append({"clip": Path(r["clip"]), **nums})
     return rows
