@@ -44,3 +44,14 @@ def test_uncached_offline_says_what_to_run_where(hub, tmp_path):
     with pytest.raises(EncoderError, match="trained with QuickGELU.*--model ViT-B-16-quickgelu"):
         load_clip("ViT-B-16", "openai")  # refused before anything is looked up
     assert not (tmp_path / "b.safetensors").exists()
+
+
+def test_fetch_weights_checks_what_the_cache_holds(hub, tmp_path):
+    """fetch-weights copies only weights that pass the checks --weights FILE gets: a hub cache
+    entry that is not a state dict of the model is refused and nothing is written."""
+    snap = next((hub["cache"] / "models--xmic-test--tiny" / "snapshots").iterdir())
+    (snap / "open_clip_model.safetensors").write_bytes(b"\x00" * 64)  # damaged in the cache
+    cp = run_xmic("extract", "fetch-weights", TINY, "hf-hub:xmic-test/tiny", "--out",
+                  tmp_path / "w.safetensors", check=False)
+    assert cp.returncode == 2 and "the file the Hugging Face cache holds for" in cp.stderr, cp.stderr
+    assert "nothing was copied" in cp.stderr and not (tmp_path / "w.safetensors").exists()

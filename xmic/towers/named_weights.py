@@ -79,9 +79,15 @@ def resolve(model: str, weights: str) -> Path:
 
 
 def fetch(model: str, weights: str, out: Path) -> Path:
-    """Resolve named weights and copy the file to ``out`` (a new file; never a link)."""
-    from xmic.towers.encoders import EncoderError
+    """Resolve named weights, check them as ``--weights FILE`` is checked (loaded into
+    ``model``), and copy the file to ``out`` (a new file; never a link)."""
+    from xmic.towers.encoders import EncoderError, load_clip
     src = resolve(model, weights)
+    try:  # the checks `--weights FILE` gets, on what the Hugging Face cache holds
+        load_clip(model, str(src), "cpu")
+    except EncoderError as e:
+        raise EncoderError(f"the file the Hugging Face cache holds for {model} {weights} is "
+                           f"refused ({e}); nothing was copied") from None
     out = Path(out)
     if out.suffix != src.suffix:
         raise EncoderError(f"{out}: the weights are a {src.suffix} file; name it "
