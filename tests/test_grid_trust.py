@@ -168,8 +168,10 @@ def test_a_killed_local_worker_is_a_failure(tmp_path, world):
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 1, out + err
     assert "FAILED epic-noun-xmic-seed0" in out and "ended without finishing it" in out
+    assert "killed or died without a result" in out, out
     st = json.loads(run_xmic("grid", "status", g, "--json").stdout)
     assert st["runs"]["epic-noun-xmic-seed0"]["state"] == "failed"
+    assert "killed or died without a result" in st["runs"]["epic-noun-xmic-seed0"]["error"]
 
 
 def tiny_grid(tmp_path, run: bool = True) -> Path:

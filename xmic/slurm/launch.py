@@ -144,7 +144,14 @@ def wait(jobs: list) -> list[dict]:
             j._results_timeout_s = 1  # known at once, no shared file system to wait for (15 s)
         try:
             j.result()
-        except Exception as e:  # the task's own error or the job's death
+        except submitit.core.utils.UncompletedJobError:  # died: no result, whatever its log says
+            try:
+                state = j.state
+            except Exception:  # noqa: BLE001 - a state we cannot read is still a death
+                state = "unknown"
+            bad.append({"job_id": j.job_id, "error": f"killed or died without a result (state "
+                        f"{state}: a signal, out of memory or time); its log: {j.paths.stderr}"})
+        except Exception as e:  # the task's own error
             msg = str(e).strip().splitlines()
             bad.append({"job_id": j.job_id, "error": msg[-1] if msg else type(e).__name__})
     return bad
