@@ -150,7 +150,7 @@ def bench_startup(tmp: Path, n: int, shard_segments: int = 10) -> dict:
     by_shard: dict = {}
     for r in cache.plan().to_pylist():
         by_shard.setdefault(r["shard"], []).append(r)
-    work, done, _ = shard_work(cache, "train", ["full_frame"], {}, cache.shards(), by_shard)
+    work, done, _, _ = shard_work(cache, "train", ["full_frame"], {}, cache.shards(), by_shard)
     return {"segments": n, "shards": len(cache.shards()), "to_do": len(work),
             "seconds": round(time.perf_counter() - t, 2)}
 

@@ -418,3 +418,25 @@ def test_model_config_names_and_the_callers_rng(tmp_path):
     state = torch.get_rng_state()
     load_encoder(str(TINY), "random", "cpu", "fp32", seed=7)
     assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_a_shard_another_process_extracts_is_left_to_it(tmp_path, epic, encoder):
+    """Two runs on one cache: a shard with a live claim of another writer is skipped and said
+    so; a shard committed by another process first is not counted as extracted here."""
+    from xmic.cache.claims import Claim
+    from xmic.cache import ShardWriter
+    from xmic.extract.pipeline import CommittedElsewhere, commit_all
+    plan(tmp_path / "c", "epic", epic["annotations"], epic["root"], "train", boxes=epic["boxes"],
+         cache_config=CacheConfig(shard_segments=3))
+    c = Cache.open(tmp_path / "c")
+    claim = Claim(c.root, "hand_crop", c.shards()[0])  # alive: this very process
+    s = run_shards(tmp_path / "c", CFG, encoder=encoder, echo=lambda *a: None)
+    claim.release()
+    assert s["shards_elsewhere"] == 1 and s["shards_done"] == len(c.shards()) - 1
+    done = c.shards()[1]
+    w = ShardWriter(c, "full_frame", done, encoder.dim, c.view("full_frame")["fingerprint"])
+    for sid in w.segment_ids:
+        w.fail(sid, "late")
+    with pytest.raises(CommittedElsewhere):
+        commit_all([w], {})
+    assert c.marker("full_frame", done)["ok"] > 0  # the first commit stands

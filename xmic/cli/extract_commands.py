@@ -158,7 +158,9 @@ def extract_run(cache_dir, shards, model, weights, device, precision, batch_size
                    f"({', '.join(s['redone'][:10])}{' ...' if len(s['redone']) > 10 else ''})")
     click.echo(f"{s['shards_done']} shard(s) extracted, {s['shards_skipped']} already done, "
                f"{s['shards_failed']} failed, {s['frames']} frames, {s['segments_failed']} "
-               "segment(s) failed")
+               "segment(s) failed"
+               + (f"; {s['shards_elsewhere']} shard(s) extracted by another process (running "
+                  "there, or committed there first), left to it" if s["shards_elsewhere"] else ""))
     for f in s["failures"][:20]:
         click.echo(f"  failed: {f}")
     kept = s["failed_kept"]

@@ -123,18 +123,25 @@ class Interrupted(XmicError):
     exit_code = 130
 
 
+class CommittedElsewhere(XmicError):
+    """Another process committed the shard first (two runs on one cache): nothing is lost."""
+
+
 def commit_all(writers: list[ShardWriter], stats: dict) -> None:
     """Commit every view's writer of one shard; a view whose commit fails is recorded failed
-    with its own error, the other views still commit; the first error is raised at the end."""
-    first = None
+    with its own error, the other views still commit; the first error is raised at the end
+    (``CommittedElsewhere`` when another process had committed every view first)."""
+    first, lost = None, 0
     for w in writers:  # each marker adds write_s, the writer's own time
         try:
-            w.commit(stats)
+            lost += not w.commit(stats)
         except Exception as e:
             w.record_failure(e)
             first = first or e
     if first is not None:
         raise first
+    if lost == len(writers):
+        raise CommittedElsewhere(f"shard {writers[0].shard} was committed by another process")
 
 
 class CommitQueue:
@@ -194,6 +201,7 @@ def run_shards(cache_dir: Path, cfg: ExtractConfig, shard_ids: list[int] | list[
     for v in cache.views():  # claims left by killed or interrupted writers on this host
         reap_dead_claims(cache.root, v)
     summary = {"shards_done": 0, "shards_skipped": 0, "shards_failed": 0, "segments_failed": 0,
+               "shards_elsewhere": 0,  # running in another process, or committed by it first
                "failed_kept": [], "failures": [], "frames": 0, "warnings": list(enc.warnings),
                "fallbacks": {},
                "redone": supersede_failed(cache, meta, names, chosen) if redo_failed else []}
@@ -212,8 +220,11 @@ def run_shards(cache_dir: Path, cfg: ExtractConfig, shard_ids: list[int] | list[
         for e in errors:  # a failed commit is recorded on its shard; a full disk stops the run
             if disk_full(e):
                 raise e
-            summary["shards_failed"] += 1
             summary["shards_done"] -= 1
+            if isinstance(e, CommittedElsewhere):
+                summary["shards_elsewhere"] += 1
+                continue
+            summary["shards_failed"] += 1
             summary["failures"].append(f"commit: {type(e).__name__}: {e}")
     except Exception as e:
         if not disk_full(e):
@@ -229,20 +240,23 @@ def run_shards(cache_dir: Path, cfg: ExtractConfig, shard_ids: list[int] | list[
 
 
 def shard_work(cache, split: str, views: list[str], names: dict, chosen: list[str],
-               by_shard: dict) -> tuple[list, int, list]:
+               by_shard: dict) -> tuple[list, int, list, list]:
     """(shard, views still to write, its rows) of every chosen shard of ``split`` that is
-    pending or whose attempt raised, in plan order; how many are done; and the shards whose
+    pending or whose attempt raised, in plan order; how many are done; the shards whose
     committed views hold failed segments (left as they are: ``redo_failed`` supersedes them
-    first). Linear in shards and rows: one state listing per view, the plan's rows grouped by
+    first); and the shards a live writer of another process is extracting (left to it). Linear in shards and rows: one state listing per view, the plan's rows grouped by
     shard beforehand."""
     states = {v: cache.shard_states(names.get(v, v)) for v in views}
     committed = {v: cache.committed(names.get(v, v)) for v in views}
     in_split = set(cache.shards(split))
-    work, done, held = [], 0, []
+    work, done, held, elsewhere = [], 0, [], []
     for shard in chosen:
         if shard not in in_split:
             continue
         todo = [v for v in views if states[v].get(shard) != "done"]
+        if any(states[v].get(shard) == "running" for v in todo):  # a live writer elsewhere
+            elsewhere.append(shard)
+            continue
         if any(shard in committed[v] for v in todo):  # committed with failed segments
             held.append(shard)
             todo = [v for v in todo if shard not in committed[v]]
@@ -250,7 +264,7 @@ def shard_work(cache, split: str, views: list[str], names: dict, chosen: list[st
             work.append((shard, todo, [{**r, "views": todo} for r in by_shard.get(shard, ())]))
         elif shard not in held:
             done += 1
-    return work, done, held
+    return work, done, held, elsewhere
 
 
 def supersede_failed(cache, meta: dict, names: dict, chosen: list[str]) -> list[str]:
@@ -274,9 +288,10 @@ def _run_split(cache, enc, cfg, meta, split, info, names, chosen, by_shard, summ
     for v, fp in fps.items():
         if names.get(v, v) in have:
             cache.check_view(names.get(v, v), enc.dim, fp)  # refuse before any work
-    work, done, held = shard_work(cache, split, info["views"], names, chosen, by_shard)
+    work, done, held, elsewhere = shard_work(cache, split, info["views"], names, chosen, by_shard)
     summary["shards_skipped"] += done
     summary["failed_kept"] += held
+    summary["shards_elsewhere"] += len(elsewhere)
     # one loader for the whole split: its workers (and their hand-box caches) live across shards
     loader = DataLoader(SegmentFrames([r for _, _, rows in work for r in rows], info["dataset"],
                                       info["root"], info["views"], info["boxes"], enc.pixels,
