@@ -149,3 +149,17 @@ def test_predict_on_a_frame_folder_with_a_decompression_bomb_is_one_line(demo_ou
     assert cp.returncode == 2 and "Traceback" not in cp.stderr, cp.stderr
     lines = cp.stderr.strip().splitlines()
     assert len(lines) == 1 and "is not decoded" in lines[0] and "decompression bomb" in lines[0]
+
+
+def test_a_copied_demo_folder_runs_again(demo_out, tmp_path):
+    """`cp -r demo-out elsewhere; xmic demo --out elsewhere`: its caches were planned from the
+    old folder's world, and are redone from the new one."""
+    import shutil
+    out, _ = demo_out
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    cp = run_xmic("demo", "--out", copy, "--epochs", "1", "--device", "cpu")
+    assert "report:" in cp.stdout and (copy / "report.md").exists()
+    from xmic.cache import Cache
+    c = Cache.open(copy / "caches" / "epic")
+    assert len(c.committed("hand_crop")) == len(c.shards())

@@ -130,11 +130,11 @@ def extract_world(out: str | Path, model: str, weights: str, device: str, step,
     usable = []
     for split in ("train", "validation"):
         p = plan(epic, "epic", w["epic"] / f"EPIC_100_{split}.csv", w["epic"], split,
-                 boxes=w["epic"] / "detections", cache_config=small)
+                 boxes=w["epic"] / "detections", cache_config=small, inputs="changed")
         usable.append(usable_line("epic", split, p["coverage"], p["settings"]["hand_score"]))
     p = plan(ego, "ego4d", w["ego4d"] / "fho_lta_val.json", w["ego4d"] / "clips", "val",
              boxes=w["ego4d"] / "hand-objects", taxonomy=w["ego4d"] / "fho_lta_taxonomy.json",
-             cache_config=small)
+             cache_config=small, inputs="changed")  # a demo folder copied elsewhere re-extracts
     usable.append(usable_line("ego4d", "val", p["coverage"], p["settings"]["hand_score"]))
     step(2, "planned EPIC train/validation and Ego4D val into shards\n  "
          + "\n  ".join(usable))
