@@ -266,7 +266,7 @@ def test_inputs_cannot_change_under_a_running_extraction(tmp_path):
     from xmic.cache import Cache, ShardWriter
     from xmic.cache.claims import Claim
     from xmic.cache.paths import CacheError, PLAN_FILE
-    from xmic.extract.pipeline import same_inputs
+    from xmic.extract.commits import same_inputs
     from xmic.files.names import read_json
     g = make_ego4d(tmp_path / "g", frames=240)
     shutil.copytree(g["root"], tmp_path / "moved")

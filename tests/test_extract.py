@@ -425,7 +425,7 @@ def test_a_shard_another_process_extracts_is_left_to_it(tmp_path, epic, encoder)
     so; a shard committed by another process first is not counted as extracted here."""
     from xmic.cache.claims import Claim
     from xmic.cache import ShardWriter
-    from xmic.extract.pipeline import CommittedElsewhere, commit_all
+    from xmic.extract.commits import CommittedElsewhere, commit_all
     plan(tmp_path / "c", "epic", epic["annotations"], epic["root"], "train", boxes=epic["boxes"],
          cache_config=CacheConfig(shard_segments=3))
     c = Cache.open(tmp_path / "c")
@@ -440,3 +440,33 @@ def test_a_shard_another_process_extracts_is_left_to_it(tmp_path, epic, encoder)
     with pytest.raises(CommittedElsewhere):
         commit_all([w], {})
     assert c.marker("full_frame", done)["ok"] > 0  # the first commit stands
+
+
+def test_a_low_open_file_limit_is_raised_for_the_workers(tmp_path, epic):
+    """On a node whose `ulimit -n` is low, extraction raises its own soft limit to the hard one
+    (workers hand segments over as shared-memory descriptors): a run started under a soft
+    limit of 64 with two workers finishes."""
+    import resource
+    import subprocess
+    import sys
+    plan(tmp_path / "c", "epic", epic["annotations"], epic["root"], "train", boxes=epic["boxes"],
+         cache_config=CacheConfig(shard_segments=2))
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard < 256:
+        pytest.skip(f"this machine's hard open-file limit is {hard}")
+    cp = subprocess.run([sys.executable, "-m", "xmic.cli", "extract", "run", str(tmp_path / "c"),
+                         "--model", str(TINY), "--weights", "random", "--workers", "2",
+                         "--device", "cpu", "--batch-size", "8"], capture_output=True, text=True,
+                        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard)))
+    assert cp.returncode == 0, cp.stdout[-2000:] + cp.stderr[-2000:]
+    assert "0 failed" in cp.stdout
+    code = ("import resource, torch; from xmic.extract.feeding import open_files_for_workers as f; "
+            "print(f(), resource.getrlimit(resource.RLIMIT_NOFILE)[0], "
+            "torch.multiprocessing.get_sharing_strategy())")
+    for soft_hard in ((64, hard), (64, 128)):  # the hard limit low too: shared by file name
+        got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             preexec_fn=lambda sh=soft_hard: resource.setrlimit(
+                                 resource.RLIMIT_NOFILE, sh)).stdout.split()
+        want = soft_hard[1] if soft_hard[1] != resource.RLIM_INFINITY else 1 << 16
+        assert int(got[0]) == int(got[1]) == want, got
+        assert got[2] == ("file_system" if want < 1024 else "file_descriptor"), got

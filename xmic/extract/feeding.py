@@ -12,6 +12,9 @@ shared between decoding workers and the encoder.
   segment boundaries (a segment's remainder waits for the next segments' frames); ``encode``
   hands back the segments whose every view is encoded, in order.
 - ``CpuShare``: the CPU encoder's intra-op threads, shared with the decoding workers.
+- ``open_files_for_workers()``: the process's open-file limit raised to its hard limit (each
+  segment a worker hands over is a shared-memory descriptor until encoded; archives and videos
+  are open too); where it stays low (under ``FEW_FILES``), tensors are shared by file name.
 """
 from __future__ import annotations
 
@@ -21,6 +24,8 @@ import threading
 import time
 
 import torch
+
+FEW_FILES = 1024  # below this open-file limit, workers share tensors by file name
 
 
 class Prefetch:
@@ -248,3 +253,22 @@ class CpuShare:
 
     def restore(self) -> None:
         torch.set_num_threads(self.before)
+
+
+def open_files_for_workers() -> int:
+    """Raise this process's soft open-file limit to its hard limit (a node's ``ulimit -n`` is
+    often 1024 or less, far below what decoding workers may hold); where the hard limit is low
+    too, tensors from workers are shared by file name instead of by descriptor. Returns the
+    soft limit in force."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 16)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            soft = want
+        except (ValueError, OSError):
+            pass
+    if soft != resource.RLIM_INFINITY and soft < FEW_FILES:
+        torch.multiprocessing.set_sharing_strategy("file_system")
+    return soft

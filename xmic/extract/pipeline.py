@@ -12,8 +12,8 @@ or the failure of a segment with its message (never zeros). Class names become v
 """
 from __future__ import annotations
 
+import errno
 import time
-from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
 import torch
@@ -31,11 +31,13 @@ from xmic.config import XmicError, config_to_dict
 from xmic.extract.config import ExtractConfig
 from xmic.extract.detections import PAIRING, BoxSource, view_tensors
 from xmic.extract.device_decode import DECODERS, DeviceDecoder, check_device_decode, jpeg_segment
-from xmic.extract.feeding import CpuShare, Packer, Prefetch, Take, encode_packed
+from xmic.extract.feeding import (CpuShare, Packer, Prefetch, Take, encode_packed,
+                                  open_files_for_workers)
 from xmic.extract.media import frame_source
 from xmic.extract.readers import read_frames
 from xmic.files.names import read_json
-from xmic.extract.planning import INPUT_KEYS, PlanError
+from xmic.extract.commits import CommitQueue, CommittedElsewhere, same_inputs
+from xmic.extract.planning import PlanError
 
 
 class SegmentFrames(Dataset):
@@ -105,66 +107,9 @@ def view_fingerprints(enc, cfg: ExtractConfig, meta: dict, split: str) -> dict:
     return out
 
 
-def same_inputs(root: Path, split: str, info: dict):
-    """() -> why a shard of ``split`` encoded from ``info``'s inputs must not be committed: the
-    split was planned again from other inputs meanwhile (``extract plan --inputs``)."""
-    def check():
-        now = read_json(root / PLAN_FILE, "extraction plan")["splits"].get(split, {})
-        changed = [k for k in INPUT_KEYS if now.get(k) != info.get(k)]
-        if changed:
-            return (f"split {split} was planned again from other inputs while it was encoded "
-                    f"({', '.join(changed)} changed); run `xmic extract run` again")
-        return None
-    return check
-
-
 class Interrupted(XmicError):
     """Ctrl-C (or SIGINT) during extraction: what was encoded before is committed."""
     exit_code = 130
-
-
-class CommittedElsewhere(XmicError):
-    """Another process committed the shard first (two runs on one cache): nothing is lost."""
-
-
-def commit_all(writers: list[ShardWriter], stats: dict) -> None:
-    """Commit every view's writer of one shard; a view whose commit fails is recorded failed
-    with its own error, the other views still commit; the first error is raised at the end
-    (``CommittedElsewhere`` when another process had committed every view first)."""
-    first, lost = None, 0
-    for w in writers:  # each marker adds write_s, the writer's own time
-        try:
-            lost += not w.commit(stats)
-        except Exception as e:
-            w.record_failure(e)
-            first = first or e
-    if first is not None:
-        raise first
-    if lost == len(writers):
-        raise CommittedElsewhere(f"shard {writers[0].shard} was committed by another process")
-
-
-class CommitQueue:
-    """One writer thread: a shard commits while the next one encodes. ``drain`` waits for
-    the commits in flight, so a job stopped by a signal loses at most the shard it encodes."""
-
-    def __init__(self):
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="xmic-writer")
-        self._futures: list = []
-
-    def submit(self, writers: list[ShardWriter], stats: dict) -> None:
-        self._futures.append(self._pool.submit(commit_all, writers, stats))
-
-    def disk_full(self) -> BaseException | None:
-        """The error of a finished commit that found the disk full (checked between shards)."""
-        for f in self._futures:
-            if f.done() and f.exception() is not None and disk_full(f.exception()):
-                return f.exception()
-        return None
-
-    def drain(self, timeout: float | None = None) -> list[BaseException]:
-        done, _ = wait(self._futures, timeout=timeout)
-        return [f.exception() for f in done if f.exception() is not None]
 
 
 def _resolve_shards(all_shards: list[str], shards) -> list[str]:
@@ -196,6 +141,7 @@ def run_shards(cache_dir: Path, cfg: ExtractConfig, shard_ids: list[int] | list[
     meta = read_json(cache.root / PLAN_FILE, "extraction plan (run `xmic extract plan` first)")
     enc = encoder or load_encoder(cfg.model, cfg.weights, cfg.device, cfg.precision, cfg.seed)
     check_device_decode(cfg.decode, enc, {s: dataset(i["dataset"]) for s, i in meta["splits"].items()})
+    open_files_for_workers()
     names = cfg.view_names()  # planned view -> the cache view it is written to
     chosen = _resolve_shards(cache.shards(), shard_ids)
     for v in cache.views():  # claims left by killed or interrupted writers on this host
@@ -227,6 +173,12 @@ def run_shards(cache_dir: Path, cfg: ExtractConfig, shard_ids: list[int] | list[
             summary["shards_failed"] += 1
             summary["failures"].append(f"commit: {type(e).__name__}: {e}")
     except Exception as e:
+        if out_of_files(e):
+            commits.drain()
+            raise CacheError(f"{cache.root}: the process ran out of open files (ulimit -n is "
+                             f"{open_files_for_workers()}); committed shards are intact: raise "
+                             "the limit (ulimit -n 65536) or use fewer --workers, then run the "
+                             "same command again") from None
         if not disk_full(e):
             raise
         commits.drain()  # what was encoded before and fits is committed
@@ -237,6 +189,15 @@ def run_shards(cache_dir: Path, cfg: ExtractConfig, shard_ids: list[int] | list[
         bar.close()
     cache.index(refresh=True)
     return summary
+
+
+def out_of_files(e: BaseException | None) -> bool:
+    """True when ``e`` (or what caused it: torch wraps it) is EMFILE, too many open files."""
+    while e is not None:
+        if (isinstance(e, OSError) and e.errno == errno.EMFILE) or "Too many open files" in str(e):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def shard_work(cache, split: str, views: list[str], names: dict, chosen: list[str],

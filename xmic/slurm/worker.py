@@ -23,7 +23,8 @@ import submitit
 
 from xmic.config import XmicError, from_dict
 from xmic.extract.config import ExtractConfig
-from xmic.extract.pipeline import CommitQueue, run_shards
+from xmic.extract.commits import CommitQueue
+from xmic.extract.pipeline import run_shards
 
 
 class ShardsFailed(XmicError):
