@@ -209,6 +209,12 @@ def test_work_first_run_locally_whose_shard_all_failed_is_redone(tmp_path, world
         assert cp.returncode == 1 and "0 shard(s) extracted, 2 already done" in cp.stdout
         assert "1 shard(s) committed earlier hold failed segments" in cp.stdout
         assert f"xmic extract run {cache} --redo-failed" in cp.stdout
+        # redone before the fix: the inputs are still missing, so nothing is superseded
+        cp = (run_xmic("extract", "run", cache, *EXTRACT, "--redo-failed", check=False)
+              if how == "redo-failed" else run_xmic("slurm", "retry", cache, "--dry-run"))
+        said = cp.stdout + cp.stderr
+        assert "kept train-00001: its failed segments' inputs are still missing (P01_02" in said
+        assert not list((cache / "views" / "hand_crop" / ".superseded").glob("train-00001.*"))
         (tmp_path / "away").rename(frames)
         if how == "retry":
             cp = run_xmic("slurm", "retry", cache, "--dry-run")

@@ -156,6 +156,9 @@ def extract_run(cache_dir, shards, model, weights, device, precision, batch_size
     if s["redone"]:
         click.echo(f"redone: {len(s['redone'])} shard(s) that held failed segments "
                    f"({', '.join(s['redone'][:10])}{' ...' if len(s['redone']) > 10 else ''})")
+    for shard, why in list(s["still_broken"].items())[:20]:
+        click.echo(f"kept {shard}: its failed segments' inputs are still missing ({why}); fix "
+                   "them, then --redo-failed again", err=True)
     click.echo(f"{s['shards_done']} shard(s) extracted, {s['shards_skipped']} already done, "
                f"{s['shards_failed']} failed, {s['frames']} frames, {s['segments_failed']} "
                "segment(s) failed"
@@ -164,7 +167,7 @@ def extract_run(cache_dir, shards, model, weights, device, precision, batch_size
     for f in s["failures"][:20]:
         click.echo(f"  failed: {f}")
     kept = s["failed_kept"]
-    if kept:
+    if kept and not s["still_broken"]:
         click.echo(f"{len(kept)} shard(s) committed earlier hold failed segments and were left "
                    f"as they are ({', '.join(kept[:10])}{' ...' if len(kept) > 10 else ''}); "
                    f"see `xmic slurm status {cache_dir}`, fix the inputs, then: xmic extract "

@@ -37,7 +37,7 @@ from xmic.extract.media import frame_source
 from xmic.extract.readers import read_frames
 from xmic.files.names import read_json
 from xmic.extract.commits import CommitQueue, CommittedElsewhere, same_inputs
-from xmic.extract.planning import PlanError
+from xmic.extract.planning import PlanError, still_broken
 
 
 class SegmentFrames(Dataset):
@@ -150,7 +150,9 @@ def run_shards(cache_dir: Path, cfg: ExtractConfig, shard_ids: list[int] | list[
                "shards_elsewhere": 0,  # running in another process, or committed by it first
                "failed_kept": [], "failures": [], "frames": 0, "warnings": list(enc.warnings),
                "fallbacks": {},
-               "redone": supersede_failed(cache, meta, names, chosen) if redo_failed else []}
+               "redone": [], "still_broken": {}}
+    if redo_failed:
+        summary["redone"], summary["still_broken"] = supersede_failed(cache, meta, names, chosen)
     by_shard: dict[str, list[dict]] = {}  # the plan's rows grouped once: start-up is linear
     for r in cache.plan().to_pylist():
         by_shard.setdefault(r["shard"], []).append(r)
@@ -228,17 +230,20 @@ def shard_work(cache, split: str, views: list[str], names: dict, chosen: list[st
     return work, done, held, elsewhere
 
 
-def supersede_failed(cache, meta: dict, names: dict, chosen: list[str]) -> list[str]:
+def supersede_failed(cache, meta: dict, names: dict, chosen: list[str]) -> tuple[list, dict]:
     """Move aside every chosen shard committed with failed segments, in each view that holds
-    them, so that it is extracted again (``--redo-failed``); returns those shards."""
+    them, so that it is extracted again (``--redo-failed``), unless their segments' frames or
+    boxes are still missing; returns (shards moved aside, shard -> why kept)."""
     views = sorted({names.get(v, v) for info in meta["splits"].values() for v in info["views"]})
     states = {v: cache.shard_states(v) for v in views}
     committed = {v: cache.committed(v) for v in views}
     redo = [s for s in chosen if any(states[v].get(s) == "failed" and s in committed[v]
                                      for v in views)]
+    broken = still_broken(cache, redo)  # their inputs still missing: redoing them is for nothing
     for shard in redo:
-        supersede(cache.root, [v for v in views if shard in committed[v]], shard)
-    return redo
+        if shard not in broken:
+            supersede(cache.root, [v for v in views if shard in committed[v]], shard)
+    return [s for s in redo if s not in broken], broken
 
 
 def _run_split(cache, enc, cfg, meta, split, info, names, chosen, by_shard, summary, commits,

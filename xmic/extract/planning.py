@@ -197,3 +197,41 @@ def replan_changes(cache, before: dict | None, after: dict, split: str, inputs: 
                        f"{'kept' if inputs == 'moved' else 'superseded, to be redone'}"
                        + (f"; view(s) {', '.join(kept)} do not depend on the boxes and are kept"
                           if kept and inputs == "changed" else "")] if made else [])
+
+
+def still_broken(cache, shards: list[str]) -> dict[str, str]:
+    """Shard -> why its failed segments would fail again, for committed shards whose failed
+    segments' frames or boxes are still missing (the coverage check of plan, on those
+    segments only): redoing them (``--redo-failed``, ``slurm retry``) would supersede and
+    re-encode them for nothing."""
+    path = cache.root / PLAN_FILE
+    if not shards or not path.exists():
+        return {}
+    meta = read_json(path, "extraction plan")
+    out: dict[str, str] = {}
+    for shard in shards:
+        failed: set = set()
+        for v in cache.views():
+            if shard in cache.committed(v):
+                rows = cache.shard_rows(v, shard).to_pylist()
+                failed |= {r["segment_id"] for r in rows if r["status"] == "failed"}
+        plan_rows = [r for r in cache.shard_segments(shard).to_pylist() if r["segment_id"] in failed]
+        if not plan_rows:
+            continue
+        info = meta["splits"].get(plan_rows[0]["split"])
+        if info is None:
+            continue
+        cols = {k: [r[k] for r in plan_rows] for k in ("segment_id", "video_id", "start_frame",
+                                                      "stop_frame")}
+        boxes = (BoxSource(info["boxes"], trimmed=dataset(info["dataset"]).trimmed)
+                 if info.get("boxes") and "hand_crop" in info["views"] else None)
+        try:
+            cov = check_coverage(info["dataset"], Path(info["root"]), cols, info["views"], boxes)
+        except XmicError as e:
+            out[shard] = str(e)
+            continue
+        if cov.problems():
+            vid, why = next(iter(cov.problems().items()))
+            out[shard] = f"{vid}: {why}" + (f" (and {len(cov.problems()) - 1} more video(s))"
+                                           if len(cov.problems()) > 1 else "")
+    return out

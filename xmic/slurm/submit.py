@@ -17,6 +17,7 @@ from xmic.cache.paths import SLURM_LOGS, SUBMISSIONS
 from xmic.cache.redo import supersede
 from xmic.config import XmicError, config_to_dict
 from xmic.extract.config import ExtractConfig
+from xmic.extract.planning import still_broken
 from xmic.towers.encoders import check_weights
 from xmic.slurm.config import SlurmConfig
 from xmic.slurm.launch import array_size, log_folder, split_arrays, submit_arrays, wait
@@ -52,6 +53,12 @@ def submit(cache_dir: Path, extract_cfg: ExtractConfig, slurm_cfg: SlurmConfig, 
     check_weights(extract_cfg.weights)  # before anything is submitted
     cache, report, summary, subs = status(cache_dir)
     todo, redo = choose_shards(report, retry)
+    broken = still_broken(cache, redo)  # their inputs still missing: redoing them is for nothing
+    for shard, why in list(broken.items())[:20]:
+        echo(f"kept {shard}: its failed segments' inputs are still missing ({why}); fix them, "
+             "then retry")
+    todo = [s for s in todo if s not in broken]
+    redo = [s for s in redo if s not in broken]
     kind = "retry" if retry else "submit"
     max_size = array_size(slurm_cfg)
     cap = slurm_cfg.array_parallelism if slurm_cfg.executor == "local" else None
