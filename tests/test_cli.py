@@ -163,3 +163,17 @@ def test_a_copied_demo_folder_runs_again(demo_out, tmp_path):
     from xmic.cache import Cache
     c = Cache.open(copy / "caches" / "epic")
     assert len(c.committed("hand_crop")) == len(c.shards())
+
+
+def test_a_checkpoints_recorded_prompt_is_checked_before_it_formats_names(demo_out, tmp_path):
+    import shutil
+    import torch
+    out, _ = demo_out
+    run = tmp_path / "run"
+    shutil.copytree(out / "runs" / "xmic", run)
+    ck = torch.load(run / "checkpoint.pt", weights_only=True)
+    ck["fingerprints"]["vocab"]["prompt"] = "{0.__class__.__init__.__globals__}"
+    torch.save(ck, run / "checkpoint.pt")
+    clip = out / "world" / "ego4d" / "clips" / "demo000.mp4"
+    cp = run_xmic("predict", clip, "--run", run, "--classes", "knife,door", check=False)
+    assert cp.returncode == 2 and "the run's recorded vocabulary: prompt" in cp.stderr, cp.stderr

@@ -20,7 +20,7 @@ import numpy as np
 
 from xmic.cache import Cache, CacheError
 from xmic.cache.datasets import normalize_name
-from xmic.cache.vocab import check_prompts, load_vocab
+from xmic.cache.vocab import check_prompts, check_template, load_vocab
 from xmic.config import XmicError
 from xmic.extract import clip_embed
 from xmic.train.build import text_input
@@ -52,10 +52,12 @@ class ClipPredictor:
             names = [normalize_name(c) for c in raw]  # "chopping_board" -> "chopping board"
             try:
                 check_prompts("--classes", raw, names, "{}")
+                prompt = check_template(ck["fingerprints"]["vocab"].get("prompt", "{}"),
+                                        f"{run_dir}: the run's recorded vocabulary")
             except CacheError as e:
                 raise PredictError(str(e)) from None
             w = (None if cfg.record.text == "prompt_ids" else
-                 clip_embed.class_text(enc, names, ck["fingerprints"]["vocab"].get("prompt", "{}")))
+                 clip_embed.class_text(enc, names, prompt))
         else:
             cache_dir, _, name = vocab.rpartition(":")
             v = load_vocab(Cache.open(cache_dir), name)
