@@ -200,3 +200,18 @@ def test_extend_cannot_add_a_row_into_a_planned_rows_folder(tmp_path, world):
                    labels=["noun"], methods={"xmic": {}}, targets={"epic": "validation"})
     cp = run_xmic("grid", "plan", g, "--recipe", grown, "--extend", check=False)
     assert cp.returncode == 2 and "would share the run folder 'epic-noun-noun-xmic-seed0'" in cp.stderr, cp.stderr
+
+
+def test_a_runner_whose_claim_was_taken_over_leaves_the_new_one_alone(tmp_path):
+    """A runner paused past the staleness limit (another host took its run over) must neither
+    refresh nor delete the new runner's claim when it wakes up."""
+    from xmic.grid.runner import RunClaim
+    path = tmp_path / "running.json"
+    first = RunClaim.take(path, tmp_path)
+    os.utime(path, (time.time() - 3600, time.time() - 3600))  # it looks dead: taken over
+    second = RunClaim.take(path, tmp_path)
+    assert second is not None and json.loads(path.read_text())["token"] == second.token
+    first.release()  # the first one wakes up and finishes
+    assert path.exists() and json.loads(path.read_text())["token"] == second.token
+    second.release()
+    assert not path.exists()

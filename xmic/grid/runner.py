@@ -152,8 +152,8 @@ class RunClaim:
     CoCoOp epoch may outlast any staleness limit). A claim whose writer is dead is taken over:
     renamed away (atomic: one runner wins), then created anew."""
 
-    def __init__(self, path: Path, grid_dir: Path):
-        self.path, self.grid_dir = path, grid_dir
+    def __init__(self, path: Path, grid_dir: Path, token: str = ""):
+        self.path, self.grid_dir, self.token = path, grid_dir, token
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, daemon=True)
         self._thread.start()
@@ -161,10 +161,10 @@ class RunClaim:
     @classmethod
     def take(cls, path: Path, grid_dir: Path) -> "RunClaim | None":
         body = {"host": socket.gethostname(), "pid": os.getpid(), "job": job_id_from_env(),
-                "started": time.time()}
+                "started": time.time(), "token": uuid.uuid4().hex}
         for _ in range(2):
             if create_json_exclusive(path, body, grid_dir):
-                return cls(path, grid_dir)
+                return cls(path, grid_dir, body["token"])
             claim, age = read_claim(path)
             ours = claim is not None and claim.get("pid") == os.getpid() and age < STALE_AFTER_S
             if claim is not None and (claim_alive(claim, age) or ours):
@@ -178,17 +178,25 @@ class RunClaim:
             remove_file(dead, grid_dir)
         return None
 
+    def ours(self) -> bool:
+        """The claim file is still this runner's (another may have taken it over while this
+        one was stopped, paused or cut off: its heartbeat and release must not touch that)."""
+        claim, _ = read_claim(self.path)
+        return bool(claim) and claim.get("token") == self.token
+
     def _beat(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):
             try:
-                os.utime(self.path, follow_symlinks=False)
+                if self.ours():
+                    os.utime(self.path, follow_symlinks=False)
             except OSError:
                 pass
 
     def release(self) -> None:
         self._stop.set()
         self._thread.join()
-        remove_file(self.path, self.grid_dir)
+        if self.ours():
+            remove_file(self.path, self.grid_dir)
 
 
 def _show(echo, rid: str, line: str = "", *_, **__) -> None:
