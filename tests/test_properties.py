@@ -118,6 +118,63 @@ def test_any_recipe_shape_loads_or_is_refused_in_one_line(tmp_path_factory, data
     assert len(set(r.seeds)) == len(r.seeds) and set(r.labels) <= {"noun", "verb"}
 
 
+ROW = ["method", "label", "split", "seed"]
+SPACES = st.text(" \t", max_size=2)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from(ROW + ["epochs", "model.alpha"]), SPACES, SPACES,
+       st.sampled_from(["train", "methods"]))
+def test_an_override_key_is_the_key_it_spells(tmp_path_factory, key, before, after, where):
+    """However a recipe key is padded, the row guard sees the key it spells: a row key is
+    always refused, any other key is applied as that key."""
+    import yaml
+    from xmic.grid.recipe import load_recipe
+    spelled = ".".join(before + part + after for part in key.split("."))
+    over = {spelled: {"method": "zeroshot", "label": "verb", "split": "validation", "seed": 1,
+                      "epochs": 1, "model.alpha": 1.0}[key]}
+    data = {"caches": {"epic": "c"}, "sources": {"epic": "train"}, "targets": {"epic": "val"},
+            "labels": ["noun"], "methods": {"xmic": over if where == "methods" else {}},
+            "train": over if where == "train" else {}}
+    path = tmp_path_factory.getbasetemp() / "prop-keys.yaml"
+    path.write_text(yaml.safe_dump(data))
+    try:
+        r = load_recipe(str(path))
+    except ConfigError as e:
+        assert key in ROW and "define a row of the grid" in str(e) or "named after method" in str(e)
+        return
+    assert key not in ROW
+    got = r.train if where == "train" else r.methods["xmic"]
+    assert list(got) == [key]
+
+
+DETECTOR_ARRAYS = st.one_of(st.none(), st.tuples(st.integers(0, 4), st.integers(0, 12)).flatmap(
+    lambda s: st.lists(st.floats(allow_nan=True, allow_infinity=True, width=32),
+                       min_size=s[0] * s[1], max_size=s[0] * s[1]).map(
+        lambda v, s=s: __import__("numpy").array(v, "float32").reshape(s))))
+
+
+@FAST
+@given(DETECTOR_ARRAYS, DETECTOR_ARRAYS, st.one_of(st.integers(-3, 2**40), st.booleans()))
+def test_any_detector_record_is_read_or_refused_naming_the_frame(hands, objects, key):
+    """Whatever shapes and values a 100DOH record holds, it is read with the detector's widths
+    (hands [n, 10], objects [m, >=5], float32) or refused with a BoxError naming the frame."""
+    import numpy as np
+    from xmic.extract.detections import BoxError
+    from xmic.extract.detector_pickles import DetectorVideo
+    data = {"info": {"width": 100, "height": 80}, key: {"hand_dets": hands, "obj_dets": objects}}
+    try:
+        v = DetectorVideo(data, "v.pkl", "v")
+    except BoxError as e:
+        assert "v.pkl" in str(e) and "\n" not in str(e)
+        return
+    (h, o), = v.frames.values()
+    assert h.dtype == o.dtype == np.float32 and h.shape[1] == 10 and o.shape[1] >= 5
+    assert np.isfinite(h).all() and np.isfinite(o[:, :5]).all()
+    box = v.crop(int(key), 100, 80, 0.5, 0.01, 1.0)
+    assert box is None or (0 <= box[0] < box[2] <= 100 and 0 <= box[1] < box[3] <= 80)
+
+
 def test_hypothesis_is_exercised():
     assert len(FIELDS) > 15  # every numeric training field is drawn from
     with pytest.raises(ConfigError):
