@@ -10,7 +10,8 @@ import torch
 
 from helpers import run_xmic
 from extract_data import TINY
-from xmic.towers.encoders import EncoderError, convert_openai_weights, load_clip
+from xmic.towers.encoders import EncoderError, load_clip
+from xmic.towers.weight_files import convert_openai_weights
 from xmic.towers.script_archive import read_archive_tensors
 
 

@@ -6,7 +6,7 @@ target and metric); ``xmic.load_run(RUN)`` a trained run, with ``predict(cache, 
 """
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from xmic.provenance import __version__  # noqa: F401  (the version is written once, there)
 
 
 def results(grid_dir):

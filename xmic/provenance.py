@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from xmic import __version__
+__version__ = "0.1.0"  # the package's version (re-exported as ``xmic.__version__``)
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -215,7 +215,7 @@ def extract_convert(src, dst, model):
     """OpenAI TorchScript archive (e.g. ViT-B-16.pt) -> safetensors state dict for open_clip.
 
     Only the archive's tensors are read; none of its TorchScript code runs."""
-    from xmic.towers.encoders import convert_openai_weights
+    from xmic.towers.weight_files import convert_openai_weights
     s = convert_openai_weights(src, dst, model)
     click.echo(f"wrote {dst}: {s['tensors']} tensors, {s['parameters']:,} parameters "
                f"(use with --model {model})")
@@ -232,8 +232,8 @@ def extract_fetch_weights(model, tag, out):
     FILE on compute nodes without a network."""
     from xmic.files.atomic import sha256_file
     from xmic.towers.encoders import resolve_model
-    from xmic.towers.named_weights import fetch
+    from xmic.towers.weight_files import fetch_weights
     name, _ = resolve_model(model)
-    path = fetch(name, tag, out)
+    path = fetch_weights(name, tag, out)
     click.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, sha256 {sha256_file(path)}); "
                f"use: --model {model} --weights {path}")

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from xmic.extract.box_rule import BoxError
+
 COLUMNS = ("frame", "left", "top", "right", "bottom")
 
 
@@ -48,7 +50,6 @@ class BoxTable:
 
 
 def read_box_table(path: Path) -> BoxTable:
-    from xmic.extract.detections import BoxError
     import pyarrow.csv as pcsv
     import pyarrow.parquet as pq
     t = pq.read_table(path) if path.suffix == ".parquet" else pcsv.read_csv(path)
@@ -69,7 +70,6 @@ def read_box_table(path: Path) -> BoxTable:
 
 def read_xmic_boxes(path: Path) -> BoxTable:
     from xmic.cache.safe_pickle import safe_load_pickle
-    from xmic.extract.detections import BoxError
     data = safe_load_pickle(path)
     if not isinstance(data, dict):
         raise BoxError(f"{path}: expected dict[segment_id][frame] = box")

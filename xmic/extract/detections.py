@@ -21,7 +21,6 @@ wide or high, means the full frame. ``CROP_RULE_VERSION`` goes into the view's f
 from __future__ import annotations
 
 import functools
-import math
 import pickle
 from collections import OrderedDict
 from pathlib import Path
@@ -30,17 +29,13 @@ import numpy as np
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
-from xmic.config import XmicError
+from xmic.extract.box_rule import BoxError, check_box as _check, clip_box
 
 NO_CONTACT = 0  # HandDetection.HandState: any other state is paired with an object
 VIDEOS_KEPT = 8  # parsed videos a box source keeps (per process: the planner, each worker)
 # box-source kinds whose hand-object pairing is not the EPIC-100 library's, as the hand-crop
 # fingerprint records it (``crop.pairing``)
 PAIRING = {"100doh": "filter_object in float32"}
-
-
-class BoxError(XmicError):
-    pass
 
 
 # The released EPIC-100 hand-object schema (epic-kitchens/epic-kitchens-100-hand-object-bboxes,
@@ -148,15 +143,6 @@ def load_detection_pickle(path: Path, video_id: str) -> dict[int, object]:
     return v.frames
 
 
-def _check(box, where: str) -> tuple[float, float, float, float]:
-    l, t, r, b = (float(x) for x in box)
-    if not all(math.isfinite(v) for v in (l, t, r, b)):
-        raise BoxError(f"{where}: box {box} holds NaN or Inf")
-    if r < l or b < t:
-        raise BoxError(f"{where}: box {box} has negative size")
-    return l, t, r, b
-
-
 def union_crop(detections, width: int, height: int, hand_score: float = 0.8,
                object_score: float = 0.01, min_box_px: float = 1.0, where: str = ""):
     """Crop box (l, t, r, b) in pixels from one frame's Detections, or None (full frame)."""
@@ -208,15 +194,6 @@ def clip_numbering(keys, start: int, stop: int, path) -> str | None:
                    f"numberings: from 0 over the clip (0..{n - 1}) or by the parent video's "
                    f"frames ({start}..{start + n - 1}); the detector must have run on this clip "
                    "(see docs/hand-boxes.md, 'Frame numbers of trimmed clips')")
-
-
-def clip_box(box, width: int, height: int, min_box_px: float = 1.0):
-    l, t, r, b = box
-    l, t = min(max(l, 0.0), width), min(max(t, 0.0), height)
-    r, b = min(max(r, 0.0), width), min(max(b, 0.0), height)
-    if r - l <= min_box_px or b - t <= min_box_px:
-        return None
-    return (l, t, r, b)
 
 
 class BoxSource:

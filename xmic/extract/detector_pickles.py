@@ -23,6 +23,8 @@ import math
 
 import numpy as np
 
+from xmic.extract.box_rule import BoxError, clip_box
+
 HAND_COLUMNS = 10
 OBJECT_COLUMNS = 5
 MAX_FRAME = 2**31 - 1  # frame numbers fit the index's int32
@@ -32,7 +34,6 @@ class DetectorVideo:
     kind = "100doh"
 
     def __init__(self, data: dict, path, video_id: str):
-        from xmic.extract.detections import BoxError
         info = data.get("info")
         try:
             self.width, self.height = float(info["width"]), float(info["height"])
@@ -63,7 +64,6 @@ class DetectorVideo:
 
     def crop(self, frame: int, width: int, height: int, hand_score: float, object_score: float,
              min_box_px: float, where: str = ""):
-        from xmic.extract.detections import clip_box
         if frame not in self.frames:
             return None
         hands, objects = self.frames[frame]  # [n, 10], [m, >=5], pixels of the detector's frame
@@ -107,7 +107,6 @@ def nearest_object(centres: np.ndarray, hand: np.ndarray) -> int:
 def _rows(a, columns: int, exact: bool, where: str, name: str, seen: dict) -> np.ndarray:
     """One frame's detections as float32 [n, columns] (the detector's own dtype), checked; an
     array shared by several frames is converted and checked once."""
-    from xmic.extract.detections import BoxError
     if a is None:
         return np.zeros((0, columns), np.float32)
     if id(a) in seen:

@@ -13,7 +13,6 @@ without QuickGELU are refused: they load without error and silently lose accurac
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,17 +20,14 @@ import torch
 
 from xmic.cache.fingerprint import clip_preprocess, model_identity
 from xmic.towers import named_weights
+from xmic.towers.named_weights import EncoderError
 from xmic.towers.preprocess import Preprocess
 from xmic.files.atomic import sha256_file
-from xmic.config import XmicError, resolve_device
+from xmic.config import resolve_device
 
 OPENAI_ORIGIN_KEY = "xmic.origin"
 CONFIGS = Path(__file__).resolve().parent / "configs"  # model configs shipped with xmic
 TINY_CONFIG = CONFIGS / "xmic-tiny-quickgelu.json"     # tests and the demo: seeded random weights
-
-
-class EncoderError(XmicError):
-    pass
 
 
 def resolve_model(model: str) -> tuple[str, dict]:
@@ -111,49 +107,6 @@ def expected_state_shapes(model: str) -> dict[str, tuple]:
     finally:
         logging.getLogger().disabled = was
     return {k: tuple(v.shape) for k, v in m.state_dict().items()}
-
-
-def convert_openai_weights(src: str | Path, dst: str | Path,
-                           model: str = "ViT-B-16-quickgelu") -> dict:
-    """OpenAI TorchScript archive (e.g. ``ViT-B-16.pt``) -> safetensors state dict for open_clip.
-
-    The archive's tensors are read without running any of its code (``script_archive``), and
-    must be exactly the state dict of ``model``: every name, every shape; else it is refused."""
-    from safetensors.torch import save_file
-    from xmic.towers.script_archive import ArchiveError, read_archive_tensors
-    src, dst = Path(src), Path(dst)
-    if not src.is_file():
-        raise EncoderError(f"{src}: archive not found")
-    want = expected_state_shapes(model)
-    need = 4 * sum(math.prod(shape) for shape in want.values())  # fp32 at most
-    try:
-        tensors = read_archive_tensors(src, max_bytes=need + (16 << 20))  # + scalars and masks
-    except ArchiveError as e:
-        raise EncoderError(str(e)) from None
-    sd = {k: v for k, v in tensors.items()  # views of the storages: nothing copied yet
-          if k not in ("input_resolution", "context_length", "vocab_size")
-          and not k.endswith("attn_mask")}  # scalars and masks are rebuilt by open_clip
-    missing = sorted(set(want) - set(sd))
-    extra = sorted(set(sd) - set(want))
-    shapes = sorted(k for k in set(want) & set(sd) if tuple(sd[k].shape) != want[k])
-    if missing or extra or shapes:
-        detail = "; ".join(f"{what} {len(ks)} ({', '.join(ks[:3])}{', ...' if len(ks) > 3 else ''})"
-                           for what, ks in (("missing", missing), ("unexpected", extra),
-                                            ("mis-shaped", shapes)) if ks)
-        raise EncoderError(f"{src}: holds {len(sd)} tensors that are not the state dict of "
-                           f"{model} ({len(want)} tensors): {detail}; give the OpenAI archive of "
-                           "this model, or --model for the archive's architecture")
-    not_float = sorted(k for k, v in sd.items() if not v.is_floating_point())
-    if not_float:
-        raise EncoderError(f"{src}: tensor(s) {not_float[:3]} hold {sd[not_float[0]].dtype} "
-                           "values; weights are floating point")
-    bad = [k for k, v in sd.items() if not torch.isfinite(v).all()]
-    if bad:
-        raise EncoderError(f"{src}: tensor(s) with NaN or infinite values: {bad[:3]}")
-    sd = {k: v.detach().contiguous().clone() for k, v in sd.items()}  # checked: now copied
-    save_file(sd, str(dst), metadata={OPENAI_ORIGIN_KEY: "openai", "source": src.name,
-                                      "source_sha256": sha256_file(src)})
-    return {"tensors": len(sd), "parameters": sum(v.numel() for v in sd.values())}
 
 
 @dataclass

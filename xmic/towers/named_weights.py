@@ -6,17 +6,22 @@ path of the cached weights file, then loaded exactly as a local file (its sha256
 the fingerprint, so a named and a local copy of the same bytes make the same features).
 ``HF_HUB_OFFLINE=1`` (and no network) uses what the cache holds; ``HF_HUB_CACHE``/``HF_HOME`` say
 where it is. Offline and not cached: ``EncoderError`` in one line saying what to run where
-(``xmic extract fetch-weights`` on a machine with a network, then copy the file). ``fetch``
-copies a resolved file to a path of the user's (for compute nodes without a network).
+(``xmic extract fetch-weights`` on a machine with a network, then copy the file; the copy is
+``xmic.towers.weight_files.fetch_weights``, which checks the file as a local one first).
 """
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
 from pathlib import Path
 
+from xmic.config import XmicError
+
 HF_PREFIX = "hf-hub:"
+
+
+class EncoderError(XmicError):
+    """A model or weights that cannot be loaded as asked (raised here first: named weights
+    that cannot be resolved; ``xmic.towers.encoders`` raises it for everything else)."""
 
 
 def is_named(weights: str) -> bool:
@@ -51,7 +56,6 @@ def resolve(model: str, weights: str) -> Path:
     from open_clip import list_pretrained_tags_by_model
     from open_clip.pretrained import (download_pretrained, download_pretrained_from_hf,
                                       get_pretrained_cfg)
-    from xmic.towers.encoders import EncoderError
     try:
         if weights.startswith(HF_PREFIX):
             path = download_pretrained_from_hf(weights[len(HF_PREFIX):], cache_dir=cache_dir())
@@ -76,34 +80,3 @@ def resolve(model: str, weights: str) -> Path:
     if not path:
         raise EncoderError(f"weights {weights!r} for {model}: open_clip names no download")
     return Path(path)
-
-
-def fetch(model: str, weights: str, out: Path) -> Path:
-    """Resolve named weights, check them as ``--weights FILE`` is checked (loaded into
-    ``model``), and copy the file to ``out`` (a new file; never a link)."""
-    from xmic.towers.encoders import EncoderError, load_clip
-    src = resolve(model, weights)
-    try:  # the checks `--weights FILE` gets, on what the Hugging Face cache holds
-        load_clip(model, str(src), "cpu")
-    except EncoderError as e:
-        raise EncoderError(f"the file the Hugging Face cache holds for {model} {weights} is "
-                           f"refused ({e}); nothing was copied") from None
-    out = Path(out)
-    if out.suffix != src.suffix:
-        raise EncoderError(f"{out}: the weights are a {src.suffix} file; name it "
-                           f"{out.with_suffix(src.suffix).name}")
-    if out.is_symlink() or out.exists():
-        raise EncoderError(f"{out} exists; give a new file name")
-    tmp = out.with_name(f".{out.name}.part")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
-    try:
-        with open(src, "rb") as f, os.fdopen(fd, "wb") as g:
-            shutil.copyfileobj(f, g, 1 << 22)
-            g.flush()
-            os.fsync(g.fileno())
-        os.rename(tmp, out)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return out
