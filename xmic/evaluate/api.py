@@ -20,6 +20,7 @@ from xmic.config import XmicError, resolve_device
 from xmic.evaluate.metrics import ranked
 from xmic.evaluate.run import score_split
 from xmic.train.build import check_inputs, text_input
+from xmic.train.data import model_inputs
 from xmic.train.inference import load_run
 
 
@@ -79,9 +80,7 @@ class Run:
                 raise XmicError(f"features must be [B, {cfg.frames}, D] per view (the run's "
                                 f"frames per segment), got {list(t.shape)}")
             return t
-        f = as_tensor(features[cfg.model.classified_view])                    # [B, T, D]
-        x = (torch.stack([as_tensor(features[v]) for v in cfg.model.conditioning_views], dim=2)
-             if cfg.record.conditioning else None)                               # [B, T, V, D]
+        f, x = model_inputs(cfg, lambda v: as_tensor(features[v]))   # [B, T, D], [B, T, V, D']
         w = w.to(dev) if isinstance(w, torch.Tensor) else torch.as_tensor(w, dtype=torch.float32).to(dev)
         self.model.eval()
         return self.model(f, x, w).float().cpu()

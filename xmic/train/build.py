@@ -55,8 +55,8 @@ def check_inputs(cache: Cache, cfg: TrainConfig) -> RunInputs:
         raise CacheError(f"{cache.root}: classified view {cls!r} was made by another model than "
                          f"vocabulary {name!r} ({lines}); the classifier needs text and image "
                          "embeddings of one model")
-    if cfg.record.conditioning:
-        cond = list(cfg.model.conditioning_views)
+    _, cond = cfg.feeds()
+    if cond:
         widths = {dims[v] for v in cond}
         if len(widths) != 1:
             raise CacheError(f"{cache.root}: conditioning views {cond} have widths "
@@ -79,8 +79,8 @@ def load_tower(cfg: TrainConfig, fingerprint: dict, source: dict | None, device,
 
 def model_dims(cfg: TrainConfig, inputs: RunInputs) -> dict:
     """Widths the model is built with: text D and conditioning D' (stored in checkpoints)."""
-    cond = inputs.view_dims[cfg.model.conditioning_views[0]] if cfg.record.conditioning else None
-    return {"text": inputs.vocab.dim, "cond": cond}
+    _, cond = cfg.feeds()
+    return {"text": inputs.vocab.dim, "cond": inputs.view_dims[cond[0]] if cond else None}
 
 
 def build_model(cfg: TrainConfig, text_dim: int, cond_dim: int | None, classes: int,

@@ -171,9 +171,14 @@ class TrainConfig:
     def vocab_name(self) -> str:
         return getattr(self.model, self.record.vocab).replace("{label}", self.label)
 
+    def feeds(self) -> tuple[str, list[str] | None]:
+        """The one rule of what the model reads: the classified view (its frames are ``f``)
+        and, for a method conditioned on Encoder II, the conditioning views stacked into ``x``
+        (else None). Training, inference, the Python API and predict all ask here."""
+        cond = list(self.model.conditioning_views) if self.record.conditioning else None
+        return self.model.classified_view, cond
+
     def views(self) -> list[str]:
         """Cache views the method reads: the classified one first."""
-        out = [self.model.classified_view]
-        if self.record.conditioning:
-            out += [v for v in self.model.conditioning_views if v not in out]
-        return out
+        cls, cond = self.feeds()
+        return [cls] + [v for v in cond or [] if v != cls]

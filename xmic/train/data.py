@@ -152,6 +152,13 @@ def gather(bank: FeatureBank, view: str, seg: torch.Tensor, u: torch.Tensor | No
     return bank.features[view][bank.starts[view][seg][:, None] + rows(bank.layout[view], seg, u)]
 
 
+def model_inputs(cfg, get) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(f [B, T, D], x [B, T, V, D'] or None) from ``get(view)`` -> [B, T, D] of one view, by
+    the config's one rule of what the model reads (``TrainConfig.feeds``)."""
+    cls, cond = cfg.feeds()
+    return get(cls), (torch.stack([get(v) for v in cond], dim=2) if cond else None)
+
+
 def batch(bank: FeatureBank, seg: torch.Tensor, classified: str, conditioning: list[str] | None,
           frames: int, generator: torch.Generator | None, train: bool):
     """(f [B, T, D], x [B, T, V, D'] or None, labels [B]). Every view shares the same draws."""

@@ -21,7 +21,7 @@ from xmic.train.checkpoint import (CheckpointError, check_checkpoint, check_stat
 from xmic.train.config import TrainConfig, migrate_config
 from xmic.cache import CacheError
 from xmic.cache.sampling import bin_layout
-from xmic.train.data import FeatureBank, batch
+from xmic.train.data import FeatureBank, batch, model_inputs
 
 
 class ScoreError(XmicError):
@@ -32,11 +32,11 @@ class ScoreError(XmicError):
 def predict_logits(model, bank: FeatureBank, w: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
     """Logits [S, C] at bin centres, in batches."""
     model.eval()
-    cond = list(cfg.model.conditioning_views) if cfg.record.conditioning else None
+    cls, cond = cfg.feeds()
     out = []
     seg = torch.arange(len(bank), device=bank.labels.device)
     for s in seg.split(cfg.eval_batch_size):
-        f, x, _ = batch(bank, s, cfg.model.classified_view, cond, cfg.frames, None, train=False)
+        f, x, _ = batch(bank, s, cls, cond, cfg.frames, None, train=False)
         amp = cfg.autocast_dtype(w.device)
         with torch.autocast(w.device.type, dtype=amp or torch.float32, enabled=amp is not None):
             out.append(model(f, x, w).float())
@@ -94,7 +94,5 @@ def score_clip(model, cfg: TrainConfig, views: dict[str, np.ndarray], w: np.ndar
     def pick(a: np.ndarray) -> torch.Tensor:  # [1, T, D] at the evaluation frames
         return torch.from_numpy(np.asarray(a, dtype=np.float32))[pos][None]
     w = w if isinstance(w, torch.Tensor) else torch.from_numpy(np.asarray(w, dtype=np.float32))
-    f = pick(views[cfg.model.classified_view]).to(w.device)
-    x = (torch.stack([pick(views[v]) for v in cfg.model.conditioning_views], dim=2).to(w.device)
-         if cfg.record.conditioning else None)
+    f, x = model_inputs(cfg, lambda v: pick(views[v]).to(w.device))
     return model(f, x, w)[0].float().cpu().numpy()

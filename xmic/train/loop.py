@@ -86,7 +86,7 @@ def train_epoch(model, opt, sched, scaler, bank, w, cfg: TrainConfig, cond, gen,
     bar = tqdm(order.split(cfg.batch_size), total=steps, disable=None,
                desc=f"epoch {epoch}/{cfg.epochs}", leave=False)
     for seg in bar:
-        f, x, y = batch(bank, seg, cfg.model.classified_view, cond, cfg.frames, gen, train=True)
+        f, x, y = batch(bank, seg, cfg.feeds()[0], cond, cfg.frames, gen, train=True)
         lrs.append(opt.param_groups[0]["lr"])  # the step's own lr (a host value: no sync)
         loss, logits = train_step(model, opt, sched, scaler, f, x, y, w, amp)
         losses.append(loss.detach())
@@ -231,7 +231,7 @@ def train(cache_path: str | Path, cfg: TrainConfig, out: str | Path, resume: boo
         echo(f"resuming after epoch {start_epoch - 1}")
     write_text_atomic(out / CONFIG, config_header() + dump_config(cfg), out)
     selected_on = selection_source(cfg, data)
-    cond = list(cfg.model.conditioning_views) if cfg.record.conditioning else None
+    _, cond = cfg.feeds()
     context = checkpoint_context(cfg, inputs, cache, dims, selected_on, data.tower)
     if params and warmup_only(cfg):
         echo(f"WARNING: {warmup_only(cfg)}")

@@ -67,13 +67,13 @@ class StackedRuns:
         """One pass for every member: per member its train loss and top-1, each step's loss
         [steps, S] and each step's lr."""
         cfg, S = self.cfg, len(self)
-        cond = list(cfg.model.conditioning_views) if cfg.record.conditioning else None
+        cls, cond = cfg.feeds()
         orders = [torch.randperm(len(bank), generator=g, device=bank.labels.device)
                   for g in self.gens]
         losses, lrs, sizes = [], [], []
         correct = torch.zeros(S, dtype=torch.long, device=self.device)
         for segs in zip(*(o.split(cfg.batch_size) for o in orders)):
-            drawn = [batch(bank, s, cfg.model.classified_view, cond, cfg.frames, g, train=True)
+            drawn = [batch(bank, s, cls, cond, cfg.frames, g, train=True)
                      for s, g in zip(segs, self.gens)]
             f = torch.stack([d[0] for d in drawn])                      # [S, B, T, D]
             x = torch.stack([d[1] for d in drawn]) if cond else None    # [S, B, T, V, D']
