@@ -20,14 +20,24 @@ from typing import Callable, Literal
 class Method:
     name: str
     conditioning: bool                 # reads model.conditioning_views (Encoder II)
-    text: Literal["embeddings", "prompt_ids"]
-    tower: bool                        # runs the vocabulary's frozen text tower
+    text: Literal["embeddings", "prompt_ids"]  # prompt ids: it runs the frozen text tower
     open_vocabulary: bool              # scores another dataset's vocabulary
     vocab: Literal["text_vocab", "zeroshot_vocab"]  # the ModelConfig field naming its vocabulary
     trains: bool                       # has weights to fit (zero-shot has none)
     build: Callable
     text_per_video: bool = False       # its class embeddings depend on the video (B x C texts)
     recompute_text: bool = False       # model.recompute_text=auto recomputes its text passes
+
+    @property
+    def tower(self) -> bool:
+        """It runs the vocabulary's frozen text tower (derived from its text input, once)."""
+        return self.text == "prompt_ids"
+
+    @property
+    def stackable(self) -> bool:
+        """Its seeds can train as one stacked model: it has weights to fit and no text tower
+        (``xmic.train.stacked``)."""
+        return self.trains and not self.tower
 
 
 def _xmic(cfg, dims, classes, tower, init_context):
@@ -86,8 +96,8 @@ def _cocoop(cfg, dims, classes, tower, init_context):
                   **_prompt_common(cfg, tower, init_context))
 
 
-_EMB = dict(text="embeddings", tower=False)
-_PROMPT = dict(text="prompt_ids", tower=True, open_vocabulary=True, vocab="text_vocab",
+_EMB = dict(text="embeddings")
+_PROMPT = dict(text="prompt_ids", open_vocabulary=True, vocab="text_vocab",
                trains=True, conditioning=False)
 
 # In the order tables and built-in recipes list them: zero-shot first.

@@ -30,7 +30,7 @@ from xmic.train.loop import TrainingDiverged, make_optimiser
 
 def stackable(cfg: TrainConfig) -> bool:
     """Whether a method's members can share one stacked model: trainable, no text tower."""
-    return cfg.record.text != "prompt_ids" and cfg.method != "zeroshot"
+    return cfg.record.stackable
 
 
 class StackedRuns:
