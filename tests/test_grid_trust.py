@@ -215,3 +215,12 @@ def test_a_runner_whose_claim_was_taken_over_leaves_the_new_one_alone(tmp_path):
     assert path.exists() and json.loads(path.read_text())["token"] == second.token
     second.release()
     assert not path.exists()
+
+
+def test_the_paper_recipes_name_their_rows():
+    """A method added to the method table does not silently join the paper's tables."""
+    from xmic.grid.recipe import BUILT_IN, PAPER_ROWS
+    from xmic.train.methods import METHODS
+    assert set(PAPER_ROWS) <= set(METHODS)
+    for name in ("paper-main", "paper-egtea"):
+        assert tuple(BUILT_IN[name]["methods"]) == PAPER_ROWS

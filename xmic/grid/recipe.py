@@ -35,7 +35,9 @@ ROW_KEYS = ("method", "label", "split", "seed")  # what a row is; never an overr
 MAX_SEEDS = 100
 MAX_SEED = 2**32 - 1
 OTHER_VIEWS = "@other-views"  # in a method's conditioning views: resolved from the source cache
-BASELINES = {name: {} for name in METHODS}  # every method, in the table's order
+# the paper's rows, named: a method added to METHODS does not join the paper's table unasked
+PAPER_ROWS = ("zeroshot", "linear", "clip-adapter", "xmic", "coop", "cocoop")
+BASELINES = {name: {} for name in PAPER_ROWS}  # in the table's order
 # rows a built-in recipe plans only when the source cache's text tower can be loaded
 PROMPT_ROWS = tower_methods()
 
