@@ -175,3 +175,10 @@ def test_a_link_on_the_way_to_the_slurm_logs_is_refused(tmp_path, outside, plant
     # a log folder the user names explicitly may be a link: their choice
     assert log_folder(SlurmConfig(log_dir=str(tmp_path / "mine")), cache.root, "x") == \
         (tmp_path / "mine").resolve()
+    # submitit's own links inside the folder (to the job's script there) are not refused
+    link.unlink() if link.is_symlink() else None
+    logs = cache.root / "slurm" / "logs"
+    if logs.is_dir() and not logs.is_symlink():
+        (logs / "9_submission.sh").write_text("#!/bin/sh\n")
+        os.symlink(logs / "9_submission.sh", logs / ".submission_file_ab12.sh")
+        assert log_folder(SlurmConfig(), cache.root, "slurm/logs") == logs.resolve()
