@@ -14,7 +14,7 @@ from helpers import assert_same_features, run_xmic
 from xmic.cache import Cache
 from xmic.cache.reader import load_split
 from xmic.cache.sampling import frames_to_store
-from xmic.extract.detections import BoxError, clip_numbering
+from xmic.extract.boxes.rule import BoxError, clip_numbering
 from xmic.extract.planning import PlanError, plan
 
 RUN = ["--model", TINY, "--weights", "random", "--workers", "0", "--device", "cpu"]

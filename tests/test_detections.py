@@ -7,7 +7,9 @@ import pickle
 import numpy as np
 import pytest
 
-from xmic.extract.detections import BoxError, hoa_messages, load_detection_pickle, union_crop
+from xmic.extract.boxes import BoxError
+from xmic.extract.boxes.epic100 import hoa_messages, union_crop
+from xmic.extract.boxes.folder import load_detection_pickle
 
 
 def det(*hands, objects=()):

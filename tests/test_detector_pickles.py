@@ -13,8 +13,9 @@ import pytest
 
 from extract_data import H, TINY, W, make_ego4d
 from helpers import assert_same_features, run_xmic
-from xmic.extract.detections import BoxError, BoxSource, load_video_detections
-from xmic.extract.detector_pickles import DetectorVideo
+from xmic.extract.boxes import BoxError, open_boxes
+from xmic.extract.boxes.detector import DetectorVideo
+from xmic.extract.boxes.folder import load_video_detections
 from xmic.extract.planning import PlanError, plan
 
 HD_W, HD_H = 640, 480  # the detector saw frames 10x the decoded ones (64 x 48)
@@ -165,7 +166,7 @@ def test_the_demos_detector_pickles_give_its_box_tables_crops(demo_out):
     import csv
     out, _ = demo_out
     ego = out / "world" / "ego4d"
-    det, table = BoxSource(ego / "hand-objects"), BoxSource(ego / "boxes.csv")
+    det, table = open_boxes(ego / "hand-objects"), open_boxes(ego / "boxes.csv")
     with open(ego / "boxes.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) > 100
@@ -196,7 +197,7 @@ def test_an_empty_box_folder_and_boxes_past_the_video_are_refused_at_plan(tmp_pa
 def test_a_box_table_with_text_in_a_number_column_is_one_line(tmp_path):
     (tmp_path / "b.csv").write_text("video_id,frame,left,top,right,bottom\nv,1,1,1,x,4\n")
     with pytest.raises(BoxError, match=r"b.csv: frame and box columns must be numbers"):
-        BoxSource(tmp_path / "b.csv")
+        open_boxes(tmp_path / "b.csv")
 
 
 def test_new_boxes_redo_only_the_hand_crops(tmp_path):
@@ -232,7 +233,7 @@ def detector_pairing(obj_dets: np.ndarray, hand: np.ndarray) -> int:
 
 
 def test_pairing_is_the_detectors_float32_arithmetic_on_near_ties():
-    from xmic.extract.detector_pickles import DetectorVideo
+    from xmic.extract.boxes.detector import DetectorVideo
     rng = np.random.default_rng(0)
     flips = 0
     for _ in range(400):  # two objects at (nearly) the same distance from the offset's point
@@ -303,7 +304,7 @@ def test_detections_cost_what_a_real_video_costs(tmp_path):
     once, in float32; a box source keeps a few videos, not the split; a frame key beyond any
     video is one line."""
     import resource
-    from xmic.extract.detections import VIDEOS_KEPT, load_video_detections
+    from xmic.extract.boxes.folder import VIDEOS_KEPT, load_video_detections
     rec = {"hand_dets": np.tile(np.array([[10, 10, 50, 50, 0.9, 3, 0.0, 0, 0, 1]], np.float64),
                                 (2000, 1)),
            "obj_dets": np.tile(np.array([[60, 10, 90, 40, 0.5]], np.float64), (2000, 1))}
@@ -320,7 +321,7 @@ def test_detections_cost_what_a_real_video_costs(tmp_path):
     folder.mkdir()
     for i in range(3 * VIDEOS_KEPT):
         (folder / f"v{i}.pkl").write_bytes(pickle.dumps(video({0: ([hand(10, 10, 100, 100)], None)})))
-    src = BoxSource(folder)
+    src = open_boxes(folder)
     for i in range(3 * VIDEOS_KEPT):
         assert src.box(f"v{i}", "-", 0, W, H) is not None
     assert len(src._videos) == VIDEOS_KEPT

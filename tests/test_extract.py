@@ -14,7 +14,7 @@ from extract_data import TINY, make_ego4d, make_epic
 from xmic.cache import Cache, CacheConfig, load_split
 from xmic.cache.verify import verify
 from xmic.extract.config import ExtractConfig
-from xmic.extract.detections import hoa_messages
+from xmic.extract.boxes.epic100 import hoa_messages
 from xmic.towers.encoders import EncoderError, load_clip
 from xmic.extract.pipeline import run_shards
 from xmic.extract.planning import PlanError, plan

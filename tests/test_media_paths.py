@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from xmic.cache.datasets import DatasetError
-from xmic.extract.detections import BoxError, BoxSource
+from xmic.extract.boxes import BoxError, open_boxes
 from xmic.extract.media import check_media_id, frame_source, media_path
 
 
@@ -37,7 +37,7 @@ def test_media_path_checks_every_component(tmp_path):
 
 
 def test_detection_files_stay_in_their_folder(tmp_path):
-    src = BoxSource(tmp_path)
+    src = open_boxes(tmp_path)
     for vid in ("..", "a/b", ""):
         with pytest.raises((BoxError, DatasetError)):
             src.box(vid, "seg", 1, 100, 100)

@@ -160,8 +160,8 @@ def test_any_detector_record_is_read_or_refused_naming_the_frame(hands, objects,
     """Whatever shapes and values a 100DOH record holds, it is read with the detector's widths
     (hands [n, 10], objects [m, >=5], float32) or refused with a BoxError naming the frame."""
     import numpy as np
-    from xmic.extract.detections import BoxError
-    from xmic.extract.detector_pickles import DetectorVideo
+    from xmic.extract.boxes import BoxError
+    from xmic.extract.boxes.detector import DetectorVideo
     data = {"info": {"width": 100, "height": 80}, key: {"hand_dets": hands, "obj_dets": objects}}
     try:
         v = DetectorVideo(data, "v.pkl", "v")

@@ -19,7 +19,7 @@ from helpers import run_xmic
 from extract_data import TINY, make_epic, write_mp4
 from xmic.cache import Cache
 from xmic.cache.verify import verify
-from xmic.extract.detections import hoa_messages
+from xmic.extract.boxes.epic100 import hoa_messages
 
 pytestmark = pytest.mark.faults
 

@@ -76,7 +76,7 @@ def cache_show(cache_dir, segment_ids, fallbacks, view, shown, out):
         click.echo(f"{path}: {sid}, {len(s['frames_shown'])} of {s['frames_stored']} frames, "
                    f"{len(s['fell_back_shown'])} shown fell back"
                    + (f" ({len(rec)} of {s['frames_stored']} recorded)" if rec is not None else "")
-                   + f"; boxes {s['boxes_format']} {s['boxes']}")
+                   + f"; boxes {s['box_format']} {s['boxes']}")
 
 
 @cache.command("convert")

@@ -96,7 +96,7 @@ def extract_plan(cache_dir, dataset, annotations, root, split, views, boxes, all
     line = (f"coverage ({dataset} {split}): {c['segments'] - _missing_segments(s)} of "
             f"{c['segments']} segments have their frames")
     if "box_segments" in c:
-        line += (f"; hand boxes ({s['boxes_format']}) on {c['box_segments']} segments "
+        line += (f"; hand boxes ({s['box_format']}) on {c['box_segments']} segments "
                  f"({100 * c['box_segment_share']:.1f}%) and {100 * c['box_frame_share']:.1f}% "
                  f"of {c['frames']} frames")
     click.echo(line)

@@ -49,7 +49,7 @@ def detection(video_id: str, frame: int, hand: tuple, obj: tuple | None, offset:
               side: int = 1) -> bytes:
     """One frame's serialised ``Detections``: a hand (and the object it touches), boxes as
     (left, top, right, bottom) in [0, 1], the hand's offset towards the object."""
-    from xmic.extract.detections import hoa_messages
+    from xmic.extract.boxes.epic100 import hoa_messages
     m = hoa_messages()["Detections"](video_id=video_id, frame_number=frame)
     h = m.hands.add(score=hand_score, state=state, side=side)
     h.bbox.left, h.bbox.top, h.bbox.right, h.bbox.bottom = hand

@@ -14,7 +14,8 @@ import numpy as np
 
 from xmic.cache.datasets.generic_csv import probe_fps
 from xmic.config import XmicError
-from xmic.extract.detections import BoxSource, view_tensors
+from xmic.extract.boxes import open_boxes
+from xmic.extract.views import view_tensors
 from xmic.extract.media import FrameSource
 from xmic.extract.readers import read_frames
 from xmic.cache.sampling import frames_to_store
@@ -77,7 +78,7 @@ def embed_clip(path: Path, enc, views: list[str], start=None, end=None, fps=None
     frames = frames_to_store("epic", lo, hi + 1, sampling, per_bin, bins)  # the clip is [lo, hi]
     images = read_frames(src, frames)
     notes = []
-    box_src = BoxSource(boxes, hand_score, object_score, min_box_px) if boxes else None
+    box_src = open_boxes(boxes, hand_score, object_score, min_box_px) if boxes else None
     if "hand_crop" in views and box_src is None:
         notes.append("no --boxes: hand crops are the full frames")
     stem = Path(path).stem

@@ -23,7 +23,7 @@ from xmic.cache.datasets import dataset
 from xmic.cache.paths import PLAN_FILE
 from xmic.cache.sampling import frames_to_store, rule_of
 from xmic.config import XmicError
-from xmic.extract.detections import BoxSource
+from xmic.extract.boxes import open_boxes
 from xmic.extract.media import frame_source
 from xmic.extract.readers import read_frames
 from xmic.files.names import read_json
@@ -109,8 +109,8 @@ def contact_sheet(cache_dir: Path, segment_id: str, view: str | None = None,
     chosen = [frames[i] for i in pick]
     kind = info["dataset"]
     src = frame_source(kind, Path(info["root"]), seg["video_id"], seg["start_frame"])
-    boxes = BoxSource(info["boxes"], made["hand_score"], made["object_score"], made["min_box_px"],
-                      info.get("boxes_format"), trimmed=dataset(kind).trimmed)
+    boxes = open_boxes(info["boxes"], made["hand_score"], made["object_score"], made["min_box_px"],
+                       info.get("boxes_format"), trimmed=dataset(kind).trimmed)
     span = (seg["start_frame"], seg["stop_frame"])
     images = read_frames(src, chosen)
     cells = [(f, im, boxes.box(seg["video_id"], segment_id, f, im.width, im.height, span))
@@ -119,7 +119,7 @@ def contact_sheet(cache_dir: Path, segment_id: str, view: str | None = None,
                "view": view, "frames_stored": len(frames), "frames_shown": chosen,
                "fell_back_shown": [f for f, _, b in cells if b is None],
                "fallbacks_recorded": recorded, "boxes": info["boxes"],
-               "boxes_format": info.get("boxes_format"),
+               "box_format": info.get("boxes_format"),
                "frame_keys": boxes.numbering(seg["video_id"], span),
                "thresholds": {k: made[k] for k in ("hand_score", "object_score", "min_box_px")}}
     return _draw(cells, summary), summary
@@ -153,7 +153,7 @@ def _draw(cells: list, s: dict) -> bytes:
     fig.suptitle(f"{s['segment_id']} ({s['split']}, video {s['video_id']}, view {s['view']}): "
                  f"{len(s['frames_shown'])} of {s['frames_stored']} stored frames, "
                  f"{len(s['fell_back_shown'])} shown fell back; {recorded}\n"
-                 f"boxes: {s['boxes_format']} {s['boxes']}{keys}; hand_score > "
+                 f"boxes: {s['box_format']} {s['boxes']}{keys}; hand_score > "
                  f"{th['hand_score']}, object_score >= {th['object_score']}, min_box_px "
                  f"{th['min_box_px']}", fontsize=8)
     fig.tight_layout()

@@ -160,7 +160,7 @@ def _short(have, src, lo: int, hi: int) -> str | None:
 def _count_boxes(cov, boxes, cache: dict, vid: str, sid: str, lo: int, hi: int, have, src,
                  span=None) -> bool:
     """Count one segment's box entries; False when its video has no usable boxes."""
-    if boxes.kind == "detections" and vid not in cache:
+    if boxes.per_video and vid not in cache:
         if not boxes.has_video(vid):
             cov.missing_boxes[vid] = f"{boxes.path / (vid + '.pkl')} not found"
             cache[vid] = None
@@ -180,7 +180,7 @@ def _count_boxes(cov, boxes, cache: dict, vid: str, sid: str, lo: int, hi: int, 
         if len(frames) and last is not None and frames[-1] > last:
             cov.bad_boxes[vid] = (f"{boxes.path / (vid + '.pkl')}: frame {int(frames[-1])} is "
                                   f"outside the video (its last frame is {last})")
-    if boxes.kind == "detections":
+    if boxes.per_video:
         frames = cache[vid]
         if frames is None:
             return False

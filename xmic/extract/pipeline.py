@@ -29,7 +29,8 @@ from xmic.cache.datasets import dataset
 from xmic.cache.sampling import frames_to_store, rule_of, sampling_fingerprint
 from xmic.config import XmicError, config_to_dict
 from xmic.extract.config import ExtractConfig
-from xmic.extract.detections import PAIRING, BoxSource, view_tensors
+from xmic.extract.boxes import PAIRING, open_boxes
+from xmic.extract.views import view_tensors
 from xmic.extract.device_decode import DECODERS, DeviceDecoder, check_device_decode, jpeg_segment
 from xmic.extract.feeding import (CpuShare, Packer, Prefetch, Take, encode_packed,
                                   open_files_for_workers)
@@ -46,10 +47,10 @@ class SegmentFrames(Dataset):
     crop fell back to the full frame)."""
 
     def __init__(self, rows: list[dict], kind: str, root: str, views, boxes: str | None,
-                 transform, cfg: ExtractConfig, boxes_format: str | None = None):
+                 transform, cfg: ExtractConfig, box_format: str | None = None):
         self.rows, self.kind, self.root, self.views = rows, kind, root, list(views)
         self.boxes_path, self.transform, self.cfg = boxes, transform, cfg
-        self.boxes_format = boxes_format  # a folder's format, found at plan time
+        self.box_format = box_format  # a folder's format, found at plan time
         self._boxes = None
 
     def __len__(self):
@@ -64,8 +65,9 @@ class SegmentFrames(Dataset):
                                      c.sampling, c.per_bin, c.bins)
             views = r.get("views", self.views)  # a shard may need only some views
             if "hand_crop" in views and self._boxes is None:
-                self._boxes = BoxSource(self.boxes_path, c.hand_score, c.object_score, c.min_box_px,
-                                        self.boxes_format, trimmed=dataset(self.kind).trimmed)
+                self._boxes = open_boxes(self.boxes_path, c.hand_score, c.object_score,
+                                         c.min_box_px, self.box_format,
+                                         trimmed=dataset(self.kind).trimmed)
             boxes, span = self._boxes, (r["start_frame"], r["stop_frame"])
 
             def box_of(f, width, height):

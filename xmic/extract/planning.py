@@ -28,7 +28,7 @@ from xmic.cache.datasets import dataset
 from xmic.config import XmicError, config_to_dict
 from xmic.extract.config import VIEWS, ExtractConfig
 from xmic.extract.coverage import check_coverage
-from xmic.extract.detections import BoxSource
+from xmic.extract.boxes import open_boxes
 from xmic.extract.media import check_media_ids
 from xmic.files.atomic import write_json_atomic
 from xmic.files.names import BadName, read_json
@@ -86,8 +86,8 @@ def plan(cache_dir: Path, kind: str, annotations: Path, root: Path, split: str,
     except CacheError as e:
         raise CacheError(f"{annotations}: {e}") from None
     st = settings
-    source = BoxSource(boxes, st.hand_score, st.object_score, st.min_box_px,
-                       trimmed=dataset(kind).trimmed) if "hand_crop" in views else None
+    source = open_boxes(boxes, st.hand_score, st.object_score, st.min_box_px,
+                        trimmed=dataset(kind).trimmed) if "hand_crop" in views else None
     rule = rule_of(kind)
     cov = check_coverage(kind, Path(root), cols, views, source, lambda a, b: frames_to_store(
         rule, a, b, st.sampling, st.per_bin, st.bins))
@@ -107,10 +107,10 @@ def plan(cache_dir: Path, kind: str, annotations: Path, root: Path, split: str,
                         "frames. Check that the boxes belong to these videos and number their "
                         "frames as the annotations do, plan with a lower threshold (--set "
                         "hand_score=0.5), or accept it with --allow-low-coverage")
-    box_kind = None
+    box_format = None
     if source is not None:
         first = next((v for v in dict.fromkeys(cols["video_id"]) if v not in cov.problems()), None)
-        box_kind = source.describe(first)
+        box_format = source.describe(first)
     # recorded where a clip's pickle counts from 0: the annotations' numbering is the default
     frame_keys = "+".join(sorted(cov.numbering)) if "clip" in cov.numbering else None
     with discard_if_new(cache_dir):
@@ -127,7 +127,7 @@ def plan(cache_dir: Path, kind: str, annotations: Path, root: Path, split: str,
             entry = {"dataset": kind, "annotations": str(Path(annotations).resolve()),
                      "root": str(Path(root).resolve()), "views": list(views),
                      "boxes": str(Path(boxes).resolve()) if boxes else None,
-                     "boxes_format": box_kind, "boxes_frame_keys": frame_keys,
+                     "boxes_format": box_format, "boxes_frame_keys": frame_keys,
                      "settings": {k: v for k, v in config_to_dict(st).items()
                                   if k in PLANNED_SETTINGS}}
             changes = replan_changes(cache, meta["splits"].get(split), entry, split, inputs)
@@ -144,7 +144,7 @@ def plan(cache_dir: Path, kind: str, annotations: Path, root: Path, split: str,
             write_json_atomic(path, meta, cache.root)
     return {"segments": len(segs), "shards": len(cache.shards(split)), "plan_sha256": digest,
             "coverage": report, "missing": cov.problems(), "changes": changes,
-            "boxes_format": box_kind, "settings": entry["settings"]}
+            "box_format": box_format, "settings": entry["settings"]}
 
 
 INPUT_KEYS = ("root", "boxes", "boxes_format", "boxes_frame_keys")
@@ -223,7 +223,7 @@ def still_broken(cache, shards: list[str]) -> dict[str, str]:
             continue
         cols = {k: [r[k] for r in plan_rows] for k in ("segment_id", "video_id", "start_frame",
                                                       "stop_frame")}
-        boxes = (BoxSource(info["boxes"], trimmed=dataset(info["dataset"]).trimmed)
+        boxes = (open_boxes(info["boxes"], trimmed=dataset(info["dataset"]).trimmed)
                  if info.get("boxes") and "hand_crop" in info["views"] else None)
         try:
             cov = check_coverage(info["dataset"], Path(info["root"]), cols, info["views"], boxes)

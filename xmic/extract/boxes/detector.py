@@ -23,7 +23,7 @@ import math
 
 import numpy as np
 
-from xmic.extract.box_rule import BoxError, clip_box
+from xmic.extract.boxes.rule import BoxError, clip_box
 
 HAND_COLUMNS = 10
 OBJECT_COLUMNS = 5
@@ -31,7 +31,13 @@ MAX_FRAME = 2**31 - 1  # frame numbers fit the index's int32
 
 
 class DetectorVideo:
-    kind = "100doh"
+    box_format = "100doh"
+    pairing = "filter_object in float32"  # recorded in the fingerprint (crop.pairing)
+
+    @staticmethod
+    def matches(data) -> bool:
+        """A pickle of this format: the detector's dict with ``info`` and one entry per frame."""
+        return isinstance(data, dict) and "info" in data
 
     def __init__(self, data: dict, path, video_id: str):
         info = data.get("info")

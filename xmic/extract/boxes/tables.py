@@ -3,9 +3,10 @@
 Inputs: a ``.parquet``/``.csv`` file with ``segment_id`` or ``video_id``, ``frame``, ``left``,
 ``top``, ``right``, ``bottom`` (pixels of the decoded frame), or the released code's pickle
 ``dict[segment_id][frame] = (left, top, right, bottom)`` (through the restricted unpickler).
-Output: ``BoxTable`` with, per key (a segment or a video), its frames as a sorted array
-(``frames``: the coverage check at plan time) and ``box(key, frame)`` -> the box or None, found
-by binary search: no per-row Python object, so a table of millions of rows loads in a second.
+Output: ``TableSource`` (box format ``table``) and ``XmicBoxSource`` (``xmic-boxes``), box
+sources over a ``BoxTable``: per key (a segment or a video) its frames as a sorted array and
+``box(key, frame)`` -> the box or None, found by binary search (no per-row Python object, so a
+table of millions of rows loads in a second). The box is the crop itself: no thresholds apply.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xmic.extract.box_rule import BoxError
+from xmic.extract.boxes.rule import BoxError, BoxSource, check_box, clip_box
 
 COLUMNS = ("frame", "left", "top", "right", "bottom")
 
@@ -82,3 +83,49 @@ def read_xmic_boxes(path: Path) -> BoxTable:
             frames.append(int(f))
             boxes.append(tuple(b) if len(b) == 4 else (np.nan,) * 4)
     return BoxTable("segment", keys, frames, np.asarray(boxes, dtype=np.float64).reshape(-1, 4))
+
+
+class TableSource(BoxSource):
+    """A ``.parquet``/``.csv`` box table."""
+    box_format = "table"
+    suffixes = (".parquet", ".csv")
+
+    def __init__(self, path, hand_score: float = 0.8, object_score: float = 0.01,
+                 min_box_px: float = 1.0, trimmed: bool = False, box_format: str | None = None):
+        super().__init__(path, hand_score, object_score, min_box_px, trimmed)
+        self._table = self.read(self.path)
+
+    @staticmethod
+    def read(path: Path) -> BoxTable:
+        return read_box_table(path)
+
+    @classmethod
+    def accepts(cls, path: Path) -> bool:
+        return path.suffix in cls.suffixes and not path.is_dir()
+
+    def _key(self, video_id: str, segment_id: str) -> str:
+        return segment_id if self._table.key_kind == "segment" else video_id
+
+    def frames_with_boxes(self, video_id: str, segment_id: str, span=None) -> np.ndarray:
+        return self._table.frames(self._key(video_id, segment_id))
+
+    def usable_frames(self, video_id: str, segment_id: str, frames, span=None) -> np.ndarray:
+        return np.isin(np.asarray(frames, np.int64), self.frames_with_boxes(video_id, segment_id))
+
+    def box(self, video_id: str, segment_id: str, frame: int, width: int, height: int,
+            span=None):
+        raw = self._table.box(self._key(video_id, segment_id), frame)
+        where = f"{self.path}: video {video_id}, segment {segment_id}, frame {frame}"
+        return None if raw is None else clip_box(check_box(raw, where), width, height,
+                                                 self.thresholds[2])
+
+
+class XmicBoxSource(TableSource):
+    """X-MIC's box pickle, ``dict[segment_id][frame] = (left, top, right, bottom)``."""
+    box_format = "xmic-boxes"
+    suffixes = (".pkl", ".pickle")
+
+    @staticmethod
+    def read(path: Path) -> BoxTable:
+        return read_xmic_boxes(path)
+
