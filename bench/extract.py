@@ -66,16 +66,15 @@ def decode_fps(cache_dir: Path, cfg: ExtractConfig, enc) -> tuple[float, int]:
     from torch.utils.data import DataLoader
 
     from xmic.cache import Cache
-    from xmic.cache.paths import PLAN_FILE
-    from xmic.files.names import read_json
+    from xmic.extract.plan_record import ExtractPlan
     from xmic.extract.pipeline import SegmentFrames
     cache = Cache.open(cache_dir)
-    meta = read_json(cache.root / PLAN_FILE, "extraction plan")
+    meta = ExtractPlan.load(cache.root)
     n, t0, peak = 0, time.perf_counter(), 0
-    for split, info in meta["splits"].items():
+    for split, info in meta.splits.items():
         rows = [r for r in cache.plan().to_pylist() if r["split"] == split]
-        loader = DataLoader(SegmentFrames(rows, info["dataset"], info["root"], info["views"],
-                                          info["boxes"], enc.pixels, cfg),
+        loader = DataLoader(SegmentFrames(rows, info.dataset, info.root, info.views, info.boxes,
+                                          enc.pixels, cfg, info.box_format),
                             batch_size=None, num_workers=cfg.workers)
         items = iter(loader)
         decoder = DeviceDecoder(enc.pixels, enc.device) if cfg.decode == "gpu" else None

@@ -266,9 +266,9 @@ def test_inputs_cannot_change_under_a_running_extraction(tmp_path):
     import shutil
     from xmic.cache import Cache, ShardWriter
     from xmic.cache.claims import Claim
-    from xmic.cache.paths import CacheError, PLAN_FILE
+    from xmic.cache.paths import CacheError
     from xmic.extract.commits import same_inputs
-    from xmic.files.names import read_json
+    from xmic.extract.plan_record import ExtractPlan
     g = make_ego4d(tmp_path / "g", frames=240)
     shutil.copytree(g["root"], tmp_path / "moved")
     base = ["--dataset", "ego4d", "--annotations", g["annotations"], "--split", "val",
@@ -278,7 +278,7 @@ def test_inputs_cannot_change_under_a_running_extraction(tmp_path):
     run_xmic("extract", "run", cache, "--model", TINY, "--weights", "random", "--workers", "0",
              "--device", "cpu", "--shards", "0")
     c = Cache.open(cache)
-    info = read_json(c.root / PLAN_FILE, "plan")["splits"]["val"]
+    info = ExtractPlan.load(c.root).splits["val"]
     check = same_inputs(c.root, "val", info)
     assert check() is None
     claim = Claim(c.root, "full_frame", "val-00001")  # a run of the old inputs, alive

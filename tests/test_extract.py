@@ -470,3 +470,23 @@ def test_a_low_open_file_limit_is_raised_for_the_workers(tmp_path, epic):
         want = soft_hard[1] if soft_hard[1] != resource.RLIM_INFINITY else 1 << 16
         assert int(got[0]) == int(got[1]) == want, got
         assert got[2] == ("file_system" if want < 1024 else "file_descriptor"), got
+
+
+def test_a_plan_written_by_an_earlier_release_still_loads(tmp_path):
+    """extract_plan.json keeps its keys: a plan without the later fields loads with their
+    defaults, and a typed plan saves the keys earlier releases read."""
+    from xmic.extract.plan_record import ExtractPlan
+    old = {"splits": {"train": {"dataset": "epic", "annotations": "/a.csv", "root": "/r",
+                                "views": ["full_frame", "hand_crop"], "boxes": "/b",
+                                "boxes_format": "epic-100", "plan_sha256": "x", "segments": 3,
+                                "missing": {}}},
+           "classes": {"noun": ["knife"]}}
+    (tmp_path / "extract_plan.json").write_text(json.dumps(old))
+    p = ExtractPlan.load(tmp_path)
+    s = p.splits["train"]
+    assert s.box_format == "epic-100" and s.frame_keys is None and s.settings == {}
+    assert s.views == ("full_frame", "hand_crop") and p.classes == {"noun": ["knife"]}
+    p.save(tmp_path)
+    again = json.loads((tmp_path / "extract_plan.json").read_text())["splits"]["train"]
+    assert {k: again[k] for k in old["splits"]["train"]} == old["splits"]["train"]
+    assert again["boxes_frame_keys"] is None and again["settings"] == {}

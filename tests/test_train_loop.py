@@ -253,16 +253,17 @@ def test_two_plans_of_one_cache_never_lose_a_split(tmp_path, monkeypatch):
     import time
 
     from extract_data import make_epic
+    from xmic.extract import plan_record
     from xmic.extract import planning as pipeline
     worlds = {s: make_epic(tmp_path / s, videos=(v,), segs_per_video=2)
               for s, v in (("train", "P01_01"), ("a", "P02_01"), ("b", "P03_01"))}
-    real = pipeline.read_json
+    real = plan_record.read_json
 
     def slow(*a, **k):
         out = real(*a, **k)
         time.sleep(0.3)
         return out
-    monkeypatch.setattr(pipeline, "read_json", slow)
+    monkeypatch.setattr(plan_record, "read_json", slow)
     cache = tmp_path / "c"
     e = worlds["train"]
     pipeline.plan(cache, "epic", e["annotations"], e["root"], "train", views=("full_frame",))

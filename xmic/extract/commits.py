@@ -15,19 +15,18 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
 from xmic.cache import ShardWriter
-from xmic.cache.paths import PLAN_FILE
 from xmic.cache.writer import disk_full
 from xmic.config import XmicError
-from xmic.extract.planning import INPUT_KEYS
-from xmic.files.names import read_json
+from xmic.extract.plan_record import ExtractPlan
 
 
-def same_inputs(root: Path, split: str, info: dict):
+def same_inputs(root: Path, split: str, info):
     """() -> why a shard of ``split`` encoded from ``info``'s inputs must not be committed: the
     split was planned again from other inputs meanwhile (``extract plan --inputs``)."""
     def check():
-        now = read_json(root / PLAN_FILE, "extraction plan")["splits"].get(split, {})
-        changed = [k for k in INPUT_KEYS if now.get(k) != info.get(k)]
+        now = ExtractPlan.load(root).splits.get(split)
+        was = info.inputs()
+        changed = [k for k, v in was.items() if now is None or now.inputs()[k] != v]
         if changed:
             return (f"split {split} was planned again from other inputs while it was encoded "
                     f"({', '.join(changed)} changed); run `xmic extract run` again")

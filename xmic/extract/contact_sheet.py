@@ -20,13 +20,12 @@ import pyarrow.compute as pc
 
 from xmic.cache import Cache
 from xmic.cache.datasets import dataset
-from xmic.cache.paths import PLAN_FILE
 from xmic.cache.sampling import frames_to_store, rule_of
 from xmic.config import XmicError
 from xmic.extract.boxes import open_boxes
 from xmic.extract.media import frame_source
+from xmic.extract.plan_record import ExtractPlan
 from xmic.extract.readers import read_frames
-from xmic.files.names import read_json
 
 PAIRS_PER_ROW = 4
 CROP_KEYS = ("hand_score", "object_score", "min_box_px", "sampling", "per_bin", "bins")
@@ -98,19 +97,18 @@ def contact_sheet(cache_dir: Path, segment_id: str, view: str | None = None,
     cache = Cache.open(cache_dir)
     view = crop_view(cache, view)
     seg = _segment(cache, segment_id)
-    meta = read_json(cache.root / PLAN_FILE, "extraction plan")
-    info = meta["splits"][seg["split"]]
-    if not info.get("boxes"):
+    info = ExtractPlan.load(cache.root).splits[seg["split"]]
+    if not info.boxes:
         raise SheetError(f"{cache.root}: split {seg['split']} was planned without boxes")
     frames, made, recorded = _stored(cache, view, seg, {"hand_score": 0.8, "object_score": 0.01,
                                                          "min_box_px": 1.0,
-                                                         **info.get("settings", {})})
+                                                         **info.settings})
     pick = np.unique(np.linspace(0, len(frames) - 1, min(shown, len(frames))).round().astype(int))
     chosen = [frames[i] for i in pick]
-    kind = info["dataset"]
-    src = frame_source(kind, Path(info["root"]), seg["video_id"], seg["start_frame"])
-    boxes = open_boxes(info["boxes"], made["hand_score"], made["object_score"], made["min_box_px"],
-                       info.get("boxes_format"), trimmed=dataset(kind).trimmed)
+    kind = info.dataset
+    src = frame_source(kind, Path(info.root), seg["video_id"], seg["start_frame"])
+    boxes = open_boxes(info.boxes, made["hand_score"], made["object_score"], made["min_box_px"],
+                       info.box_format, trimmed=dataset(kind).trimmed)
     span = (seg["start_frame"], seg["stop_frame"])
     images = read_frames(src, chosen)
     cells = [(f, im, boxes.box(seg["video_id"], segment_id, f, im.width, im.height, span))
@@ -118,8 +116,8 @@ def contact_sheet(cache_dir: Path, segment_id: str, view: str | None = None,
     summary = {"segment_id": segment_id, "video_id": seg["video_id"], "split": seg["split"],
                "view": view, "frames_stored": len(frames), "frames_shown": chosen,
                "fell_back_shown": [f for f, _, b in cells if b is None],
-               "fallbacks_recorded": recorded, "boxes": info["boxes"],
-               "box_format": info.get("boxes_format"),
+               "fallbacks_recorded": recorded, "boxes": info.boxes,
+               "box_format": info.box_format,
                "frame_keys": boxes.numbering(seg["video_id"], span),
                "thresholds": {k: made[k] for k in ("hand_score", "object_score", "min_box_px")}}
     return _draw(cells, summary), summary

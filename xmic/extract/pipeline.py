@@ -23,7 +23,7 @@ from xmic.cache import Cache, ShardWriter
 from xmic.cache.claims import reap_dead_claims
 from xmic.cache.writer import disk_full
 from xmic.cache import fingerprint as F
-from xmic.cache.paths import PLAN_FILE, CacheError
+from xmic.cache.paths import CacheError
 from xmic.cache.redo import supersede
 from xmic.cache.datasets import dataset
 from xmic.cache.sampling import frames_to_store, rule_of, sampling_fingerprint
@@ -36,8 +36,8 @@ from xmic.extract.feeding import (CpuShare, Packer, Prefetch, Take, encode_packe
                                   open_files_for_workers)
 from xmic.extract.media import frame_source
 from xmic.extract.readers import read_frames
-from xmic.files.names import read_json
 from xmic.extract.commits import CommitQueue, CommittedElsewhere, same_inputs
+from xmic.extract.plan_record import ExtractPlan, SplitPlan
 from xmic.extract.planning import PlanError, still_broken
 
 
@@ -95,14 +95,14 @@ def one_storage(tensors: dict) -> dict:
     return dict(zip(tensors, packed.split([len(t) for t in tensors.values()])))
 
 
-def view_fingerprints(enc, cfg: ExtractConfig, meta: dict, split: str) -> dict:
-    info = meta["splits"][split]
-    sampling = sampling_fingerprint(info["dataset"], cfg.sampling, cfg.per_bin, cfg.bins)
+def view_fingerprints(enc, cfg: ExtractConfig, info: SplitPlan) -> dict:
+    """Each planned view's fingerprint: the encoder, preprocessing, sampling, and for hand
+    crops the crop rule with the split's box source."""
+    sampling = sampling_fingerprint(info.dataset, cfg.sampling, cfg.per_bin, cfg.bins)
     crop = F.hand_crop_rule(cfg.hand_score, cfg.object_score, cfg.min_box_px,
-                            info.get("boxes_format"), info.get("boxes_frame_keys"),
-                            PAIRING.get(info.get("boxes_format")))
+                            info.box_format, info.frame_keys, PAIRING.get(info.box_format))
     out = {}
-    for v in info["views"]:
+    for v in info.views:
         out[v] = F.view_fingerprint(enc.identity, enc.precision,
                                     {**enc.preprocess, **DECODERS[cfg.decode]},
                                     crop if v == "hand_crop" else None, sampling)
@@ -140,9 +140,9 @@ def run_shards(cache_dir: Path, cfg: ExtractConfig, shard_ids: list[int] | list[
     (``xmic.cache.redo``) and encoded again, after the inputs were fixed."""
     from xmic.towers.encoders import load_encoder
     cache = Cache.open(cache_dir)
-    meta = read_json(cache.root / PLAN_FILE, "extraction plan (run `xmic extract plan` first)")
+    meta = ExtractPlan.load(cache.root)
     enc = encoder or load_encoder(cfg.model, cfg.weights, cfg.device, cfg.precision, cfg.seed)
-    check_device_decode(cfg.decode, enc, {s: dataset(i["dataset"]) for s, i in meta["splits"].items()})
+    check_device_decode(cfg.decode, enc, {s: dataset(i.dataset) for s, i in meta.splits.items()})
     open_files_for_workers()
     names = cfg.view_names()  # planned view -> the cache view it is written to
     chosen = _resolve_shards(cache.shards(), shard_ids)
@@ -163,8 +163,8 @@ def run_shards(cache_dir: Path, cfg: ExtractConfig, shard_ids: list[int] | list[
     bar = tqdm(total=sum(len(by_shard.get(s, ())) for s in chosen), unit="seg", desc="extract",
                disable=None)
     try:
-        for split, info in meta["splits"].items():
-            _run_split(cache, enc, cfg, meta, split, info, names, chosen, by_shard, summary,
+        for split, info in meta.splits.items():
+            _run_split(cache, enc, cfg, split, info, names, chosen, by_shard, summary,
                        commits, bar, echo)
         errors = commits.drain()
         for e in errors:  # a failed commit is recorded on its shard; a full disk stops the run
@@ -232,11 +232,11 @@ def shard_work(cache, split: str, views: list[str], names: dict, chosen: list[st
     return work, done, held, elsewhere
 
 
-def supersede_failed(cache, meta: dict, names: dict, chosen: list[str]) -> tuple[list, dict]:
+def supersede_failed(cache, meta: ExtractPlan, names: dict, chosen: list[str]) -> tuple[list, dict]:
     """Move aside every chosen shard committed with failed segments, in each view that holds
     them, so that it is extracted again (``--redo-failed``), unless their segments' frames or
     boxes are still missing; returns (shards moved aside, shard -> why kept)."""
-    views = sorted({names.get(v, v) for info in meta["splits"].values() for v in info["views"]})
+    views = sorted({names.get(v, v) for info in meta.splits.values() for v in info.views})
     states = {v: cache.shard_states(v) for v in views}
     committed = {v: cache.committed(v) for v in views}
     redo = [s for s in chosen if any(states[v].get(s) == "failed" and s in committed[v]
@@ -248,22 +248,22 @@ def supersede_failed(cache, meta: dict, names: dict, chosen: list[str]) -> tuple
     return [s for s in redo if s not in broken], broken
 
 
-def _run_split(cache, enc, cfg, meta, split, info, names, chosen, by_shard, summary, commits,
+def _run_split(cache, enc, cfg, split, info, names, chosen, by_shard, summary, commits,
                bar, echo) -> None:
     """Encode every chosen, uncommitted shard of one split; each commits in the writer thread."""
-    fps = view_fingerprints(enc, cfg, meta, split)
+    fps = view_fingerprints(enc, cfg, info)
     have = cache.views()
     for v, fp in fps.items():
         if names.get(v, v) in have:
             cache.check_view(names.get(v, v), enc.dim, fp)  # refuse before any work
-    work, done, held, elsewhere = shard_work(cache, split, info["views"], names, chosen, by_shard)
+    work, done, held, elsewhere = shard_work(cache, split, info.views, names, chosen, by_shard)
     summary["shards_skipped"] += done
     summary["failed_kept"] += held
     summary["shards_elsewhere"] += len(elsewhere)
     # one loader for the whole split: its workers (and their hand-box caches) live across shards
-    loader = DataLoader(SegmentFrames([r for _, _, rows in work for r in rows], info["dataset"],
-                                      info["root"], info["views"], info["boxes"], enc.pixels,
-                                      cfg, info.get("boxes_format")),
+    loader = DataLoader(SegmentFrames([r for _, _, rows in work for r in rows], info.dataset,
+                                      info.root, info.views, info.boxes, enc.pixels, cfg,
+                                      info.box_format),
                         batch_size=None, num_workers=cfg.workers,
                         pin_memory=enc.device.type == "cuda")
     items = Prefetch(loader, 2 * max(1, cfg.workers))  # received while the batch before encodes
@@ -290,7 +290,7 @@ def _run_work(cache, enc, cfg, split, info, names, fps, work, items, summary, co
             for v in todo:
                 writers[v] = ShardWriter(cache, names.get(v, v), shard, enc.dim, fps[v],
                                          producer_config=config_to_dict(cfg),
-                                         provenance={"split": split, **info},
+                                         provenance={"split": split, **info.to_json()},
                                          still_valid=same_inputs(cache.root, split, info)).start()
             stats = _encode_shard(enc, cfg, take, writers, summary, bar, shard, share)
         except KeyboardInterrupt:  # the shard in progress is cleanly not committed

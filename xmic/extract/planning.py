@@ -4,7 +4,8 @@ Input: a dataset kind, its annotation file (and side files), the media root, the
 hand-box source. ``plan``: segments sorted by video (each video decoded once per shard) -> the
 cache's plan, plus ``extract_plan.json`` (dataset kind, media root, boxes and their format,
 views, class lists, the plan's hash, the videos planned despite missing inputs, the crop and
-sampling settings coverage was measured at, which ``extract run`` takes as its defaults). Before
+sampling settings coverage was measured at, which ``extract run`` takes as its defaults; the
+typed records of ``xmic.extract.plan_record``). Before
 anything is written, ``xmic.extract.coverage`` checks that every segment's frames and boxes exist
 and that at least ``COVERAGE_FLOOR`` of the frames to encode have a usable hand box; planning a
 split again from other inputs says what changed and which views it makes stale
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from xmic.cache import Cache, CacheConfig
@@ -21,17 +23,17 @@ from xmic.cache.cache_folder import discard_if_new
 from xmic.cache.claims import live_claims
 from xmic.cache.datasets import read_dataset
 from xmic.cache.index import check_ranges, make_plan
-from xmic.cache.paths import PLAN_FILE, CacheError
+from xmic.cache.paths import CacheError
 from xmic.cache.redo import supersede
 from xmic.cache.sampling import frames_to_store, rule_of
 from xmic.cache.datasets import dataset
 from xmic.config import XmicError, config_to_dict
 from xmic.extract.config import VIEWS, ExtractConfig
 from xmic.extract.coverage import check_coverage
+from xmic.extract.plan_record import BOX_INPUTS, ExtractPlan, SplitPlan
 from xmic.extract.boxes import open_boxes
 from xmic.extract.media import check_media_ids
-from xmic.files.atomic import write_json_atomic
-from xmic.files.names import BadName, read_json
+from xmic.files.names import BadName
 
 
 class PlanError(XmicError):
@@ -47,11 +49,9 @@ def planned_settings(cache_dir: Path) -> dict:
     """The extraction settings a cache's splits were planned (and their coverage measured)
     with, as ``ExtractConfig`` defaults for ``extract run``; {} for an older plan. Splits
     planned with different settings give none (the view fingerprints tell them apart)."""
-    path = Path(cache_dir) / PLAN_FILE
-    if not path.is_file():
+    if not ExtractPlan.exists(cache_dir):
         return {}
-    found = [info.get("settings") for info in read_json(path, "extraction plan")["splits"].values()]
-    found = [f for f in found if f]
+    found = [p.settings for p in ExtractPlan.load(cache_dir).splits.values() if p.settings]
     return dict(found[0]) if found and all(f == found[0] for f in found) else {}
 
 
@@ -115,22 +115,18 @@ def plan(cache_dir: Path, kind: str, annotations: Path, root: Path, split: str,
     frame_keys = "+".join(sorted(cov.numbering)) if "clip" in cov.numbering else None
     with discard_if_new(cache_dir):
         cache = Cache.open_or_create(cache_dir, kind, cache_config)
-        path = cache.root / PLAN_FILE
         with cache.lock():  # the plan and extract_plan.json change together, one planner at a time
-            meta = (read_json(path, "extraction plan") if path.exists()
-                    else {"splits": {}, "classes": {}})
+            meta = ExtractPlan.load(cache.root) if ExtractPlan.exists(cache.root) else ExtractPlan()
             for k, names in classes.items():  # refused before the plan changes
-                if meta["classes"].get(k, names) != names:
+                if meta.classes.get(k, names) != names:
                     raise PlanError(f"{cache.root}: split {split} has another {k} class list than "
                                     "the splits planned before; one cache holds one vocabulary "
                                     "per label")
-            entry = {"dataset": kind, "annotations": str(Path(annotations).resolve()),
-                     "root": str(Path(root).resolve()), "views": list(views),
-                     "boxes": str(Path(boxes).resolve()) if boxes else None,
-                     "boxes_format": box_format, "boxes_frame_keys": frame_keys,
-                     "settings": {k: v for k, v in config_to_dict(st).items()
-                                  if k in PLANNED_SETTINGS}}
-            changes = replan_changes(cache, meta["splits"].get(split), entry, split, inputs)
+            entry = SplitPlan(kind, str(Path(annotations).resolve()), str(Path(root).resolve()),
+                              tuple(views), str(Path(boxes).resolve()) if boxes else None,
+                              box_format, frame_keys,
+                              {k: v for k, v in config_to_dict(st).items() if k in PLANNED_SETTINGS})
+            changes = replan_changes(cache, meta.splits.get(split), entry, split, inputs)
             try:
                 table = make_plan(cols, cache.config.shard_segments, split)
             except (CacheError, BadName) as e:
@@ -138,36 +134,34 @@ def plan(cache_dir: Path, kind: str, annotations: Path, root: Path, split: str,
             cache.add_plan(table, locked=True)
             digest = hashlib.sha256(json.dumps(table.to_pydict(), sort_keys=True,
                                                default=str).encode()).hexdigest()
-            meta["splits"][split] = {**entry, "plan_sha256": digest, "segments": len(segs),
-                                     "missing": dict(list(cov.problems().items())[:1000])}
-            meta["classes"].update(classes)
-            write_json_atomic(path, meta, cache.root)
+            meta.splits[split] = replace(entry, plan_sha256=digest, segments=len(segs),
+                                         missing=dict(list(cov.problems().items())[:1000]))
+            meta.classes.update(classes)
+            meta.save(cache.root)
     return {"segments": len(segs), "shards": len(cache.shards(split)), "plan_sha256": digest,
             "coverage": report, "missing": cov.problems(), "changes": changes,
-            "box_format": box_format, "settings": entry["settings"]}
-
-
-INPUT_KEYS = ("root", "boxes", "boxes_format", "boxes_frame_keys")
-BOX_KEYS = ("boxes", "boxes_format", "boxes_frame_keys")  # inputs only hand crops depend on
+            "box_format": box_format, "settings": entry.settings}
 
 
 def stale_views(cache, changed: list[str]) -> list[str]:
     """The cache views a change of inputs makes stale: every view when the media moved to
     other files, else only the views made with a crop rule (hand crops, under any name)."""
     views = cache.views()
-    if any(k not in BOX_KEYS for k in changed):
+    if any(k not in BOX_INPUTS for k in changed):
         return sorted(views)
     return sorted(v for v, rec in views.items() if rec["fingerprint"].get("crop") is not None)
 
 
-def replan_changes(cache, before: dict | None, after: dict, split: str, inputs: str | None) -> list:
+def replan_changes(cache, before: SplitPlan | None, after: SplitPlan, split: str,
+                   inputs: str | None) -> list:
     """What changed in a split's inputs since it was planned, refused while shards made from
     the old inputs are committed, unless ``inputs`` is ``moved`` (keep them) or ``changed``
     (supersede them, so they are redone)."""
     if before is None:
         return []
-    changed = [k for k in INPUT_KEYS if before.get(k) != after.get(k)]
-    changes = [f"{k}: {before.get(k)} -> {after.get(k)}" for k in changed]
+    was, now = before.inputs(), after.inputs()
+    changed = [k for k in was if was[k] != now[k]]
+    changes = [f"{k}: {was[k]} -> {now[k]}" for k in changed]
     if not changes:
         return []
     shards = set(cache.shards(split))
@@ -204,10 +198,9 @@ def still_broken(cache, shards: list[str]) -> dict[str, str]:
     segments' frames or boxes are still missing (the coverage check of plan, on those
     segments only): redoing them (``--redo-failed``, ``slurm retry``) would supersede and
     re-encode them for nothing."""
-    path = cache.root / PLAN_FILE
-    if not shards or not path.exists():
+    if not shards or not ExtractPlan.exists(cache.root):
         return {}
-    meta = read_json(path, "extraction plan")
+    meta = ExtractPlan.load(cache.root)
     out: dict[str, str] = {}
     for shard in shards:
         failed: set = set()
@@ -218,15 +211,15 @@ def still_broken(cache, shards: list[str]) -> dict[str, str]:
         plan_rows = [r for r in cache.shard_segments(shard).to_pylist() if r["segment_id"] in failed]
         if not plan_rows:
             continue
-        info = meta["splits"].get(plan_rows[0]["split"])
+        info = meta.splits.get(plan_rows[0]["split"])
         if info is None:
             continue
         cols = {k: [r[k] for r in plan_rows] for k in ("segment_id", "video_id", "start_frame",
                                                       "stop_frame")}
-        boxes = (open_boxes(info["boxes"], trimmed=dataset(info["dataset"]).trimmed)
-                 if info.get("boxes") and "hand_crop" in info["views"] else None)
+        boxes = (open_boxes(info.boxes, trimmed=dataset(info.dataset).trimmed)
+                 if info.boxes and "hand_crop" in info.views else None)
         try:
-            cov = check_coverage(info["dataset"], Path(info["root"]), cols, info["views"], boxes)
+            cov = check_coverage(info.dataset, Path(info.root), cols, info.views, boxes)
         except XmicError as e:
             out[shard] = str(e)
             continue

@@ -16,13 +16,12 @@ from pathlib import Path
 from xmic.cache import Cache
 from xmic.cache import fingerprint as F
 from xmic.cache.datasets import dataset, prompt_names
-from xmic.cache.paths import PLAN_FILE
 from xmic.cache.vocab import add_vocab, check_prompts
 from xmic.config import XmicError
 from xmic.extract.clip_embed import class_text
 from xmic.extract.config import ExtractConfig
+from xmic.extract.plan_record import ExtractPlan
 from xmic.extract.planning import PlanError
-from xmic.files.names import read_json
 
 
 IMAGE_SETTINGS = ("model", "weights", "seed", "precision")
@@ -73,7 +72,7 @@ def extract_text(cache_dir: Path, cfg: ExtractConfig, labels=("noun", "verb"), e
     from xmic.towers.encoders import load_encoder
     from xmic.towers.text_tower import tower_source
     cache = Cache.open(cache_dir)
-    meta = read_json(cache.root / PLAN_FILE, "extraction plan (run `xmic extract plan` first)")
+    meta = ExtractPlan.load(cache.root)
     prefix = list(dataset(cache.dataset).released_prefix) if released else []
     if released and not prefix:
         raise PlanError(f"{cache.root}: X-MIC's released {cache.dataset} vocabulary is its class "
@@ -83,7 +82,7 @@ def extract_text(cache_dir: Path, cfg: ExtractConfig, labels=("noun", "verb"), e
     check_text_model(cache, enc.identity)
     out = {}
     for label in labels:
-        classes = meta["classes"].get(label)
+        classes = meta.classes.get(label)
         if not classes:
             raise PlanError(f"{cache.root}: no {label} classes in the extraction plan")
         classes = prefix + list(classes)

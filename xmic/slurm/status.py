@@ -22,21 +22,19 @@ import pyarrow.parquet as pq
 from xmic.cache import Cache
 from xmic.cache.claims import live_claims
 from xmic.slurm.scheduler import submission_queue_line
-from xmic.cache.paths import (FAILED_SUFFIX, PLAN_FILE, ROWS, SUBMISSIONS,
-                              CacheError, check_cache_name, count_attempts, read_cache_json,
-                              view_dir)
+from xmic.cache.paths import (FAILED_SUFFIX, ROWS, SUBMISSIONS, CacheError, check_cache_name,
+                              count_attempts, view_dir)
+from xmic.extract.plan_record import ExtractPlan
 
 
 
 def planned_views(cache: Cache, rename: dict[str, str] | None = None) -> dict[str, list[str]]:
     """Split -> cache views its shards must have (the extraction plan's views, renamed)."""
-    path = cache.root / PLAN_FILE
-    if not path.exists():
+    if not ExtractPlan.exists(cache.root):
         return {s: sorted(cache.views()) for s in cache.splits()}
-    meta = read_cache_json(path, "extraction plan")
     rename = rename or {}
-    return {split: [rename.get(v, v) for v in info["views"]]
-            for split, info in meta["splits"].items()}
+    return {split: [rename.get(v, v) for v in info.views]
+            for split, info in ExtractPlan.load(cache.root).splits.items()}
 
 
 def read_submissions(cache_root: Path) -> list[dict]:
