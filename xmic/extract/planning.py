@@ -76,15 +76,7 @@ def plan(cache_dir: Path, kind: str, annotations: Path, root: Path, split: str,
         raise PlanError("view hand_crop needs --boxes (a folder of per-video detection pickles, "
                         "EPIC-100's or the 100DOH detector's, an X-MIC box pickle, or a box "
                         "table); without boxes plan --views full_frame")
-    segs, classes = read_dataset(kind, Path(annotations), split, Path(root), **dataset_kw)
-    check_media_ids(kind, segs.columns["video_id"], segs.columns["segment_id"], Path(annotations))
-    order = sorted(range(len(segs)), key=lambda i: (segs.columns["video_id"][i],
-                                                    segs.columns["start_frame"][i]))
-    cols = {k: [v[i] for i in order] for k, v in segs.columns.items()}
-    try:
-        check_ranges(cols)  # frame numbers that fit the index, before the media is looked at
-    except CacheError as e:
-        raise CacheError(f"{annotations}: {e}") from None
+    segs, classes, cols = _read_sorted(kind, Path(annotations), split, Path(root), dataset_kw)
     st = settings
     source = open_boxes(boxes, st.hand_score, st.object_score, st.min_box_px,
                         trimmed=dataset(kind).trimmed) if "hand_crop" in views else None
@@ -98,15 +90,9 @@ def plan(cache_dir: Path, kind: str, annotations: Path, root: Path, split: str,
                         "recorded failed, and `xmic extract run --redo-failed` redoes them once "
                         "the inputs are there)")
     report = cov.report()
-    if (source is not None and cov.sampled_frames and report["usable_share"] < coverage_floor
-            and not allow_low_coverage):
-        raise PlanError(f"{annotations} (split {split}) with --boxes {boxes}: only "
-                        f"{100 * report['usable_share']:.1f}% of the {cov.sampled_frames} frames "
-                        f"to encode have a hand above hand_score={st.hand_score} (the floor is "
-                        f"{100 * coverage_floor:g}%); the others' hand crops would be full "
-                        "frames. Check that the boxes belong to these videos and number their "
-                        "frames as the annotations do, plan with a lower threshold (--set "
-                        "hand_score=0.5), or accept it with --allow-low-coverage")
+    if source is not None and not allow_low_coverage:
+        check_usable_share(cov, report, coverage_floor, st.hand_score,
+                           f"{annotations} (split {split}) with --boxes {boxes}")
     box_format = None
     if source is not None:
         first = next((v for v in dict.fromkeys(cols["video_id"]) if v not in cov.problems()), None)
@@ -141,6 +127,32 @@ def plan(cache_dir: Path, kind: str, annotations: Path, root: Path, split: str,
     return {"segments": len(segs), "shards": len(cache.shards(split)), "plan_sha256": digest,
             "coverage": report, "missing": cov.problems(), "changes": changes,
             "box_format": box_format, "settings": entry.settings}
+
+
+def _read_sorted(kind: str, annotations: Path, split: str, root: Path, side: dict):
+    """(segments, class lists, the plan's columns sorted by video and start), every id checked
+    before it becomes a path and every frame number before it meets the index."""
+    segs, classes = read_dataset(kind, annotations, split, root, **side)
+    check_media_ids(kind, segs.columns["video_id"], segs.columns["segment_id"], annotations)
+    order = sorted(range(len(segs)), key=lambda i: (segs.columns["video_id"][i],
+                                                    segs.columns["start_frame"][i]))
+    cols = {k: [v[i] for i in order] for k, v in segs.columns.items()}
+    try:
+        check_ranges(cols)  # frame numbers that fit the index, before the media is looked at
+    except CacheError as e:
+        raise CacheError(f"{annotations}: {e}") from None
+    return segs, classes, cols
+
+
+def check_usable_share(cov, report: dict, floor: float, hand_score: float, where: str) -> None:
+    """Refuse a split whose frames to encode have a usable hand box below ``floor``."""
+    if cov.sampled_frames and report["usable_share"] < floor:
+        raise PlanError(f"{where}: only {100 * report['usable_share']:.1f}% of the "
+                        f"{cov.sampled_frames} frames to encode have a hand above hand_score="
+                        f"{hand_score} (the floor is {100 * floor:g}%); the others' hand crops "
+                        "would be full frames. Check that the boxes belong to these videos and "
+                        "number their frames as the annotations do, plan with a lower threshold "
+                        "(--set hand_score=0.5), or accept it with --allow-low-coverage")
 
 
 def stale_views(cache, changed: list[str]) -> list[str]:
