@@ -97,8 +97,8 @@ def build_status_cache(root: Path, shards: int, per_shard: int = 8) -> Cache:
                 start_sec=[0.0] * n, stop_sec=[1.0] * n, fps=[50.0] * n, verb_id=[0] * n,
                 verb=["take"] * n, noun_id=[0] * n, noun=["knife"] * n)
     cache.add_plan(make_plan(cols, per_shard, "train"))
-    write_json_atomic(root / "extract_plan.json", {"splits": {"train": {"views": list(VIEWS)}},
-                                                   "classes": {}})
+    from xmic.extract.plan_record import ExtractPlan, SplitPlan
+    ExtractPlan({"train": SplitPlan("epic", "", str(root), tuple(VIEWS))}).save(root)
     rng = random.Random(0)
     names = cache.shards()
     for v in VIEWS:
