@@ -164,7 +164,7 @@ def test_bad_shard_ranges(tmp_path):
 
 @pytest.mark.parametrize("args, words", [
     (["extract", "text", "C", "--set", "prompt='{x}'"], "prompt '{x}' must hold '{}'"),
-    (["extract", "text", "C", "--set", "zeroshot_prompt='{}{}'"], "zeroshot_prompt '{}{}' must hold"),
+    (["extract", "text", "C", "--set", "zeroshot_prompt='{}{}'"], "prompt '{}{}' must hold"),
     (["extract", "text", "C", "--set", "prompt='{0.__class__}'"], "must hold '{}' (the class name) exactly"),
     (["extract", "run", "C", "--set", "rename=[full_frame=a, hand_crop=a]"],
      "two views would be written under one name"),

@@ -101,6 +101,11 @@ class Cache:
         self.config = config
         self._plan: pa.Table | None = None
 
+    def holds(self, path) -> bool:
+        """Whether ``path`` is this cache's folder or lies inside it (outputs never go there)."""
+        p = Path(path).resolve()
+        return p == self.root or self.root in p.parents
+
     # ---- create / open -------------------------------------------------------------------
     @classmethod
     def create(cls, root: str | Path, dataset: str, config: CacheConfig) -> "Cache":

@@ -22,7 +22,7 @@ from xmic.cache.writer import ShardWriter
 def convert(src: Cache, out: str | Path, backend: str, progress=None) -> Cache:
     config = dataclasses.replace(src.config, backend=backend)
     target = Path(out).resolve()
-    if target == src.root or src.root in target.parents:
+    if src.holds(target):
         raise CacheError(f"cannot convert {src.root} into {target}: the output lies inside the "
                          "cache it converts; choose a folder outside it")
     dst = Cache.create(out, src.dataset, config)

@@ -48,13 +48,22 @@ class Vocab:
         return [self.prompt.format(n) for n in self.names]
 
 
+def template_problem(prompt) -> str | None:
+    """Why a prompt template cannot be used (None: it can): it must hold ``{}`` exactly once
+    and no other brace, since it becomes a format string (``{0.__class__}``, ``{x}`` or
+    ``{}{}`` would fail or read attributes)."""
+    rest = prompt.replace("{}", "", 1) if isinstance(prompt, str) else "{"
+    if prompt.count("{}") != 1 or "{" in rest or "}" in rest:
+        return (f"prompt {prompt!r} must hold '{{}}' (the class name) exactly once and no "
+                "other brace, e.g. 'a photo of a {}'")
+    return None
+
+
 def check_template(prompt, where: str) -> str:
-    """A prompt template holds ``{}`` exactly once and no other brace: it becomes a format
-    string (``{0.__class__}``, ``{x}`` or ``{}{}`` would fail or read attributes)."""
-    if not isinstance(prompt, str) or prompt.count("{}") != 1 or \
-            "{" in prompt.replace("{}", "", 1) or "}" in prompt.replace("{}", "", 1):
-        raise CacheError(f"{where}: prompt {prompt!r} must hold '{{}}' (the class name) exactly "
-                         "once and no other brace, e.g. 'a photo of a {}'")
+    """``prompt``, refused (``CacheError`` naming ``where``) when ``template_problem`` says so."""
+    why = template_problem(prompt)
+    if why:
+        raise CacheError(f"{where}: {why}")
     return prompt
 
 

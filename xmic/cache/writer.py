@@ -30,8 +30,8 @@ from xmic.cache import fingerprint as fpmod
 from xmic.cache.claims import Claim
 from xmic.cache.backends import array_checksum, write_array
 from xmic.cache.index import rows_table
-from xmic.files.atomic import (append_line, commit_dir, make_dirs, remove_file, remove_tree,
-                                     sha256_file, tmp_name, write_json_atomic, write_new)
+from xmic.files.atomic import (append_line, caused_by, commit_dir, make_dirs, remove_file,
+                               remove_tree, sha256_file, tmp_name, write_json_atomic, write_new)
 from xmic.cache.paths import (DATA, MARKER, PROGRESS, ROWS, TMP, CacheError, failed_path,
                               shard_dir, stale_tmp, view_dir, attempts_log, count_attempts)
 from xmic.cache.cache_folder import Cache
@@ -84,11 +84,7 @@ def to_storage(frames: np.ndarray, dtype: str, dim: int, where: str) -> np.ndarr
 
 def disk_full(e: BaseException | None) -> bool:
     """True when ``e`` (or what caused it: zarr and h5py wrap OS errors) is ENOSPC."""
-    while e is not None:
-        if (isinstance(e, OSError) and e.errno == errno.ENOSPC) or "No space left on device" in str(e):
-            return True
-        e = e.__cause__ or e.__context__
-    return False
+    return caused_by(e, errno.ENOSPC, "No space left on device")
 
 
 class ShardWriter:

@@ -58,8 +58,8 @@ def cache_show(cache_dir, segment_ids, fallbacks, view, shown, out):
     each, frame numbers, the box source, and which crops fell back to the full frame."""
     import re
     from xmic.extract.contact_sheet import contact_sheet, fallback_segments
-    root = Path(cache_dir).resolve()
-    if out.resolve() == root or root in out.resolve().parents:
+    from xmic.cache import Cache
+    if Cache.open(cache_dir).holds(out):
         raise UsageError(f"--out {out} lies inside the cache; give a folder outside it")
     ids = list(segment_ids) + fallback_segments(cache_dir, view, fallbacks) * (fallbacks > 0)
     if not ids:
@@ -67,11 +67,12 @@ def cache_show(cache_dir, segment_ids, fallbacks, view, shown, out):
                          "fell back" + (" (none did)" if fallbacks else ""))
     if shown < 1:
         raise UsageError("--frames must be at least 1")
-    out.mkdir(parents=True, exist_ok=True)
+    from xmic.files.atomic import write_bytes_atomic
+    out.mkdir(parents=True, exist_ok=True)  # the folder named may be a link: the user's choice
     for sid in dict.fromkeys(ids):
         png, s = contact_sheet(cache_dir, sid, view, shown)
         path = out / (re.sub(r"[^A-Za-z0-9._-]", "_", sid).lstrip(".") + ".png")
-        path.write_bytes(png)
+        write_bytes_atomic(path, png, out)  # no link planted inside it is followed
         rec = s["fallbacks_recorded"]
         click.echo(f"{path}: {sid}, {len(s['frames_shown'])} of {s['frames_stored']} frames, "
                    f"{len(s['fell_back_shown'])} shown fell back"

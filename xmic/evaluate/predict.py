@@ -109,9 +109,9 @@ def read_clip_list(path: Path) -> list[dict]:
             try:
                 nums = {k: float(r[k]) if r.get(k) else None for k in ("start", "end", "fps")}
             except ValueError:
-                nums = {"start": math.nan}
-            if any(v is not None and not (math.isfinite(v) and v >= 0) for v in nums.values()) \
-                    or nums.get("fps") == 0:
+                nums = None  # not numbers
+            if nums is None or nums["fps"] == 0 or any(
+                    v is not None and not (math.isfinite(v) and v >= 0) for v in nums.values()):
                 raise PredictError(f"{path}: row {i}: start, end and fps must be finite numbers "
                                    ">= 0 (fps > 0)")
             rows.append({"clip": Path(r["clip"]), **nums})

@@ -139,8 +139,7 @@ def evaluate_run(run: str | Path, cache_path: str | Path, split: str,
     out = Path(out) if out else evaluation_dir(run, cache.dataset, split)
     if out.is_file():
         raise RunFolderError(f"--out {out} is a file; give a folder for the evaluation")
-    where = out.resolve()
-    if where == cache.root.resolve() or cache.root.resolve() in where.parents:
+    if cache.holds(out):
         raise RunFolderError(f"--out {out} lies inside the cache {cache.root}; a cache holds "
                              "only what extraction writes: give a folder outside it")
     if split not in cache.splits():

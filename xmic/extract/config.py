@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from xmic.cache.vocab import template_problem
 from xmic.config import bounded
 
 VIEWS = ("full_frame", "hand_crop")  # the views extraction writes (``rename`` may rename them)
@@ -55,9 +56,8 @@ class ExtractConfig:
             raise ValueError(f"rename {list(self.rename)}: two views would be written under one "
                              "name; give each view a name of its own")
         for key in ("prompt", "zeroshot_prompt"):
-            p = getattr(self, key)
-            if p.count("{}") != 1 or "{" in p.replace("{}", "", 1) or "}" in p.replace("{}", "", 1):
-                raise ValueError(f"{key} {p!r} must hold '{{}}' (the class name) exactly once "
-                                 "and no other brace, e.g. 'a photo of a {}'")
+            why = template_problem(getattr(self, key))
+            if why:
+                raise ValueError(f"{key}: {why}")
         if self.batch_size < 1 or self.per_bin < 1 or self.bins < 1 or self.workers < 0:
             raise ValueError("batch_size, per_bin and bins must be >= 1; workers >= 0")

@@ -74,12 +74,17 @@ def _index(path: str, size: int, mtime_ns: int) -> dict[int, tuple[int, int]]:
     return out
 
 
-def archive_index(path: Path) -> dict[int, tuple[int, int]]:
-    """Frame number -> (offset, size) of its JPEG member; built once per archive version."""
+def _stat(path: Path) -> os.stat_result:
     try:
-        st = os.stat(path)
+        return os.stat(path)
     except FileNotFoundError:
         raise ArchiveError(f"{path}: frame archive not found") from None
+
+
+def archive_index(path: Path, st: os.stat_result | None = None) -> dict[int, tuple[int, int]]:
+    """Frame number -> (offset, size) of its JPEG member; built once per archive version
+    (``st``: the archive's stat, when the caller has it)."""
+    st = st or _stat(path)
     return _index(str(path), st.st_size, st.st_mtime_ns)
 
 
@@ -92,14 +97,15 @@ OPEN_ARCHIVES = 16  # descriptors a process keeps open (a split reads hundreds o
 _descriptors: OrderedDict[tuple[int, str], int] = OrderedDict()  # (pid, path) -> descriptor
 
 
-def _fd(path: str) -> int:
-    """A read-only descriptor of ``path`` for this process, the least recently used closed;
-    reopened when another file was renamed over the path (its index is rebuilt too)."""
+def _fd(path: str, st: os.stat_result) -> int:
+    """A read-only descriptor of ``path`` (whose stat is ``st``) for this process, the least
+    recently used closed; reopened when another file was renamed over the path (its index is
+    rebuilt too)."""
     key = (os.getpid(), path)
     if key in _descriptors:
         fd = _descriptors[key]
         try:
-            same = os.path.samestat(os.fstat(fd), os.stat(path))
+            same = os.path.samestat(os.fstat(fd), st)
         except OSError:
             same = False
         if same:
@@ -116,12 +122,13 @@ def _fd(path: str) -> int:
 
 def read_member(path: Path, frame: int) -> bytes:
     """The bytes of one frame's member; ``ArchiveError`` naming archive and member."""
-    loc = archive_index(path).get(frame)
+    st = _stat(path)  # one stat: the index's version and the descriptor's file
+    loc = archive_index(path, st).get(frame)
     name = MEMBER_NAME.format(frame)
     if loc is None:
         raise ArchiveError(f"{path}: member {name} (frame {frame}) is missing from the archive")
     offset, size = loc
-    data = os.pread(_fd(str(path)), size, offset)
+    data = os.pread(_fd(str(path), st), size, offset)
     if len(data) != size:
         raise ArchiveError(f"{path}: member {name} (frame {frame}) is truncated ({len(data)} of "
                            f"{size} bytes); the archive was cut short: copy it again")

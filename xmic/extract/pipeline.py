@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from xmic.cache import Cache, ShardWriter
 from xmic.cache.claims import reap_dead_claims
 from xmic.cache.writer import disk_full
+from xmic.files.atomic import caused_by
 from xmic.cache import fingerprint as F
 from xmic.cache.paths import CacheError
 from xmic.cache.redo import supersede
@@ -143,7 +144,7 @@ def run_shards(cache_dir: Path, cfg: ExtractConfig, shard_ids: list[int] | list[
     meta = ExtractPlan.load(cache.root)
     enc = encoder or load_encoder(cfg.model, cfg.weights, cfg.device, cfg.precision, cfg.seed)
     check_device_decode(cfg.decode, enc, {s: dataset(i.dataset) for s, i in meta.splits.items()})
-    open_files_for_workers()
+    open_files = open_files_for_workers()
     names = cfg.view_names()  # planned view -> the cache view it is written to
     chosen = _resolve_shards(cache.shards(), shard_ids)
     for v in cache.views():  # claims left by killed or interrupted writers on this host
@@ -177,10 +178,10 @@ def run_shards(cache_dir: Path, cfg: ExtractConfig, shard_ids: list[int] | list[
             summary["shards_failed"] += 1
             summary["failures"].append(f"commit: {type(e).__name__}: {e}")
     except Exception as e:
-        if out_of_files(e):
+        if caused_by(e, errno.EMFILE, "Too many open files"):
             commits.drain()
             raise CacheError(f"{cache.root}: the process ran out of open files (ulimit -n is "
-                             f"{open_files_for_workers()}); committed shards are intact: raise "
+                             f"{open_files}); committed shards are intact: raise "
                              "the limit (ulimit -n 65536) or use fewer --workers, then run the "
                              "same command again") from None
         if not disk_full(e):
@@ -195,22 +196,14 @@ def run_shards(cache_dir: Path, cfg: ExtractConfig, shard_ids: list[int] | list[
     return summary
 
 
-def out_of_files(e: BaseException | None) -> bool:
-    """True when ``e`` (or what caused it: torch wraps it) is EMFILE, too many open files."""
-    while e is not None:
-        if (isinstance(e, OSError) and e.errno == errno.EMFILE) or "Too many open files" in str(e):
-            return True
-        e = e.__cause__ or e.__context__
-    return False
-
-
 def shard_work(cache, split: str, views: list[str], names: dict, chosen: list[str],
                by_shard: dict) -> tuple[list, int, list, list]:
     """(shard, views still to write, its rows) of every chosen shard of ``split`` that is
     pending or whose attempt raised, in plan order; how many are done; the shards whose
     committed views hold failed segments (left as they are: ``redo_failed`` supersedes them
-    first); and the shards a live writer of another process is extracting (left to it). Linear in shards and rows: one state listing per view, the plan's rows grouped by
-    shard beforehand."""
+    first); and the shards a live writer of another process is extracting (left to it).
+    Linear in shards and rows: one state listing per view, the plan's rows grouped by shard
+    beforehand."""
     states = {v: cache.shard_states(names.get(v, v)) for v in views}
     committed = {v: cache.committed(names.get(v, v)) for v in views}
     in_split = set(cache.shards(split))
@@ -241,7 +234,7 @@ def supersede_failed(cache, meta: ExtractPlan, names: dict, chosen: list[str]) -
     committed = {v: cache.committed(v) for v in views}
     redo = [s for s in chosen if any(states[v].get(s) == "failed" and s in committed[v]
                                      for v in views)]
-    broken = still_broken(cache, redo)  # their inputs still missing: redoing them is for nothing
+    broken = still_broken(cache, redo, meta)  # inputs still missing: redoing them is for nothing
     for shard in redo:
         if shard not in broken:
             supersede(cache.root, [v for v in views if shard in committed[v]], shard)

@@ -205,33 +205,35 @@ def replan_changes(cache, before: SplitPlan | None, after: SplitPlan, split: str
                           if kept and inputs == "changed" else "")] if made else [])
 
 
-def still_broken(cache, shards: list[str]) -> dict[str, str]:
+def still_broken(cache, shards: list[str], meta: ExtractPlan | None = None) -> dict[str, str]:
     """Shard -> why its failed segments would fail again, for committed shards whose failed
     segments' frames or boxes are still missing (the coverage check of plan, on those
     segments only): redoing them (``--redo-failed``, ``slurm retry``) would supersede and
-    re-encode them for nothing."""
-    if not shards or not ExtractPlan.exists(cache.root):
+    re-encode them for nothing. ``meta``: the plan, when the caller has it loaded."""
+    if not shards or (meta is None and not ExtractPlan.exists(cache.root)):
         return {}
-    meta = ExtractPlan.load(cache.root)
+    meta = meta or ExtractPlan.load(cache.root)
+    committed = {v: cache.committed(v) for v in cache.views()}  # one listing per view
+    sources: dict = {}  # split -> its box source, opened once
     out: dict[str, str] = {}
     for shard in shards:
         failed: set = set()
-        for v in cache.views():
-            if shard in cache.committed(v):
+        for v, done in committed.items():
+            if shard in done:
                 rows = cache.shard_rows(v, shard).to_pylist()
                 failed |= {r["segment_id"] for r in rows if r["status"] == "failed"}
         plan_rows = [r for r in cache.shard_segments(shard).to_pylist() if r["segment_id"] in failed]
-        if not plan_rows:
-            continue
-        info = meta.splits.get(plan_rows[0]["split"])
+        info = meta.splits.get(plan_rows[0]["split"]) if plan_rows else None
         if info is None:
             continue
+        split = plan_rows[0]["split"]
+        if split not in sources:
+            sources[split] = (open_boxes(info.boxes, trimmed=dataset(info.dataset).trimmed)
+                              if info.boxes and "hand_crop" in info.views else None)
         cols = {k: [r[k] for r in plan_rows] for k in ("segment_id", "video_id", "start_frame",
                                                       "stop_frame")}
-        boxes = (open_boxes(info.boxes, trimmed=dataset(info.dataset).trimmed)
-                 if info.boxes and "hand_crop" in info.views else None)
         try:
-            cov = check_coverage(info.dataset, Path(info.root), cols, info.views, boxes)
+            cov = check_coverage(info.dataset, Path(info.root), cols, info.views, sources[split])
         except XmicError as e:
             out[shard] = str(e)
             continue

@@ -41,6 +41,16 @@ def tmp_name(stem: str) -> str:
     return f"{stem}.{host_tag()}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
 
 
+def caused_by(e: BaseException | None, code: int, words: str) -> bool:
+    """True when ``e``, or what caused it (zarr, h5py and torch wrap OS errors), is the OS
+    error ``code`` (e.g. ENOSPC), or says ``words`` (its strerror, where only a message is left)."""
+    while e is not None:
+        if (isinstance(e, OSError) and e.errno == code) or words in str(e):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
 def guard(path: Path, root: Path | None = None) -> Path:
     """``path`` unchanged, after checking that it lies below ``root`` (default: its parent) and
     that no existing component from ``root`` (excluded) to ``path`` (included) is a link."""
@@ -66,18 +76,24 @@ def guard(path: Path, root: Path | None = None) -> Path:
     return path
 
 
-def refuse_links_below(root: Path) -> None:
+def refuse_links_below(root: Path, inward_ok: bool = False) -> None:
     """Refuse a folder we are about to fill (and partly overwrite) when any path below it is a
-    symbolic link; the folder itself may be one (the user chose it)."""
+    symbolic link; the folder itself may be one (the user chose it). ``inward_ok``: links whose
+    target stays inside the folder are accepted (a tool's own, e.g. submitit's)."""
     root = Path(root)
     if not root.is_dir():
         return
+    inside = os.path.realpath(root)
     for dirpath, dirs, files in os.walk(root):
         for name in dirs + files:
             p = os.path.join(dirpath, name)
-            if os.path.islink(p):
-                raise UnsafePathError(f"{p}: is a symbolic link inside {root}; xmic never "
-                                      "writes through links in its folders: remove it")
+            if not os.path.islink(p):
+                continue
+            if inward_ok and os.path.commonpath([inside, os.path.realpath(p)]) == inside:
+                continue
+            raise UnsafePathError(f"{p}: is a symbolic link inside {root}"
+                                  + (" pointing out of it" if inward_ok else "")
+                                  + "; xmic never writes through links in its folders: remove it")
 
 
 def make_dirs(path: Path, root: Path | None = None) -> Path:

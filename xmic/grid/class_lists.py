@@ -7,8 +7,9 @@ evaluation needs (target x source x label, every criterion in the folder) agains
 cache's vocabulary and refuses, naming every missing or mismatched list (and the taxonomy
 version that explains a mismatch), or returns the lists to derive; ``write_derived`` writes
 them by the exact-name rule into ``GRID/class-splits/`` with ``derived.json`` (the rule and the
-pairs); ``list_folders`` is what evaluation reads: the recipe's folder, then the derived one.
-``rescore`` scores every trained run again with other lists, without training.
+files); ``derived_record`` is what ``grid.json`` records of them; ``list_folders`` is what
+evaluation reads: the recipe's folder, then the derived one (``xmic.grid.runner.rescore`` scores
+finished runs again with other lists).
 """
 from __future__ import annotations
 
@@ -82,17 +83,20 @@ def check_lists(runs: list[dict], folder: str | None, derive: bool) -> dict[str,
     return derived
 
 
-def write_derived(grid_dir: Path, derived: dict[str, list[str]]) -> dict | None:
-    """Write the derived lists and ``derived.json``; returns the record for ``grid.json``."""
+def derived_record(derived: dict[str, list[str]]) -> dict | None:
+    """What ``grid.json`` (and ``derived.json``) records of derived lists: the rule, the files."""
+    return {"rule": DERIVED_RULE, "files": sorted(derived)} if derived else None
+
+
+def write_derived(grid_dir: Path, derived: dict[str, list[str]]) -> None:
+    """Write the derived lists and ``derived.json`` into the grid folder."""
     if not derived:
-        return None
+        return
     folder = Path(grid_dir) / DERIVED_LISTS
     make_dirs(folder, grid_dir)
     for name, lines in sorted(derived.items()):
         write_text_atomic(folder / name, "".join(f"{n}\n" for n in lines), grid_dir)
-    record = {"rule": DERIVED_RULE, "files": sorted(derived)}
-    write_json_atomic(folder / DERIVED_RECORD, record, grid_dir)
-    return record
+    write_json_atomic(folder / DERIVED_RECORD, derived_record(derived), grid_dir)
 
 
 def list_folders(grid_dir: Path, grid: dict) -> list[str] | None:

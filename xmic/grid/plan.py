@@ -18,10 +18,9 @@ import yaml
 from xmic.cache import Cache
 from xmic.files.atomic import write_json_atomic, write_text_atomic
 from xmic.cache.fingerprint import fingerprint_id
-from xmic.evaluate.classes import DERIVED_RULE
 from xmic.files.names import BadName, check_name, read_json
 from xmic.config import ConfigError, XmicError, config_to_dict, from_dict, load_config
-from xmic.grid.class_lists import ListError, check_lists, write_derived
+from xmic.grid.class_lists import ListError, check_lists, derived_record, write_derived
 from xmic.grid.extend import merge_plans
 from xmic.grid.layout import GRID_FILE, RECIPE_YAML, RUNS
 from xmic.grid.recipe import OTHER_VIEWS, Recipe
@@ -184,7 +183,7 @@ def plan_grid(grid_dir: Path, recipe: Recipe, extend: bool = False,
         derived = check_lists(runs, recipe.class_splits, derive_lists)
     except ListError as e:
         raise GridError(str(e)) from None
-    lists = {"class_lists": {"rule": DERIVED_RULE, "files": sorted(derived)}} if derived else {}
+    lists = {"class_lists": derived_record(derived)} if derived else {}
     body = {"recipe": recipe.as_dict(), "runs": runs, **({"skipped": skipped} if skipped else {}),
             **lists}
     digest = _digest(body)

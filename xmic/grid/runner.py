@@ -27,10 +27,11 @@ from xmic.cache.claims import job_id_from_env
 from xmic.cache.writer import disk_full
 from xmic.config import XmicError
 from xmic.evaluate.run import evaluate_run
-from xmic.grid.class_lists import ListError, check_lists, cross_pairs, list_folders, write_derived
+from xmic.grid.class_lists import (ListError, check_lists, cross_pairs, derived_record,
+                                   list_folders, write_derived)
 from xmic.grid.layout import FAILED, FINISHED, RUNNING, SLURM_LOGS, SUBMISSIONS
 from xmic.grid.plan import GridError, load_grid, rewrite_grid, run_config
-from xmic.grid.state import (HEARTBEAT_S, STALE_AFTER_S, claim_alive, eval_dir,
+from xmic.grid.state import (HEARTBEAT_S, claim_alive, eval_dir,
                              read_claim, read_metrics, run_state)
 from xmic.train.checkpoint import load_checkpoint
 from xmic.train.run_folder import CHECKPOINT, LAST
@@ -166,8 +167,7 @@ class RunClaim:
             if create_json_exclusive(path, body, grid_dir):
                 return cls(path, grid_dir, body["token"])
             claim, age = read_claim(path)
-            ours = claim is not None and claim.get("pid") == os.getpid() and age < STALE_AFTER_S
-            if claim is not None and (claim_alive(claim, age) or ours):
+            if claim is not None and claim_alive(claim, age):  # this process's own included
                 return None
             dead = path.with_name(f".{path.name}.dead-{uuid.uuid4().hex[:8]}")
             try:
@@ -209,7 +209,6 @@ def rescore(grid_dir: Path, class_splits: str | None, derive: bool = False, echo
     """Score every trained run's cross-dataset targets again with other class lists (checked
     first, as at plan), without training; the plan records the new lists, so runs still to
     come use them too. Returns how many evaluations were redone."""
-    from xmic.evaluate.classes import DERIVED_RULE
     grid_dir = Path(grid_dir)
     grid = load_grid(grid_dir)
     try:
@@ -219,7 +218,7 @@ def rescore(grid_dir: Path, class_splits: str | None, derive: bool = False, echo
     grid["recipe"]["class_splits"] = str(Path(class_splits).resolve()) if class_splits else None
     grid.pop("class_lists", None)
     if derived:
-        grid["class_lists"] = {"rule": DERIVED_RULE, "files": sorted(derived)}
+        grid["class_lists"] = derived_record(derived)
     write_derived(grid_dir, derived)
     grid = rewrite_grid(grid_dir, grid)
     folders, done, left = list_folders(grid_dir, grid), 0, 0

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import re
 import subprocess
 import time
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import submitit
 
-from xmic.files.atomic import UnsafePathError, append_line, guard, make_dirs
+from xmic.files.atomic import append_line, guard, make_dirs, refuse_links_below
 from xmic.config import config_to_dict
 from xmic.slurm.config import SlurmConfig
 from xmic.slurm.scheduler import sbatch_refusal
@@ -95,22 +94,8 @@ def log_folder(cfg: SlurmConfig, root: Path, default: str, create: bool = True) 
         return Path(cfg.log_dir).resolve()
     root = Path(root).resolve()
     folder = make_dirs(root / default, root) if create else guard(root / default, root)
-    _refuse_links_out(folder)
+    refuse_links_below(folder, inward_ok=True)  # submitit keeps its own links to its scripts
     return folder
-
-
-def _refuse_links_out(folder: Path) -> None:
-    """A link inside the log folder may only point inside it (submitit keeps its own
-    ``.submission_file_*.sh`` links to the job's script there); one pointing out would send
-    what is written through it elsewhere."""
-    inside = os.path.realpath(folder)
-    for dirpath, dirs, files in os.walk(folder):
-        for name in dirs + files:
-            p = os.path.join(dirpath, name)
-            if os.path.islink(p) and os.path.commonpath([inside, os.path.realpath(p)]) != inside:
-                raise UnsafePathError(f"{p}: is a symbolic link inside {folder} pointing out of "
-                                      "it; xmic never writes through links in its folders: "
-                                      "remove it")
 
 
 def submit_arrays(task, items: list, cfg: SlurmConfig, log_dir: Path, record_file: Path,

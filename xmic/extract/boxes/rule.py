@@ -11,6 +11,7 @@ protocol of every format (``xmic.extract.boxes.FORMATS``). No format imports ano
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 
@@ -76,7 +77,6 @@ class BoxSource:
 
     def __init__(self, path, hand_score: float = 0.8, object_score: float = 0.01,
                  min_box_px: float = 1.0, trimmed: bool = False, box_format: str | None = None):
-        from pathlib import Path
         self.path = Path(path)
         self.thresholds = (hand_score, object_score, min_box_px)
         self.trimmed = trimmed
