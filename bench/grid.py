@@ -146,11 +146,11 @@ DEVICE = ["cpu"]  # where the bare evaluate calls run (--device)
 
 
 def stacked_vs_single(cache: Path, args, work: Path) -> dict:
-    """X-MIC's ``--stack`` seeds trained as one stacked model (``train_stacked``) against the
+    """X-MIC's ``--stack`` seeds trained as one stacked model (``fit`` with several seeds) against the
     same seeds trained one by one (bare ``train`` calls), both on a bank loaded once
     beforehand and writing their run folders: runs/hour."""
     import torch
-    from xmic.train.stacked_runs import train_stacked
+    from xmic.train.loop import fit
     seeds = list(range(max(2, args.stack)))
     cfgs = [from_dict(TrainConfig, {"method": "xmic", "epochs": args.epochs, "device": args.device,
                                     "seed": s, "split": "train", "label": "noun"})
@@ -158,10 +158,10 @@ def stacked_vs_single(cache: Path, args, work: Path) -> dict:
     from xmic.grid.runner import BankMemo
     memo = BankMemo()  # the bank loaded once, as a grid in one process loads it
     quiet = lambda *a, **k: None  # noqa: E731
-    train_stacked(cache, cfgs[:2], [work / "warm-0", work / "warm-1"], echo=quiet,
+    fit(cache, cfgs[:2], [work / "warm-0", work / "warm-1"], echo=quiet,
                   bank_loader=memo)  # warm-up: the bank, vmap's first trace
     t0 = time.perf_counter()
-    train_stacked(cache, cfgs, [work / f"stacked{c.seed}" for c in cfgs], echo=quiet,
+    fit(cache, cfgs, [work / f"stacked{c.seed}" for c in cfgs], echo=quiet,
                   bank_loader=memo)
     stacked_s = time.perf_counter() - t0
     t0 = time.perf_counter()

@@ -33,7 +33,7 @@ from xmic.config import load_config
 from xmic.towers.text_tower import TextTower, build_text_tower
 from xmic.train.build import build_model, text_input
 from xmic.train.config import TrainConfig
-from xmic.train.loop import train_step
+from xmic.train.steppers import train_step
 from xmic.train.methods import METHODS as ALL_METHODS, tower_methods
 from xmic.train.model import trainable_parameters
 from xmic.towers.encoders import TINY_CONFIG

@@ -4,7 +4,7 @@ Builds an in-memory EPIC-100-scale feature bank (67,217 segments x 32 frames, ha
 full_frame views, 512-d float16; ``--scale`` shrinks it) and the default X-MIC adapter, then
 reports, in one run:
 - samples/s of the full training step (vectorised sampling + gather + forward + backward +
-  optimizer, ``xmic.train.loop.train_step``) against samples/s of the bare forward + backward on
+  optimizer, ``xmic.train.steppers.train_step``) against samples/s of the bare forward + backward on
   batches built beforehand (goal: ratio >= 0.9), and against forward + backward + optimizer;
 - seconds for ``--epochs`` full epochs at that scale (the real sampling and step, in order).
 
@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from xmic.cache.sampling import rows_layout
 from xmic.train.data import FeatureBank, batch
-from xmic.train.loop import _lr_factor, train_step
+from xmic.train.steppers import _lr_factor, train_step
 from xmic.train.model import XMICAdapter
 
 SEGMENTS, FRAMES_PER_SEGMENT, DIM, CLASSES = 67_217, 32, 512, 300
@@ -135,10 +135,10 @@ def main(argv=None):
           f" | bare fwd+bwd+opt {bare_opt_sps:.0f} (ratio {result['ratio_full_vs_fwd_bwd_opt']})",
           flush=True)
     if args.compile:
-        from xmic.train.loop import compiled
+        from xmic.train.steppers import compiled
         from xmic.train.config import TrainConfig
         model, opt, sched, scaler, amp = setup(device, steps_per_epoch)
-        fast = compiled(model, TrainConfig(compile=True), print)
+        fast = compiled(model, TrainConfig(compile=True))
         t0 = time.perf_counter()
         full_steps(fast, opt, sched, scaler, amp, 3)  # warm-up: compiles
         sync(device)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
 from extract_data import EGTEA_CLIPS, TINY, egtea_handless, make_egtea

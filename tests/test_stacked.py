@@ -17,8 +17,7 @@ from train_data import make_train_cache
 from test_train_loop import cfg, quiet
 from xmic.train.checkpoint import load_checkpoint
 from xmic.train.stacked import stackable
-from xmic.train.stacked_runs import train_stacked
-from xmic.train.loop import train
+from xmic.train.loop import fit, train
 
 
 @pytest.mark.parametrize("method", ["xmic", "clip-adapter", "linear"])
@@ -27,7 +26,7 @@ def test_stacked_seeds_equal_separate_runs(tmp_path, method):
     cfgs = [cfg("heldout_fraction=0.25", "optim.lr=3e-3", "optim.warmup_epochs=1", method=method,
                 seed=s) for s in (0, 1, 2)]
     outs = [tmp_path / f"stacked{c.seed}" for c in cfgs]
-    summaries = train_stacked(cache.root, cfgs, outs, echo=quiet)
+    summaries = fit(cache.root, cfgs, outs, echo=quiet)
     weights = []
     for c, out, summary in zip(cfgs, outs, summaries):
         alone = tmp_path / f"seed{c.seed}"
@@ -56,7 +55,7 @@ def test_a_stacked_member_resumes_alone(tmp_path):
     continues it as if it had been trained alone from the start."""
     cache = make_train_cache(tmp_path / "c", mode="random", n=64, videos=8)
     two = [cfg("optim.lr=3e-3", "optim.warmup_epochs=1", seed=s) for s in (3, 4)]
-    train_stacked(cache.root, two, [tmp_path / "s3", tmp_path / "s4"], echo=quiet)
+    fit(cache.root, two, [tmp_path / "s3", tmp_path / "s4"], echo=quiet)
     more = cfg("optim.lr=3e-3", "optim.warmup_epochs=1", seed=4, epochs=3)
     train(cache.root, more, tmp_path / "s4", resume=True, echo=quiet)
     train(cache.root, more, tmp_path / "alone", echo=quiet)
@@ -82,5 +81,5 @@ def differs(a: torch.Tensor, b: torch.Tensor, name: str) -> float:
 def test_prompt_methods_are_not_stacked():
     assert not stackable(cfg(method="coop")) and stackable(cfg(method="xmic"))
     with pytest.raises(ValueError, match="only in their seed"):
-        from xmic.train.stacked import StackedRuns
-        StackedRuns([cfg(seed=0), cfg(seed=1, batch_size=8)], [], 10, "cpu")
+        from xmic.train.stacked import StackedStepper
+        StackedStepper([cfg(seed=0), cfg(seed=1, batch_size=8)], [], 10, "cpu")

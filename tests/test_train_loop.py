@@ -106,7 +106,7 @@ def test_heldout_selection_and_target_option(random_cache, tmp_path):
 
 
 def test_selection_ties_go_to_the_lower_loss_then_the_later_epoch():
-    from xmic.train.loop import select_epoch
+    from xmic.train.run_record import select_epoch
     best, rows = None, [(50.0, 2.0), (50.0, 1.5), (50.0, 1.5), (40.0, 0.1), (50.0, 1.7)]
     picked = []
     for epoch, (top1, loss) in enumerate(rows, start=1):
@@ -124,7 +124,7 @@ def test_selection_ties_go_to_the_lower_loss_then_the_later_epoch():
 def test_released_selection_keeps_the_earliest_epoch_of_a_tie():
     """On the target's test data (the released behaviour) only a strictly higher top-1 wins,
     as the released trainer's ``is_best = curr > best``: the loss never breaks a tie."""
-    from xmic.train.loop import select_epoch
+    from xmic.train.run_record import select_epoch
     best, picked = None, []
     for epoch, (top1, loss) in enumerate([(40.0, 2.0), (50.0, 2.0), (50.0, 0.5), (50.0, 3.0),
                                           (51.0, 9.0)], start=1):

@@ -65,9 +65,9 @@ def test_a_diverging_run_fails_and_saves_nothing_of_that_epoch(tmp_path, monkeyp
     from click.testing import CliRunner
 
     from xmic.cli import main
-    from xmic.train import loop
+    from xmic.train import steppers
     cache = make_train_cache(tmp_path / "c", n=24)
-    real = loop.train_step
+    real = steppers.train_step
     calls = {"n": 0}
     steps_per_epoch = 1  # batch_size=64 > 22 training segments
 
@@ -80,7 +80,7 @@ def test_a_diverging_run_fails_and_saves_nothing_of_that_epoch(tmp_path, monkeyp
             with torch.no_grad():
                 next(p for p in model.parameters() if p.requires_grad).view(-1)[0] = float("inf")
         return loss, logits
-    monkeypatch.setattr(loop, "train_step", poisoned)
+    monkeypatch.setattr(steppers, "train_step", poisoned)
     run = tmp_path / "run"
     r = CliRunner().invoke(main, ["train", "--cache", str(cache.root), "--label", "noun",
                                   "--out", str(run), "--epochs", "3", "--device", "cpu",

@@ -73,7 +73,7 @@ def test_a_diverged_held_out_loss_fails_the_run_and_metrics_stay_json(tmp_path):
 
 
 def test_metrics_lines_are_valid_json_whatever_the_numbers():
-    from xmic.train.loop import json_line
+    from xmic.train.run_record import json_line
     row = json.loads(json_line({"epoch": 3, "heldout_loss": math.nan, "train_loss": math.inf,
                                 "lr": 1e-4}))
     assert row == {"epoch": 3, "heldout_loss": None, "train_loss": None, "lr": 1e-4}
@@ -119,12 +119,12 @@ def test_a_garbage_index_is_rebuilt(tmp_path):
 def test_a_full_disk_in_a_grid_is_one_line(tmp_path, monkeypatch):
     from test_grid_trust import tiny_grid
     from xmic.grid import runner
-    from xmic.train import loop
+    from xmic.train import run_record
     g = tiny_grid(tmp_path, run=False)
 
     def full(path, *a, **k):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
-    monkeypatch.setattr(loop, "save_checkpoint", full)
+    monkeypatch.setattr(run_record, "save_checkpoint", full)
     monkeypatch.setattr(runner, "write_json_atomic", full)  # not even failed.json fits
     r = CliRunner().invoke(main, ["grid", "run", str(g)])
     assert r.exit_code == 2, r.output

@@ -20,5 +20,5 @@ if os.environ.get("XMIC_TEST_ENCODE_DELAY"):
     _slow_down(pipeline, "encode_packed", float(os.environ["XMIC_TEST_ENCODE_DELAY"]))
 
 if os.environ.get("XMIC_TEST_STEP_DELAY"):
-    from xmic.train import loop
-    _slow_down(loop, "train_step", float(os.environ["XMIC_TEST_STEP_DELAY"]))
+    from xmic.train import steppers
+    _slow_down(steppers, "train_step", float(os.environ["XMIC_TEST_STEP_DELAY"]))

@@ -3,7 +3,7 @@
 Input: a grid folder, its runs, the process's bank memo and ``echo``. ``train_seed_groups``
 groups the runs that are still to train from scratch (pending, no ``last.pt``) and differ only
 in their seed (same cache, same config otherwise, a method ``xmic.train.stacked`` can stack),
-claims each group's runs, and trains each group with ``train_stacked`` into the runs' own
+claims each group's runs, and trains each group with ``fit`` (several seeds, one stacked model) into the runs' own
 folders. Output: the ids of the runs trained. It only trains: ``run_one`` then scores every
 run as usual (a trained run is not trained again). A group that fails is left to ``run_one``,
 which trains or resumes each of its runs alone (a stacked ``last.pt`` resumes alone), so
@@ -21,9 +21,9 @@ from xmic.grid.layout import FAILED
 from xmic.grid.plan import run_config
 from xmic.grid.state import run_state
 from xmic.train.config import TrainConfig
+from xmic.train.loop import fit
 from xmic.train.run_folder import LAST
 from xmic.train.stacked import stackable
-from xmic.train.stacked_runs import train_stacked
 
 
 def seed_groups(grid_dir: Path, runs: list[dict]) -> list[list[tuple[dict, TrainConfig]]]:
@@ -63,7 +63,7 @@ def train_seed_groups(grid_dir: Path, runs: list[dict], bank_loader, echo, take_
                 remove_file(grid_dir / run["dir"] / FAILED, grid_dir)
             echo(f"runs {', '.join(ids)}: trained together as one stacked model")
             try:
-                train_stacked(group[0][0]["cache"], [c for _, c in group],
+                fit(group[0][0]["cache"], [c for _, c in group],
                               [grid_dir / run["dir"] for run, _ in group],
                               echo=functools.partial(show, "+".join(ids)),
                               bank_loader=bank_loader)

@@ -1,114 +1,141 @@
-"""``train``: fit one method on one cache split, with held-out model selection.
+"""``fit``: train one method on one cache split, with held-out model selection, as one run or
+as several seeds stacked into one model; ``train`` is a stack of one.
 
-Inputs: a cache path, a ``TrainConfig``, an output folder (and ``resume``). Outputs in the folder:
-``config.yaml``; ``last.pt`` (every epoch: model, optimizer, scheduler, scaler, RNG state, history,
-config, fingerprints) and ``checkpoint.pt`` (the selected epoch); ``metrics.jsonl`` (one row per
-epoch); ``train_curve.png``. Returns a summary dict. AdamW with linear warm-up then constant lr
-(docs/method.md §4), fp16 autocast + gradient scaling (or bf16) on a GPU, fp32 on the CPU; the sampling generator is
-seeded, so CPU runs repeat exactly, also across ``resume``. A non-finite loss or weight stops the
-run with ``TrainingDiverged`` (epoch, step and cause) before anything of that epoch is saved.
-Files are written through ``xmic.files.atomic`` (never through a link planted in the run folder).
+Inputs: a cache path, the members' ``TrainConfig``s (identical but for ``seed`` when more than
+one), one output folder each (and ``resume``, for a run alone). Outputs, per folder, what
+``xmic.train.run_record`` writes (``config.yaml``, ``last.pt`` every epoch with model,
+optimizer, scheduler, scaler, RNG state, history, config and fingerprints, ``checkpoint.pt`` at
+the selected epoch, ``metrics.jsonl``, ``train.log``, ``train_curve.png``) and its summary.
+Phases: the folders, the data (one bank in memory, whatever the number of members), the models
+(each drawn from its own seed, as its run alone draws it), a stepper (``xmic.train.steppers``:
+one model; or ``xmic.train.stacked``), then per epoch: train (``run_epoch``), score, select,
+save, log. The sampling generators are seeded, so CPU runs repeat exactly, also across
+``resume``; a stacked member resumes alone. A non-finite loss, weight or held-out loss stops the
+run with ``TrainingDiverged`` before anything of that epoch is saved.
 """
 from __future__ import annotations
 
-import io
-import json
 import math
-import os
-import shutil
-from dataclasses import dataclass
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from tqdm import tqdm
 
 from xmic.cache import Cache
-from xmic.files.atomic import write_bytes_atomic, write_text_atomic
-from xmic.config import ConfigError, XmicError, config_to_dict, dump_config, resolve_device
+from xmic.config import ConfigError, config_to_dict, resolve_device
 from xmic.train.build import build_model, check_inputs, load_tower, model_dims, text_input
-from xmic.train.checkpoint import (CheckpointError, check_checkpoint, check_resumable,
-                                   load_checkpoint, load_model_state, save_checkpoint)
+from xmic.train.checkpoint import load_model_state
 from xmic.train.config import TrainConfig
-from xmic.train.prompt_model import PROMPT_FORMAT
-from xmic.train.run_folder import (CHECKPOINT, CONFIG, CURVE, FOREIGN, LAST, METRICS,
-                                   RunFolderError)
-from xmic.train.data import batch, heldout_split, load_bank, sampling_notes
+from xmic.train.data import heldout_split, load_bank, sampling_notes
 from xmic.train.inference import evaluate_bank
-from xmic.train.plots import plot_curve
-from xmic.train.tracking import Printer, Tracking
+from xmic.train.prompt_model import PROMPT_FORMAT
+from xmic.train.run_folder import LAST
+from xmic.train.run_record import RunRecord
+from xmic.train.stacked import StackedStepper
+from xmic.train.steppers import DIVERGED_ADVICE, ModelStepper, TrainingDiverged, run_epoch
+from xmic.train.tracking import Printer
 from xmic.provenance import provenance
 
-
-class TrainingDiverged(XmicError):
-    """The loss or the weights stopped being finite; the run is not saved past its last good epoch."""
-    exit_code = 1
+__all__ = ["fit", "train", "TrainingDiverged", "warmup_only"]
 
 
-def train_step(model, opt, sched, scaler, f, x, y, w, amp):
-    """One optimisation step on a batch; returns (loss, logits). ``amp``: the autocast dtype
-    (float16, with the scaler; bfloat16) or None."""
-    with torch.autocast(f.device.type, dtype=amp or torch.float32, enabled=amp is not None):
-        logits = model(f, x, w)
-        loss = F.cross_entropy(logits.float(), y)
-    opt.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
-    scaler.step(opt)
-    scaler.update()
-    sched.step()
-    return loss, logits
+def train(cache_path: str | Path, cfg: TrainConfig, out: str | Path, resume: bool = False,
+          echo=print, bank_loader=load_bank, towers=None) -> dict:
+    """One run: ``fit`` with one member. Returns its summary."""
+    return fit(cache_path, [cfg], [out], resume, echo, bank_loader, towers)[0]
 
 
-def _lr_factor(step: int, warmup_steps: float, lr: float, start: float) -> float:
-    if step >= warmup_steps:
-        return 1.0
-    return (start + (lr - start) * step / warmup_steps) / lr
+def fit(cache_path: str | Path, cfgs: list[TrainConfig], outs: list, resume: bool = False,
+        echo=print, bank_loader=load_bank, towers=None) -> list[dict]:
+    """``bank_loader``: ``load_bank`` or a caller's memo of it (a grid loads each cache once);
+    ``towers``: how a prompt method's frozen text tower is loaded (default: the one that made
+    the vocabulary; a grid's memo, or a loader bound to other weights)."""
+    # ---- setup: the run folders first (seconds), then data, models, stepper, resume state ---
+    cfg = cfgs[0]
+    if len(cfgs) > 1 and resume:
+        raise ValueError("stacked seeds start fresh; resume each run alone")
+    records = [RunRecord(out, c, resume) for c, out in zip(cfgs, outs, strict=True)]
+    shout = Printer(echo)  # printed, and kept in each RUN/train.log once the folders exist
+    cache = Cache.open(cache_path)
+    inputs = check_inputs(cache, cfg)
+    device = resolve_device(cfg.device)
+    data = load_run_data(cache, cfg, inputs, device, bank_loader, towers)
+    for note in sampling_notes(cache, cfg.views()):
+        shout(f"NOTE: {note}")
+    shout(run_line(cfg, cfgs, cache, data, inputs, device))
+    dims = model_dims(cfg, inputs)
+    stepper = make_stepper(cfgs, dims, len(inputs.vocab.classes), data, device)
+    selected_on = selection_source(cfg, data)
+    for rec in records:
+        rec.open(checkpoint_context(rec.cfg, inputs, cache, dims, selected_on, data.tower))
+    shout.keep(lambda line: [r.tracking.echo(line) for r in records])
+    start_epoch = restore(records[0], stepper, inputs, shout) if resume else 1
+    for rec in records:
+        rec.write_config()
+    if stepper.trains and warmup_only(cfg):
+        shout(f"WARNING: {warmup_only(cfg)}")
+    steps_per_epoch = -(-len(data.train) // cfg.batch_size)
+    where = ", ".join(str(r.out) for r in records)
+    # ---- epochs: train, check, score, select, save ------------------------------------------
+    try:
+        for epoch in range(start_epoch, cfg.epochs + 1) if stepper.trains else [0]:
+            t0, lr = time.time(), stepper.lr
+            if stepper.trains:
+                stats, step_losses, step_lrs = run_epoch(stepper, data.train, data.w, cfg, epoch,
+                                                         where)
+            for s, rec in enumerate(records):
+                row = {"epoch": epoch, "lr": lr}
+                if stepper.trains:
+                    row.update(stats[s])
+                    rec.steps(epoch, steps_per_epoch, step_losses[:, s].tolist(), step_lrs)
+                score_epoch(stepper.member(s), data, rec.cfg, row, rec.out)
+                rec.record(row, stepper.member_state(s), t0, steps_per_epoch,
+                           lambda line, r=rec: (echo(line), r.tracking.echo(line)))
+    except BaseException as e:
+        for rec in records:
+            rec.stopped(e)
+        raise
+    finally:
+        for rec in records:
+            rec.close()
+    # ---- the curves and the summaries ---------------------------------------------------------
+    for rec in records:
+        rec.write_curve(cache.dataset)
+    return [rec.summary(selected_on, data) for rec in records]
 
 
-def nonfinite_parameters(model) -> list[str]:
-    """Names of parameters holding NaN or Inf."""
-    return [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
+def make_stepper(cfgs: list[TrainConfig], dims: dict, classes: int, data: RunData, device):
+    """A run alone: ``ModelStepper``; several seeds: ``StackedStepper``. Each member's initial
+    weights are drawn from its own seed, as its run alone draws them."""
+    models = []
+    for c in cfgs:
+        torch.manual_seed(c.seed)
+        models.append(build_model(c, dims["text"], dims["cond"], classes, data.tower).to(device))
+    if len(cfgs) == 1:
+        return ModelStepper(cfgs[0], models[0], len(data.train), device)
+    return StackedStepper(cfgs, models, len(data.train), device)
 
 
-def train_epoch(model, opt, sched, scaler, bank, w, cfg: TrainConfig, cond, gen, amp,
-                epoch: int, where: str) -> tuple[dict, list[float], list[float]]:
-    """One pass over ``bank`` in a seeded random order: (train loss, top-1 and samples/s; each
-    step's loss; each step's lr). Losses and correct counts stay on the device and are read once,
-    at the end: no step waits for the device. Raises ``TrainingDiverged`` on a non-finite loss
-    (naming its step, found in that read) or weight (at the end); nothing of the epoch is saved."""
-    t0 = time.time()
-    model.train()
-    order = torch.randperm(len(bank), generator=gen, device=bank.labels.device)
-    steps = -(-len(bank) // cfg.batch_size)
-    losses, lrs, sizes = [], [], []
-    correct = torch.zeros((), dtype=torch.long, device=bank.labels.device)
-    bar = tqdm(order.split(cfg.batch_size), total=steps, disable=None,
-               desc=f"epoch {epoch}/{cfg.epochs}", leave=False)
-    for seg in bar:
-        f, x, y = batch(bank, seg, cfg.feeds()[0], cond, cfg.frames, gen, train=True)
-        lrs.append(opt.param_groups[0]["lr"])  # the step's own lr (a host value: no sync)
-        loss, logits = train_step(model, opt, sched, scaler, f, x, y, w, amp)
-        losses.append(loss.detach())
-        correct += (logits.argmax(1) == y).sum()
-        sizes.append(len(seg))
-    values = torch.stack(losses).float().cpu()                                   # [steps]
-    bad = (~torch.isfinite(values)).nonzero()
-    if len(bad):
-        k = int(bad[0])
-        raise TrainingDiverged(
-            f"{where}: training diverged at epoch {epoch}, step {k + 1}/{steps}: the loss is "
-            f"{values[k].item()} (lr {lrs[k]:.3g}); nothing of this epoch was saved; lower "
-            "optim.lr or check the features")
-    bad = nonfinite_parameters(model)
-    if bad:
-        raise TrainingDiverged(
-            f"{where}: training diverged at epoch {epoch}: non-finite weights in {bad[:5]}; "
-            "nothing of this epoch was saved; lower optim.lr or check the features")
-    seen = sum(sizes)
-    total = float((values * torch.tensor(sizes, dtype=torch.float32)).sum())
-    return ({"train_loss": total / seen, "train_top1": 100 * int(correct) / seen,
-             "samples_per_s": seen / (time.time() - t0)}, values.tolist(), lrs)
+def restore(rec: RunRecord, stepper: ModelStepper, inputs, echo) -> int:
+    """A run alone continued from its ``last.pt``: weights (shapes checked) and training state;
+    returns the next epoch."""
+    ck = rec.resume(inputs.fingerprints)
+    load_model_state(stepper.model, ck["model"], rec.out / LAST)
+    stepper.load_member(0, ck)
+    echo(f"resuming after epoch {ck['epoch']}")
+    return ck["epoch"] + 1
+
+
+def run_line(cfg: TrainConfig, cfgs: list, cache, data, inputs, device) -> str:
+    """What a run trains on, printed first."""
+    held_n = len(data.held) if data.held is not None else 0
+    stacked = (f"; seeds {[c.seed for c in cfgs]} as one stacked model" if len(cfgs) > 1
+               else "")
+    return (f"{cfg.method} on {cache.root} split {cfg.split}: {len(data.train)} training "
+            f"segments, {held_n} held out ({cfg.heldout_fraction:.0%} of videos), "
+            f"{len(inputs.vocab.classes)} classes; skipped {sum(data.full.skipped.values())} "
+            f"segment(s) {data.full.skipped or ''}; device {device}{stacked}")
 
 
 @dataclass
@@ -135,23 +162,6 @@ def load_run_data(cache, cfg: TrainConfig, inputs, device, bank_loader, towers) 
                    target, w, tower)
 
 
-def make_optimiser(model, cfg: TrainConfig, train_segments: int, device):
-    """(trainable params, AdamW or None, warm-up scheduler or None, grad scaler, the autocast
-    dtype or None)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    steps_per_epoch = -(-train_segments // cfg.batch_size)
-    opt = (torch.optim.AdamW(params, lr=cfg.optim.lr, betas=cfg.optim.betas,
-                             weight_decay=cfg.optim.weight_decay) if params else None)
-    warmup = cfg.optim.warmup_epochs * steps_per_epoch
-    sched = (torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(
-        s, warmup, cfg.optim.lr, cfg.optim.warmup_start_lr)) if opt else None)
-    amp = cfg.autocast_dtype(device)
-    if amp is torch.bfloat16 and not torch.cuda.is_bf16_supported():
-        raise ConfigError("amp_dtype=bf16: this GPU has no bfloat16; use amp_dtype=fp16")
-    return (params, opt, sched, torch.amp.GradScaler("cuda", enabled=amp is torch.float16),
-            amp)
-
-
 def score_epoch(model, data: RunData, cfg: TrainConfig, row: dict, where: Path) -> None:
     """Held-out (and, with the released behaviour, target) top-1 and loss into ``row``; a
     non-finite held-out loss is a divergence."""
@@ -161,111 +171,10 @@ def score_epoch(model, data: RunData, cfg: TrainConfig, row: dict, where: Path) 
         if not (math.isfinite(m["loss"]) and math.isfinite(m["top1"])):
             raise TrainingDiverged(
                 f"{where}: training diverged at epoch {row['epoch']}: the held-out loss is "
-                f"{m['loss']} (lr {row['lr']:.3g}); nothing of this epoch was saved; lower "
-                "optim.lr or check the features")
+                f"{m['loss']} (lr {row['lr']:.3g}); {DIVERGED_ADVICE}")
     if data.target is not None:
         tm = evaluate_bank(model, data.target[0], data.target[1], cfg)
         row.update(target_top1=tm["top1"], target_loss=tm["loss"])
-
-
-def restore(path: Path, config: dict, inputs, model, opt, sched, scaler, gen):
-    """Resume from ``last.pt``: the states of model, optimiser, scheduler, scaler and sampling
-    generator; returns (history, best, the next epoch)."""
-    ck = check_checkpoint(load_checkpoint(path), path)
-    check_resumable(ck, config, inputs.fingerprints, path)
-    load_model_state(model, ck["model"], path)
-    if opt:
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
-    scaler.load_state_dict(ck["scaler"])
-    gen.set_state(ck["generator"])
-    return ck["history"], ck["best"], ck["epoch"] + 1
-
-
-def tower_record(tower) -> dict:
-    """What a checkpoint records of a prompt method's text tower (nothing for the others)."""
-    return ({"text_tower": tower.source, "prompt_format": PROMPT_FORMAT} if tower is not None
-            else {"text_tower": None})
-
-
-def log_epoch(row: dict, echo) -> None:
-    echo("epoch {epoch}: ".format(**row) + ", ".join(
-        f"{k} {v:.4g}" for k, v in row.items() if isinstance(v, float)))
-
-
-def train(cache_path: str | Path, cfg: TrainConfig, out: str | Path, resume: bool = False,
-          echo=print, bank_loader=load_bank, towers=None) -> dict:
-    """``bank_loader``: ``load_bank`` or a caller's memo of it (a grid loads each cache once);
-    ``towers``: how a prompt method's frozen text tower is loaded (default: the one that made
-    the vocabulary; a grid's memo, or a loader bound to other weights)."""
-    # ---- setup: the run folder first (seconds), then data, model, optimizer, resume state ---
-    out = Path(out)
-    check_run_folder(out, resume)
-    echo = Printer(echo)  # printed, and kept in RUN/train.log once the folder exists
-    cache = Cache.open(cache_path)
-    inputs = check_inputs(cache, cfg)
-    device = resolve_device(cfg.device)
-    data = load_run_data(cache, cfg, inputs, device, bank_loader, towers)
-    for note in sampling_notes(cache, cfg.views()):
-        echo(f"NOTE: {note}")
-    held_n = len(data.held) if data.held is not None else 0
-    echo(f"{cfg.method} on {cache.root} split {cfg.split}: {len(data.train)} training segments, "
-         f"{held_n} held out ({cfg.heldout_fraction:.0%} of videos), "
-         f"{len(inputs.vocab.classes)} classes; skipped {sum(data.full.skipped.values())} "
-         f"segment(s) {data.full.skipped or ''}; device {device}")
-    torch.manual_seed(cfg.seed)
-    dims = model_dims(cfg, inputs)
-    model = build_model(cfg, dims["text"], dims["cond"], len(inputs.vocab.classes),
-                        data.tower).to(device)
-    params, opt, sched, scaler, amp = make_optimiser(model, cfg, len(data.train), device)
-    stepped = compiled(model, cfg)  # what the training steps call; same weights
-    gen = torch.Generator(device=device).manual_seed(cfg.seed)
-    config = config_to_dict(cfg)
-    history, best, start_epoch = [], None, 1
-    out.mkdir(parents=True, exist_ok=True)  # the folder the user names may be a link
-    tracking = Tracking(out, cfg, out.name)
-    echo.keep(tracking.echo)
-    if resume:
-        history, best, start_epoch = restore(out / LAST, config, inputs, model, opt, sched,
-                                             scaler, gen)
-        echo(f"resuming after epoch {start_epoch - 1}")
-    write_text_atomic(out / CONFIG, config_header() + dump_config(cfg), out)
-    selected_on = selection_source(cfg, data)
-    _, cond = cfg.feeds()
-    context = checkpoint_context(cfg, inputs, cache, dims, selected_on, data.tower)
-    if params and warmup_only(cfg):
-        echo(f"WARNING: {warmup_only(cfg)}")
-    steps_per_epoch = -(-len(data.train) // cfg.batch_size)
-    # ---- epochs: train, check, score, select, save -----------------------------------------
-    try:
-        for epoch in range(start_epoch, cfg.epochs + 1) if params else [0]:
-            t0 = time.time()
-            row = {"epoch": epoch, "lr": opt.param_groups[0]["lr"] if opt else None}
-            if params:
-                stats, step_losses, step_lrs = train_epoch(stepped, opt, sched, scaler, data.train,
-                                                           data.w, cfg, cond, gen, amp, epoch,
-                                                           where=str(out))
-                row.update(stats)
-                tracking.steps((epoch - 1) * steps_per_epoch + 1, step_losses, step_lrs)
-            score_epoch(model, data, cfg, row, out)
-            best, row["selected"], row["selected_because"] = select_epoch(row, best, epoch)
-            row["seconds"] = time.time() - t0
-            history.append(row)
-            state = {"model": model.state_dict(), "epoch": epoch, "history": history, "best": best,
-                     "optimizer": opt.state_dict() if opt else {}, "scaler": scaler.state_dict(),
-                     "scheduler": sched.state_dict() if sched else {}, "generator": gen.get_state(),
-                     **context}
-            save_epoch(out, state, row["selected"])
-            tracking.epoch(row, max(epoch, 1) * steps_per_epoch)
-            log_epoch(row, echo)
-    except BaseException as e:
-        tracking.echo(f"stopped: {type(e).__name__}: {e}")
-        raise
-    finally:
-        tracking.close(best)
-    # ---- the curve and the summary ----------------------------------------------------------
-    write_curve(out, history, cfg, cache.dataset)
-    return run_summary(out, best, selected_on, history, data)
 
 
 def selection_source(cfg: TrainConfig, data: RunData) -> str:
@@ -283,37 +192,10 @@ def checkpoint_context(cfg: TrainConfig, inputs, cache, dims: dict, selected_on:
             "provenance": provenance(), **tower_record(tower)}
 
 
-def save_epoch(out: Path, state: dict, selected: bool) -> None:
-    """An epoch's files: ``last.pt``, ``checkpoint.pt`` when selected, ``metrics.jsonl``."""
-    save_checkpoint(out / LAST, state)
-    if selected:
-        save_checkpoint(out / CHECKPOINT, state)
-    write_text_atomic(out / METRICS, "".join(json_line(r) for r in state["history"]), out)
-
-
-def write_curve(out: Path, history: list[dict], cfg: TrainConfig, dataset: str) -> None:
-    png = io.BytesIO()
-    plot_curve(history, png, f"{cfg.method} · {cfg.label} · {dataset} {cfg.split} · "
-               f"seed {cfg.seed}")
-    write_bytes_atomic(out / CURVE, png.getbuffer(), out)
-
-
-def run_summary(out: Path, best, selected_on: str, history: list, data: RunData) -> dict:
-    return {"out": str(out), "best": best, "selected_on": selected_on, "epochs": len(history),
-            "skipped": data.full.skipped, "train_segments": len(data.train),
-            "heldout_segments": len(data.held) if data.held is not None else 0}
-
-
-def compiled(model, cfg: TrainConfig):
-    """``torch.compile(model)`` when ``cfg.compile`` (its parameters are the model's own, so
-    checkpoints and evaluation use the plain model), else the model."""
-    if not cfg.compile:
-        return model
-    if next(model.parameters()).device.type == "cpu" and not any(
-            shutil.which(c) for c in (os.environ.get("CXX", "g++"), "g++", "c++", "clang++")):
-        raise ConfigError("compile=true on the CPU needs a C++ compiler (g++ or clang++) for "
-                          "torch.compile's kernels; install one or leave compile=false")
-    return torch.compile(model, dynamic=False)  # compiles at the first step
+def tower_record(tower) -> dict:
+    """What a checkpoint records of a prompt method's text tower (nothing for the others)."""
+    return ({"text_tower": tower.source, "prompt_format": PROMPT_FORMAT} if tower is not None
+            else {"text_tower": None})
 
 
 def warmup_only(cfg: TrainConfig) -> str:
@@ -323,68 +205,6 @@ def warmup_only(cfg: TrainConfig) -> str:
                 f"epoch trains inside the learning-rate warm-up (from "
                 f"{cfg.optim.warmup_start_lr:g}); raise epochs or lower optim.warmup_epochs")
     return ""
-
-
-def select_epoch(row: dict, best: dict | None, epoch: int) -> tuple[dict | None, bool, str]:
-    """Model selection: the higher selection top-1 (held-out, or the target's with the released
-    behaviour, whose ties keep the earlier epoch: Dassl's ``is_best = curr > best``); a held-out
-    tie goes to the lower loss, then to the later epoch. Returns (best, selected, why)."""
-    if "target_top1" in row:
-        score, loss, on = row["target_top1"], row["target_loss"], "target"
-    elif "heldout_top1" in row:
-        score, loss, on = row["heldout_top1"], row["heldout_loss"], "held-out"
-    else:
-        return {"epoch": epoch, "score": epoch, "loss": None}, True, "last epoch (no selection set)"
-    if not math.isfinite(score):
-        return best, False, f"{on} top-1 is not finite"
-    new = {"epoch": epoch, "score": score, "loss": loss}
-    if best is None:
-        return new, True, f"first epoch scored ({on} top-1 {score:.2f})"
-    old_loss = best.get("loss")
-    old_loss = math.inf if old_loss is None else old_loss
-    if score == best["score"] and on == "target":  # the released rule: strictly better only
-        return best, False, (f"{on} top-1 ties epoch {best['epoch']} ({score:.2f}): the released "
-                             "trainer keeps the earlier epoch")
-    if score != best["score"]:
-        if score > best["score"]:
-            return new, True, f"{on} top-1 {score:.2f} > {best['score']:.2f} (epoch {best['epoch']})"
-        return best, False, f"{on} top-1 {score:.2f} < {best['score']:.2f} (epoch {best['epoch']})"
-    if loss != old_loss:
-        if loss < old_loss:
-            return new, True, (f"{on} top-1 ties epoch {best['epoch']} ({score:.2f}); {on} loss "
-                               f"{loss:.4g} < {old_loss:.4g}")
-        return best, False, (f"{on} top-1 ties epoch {best['epoch']} ({score:.2f}); {on} loss "
-                             f"{loss:.4g} >= {old_loss:.4g}")
-    return new, True, f"{on} top-1 and loss tie epoch {best['epoch']}: the later epoch"
-
-
-def check_run_folder(out: Path, resume: bool) -> None:
-    """The run folder before anything is loaded: a folder, not a cache's or a grid's, holding a
-    run exactly when resuming one."""
-    if out.is_file():
-        raise RunFolderError(f"--out {out} is a file; give a folder for the run")
-    for marker, what in FOREIGN.items():
-        if (out / marker).exists():
-            raise RunFolderError(f"--out {out} is {what} folder; give a folder of its own for the run")
-    if resume and not (out / LAST).exists():
-        raise CheckpointError(f"{out / LAST}: checkpoint not found; nothing to resume")
-    if not resume and (out / LAST).exists():
-        raise CheckpointError(f"{out} already holds a run; pass --resume to continue it, or "
-                              "choose another --out")
-
-
-def json_line(row: dict) -> str:
-    """One metrics.jsonl line, always valid JSON: a non-finite number is written as null."""
-    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-             for k, v in row.items()}
-    return json.dumps(clean, allow_nan=False) + "\n"
-
-
-def config_header() -> str:
-    """config.yaml's first lines: what wrote it (the version, and a checkout's commit)."""
-    p = provenance()
-    return (f"# written by xmic {p['version']}" + (f", commit {p['commit']}" if p["commit"] else "")
-            + "\n")
 
 
 def _target_bank(cfg: TrainConfig, inputs, views: list[str], device, tower):

@@ -14,6 +14,7 @@ protoc step is needed; tests/test_detections.py ties it to the released field nu
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
