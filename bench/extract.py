@@ -67,14 +67,13 @@ def decode_fps(cache_dir: Path, cfg: ExtractConfig, enc) -> tuple[float, int]:
 
     from xmic.cache import Cache
     from xmic.extract.plan_record import ExtractPlan
-    from xmic.extract.pipeline import SegmentFrames
+    from xmic.extract.segment_reader import SegmentFrames
     cache = Cache.open(cache_dir)
     meta = ExtractPlan.load(cache.root)
     n, t0, peak = 0, time.perf_counter(), 0
     for split, info in meta.splits.items():
         rows = [r for r in cache.plan().to_pylist() if r["split"] == split]
-        loader = DataLoader(SegmentFrames(rows, info.dataset, info.root, info.views, info.boxes,
-                                          enc.pixels, cfg, info.box_format),
+        loader = DataLoader(SegmentFrames(rows, info, enc.pixels, cfg),
                             batch_size=None, num_workers=cfg.workers)
         items = iter(loader)
         decoder = DeviceDecoder(enc.pixels, enc.device) if cfg.decode == "gpu" else None

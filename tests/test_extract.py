@@ -375,14 +375,14 @@ def test_ctrl_c_keeps_what_was_encoded(tmp_path, epic, encoder, monkeypatch):
     from xmic.extract import pipeline
     plan(tmp_path / "c", "epic", epic["annotations"], epic["root"], "train", boxes=epic["boxes"],
          cache_config=CacheConfig(shard_segments=1))
-    real, calls = pipeline._encode_shard, {"n": 0}
+    real, calls = pipeline.ExtractionRun.encode_shard, {"n": 0}
 
     def interrupted(*a, **k):
         calls["n"] += 1
         if calls["n"] == 2:
             raise KeyboardInterrupt
         return real(*a, **k)
-    monkeypatch.setattr(pipeline, "_encode_shard", interrupted)
+    monkeypatch.setattr(pipeline.ExtractionRun, "encode_shard", interrupted)
     with pytest.raises(pipeline.Interrupted, match=r"interrupted at shard train-00001: the 1 shard"):
         run_shards(tmp_path / "c", CFG, encoder=encoder, echo=lambda *a: None)
     c = Cache.open(tmp_path / "c")

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from xmic.extract.feeding import CpuShare, Packer, Prefetch, Take
-from xmic.extract.pipeline import one_storage
+from xmic.extract.segment_reader import one_storage
 from xmic.towers.encoders import TINY_CONFIG, load_encoder
 
 

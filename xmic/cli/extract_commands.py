@@ -149,30 +149,30 @@ def extract_run(cache_dir, shards, model, weights, device, precision, batch_size
     from xmic.cache import Cache
     chosen = _shard_range(shards, lambda: len(Cache.open(cache_dir).shards()))
     s = run_shards(cache_dir, cfg, chosen, echo=click.echo, redo_failed=redo_failed)
-    for w in s["warnings"]:
+    for w in s.warnings:
         click.echo(f"WARNING: {w}")
-    for split, (rows, fell) in s["fallbacks"].items():
+    for split, (rows, fell) in s.fallbacks.items():
         click.echo(f"hand crops, {fallback_line(split, rows, fell)}")
-    if s["redone"]:
-        click.echo(f"redone: {len(s['redone'])} shard(s) that held failed segments "
-                   f"({', '.join(s['redone'][:10])}{' ...' if len(s['redone']) > 10 else ''})")
-    for shard, why in list(s["still_broken"].items())[:20]:
+    if s.redone:
+        click.echo(f"redone: {len(s.redone)} shard(s) that held failed segments "
+                   f"({', '.join(s.redone[:10])}{' ...' if len(s.redone) > 10 else ''})")
+    for shard, why in list(s.still_broken.items())[:20]:
         click.echo(f"kept {shard}: its failed segments' inputs are still missing ({why}); fix "
                    "them, then --redo-failed again", err=True)
-    click.echo(f"{s['shards_done']} shard(s) extracted, {s['shards_skipped']} already done, "
-               f"{s['shards_failed']} failed, {s['frames']} frames, {s['segments_failed']} "
+    click.echo(f"{s.shards_done} shard(s) extracted, {s.shards_skipped} already done, "
+               f"{s.shards_failed} failed, {s.frames} frames, {s.segments_failed} "
                "segment(s) failed"
-               + (f"; {s['shards_elsewhere']} shard(s) extracted by another process (running "
-                  "there, or committed there first), left to it" if s["shards_elsewhere"] else ""))
-    for f in s["failures"][:20]:
+               + (f"; {s.shards_elsewhere} shard(s) extracted by another process (running "
+                  "there, or committed there first), left to it" if s.shards_elsewhere else ""))
+    for f in s.failures[:20]:
         click.echo(f"  failed: {f}")
-    kept = s["failed_kept"]
-    if kept and not s["still_broken"]:
+    kept = s.failed_kept
+    if kept and not s.still_broken:
         click.echo(f"{len(kept)} shard(s) committed earlier hold failed segments and were left "
                    f"as they are ({', '.join(kept[:10])}{' ...' if len(kept) > 10 else ''}); "
                    f"see `xmic slurm status {cache_dir}`, fix the inputs, then: xmic extract "
                    f"run {cache_dir} --redo-failed")
-    if s["segments_failed"] or s["shards_failed"] or kept:
+    if s.segments_failed or s.shards_failed or kept:
         sys.exit(1)
 
 
