@@ -177,3 +177,25 @@ def test_a_checkpoints_recorded_prompt_is_checked_before_it_formats_names(demo_o
     clip = out / "world" / "ego4d" / "clips" / "demo000.mp4"
     cp = run_xmic("predict", clip, "--run", run, "--classes", "knife,door", check=False)
     assert cp.returncode == 2 and "the run's recorded vocabulary: prompt" in cp.stderr, cp.stderr
+
+
+def test_side_files_are_offered_from_the_dataset_table(tmp_path):
+    """Every dataset's side files are options of `extract plan` and `cache import`, with the
+    record's help; a side file of another dataset is refused in one line naming what it takes."""
+    from xmic.cache.datasets import DATASETS
+    side = [(d, f) for d in DATASETS.values() for f in d.side_files]
+    assert side
+    for cmd in (["extract", "plan"], ["cache", "import"]):
+        out = " ".join(run_xmic(*cmd, "--help").stdout.split())
+        for d, f in side:
+            assert f"--{f.name.replace('_', '-')}" in out and " ".join(f.help.split()) in out
+    ann = tmp_path / "ann.csv"
+    ann.write_text("video_id\n")
+    r = run_xmic("extract", "plan", tmp_path / "c", "--dataset", "egtea", "--annotations", ann,
+                 "--root", tmp_path, "--views", "full_frame", "--taxonomy", ann, check=False)
+    assert r.returncode == 2, r.stderr
+    assert "--taxonomy is not a file of dataset egtea; it takes none" in r.stderr, r.stderr
+    assert not (tmp_path / "c").exists()
+    r = run_xmic("extract", "plan", tmp_path / "c", "--dataset", "epic", "--annotations", ann,
+                 "--root", tmp_path, "--views", "full_frame", "--taxonomy", ann, check=False)
+    assert "it takes --noun-classes, --verb-classes, --video-info" in r.stderr, r.stderr

@@ -122,7 +122,8 @@ def import_pickles(cache_dir: Path, dataset: str, split: str, annotations: Path,
     record = dataset_record(dataset)
     if not record.importable:
         raise CacheError(f"dataset {dataset!r}: the released code made no feature pickles for it")
-    segs, _ = record.read(annotations, split, None, **annotation_files)
+    from xmic.cache.datasets import read_dataset
+    segs, _ = read_dataset(dataset, annotations, split, None, **annotation_files)
     fps = {v: imported_view_fingerprint(v, model) for v in pickles}
     with discard_if_new(cache_dir):
         c = Cache.open_or_create(cache_dir, dataset, config)

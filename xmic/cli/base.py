@@ -7,6 +7,7 @@ that imports click; each stage's commands parse options, call one function and p
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
@@ -96,6 +97,35 @@ class XmicCommand(click.Command):
     def format_options(self, ctx, formatter):
         annotate_defaults(self, ctx)
         super().format_options(ctx, formatter)
+
+
+class SideFilesCommand(XmicCommand):
+    """A command that reads annotations takes every dataset's side files (``--taxonomy``,
+    ``--noun-classes``, ...) as options built from the dataset table (``Dataset.side_files``)
+    when the command is parsed or its help shown, so ``xmic --help`` imports no table. The
+    callback receives the given ones as ``side_files`` (name -> path); the dataset refuses one
+    it does not take."""
+
+    def get_params(self, ctx):
+        if not any(getattr(p, "side_file", False) for p in self.params):
+            from xmic.cache.datasets import DATASETS
+            owners: dict = {}
+            for d in DATASETS.values():
+                for f in d.side_files:
+                    owners.setdefault(f.name, (f, []))[1].append(d.title or d.name)
+            for name, (f, titles) in owners.items():
+                opt = click.Option([f"--{name.replace('_', '-')}", name],
+                                   type=click.Path(path_type=Path),
+                                   help=f"{' and '.join(titles)}: {f.help}")
+                opt.side_file = True
+                self.params.append(opt)
+        return super().get_params(ctx)
+
+    def invoke(self, ctx):
+        names = [p.name for p in self.params if getattr(p, "side_file", False)]
+        given = {n: ctx.params.pop(n) for n in names if n in ctx.params}
+        ctx.params["side_files"] = {n: v for n, v in given.items() if v is not None}
+        return super().invoke(ctx)
 
 
 try:

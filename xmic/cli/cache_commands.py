@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from xmic.cli.base import (RecordChoice, UsageError, XmicGroup, backend_names, cache_config,
-                           dataset_kinds)
+from xmic.cli.base import (RecordChoice, SideFilesCommand, UsageError, XmicGroup, backend_names,
+                           cache_config, dataset_kinds)
 
 @click.group(cls=XmicGroup)
 def cache():
@@ -116,7 +116,7 @@ def _with_model_options(f):
     return f
 
 
-@cache.command("import")
+@cache.command("import", cls=SideFilesCommand)
 @click.argument("cache_dir", type=click.Path(path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["xmic-pickle"]), default="xmic-pickle",
               show_default=True)
@@ -126,18 +126,13 @@ def _with_model_options(f):
 @click.option("--annotations", type=click.Path(path_type=Path), required=True,
               help="EPIC_100_*.csv or fho_lta_*.json")
 @click.option("--view", "views", multiple=True, required=True, metavar="NAME=PICKLE")
-@click.option("--taxonomy", type=click.Path(path_type=Path), help="Ego4D taxonomy JSON.")
-@click.option("--noun-classes", type=click.Path(path_type=Path))
-@click.option("--verb-classes", type=click.Path(path_type=Path))
-@click.option("--video-info", type=click.Path(path_type=Path), help="EPIC_100_video_info.csv")
 @click.option("--backend", type=RecordChoice(backend_names),
               help="Backend of a new cache (default: zarr).")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), help="Cache config YAML.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Cache config override.")
 @_with_model_options
-def cache_import(cache_dir, fmt, dataset, split, annotations, views, taxonomy, noun_classes,
-                 verb_classes, video_info, backend, config_path, sets, model_name,
-                 weights_sha256, quick_gelu):
+def cache_import(cache_dir, fmt, dataset, split, annotations, views, backend, config_path, sets,
+                 model_name, weights_sha256, quick_gelu, side_files):
     """Import features made by the released X-MIC code (one pickle per split and view)."""
     from xmic.cache.xmic_import import import_pickles, imported_model
     if backend:
@@ -151,8 +146,7 @@ def cache_import(cache_dir, fmt, dataset, split, annotations, views, taxonomy, n
         pickles[name] = Path(path)
     summary = import_pickles(cache_dir, dataset, split, annotations, pickles, config,
                              imported_model(model_name, weights_sha256, quick_gelu),
-                             taxonomy=taxonomy, noun_classes=noun_classes,
-                             verb_classes=verb_classes, video_info=video_info)
+                             **side_files)
     click.echo(f"imported split {split}: {summary['segments']} segments")
     for view, s in summary["views"].items():
         click.echo(f"  {view}: D={s['dim']}, {s['shards_committed']} shards written, "

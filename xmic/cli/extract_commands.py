@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from xmic.cli.base import (RecordChoice, UsageError, XmicGroup, backend_names, cache_config,
-                           dataset_kinds, extract_config)
+from xmic.cli.base import (RecordChoice, SideFilesCommand, UsageError, XmicGroup, backend_names,
+                           cache_config, dataset_kinds, extract_config)
 
 @click.group(cls=XmicGroup)
 def extract():
@@ -34,7 +34,7 @@ def _shard_range(text, planned):
     return list(dict.fromkeys(i for lo, hi in ranges for i in range(lo, hi + 1)))
 
 
-@extract.command("plan")
+@extract.command("plan", cls=SideFilesCommand)
 @click.argument("cache_dir", type=click.Path(path_type=Path))
 @click.option("--dataset", type=RecordChoice(dataset_kinds), required=True)
 @click.option("--annotations", type=click.Path(path_type=Path, exists=True), required=True)
@@ -62,13 +62,8 @@ def _shard_range(text, planned):
 @click.option("--shard-size", type=int, help="Segments per shard (new cache).")
 @click.option("--backend", type=RecordChoice(backend_names),
               help="Backend of a new cache (default: zarr).")
-@click.option("--taxonomy", type=click.Path(path_type=Path), help="Ego4D taxonomy JSON.")
-@click.option("--noun-classes", type=click.Path(path_type=Path))
-@click.option("--verb-classes", type=click.Path(path_type=Path))
-@click.option("--video-info", type=click.Path(path_type=Path))
 def extract_plan(cache_dir, dataset, annotations, root, split, views, boxes, allow_missing, inputs,
-                 allow_low_coverage, coverage_floor, sets, shard_size, backend, taxonomy, noun_classes,
-                 verb_classes, video_info):
+                 allow_low_coverage, coverage_floor, sets, shard_size, backend, side_files):
     """Write the segment index and a fixed list of shards (work units) into CACHE, after
     checking that every segment's frames (and, for hand_crop, boxes) exist and that enough
     of the frames to encode have a usable hand box."""
@@ -81,10 +76,9 @@ def extract_plan(cache_dir, dataset, annotations, root, split, views, boxes, all
                   + [f"backend={backend}"] * bool(backend))
     cfg = cache_config(None, cache_sets) if cache_sets else None
     s = plan(cache_dir, dataset, annotations, root, split, tuple(views.split(",")), boxes, cfg,
-             allow_missing=allow_missing, inputs=inputs, taxonomy=taxonomy,
+             allow_missing=allow_missing, inputs=inputs,
              settings=extract_config(None, sets), allow_low_coverage=allow_low_coverage,
-             coverage_floor=coverage_floor / 100,
-             noun_classes=noun_classes, verb_classes=verb_classes, video_info=video_info)
+             coverage_floor=coverage_floor / 100, **side_files)
     for line in s["changes"]:
         click.echo(f"inputs changed: {line}")
     if s["missing"]:

@@ -25,10 +25,18 @@ from xmic.cache.datasets.names import duplicate_prompts, ego4d_name, egtea_name,
 
 
 @dataclass(frozen=True)
+class SideFile:
+    """A file that comes with a dataset's annotations: its keyword (``--name-with-dashes`` on
+    the command line) and what it holds."""
+    name: str
+    help: str
+
+
+@dataclass(frozen=True)
 class Dataset:
     name: str
     read: Callable            # (annotations, split, root, **side files) -> (Segments, classes)
-    side_files: tuple         # keyword names of the files that come with the annotations
+    side_files: tuple         # SideFile records: the files that come with the annotations
     frames: tuple             # JPEG-folder layouts under --root ({video}, {participant})
     archives: tuple           # uncompressed tars of the same JPEGs, one per video (never unpacked)
     videos: tuple             # video-file layouts under --root, tried in order
@@ -48,13 +56,17 @@ class Dataset:
 DATASETS: dict[str, Dataset] = {d.name: d for d in (
     Dataset("epic", lambda a, s, r, **kw: read_epic(a, s, kw.get("noun_classes"),
                                                     kw.get("verb_classes"), kw.get("video_info")),
-            ("noun_classes", "verb_classes", "video_info"),
+            (SideFile("noun_classes", "EPIC_100_noun_classes.csv (default: beside --annotations)"),
+             SideFile("verb_classes", "EPIC_100_verb_classes.csv (default: beside --annotations)"),
+             SideFile("video_info", "EPIC_100_video_info.csv, each video's fps (default: beside "
+                      "--annotations)")),
             frames=("{participant}/rgb_frames/{video}",),
             archives=("{participant}/rgb_frames/{video}.tar",),
             videos=("{participant}/videos/{video}.MP4", "{participant}/videos/{video}.mp4"),
             video_first_frame=1, trimmed=False, window="epic", names=epic_name, split_tag="epic",
             lists_released=True, importable=True, participant=True, title="EPIC"),
-    Dataset("ego4d", lambda a, s, r, **kw: read_ego4d(a, s, kw.get("taxonomy")), ("taxonomy",),
+    Dataset("ego4d", lambda a, s, r, **kw: read_ego4d(a, s, kw.get("taxonomy")),
+            (SideFile("taxonomy", "fho_lta_taxonomy.json, the class names (required)"),),
             frames=(), archives=(), videos=("{video}.mp4",), video_first_frame=0,
             trimmed=False, window="ego4d", names=ego4d_name, split_tag="ego", lists_released=True, importable=True,
             title="Ego4D"),
@@ -68,7 +80,7 @@ DATASETS: dict[str, Dataset] = {d.name: d for d in (
 )}
 KINDS = tuple(DATASETS)
 
-__all__ = ["DATASETS", "Dataset", "DatasetError", "KINDS", "Segments", "dataset",
+__all__ = ["DATASETS", "Dataset", "SideFile", "DatasetError", "KINDS", "Segments", "dataset",
            "duplicate_prompts", "normalize_name", "prompt_names", "read_class_list",
            "read_dataset", "read_ego4d", "read_egtea", "read_epic", "read_generic"]
 
@@ -79,8 +91,20 @@ def dataset(kind: str) -> Dataset:
     return DATASETS[kind]
 
 
-def read_dataset(kind: str, annotations: Path, split: str, root: Path, **kw) -> tuple[Segments, dict]:
-    return dataset(kind).read(annotations, split, root, **kw)
+def read_dataset(kind: str, annotations: Path, split: str, root: Path,
+                 **side_files) -> tuple[Segments, dict]:
+    """``side_files``: the files the record declares (unset ones may be None); a file of
+    another dataset is refused, naming what this one takes."""
+    d = dataset(kind)
+    given = {k: v for k, v in side_files.items() if v is not None}
+    takes = [f.name for f in d.side_files]
+    other = [k for k in given if k not in takes]
+    if other:
+        flag = "--" + other[0].replace("_", "-")
+        raise DatasetError(f"{flag} is not a file of dataset {kind}; it takes "
+                           + (", ".join("--" + t.replace("_", "-") for t in takes) or "none")
+                           + f"; leave {flag} out")
+    return d.read(annotations, split, root, **given)
 
 
 def prompt_names(kind: str, classes: list[str]) -> list[str]:
