@@ -68,3 +68,29 @@ def test_cache_config_validation():
         load_config(CacheConfig, None, ["shard_segments=0"])
     with pytest.raises(ConfigError, match="not one of"):
         load_config(CacheConfig, None, ["backend=n5"])
+
+
+def test_each_method_records_its_own_model_group_and_old_keys_migrate(tmp_path):
+    """A method's hyper-parameters live in its group of the model config; a run records only
+    the groups its method reads; the flat keys of earlier releases (YAML, --set, a recorded
+    config) land in today's groups."""
+    from xmic.train.config import TrainConfig, todays_record
+    linear = config_to_dict(load_config(TrainConfig, None, ["method=linear"]))["model"]
+    assert not {"xmic", "clip_adapter", "prompt", "cocoop"} & set(linear)
+    xmic = config_to_dict(load_config(TrainConfig, None, ["method=xmic"]))["model"]
+    assert xmic["xmic"]["alpha"] == 2.0 and "prompt" not in xmic and "clip_adapter" not in xmic
+    cocoop = config_to_dict(load_config(TrainConfig, None, ["method=cocoop"]))["model"]
+    assert set(cocoop) & {"prompt", "cocoop", "xmic"} == {"prompt", "cocoop"}
+    p = tmp_path / "old.yaml"
+    p.write_text("method: cocoop\nmodel:\n  prompt_init: a video of\n  meta_net_ratio: 0.125\n"
+                 "log_tensorboard: true\n")
+    old = load_config(TrainConfig, p, ["model.heads=2", "model.clip_adapter_ratio=0.5"])
+    new = load_config(TrainConfig, None, [
+        "method=cocoop", "model.prompt.init=a video of", "model.cocoop.meta_net_ratio=0.125",
+        "log.tensorboard=true", "model.xmic.heads=2", "model.clip_adapter.ratio=0.5"])
+    assert old == new
+    flat = {"method": "xmic", "model": {"alpha": 1.0, "heads": 2, "prompt_init": "x"}}
+    assert todays_record(flat, "ck")["model"]["xmic"] == {
+        **xmic["xmic"], "alpha": 1.0, "heads": 2}
+    with pytest.raises(ConfigError, match="unknown key 'alpah'"):
+        load_config(TrainConfig, None, ["model.xmic.alpah=1"])

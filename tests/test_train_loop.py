@@ -18,7 +18,7 @@ from xmic.train.loop import train
 
 
 def cfg(*sets, **kw) -> TrainConfig:
-    base = ["device=cpu", "batch_size=16", "epochs=2", "model.heads=2"]
+    base = ["device=cpu", "batch_size=16", "epochs=2", "model.xmic.heads=2"]
     return load_config(TrainConfig, None, base + list(sets) + [f"{k}={v}" for k, v in kw.items()])
 
 

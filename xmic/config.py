@@ -60,11 +60,14 @@ def resolve_device(name: str):
     return torch.device(name)
 
 
-def config_to_dict(cfg: Any) -> dict:
-    """Plain, YAML/JSON-safe dict of a config dataclass (tuples become lists)."""
+def config_to_dict(cfg: Any, full: bool = False) -> dict:
+    """Plain, YAML/JSON-safe dict of a config dataclass (tuples become lists): what is recorded.
+    A config with a ``recorded(d)`` hook leaves out what it does not use (a method's unused
+    groups) unless ``full``."""
     def plain(v):
         if dataclasses.is_dataclass(v):
-            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+            d = {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+            return v.recorded(d) if hasattr(v, "recorded") and not full else d
         if isinstance(v, (list, tuple)):
             return [plain(x) for x in v]
         return v
@@ -203,15 +206,16 @@ def _parse_override(text: str) -> tuple[list[str], Any]:
 def load_config(cls: type, path: str | Path | None = None, overrides: Iterable[str] = (),
                 base: dict | None = None) -> Any:
     """Defaults of ``cls`` <- ``base`` <- YAML file at ``path`` <- ``overrides`` (``a.b=value``)."""
-    data: dict = config_to_dict(cls())
+    data: dict = config_to_dict(cls(), full=True)
+    migrate = getattr(cls, "migrate", lambda d: d)  # keys of earlier releases, in today's places
     layers = [(base or {}, "defaults")]
     if path is not None:
         layers.append((read_yaml(path), str(path)))
     for layer, where in layers:
-        _merge(data, layer, cls, where)
+        _merge(data, migrate(layer), cls, where)
     for text in overrides:
         keys, value = _parse_override(text)
-        _merge(data, _nest(keys, value), cls, f"--set {text}")
+        _merge(data, migrate(_nest(keys, value)), cls, f"--set {text}")
     return from_dict(cls, data)
 
 

@@ -104,13 +104,14 @@ def test_a_diverging_run_fails_and_saves_nothing_of_that_epoch(tmp_path, monkeyp
     ("optim.betas=[0.9, 1.0]", "betas must be two numbers in [0, 1)"),
     ("optim.betas=[-0.1, 0.9]", "betas must be two numbers in [0, 1)"),
     ("model.mlp_ratio=0", "mlp_ratio must be a finite number > 0"),
-    ("model.out_hidden_ratio=-1", "out_hidden_ratio: -1.0 is outside the allowed range [0.0, 16.0]"),
-    ("model.clip_adapter_ratio=0", "clip_adapter_ratio must be a finite number > 0"),
+    ("model.xmic.out_hidden_ratio=-1", "out_hidden_ratio: -1.0 is outside the allowed range [0.0, 16.0]"),
+    ("model.clip_adapter.ratio=0", "model.clip_adapter: ratio must be a finite number > 0"),
+    ("model.clip_adapter_ratio=0", "model.clip_adapter: ratio must be a finite number > 0"),
     ("batch_size=0", "batch_size: 0 is outside the allowed range [1, 1048576]"),
     ("eval_batch_size=-4", "eval_batch_size: -4 is outside the allowed range"),
     ("frames=100000", "frames: 100000 is outside the allowed range [1, 1024]"),
     ("frames=0", "frames: 0 is outside the allowed range [1, 1024]"),
-    ("model.heads=3", "model.heads=3 does not divide the conditioning width 32"),
+    ("model.xmic.heads=3", "model.xmic.heads=3 does not divide the conditioning width 32"),
 ])
 def test_configs_that_cannot_train_are_refused_in_one_line(tmp_path, setting, words):
     from click.testing import CliRunner

@@ -142,7 +142,7 @@ def extract_world(out: str | Path, model: str, weights: str, device: str, step,
     enc = load_encoder(cfg.model, cfg.weights, device, cfg.precision, cfg.seed)
     for cache in (epic, ego):
         if extract_shards is None:
-            s = run_shards(cache, cfg, encoder=enc, echo=lambda *a: None)
+            s = run_shards(cache, cfg, encoder=enc, echo=lambda *a: None).to_json()
         else:
             s = extract_shards(cache, cfg)
         extract_text(cache, cfg, encoder=enc)

@@ -13,6 +13,7 @@ other class-split lists.
 from __future__ import annotations
 
 from xmic.config import XmicError
+from xmic.train.config import todays_record
 
 
 class ExtendError(XmicError):
@@ -48,9 +49,10 @@ def merge_plans(old: dict, recipe: dict, runs: list[dict], skipped: list) -> dic
                               f"run folder {r['id']!r} of the planned row "
                               f"({', '.join(str(have[k]) for k in row)}); rename a dataset or a "
                               "method")
-        if have["config"] != r["config"] or have["cache"] != r["cache"]:
-            diff = sorted(k for k in set(have["config"]) | set(r["config"])
-                          if have["config"].get(k) != r["config"].get(k))
+        was = todays_record(have["config"], f"grid.json: run {r['id']}")
+        if was != r["config"] or have["cache"] != r["cache"]:
+            diff = sorted(k for k in set(was) | set(r["config"])
+                          if was.get(k) != r["config"].get(k))
             raise ExtendError(f"run {r['id']} was planned with another training config "
                               f"(changed: {', '.join(diff) or 'cache'}); --extend adds runs and "
                               f"targets, it never changes a planned one (method {r['method']!r}: "

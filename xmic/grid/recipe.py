@@ -46,10 +46,10 @@ def _ablations() -> dict:
     m = {"xmic": {},
          "xmic-hands-only": {"method": "xmic", "model.conditioning_views": ["hand_crop"]},
          "xmic-frames-only": {"method": "xmic", "model.conditioning_views": ["full_frame"]},
-         "xmic-mean-pool": {"method": "xmic", "model.temporal_pool": "mean"},
-         "xmic-no-spatial": {"method": "xmic", "model.spatial_layers": 0}}
+         "xmic-mean-pool": {"method": "xmic", "model.xmic.temporal_pool": "mean"},
+         "xmic-no-spatial": {"method": "xmic", "model.xmic.spatial_layers": 0}}
     for a in (0.5, 1.0, 4.0):  # alpha 2 is the default row
-        m[f"xmic-alpha-{a:g}"] = {"method": "xmic", "model.alpha": a}
+        m[f"xmic-alpha-{a:g}"] = {"method": "xmic", "model.xmic.alpha": a}
     # Encoder II of another view set: the source cache's views besides full_frame / hand_crop
     # (e.g. DINO's, written with `rename`); planned only when the cache has them
     m["xmic-encoder2"] = {"method": "xmic", "model.conditioning_views": OTHER_VIEWS}

@@ -62,8 +62,8 @@ def check_inputs(cache: Cache, cfg: TrainConfig) -> RunInputs:
             raise CacheError(f"{cache.root}: conditioning views {cond} have widths "
                              f"{[dims[v] for v in cond]}; Encoder II views must share one width")
         width = widths.pop()
-        if width % cfg.model.heads:
-            raise ConfigError(f"model.heads={cfg.model.heads} does not divide the conditioning "
+        if width % cfg.model.xmic.heads:
+            raise ConfigError(f"model.xmic.heads={cfg.model.xmic.heads} does not divide the conditioning "
                               f"width {width} of views {cond}; choose a divisor of {width}")
     return RunInputs(vocab, dims, {"views": fps, "vocab": vocab.fingerprint})
 
@@ -97,7 +97,7 @@ def text_input(cfg: TrainConfig, classes: list[str], embeddings, tower, device) 
     or for the prompt methods the class names' prompt token ids [C, L] for the frozen tower."""
     if cfg.record.text == "prompt_ids":
         try:
-            return prompt_token_ids(tower, classes, cfg.model.prompt_context).to(device)
+            return prompt_token_ids(tower, classes, cfg.model.prompt.context).to(device)
         except ValueError as e:
             raise ConfigError(str(e)) from None
     return torch.from_numpy(np.ascontiguousarray(embeddings, dtype=np.float32)).to(device)

@@ -98,10 +98,9 @@ def load_model_state(model: torch.nn.Module, state: dict, path: Path) -> None:
 
 
 def check_resumable(ckpt: dict, config: dict, fingerprints: dict, path: Path) -> None:
-    from xmic.config import config_to_dict, from_dict
-    from xmic.train.config import TrainConfig, migrate_config
+    from xmic.train.config import todays_record
     try:  # a run from before a config field existed has that field's default
-        saved = config_to_dict(from_dict(TrainConfig, migrate_config(ckpt["config"]), f"{path}:config"))
+        saved = todays_record(ckpt["config"], f"{path}:config")
     except XmicError:
         saved = ckpt["config"]
     free = ("epochs", "log", "compile")  # more epochs, tracking, compiling: the same run

@@ -1,6 +1,6 @@
 """The training stage's config (``TrainConfig``), with docs/method.md §3–5 defaults.
 
-Input: YAML file and ``--set key=value`` overrides (``model.alpha=1``, ``optim.lr=1e-4``).
+Input: YAML file and ``--set key=value`` overrides (``model.xmic.alpha=1``, ``optim.lr=1e-4``; the keys of earlier releases migrate).
 Output: a frozen dataclass, written to ``RUN/config.yaml`` and into every checkpoint.
 """
 from __future__ import annotations
@@ -18,13 +18,41 @@ MAX_PROMPT_CONTEXT = 72  # CLIP's text context is 77 tokens: start, end and the 
 MAX_BATCH = 1 << 20
 
 
+# a method's hyper-parameter as earlier releases recorded it (flat in ``model``) -> its group
+MOVED = {**{k: ("xmic", k) for k in ("heads", "spatial_layers", "temporal_layers",
+                                      "temporal_pool", "mlp_ratio", "out_hidden_ratio",
+                                      "out_depth", "alpha")},
+         "clip_adapter_ratio": ("clip_adapter", "ratio"),
+         "clip_adapter_reduction": ("clip_adapter", "reduction"),
+         "prompt_context": ("prompt", "context"), "prompt_init": ("prompt", "init"),
+         "text_batch": ("prompt", "text_batch"), "recompute_text": ("prompt", "recompute_text"),
+         "meta_net_ratio": ("cocoop", "meta_net_ratio")}
+
+
 def migrate_config(d: dict) -> dict:
-    """A training config as older runs recorded it, in today's keys (``log_tensorboard`` became
-    ``log.tensorboard``)."""
-    if isinstance(d, dict) and "log_tensorboard" in d:
-        d = dict(d)
+    """A training config (whole, or one layer of it: a YAML file, a ``--set``) as earlier
+    releases wrote it, in today's keys: ``log_tensorboard`` became ``log.tensorboard``, and each
+    method's hyper-parameters moved from ``model`` into the method's group (``model.alpha`` ->
+    ``model.xmic.alpha``, ``model.prompt_init`` -> ``model.prompt.init``; ``MOVED``)."""
+    if not isinstance(d, dict):
+        return d
+    d = dict(d)
+    if "log_tensorboard" in d:
         d["log"] = {**d.get("log", {}), "tensorboard": bool(d.pop("log_tensorboard"))}
+    if isinstance(d.get("model"), dict) and any(k in MOVED for k in d["model"]):
+        model = dict(d["model"])
+        for old, (group, key) in MOVED.items():
+            if old in model:
+                model[group] = {**(model.get(group) or {}), key: model.pop(old)}
+        d["model"] = model
     return d
+
+
+def todays_record(d: dict, where: str) -> dict:
+    """A recorded training config (a checkpoint's, a grid's) as this release records the same
+    run: migrated, defaults filled in for fields added since, unused groups left out."""
+    from xmic.config import config_to_dict, from_dict
+    return config_to_dict(from_dict(TrainConfig, migrate_config(d), where))
 
 
 def _positive(**values) -> None:
@@ -34,12 +62,8 @@ def _positive(**values) -> None:
 
 
 @dataclass(frozen=True)
-class ModelConfig:
-    # Encoder I: the cache view whose frames are classified (v̂).
-    classified_view: str = "hand_crop"
-    # Encoder II: the adapter's input views, in order (hand crop, full frame). One view = the
-    # "no hand crops" ablation (temporal step only).
-    conditioning_views: tuple[str, ...] = ("hand_crop", "full_frame")
+class XMICConfig:
+    """X-MIC's adapter (docs/method.md §3)."""
     heads: int = bounded(4, 1, 64)
     spatial_layers: int = bounded(1, 0, 32)
     temporal_layers: int = bounded(2, 0, 32)
@@ -48,37 +72,76 @@ class ModelConfig:
     out_hidden_ratio: float = bounded(0.0625, 0.0, 16.0)  # output MLP D' -> D'/16 -> D
     out_depth: int = bounded(2, 1, 16)
     alpha: float = bounded(2.0, 0.0, 1e6)
-    train_logit_scale: bool = True   # the released code trains (and weight-decays) ℓ
-    logit_scale_init: float = bounded(math.log(100.0), -100.0, 100.0)
-    clip_adapter_ratio: float = bounded(0.2, 0.0, 1.0)
-    clip_adapter_reduction: int = bounded(4, 1, 4096)
-    # vocabulary names in the cache; "{label}" becomes noun or verb
-    text_vocab: str = "{label}"
-    zeroshot_vocab: str = "{label}.photo"  # prompt "a photo of a {}" (docs/method.md §5)
-    # prompt learning (coop, cocoop): M context vectors before the class name, initialised with
-    # this phrase's token embeddings in the last positions and N(0, 0.02) before ("" = all random)
-    prompt_context: int = bounded(16, 1, MAX_PROMPT_CONTEXT)
-    prompt_init: str = "a photo of a"
-    meta_net_ratio: float = bounded(0.0625, 0.0, 16.0)  # CoCoOp meta-net D -> D/16 -> text width
+
+    def __post_init__(self):
+        if self.out_depth < 1 or self.heads < 1 or self.temporal_layers < 0 or self.spatial_layers < 0:
+            raise ValueError("out_depth and heads must be >= 1; layer counts >= 0")
+        _positive(mlp_ratio=self.mlp_ratio, out_hidden_ratio=self.out_hidden_ratio,
+                  alpha=self.alpha)
+
+
+@dataclass(frozen=True)
+class ClipAdapterConfig:
+    """CLIP-Adapter's residual bottleneck."""
+    ratio: float = bounded(0.2, 0.0, 1.0)
+    reduction: int = bounded(4, 1, 4096)
+
+    def __post_init__(self):
+        _positive(ratio=self.ratio, reduction=self.reduction)
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    """Prompt learning (CoOp, CoCoOp): M context vectors before the class name, initialised with
+    ``init``'s token embeddings in the last positions and N(0, 0.02) before ("" = all random)."""
+    context: int = bounded(16, 1, MAX_PROMPT_CONTEXT)
+    init: str = "a photo of a"
     # text-encoder sequences per pass (CoCoOp runs B x C of them per step: lower it to fit memory)
     text_batch: int = bounded(1024, 1, MAX_BATCH)
     # keep no text-encoder activations for backward, recompute them (auto: CoCoOp only)
     recompute_text: Literal["auto", "always", "never"] = "auto"
 
     def __post_init__(self):
+        if self.context < 1 or self.text_batch < 1:
+            raise ValueError(f"context and text_batch must be >= 1, got {self.context}, "
+                             f"{self.text_batch}")
+
+
+@dataclass(frozen=True)
+class CoCoOpConfig:
+    meta_net_ratio: float = bounded(0.0625, 0.0, 16.0)  # meta-net D -> D/16 -> text width
+
+    def __post_init__(self):
+        _positive(meta_net_ratio=self.meta_net_ratio)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """What every method shares, and one group per method family (a run records only the
+    groups its method reads: ``Method.config_groups``)."""
+    # Encoder I: the cache view whose frames are classified (v̂).
+    classified_view: str = "hand_crop"
+    # Encoder II: the adapter's input views, in order (hand crop, full frame). One view = the
+    # "no hand crops" ablation (temporal step only).
+    conditioning_views: tuple[str, ...] = ("hand_crop", "full_frame")
+    train_logit_scale: bool = True   # the released code trains (and weight-decays) ℓ
+    logit_scale_init: float = bounded(math.log(100.0), -100.0, 100.0)
+    # vocabulary names in the cache; "{label}" becomes noun or verb
+    text_vocab: str = "{label}"
+    zeroshot_vocab: str = "{label}.photo"  # prompt "a photo of a {}" (docs/method.md §5)
+    xmic: XMICConfig = field(default_factory=XMICConfig)
+    clip_adapter: ClipAdapterConfig = field(default_factory=ClipAdapterConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    cocoop: CoCoOpConfig = field(default_factory=CoCoOpConfig)
+
+    def __post_init__(self):
         if not self.conditioning_views:
             raise ValueError("conditioning_views must name at least one view")
-        if self.out_depth < 1 or self.heads < 1 or self.temporal_layers < 0 or self.spatial_layers < 0:
-            raise ValueError("out_depth and heads must be >= 1; layer counts >= 0")
-        _positive(mlp_ratio=self.mlp_ratio, out_hidden_ratio=self.out_hidden_ratio,
-                  alpha=self.alpha, clip_adapter_ratio=self.clip_adapter_ratio,
-                  clip_adapter_reduction=self.clip_adapter_reduction)
-        if self.prompt_context < 1 or self.text_batch < 1:
-            raise ValueError(f"prompt_context and text_batch must be >= 1, got "
-                             f"{self.prompt_context}, {self.text_batch}")
-        _positive(meta_net_ratio=self.meta_net_ratio)
         if not math.isfinite(self.logit_scale_init):
             raise ValueError(f"logit_scale_init must be finite, got {self.logit_scale_init!r}")
+
+
+GROUPS = ("xmic", "clip_adapter", "prompt", "cocoop")  # ModelConfig's per-method groups
 
 
 @dataclass(frozen=True)
@@ -155,6 +218,17 @@ class TrainConfig:
             raise ValueError(f"model.{self.record.vocab} names vocabulary {vocab!r}, not one of "
                              f"label {self.label!r} ({self.label} or {self.label}.SUFFIX): "
                              f"{self.label} ids would be scored against another label's names")
+
+    @staticmethod
+    def migrate(d: dict) -> dict:
+        return migrate_config(d)
+
+    def recorded(self, d: dict) -> dict:
+        """What a run records of its config (``config_to_dict``): the model groups its method
+        reads, not the others' (a linear probe records no ``alpha``)."""
+        keep = self.record.config_groups
+        d["model"] = {k: v for k, v in d["model"].items() if k not in GROUPS or k in keep}
+        return d
 
     def autocast_dtype(self, device):
         """The autocast dtype on ``device`` (None: full fp32, as on the CPU)."""

@@ -26,7 +26,8 @@ class Method:
     trains: bool                       # has weights to fit (zero-shot has none)
     build: Callable
     text_per_video: bool = False       # its class embeddings depend on the video (B x C texts)
-    recompute_text: bool = False       # model.recompute_text=auto recomputes its text passes
+    recompute_text: bool = False       # model.prompt.recompute_text=auto recomputes its text passes
+    config_groups: tuple = ()          # the ModelConfig groups it reads (recorded with a run)
 
     @property
     def tower(self) -> bool:
@@ -42,12 +43,12 @@ class Method:
 
 def _xmic(cfg, dims, classes, tower, init_context):
     from xmic.train.model import XMICAdapter
-    m = cfg.model
+    m, x = cfg.model, cfg.model.xmic
     return XMICAdapter(text_dim=dims["text"], cond_dim=dims["cond"],
-                       views=len(m.conditioning_views), frames=cfg.frames, heads=m.heads,
-                       spatial_layers=m.spatial_layers, temporal_layers=m.temporal_layers,
-                       mlp_ratio=m.mlp_ratio, out_hidden_ratio=m.out_hidden_ratio,
-                       out_depth=m.out_depth, temporal_pool=m.temporal_pool, alpha=m.alpha,
+                       views=len(m.conditioning_views), frames=cfg.frames, heads=x.heads,
+                       spatial_layers=x.spatial_layers, temporal_layers=x.temporal_layers,
+                       mlp_ratio=x.mlp_ratio, out_hidden_ratio=x.out_hidden_ratio,
+                       out_depth=x.out_depth, temporal_pool=x.temporal_pool, alpha=x.alpha,
                        train_logit_scale=m.train_logit_scale, logit_scale_init=m.logit_scale_init)
 
 
@@ -64,23 +65,23 @@ def _linear(cfg, dims, classes, tower, init_context):
 def _clip_adapter(cfg, dims, classes, tower, init_context):
     from xmic.train.model import ClipAdapter
     m = cfg.model
-    return ClipAdapter(dims["text"], m.clip_adapter_reduction, m.clip_adapter_ratio,
+    return ClipAdapter(dims["text"], m.clip_adapter.reduction, m.clip_adapter.ratio,
                        m.logit_scale_init)
 
 
 def _prompt_common(cfg, tower, init_context) -> dict:
     from xmic.config import ConfigError
     from xmic.train.prompt_model import phrase_embedding
-    m = cfg.model
+    m, p = cfg.model, cfg.model.prompt
     if tower is None:
         raise ConfigError(f"method {cfg.method} needs the vocabulary's text tower")
-    init = phrase_embedding(tower, m.prompt_init) if init_context else None
-    if init is not None and len(init) > m.prompt_context:
-        raise ConfigError(f"model.prompt_init {m.prompt_init!r} is {len(init)} tokens, more "
-                          f"than model.prompt_context={m.prompt_context}")
-    recompute = m.recompute_text == "always" or (m.recompute_text == "auto" and
+    init = phrase_embedding(tower, p.init) if init_context else None
+    if init is not None and len(init) > p.context:
+        raise ConfigError(f"model.prompt.init {p.init!r} is {len(init)} tokens, more "
+                          f"than model.prompt.context={p.context}")
+    recompute = p.recompute_text == "always" or (p.recompute_text == "auto" and
                                                  METHODS[cfg.method].recompute_text)
-    return dict(context=m.prompt_context, init=init, text_batch=m.text_batch,
+    return dict(context=p.context, init=init, text_batch=p.text_batch,
                 recompute=recompute, train_logit_scale=m.train_logit_scale,
                 logit_scale_init=m.logit_scale_init)
 
@@ -92,7 +93,7 @@ def _coop(cfg, dims, classes, tower, init_context):
 
 def _cocoop(cfg, dims, classes, tower, init_context):
     from xmic.train.prompt_model import CoCoOp
-    return CoCoOp(tower, dims["text"], tower.width, meta_ratio=cfg.model.meta_net_ratio,
+    return CoCoOp(tower, dims["text"], tower.width, meta_ratio=cfg.model.cocoop.meta_net_ratio,
                   **_prompt_common(cfg, tower, init_context))
 
 
@@ -107,11 +108,12 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("linear", conditioning=False, open_vocabulary=False, vocab="text_vocab",
            trains=True, build=_linear, **_EMB),
     Method("clip-adapter", conditioning=False, open_vocabulary=True, vocab="text_vocab",
-           trains=True, build=_clip_adapter, **_EMB),
+           trains=True, build=_clip_adapter, config_groups=("clip_adapter",), **_EMB),
     Method("xmic", conditioning=True, open_vocabulary=True, vocab="text_vocab", trains=True,
-           build=_xmic, **_EMB),
-    Method("coop", build=_coop, **_PROMPT),
-    Method("cocoop", build=_cocoop, text_per_video=True, recompute_text=True, **_PROMPT),
+           build=_xmic, config_groups=("xmic",), **_EMB),
+    Method("coop", build=_coop, config_groups=("prompt",), **_PROMPT),
+    Method("cocoop", build=_cocoop, text_per_video=True, recompute_text=True,
+           config_groups=("prompt", "cocoop"), **_PROMPT),
 )}
 
 

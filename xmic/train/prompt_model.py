@@ -140,7 +140,7 @@ def prompt_token_ids(tower, names: list[str], context: int) -> torch.Tensor:
     temporal_cocoop.py), checked: one token per placeholder, no name cut off by the context."""
     ids = tower.tokenize([" ".join([PLACEHOLDER] * context) + f" {n}" for n in names])
     if context + 3 > ids.shape[1]:  # start, context, one name token, end
-        raise ValueError(f"model.prompt_context={context} leaves no room for a class name in the "
+        raise ValueError(f"model.prompt.context={context} leaves no room for a class name in the "
                          f"text tower's context length {ids.shape[1]}")
     x = tower.tokenize([PLACEHOLDER])[0, 1]
     if not bool((ids[:, 1:1 + context] == x).all()):
@@ -149,7 +149,7 @@ def prompt_token_ids(tower, names: list[str], context: int) -> torch.Tensor:
     cut = [names[i] for i in torch.nonzero(ends >= ids.shape[1] - 1).flatten().tolist()]
     if cut:
         raise ValueError(f"class name(s) {cut[:3]} do not fit the text tower's context length "
-                         f"{ids.shape[1]} after {context} context vectors; lower model.prompt_context")
+                         f"{ids.shape[1]} after {context} context vectors; lower model.prompt.context")
     return ids
 
 
