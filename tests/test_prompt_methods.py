@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import yaml
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -192,6 +193,18 @@ def test_a_tower_that_cannot_be_resolved_or_differs_is_refused(tmp_path):
                  "--device", "cpu", "--weights", tmp_path / "w.safetensors", check=False)
     assert r.returncode == 2 and "is not the one that made the vocabulary" in r.stderr
     assert "weights_sha256" in r.stderr and not (tmp_path / "r2" / "last.pt").exists()
+    # the tower named on the command line is recorded (model.text_tower) and is not the run:
+    # the run resumes without it, and evaluation can name it again
+    run_xmic("train", "--cache", tmp_path / "p", "--method", "coop", "--out", tmp_path / "ok",
+             "--device", "cpu", "--epochs", "1", "--set", "batch_size=8", "--model", TINY,
+             "--weights", "random")
+    recorded = yaml.safe_load((tmp_path / "ok" / "config.yaml").read_text())["model"]
+    assert recorded["text_tower"] == {"model": str(TINY), "weights": "random"}
+    assert "xmic" not in recorded and recorded["prompt"]["context"] == 16
+    run_xmic("train", "--cache", tmp_path / "p", "--method", "coop", "--out", tmp_path / "ok",
+             "--device", "cpu", "--epochs", "2", "--set", "batch_size=8", "--resume")
+    run_xmic("evaluate", tmp_path / "ok", "--cache", tmp_path / "p", "--split", "train",
+             "--device", "cpu", "--model", TINY, "--weights", "random")
     r = run_xmic("train", "--cache", tmp_path / "p", "--method", "xmic", "--out", tmp_path / "r3",
                  "--weights", tmp_path / "w.safetensors", check=False)
     assert r.returncode == 2 and "name the text tower of coop/cocoop" in r.stderr
@@ -270,15 +283,18 @@ def test_a_recipe_naming_coop_needs_the_tower_and_a_grid_runs_it(tmp_path, monke
     assert m["method"] == "coop" and m["dataset"] == "ego4d"
     run_xmic("grid", "plan", tmp_path / "g2", "--recipe", recipe, *caches)
     from xmic.grid import runner
+    from xmic.towers import text_tower
     calls = []
 
     def counting(*a):
         calls.append(a)
         return load_text_tower(*a)
-    monkeypatch.setattr(runner, "load_text_tower", counting)
+    monkeypatch.setattr(text_tower, "load_text_tower", counting)
+    text_tower.text_tower.clear()  # the towers this process loaded are kept by identity
     out = runner.run_inprocess(tmp_path / "g2", echo=lambda *a: None)
     assert out["states"] == {"epic-noun-coop-seed0": "done", "epic-noun-coop-seed1": "done"}
     assert out["tower_loads"] == len(calls) == 1  # 2 trainings and 4 scorings share one tower
+    assert len(text_tower.text_tower) == 1
     # a Slurm or local task is a plain function and its grid folder
     task = pickle.loads(pickle.dumps(functools.partial(grid_task, "g")))
     assert task.func is grid_task and task.args == ("g",)

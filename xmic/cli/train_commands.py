@@ -1,7 +1,6 @@
 """``xmic train``, ``xmic evaluate`` (run, table) and ``xmic predict``."""
 from __future__ import annotations
 
-import functools
 import io
 import json
 import sys
@@ -38,11 +37,10 @@ def train_cmd(cache_dir, split, label, method, out, epochs, seed, seeds, device,
     train_curve.png. Model selection uses held-out source videos unless
     --set select_on_target_test_data=CACHE:SPLIT asks for the released (test-set) behaviour.
     """
-    from xmic.towers.text_tower import load_text_tower
-    from xmic.train.config import TrainConfig
+    from dataclasses import replace
+
+    from xmic.train.config import TextTowerConfig, TrainConfig
     from xmic.train.loop import train
-    towers = (functools.partial(load_text_tower, model=model, weights=weights)
-              if model or weights else None)
     given = {"split": split, "label": label, "method": method, "epochs": epochs, "seed": seed,
              "device": device}
     overrides = [*sets] + [f"{k}={v}" for k, v in given.items() if v is not None]
@@ -56,9 +54,11 @@ def train_cmd(cache_dir, split, label, method, out, epochs, seed, seeds, device,
         if (model or weights) and not cfg.record.tower:
             raise UsageError(f"--model/--weights name the text tower of coop/cocoop; method "
                             f"{cfg.method} reads the cache's embeddings only")
+        if model or weights:  # recorded in the run's config (model.text_tower)
+            cfg = replace(cfg, model=replace(cfg.model, text_tower=TextTowerConfig(
+                model or cfg.model.text_tower.model, weights or cfg.model.text_tower.weights)))
         run_dir = out / f"seed-{s}" if s is not None else out
-        summary = train(cache_dir, cfg, run_dir, resume=resume, echo=click.echo,
-                        towers=towers)
+        summary = train(cache_dir, cfg, run_dir, resume=resume, echo=click.echo)
         b = summary["best"]
         click.echo(f"run {run_dir}: selected epoch {b['epoch']} on {summary['selected_on']} "
                    f"(score {b['score']:.2f})")
@@ -92,9 +92,9 @@ def evaluate():
 def evaluate_cmd(run_dir, cache_dir, split, class_splits, out, device, as_json, model, weights):
     """Score RUN on a cache split with that cache's own vocabulary for the run's label."""
     from xmic.evaluate.run import evaluate_run
-    from xmic.towers.text_tower import load_text_tower
+    from xmic.train.config import TextTowerConfig
     m = evaluate_run(run_dir, cache_dir, split, class_splits, out, device,
-                     towers=functools.partial(load_text_tower, model=model, weights=weights)
+                     text_tower=TextTowerConfig(model or "", weights or "")
                      if model or weights else None)
     if as_json:
         click.echo(json.dumps(m, indent=1))

@@ -21,7 +21,7 @@ from xmic.evaluate.metrics import ranked
 from xmic.evaluate.run import score_split
 from xmic.train.build import check_inputs, text_input
 from xmic.train.data import model_inputs
-from xmic.train.inference import load_run
+from xmic.train.inference import load_run, run_tower
 
 
 class Run:
@@ -59,7 +59,7 @@ class Run:
         c = cache if isinstance(cache, Cache) else Cache.open(cache)
         inputs = check_inputs(c, self.config)
         w = text_input(self.config, inputs.vocab.names, inputs.vocab.embeddings,
-                       getattr(self.model, "tower", None), self.device)
+                       run_tower(self.config, self._ck, self.device), self.device)
         return list(inputs.vocab.names), w
 
     @torch.no_grad()

@@ -24,7 +24,7 @@ from xmic.cache.vocab import check_prompts, check_template, load_vocab
 from xmic.config import XmicError
 from xmic.extract import clip_embed
 from xmic.train.build import text_input
-from xmic.train.inference import load_run, score_clip
+from xmic.train.inference import load_run, run_tower, score_clip
 
 
 class PredictError(XmicError):
@@ -56,13 +56,13 @@ class ClipPredictor:
                                         f"{run_dir}: the run's recorded vocabulary")
             except CacheError as e:
                 raise PredictError(str(e)) from None
-            w = (None if cfg.record.text == "prompt_ids" else
+            w = (None if cfg.record.tower else
                  clip_embed.class_text(enc, names, prompt))
         else:
             cache_dir, _, name = vocab.rpartition(":")
             v = load_vocab(Cache.open(cache_dir), name)
             names, w = v.names, v.embeddings
-        self.w = text_input(cfg, names, w, getattr(net, "tower", None), device)  # [C, D] or ids
+        self.w = text_input(cfg, names, w, run_tower(cfg, ck, device), device)  # [C, D] or ids
         self.net, self.cfg, self.ck, self.enc, self.names = net, cfg, ck, enc, names
         self.boxes, self.top_k = boxes, top_k
 

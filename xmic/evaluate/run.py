@@ -31,7 +31,7 @@ from xmic.evaluate.results import (RESULTS_FILE, metric_rows, overrides_hash, re
 from xmic.train.build import check_inputs, model_dims, text_input
 from xmic.train.run_folder import EVAL_METRICS, PREDICTIONS, RunFolderError, evaluation_dir
 from xmic.train.data import load_bank, sampling_notes
-from xmic.train.inference import load_run, predict_logits
+from xmic.train.inference import load_run, predict_logits, run_tower
 
 FEATURE_KEYS = ("model", "precision", "preprocess", "crop")  # sampling may differ per dataset
 # the box source and its thresholds are the dataset's (EPIC-100's detections at 0.8, the 100DOH
@@ -110,8 +110,7 @@ def score_split(model, cfg, ck: dict, run: Path, cache, split: str, dev,
     bank = bank_loader(cache, split, cfg.views(), cfg.label, len(target_classes), dev,
                        cfg.frames, inputs.vocab.label_offset)
     # the target's own class names: embeddings, or (prompt methods) their prompts' token ids
-    w = text_input(cfg, inputs.vocab.names, inputs.vocab.embeddings, getattr(model, "tower", None),
-                   dev)
+    w = text_input(cfg, inputs.vocab.names, inputs.vocab.embeddings, run_tower(cfg, ck, dev), dev)
     scores = predict_logits(model, bank, w, cfg).cpu().numpy()                # [S, C]
     return scores, bank.labels.cpu().numpy(), bank, inputs.vocab
 
@@ -127,12 +126,13 @@ def vocabulary_notes(vocab) -> list[str]:
 def evaluate_run(run: str | Path, cache_path: str | Path, split: str,
                  class_splits=None, out: str | Path | None = None,
                  device: str = "auto", plots: bool = True, bank_loader=load_bank,
-                 towers=None) -> dict:
+                 text_tower=None) -> dict:
     """Score a run on a cache split; writes metrics.json, predictions.parquet and plots into
     ``out`` (default RUN/eval/DATASET-SPLIT). ``class_splits``: a folder of X-MIC's list
     files, or several (the first holding the pair's lists is read); none: the exact-name rule.
     ``bank_loader``: ``load_bank`` or a memo of it;
-    ``towers``: how a prompt method's text tower is loaded (default: the run's recorded one)."""
+    ``text_tower``: a prompt method's text tower found elsewhere (a ``TextTowerConfig``;
+    default: the run's recorded one)."""
     run = Path(run)
     dev = resolve_device(device)
     cache = Cache.open(cache_path)  # the output folder first (seconds), then the run and banks
@@ -144,7 +144,7 @@ def evaluate_run(run: str | Path, cache_path: str | Path, split: str,
                              "only what extraction writes: give a folder outside it")
     if split not in cache.splits():
         raise RunMismatch(f"{cache.root}: no split {split!r} to score (splits: {cache.splits()})")
-    model, cfg, ck = load_run(run, dev, towers)
+    model, cfg, ck = load_run(run, dev, text_tower)
     scores, labels, bank, vocab = score_split(model, cfg, ck, run, cache, split, dev, bank_loader)
     target_classes = vocab.classes
     source_classes, source = ck["classes"], ck.get("source_dataset", "unknown")

@@ -12,7 +12,6 @@ reason. A finished run is never redone; a killed one resumes from its last epoch
 from __future__ import annotations
 
 import functools
-import json
 import os
 import socket
 import threading
@@ -38,7 +37,7 @@ from xmic.train.run_folder import CHECKPOINT, LAST
 from xmic.train.config import TrainConfig
 from xmic.train.data import load_bank
 from xmic.train.loop import train
-from xmic.towers.text_tower import load_text_tower
+from xmic.towers.text_tower import text_tower
 
 
 class RunsFailed(XmicError):
@@ -65,27 +64,6 @@ class BankMemo:
         return self._banks[key]
 
 
-class TowerMemo:
-    """A text-tower loader that keeps what it loaded: the prompt-learning runs of one process
-    (seeds, labels, their evaluations) share one frozen tower per model identity (a loaded
-    tower is checked against it, so where it was found does not matter)."""
-
-    def __init__(self, loader):
-        self.loader, self.loads = loader, 0
-        self._towers: dict = {}
-
-    def __call__(self, fingerprint: dict, source, device):
-        key = (json.dumps(fingerprint.get("model"), sort_keys=True), str(device))
-        if key not in self._towers:
-            self.loads += 1
-            self._towers[key] = self.loader(fingerprint, source, device)
-        return self._towers[key]
-
-
-def _memo():
-    return TowerMemo(load_text_tower)
-
-
 def _trained(run_dir: Path, cfg: TrainConfig) -> bool:
     """The run's training finished: its last checkpoint is at the last epoch."""
     if not (run_dir / LAST).exists() or not (run_dir / CHECKPOINT).exists():
@@ -94,10 +72,10 @@ def _trained(run_dir: Path, cfg: TrainConfig) -> bool:
 
 
 def run_one(grid_dir: Path, run: dict, class_splits: str | None, bank_loader=load_bank,
-            echo=print, towers=None) -> str:
+            echo=print) -> str:
     """Train and score one run unless it is done; returns its final state (done | failed).
     Any failure is recorded in ``failed.json`` with its reason; the next run goes on.
-    ``towers``: the text-tower memo the runs of one process share (coop/cocoop)."""
+    The prompt methods' text towers are shared through the process's ``text_tower``."""
     grid_dir = Path(grid_dir)
     d = grid_dir / run["dir"]
     if run_state(grid_dir, run)["state"] == "done":
@@ -114,12 +92,11 @@ def run_one(grid_dir: Path, run: dict, class_splits: str | None, bank_loader=loa
         if not _trained(d, cfg):
             show = functools.partial(_show, echo, run["id"])
             train(run["cache"], cfg, d, resume=(d / LAST).exists(), echo=show,
-                  bank_loader=bank_loader, towers=towers)
+                  bank_loader=bank_loader)
         for t in run["targets"]:
             if read_metrics(d, t) is None:
                 evaluate_run(d, t["cache"], t["split"], class_splits, eval_dir(d, t),
-                             device=cfg.device, bank_loader=bank_loader,
-                             towers=towers)
+                             device=cfg.device, bank_loader=bank_loader)
         write_json_atomic(d / FINISHED, {"seconds": round(time.time() - t0, 2),
                                          "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                                    time.gmtime())}, grid_dir)
@@ -252,9 +229,9 @@ def grid_task(grid_dir: str, ids: list[str]) -> dict:
     state says so; every run's own state is in the grid folder."""
     grid = load_grid(grid_dir)
     cs = list_folders(grid_dir, grid)
-    memo, towers = BankMemo(), _memo()  # the runs of one task share their loads
-    states = {r["id"]: run_one(Path(grid_dir), r, cs, memo, echo=lambda m: print(m, flush=True),
-                               towers=towers) for r in run_ids(grid, ids)}
+    memo = BankMemo()  # the runs of one task share their loads
+    states = {r["id"]: run_one(Path(grid_dir), r, cs, memo, echo=lambda m: print(m, flush=True))
+              for r in run_ids(grid, ids)}
     failed = [k for k, v in states.items() if v == "failed"]
     if failed:
         raise RunsFailed(f"{len(failed)} run(s) failed: {failed}; see `xmic grid status`")
@@ -268,16 +245,16 @@ def run_inprocess(grid_dir: Path, echo=print, stack_seeds: bool = False) -> dict
     grid = load_grid(grid_dir)
     memo = BankMemo()
     cs = list_folders(grid_dir, grid)
-    towers = _memo()
+    loads = text_tower.loads
     stacked = []
     if stack_seeds:
         from xmic.grid.stacking import train_seed_groups
         stacked = train_seed_groups(Path(grid_dir), grid["runs"], memo, echo,
                                     lambda d: RunClaim.take(d / RUNNING, Path(grid_dir)),
                                     functools.partial(_show, echo))
-    states = {r["id"]: run_one(grid_dir, r, cs, memo, echo, towers) for r in grid["runs"]}
+    states = {r["id"]: run_one(grid_dir, r, cs, memo, echo) for r in grid["runs"]}
     return {"states": states, "load_seconds": round(memo.seconds, 3), "loads_saved": memo.hits,
-            "tower_loads": towers.loads, "stacked": stacked}
+            "tower_loads": text_tower.loads - loads, "stacked": stacked}
 
 
 

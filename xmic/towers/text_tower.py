@@ -161,6 +161,41 @@ def load_text_tower(fingerprint: dict, source: dict | None, device, model: str |
     return tower
 
 
+class LoadedTowers:
+    """The towers this process loaded, kept by identity (the vocabulary's model, the
+    ``model``/``weights`` asked for, the device): the prompt-learning runs of one process
+    (seeds, labels, grids, their evaluations) share one frozen tower instead of passing a memo
+    down. At most ``keep`` are held, the least recently used dropped first; ``loads`` counts
+    the loads."""
+
+    def __init__(self, keep: int = 2):
+        self.keep, self.loads = keep, 0
+        self._held: dict = {}
+
+    def __call__(self, fingerprint: dict, source: dict | None, device, model: str | None = None,
+                 weights: str | None = None) -> TextTower:
+        key = (json.dumps(fingerprint.get("model"), sort_keys=True, default=str), model, weights,
+               str(torch.device(device)))
+        if key in self._held:
+            self._held[key] = self._held.pop(key)  # most recently used last
+            return self._held[key]
+        tower = load_text_tower(fingerprint, source, device, model, weights)
+        self.loads += 1
+        self._held[key] = tower
+        while len(self._held) > self.keep:
+            self._held.pop(next(iter(self._held)))
+        return tower
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def clear(self) -> None:
+        self._held.clear()
+
+
+text_tower = LoadedTowers()  # the process's towers: ``text_tower(fingerprint, source, device)``
+
+
 def build_text_tower(model: str, weights: str, seed: int, device) -> TextTower:
     """The text side of an open_clip model (``load_clip``'s arguments), frozen, on ``device``;
     the image side is dropped once the weights are in (it stays in the cache)."""

@@ -19,7 +19,7 @@ from xmic.cache.fingerprint import diff, same_model
 from xmic.cache.vocab import Vocab, load_vocab, vocab_names
 from xmic.config import ConfigError
 from xmic.train.config import TrainConfig
-from xmic.towers.text_tower import load_text_tower
+from xmic.towers.text_tower import text_tower
 from xmic.train.prompt_model import prompt_token_ids
 
 
@@ -68,13 +68,14 @@ def check_inputs(cache: Cache, cfg: TrainConfig) -> RunInputs:
     return RunInputs(vocab, dims, {"views": fps, "vocab": vocab.fingerprint})
 
 
-def load_tower(cfg: TrainConfig, fingerprint: dict, source: dict | None, device, towers=None):
-    """The frozen text tower for a method that runs one (None for the others): the one that made
-    the vocabulary (``towers.text_tower.load_text_tower``), or through ``towers``, a loader with
-    its signature (a grid's memo, or one bound to ``--model``/``--weights``)."""
+def load_tower(cfg: TrainConfig, fingerprint: dict, source: dict | None, device):
+    """The frozen text tower for a method that runs one (None for the others): the one the
+    config's ``model.text_tower`` names, by default the one that made the vocabulary, kept by
+    identity in this process (``towers.text_tower.text_tower``)."""
     if not cfg.record.tower:
         return None
-    return (towers or load_text_tower)(fingerprint, source, device)
+    t = cfg.model.text_tower
+    return text_tower(fingerprint, source, device, t.model or None, t.weights or None)
 
 
 def model_dims(cfg: TrainConfig, inputs: RunInputs) -> dict:

@@ -104,8 +104,9 @@ def check_resumable(ckpt: dict, config: dict, fingerprints: dict, path: Path) ->
     except XmicError:
         saved = ckpt["config"]
     free = ("epochs", "log", "compile")  # more epochs, tracking, compiling: the same run
-    old = {k: v for k, v in saved.items() if k not in free}
-    new = {k: v for k, v in config.items() if k not in free}
+    # where the text tower's weights are found is not the run (its identity is checked)
+    old, new = ({k: ({**v, "text_tower": None} if k == "model" else v)
+                 for k, v in c.items() if k not in free} for c in (saved, config))
     if old != new:
         diff = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
                 if old.get(k) != new.get(k)]

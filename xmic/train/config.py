@@ -116,6 +116,15 @@ class CoCoOpConfig:
 
 
 @dataclass(frozen=True)
+class TextTowerConfig:
+    """The frozen text tower a prompt method runs: by default ("") the model and weights that
+    made the vocabulary (recorded in it); a model name and a weights file, ``local-dir:`` or
+    pretrained tag when they are elsewhere. Its identity is checked against the vocabulary's."""
+    model: str = ""
+    weights: str = ""
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """What every method shares, and one group per method family (a run records only the
     groups its method reads: ``Method.config_groups``)."""
@@ -133,6 +142,7 @@ class ModelConfig:
     clip_adapter: ClipAdapterConfig = field(default_factory=ClipAdapterConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
     cocoop: CoCoOpConfig = field(default_factory=CoCoOpConfig)
+    text_tower: TextTowerConfig = field(default_factory=TextTowerConfig)
 
     def __post_init__(self):
         if not self.conditioning_views:
@@ -141,7 +151,7 @@ class ModelConfig:
             raise ValueError(f"logit_scale_init must be finite, got {self.logit_scale_init!r}")
 
 
-GROUPS = ("xmic", "clip_adapter", "prompt", "cocoop")  # ModelConfig's per-method groups
+GROUPS = ("xmic", "clip_adapter", "prompt", "cocoop", "text_tower")  # ModelConfig's per-method groups
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -18,7 +20,7 @@ from xmic.train.build import build_model, load_tower
 from xmic.train.run_folder import CHECKPOINT
 from xmic.train.checkpoint import (CheckpointError, check_checkpoint, check_state_shapes,
                                    load_checkpoint, load_model_state)
-from xmic.train.config import TrainConfig, migrate_config
+from xmic.train.config import TextTowerConfig, TrainConfig, migrate_config
 from xmic.cache import CacheError
 from xmic.cache.sampling import bin_layout
 from xmic.train.data import FeatureBank, batch, model_inputs
@@ -26,6 +28,12 @@ from xmic.train.data import FeatureBank, batch, model_inputs
 
 class ScoreError(XmicError):
     """A clip that a run cannot score (views, frames)."""
+
+
+def run_tower(cfg: TrainConfig, ck: dict, device):
+    """A loaded run's frozen text tower (None for a method without one): the process's, kept by
+    identity, so evaluation and predict tokenize with the tower the model holds."""
+    return load_tower(cfg, ck["fingerprints"]["vocab"], ck.get("text_tower"), device)
 
 
 @torch.no_grad()
@@ -49,10 +57,11 @@ def evaluate_bank(model, bank: FeatureBank, w: torch.Tensor, cfg: TrainConfig) -
             "loss": F.cross_entropy(logits, bank.labels).item(), "n": len(bank)}
 
 
-def load_run(run: str | Path, device="cpu", towers=None
+def load_run(run: str | Path, device="cpu", text_tower: TextTowerConfig | None = None
              ) -> tuple[torch.nn.Module, TrainConfig, dict]:
-    """The selected model of a run on ``device``; a prompt method's frozen text tower comes from
-    (``towers``: an optional loader or memo), resolved from what the run recorded."""
+    """The selected model of a run on ``device``; a prompt method's frozen text tower is the one
+    the run recorded, or ``text_tower`` (its weights found elsewhere), checked against the
+    vocabulary either way."""
     path = Path(run) / CHECKPOINT
     ck = check_checkpoint(load_checkpoint(path), path)
     try:
@@ -60,7 +69,9 @@ def load_run(run: str | Path, device="cpu", towers=None
         dims = (int(ck["dims"]["text"]), ck["dims"]["cond"], ck["fingerprints"]["vocab"])
     except (KeyError, TypeError, ValueError, ConfigError) as e:
         raise CheckpointError(f"{path}: not an xmic checkpoint ({e})") from None
-    tower = load_tower(cfg, ck["fingerprints"]["vocab"], ck.get("text_tower"), device, towers)
+    if text_tower is not None and cfg.record.tower:
+        cfg = replace(cfg, model=replace(cfg.model, text_tower=text_tower))
+    tower = run_tower(cfg, ck, device)
 
     def build():
         return build_model(cfg, dims[0], dims[1], len(ck["classes"]), tower, init_context=False)

@@ -41,16 +41,16 @@ __all__ = ["fit", "train", "TrainingDiverged", "warmup_only"]
 
 
 def train(cache_path: str | Path, cfg: TrainConfig, out: str | Path, resume: bool = False,
-          echo=print, bank_loader=load_bank, towers=None) -> dict:
+          echo=print, bank_loader=load_bank) -> dict:
     """One run: ``fit`` with one member. Returns its summary."""
-    return fit(cache_path, [cfg], [out], resume, echo, bank_loader, towers)[0]
+    return fit(cache_path, [cfg], [out], resume, echo, bank_loader)[0]
 
 
 def fit(cache_path: str | Path, cfgs: list[TrainConfig], outs: list, resume: bool = False,
-        echo=print, bank_loader=load_bank, towers=None) -> list[dict]:
-    """``bank_loader``: ``load_bank`` or a caller's memo of it (a grid loads each cache once);
-    ``towers``: how a prompt method's frozen text tower is loaded (default: the one that made
-    the vocabulary; a grid's memo, or a loader bound to other weights)."""
+        echo=print, bank_loader=load_bank) -> list[dict]:
+    """``bank_loader``: ``load_bank`` or a caller's memo of it (a grid loads each cache once).
+    A prompt method's frozen text tower is the one ``model.text_tower`` names (by default the
+    one that made the vocabulary), loaded once per process."""
     # ---- setup: the run folders first (seconds), then data, models, stepper, resume state ---
     cfg = cfgs[0]
     if len(cfgs) > 1 and resume:
@@ -60,7 +60,7 @@ def fit(cache_path: str | Path, cfgs: list[TrainConfig], outs: list, resume: boo
     cache = Cache.open(cache_path)
     inputs = check_inputs(cache, cfg)
     device = resolve_device(cfg.device)
-    data = load_run_data(cache, cfg, inputs, device, bank_loader, towers)
+    data = load_run_data(cache, cfg, inputs, device, bank_loader)
     for note in sampling_notes(cache, cfg.views()):
         shout(f"NOTE: {note}")
     shout(run_line(cfg, cfgs, cache, data, inputs, device))
@@ -149,12 +149,12 @@ class RunData:
     tower: object | None
 
 
-def load_run_data(cache, cfg: TrainConfig, inputs, device, bank_loader, towers) -> RunData:
+def load_run_data(cache, cfg: TrainConfig, inputs, device, bank_loader) -> RunData:
     views = cfg.views()
     full = bank_loader(cache, cfg.split, views, cfg.label, len(inputs.vocab.classes), device,
                        cfg.frames, inputs.vocab.label_offset)
     tr_idx, ho_idx = heldout_split(full.video_ids, cfg.heldout_fraction)
-    tower = load_tower(cfg, inputs.vocab.fingerprint, inputs.vocab.source, device, towers)
+    tower = load_tower(cfg, inputs.vocab.fingerprint, inputs.vocab.source, device)
     w = text_input(cfg, inputs.vocab.names, inputs.vocab.embeddings, tower, device)  # [C, D|L]
     target = (_target_bank(cfg, inputs, views, device, tower) if cfg.select_on_target_test_data
               else None)

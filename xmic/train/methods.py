@@ -111,9 +111,9 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            trains=True, build=_clip_adapter, config_groups=("clip_adapter",), **_EMB),
     Method("xmic", conditioning=True, open_vocabulary=True, vocab="text_vocab", trains=True,
            build=_xmic, config_groups=("xmic",), **_EMB),
-    Method("coop", build=_coop, config_groups=("prompt",), **_PROMPT),
+    Method("coop", build=_coop, config_groups=("prompt", "text_tower"), **_PROMPT),
     Method("cocoop", build=_cocoop, text_per_video=True, recompute_text=True,
-           config_groups=("prompt", "cocoop"), **_PROMPT),
+           config_groups=("prompt", "cocoop", "text_tower"), **_PROMPT),
 )}
 
 
