@@ -265,7 +265,7 @@ def test_inputs_cannot_change_under_a_running_extraction(tmp_path):
     naming them; a shard whose split was planned again meanwhile is not committed."""
     import shutil
     from xmic.cache import Cache, ShardWriter
-    from xmic.cache.claims import Claim
+    from xmic.cache.claims import shard_claim
     from xmic.cache.paths import CacheError
     from xmic.extract.commits import same_inputs
     from xmic.extract.plan_record import ExtractPlan
@@ -281,7 +281,7 @@ def test_inputs_cannot_change_under_a_running_extraction(tmp_path):
     info = ExtractPlan.load(c.root).splits["val"]
     check = same_inputs(c.root, "val", info)
     assert check() is None
-    claim = Claim(c.root, "full_frame", "val-00001")  # a run of the old inputs, alive
+    claim = shard_claim(c.root, "full_frame", "val-00001")  # a run of the old inputs, alive
     cp = run_xmic("extract", "plan", cache, *base, "--root", tmp_path / "moved", "--inputs",
                   "changed", check=False)
     assert cp.returncode == 2 and "is being extracted from its old inputs right now (1 shard(s) " \

@@ -17,13 +17,13 @@ from test_extract import CFG, encoder, epic  # noqa: F401  (the tiny encoder and
 def test_a_shard_another_process_extracts_is_left_to_it(tmp_path, epic, encoder):
     """Two runs on one cache: a shard with a live claim of another writer is skipped and said
     so; a shard committed by another process first is not counted as extracted here."""
-    from xmic.cache.claims import Claim
+    from xmic.cache.claims import shard_claim
     from xmic.cache import ShardWriter
     from xmic.extract.commits import CommittedElsewhere, commit_all
     plan(tmp_path / "c", "epic", epic["annotations"], epic["root"], "train", boxes=epic["boxes"],
          cache_config=CacheConfig(shard_segments=3))
     c = Cache.open(tmp_path / "c")
-    claim = Claim(c.root, "hand_crop", c.shards()[0])  # alive: this very process
+    claim = shard_claim(c.root, "hand_crop", c.shards()[0])  # alive: this very process
     s = run_shards(tmp_path / "c", CFG, encoder=encoder, echo=lambda *a: None)
     claim.release()
     assert s["shards_elsewhere"] == 1 and s["shards_done"] == len(c.shards()) - 1

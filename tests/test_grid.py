@@ -174,7 +174,7 @@ def test_built_in_recipes(tmp_path, world):
     # 1 source x 2 labels x 8 variants x 3 seeds: no Encoder II row, the cache has no such views
     assert "48 runs, 96 evaluations" in cp.stdout and "xmic-hands-only" in cp.stdout, cp.stdout
     g = json.loads((tmp_path / "abl" / "grid.json").read_text())
-    assert {r["config"]["model"]["alpha"] for r in g["runs"]} == {0.5, 1.0, 2.0, 4.0}
+    assert {r["config"]["model"]["xmic"]["alpha"] for r in g["runs"]} == {0.5, 1.0, 2.0, 4.0}
     assert {tuple(r["config"]["model"]["conditioning_views"]) for r in g["runs"]} == {
         ("hand_crop", "full_frame"), ("hand_crop",), ("full_frame",)}
     dino = make_train_cache(tmp_path / "dino", n=12, splits=("train", "validation"),

@@ -205,7 +205,7 @@ def test_extend_cannot_add_a_row_into_a_planned_rows_folder(tmp_path, world):
 def test_a_runner_whose_claim_was_taken_over_leaves_the_new_one_alone(tmp_path):
     """A runner paused past the staleness limit (another host took its run over) must neither
     refresh nor delete the new runner's claim when it wakes up."""
-    from xmic.grid.runner import RunClaim
+    from xmic.files.claims import Claim as RunClaim
     path = tmp_path / "running.json"
     first = RunClaim.take(path, tmp_path)
     os.utime(path, (time.time() - 3600, time.time() - 3600))  # it looks dead: taken over

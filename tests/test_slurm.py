@@ -15,7 +15,7 @@ import pytest
 from helpers import assert_same_features, run_xmic
 from slurm_world import EXTRACT, make_world, plan_world
 from xmic.cache import Cache
-from xmic.cache.claims import Claim, live_claims
+from xmic.cache.claims import live_claims, shard_claim
 from xmic.cache.verify import verify
 from xmic.slurm.status import _busy_seconds, status
 from xmic.slurm.launch import split_arrays
@@ -126,7 +126,7 @@ def test_running_claims(tmp_path, world):
     cache = tmp_path / "c"
     plan_world(cache, world, 4)
     c = Cache.open(cache)
-    claim = Claim(c.root, "full_frame", "train-00002")
+    claim = shard_claim(c.root, "full_frame", "train-00002")
     assert c.shard_state("full_frame", "train-00002") == "running"
     _, report, summary, _ = status(cache)
     assert summary["running"] == 1 and report["train-00002"]["host"] == socket.gethostname()

@@ -93,7 +93,7 @@ def test_grid_table_counts_a_bad_score_missing(tmp_path, value):
 
 def test_sizes_past_their_bounds_are_refused_when_read(tmp_path):
     cache = make_train_cache(tmp_path / "c", n=8)
-    for setting, words in (("model.prompt_context=1000000000", "prompt_context: 1000000000 is "
+    for setting, words in (("model.prompt_context=1000000000", "model.prompt.context: 1000000000 is "
                             "outside the allowed range [1, 72]"),
                            ("seed=100000000000000000000000", "seed: 100000000000000000000000 is "
                             "outside the allowed range"),

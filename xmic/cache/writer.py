@@ -27,7 +27,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from xmic.cache import fingerprint as fpmod
-from xmic.cache.claims import Claim
+from xmic.cache.claims import shard_claim
+from xmic.files.claims import Claim
 from xmic.cache.backends import array_checksum, write_array
 from xmic.cache.index import rows_table
 from xmic.files.atomic import (append_line, caused_by, commit_dir, make_dirs, remove_file,
@@ -121,7 +122,7 @@ class ShardWriter:
             for p in stale_tmp(self.tmp_root, self.shard):
                 remove_tree(p, root)
             self.attempt = self._log_attempt()
-            self.claim = Claim(root, self.view, self.shard)  # `running` until commit or failure
+            self.claim = shard_claim(root, self.view, self.shard)  # `running` until commit or failure
             self.started = time.time()
         return self
 
@@ -155,14 +156,12 @@ class ShardWriter:
             self._fallbacks = self._fallbacks if self._fallbacks is not None else {}
             if len(fallbacks):
                 self._fallbacks[segment_id] = sorted(int(f) for f in fallbacks)
-        self.claim.heartbeat()
 
     def fail(self, segment_id: str, error: str) -> None:
         """Record that a segment could not be produced (no data is written for it)."""
         self.start()
         self._slot(segment_id)
         self._results[segment_id] = ("failed", None, [], str(error) or "unknown error")
-        self.claim.heartbeat()
 
     def commit(self, extra_stats: dict | None = None) -> bool:
         """Write and commit the shard; True if this writer's commit won, False if another

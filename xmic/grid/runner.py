@@ -12,17 +12,13 @@ reason. A finished run is never redone; a killed one resumes from its last epoch
 from __future__ import annotations
 
 import functools
-import os
-import socket
-import threading
 import time
-import uuid
 from pathlib import Path
 
 from xmic.cache import Cache
-from xmic.files.atomic import (create_json_exclusive, guard, make_dirs, remove_file,
+from xmic.files.atomic import (make_dirs, remove_file,
                                      write_json_atomic)
-from xmic.cache.claims import job_id_from_env
+from xmic.files.claims import Claim
 from xmic.cache.writer import disk_full
 from xmic.config import XmicError
 from xmic.evaluate.run import evaluate_run
@@ -30,8 +26,8 @@ from xmic.grid.class_lists import (ListError, check_lists, cross_pairs, derived_
                                    list_folders, write_derived)
 from xmic.grid.layout import FAILED, FINISHED, RUNNING, SLURM_LOGS, SUBMISSIONS
 from xmic.grid.plan import GridError, load_grid, rewrite_grid, run_config
-from xmic.grid.state import (HEARTBEAT_S, claim_alive, eval_dir,
-                             read_claim, read_metrics, run_state)
+from xmic.grid.state import (eval_dir,
+                             read_metrics, run_state)
 from xmic.train.checkpoint import load_checkpoint
 from xmic.train.run_folder import CHECKPOINT, LAST
 from xmic.train.config import TrainConfig
@@ -82,7 +78,7 @@ def run_one(grid_dir: Path, run: dict, class_splits: str | None, bank_loader=loa
         return "done"
     make_dirs(d, grid_dir)
     t0 = time.time()
-    claim = RunClaim.take(d / RUNNING, grid_dir)
+    claim = Claim.take(d / RUNNING, grid_dir)
     if claim is None:
         echo(f"run {run['id']}: running elsewhere (a live runner holds {d / RUNNING}); skipped")
         return "running"
@@ -122,58 +118,6 @@ def run_one(grid_dir: Path, run: dict, class_splits: str | None, bank_loader=loa
 def record_failure(run_dir: Path, grid_dir: Path, error: str) -> None:
     write_json_atomic(run_dir / FAILED, {"error": error, "time": time.strftime(
         "%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, grid_dir)
-
-
-class RunClaim:
-    """The exclusive claim of one runner on one run (``running.json``, created with O_EXCL),
-    refreshed by a timer thread every ``HEARTBEAT_S`` whatever the training loop is doing (a
-    CoCoOp epoch may outlast any staleness limit). A claim whose writer is dead is taken over:
-    renamed away (atomic: one runner wins), then created anew."""
-
-    def __init__(self, path: Path, grid_dir: Path, token: str = ""):
-        self.path, self.grid_dir, self.token = path, grid_dir, token
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, daemon=True)
-        self._thread.start()
-
-    @classmethod
-    def take(cls, path: Path, grid_dir: Path) -> "RunClaim | None":
-        body = {"host": socket.gethostname(), "pid": os.getpid(), "job": job_id_from_env(),
-                "started": time.time(), "token": uuid.uuid4().hex}
-        for _ in range(2):
-            if create_json_exclusive(path, body, grid_dir):
-                return cls(path, grid_dir, body["token"])
-            claim, age = read_claim(path)
-            if claim is not None and claim_alive(claim, age):  # this process's own included
-                return None
-            dead = path.with_name(f".{path.name}.dead-{uuid.uuid4().hex[:8]}")
-            try:
-                guard(path, grid_dir)
-                os.rename(path, dead)
-            except FileNotFoundError:
-                continue  # another runner reaped it first; try to create again
-            remove_file(dead, grid_dir)
-        return None
-
-    def ours(self) -> bool:
-        """The claim file is still this runner's (another may have taken it over while this
-        one was stopped, paused or cut off: its heartbeat and release must not touch that)."""
-        claim, _ = read_claim(self.path)
-        return bool(claim) and claim.get("token") == self.token
-
-    def _beat(self) -> None:
-        while not self._stop.wait(HEARTBEAT_S):
-            try:
-                if self.ours():
-                    os.utime(self.path, follow_symlinks=False)
-            except OSError:
-                pass
-
-    def release(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        if self.ours():
-            remove_file(self.path, self.grid_dir)
 
 
 def _show(echo, rid: str, line: str = "", *_, **__) -> None:
@@ -250,7 +194,7 @@ def run_inprocess(grid_dir: Path, echo=print, stack_seeds: bool = False) -> dict
     if stack_seeds:
         from xmic.grid.stacking import train_seed_groups
         stacked = train_seed_groups(Path(grid_dir), grid["runs"], memo, echo,
-                                    lambda d: RunClaim.take(d / RUNNING, Path(grid_dir)),
+                                    lambda d: Claim.take(d / RUNNING, Path(grid_dir)),
                                     functools.partial(_show, echo))
     states = {r["id"]: run_one(grid_dir, r, cs, memo, echo) for r in grid["runs"]}
     return {"states": states, "load_seconds": round(memo.seconds, 3), "loads_saved": memo.hits,

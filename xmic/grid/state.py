@@ -2,7 +2,7 @@
 
 Inputs: a grid folder and its plan. Per run folder (``GRID/runs/ID/``) the files the runner
 writes: ``finished.json`` (all targets scored; seconds), ``failed.json`` (reason), a running
-claim ``running.json`` (host, pid, job, start; its mtime refreshed on a timer), and each
+claim ``running.json`` (``xmic.files.claims``: host, pid, job, start; its heartbeat on a timer), and each
 target's ``eval/DATASET-SPLIT/metrics.json``. Output: per run done | running | failed |
 pending, with failures' reasons, and a summary with an ETA from finished runs' times.
 A run is done when ``finished.json`` exists and every target's metrics are present and valid.
@@ -10,19 +10,13 @@ A run is done when ``finished.json`` exists and every target's metrics are prese
 from __future__ import annotations
 
 import json
-import socket
 import statistics
-import time
 from pathlib import Path
 
 from xmic.evaluate.table import valid_metrics
-from xmic.files.liveness import writer_alive
+from xmic.files import claims
 from xmic.grid.layout import FAILED, FINISHED, RUNNING
 from xmic.train.run_folder import EVAL_METRICS, evaluation_dir
-
-HEARTBEAT_S = 30.0  # a runner refreshes its claim this often, on a timer
-STALE_AFTER_S = 600.0  # a claim with no heartbeat for this long is dead (whatever its pid)
-
 
 def eval_dir(run_dir: Path, target: dict) -> Path:
     return evaluation_dir(run_dir, target["dataset"], target["split"])
@@ -46,27 +40,13 @@ def _json(path: Path) -> dict | None:
     return d if isinstance(d, dict) else None
 
 
-def claim_alive(claim: dict | None, age_s: float) -> bool:
-    return bool(claim) and writer_alive(claim.get("host") == socket.gethostname(),
-                                        claim.get("pid"), age_s, STALE_AFTER_S)
-
-
-def read_claim(path: Path) -> tuple[dict | None, float]:
-    """A run's claim and its age in seconds (since its last heartbeat); (None, 0) when absent."""
-    try:
-        age = time.time() - path.stat().st_mtime
-    except FileNotFoundError:
-        return None, 0.0
-    return _json(path) or {}, age
-
-
 def run_state(grid_dir: Path, run: dict) -> dict:
     d = Path(grid_dir) / run["dir"]
     fin = _json(d / FINISHED)
     if fin is not None and all(read_metrics(d, t) is not None for t in run["targets"]):
         return {"state": "done", "seconds": fin.get("seconds")}
-    claim, age = read_claim(d / RUNNING)
-    if claim is not None and claim_alive(claim, age):
+    claim, age = claims.read(d / RUNNING)
+    if claim is not None and claims.alive(claim, age):
         return {"state": "running", "host": claim.get("host"), "job": claim.get("job"),
                 "since": claim.get("started")}
     failed = _json(d / FAILED)
