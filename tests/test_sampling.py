@@ -55,15 +55,19 @@ def layout_of(rule, start, stop, frames):
                       np.array([0, len(frames)]), T, "test", ["s"])
 
 
-@pytest.mark.parametrize("rule", ["epic", "ego4d"])
+@pytest.mark.parametrize("rule", ["segment", "central-window"])
 def test_evaluation_frames_equal_the_released_loaders_for_every_length(rule):
-    start = 1 if rule == "epic" else 0  # EPIC frame files are 1-based, Ego4D clip frames 0-based
+    from xmic.cache.sampling import RULES
+    recorded = RULES[rule].recorded  # the name a fingerprint records: the same rule
+    assert np.array_equal(released_positions(recorded, [5], [300], T)[0],
+                          released_positions(rule, [5], [300], T)[0])
+    start = 1 if rule == "segment" else 0  # EPIC frame files are 1-based, Ego4D clip frames 0-based
     starts = np.full(len(LENGTHS), start)
     stops = starts + np.array(LENGTHS)
     ev, _, _ = released_positions(rule, starts, stops, T)  # vectorised over all lengths at once
     agree_stored = 0
     for j, n in enumerate(LENGTHS):
-        want_ev, want_tr = RELEASED[rule](start, start + n)
+        want_ev, want_tr = RELEASED[recorded](start, start + n)
         assert ev[j].tolist() == want_ev, n
         for policy in ("per_bin", "all"):
             stored = frames_to_store(rule, start, start + n, policy, 4, T)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 
 from xmic.cache.paths import CacheError
-from xmic.files.names import canonical_json
+from xmic.files.json_files import canonical_json
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

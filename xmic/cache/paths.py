@@ -26,7 +26,8 @@ from pathlib import Path
 from xmic.config import XmicError
 from xmic.files.atomic import guard
 from xmic.files.liveness import host_tag, pid_alive
-from xmic.files.names import BadFile, BadName, check_name, read_json
+from xmic.files.names import BadName, check_name
+from xmic.files.json_files import BadFile, read_json
 
 CACHE_JSON = "cache.json"
 CONFIG_YAML = "config.yaml"

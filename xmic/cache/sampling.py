@@ -33,22 +33,34 @@ SAMPLING_VERSION = 2  # 1: frames [start, stop] with step (n-1)/T for every data
 @dataclass(frozen=True)
 class Rule:
     name: str
+    recorded: str   # the name fingerprints record (that of the dataset it was first written for)
     window: str     # what the sampled range is, in words (recorded in the fingerprint)
 
 
-RULES = {
-    "epic": Rule("epic", "segment [start, stop), step (n-1)/T"),
-    "ego4d": Rule("ego4d", "central 4 s of the 8-s action clip, step n/T"),
-}
+RULES = {r.name: r for r in (
+    Rule("segment", "epic", "segment [start, stop), step (n-1)/T"),
+    Rule("central-window", "ego4d", "central 4 s of the 8-s action clip, step n/T"),
+)}
+_BY_RECORD = {r.recorded: r.name for r in RULES.values()}
+
+
+def rule_name(rule: str) -> str:
+    """A rule's name from its name or from what a fingerprint recorded (``epic`` -> segment)."""
+    name = _BY_RECORD.get(rule, rule)
+    if name not in RULES:
+        raise CacheError(f"unknown sampling rule {rule!r}; known: {', '.join(RULES)}")
+    return name
+
+
 def rule_of(dataset: str) -> str:
-    """The sampling rule a dataset's record names (a dataset without a record: epic's)."""
+    """The sampling rule a dataset's record names (a dataset without a record: the segment's)."""
     from xmic.cache.datasets import DATASETS
-    return DATASETS[dataset].window if dataset in DATASETS else "epic"
+    return DATASETS[dataset].window if dataset in DATASETS else "segment"
 
 
 def sampling_fingerprint(dataset: str, policy: str, per_bin: int, bins: int) -> dict:
     rule = RULES[rule_of(dataset)]
-    return {"policy": policy, "per_bin": per_bin, "bins": bins, "rule": rule.name,
+    return {"policy": policy, "per_bin": per_bin, "bins": bins, "rule": rule.recorded,
             "window": rule.window, "version": SAMPLING_VERSION}
 
 
@@ -56,12 +68,12 @@ def _range(rule: str, start: np.ndarray, stop: np.ndarray):
     """(lo, hi, end, base), vectorised: the linspace bounds, the end (exclusive) of the frames
     the rule reads, all in positions, and the frame number of position 0. At least one frame."""
     start, stop = np.asarray(start, np.int64), np.asarray(stop, np.int64)
-    if rule == "ego4d":  # positions inside the action clip's frames
+    if rule_name(rule) == "central-window":  # positions inside the action clip's frames
         n = stop - start
         a = np.maximum(0, n // 2 - (n // 8) * 2)
         b = np.minimum(n // 2 + (n // 8) * 2, n)
         return a, b, np.maximum(b, a + 1), start
-    hi = np.maximum(stop - 1, start)  # EPIC: positions are frame numbers
+    hi = np.maximum(stop - 1, start)  # the segment: positions are frame numbers
     return start, hi, hi + 1, np.zeros_like(start)
 
 

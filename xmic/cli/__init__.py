@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import click
 
-from xmic.cli import (cache_commands, demo_command, extract_commands, grid_commands,
-                      slurm_commands, train_commands)
+from xmic.cli import (cache_commands, demo_command, evaluate_commands, extract_commands,
+                      grid_commands, predict_command, slurm_commands, train_commands)
 from xmic.cli.base import XmicGroup
 
 
@@ -31,6 +31,6 @@ def main():
 
 
 for command in (cache_commands.cache, extract_commands.extract, slurm_commands.slurm,
-                train_commands.train_cmd, train_commands.evaluate, train_commands.predict,
+                train_commands.train_cmd, evaluate_commands.evaluate, predict_command.predict,
                 grid_commands.grid, demo_command.demo):
     main.add_command(command)

@@ -1,6 +1,6 @@
 """Embed one clip outside any dataset: a video file or a folder of frames -> views [n, D].
 
-Inputs: the path, an encoder (``encoders.ClipEncoder``), the views wanted (full_frame,
+Inputs: the path, an encoder (``encoders.FrozenEncoder``), the views wanted (full_frame,
 hand_crop), optional start/end seconds, an optional box source, and the sampling policy.
 Output: ``{view: float32 [n, D]}``, the frame numbers encoded and the clip's frames [lo, hi + 1)
 (sampled by the EPIC rule, ``xmic.cache.sampling``). Without boxes the hand crop

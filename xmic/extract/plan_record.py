@@ -18,7 +18,7 @@ from pathlib import Path
 from xmic.cache.paths import PLAN_FILE
 from xmic.config import XmicError
 from xmic.files.atomic import write_json_atomic
-from xmic.files.names import read_json
+from xmic.files.json_files import read_json
 
 # record field -> the file's key (the file keeps the keys earlier releases wrote)
 FILE_KEYS = {"box_format": "boxes_format", "frame_keys": "boxes_frame_keys"}

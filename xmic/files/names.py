@@ -1,15 +1,11 @@
-"""Names that become path components, and the JSON files xmic reads back.
+"""Names that become path components.
 
-Inputs: a name from a user, an annotation, a plan or a manifest; a JSON file path. Outputs: the
-name when it is one plain component (``check_name``), else ``BadName`` saying what it may hold;
-a JSON object (``read_json``), else ``BadFile`` saying the file is missing, unreadable or not an
-object; the canonical JSON form hashes are taken of.
+Input: a name from a user, an annotation, a plan or a manifest. Output: the name when it is one
+plain component (``check_name``), else ``BadName`` saying what it may hold.
 """
 from __future__ import annotations
 
-import json
 import re
-from pathlib import Path
 
 from xmic.config import XmicError
 
@@ -20,10 +16,6 @@ class BadName(XmicError):
     """A name that would not be one plain path component."""
 
 
-class BadFile(XmicError):
-    """A file of ours that is missing, unreadable or of the wrong shape."""
-
-
 def check_name(kind: str, name: str) -> str:
     """View, shard, vocabulary, dataset, split, method and run names become path parts: keep
     them plain."""
@@ -31,20 +23,3 @@ def check_name(kind: str, name: str) -> str:
         raise BadName(f"invalid {kind} name {name!r}: use letters, digits, '_', '-', '.' "
                       "(at most 128, not starting with '.')")
     return name
-
-
-def canonical_json(obj) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-
-
-def read_json(path: Path, what: str) -> dict:
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise BadFile(f"{path}: {what} is missing") from None
-    except (OSError, ValueError) as e:
-        raise BadFile(f"{path}: {what} is unreadable ({e})") from None
-    if not isinstance(data, dict):
-        raise BadFile(f"{path}: {what} is not a JSON object")
-    return data

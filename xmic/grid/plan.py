@@ -18,7 +18,8 @@ import yaml
 from xmic.cache import Cache
 from xmic.files.atomic import write_json_atomic, write_text_atomic
 from xmic.cache.fingerprint import fingerprint_id
-from xmic.files.names import BadName, check_name, read_json
+from xmic.files.names import BadName, check_name
+from xmic.files.json_files import read_json
 from xmic.config import ConfigError, XmicError, config_to_dict, from_dict, load_config
 from xmic.grid.class_lists import ListError, check_lists, derived_record, write_derived
 from xmic.grid.extend import merge_plans

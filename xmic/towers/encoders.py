@@ -3,7 +3,7 @@
 Inputs: ``model`` (an open_clip model name, or the path of an open_clip model-config JSON) and
 ``weights`` (a state-dict file .pt/.bin/.safetensors, ``local-dir:DIR`` in open_clip's layout, a
 pretrained tag or ``hf-hub:ORG/REPO`` resolved through open_clip's cache (``named_weights``), or
-``random`` for tests and demos: seeded, and marked in the fingerprint). Outputs: ``ClipEncoder``
+``random`` for tests and demos: seeded, and marked in the fingerprint). Outputs: ``FrozenEncoder``
 with ``encode_images`` (preprocessed [B, 3, H, W] -> projected, unnormalised [B, D]) and
 ``encode_texts`` (strings -> [C, D]), its PIL transform, and the fingerprint parts (model
 identity, preprocessing). Only named weights are ever downloaded (by open_clip, into the Hugging
@@ -110,7 +110,9 @@ def expected_state_shapes(model: str) -> dict[str, tuple]:
 
 
 @dataclass
-class ClipEncoder:
+class FrozenEncoder:
+    """A frozen image-and-text model (open_clip, or a timm image tower), its preprocessing and
+    identity, ready to encode on its device."""
     model: torch.nn.Module
     tokenizer: object
     transform: object
@@ -160,7 +162,7 @@ class _ImageTower(torch.nn.Module):
         return self.net(x)
 
 
-def load_timm(name: str, weights: str, device: str, precision: str, seed: int) -> ClipEncoder:
+def load_timm(name: str, weights: str, device: str, precision: str, seed: int) -> FrozenEncoder:
     """A timm image model as Encoder II: pooled features [B, num_features], local weights only."""
     import timm
     from timm.data import create_transform, resolve_data_config
@@ -204,7 +206,7 @@ def load_timm(name: str, weights: str, device: str, precision: str, seed: int) -
                            f"timm eval (crop_pct {data.get('crop_pct')})")
     identity = model_identity(f"timm:{name}", digest, "timm " + timm.__version__, torch.__version__,
                               False)
-    return ClipEncoder(tower, None, create_transform(**data), identity, prep, dev, precision,
+    return FrozenEncoder(tower, None, create_transform(**data), identity, prep, dev, precision,
                        int(net.num_features), warnings)
 
 
@@ -217,9 +219,9 @@ def check_weights(weights: str) -> str:
 
 
 def load_encoder(model: str, weights: str, device: str = "auto", precision: str = "fp32",
-                 seed: int = 0) -> ClipEncoder:
+                 seed: int = 0) -> FrozenEncoder:
     """open_clip (name or config JSON) or ``timm:NAME`` (Encoder II, image only). Warnings (random
-    weights, precision) are returned in ``ClipEncoder.warnings`` for the caller to show."""
+    weights, precision) are returned in ``FrozenEncoder.warnings`` for the caller to show."""
     check_weights(weights)
     device = str(resolve_device(device))
     if model.startswith("timm:"):
@@ -265,7 +267,7 @@ def _local_dir_weights(folder: Path) -> Path:
 
 
 def load_clip(model: str, weights: str, device: str = "cpu", precision: str = "fp32",
-              seed: int = 0) -> ClipEncoder:
+              seed: int = 0) -> FrozenEncoder:
     import open_clip
     warnings = []
     dev = torch.device(device)
@@ -325,6 +327,6 @@ def load_clip(model: str, weights: str, device: str = "cpu", precision: str = "f
                            else pc.get("resize_mode"))
     dim = int(m.text_projection.shape[1]) if getattr(m, "text_projection", None) is not None \
         else int(m.encode_image(torch.zeros(1, 3, size, size, device=dev)).shape[1])
-    return ClipEncoder(m, open_clip.get_tokenizer(name) if not weights.startswith("local-dir:")
+    return FrozenEncoder(m, open_clip.get_tokenizer(name) if not weights.startswith("local-dir:")
                        else open_clip.get_tokenizer(weights), transform, identity, prep, dev,
                        precision, dim, warnings)

@@ -120,7 +120,7 @@ def view_layout(cache: Cache, view: str, data, offsets: np.ndarray, frames: int)
         return bin_layout(sampling["rule"], seg["start_frame"].to_numpy(zero_copy_only=False),
                           seg["stop_frame"].to_numpy(zero_copy_only=False), flat, offsets,
                           frames, f"{cache.root}: view {view}", data.segment_ids)
-    rule = rule_of(cache.dataset) if sampling.get("source") == "xmic-pickle" else "epic"
+    rule = rule_of(cache.dataset) if sampling.get("source") == "xmic-pickle" else "segment"
     return rows_layout(rule, counts, frames)
 
 

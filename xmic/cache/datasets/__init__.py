@@ -63,19 +63,19 @@ DATASETS: dict[str, Dataset] = {d.name: d for d in (
             frames=("{participant}/rgb_frames/{video}",),
             archives=("{participant}/rgb_frames/{video}.tar",),
             videos=("{participant}/videos/{video}.MP4", "{participant}/videos/{video}.mp4"),
-            video_first_frame=1, trimmed=False, window="epic", names=epic_name, split_tag="epic",
+            video_first_frame=1, trimmed=False, window="segment", names=epic_name, split_tag="epic",
             lists_released=True, importable=True, participant=True, title="EPIC"),
     Dataset("ego4d", lambda a, s, r, **kw: read_ego4d(a, s, kw.get("taxonomy")),
             (SideFile("taxonomy", "fho_lta_taxonomy.json, the class names (required)"),),
             frames=(), archives=(), videos=("{video}.mp4",), video_first_frame=0,
-            trimmed=False, window="ego4d", names=ego4d_name, split_tag="ego", lists_released=True, importable=True,
+            trimmed=False, window="central-window", names=ego4d_name, split_tag="ego", lists_released=True, importable=True,
             title="Ego4D"),
     Dataset("egtea", lambda a, s, r, **kw: read_egtea(a, s), (), frames=(), archives=(),
             videos=("{video}.mp4", "{parent}/{video}.mp4"), video_first_frame=0, trimmed=True,
-            window="epic", names=egtea_name, split_tag="egtea", title="EGTEA",
+            window="segment", names=egtea_name, split_tag="egtea", title="EGTEA",
             parent=egtea_video, released_prefix=("",)),  # get_lab2cname: [''] + names
     Dataset("csv", lambda a, s, r, **kw: read_generic(a, s, r), (), frames=("{video}",),
-            archives=(), videos=("{video}",), video_first_frame=0, trimmed=False, window="epic",
+            archives=(), videos=("{video}",), video_first_frame=0, trimmed=False, window="segment",
             names=normalize_name, split_tag=None, title="CSV"),
 )}
 KINDS = tuple(DATASETS)
