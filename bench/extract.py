@@ -40,7 +40,7 @@ from xmic.extract.config import ExtractConfig
 from xmic.extract.device_decode import DeviceDecoder
 from xmic.towers.encoders import load_encoder
 from xmic.extract.pipeline import run_shards
-from xmic.extract.planning import plan
+from xmic.extract.planning import SplitSource, plan
 from xmic.demo.world import make_world
 from xmic.towers.encoders import TINY_CONFIG
 
@@ -180,13 +180,14 @@ def main(argv=None):
                 root = w["epic"] if layout == "jpeg" else tar_layout(w["epic"], work / "epic-tar")
 
                 def replan(cache_dir, root=root):
-                    plan(cache_dir, "epic", w["epic"] / "EPIC_100_train.csv", root, "train",
-                         boxes=w["epic"] / "detections",
+                    plan(cache_dir, SplitSource("epic", w["epic"] / "EPIC_100_train.csv", root, "train",
+                                                boxes=w["epic"] / "detections"),
                          cache_config=CacheConfig(shard_segments=args.shard_size))
             else:
                 def replan(cache_dir):
-                    plan(cache_dir, "ego4d", w["ego4d"] / "fho_lta_val.json", w["ego4d"] / "clips",
-                         "val", views=("full_frame",), taxonomy=w["ego4d"] / "fho_lta_taxonomy.json",
+                    plan(cache_dir, SplitSource("ego4d", w["ego4d"] / "fho_lta_val.json", w["ego4d"] / "clips", "val",
+                                                side_files={"taxonomy": w["ego4d"] / "fho_lta_taxonomy.json"}),
+                         views=("full_frame",),
                          cache_config=CacheConfig(shard_segments=args.shard_size))
             lcfg = cfg if layout != "mp4" else replace(cfg, decode="cpu")  # videos: the CPU decodes
             views = 2 if layout in ("jpeg", "tar") else 1

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from machine import cpu_name
-from xmic.extract.planning import plan
+from xmic.extract.planning import SplitSource, plan
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "epic-kitchens-100-annotations"
 
@@ -84,8 +84,8 @@ def main(argv=None):
                                    ("with_box_table", ("full_frame", "hand_crop"),
                                     work / "boxes.parquet")):
             t0 = time.perf_counter()
-            s = plan(work / f"c-{name}", "epic", ann, work / "media", "validation", views=views,
-                     boxes=boxes)
+            s = plan(work / f"c-{name}", SplitSource("epic", ann, work / "media", "validation",
+                                                     boxes=boxes), views=views)
             sec = time.perf_counter() - t0
             out[name] = {"seconds": round(sec, 2), "segments": s["segments"],
                          "shards": s["shards"], "coverage": s["coverage"]}

@@ -34,7 +34,7 @@ from xmic.cache import Cache, CacheConfig
 from xmic.cache.index import make_plan, rows_table
 from xmic.files.atomic import write_json_atomic
 from xmic.cache.paths import MARKER, PROGRESS, ROWS, shard_dir, view_dir
-from xmic.extract.planning import plan
+from xmic.extract.planning import PlanPolicy, SplitSource, plan
 from xmic.slurm.status import format_status, status
 
 VIEWS = ("full_frame", "hand_crop")
@@ -70,9 +70,9 @@ def write_epic_csv(folder: Path, n: int, videos: int = 1000) -> Path:
 def bench_plan(tmp: Path, n: int) -> dict:
     csv_path = write_epic_csv(tmp / "ann", n)
     t = time.perf_counter()
-    out = plan(tmp / "plan_cache", "epic", csv_path, tmp / "media", "train", views=("full_frame",),
-               allow_missing=True,  # no media: the plan's own bookkeeping is measured
-               cache_config=CacheConfig(shard_segments=256))
+    out = plan(tmp / "plan_cache", SplitSource("epic", csv_path, tmp / "media", "train"),
+               views=("full_frame",), cache_config=CacheConfig(shard_segments=256),
+               policy=PlanPolicy(allow_missing=True))
     return {"segments": out["segments"], "shards": out["shards"],
             "seconds": round(time.perf_counter() - t, 2)}
 
@@ -143,8 +143,9 @@ def bench_startup(tmp: Path, n: int, shard_segments: int = 10) -> dict:
     from xmic.extract.pipeline import shard_work
     csv_path = write_epic_csv(tmp / "ann_startup", n)
     root = tmp / "startup_cache"
-    plan(root, "epic", csv_path, tmp / "media", "train", views=("full_frame",), allow_missing=True,
-         cache_config=CacheConfig(shard_segments=shard_segments))
+    plan(root, SplitSource("epic", csv_path, tmp / "media", "train"), views=("full_frame",),
+         cache_config=CacheConfig(shard_segments=shard_segments),
+         policy=PlanPolicy(allow_missing=True))
     cache = Cache.open(root)
     t = time.perf_counter()
     by_shard: dict = {}

@@ -14,7 +14,7 @@ from xmic.cache import Cache
 from xmic.cache.reader import load_split
 from xmic.cache.sampling import frames_to_store
 from xmic.extract.boxes.rule import BoxError, clip_numbering
-from xmic.extract.planning import PlanError, plan
+from xmic.extract.planning import PlanError, SplitSource, plan
 
 RUN = ["--model", TINY, "--weights", "random", "--workers", "0", "--device", "cpu"]
 
@@ -71,10 +71,12 @@ def test_ambiguous_and_foreign_numberings_are_refused_naming_the_ranges(tmp_path
     with pytest.raises(PlanError, match=rf"(?s){clip}.pkl: its frame keys 8..29 fit both of the "
                                         r"clip's numberings: from 0 over the clip \(0..39\) or by "
                                         r"the parent video's frames \(5..44\)"):
-        plan(tmp_path / "c", "egtea", w["annotations"], w["root"], "test", boxes=w["boxes"])
+        plan(tmp_path / "c", SplitSource("egtea", w["annotations"], w["root"], "test",
+                                         boxes=w["boxes"]))
     w = make_egtea(tmp_path / "x", keys={clip: range(500, 520)})
     with pytest.raises(PlanError, match=r"its frame keys 500..519 fit neither"):
-        plan(tmp_path / "c", "egtea", w["annotations"], w["root"], "test", boxes=w["boxes"])
+        plan(tmp_path / "c", SplitSource("egtea", w["annotations"], w["root"], "test",
+                                         boxes=w["boxes"]))
     assert not (tmp_path / "c").exists()
     # the rule itself: the range holding more keys; a clip starting at 0 has one numbering
     assert clip_numbering(range(0, 40), 5, 44, "f") == "clip"

@@ -16,7 +16,7 @@ from helpers import assert_same_features, run_xmic
 from xmic.extract.boxes import BoxError, open_boxes
 from xmic.extract.boxes.detector import DetectorVideo
 from xmic.extract.boxes.folder import load_video_detections
-from xmic.extract.planning import PlanError, plan
+from xmic.extract.planning import PlanError, PlanPolicy, SplitSource, plan
 
 HD_W, HD_H = 640, 480  # the detector saw frames 10x the decoded ones (64 x 48)
 
@@ -129,10 +129,12 @@ def test_ego4d_with_detector_boxes_plans_with_coverage_and_extracts(tmp_path):
     (tmp_path / "det" / "clipB.pkl").unlink()
     with pytest.raises(PlanError, match=r"(?s)1 video\(s\) with unusable hand boxes: clipB: .*"
                                         r"clipB.pkl not found"):
-        plan(tmp_path / "m", "ego4d", g["annotations"], g["root"], "val", boxes=tmp_path / "det",
-             taxonomy=g["taxonomy"])
-    s = plan(tmp_path / "m", "ego4d", g["annotations"], g["root"], "val", boxes=tmp_path / "det",
-             taxonomy=g["taxonomy"], allow_missing=True)
+        plan(tmp_path / "m", SplitSource("ego4d", g["annotations"], g["root"], "val",
+                                         boxes=tmp_path / "det",
+             side_files={"taxonomy": g["taxonomy"]}))
+    s = plan(tmp_path / "m", SplitSource("ego4d", g["annotations"], g["root"], "val",
+                                         boxes=tmp_path / "det",
+             side_files={"taxonomy": g["taxonomy"]}), policy=PlanPolicy(allow_missing=True))
     assert list(s["missing"]) == ["clipB"] and s["coverage"]["box_segments"] == 2
 
 
@@ -180,8 +182,9 @@ def test_an_empty_box_folder_and_boxes_past_the_video_are_refused_at_plan(tmp_pa
     (tmp_path / "empty").mkdir()
     with pytest.raises(PlanError, match=r"(?s)2 video\(s\) with unusable hand boxes: clipA: .*"
                                         r"clipA.pkl not found; clipB: .*clipB.pkl not found"):
-        plan(tmp_path / "c", "ego4d", g["annotations"], g["root"], "val", boxes=tmp_path / "empty",
-             taxonomy=g["taxonomy"])
+        plan(tmp_path / "c", SplitSource("ego4d", g["annotations"], g["root"], "val",
+                                         boxes=tmp_path / "empty",
+             side_files={"taxonomy": g["taxonomy"]}))
     write_detector_boxes(g, tmp_path / "det")
     data = pickle.loads((tmp_path / "det" / "clipA.pkl").read_bytes())
     data[5000] = data[0]  # the clip has 240 frames
@@ -189,8 +192,9 @@ def test_an_empty_box_folder_and_boxes_past_the_video_are_refused_at_plan(tmp_pa
     with pytest.raises(PlanError, match=r"(?s)1 video\(s\) with unusable box entries: clipA: .*"
                                         r"clipA.pkl: frame 5000 is outside the video \(its last "
                                         r"frame is 239\)"):
-        plan(tmp_path / "c", "ego4d", g["annotations"], g["root"], "val", boxes=tmp_path / "det",
-             taxonomy=g["taxonomy"])
+        plan(tmp_path / "c", SplitSource("ego4d", g["annotations"], g["root"], "val",
+                                         boxes=tmp_path / "det",
+             side_files={"taxonomy": g["taxonomy"]}))
     assert not (tmp_path / "c").exists()  # nothing written for a refused plan
 
 

@@ -18,7 +18,7 @@ from xmic.cache import Cache, CacheConfig, load_split
 from xmic.extract import pipeline
 from xmic.extract.config import ExtractConfig
 from xmic.extract.device_decode import DeviceDecodeError, DeviceDecoder, JpegSegment, pil_rounded
-from xmic.extract.planning import plan
+from xmic.extract.planning import SplitSource, plan
 from xmic.towers.encoders import load_clip
 from xmic.towers.preprocess import Preprocess
 
@@ -91,7 +91,8 @@ def test_pipeline_with_the_device_decoder(tmp_path, encoder, monkeypatch):
     bad = next((e["root"] / "P01" / "rgb_frames" / "P01_02").glob("frame_0000000040.jpg"))
     bad.write_bytes(bad.read_bytes()[:200])  # a JPEG cut short: its segment fails, named
     for name in ("cpu", "gpu"):
-        plan(tmp_path / name, "epic", e["annotations"], e["root"], "train", boxes=e["boxes"],
+        plan(tmp_path / name, SplitSource("epic", e["annotations"], e["root"], "train",
+                                          boxes=e["boxes"]),
              cache_config=CacheConfig(shard_segments=4))
     monkeypatch.setattr(pipeline, "check_device_decode", lambda *a: None)
     base = ExtractConfig(model=str(TINY), weights="random", workers=0, device="cpu",
@@ -117,8 +118,8 @@ def test_pipeline_with_the_device_decoder(tmp_path, encoder, monkeypatch):
 
 def test_decode_gpu_is_refused_in_one_line_without_cuda(tmp_path, encoder):
     e = make_epic(tmp_path / "e", videos=("P01_01",))
-    plan(tmp_path / "c", "epic", e["annotations"], e["root"], "train", boxes=e["boxes"],
-         cache_config=None)
+    plan(tmp_path / "c", SplitSource("epic", e["annotations"], e["root"], "train",
+                                     boxes=e["boxes"]), cache_config=None)
     cfg = ExtractConfig(model=str(TINY), weights="random", workers=0, device="cpu", decode="gpu")
     with pytest.raises(DeviceDecodeError, match="CUDA.*--decode cpu"):
         pipeline.run_shards(tmp_path / "c", cfg, encoder=encoder, echo=lambda *a: None)

@@ -17,7 +17,7 @@ from xmic.extract.config import ExtractConfig
 from xmic.extract.boxes.epic100 import hoa_messages
 from xmic.towers.encoders import EncoderError, load_clip
 from xmic.extract.pipeline import run_shards
-from xmic.extract.planning import PlanError, plan
+from xmic.extract.planning import PlanError, PlanPolicy, SplitSource, plan
 from xmic.extract.vocabularies import extract_text
 
 CFG = ExtractConfig(model=str(TINY), weights="random", workers=0, batch_size=48, device="cpu")
@@ -34,8 +34,8 @@ def epic(tmp_path_factory):
 
 
 def extract_epic(root, epic, encoder, allow_missing=False, **kw):
-    plan(root, "epic", epic["annotations"], epic["root"], "train", boxes=epic["boxes"],
-         cache_config=CacheConfig(shard_segments=4), allow_missing=allow_missing)
+    plan(root, SplitSource("epic", epic["annotations"], epic["root"], "train", boxes=epic["boxes"]),
+         cache_config=CacheConfig(shard_segments=4), policy=PlanPolicy(allow_missing=allow_missing))
     return run_shards(root, CFG, encoder=encoder, echo=lambda *a: None, **kw)
 
 
@@ -99,8 +99,8 @@ def test_epic_pipeline_and_determinism(tmp_path, epic, encoder):
 
 def test_ego4d_video_central_window(tmp_path, encoder):
     g = make_ego4d(tmp_path / "ego")
-    plan(tmp_path / "c", "ego4d", g["annotations"], g["root"], "val", views=("full_frame",),
-         taxonomy=g["taxonomy"])
+    plan(tmp_path / "c", SplitSource("ego4d", g["annotations"], g["root"], "val",
+                                     side_files={"taxonomy": g["taxonomy"]}), views=("full_frame",))
     assert run_shards(tmp_path / "c", CFG, encoder=encoder, echo=lambda *a: None)["segments_failed"] == 0
     c = Cache.open(tmp_path / "c")
     idx = c.index()
@@ -166,10 +166,12 @@ def test_bad_videos(tmp_path, encoder):
     (g["root"] / "fake.mp4").write_bytes(b"this is not a video at all" * 10)
     with pytest.raises(PlanError, match=r"(?s)2 video\(s\) with unusable frames: fake: .*fake.mp4: "
                                         r"not a readable video.*trunc: .*trunc.mp4"):
-        plan(tmp_path / "c", "ego4d", g["annotations"], g["root"], "val", views=("full_frame",),
-             taxonomy=g["taxonomy"])  # found from the containers' headers, before any work
-    plan(tmp_path / "c", "ego4d", g["annotations"], g["root"], "val", views=("full_frame",),
-         taxonomy=g["taxonomy"], allow_missing=True)
+        plan(tmp_path / "c", SplitSource("ego4d", g["annotations"], g["root"], "val",
+                                         side_files={"taxonomy": g["taxonomy"]}),
+             views=("full_frame",))  # found from the containers' headers, before any work
+    plan(tmp_path / "c", SplitSource("ego4d", g["annotations"], g["root"], "val",
+                                     side_files={"taxonomy": g["taxonomy"]}), views=("full_frame",),
+         policy=PlanPolicy(allow_missing=True))
     s = run_shards(tmp_path / "c", CFG, encoder=encoder, echo=lambda *a: None)
     errs = " | ".join(s["failures"])
     assert "fake.mp4: cannot decode video" in errs
@@ -207,18 +209,18 @@ def test_plan_real_annotations(tmp_path):
     epic = SHARED_DATA / "epic-kitchens-100-annotations"
     with pytest.raises(PlanError, match=r"138 video\(s\) with unusable frames: P01_11: .*"
                                         r"P01/rgb_frames/P01_11 / .*P01_11.tar / .*not found"):
-        plan(tmp_path / "v", "epic", epic / "EPIC_100_validation.csv", tmp_path, "validation",
+        plan(tmp_path / "v", SplitSource("epic", epic / "EPIC_100_validation.csv", tmp_path, "validation"),
              views=("full_frame",))  # an empty --root is refused at plan time
-    s = plan(tmp_path / "v", "epic", epic / "EPIC_100_validation.csv", tmp_path, "validation",
-             views=("full_frame",), allow_missing=True)
+    s = plan(tmp_path / "v", SplitSource("epic", epic / "EPIC_100_validation.csv", tmp_path, "validation"),
+             views=("full_frame",), policy=PlanPolicy(allow_missing=True))
     assert s["segments"] == 9668 and s["shards"] == 38 and len(s["missing"]) == 138
-    s = plan(tmp_path / "t", "epic", epic / "UDA_annotations" / "EPIC_100_uda_source_train.csv",
-             tmp_path, "train", views=("full_frame",), allow_missing=True, noun_classes=epic / "EPIC_100_noun_classes.csv",
-             verb_classes=epic / "EPIC_100_verb_classes.csv", video_info=epic / "EPIC_100_video_info.csv")
+    s = plan(tmp_path / "t", SplitSource("epic", epic / "UDA_annotations" / "EPIC_100_uda_source_train.csv", tmp_path, "train",
+                                         side_files={"noun_classes": epic / "EPIC_100_noun_classes.csv", "verb_classes": epic / "EPIC_100_verb_classes.csv", "video_info": epic / "EPIC_100_video_info.csv"}),
+             views=("full_frame",), policy=PlanPolicy(allow_missing=True))
     assert s["segments"] == 16115
     eg = SHARED_DATA / "egtea-gaze-plus-split1-parsed"
-    s = plan(tmp_path / "g", "egtea", eg / "test_split1_parsed.csv", tmp_path, "test",
-             views=("full_frame",), allow_missing=True)
+    s = plan(tmp_path / "g", SplitSource("egtea", eg / "test_split1_parsed.csv", tmp_path, "test"),
+             views=("full_frame",), policy=PlanPolicy(allow_missing=True))
     meta = json.loads((tmp_path / "g" / "extract_plan.json").read_text())
     assert s["segments"] == 2022 and len(meta["classes"]["verb"]) == 19
     assert len(meta["classes"]["noun"]) == 53
@@ -301,7 +303,7 @@ def test_epic_mp4_layout_and_other_box_sources(tmp_path, encoder):
                                         "".join(f"P01_01,{f},8,4,40,30\n" for f in range(1, 101)))
     out = {}
     for name, src in (("pkl", tmp_path / "boxes.pkl"), ("csv", tmp_path / "boxes.csv")):
-        plan(tmp_path / name, "epic", e["annotations"], e["root"], "train", boxes=src)
+        plan(tmp_path / name, SplitSource("epic", e["annotations"], e["root"], "train", boxes=src))
         s = run_shards(tmp_path / name, CFG, encoder=encoder, echo=lambda *a: None)
         assert s["segments_failed"] == 0, s["failures"]
         out[name] = load_split(Cache.open(tmp_path / name), ["hand_crop", "full_frame"], "train")
@@ -365,7 +367,8 @@ def test_egtea_official_split_and_video_info(tmp_path):
     info.write_text("video_id,duration,fps,resolution\nP99_01,1.0,50.0,1x1\n")
     from xmic.cache.datasets import DatasetError
     with pytest.raises(DatasetError, match="video P01_01 is not in .*EPIC_100_video_info.csv"):
-        plan(tmp_path / "c", "epic", e["annotations"], e["root"], "train", boxes=e["boxes"])
+        plan(tmp_path / "c", SplitSource("epic", e["annotations"], e["root"], "train",
+                                         boxes=e["boxes"]))
 
 
 def test_ctrl_c_keeps_what_was_encoded(tmp_path, epic, encoder, monkeypatch):
@@ -373,7 +376,8 @@ def test_ctrl_c_keeps_what_was_encoded(tmp_path, epic, encoder, monkeypatch):
     neither committed nor recorded as failed, no claim or temporary folder is left, the error
     says what to do; the same command then completes with the bytes of a clean run."""
     from xmic.extract import pipeline
-    plan(tmp_path / "c", "epic", epic["annotations"], epic["root"], "train", boxes=epic["boxes"],
+    plan(tmp_path / "c", SplitSource("epic", epic["annotations"], epic["root"], "train",
+                                     boxes=epic["boxes"]),
          cache_config=CacheConfig(shard_segments=1))
     real, calls = pipeline.ExtractionRun.encode_shard, {"n": 0}
 
@@ -394,8 +398,9 @@ def test_ctrl_c_keeps_what_was_encoded(tmp_path, epic, encoder, monkeypatch):
     monkeypatch.undo()
     s = run_shards(tmp_path / "c", CFG, encoder=encoder, echo=lambda *a: None)
     assert s["shards_failed"] == 0 and s["shards_skipped"] == 1
-    plan(tmp_path / "clean", "epic", epic["annotations"], epic["root"], "train",
-         boxes=epic["boxes"], cache_config=CacheConfig(shard_segments=1))
+    plan(tmp_path / "clean", SplitSource("epic", epic["annotations"], epic["root"], "train",
+                                         boxes=epic["boxes"]),
+         cache_config=CacheConfig(shard_segments=1))
     run_shards(tmp_path / "clean", CFG, encoder=encoder, echo=lambda *a: None)
     from helpers import assert_same_features
     assert_same_features(tmp_path / "c", tmp_path / "clean")

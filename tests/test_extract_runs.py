@@ -10,7 +10,7 @@ import pytest
 from extract_data import TINY
 from xmic.cache import Cache, CacheConfig
 from xmic.extract.pipeline import run_shards
-from xmic.extract.planning import plan
+from xmic.extract.planning import SplitSource, plan
 from test_extract import CFG, encoder, epic  # noqa: F401  (the tiny encoder and EPIC world)
 
 
@@ -20,7 +20,8 @@ def test_a_shard_another_process_extracts_is_left_to_it(tmp_path, epic, encoder)
     from xmic.cache.claims import shard_claim
     from xmic.cache import ShardWriter
     from xmic.extract.commits import CommittedElsewhere, commit_all
-    plan(tmp_path / "c", "epic", epic["annotations"], epic["root"], "train", boxes=epic["boxes"],
+    plan(tmp_path / "c", SplitSource("epic", epic["annotations"], epic["root"], "train",
+                                     boxes=epic["boxes"]),
          cache_config=CacheConfig(shard_segments=3))
     c = Cache.open(tmp_path / "c")
     claim = shard_claim(c.root, "hand_crop", c.shards()[0])  # alive: this very process
@@ -43,7 +44,8 @@ def test_a_low_open_file_limit_is_raised_for_the_workers(tmp_path, epic):
     import resource
     import subprocess
     import sys
-    plan(tmp_path / "c", "epic", epic["annotations"], epic["root"], "train", boxes=epic["boxes"],
+    plan(tmp_path / "c", SplitSource("epic", epic["annotations"], epic["root"], "train",
+                                     boxes=epic["boxes"]),
          cache_config=CacheConfig(shard_segments=2))
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     if hard != resource.RLIM_INFINITY and hard < 256:

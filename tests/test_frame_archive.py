@@ -15,12 +15,12 @@ from xmic.extract import frame_archive
 from xmic.extract.frame_archive import ArchiveError, archive_index, read_member
 from xmic.extract.media import frame_source
 from xmic.extract.pipeline import run_shards
-from xmic.extract.planning import plan
+from xmic.extract.planning import SplitSource, plan
 from test_extract import CFG, encoder, epic  # noqa: F401  (the tiny encoder and EPIC world)
 
 
 def _extract(cache, epic, root, encoder):
-    plan(cache, "epic", epic["annotations"], root, "train", boxes=epic["boxes"],
+    plan(cache, SplitSource("epic", epic["annotations"], root, "train", boxes=epic["boxes"]),
          cache_config=CacheConfig(shard_segments=4))
     return run_shards(cache, CFG, encoder=encoder, echo=lambda *a: None)
 
@@ -141,10 +141,12 @@ def test_only_regular_files_are_frames(tmp_path, epic, encoder):
     frame.unlink()
     os.mkfifo(frame)
     with pytest.raises(PlanError, match=r"frame_0000000003.jpg: not a regular file \(a FIFO"):
-        plan(tmp_path / "c", "epic", epic["annotations"], media, "train", boxes=epic["boxes"])
+        plan(tmp_path / "c", SplitSource("epic", epic["annotations"], media, "train",
+                                         boxes=epic["boxes"]))
     frame.unlink()
     shutil.copy(epic["root"] / "P01" / "rgb_frames" / "P01_01" / "frame_0000000003.jpg", frame)
-    plan(tmp_path / "c", "epic", epic["annotations"], media, "train", boxes=epic["boxes"])
+    plan(tmp_path / "c", SplitSource("epic", epic["annotations"], media, "train",
+                                     boxes=epic["boxes"]))
     frame.unlink()
     os.mkfifo(frame)  # after plan: the reader refuses it instead of blocking on it
     s = run_shards(tmp_path / "c", CFG, encoder=encoder, echo=lambda *a: None)

@@ -255,6 +255,7 @@ def test_two_plans_of_one_cache_never_lose_a_split(tmp_path, monkeypatch):
     from extract_data import make_epic
     from xmic.extract import plan_record
     from xmic.extract import planning as pipeline
+    from xmic.extract.planning import SplitSource
     worlds = {s: make_epic(tmp_path / s, videos=(v,), segs_per_video=2)
               for s, v in (("train", "P01_01"), ("a", "P02_01"), ("b", "P03_01"))}
     real = plan_record.read_json
@@ -266,13 +267,15 @@ def test_two_plans_of_one_cache_never_lose_a_split(tmp_path, monkeypatch):
     monkeypatch.setattr(plan_record, "read_json", slow)
     cache = tmp_path / "c"
     e = worlds["train"]
-    pipeline.plan(cache, "epic", e["annotations"], e["root"], "train", views=("full_frame",))
+    pipeline.plan(cache, SplitSource("epic", e["annotations"], e["root"], "train"),
+                  views=("full_frame",))
     errors = []
 
     def plan(split):
         w = worlds[split]
         try:
-            pipeline.plan(cache, "epic", w["annotations"], w["root"], split, views=("full_frame",))
+            pipeline.plan(cache, SplitSource("epic", w["annotations"], w["root"], split),
+                          views=("full_frame",))
         except Exception as exc:  # reported below
             errors.append(exc)
     threads = [threading.Thread(target=plan, args=(s,)) for s in ("a", "b")]

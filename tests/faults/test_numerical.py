@@ -16,6 +16,7 @@ from xmic.cache import Cache, CacheError
 from xmic.cache.verify import verify
 from xmic.config import from_dict, load_config
 from xmic.extract import pipeline, planning
+from xmic.extract.planning import SplitSource
 from xmic.extract.config import ExtractConfig
 from xmic.slurm.status import status
 from xmic.train.config import TrainConfig
@@ -26,8 +27,8 @@ pytestmark = pytest.mark.faults
 
 def test_fp16_overflow_in_extraction_is_reported(tmp_path, monkeypatch):
     e = make_epic(tmp_path / "e", videos=("P01_01", "P01_02"))
-    planning.plan(tmp_path / "c", "epic", e["annotations"], e["root"], "train", boxes=e["boxes"],
-                  cache_config=None)
+    planning.plan(tmp_path / "c", SplitSource("epic", e["annotations"], e["root"], "train",
+                                              boxes=e["boxes"]), cache_config=None)
     real = pipeline.encode_packed
 
     def loud(enc, tensors, batch, **kw):  # an encoder whose outputs leave float16's range

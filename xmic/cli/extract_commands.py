@@ -67,7 +67,7 @@ def extract_plan(cache_dir, dataset, annotations, root, split, views, boxes, all
     """Write the segment index and a fixed list of shards (work units) into CACHE, after
     checking that every segment's frames (and, for hand_crop, boxes) exist and that enough
     of the frames to encode have a usable hand box."""
-    from xmic.extract.planning import PLANNED_SETTINGS, plan
+    from xmic.extract.planning import PLANNED_SETTINGS, PlanPolicy, SplitSource, plan
     bad = [t for t in sets if t.partition("=")[0].strip() not in PLANNED_SETTINGS]
     if bad:
         raise UsageError(f"--set {bad[0]!r}: plan takes only {', '.join(PLANNED_SETTINGS)}; "
@@ -75,10 +75,9 @@ def extract_plan(cache_dir, dataset, annotations, root, split, views, boxes, all
     cache_sets = ([f"shard_segments={shard_size}"] * (shard_size is not None)
                   + [f"backend={backend}"] * bool(backend))
     cfg = cache_config(None, cache_sets) if cache_sets else None
-    s = plan(cache_dir, dataset, annotations, root, split, tuple(views.split(",")), boxes, cfg,
-             allow_missing=allow_missing, inputs=inputs,
-             settings=extract_config(None, sets), allow_low_coverage=allow_low_coverage,
-             coverage_floor=coverage_floor / 100, **side_files)
+    s = plan(cache_dir, SplitSource(dataset, annotations, root, split, boxes, side_files),
+             tuple(views.split(",")), cfg, extract_config(None, sets),
+             PlanPolicy(allow_missing, inputs, allow_low_coverage, coverage_floor / 100))
     for line in s["changes"]:
         click.echo(f"inputs changed: {line}")
     if s["missing"]:

@@ -119,7 +119,7 @@ def extract_world(out: str | Path, model: str, weights: str, device: str, step,
     from xmic.extract.pipeline import run_shards
     from xmic.cache.info import fallback_line
     from xmic.extract.coverage import usable_line
-    from xmic.extract.planning import plan
+    from xmic.extract.planning import PlanPolicy, SplitSource, plan
     from xmic.extract.vocabularies import extract_text
     out = Path(out)
     w = make_world(out / "world")
@@ -129,12 +129,15 @@ def extract_world(out: str | Path, model: str, weights: str, device: str, step,
     small = CacheConfig(shard_segments=12)
     usable = []
     for split in ("train", "validation"):
-        p = plan(epic, "epic", w["epic"] / f"EPIC_100_{split}.csv", w["epic"], split,
-                 boxes=w["epic"] / "detections", cache_config=small, inputs="changed")
+        p = plan(epic, SplitSource("epic", w["epic"] / f"EPIC_100_{split}.csv", w["epic"], split,
+                                   boxes=w["epic"] / "detections"), cache_config=small,
+                 policy=PlanPolicy(inputs="changed"))
         usable.append(usable_line("epic", split, p["coverage"], p["settings"]["hand_score"]))
-    p = plan(ego, "ego4d", w["ego4d"] / "fho_lta_val.json", w["ego4d"] / "clips", "val",
-             boxes=w["ego4d"] / "hand-objects", taxonomy=w["ego4d"] / "fho_lta_taxonomy.json",
-             cache_config=small, inputs="changed")  # a demo folder copied elsewhere re-extracts
+    ego_val = SplitSource("ego4d", w["ego4d"] / "fho_lta_val.json", w["ego4d"] / "clips", "val",
+                          boxes=w["ego4d"] / "hand-objects",
+                          side_files={"taxonomy": w["ego4d"] / "fho_lta_taxonomy.json"})
+    p = plan(ego, ego_val, cache_config=small,
+             policy=PlanPolicy(inputs="changed"))  # a demo folder copied elsewhere re-extracts
     usable.append(usable_line("ego4d", "val", p["coverage"], p["settings"]["hand_score"]))
     step(2, "planned EPIC train/validation and Ego4D val into shards\n  "
          + "\n  ".join(usable))

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from xmic.cache import Cache, CacheConfig
@@ -55,52 +55,99 @@ def planned_settings(cache_dir: Path) -> dict:
     return dict(found[0]) if found and all(f == found[0] for f in found) else {}
 
 
-def plan(cache_dir: Path, kind: str, annotations: Path, root: Path, split: str,
-         views=VIEWS, boxes: Path | None = None, cache_config: CacheConfig | None = None,
-         allow_missing: bool = False, inputs: str | None = None,
-         settings: ExtractConfig | None = None, allow_low_coverage: bool = False,
-         coverage_floor: float = COVERAGE_FLOOR, **dataset_kw) -> dict:
-    """Plan ``split``: its segments into shards, after the coverage check (frames and boxes of
-    every segment; refused unless ``allow_missing``, which plans them: their segments are
-    recorded failed when run; and the share of frames to encode, by ``settings``' sampling,
-    with a hand above its ``hand_score``: refused below ``coverage_floor`` unless
-    ``allow_low_coverage``). Planning a split again from another root or box source is
-    refused while shards made from the old inputs are committed, unless ``inputs`` says what
-    to do with them: ``moved`` (the same files elsewhere: keep them) or ``changed`` (supersede
-    the views that depend on what changed: they are redone from the new inputs)."""
-    settings = settings or ExtractConfig()
+@dataclass(frozen=True)
+class SplitSource:
+    """Where a split's segments and media come from: the dataset kind, its annotation file, the
+    media root, the split's name, the hand-box source (for hand crops) and the side files the
+    dataset's record declares (``taxonomy=``, ``noun_classes=``...)."""
+    dataset: str
+    annotations: Path
+    root: Path
+    split: str = "train"
+    boxes: Path | None = None
+    side_files: dict = field(default_factory=dict)
+
+    def where(self) -> str:
+        return (f"{self.annotations} (split {self.split})"
+                + (f" with --boxes {self.boxes}" if self.boxes else ""))
+
+
+@dataclass(frozen=True)
+class PlanPolicy:
+    """What planning lets through: segments whose inputs are missing (``allow_missing``: they
+    are recorded failed when run), a usable-hand share below ``coverage_floor``
+    (``allow_low_coverage``), and committed shards of a split planned again from other inputs
+    (``inputs``: ``moved`` keeps them, ``changed`` redoes the views that depend on the change)."""
+    allow_missing: bool = False
+    inputs: str | None = None
+    allow_low_coverage: bool = False
+    coverage_floor: float = COVERAGE_FLOOR
+
+
+def plan(cache_dir: Path, source: SplitSource, views=VIEWS, cache_config: CacheConfig | None = None,
+         settings: ExtractConfig | None = None, policy: PlanPolicy = PlanPolicy()) -> dict:
+    """Plan ``source.split``: its segments into shards, after the coverage check (frames and
+    boxes of every segment; refused unless ``policy.allow_missing``; and the share of frames to
+    encode, by ``settings``' sampling, with a hand above its ``hand_score``: refused below the
+    floor unless ``policy.allow_low_coverage``). Planning a split again from another root or
+    box source is refused while shards made from the old inputs are committed, unless
+    ``policy.inputs`` says what to do with them."""
+    st, src = settings or ExtractConfig(), source
     bad = [v for v in views if v not in VIEWS]
     if bad:
         raise PlanError(f"unknown view(s) {bad}; extraction writes {list(VIEWS)}")
-    if "hand_crop" in views and boxes is None:
+    if "hand_crop" in views and src.boxes is None:
         raise PlanError("view hand_crop needs --boxes (a folder of per-video detection pickles, "
                         "EPIC-100's or the 100DOH detector's, an X-MIC box pickle, or a box "
                         "table); without boxes plan --views full_frame")
-    segs, classes, cols = _read_sorted(kind, Path(annotations), split, Path(root), dataset_kw)
-    st = settings
-    source = open_boxes(boxes, st.hand_score, st.object_score, st.min_box_px,
-                        trimmed=dataset(kind).trimmed) if "hand_crop" in views else None
-    rule = rule_of(kind)
-    cov = check_coverage(kind, Path(root), cols, views, source, lambda a, b: frames_to_store(
-        rule, a, b, st.sampling, st.per_bin, st.bins))
-    if cov.problems() and not allow_missing:
-        raise PlanError(f"{annotations} (split {split}) against --root {root}"
-                        f"{f' and --boxes {boxes}' if boxes else ''}:\n{cov.refusal()}\nfix the "
-                        "paths, or plan anyway with --allow-missing (those segments are then "
-                        "recorded failed, and `xmic extract run --redo-failed` redoes them once "
-                        "the inputs are there)")
-    report = cov.report()
-    if source is not None and not allow_low_coverage:
-        check_usable_share(cov, report, coverage_floor, st.hand_score,
-                           f"{annotations} (split {split}) with --boxes {boxes}")
+    segs, classes, cols = _read_sorted(src)
+    boxes = open_boxes(src.boxes, st.hand_score, st.object_score, st.min_box_px,
+                       trimmed=dataset(src.dataset).trimmed) if "hand_crop" in views else None
+    cov, report = _coverage(src, cols, views, boxes, st, policy)
     box_format = None
-    if source is not None:
+    if boxes is not None:
         first = next((v for v in dict.fromkeys(cols["video_id"]) if v not in cov.problems()), None)
-        box_format = source.describe(first)
+        box_format = boxes.describe(first)
     # recorded where a clip's pickle counts from 0: the annotations' numbering is the default
     frame_keys = "+".join(sorted(cov.numbering)) if "clip" in cov.numbering else None
+    entry = SplitPlan(src.dataset, str(Path(src.annotations).resolve()),
+                      str(Path(src.root).resolve()), tuple(views),
+                      str(Path(src.boxes).resolve()) if src.boxes else None, box_format,
+                      frame_keys, {k: v for k, v in config_to_dict(st).items()
+                                   if k in PLANNED_SETTINGS})
+    cache, changes, digest = _write_plan(cache_dir, cache_config, src, entry, classes, cols,
+                                         cov, policy)
+    return {"segments": len(segs), "shards": len(cache.shards(src.split)), "plan_sha256": digest,
+            "coverage": report, "missing": cov.problems(), "changes": changes,
+            "box_format": box_format, "settings": entry.settings}
+
+
+def _coverage(src: SplitSource, cols: dict, views, boxes, st: ExtractConfig,
+              policy: PlanPolicy):
+    """The coverage check of ``xmic.extract.coverage`` and its report, refused as ``policy``
+    says."""
+    rule = rule_of(src.dataset)
+    cov = check_coverage(src.dataset, Path(src.root), cols, views, boxes, lambda a, b:
+                         frames_to_store(rule, a, b, st.sampling, st.per_bin, st.bins))
+    if cov.problems() and not policy.allow_missing:
+        raise PlanError(f"{src.annotations} (split {src.split}) against --root {src.root}"
+                        f"{f' and --boxes {src.boxes}' if src.boxes else ''}:\n{cov.refusal()}\n"
+                        "fix the paths, or plan anyway with --allow-missing (those segments are "
+                        "then recorded failed, and `xmic extract run --redo-failed` redoes them "
+                        "once the inputs are there)")
+    report = cov.report()
+    if boxes is not None and not policy.allow_low_coverage:
+        check_usable_share(cov, report, policy.coverage_floor, st.hand_score, src.where())
+    return cov, report
+
+
+def _write_plan(cache_dir: Path, cache_config, src: SplitSource, entry: SplitPlan,
+                classes: dict, cols: dict, cov, policy: PlanPolicy):
+    """The cache's plan and ``extract_plan.json``, changed together under the cache's lock;
+    (cache, what changed, the plan's hash)."""
+    split = src.split
     with discard_if_new(cache_dir):
-        cache = Cache.open_or_create(cache_dir, kind, cache_config)
+        cache = Cache.open_or_create(cache_dir, src.dataset, cache_config)
         with cache.lock():  # the plan and extract_plan.json change together, one planner at a time
             meta = ExtractPlan.load(cache.root) if ExtractPlan.exists(cache.root) else ExtractPlan()
             for k, names in classes.items():  # refused before the plan changes
@@ -108,32 +155,27 @@ def plan(cache_dir: Path, kind: str, annotations: Path, root: Path, split: str,
                     raise PlanError(f"{cache.root}: split {split} has another {k} class list than "
                                     "the splits planned before; one cache holds one vocabulary "
                                     "per label")
-            entry = SplitPlan(kind, str(Path(annotations).resolve()), str(Path(root).resolve()),
-                              tuple(views), str(Path(boxes).resolve()) if boxes else None,
-                              box_format, frame_keys,
-                              {k: v for k, v in config_to_dict(st).items() if k in PLANNED_SETTINGS})
-            changes = replan_changes(cache, meta.splits.get(split), entry, split, inputs)
+            changes = replan_changes(cache, meta.splits.get(split), entry, split, policy.inputs)
             try:
                 table = make_plan(cols, cache.config.shard_segments, split)
             except (CacheError, BadName) as e:
-                raise CacheError(f"{annotations}: {e}") from None
+                raise CacheError(f"{src.annotations}: {e}") from None
             cache.add_plan(table, locked=True)
             digest = hashlib.sha256(json.dumps(table.to_pydict(), sort_keys=True,
                                                default=str).encode()).hexdigest()
-            meta.splits[split] = replace(entry, plan_sha256=digest, segments=len(segs),
+            meta.splits[split] = replace(entry, plan_sha256=digest, segments=len(cols["video_id"]),
                                          missing=dict(list(cov.problems().items())[:1000]))
             meta.classes.update(classes)
             meta.save(cache.root)
-    return {"segments": len(segs), "shards": len(cache.shards(split)), "plan_sha256": digest,
-            "coverage": report, "missing": cov.problems(), "changes": changes,
-            "box_format": box_format, "settings": entry.settings}
+    return cache, changes, digest
 
 
-def _read_sorted(kind: str, annotations: Path, split: str, root: Path, side: dict):
+def _read_sorted(src: SplitSource):
     """(segments, class lists, the plan's columns sorted by video and start), every id checked
     before it becomes a path and every frame number before it meets the index."""
-    segs, classes = read_dataset(kind, annotations, split, root, **side)
-    check_media_ids(kind, segs.columns["video_id"], segs.columns["segment_id"], annotations)
+    annotations = src.annotations
+    segs, classes = read_dataset(src.dataset, annotations, src.split, src.root, **src.side_files)
+    check_media_ids(src.dataset, segs.columns["video_id"], segs.columns["segment_id"], annotations)
     order = sorted(range(len(segs)), key=lambda i: (segs.columns["video_id"][i],
                                                     segs.columns["start_frame"][i]))
     cols = {k: [v[i] for i in order] for k, v in segs.columns.items()}
