@@ -118,9 +118,9 @@ def test_predict_uses_the_crop_thresholds_of_the_runs_cache(demo_out, tmp_path, 
     seen = {}
     real = clip_embed.embed_clip
 
-    def spy(*a, **k):
-        seen.update(k)
-        return real(*a, **k)
+    def spy(path, enc, views, span, boxes, settings):
+        seen.update(vars(settings))
+        return real(path, enc, views, span, boxes, settings)
     monkeypatch.setattr(clip_embed, "embed_clip", spy)
     clip = out / "world" / "ego4d" / "clips" / "demo000.mp4"
     run_xmic("predict", clip, "--run", run, "--classes", "knife,door", "--boxes",

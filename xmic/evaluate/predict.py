@@ -72,8 +72,8 @@ class ClipPredictor:
         s = ck["fingerprints"]["views"][cfg.model.classified_view].get("sampling", {})
         crop = (ck["fingerprints"]["views"].get("hand_crop") or {}).get("crop") or {}
         feats, frames, notes, span = clip_embed.embed_clip(  # the run's cache's sampling and crops
-            clip, self.enc, cfg.views(), start, end, fps, self.boxes, s.get("policy", "per_bin"),
-            s.get("per_bin", 4), s.get("bins", 16), **clip_embed.crop_thresholds(crop))
+            clip, self.enc, cfg.views(), clip_embed.ClipSpan(start, end, fps), self.boxes,
+            clip_embed.clip_settings(s, crop))
         try:
             scores = score_clip(self.net, cfg, feats, self.w, frames, span)
         except ValueError as e:
@@ -85,14 +85,6 @@ class ClipPredictor:
                for i in order]
         return {"top": top, "frames": len(frames), "notes": notes + self.enc.warnings,
                 "method": cfg.method}
-
-
-def predict_clip(clip: Path, run_dir: Path, classes: str | None = None, vocab: str | None = None,
-                 boxes: Path | None = None, start: float | None = None, end: float | None = None,
-                 fps: float | None = None, top_k: int = 5, model: str | None = None,
-                 weights: str | None = None, device: str = "cpu") -> dict:
-    return ClipPredictor(run_dir, classes, vocab, boxes, top_k, model, weights, device)(
-        clip, start, end, fps)
 
 
 def read_clip_list(path: Path) -> list[dict]:

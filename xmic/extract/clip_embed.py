@@ -8,6 +8,7 @@ is the full frame, and the returned notes say so.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ import numpy as np
 from xmic.cache.datasets.generic_csv import probe_fps
 from xmic.config import XmicError
 from xmic.extract.boxes import open_boxes
+from xmic.extract.config import ExtractConfig
 from xmic.extract.views import view_tensors
 from xmic.extract.media import FrameSource
 from xmic.extract.readers import read_frames
@@ -64,21 +66,34 @@ def clip_frames(path: Path, start: float | None, end: float | None, fps: float |
     return src, lo, hi
 
 
-def crop_thresholds(crop: dict) -> dict:
-    """The thresholds of a view fingerprint's crop rule, as ``embed_clip`` keywords (defaults
-    where the fingerprint has none)."""
+def clip_settings(sampling: dict, crop: dict) -> ExtractConfig:
+    """The sampling and crop thresholds a run's cache was made with (its view fingerprints'
+    ``sampling`` and ``crop``), as ``embed_clip`` settings; defaults where they record none."""
     keys = ("hand_score", "object_score", "min_box_px")
-    return {k: float(crop[k]) for k in keys if crop.get(k) is not None}
+    return ExtractConfig(sampling=sampling.get("policy", "per_bin"),
+                         per_bin=sampling.get("per_bin", 4), bins=sampling.get("bins", 16),
+                         **{k: float(crop[k]) for k in keys if crop.get(k) is not None})
 
 
-def embed_clip(path: Path, enc, views: list[str], start=None, end=None, fps=None,
-               boxes: Path | None = None, sampling: str = "per_bin", per_bin: int = 4, bins: int = 16,
-               hand_score=0.8, object_score=0.01, min_box_px=1.0):
-    src, lo, hi = clip_frames(Path(path), start, end, fps)
-    frames = frames_to_store("epic", lo, hi + 1, sampling, per_bin, bins)  # the clip is [lo, hi]
+@dataclass(frozen=True)
+class ClipSpan:
+    """Which part of a clip: ``start``/``end`` in seconds (None: from the start, to the end),
+    and a frame folder's frame rate (``fps``, needed with start or end)."""
+    start: float | None = None
+    end: float | None = None
+    fps: float | None = None
+
+
+def embed_clip(path: Path, enc, views: list[str], span: ClipSpan = ClipSpan(),
+               boxes: Path | None = None, settings: ExtractConfig = ExtractConfig()):
+    """``settings``: the sampling (policy, per_bin, bins) and crop thresholds, those of the
+    run's cache."""
+    st = settings
+    src, lo, hi = clip_frames(Path(path), span.start, span.end, span.fps)
+    frames = frames_to_store("segment", lo, hi + 1, st.sampling, st.per_bin, st.bins)  # [lo, hi]
     images = read_frames(src, frames)
     notes = []
-    box_src = open_boxes(boxes, hand_score, object_score, min_box_px) if boxes else None
+    box_src = open_boxes(boxes, st.hand_score, st.object_score, st.min_box_px) if boxes else None
     if "hand_crop" in views and box_src is None:
         notes.append("no --boxes: hand crops are the full frames")
     stem = Path(path).stem
