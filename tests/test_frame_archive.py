@@ -46,7 +46,7 @@ def test_the_member_index_is_built_once_per_archive(tmp_path, epic, monkeypatch)
     opened = []
     real = frame_archive.members
     monkeypatch.setattr(frame_archive, "members", lambda *a, **k: opened.append(a) or real(*a, **k))
-    frame_archive._index.cache_clear()
+    frame_archive.clear_indexes()
     for f in (1, 5, 60, 120, 7):
         assert read_member(tar, f)[:2] == b"\xff\xd8"  # a JPEG's start
     assert len(opened) == 1 and len(archive_index(tar)) == 120
@@ -78,7 +78,7 @@ def test_bad_archives_and_members_name_archive_and_member(tmp_path, epic):
         read_member(not_tar, 1)
     for bad in ("../frame_0000000001.jpg", "/abs/frame_0000000001.jpg"):
         t = _tar(tmp_path / "evil.tar", [("./frame_0000000001.jpg", jpeg, "file"), (bad, jpeg, "file")])
-        frame_archive._index.cache_clear()
+        frame_archive.clear_indexes()
         with pytest.raises(ArchiveError, match=r"evil.tar: member .* absolute path or holds '\.\.'.*"
                                                "nothing is extracted"):
             read_member(t, 1)
@@ -170,3 +170,48 @@ def test_an_archive_renamed_over_is_read_anew(tmp_path, epic):
     again = read_member(tar, 1)
     assert again == (epic["root"] / "P01" / "rgb_frames" / "P01_02" / "frame_0000000001.jpg").read_bytes()
     assert again != first
+
+
+def test_indexes_are_built_at_plan_stored_and_reused_never_trusted_past_their_checks(
+        tmp_path, epic, monkeypatch):
+    """Plan indexes every tar into CACHE/archive_index; extraction reads the stored indexes
+    without parsing a header; a stored index of another archive version, or one whose entries
+    point outside the archive, is built again; a process holds at most INDEXES_KEPT."""
+    import numpy as np
+    from xmic.extract.planning import SplitSource, plan
+    tars = tmp_path / "tars"
+    shutil.copytree(epic["root"], tars)
+    for v in ("P01_01", "P01_02"):
+        pack_frames(tars / "P01" / "rgb_frames" / v)
+    plan(tmp_path / "c", SplitSource("epic", epic["annotations"], tars, "train",
+                                     boxes=epic["boxes"]))
+    store = tmp_path / "c" / "archive_index"
+    assert len(list(store.glob("*.npz"))) == 2
+    parsed = []
+    real = frame_archive.members
+    monkeypatch.setattr(frame_archive, "members", lambda *a, **k: parsed.append(a) or real(*a, **k))
+    frame_archive.clear_indexes()
+    frame_archive.use_index_store(store)
+    try:
+        tar = tars / "P01" / "rgb_frames" / "P01_01.tar"
+        assert read_member(tar, 3)[:2] == b"\xff\xd8" and parsed == []  # from the store
+        st = tar.stat()
+        stored = frame_archive.load_stored(store, str(tar), st.st_size, st.st_mtime_ns)
+        assert stored is not None and len(stored) == 120
+        assert frame_archive.load_stored(store, str(tar), st.st_size + 512, st.st_mtime_ns) is None
+        bad = frame_archive.ArchiveIndex(stored.frames, stored.offsets + st.st_size,
+                                         stored.sizes)  # entries pointing past the file
+        frame_archive.store_index(store, str(tar), st.st_size, st.st_mtime_ns, bad)
+        assert frame_archive.load_stored(store, str(tar), st.st_size, st.st_mtime_ns) is None
+        frame_archive.clear_indexes()
+        assert read_member(tar, 3)[:2] == b"\xff\xd8" and len(parsed) == 1  # built again
+        # a process holds a bounded number of indexes, whatever the number of archives
+        for i in range(frame_archive.INDEXES_KEPT + 5):
+            copy = tmp_path / "many" / f"v{i}.tar"
+            copy.parent.mkdir(exist_ok=True)
+            shutil.copy(tar, copy)
+            read_member(copy, 1)
+        assert frame_archive.held_indexes() == frame_archive.INDEXES_KEPT
+        assert np.array_equal(frame_archive.archive_index(tar).frames, np.arange(1, 121))
+    finally:
+        frame_archive.use_index_store(None)

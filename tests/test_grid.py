@@ -270,3 +270,19 @@ def test_stacked_seeds_give_the_grid_of_runs_one_by_one(tmp_path, world):
     refused = run_xmic("grid", "run", tmp_path / "one", "--stack-seeds", "--executor", "local",
                        check=False)
     assert refused.returncode == 2 and "--executor inprocess" in refused.stderr
+
+
+def test_a_grid_process_holds_a_bounded_number_of_banks(tmp_path, monkeypatch):
+    """The bank memo keeps the most recently used banks only (one source's and its run's
+    targets'), never every cache it opened: entries held are counted, not timed."""
+    from xmic.grid import runner
+    caches = [make_train_cache(tmp_path / f"c{i}", n=12) for i in range(4)]
+    memo = runner.bank_memo([{"targets": [{}, {}]}])  # a run scored on two targets
+    assert memo.keep == 3
+    for c in caches:
+        memo(c, "train", ["hand_crop"], "noun", 4, "cpu")
+    assert len(memo) == 3 and memo.hits == 0
+    memo(caches[-1], "train", ["hand_crop"], "noun", 4, "cpu")  # the most recent is kept
+    assert memo.hits == 1 and len(memo) == 3
+    memo(caches[0], "train", ["hand_crop"], "noun", 4, "cpu")   # the oldest was let go
+    assert memo.hits == 1 and len(memo) == 3

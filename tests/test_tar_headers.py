@@ -82,7 +82,7 @@ def cost(fn):
 def hostile(tmp_path, name: str, body: bytes):
     path = tmp_path / name
     path.write_bytes(body)
-    frame_archive._index.cache_clear()
+    frame_archive.clear_indexes()
     return path
 
 
@@ -141,7 +141,7 @@ def test_plan_refuses_a_hostile_archive_naming_it(tmp_path):
         second = t.getmembers()[1].offset
     data[second:second + 512] = header(b"./frame_0000000002.jpg", b"\xff" * 12)
     tar.write_bytes(bytes(data))
-    frame_archive._index.cache_clear()
+    frame_archive.clear_indexes()
     cp = run_xmic("extract", "plan", tmp_path / "c", "--dataset", "epic", "--annotations",
                   e["annotations"], "--root", e["root"], "--views", "full_frame", check=False)
     assert cp.returncode == 2 and "P01_01.tar: the header at byte" in cp.stderr, cp.stderr

@@ -25,7 +25,7 @@ from xmic.cache.config import CacheConfig
 from xmic.cache.index import PLAN_SCHEMA, consolidate, merge_plans
 from xmic.files.atomic import (NOFOLLOW, create_json_exclusive, remove_file,
                                      remove_tree, write_bytes_atomic)
-from xmic.cache.paths import (CACHE_JSON, CONFIG_YAML, FAILED_SUFFIX, INDEX, MARKER, ROWS,
+from xmic.cache.paths import (ARCHIVE_INDEX, CACHE_JSON, CONFIG_YAML, FAILED_SUFFIX, INDEX, MARKER, ROWS,
                               SEGMENTS, CacheError, check_cache_name, read_cache_json, shard_dir,
                               stale_tmp, view_dir, LOCK, VIEW_JSON)
 from xmic.config import config_to_dict, dump_config, from_dict
@@ -59,7 +59,7 @@ def discard_if_new(root: str | Path):
     leaves no half-made cache behind (an existing cache is left alone)."""
     root = Path(root)
     fresh = not (root / CACHE_JSON).exists() and (not root.exists() or
-                                                  (root.is_dir() and _empty_or_half_made(root)))
+                                                  (root.is_dir() and half_made(root)))
     existed = root.exists()
     try:
         yield
@@ -72,13 +72,16 @@ def discard_if_new(root: str | Path):
         raise
 
 
-def _empty_or_half_made(root: Path) -> bool:
+def half_made(root: Path) -> bool:
     """True when ``root`` holds nothing, or only what a ``create`` killed before its manifest
-    leaves (the config file and the temporary files of both): such a folder is finished, not
+    leaves (the config file and the temporary files of both, the archive indexes of its plan):
+    such a folder is finished, not
     refused, so a killed command can simply be run again."""
     own = (CONFIG_YAML, "." + CONFIG_YAML + ".", "." + CACHE_JSON + ".")
-    return all(p.is_file() and not p.is_symlink() and
-               (p.name == own[0] or p.name.startswith(own[1:])) for p in root.iterdir())
+    return all((p.is_file() and not p.is_symlink() and
+                (p.name == own[0] or p.name.startswith(own[1:])))
+               or (p.name == ARCHIVE_INDEX and p.is_dir() and not p.is_symlink())
+               for p in root.iterdir())
 
 
 def state_of(committed: bool, running: bool, failed: bool, failed_segments: int = 0) -> str:
@@ -124,7 +127,7 @@ class Cache:
             return cache
         if root.exists() and not root.is_dir():
             raise CacheError(f"{root} is a file, not a folder; choose a new folder for the cache")
-        if root.exists() and not _empty_or_half_made(root):
+        if root.exists() and not half_made(root):
             raise CacheError(f"{root} exists, is not empty and is not a cache; choose a new folder")
         root.mkdir(parents=True, exist_ok=True)  # the folder the user names may be a link
         for leftover in stale_tmp(root, "." + CONFIG_YAML) + stale_tmp(root, "." + CACHE_JSON):

@@ -18,6 +18,8 @@ Layout (docs/cache-format.md is the reference):
     ROOT/views/VIEW/.running/SHARD.HOST.PID.X claim of a live writer (heartbeat: its mtime)
     ROOT/views/VIEW/.progress.jsonl          one line per commit (stats), for fast status
     ROOT/vocab/NAME/vocab.json, embeddings.npy
+    ROOT/archive_index/KEY.npz               member index of one frame tar (extraction; rebuilt
+                                             whenever the tar's size or mtime differs)
 """
 from __future__ import annotations
 
@@ -42,6 +44,7 @@ RUNNING = ".running"
 SUPERSEDED = ".superseded"
 FAILED_SUFFIX = ".failed.json"
 PLAN_FILE = "extract_plan.json"             # extraction: dataset kind, media root, boxes, classes
+ARCHIVE_INDEX = "archive_index"             # extraction: frame tars' member indexes, built at plan
 SUBMISSIONS = "slurm/submissions.jsonl"     # one line per Slurm submission
 SLURM_LOGS = "slurm/logs"
 DATA = {"zarr": "data.zarr", "hdf5": "data.h5"}

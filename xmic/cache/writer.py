@@ -54,11 +54,18 @@ def data_files(data_path: Path) -> dict[str, int]:
     return dict(sorted(out.items()))
 
 
+NONFINITE_CHUNK = 1 << 16  # rows tested at a time: the test's own memory stays bounded
+
+
 def nonfinite_rows(a: np.ndarray) -> np.ndarray:
-    """Bool [n]: rows holding NaN or Inf. float16 is tested on its bits (exponent all ones)."""
-    if a.dtype == np.float16:
-        return ((a.view(np.uint16) & 0x7C00) == 0x7C00).any(axis=1)
-    return ~np.isfinite(a).all(axis=1)
+    """Bool [n]: rows holding NaN or Inf. float16 is tested on its bits (exponent all ones).
+    Tested in chunks of rows, so testing a whole bank costs no copy of it."""
+    out = np.empty(len(a), dtype=bool)
+    for lo in range(0, len(a), NONFINITE_CHUNK):
+        c = a[lo:lo + NONFINITE_CHUNK]
+        out[lo:lo + len(c)] = (((c.view(np.uint16) & 0x7C00) == 0x7C00).any(axis=1)
+                               if c.dtype == np.float16 else ~np.isfinite(c).all(axis=1))
+    return out
 
 
 def to_storage(frames: np.ndarray, dtype: str, dim: int, where: str) -> np.ndarray:

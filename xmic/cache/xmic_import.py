@@ -59,29 +59,45 @@ def imported_vocab_fingerprint(model: dict, prompt: str) -> dict:
     return F.vocab_fingerprint(model, "unknown (imported)", prompt)
 
 
+def _version(path: Path) -> tuple[int, int]:
+    st = Path(path).stat()
+    return st.st_size, st.st_mtime_ns
+
+
+def check_feature_pickle(cache: Cache, view: str, path: Path) -> tuple[int, str, tuple]:
+    """A view's pickle read and checked (width, every value), then let go: (width, sha256,
+    the file's size and mtime)."""
+    version = _version(path)
+    data = read_feature_pickle(path)
+    if not data:
+        raise CacheError(f"{path}: the pickle holds no segments")
+    dim = next(iter(data.values())).shape[1]
+    if view in cache.views() and cache.view(view)["dim"] != dim:
+        raise CacheError(f"{path}: arrays have width {dim}, view {view} of this cache holds "
+                         f"width {cache.view(view)['dim']}")
+    for k, v in data.items():  # refuse bad values before anything is written
+        to_storage(v, cache.config.dtype, dim, f"{path}: key {k!r}")
+    return dim, sha256_file(path), version
+
+
 def import_split(cache: Cache, segments: Segments, split: str, views: dict[str, Path],
                  fingerprints: dict[str, dict], shard_prefix: str | None = None,
                  progress=None) -> dict:
-    """Plan ``segments`` as ``split`` and import each view's pickle. Re-running skips committed
-    shards, so an interrupted import resumes. Returns a summary dict."""
-    loaded = {}
-    for view, path in views.items():
-        data = read_feature_pickle(path)
-        if not data:
-            raise CacheError(f"{path}: the pickle holds no segments")
-        dim = next(iter(data.values())).shape[1]
-        if view in cache.views() and cache.view(view)["dim"] != dim:
-            raise CacheError(f"{path}: arrays have width {dim}, view {view} of this cache holds "
-                             f"width {cache.view(view)['dim']}")
-        for k, v in data.items():  # refuse bad values before anything is written
-            to_storage(v, cache.config.dtype, dim, f"{path}: key {k!r}")
-        loaded[view] = (data, dim, sha256_file(path))
+    """Plan ``segments`` as ``split`` and import each view's pickle. Every pickle is checked
+    before anything is written; then each is read again and imported, one view in memory at a
+    time (a view of EPIC-100 train is gigabytes). Re-running skips committed shards, so an
+    interrupted import resumes. Returns a summary dict."""
+    checked = {view: check_feature_pickle(cache, view, path) for view, path in views.items()}
     plan = make_plan(segments.columns, cache.config.shard_segments, shard_prefix or split)
     cache.add_plan(plan)
     plan_ids = set(segments.columns["segment_id"])
     summary = {"split": split, "segments": len(segments), "views": {}}
     shards = cache.shards(split)
-    for view, (data, dim, digest) in loaded.items():
+    for view, (dim, digest, version) in checked.items():
+        data = read_feature_pickle(views[view])
+        if _version(views[view]) != version:
+            raise CacheError(f"{views[view]}: the pickle changed while it was imported; import "
+                             "again")
         committed = skipped = 0
         fp = fingerprints[view]
         done = cache.committed(view)  # one listing of the view, not one per shard
@@ -106,6 +122,7 @@ def import_split(cache: Cache, segments: Segments, split: str, views: dict[str, 
         summary["views"][view] = {"dim": dim, "shards_committed": committed,
                                   "shards_already_done": skipped, "missing_segments": missing,
                                   "unused_pickle_keys": unused}
+        del data  # one view in memory at a time
     cache.index(refresh=True)
     return summary
 

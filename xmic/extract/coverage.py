@@ -111,12 +111,15 @@ def check_coverage(kind: str, root, cols: dict, views, boxes=None, sampled=None)
     cov = Coverage(segments=len(cols["video_id"]), checked_boxes=boxes is not None)
     first, end = frame_span(rule_of(kind), cols["start_frame"], cols["stop_frame"])
     cov.frames = int((end - first).sum())
-    media: dict = {}
-    box_frames: dict = {}
+    media: dict = {}       # the current video's (source, frames it holds) only
+    box_frames: dict = {}  # the current video's frames with boxes only
     trimmed = dataset(kind).trimmed  # each segment its own clip, starting at the segment
     for i, vid in enumerate(cols["video_id"]):
         key = (vid, cols["start_frame"][i] if trimmed else None)
         if key not in media:
+            if i and cols["video_id"][i - 1] != vid:  # segments come sorted by video: memory
+                media.clear()                          # holds the video in hand, not the split
+                box_frames.clear()
             try:
                 src = frame_source(kind, root, vid, cols["start_frame"][i])
                 media[key] = (src, available_frames(src))

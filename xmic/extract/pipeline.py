@@ -28,7 +28,7 @@ from xmic.cache.claims import reap_dead_claims
 from xmic.cache.writer import disk_full
 from xmic.files.atomic import caused_by
 from xmic.cache import fingerprint as F
-from xmic.cache.paths import CacheError
+from xmic.cache.paths import ARCHIVE_INDEX, CacheError
 from xmic.cache.redo import supersede
 from xmic.cache.datasets import dataset
 from xmic.cache.sampling import sampling_fingerprint
@@ -171,7 +171,7 @@ class ExtractionRun:
         s.shards_elsewhere += len(elsewhere)
         # one loader for the whole split: its workers (and their box caches) live across shards
         loader = DataLoader(self.reader([r for _, _, rows in work for r in rows], info,
-                                        enc.pixels, cfg),
+                                        enc.pixels, cfg, cache.root / ARCHIVE_INDEX),
                             batch_size=None, num_workers=cfg.workers,
                             pin_memory=enc.device.type == "cuda")
         items = Prefetch(loader, 2 * max(1, cfg.workers))  # received while the batch before encodes

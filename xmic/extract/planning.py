@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from xmic.cache import Cache, CacheConfig
-from xmic.cache.cache_folder import discard_if_new
+from xmic.cache.cache_folder import discard_if_new, half_made
 from xmic.cache.claims import live_claims
 from xmic.cache.datasets import read_dataset
 from xmic.cache.index import check_ranges, make_plan
-from xmic.cache.paths import CacheError
+from xmic.cache.paths import ARCHIVE_INDEX, CACHE_JSON, CacheError
 from xmic.cache.redo import supersede
 from xmic.cache.sampling import frames_to_store, rule_of
 from xmic.cache.datasets import dataset
@@ -32,7 +33,8 @@ from xmic.extract.config import VIEWS, ExtractConfig
 from xmic.extract.coverage import check_coverage
 from xmic.extract.plan_record import BOX_INPUTS, ExtractPlan, SplitPlan
 from xmic.extract.boxes import open_boxes
-from xmic.extract.media import check_media_ids
+from xmic.extract.frame_archive import index_archives, use_index_store
+from xmic.extract.media import check_media_ids, frame_source
 from xmic.files.names import BadName
 
 
@@ -103,7 +105,15 @@ def plan(cache_dir: Path, source: SplitSource, views=VIEWS, cache_config: CacheC
     segs, classes, cols = _read_sorted(src)
     boxes = open_boxes(src.boxes, st.hand_score, st.object_score, st.min_box_px,
                        trimmed=dataset(src.dataset).trimmed) if "hand_crop" in views else None
-    cov, report = _coverage(src, cols, views, boxes, st, policy)
+    with discard_if_new(cache_dir):  # a refused plan of a new cache leaves no folder
+        store = index_store(cache_dir)
+        try:
+            if store is not None:
+                index_split_archives(src, cols["video_id"], store)
+            use_index_store(store)
+            cov, report = _coverage(src, cols, views, boxes, st, policy)
+        finally:
+            use_index_store(None)
     box_format = None
     if boxes is not None:
         first = next((v for v in dict.fromkeys(cols["video_id"]) if v not in cov.problems()), None)
@@ -120,6 +130,36 @@ def plan(cache_dir: Path, source: SplitSource, views=VIEWS, cache_config: CacheC
     return {"segments": len(segs), "shards": len(cache.shards(src.split)), "plan_sha256": digest,
             "coverage": report, "missing": cov.problems(), "changes": changes,
             "box_format": box_format, "settings": entry.settings}
+
+
+def index_store(cache_dir: Path) -> Path | None:
+    """Where a cache keeps its frame tars' member indexes: ``CACHE/archive_index``, for a cache
+    or a folder about to become one (never inside a folder of something else)."""
+    root = Path(cache_dir)
+    if root.is_symlink() and not root.is_dir():
+        return None
+    if (root / CACHE_JSON).is_file() or not root.exists() or (root.is_dir() and half_made(root)):
+        return root / ARCHIVE_INDEX
+    return None
+
+
+def index_split_archives(src: SplitSource, video_ids: list, store: Path) -> None:
+    """Build and keep the member index of every frame tar of the split's videos, in parallel
+    processes, with a progress bar (EPIC-100's tars hold tens of thousands of members each);
+    indexes of unchanged tars stored before are reused."""
+    paths = []
+    for vid in dict.fromkeys(video_ids):
+        try:
+            fs = frame_source(src.dataset, Path(src.root), vid)
+        except XmicError:
+            continue  # the coverage check reports it
+        if fs.kind == "tar":
+            paths.append(fs.path)
+    if not paths:
+        return
+    from tqdm import tqdm
+    with tqdm(total=len(paths), desc="index frame tars", unit="tar", disable=None) as bar:
+        index_archives(paths, store, workers=min(4, os.cpu_count() or 1), progress=bar.update)
 
 
 def _coverage(src: SplitSource, cols: dict, views, boxes, st: ExtractConfig,

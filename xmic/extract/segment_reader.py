@@ -6,7 +6,9 @@ thresholds, ``decode``). Output: ``SegmentFrames``, a torch ``Dataset`` whose it
 (segment_id, frame numbers, {view: uint8 [n, 3, H, W]} in one storage, or with ``decode: gpu``
 a ``JpegSegment`` of bytes and boxes, error or None, the frames whose hand crop fell back to the
 full frame). A segment that cannot be read is an error string, never zeros. Each DataLoader
-worker opens the split's box source once, on its first hand-crop segment.
+worker opens the split's box source once, on its first hand-crop segment, and reads frame tars
+through the member indexes the plan stored (``index_store``); what a worker keeps (boxes of a
+few videos, a few archive indexes and descriptors) is bounded, not the split.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from xmic.config import XmicError
 from xmic.extract.boxes import open_boxes
 from xmic.extract.config import ExtractConfig
 from xmic.extract.device_decode import jpeg_segment
+from xmic.extract.frame_archive import use_index_store
 from xmic.extract.media import frame_source
 from xmic.extract.plan_record import SplitPlan
 from xmic.extract.readers import read_frames
@@ -28,9 +31,12 @@ from xmic.extract.views import view_tensors
 
 
 class SegmentFrames(Dataset):
-    def __init__(self, rows: list[dict], info: SplitPlan, transform, cfg: ExtractConfig):
+    def __init__(self, rows: list[dict], info: SplitPlan, transform, cfg: ExtractConfig,
+                 index_store: Path | None = None):
         self.rows, self.info, self.transform, self.cfg = rows, info, transform, cfg
+        self.index_store = index_store  # the cache's frame-tar indexes, built at plan
         self._boxes = None
+        self._store_set = False
 
     def __len__(self):
         return len(self.rows)
@@ -43,6 +49,9 @@ class SegmentFrames(Dataset):
         return self._boxes
 
     def __getitem__(self, i):
+        if not self._store_set:  # in this (worker) process
+            use_index_store(self.index_store)
+            self._store_set = True
         r, c, kind = self.rows[i], self.cfg, self.info.dataset
         fell: list[int] = []  # hand-crop frames that fell back to the full frame
         try:

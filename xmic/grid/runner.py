@@ -12,6 +12,7 @@ reason. A finished run is never redone; a killed one resumes from its last epoch
 from __future__ import annotations
 
 import functools
+from collections import OrderedDict
 import time
 from pathlib import Path
 
@@ -41,23 +42,37 @@ class RunsFailed(XmicError):
 
 
 class BankMemo:
-    """``load_bank`` that keeps what it loaded: a grid in one process reads each (cache, split,
-    views, label) once. ``seconds`` is the time spent loading, ``hits`` the loads saved."""
+    """``load_bank`` that keeps what it loaded, the ``keep`` most recently used banks at most:
+    a grid in one process reads each (cache, split, views, label) once while its runs need it
+    (runs come grouped by source: one source bank and its runs' target banks at a time), and
+    never holds every cache it opened. ``seconds`` is the time spent loading, ``hits`` the
+    loads saved."""
 
-    def __init__(self):
-        self._banks: dict = {}
-        self.seconds, self.hits = 0.0, 0
+    def __init__(self, keep: int = 4):
+        self._banks: OrderedDict = OrderedDict()
+        self.keep, self.seconds, self.hits = max(1, keep), 0.0, 0
 
     def __call__(self, cache: Cache, split, views, label, classes, device, frames=16, offset=0):
         key = (str(cache.root), split, tuple(views), label, classes, str(device), frames, offset)
         if key in self._banks:
             self.hits += 1
-        else:
-            t = time.time()
-            self._banks[key] = load_bank(cache, split, views, label, classes, device, frames,
-                                         offset)
-            self.seconds += time.time() - t
+            self._banks.move_to_end(key)
+            return self._banks[key]
+        while len(self._banks) >= self.keep:  # let go before loading: never keep + 1 banks
+            self._banks.popitem(last=False)
+        t = time.time()
+        self._banks[key] = load_bank(cache, split, views, label, classes, device, frames, offset)
+        self.seconds += time.time() - t
         return self._banks[key]
+
+    def __len__(self) -> int:
+        return len(self._banks)
+
+
+def bank_memo(runs: list[dict]) -> BankMemo:
+    """A memo holding one source bank and the target banks of a run (the runs of one source
+    share them)."""
+    return BankMemo(keep=1 + max((len(r["targets"]) for r in runs), default=0))
 
 
 def _trained(run_dir: Path, cfg: TrainConfig) -> bool:
@@ -173,7 +188,7 @@ def grid_task(grid_dir: str, ids: list[str]) -> dict:
     state says so; every run's own state is in the grid folder."""
     grid = load_grid(grid_dir)
     cs = list_folders(grid_dir, grid)
-    memo = BankMemo()  # the runs of one task share their loads
+    memo = bank_memo(run_ids(grid, ids))  # the runs of one task share their loads
     states = {r["id"]: run_one(Path(grid_dir), r, cs, memo, echo=lambda m: print(m, flush=True))
               for r in run_ids(grid, ids)}
     failed = [k for k, v in states.items() if v == "failed"]
@@ -187,7 +202,7 @@ def run_inprocess(grid_dir: Path, echo=print, stack_seeds: bool = False) -> dict
     ``stack_seeds``: fresh runs that differ only in their seed are trained together first, as
     one stacked model (``xmic.grid.stacking``), then every run is scored as usual."""
     grid = load_grid(grid_dir)
-    memo = BankMemo()
+    memo = bank_memo(grid["runs"])
     cs = list_folders(grid_dir, grid)
     loads = text_tower.loads
     stacked = []
