@@ -36,6 +36,9 @@ def main(folder: str) -> None:
                     lines.append(f"| {b['backend']} | {b['write_MBps']} | {mode} | {m['load_MBps']} | "
                                  f"{m['raw_read_MBps']} | {m['load_vs_raw_ratio']} | {m['peak_rss_ratio']} |")
         lines.append("")
+    sc = load(d, "scale.json")
+    if sc:
+        lines += scale_section(sc)
     pl = load(d, "plan.json")
     if pl:
         lines += [f"## Planning with the coverage check ({pl['videos']} videos, {pl['frame_files']:,} "
@@ -114,6 +117,35 @@ def main(folder: str) -> None:
     if not load(d, "train_gpu.json") and not load(d, "extract_gpu.json"):
         lines += ["## GPU", "", "No GPU figures yet: run `bash bench/gpu.sh` on a GPU machine.", ""]
     print("\n".join(lines))
+
+
+def scale_section(s: dict) -> list[str]:
+    """bench/scale.py: each stage's time and memory per size, and their growth exponents."""
+    ann = "real annotations" if s["annotations"] != "synthetic" else "synthetic videos"
+    lines = [f"## Growth with the data ({ann}, videos capped at {s['max_frames']} frames; "
+             f"{s['machine']}, {s['date']})", "",
+             "Peak RSS of each stage in its own process; *grown* is the peak above the stage's "
+             "baseline (the process after its imports, torch included). Exponent: slope of "
+             "log y on log frames (goal: memory ~0, time ~1).", "",
+             "| stage | " + " | ".join(f"{r['videos']} videos ({r['frames']} frames)"
+                                       for r in s["sizes"]) + " |",
+             "|---|" + "---|" * len(s["sizes"])]
+    for stage in s["exponents"]:
+        cells = []
+        for r in s["sizes"]:
+            m = r[stage]
+            cell = f"{m['seconds']} s, peak {m['peak_mb']} MB, grown {m['grown_mb']} MB"
+            if "worker_peak_mb" in m:
+                cell += f", worker {m['worker_peak_mb']} MB"
+            cells.append(cell)
+        lines.append(f"| {stage} | " + " | ".join(cells) + " |")
+    lines += ["", "| stage | time exponent | peak memory exponent | grown memory exponent | "
+              "worker peak exponent | memory added per data byte |", "|---|---|---|---|---|---|"]
+    for stage, e in s["exponents"].items():
+        per = next((v for k, v in e.items() if k.startswith("grown_per_")), "")
+        lines.append(f"| {stage} | {e['seconds']} | {e['peak_mb']} | {e['grown_mb']} | "
+                     f"{e.get('worker_peak_mb', '')} | {per} |")
+    return lines + [""]
 
 
 def spread(m: dict) -> str:

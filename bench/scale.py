@@ -138,7 +138,9 @@ def write_detections(path: Path, vid: str, last: int) -> None:
 
 
 def make_world(root: Path, n_videos: int, max_frames: int, annotations: Path | None,
-               run_segments: int = SEGMENTS_RUN) -> dict:
+               run_segments: int = SEGMENTS_RUN, stages=()) -> dict:
+    """The media and inputs of the videos; for ``import`` its X-MIC pickles and for ``train``
+    its feature cache (made here, so that the measured process holds only what it reads)."""
     from xmic.cache.sampling import frames_to_store
     header, rows = annotation_rows(n_videos, max_frames, annotations)
     by_video: dict[str, list] = {}
@@ -166,6 +168,18 @@ def make_world(root: Path, n_videos: int, max_frames: int, annotations: Path | N
         write_tar(root / "media" / vid.split("_")[0] / "rgb_frames" / f"{vid}.tar", last, sampled)
         write_detections(root / "detections" / f"{vid}.pkl", vid, last)
         frames += last
+    if "import" in stages or "train" in stages:
+        import numpy as np
+        rng = np.random.default_rng(0)
+    if "import" in stages:
+        for view in ("hand_crop", "full_frame"):
+            with open(root / f"{view}.pkl", "wb") as f:
+                pickle.dump({r[0]: rng.standard_normal((FEATURE_FRAMES, DIM), dtype=np.float32)
+                             for r in rows}, f, protocol=4)
+    if "train" in stages:
+        from grid import make_cache
+        make_cache(root / "features", "epic", ("train",), len(rows), FEATURE_FRAMES,
+                   [f"c{i}" for i in range(20)], 0)
     return {"videos": len(by_video), "segments": len(rows), "frames": frames,
             "run_segments": len(run_rows)}
 
@@ -215,35 +229,20 @@ def measure(stage: str, world: Path) -> dict:
         out.update(frames=s.frames, failed=s.segments_failed,
                    worker_peak_mb=peak_mb(resource.RUSAGE_CHILDREN))
     elif stage == "import":
-        import numpy as np
         from xmic.cache.xmic_import import import_pickles, imported_model
-        with open(world / "train.csv", newline="") as f:
-            ids = [r["narration_id"] for r in csv.DictReader(f)]
-        rng = np.random.default_rng(0)
-        pickles = {}
-        for view in ("hand_crop", "full_frame"):
-            pickles[view] = work / f"{view}.pkl"
-            with open(pickles[view], "wb") as f:
-                pickle.dump({i: rng.standard_normal((FEATURE_FRAMES, DIM), dtype=np.float32)
-                             for i in ids}, f, protocol=4)
+        pickles = {view: world / f"{view}.pkl" for view in ("hand_crop", "full_frame")}
         out["pickle_mb"] = round(sum(p.stat().st_size for p in pickles.values()) / 2**20, 1)
-        del rng
-        base = rss_mb()
         t0 = time.perf_counter()
         import_pickles(work / "c", "epic", "train", world / "train.csv", pickles, None,
                        imported_model("ViT-B-16-quickgelu", "bench", True))
     elif stage == "train":
-        from grid import make_cache
         from xmic.config import from_dict
         from xmic.train.config import TrainConfig
         from xmic.train.loop import train
         n = sum(1 for _ in open(world / "train.csv")) - 1
-        cache = make_cache(work / "c", "epic", ("train",), n, FEATURE_FRAMES,
-                           [f"c{i}" for i in range(20)], 0)
         out["feature_mb"] = round(2 * n * FEATURE_FRAMES * DIM * 2 / 2**20, 1)  # float16
-        base = rss_mb()
         t0 = time.perf_counter()
-        train(cache, from_dict(TrainConfig, {"epochs": 1, "device": "cpu", "heldout_fraction": 0.0,
+        train(world / "features", from_dict(TrainConfig, {"epochs": 1, "device": "cpu", "heldout_fraction": 0.0,
                                              "label": "noun"}), work / "run", echo=lambda *a: None)
     else:
         raise SystemExit(f"unknown stage {stage}")
@@ -284,14 +283,16 @@ def main(argv=None):
     stages = args.stages.split(",")
     ann = None if args.synthetic or not args.annotations.exists() else args.annotations
     work = Path(tempfile.mkdtemp(prefix="xmic-bench-scale-"))
+    from machine import cpu_name
     res = {"benchmark": "scale", "annotations": str(ann) if ann else "synthetic",
-           "max_frames": args.max_frames, "sizes": [], "exponents": {}}
+           "max_frames": args.max_frames, "sizes": [], "exponents": {},
+           "machine": f"{cpu_name()}, {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d")}
     try:
         for n in sizes:
             world = work / f"v{n}"
             world.mkdir()
             t0 = time.perf_counter()
-            row = {"videos": n, **make_world(world, n, args.max_frames, ann),
+            row = {"videos": n, **make_world(world, n, args.max_frames, ann, stages=stages),
                    "generate_seconds": 0.0}
             row["generate_seconds"] = round(time.perf_counter() - t0, 1)
             for stage in stages:

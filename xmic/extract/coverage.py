@@ -114,7 +114,9 @@ def check_coverage(kind: str, root, cols: dict, views, boxes=None, sampled=None)
     media: dict = {}       # the current video's (source, frames it holds) only
     box_frames: dict = {}  # the current video's frames with boxes only
     trimmed = dataset(kind).trimmed  # each segment its own clip, starting at the segment
-    for i, vid in enumerate(cols["video_id"]):
+    from tqdm import tqdm
+    for i, vid in enumerate(tqdm(cols["video_id"], desc="check frames and boxes", unit="seg",
+                                 disable=None, leave=False)):
         key = (vid, cols["start_frame"][i] if trimmed else None)
         if key not in media:
             if i and cols["video_id"][i - 1] != vid:  # segments come sorted by video: memory

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow as pa
 import torch
 from torch.utils.data import Dataset
 
@@ -33,13 +34,16 @@ from xmic.extract.views import view_tensors
 class SegmentFrames(Dataset):
     def __init__(self, rows: list[dict], info: SplitPlan, transform, cfg: ExtractConfig,
                  index_store: Path | None = None):
-        self.rows, self.info, self.transform, self.cfg = rows, info, transform, cfg
+        # the rows as one Arrow table: a forked worker shares its buffers (a list of dicts is
+        # copied page by page into every worker as reference counts touch it)
+        self.rows = pa.Table.from_pylist(rows) if rows else pa.table({})
+        self.info, self.transform, self.cfg = info, transform, cfg
         self.index_store = index_store  # the cache's frame-tar indexes, built at plan
         self._boxes = None
         self._store_set = False
 
     def __len__(self):
-        return len(self.rows)
+        return self.rows.num_rows
 
     def boxes(self):
         if self._boxes is None:
@@ -52,7 +56,7 @@ class SegmentFrames(Dataset):
         if not self._store_set:  # in this (worker) process
             use_index_store(self.index_store)
             self._store_set = True
-        r, c, kind = self.rows[i], self.cfg, self.info.dataset
+        r, c, kind = self.rows.slice(i, 1).to_pylist()[0], self.cfg, self.info.dataset
         fell: list[int] = []  # hand-crop frames that fell back to the full frame
         try:
             src = frame_source(kind, Path(self.info.root), r["video_id"], r["start_frame"])
