@@ -112,7 +112,7 @@ def check_coverage(kind: str, root, cols: dict, views, boxes=None, sampled=None)
     first, end = frame_span(rule_of(kind), cols["start_frame"], cols["stop_frame"])
     cov.frames = int((end - first).sum())
     media: dict = {}       # the current video's (source, frames it holds) only
-    box_frames: dict = {}  # the current video's frames with boxes only
+    count_boxes = BoxCount(cov, boxes) if boxes is not None else None
     trimmed = dataset(kind).trimmed  # each segment its own clip, starting at the segment
     from tqdm import tqdm
     for i, vid in enumerate(tqdm(cols["video_id"], desc="check frames and boxes", unit="seg",
@@ -121,7 +121,8 @@ def check_coverage(kind: str, root, cols: dict, views, boxes=None, sampled=None)
         if key not in media:
             if i and cols["video_id"][i - 1] != vid:  # segments come sorted by video: memory
                 media.clear()                          # holds the video in hand, not the split
-                box_frames.clear()
+                if count_boxes is not None:
+                    count_boxes.held.clear()
             try:
                 src = frame_source(kind, root, vid, cols["start_frame"][i])
                 media[key] = (src, available_frames(src))
@@ -141,8 +142,7 @@ def check_coverage(kind: str, root, cols: dict, views, boxes=None, sampled=None)
             continue
         if boxes is not None:
             span = (cols["start_frame"][i], cols["stop_frame"][i]) if trimmed else None
-            ok = _count_boxes(cov, boxes, box_frames, vid, cols["segment_id"][i], lo, hi, have,
-                              src, span)
+            ok = count_boxes(vid, cols["segment_id"][i], lo, hi, have, src, span)
             if ok and sampled is not None:
                 frames = sampled(cols["start_frame"][i], cols["stop_frame"][i])
                 cov.sampled_frames += len(frames)
@@ -162,39 +162,49 @@ def _short(have, src, lo: int, hi: int) -> str | None:
         f" (it holds {have[0]}..{have[-1]})" if len(have) else " (it holds none)")
 
 
-def _count_boxes(cov, boxes, cache: dict, vid: str, sid: str, lo: int, hi: int, have, src,
-                 span=None) -> bool:
-    """Count one segment's box entries; False when its video has no usable boxes."""
-    if boxes.per_video and vid not in cache:
+class BoxCount:
+    """Counts each segment's box entries into ``cov``; holds the box frames of the video in
+    hand (``held``: the caller clears it when the video changes)."""
+
+    def __init__(self, cov, boxes):
+        self.cov, self.boxes, self.held = cov, boxes, {}
+
+    def __call__(self, vid: str, sid: str, lo: int, hi: int, have, src, span=None) -> bool:
+        """One segment's box entries counted; False when its video has no usable boxes."""
+        cov, boxes = self.cov, self.boxes
+        if boxes.per_video and vid not in self.held:
+            self.held[vid] = self._video(vid, sid, have, src, span)
+        if boxes.per_video:
+            frames = self.held[vid]
+            if frames is None:
+                return False
+        else:
+            frames = boxes.frames_with_boxes(vid, sid)
+        n = int(np.searchsorted(frames, hi) - np.searchsorted(frames, lo))
+        cov.box_frames += n
+        cov.box_segments += n > 0
+        return True
+
+    def _video(self, vid: str, sid: str, have, src, span):
+        """A video's frames with boxes (None when it has none usable), its problems noted."""
+        cov, boxes = self.cov, self.boxes
         if not boxes.has_video(vid):
             cov.missing_boxes[vid] = f"{boxes.path / (vid + '.pkl')} not found"
-            cache[vid] = None
-            return False
+            return None
         try:
             numbering = boxes.numbering(vid, span)
             frames = boxes.frames_with_boxes(vid, sid, span)
         except XmicError as e:
             cov.missing_boxes[vid] = str(e)
-            cache[vid] = None
-            return False
+            return None
         if numbering is not None:
             cov.numbering[numbering] = cov.numbering.get(numbering, 0) + 1
-        cache[vid] = frames
         last = (src.first_frame + have - 1) if isinstance(have, int) else (
             int(have[-1]) if len(have) else None)
         if len(frames) and last is not None and frames[-1] > last:
             cov.bad_boxes[vid] = (f"{boxes.path / (vid + '.pkl')}: frame {int(frames[-1])} is "
                                   f"outside the video (its last frame is {last})")
-    if boxes.per_video:
-        frames = cache[vid]
-        if frames is None:
-            return False
-    else:
-        frames = boxes.frames_with_boxes(vid, sid)
-    n = int(np.searchsorted(frames, hi) - np.searchsorted(frames, lo))
-    cov.box_frames += n
-    cov.box_segments += n > 0
-    return True
+        return frames
 
 
 def usable_line(kind: str, split: str, report: dict, hand_score: float) -> str:
