@@ -185,17 +185,28 @@ def make_world(root: Path, n_videos: int, max_frames: int, annotations: Path | N
 
 
 # ---- one measurement, in its own process ----------------------------------------------------
-def peak_mb(who=resource.RUSAGE_SELF) -> float:
-    return round(resource.getrusage(who).ru_maxrss / 1024, 1)
+def _status_mb(field: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+def peak_mb() -> float:
+    """This process's peak resident memory (VmHWM: its own address space's, unlike ru_maxrss,
+    which Linux carries over from the parent's at exec)."""
+    return _status_mb("VmHWM")
+
+
+def children_peak_mb() -> float:
+    """The largest peak of this process's finished children (its DataLoader workers)."""
+    return round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)
 
 
 def rss_mb() -> float:
     """This process's resident memory now (its baseline before a stage's work)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    return 0.0
+    return _status_mb("VmRSS")
 
 
 def measure(stage: str, world: Path) -> dict:
@@ -227,7 +238,7 @@ def measure(stage: str, world: Path) -> dict:
                                                  device="cpu", workers=1, batch_size=64),
                        echo=lambda *a: None)
         out.update(frames=s.frames, failed=s.segments_failed,
-                   worker_peak_mb=peak_mb(resource.RUSAGE_CHILDREN))
+                   worker_peak_mb=children_peak_mb())
     elif stage == "import":
         from xmic.cache.xmic_import import import_pickles, imported_model
         pickles = {view: world / f"{view}.pkl" for view in ("hand_crop", "full_frame")}
