@@ -11,7 +11,9 @@ those videos, then measures every stage in a fresh process (its peak RSS is its 
 - ``import``: ``cache import`` of X-MIC feature pickles (512-d float32, 32 frames per segment,
   every segment of the videos, two views);
 - ``train``: one X-MIC epoch on a cache of every segment of the videos (512-d float16, 32
-  frames, two views), CPU.
+  frames, two views), CPU;
+- ``table``: ``xmic grid table`` of a grid of X-MIC and zero-shot over as many seeds as videos,
+  each run scored on two targets (one real tiny run's scores copied to the others).
 Videos are capped at ``--max-frames`` frames (segments past the cap are dropped) so that the
 generated tars and pickles fit a laptop. Then, per stage, the growth exponent of time and of
 peak RSS over size (the slope of log y on log size): ~1 is linear, ~0 flat. Memory is also
@@ -40,7 +42,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parents[1] / "shared" / "data" / "epic-kitchens-100-annotations"
-STAGES = ("plan-tars", "plan-boxes", "run", "import", "train")
+STAGES = ("plan-tars", "plan-boxes", "run", "import", "train", "table")
+TABLE_SEEDS_PER_VIDEO = 1  # the table stage's grid: 2 methods x (videos x this) seeds
 SEGMENTS_RUN = 8       # segments per video the run stage extracts
 FEATURE_FRAMES = 32    # stored frames per segment (import, train)
 DIM = 512
@@ -161,13 +164,16 @@ def make_world(root: Path, n_videos: int, max_frames: int, annotations: Path | N
                 f.write("id,key,instances,category\n" + "".join(
                     f"{i},{name}{i},[],x\n" for i in range(400)))
     frames = 0
+    media = not stages or any(s in stages for s in ("plan-tars", "plan-boxes", "run"))
     for vid, rs in by_video.items():
         last = max(int(r[7]) for r in rs) + 1
+        frames += last
+        if not media:
+            continue
         sampled = {f for r in by_video[vid][:run_segments]
                    for f in frames_to_store("segment", int(r[6]), int(r[7]))}
         write_tar(root / "media" / vid.split("_")[0] / "rgb_frames" / f"{vid}.tar", last, sampled)
         write_detections(root / "detections" / f"{vid}.pkl", vid, last)
-        frames += last
     if "import" in stages or "train" in stages:
         import numpy as np
         rng = np.random.default_rng(0)
@@ -180,8 +186,49 @@ def make_world(root: Path, n_videos: int, max_frames: int, annotations: Path | N
         from grid import make_cache
         make_cache(root / "features", "epic", ("train",), len(rows), FEATURE_FRAMES,
                    [f"c{i}" for i in range(20)], 0)
+    if "table" in stages:
+        make_table_grid(root / "grid", n_videos * TABLE_SEEDS_PER_VIDEO)
     return {"videos": len(by_video), "segments": len(rows), "frames": frames,
             "run_segments": len(run_rows)}
+
+
+def make_table_grid(root: Path, seeds: int) -> None:
+    """A finished grid of X-MIC and zero-shot over ``seeds`` seeds: one seed trained and scored
+    for real (tiny caches, 1 epoch), its scores copied to the others' runs."""
+    import yaml
+    from click.testing import CliRunner
+    from grid import make_cache
+    from xmic.cli import main as cli
+    from xmic.files.atomic import write_json_atomic
+    from xmic.grid.layout import FINISHED
+    from xmic.grid.plan import load_grid
+    from xmic.grid.state import eval_dir
+    root.mkdir(parents=True)
+    src = make_cache(root / "epic", "epic", ("train", "validation"), 60, 4,
+                     ["knife", "pan", "cup", "board"], 0)
+    tgt = make_cache(root / "ego4d", "ego4d", ("val",), 30, 4, ["knife", "cup", "door"], 1)
+    for name, n in (("one", 1), ("all", seeds)):
+        (root / f"{name}.yaml").write_text(yaml.safe_dump({
+            "caches": {"epic": str(src), "ego4d": str(tgt)}, "sources": {"epic": "train"},
+            "targets": {"epic": "validation", "ego4d": "val"}, "labels": ["noun"],
+            "methods": {"xmic": {}, "zeroshot": {}}, "seeds": list(range(n)),
+            "train": {"epochs": 1, "device": "cpu", "batch_size": 16}}))
+        r = CliRunner().invoke(cli, ["grid", "plan", str(root / name), "--recipe",
+                                     str(root / f"{name}.yaml")])
+        assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(cli, ["grid", "run", str(root / "one")])
+    assert r.exit_code == 0, r.output
+    one = load_grid(root / "one")
+    scores = {(run["method"], t["dataset"]): json.loads(
+        (eval_dir(root / "one" / run["dir"], t) / "metrics.json").read_text())
+        for run in one["runs"] for t in run["targets"]}
+    grid = load_grid(root / "all")
+    for run in grid["runs"]:
+        d = root / "all" / run["dir"]
+        for t in run["targets"]:
+            write_json_atomic(eval_dir(d, t) / "metrics.json",
+                              {**scores[(run["method"], t["dataset"])], "seed": run["seed"]}, d)
+        write_json_atomic(d / FINISHED, {"seconds": 1.0}, d)
 
 
 # ---- one measurement, in its own process ----------------------------------------------------
@@ -255,6 +302,15 @@ def measure(stage: str, world: Path) -> dict:
         t0 = time.perf_counter()
         train(world / "features", from_dict(TrainConfig, {"epochs": 1, "device": "cpu", "heldout_fraction": 0.0,
                                              "label": "noun"}), work / "run", echo=lambda *a: None)
+    elif stage == "table":
+        from click.testing import CliRunner
+        from xmic.cli import main as cli
+        out["runs"] = len(json.loads((world / "grid" / "all" / "grid.json").read_text())["runs"])
+        t0 = time.perf_counter()
+        r = CliRunner().invoke(cli, ["grid", "table", str(world / "grid" / "all"), "--out",
+                                     str(work / "table.md")])
+        if r.exit_code != 0 or "missing" in r.output.split("(table:")[0]:
+            raise SystemExit(f"grid table failed: {r.output[-2000:]}")
     else:
         raise SystemExit(f"unknown stage {stage}")
     peak = peak_mb()
