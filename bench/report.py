@@ -36,9 +36,10 @@ def main(folder: str) -> None:
                     lines.append(f"| {b['backend']} | {b['write_MBps']} | {mode} | {m['load_MBps']} | "
                                  f"{m['raw_read_MBps']} | {m['load_vs_raw_ratio']} | {m['peak_rss_ratio']} |")
         lines.append("")
-    sc = load(d, "scale.json")
-    if sc:
-        lines += scale_section(sc)
+    for name in ("scale.json", "scale_data.json"):  # media stages; import and train at size
+        sc = load(d, name)
+        if sc:
+            lines += scale_section(sc)
     pl = load(d, "plan.json")
     if pl:
         lines += [f"## Planning with the coverage check ({pl['videos']} videos, {pl['frame_files']:,} "
@@ -126,7 +127,9 @@ def scale_section(s: dict) -> list[str]:
              f"{s['machine']}, {s['date']})", "",
              "Peak RSS of each stage in its own process; *grown* is the peak above the stage's "
              "baseline (the process after its imports, torch included). Exponent: slope of "
-             "log y on log frames (goal: memory ~0, time ~1).", "",
+             "log y on log frames (goal: memory ~0, time ~1). `import` and `train` hold their data by "
+             "design: their goal is the memory added per data byte (train: at most ~1.1, the "
+             "features once; import: ~0.5, one of two views at a time).", "",
              "| stage | " + " | ".join(f"{r['videos']} videos ({r['frames']} frames)"
                                        for r in s["sizes"]) + " |",
              "|---|" + "---|" * len(s["sizes"])]
