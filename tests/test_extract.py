@@ -133,6 +133,9 @@ def test_bad_inputs_fail_their_segments_only(tmp_path, encoder):
         extract_epic(tmp_path / "c", e, encoder)  # the missing frame is found at plan time
     s = extract_epic(tmp_path / "c", e, encoder, allow_missing=True)
     assert s["segments_failed"] == 4 and s["shards_done"] == 3
+    c = Cache.open(tmp_path / "c")  # a shard committed with failed segments is counted failed
+    assert s["shards_with_failed_segments"] == sum(
+        st == "failed" for v in c.views() for st in c.shard_states(v).values()) // len(c.views())
     errs = " | ".join(s["failures"])
     assert "frame_0000000010.jpg: frame 10 declares 10000x10000 pixels" in errs
     from xmic.extract.media import FrameSource

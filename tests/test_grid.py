@@ -286,3 +286,36 @@ def test_a_grid_process_holds_a_bounded_number_of_banks(tmp_path, monkeypatch):
     assert memo.hits == 1 and len(memo) == 3
     memo(caches[0], "train", ["hand_crop"], "noun", 4, "cpu")   # the oldest was let go
     assert memo.hits == 1 and len(memo) == 3
+
+
+def test_the_eta_costs_each_run_at_its_own_methods_price(tmp_path):
+    """Two methods of very different cost: each run left is priced at its method's finished
+    runs (or its epochs measured so far), not at the mean of all finished runs."""
+    from xmic.grid.state import format_status, grid_status
+    runs = []
+    for method, done, left in (("xmic", [5.0, 5.0], 2), ("cocoop", [180.0], 2), ("coop", [], 1),
+                               ("clip-adapter", [], 1)):
+        for i in range(len(done) + left):
+            rid = f"{method}-{i}"
+            runs.append({"id": rid, "dir": f"runs/{rid}", "method": method, "targets": [],
+                         "config": {"epochs": 3}})
+            d = tmp_path / "runs" / rid
+            d.mkdir(parents=True)
+            if i < len(done):
+                (d / "finished.json").write_text(json.dumps({"seconds": done[i]}))
+    # coop has no finished run, but one epoch of an interrupted run was measured
+    (tmp_path / "runs" / "coop-0" / "metrics.jsonl").write_text(
+        json.dumps({"epoch": 1, "seconds": 20.0}) + "\n")
+    report, s = grid_status(tmp_path, {"runs": runs})
+    m = s["methods"]
+    assert m["xmic"] == {"done": 2, "left": 2, "failed": 0, "seconds_per_run": 5.0,
+                         "estimate": "finished runs"}
+    assert m["cocoop"]["seconds_per_run"] == 180.0 and m["coop"]["seconds_per_run"] == 60.0
+    assert m["coop"]["estimate"] == "1 epoch(s) measured"
+    assert m["clip-adapter"]["seconds_per_run"] is None
+    assert s["eta_s"] == 2 * 5 + 2 * 180 + 60  # the mean of finished runs would say 380
+    assert s["eta_unknown_methods"] == ["clip-adapter"]
+    text = format_status(tmp_path, report, s)
+    assert "about 7.2 min left and runs of clip-adapter (not measured yet)" in text, text
+    assert "  cocoop: 1 done, 2 left, 3.0 min a run (finished runs)" in text, text
+    assert "  coop: 0 done, 1 left, 60 s a run (1 epoch(s) measured)" in text, text

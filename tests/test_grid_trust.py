@@ -232,3 +232,24 @@ def test_the_paper_recipes_name_their_rows(monkeypatch):
     finally:
         monkeypatch.undo()
         importlib.reload(recipes)
+
+
+def test_ctrl_c_says_how_to_resume_and_the_table_alone_goes_to_stdout(tmp_path, monkeypatch):
+    """Ctrl-C in `grid run` exits 130 with one line saying what is kept and the command that
+    continues; `grid table > file` captures the table only (where it was written goes to
+    stderr); `grid run` reports progress with the time left."""
+    from xmic.grid import runner
+    g = tiny_grid(tmp_path, run=False)
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(runner, "run_one", interrupted)
+    r = run_xmic("grid", "run", g, check=False)
+    assert r.returncode == 130, r.stderr
+    assert f"run `xmic grid run {g}` again to continue" in r.stderr and "Aborted" not in r.stderr
+    monkeypatch.undo()
+    out = run_xmic("grid", "run", g).stdout
+    assert "grid: 1 of 1 runs done" in out, out
+    t = run_xmic("grid", "table", g)
+    assert "(table:" not in t.stdout and "(table:" in t.stderr
+    assert t.stdout == (g / "table.md").read_text()

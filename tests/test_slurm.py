@@ -201,6 +201,8 @@ def test_work_first_run_locally_whose_shard_all_failed_is_redone(tmp_path, world
         frames.rename(tmp_path / "away")
         cp = run_xmic("extract", "run", cache, *EXTRACT, check=False)
         assert cp.returncode == 1 and "4 segment(s) failed" in cp.stdout, cp.stdout
+        assert "2 shard(s) extracted, 0 already done, 1 failed (1 committed with failed " \
+               "segments)" in cp.stdout, cp.stdout
         info = run_xmic("cache", "info", cache).stdout
         assert "shards done 2 / pending 0 / failed 1" in info, info
         status = run_xmic("slurm", "status", cache).stdout

@@ -325,3 +325,19 @@ def test_compile_without_a_compiler_is_one_line(random_cache, tmp_path, monkeypa
     with pytest.raises(ConfigError, match="needs a C\\+\\+ compiler"):
         train(random_cache.root, cfg("compile=true", epochs=1), tmp_path / "r", echo=quiet)
     assert not (tmp_path / "r" / "last.pt").exists()
+
+
+def test_the_held_out_share_is_counted_in_segments_and_videos(random_cache, tmp_path):
+    lines = []
+    train(random_cache.root, cfg("heldout_fraction=0.25", epochs=1), tmp_path / "r",
+          echo=lines.append)
+    from xmic.cache import load_split
+    data = load_split(random_cache, ["hand_crop", "full_frame"], "train")
+    videos = sorted(set(data.segments["video_id"].to_pylist()))
+    import re
+    line = next(x for x in lines if " held out " in x)
+    m = re.search(r"(\d+) held out \((\d+)% of the segments: (\d+) of (\d+) videos\)", line)
+    assert m, line
+    held, share, held_v, all_v = map(int, m.groups())
+    assert all_v == len(videos) and held_v == round(0.25 * len(videos))
+    assert share == round(100 * held / len(data.segment_ids))

@@ -152,9 +152,11 @@ def extract_run(cache_dir, shards, model, weights, device, precision, batch_size
     for shard, why in list(s.still_broken.items())[:20]:
         click.echo(f"kept {shard}: its failed segments' inputs are still missing ({why}); fix "
                    "them, then --redo-failed again", err=True)
-    click.echo(f"{s.shards_done} shard(s) extracted, {s.shards_skipped} already done, "
-               f"{s.shards_failed} failed, {s.frames} frames, {s.segments_failed} "
-               "segment(s) failed"
+    partial = min(s.shards_with_failed_segments, s.shards_done)  # committed, failed by the rule
+    click.echo(f"{s.shards_done - partial} shard(s) extracted, {s.shards_skipped} already done, "
+               f"{s.shards_failed + partial} failed"
+               + (f" ({partial} committed with failed segments)" if partial else "")
+               + f", {s.frames} frames, {s.segments_failed} segment(s) failed"
                + (f"; {s.shards_elsewhere} shard(s) extracted by another process (running "
                   "there, or committed there first), left to it" if s.shards_elsewhere else ""))
     for f in s.failures[:20]:

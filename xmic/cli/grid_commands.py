@@ -113,8 +113,13 @@ def grid_run(grid_dir, executor, parallel, slurm_config, slurm_set, wait, stack_
         raise UsageError(f"--parallel {parallel}: give at least 1")
     dead_jobs = []
     if executor == "inprocess":
-        from xmic.grid.runner import run_inprocess
-        out = run_inprocess(grid_dir, echo=click.echo, stack_seeds=stack_seeds)
+        from xmic.grid.runner import GridInterrupted, run_inprocess
+        try:
+            out = run_inprocess(grid_dir, echo=click.echo, stack_seeds=stack_seeds)
+        except KeyboardInterrupt:
+            raise GridInterrupted(
+                f"interrupted: finished runs are kept and the run in progress resumes from its "
+                f"last epoch; run `xmic grid run {grid_dir}` again to continue") from None
         click.echo(f"loaded caches in {out['load_seconds']:.1f}s; {out['loads_saved']} "
                    "load(s) saved by loading each once")
     else:
@@ -196,10 +201,10 @@ def grid_table(grid_dir, fmt, metric, criterion, out):
         raise UsageError(f"--out {out} is a folder; give a file name")
     write_text_atomic(out, text, out.parent)
     write_bytes_atomic(out.with_suffix(".png"), figure(df, g, criterion), out.parent)
-    click.echo(text, nl=False)
+    click.echo(text, nl=False)  # stdout holds the table only: `> table.md` captures it
     from xmic.evaluate.results import RESULTS_FILE
     click.echo(f"(table: {out}; figure: {out.with_suffix('.png')}; results: "
-               f"{Path(grid_dir) / RESULTS_FILE})")
+               f"{Path(grid_dir) / RESULTS_FILE})", err=True)
 
 
 TABLE_SUFFIX = {"md": "md", "csv": "csv", "latex": "tex"}

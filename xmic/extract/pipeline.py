@@ -56,6 +56,7 @@ class ExtractSummary:
     shards_skipped: int = 0     # done before
     shards_failed: int = 0      # raised while encoding or committing
     shards_elsewhere: int = 0   # running in another process, or committed by it first
+    shards_with_failed_segments: int = 0  # of shards_done: committed, and failed by the rule
     segments_failed: int = 0
     frames: int = 0
     failed_kept: list = field(default_factory=list)    # committed earlier with failed segments
@@ -223,6 +224,8 @@ class ExtractionRun:
             return
         seconds = stats.pop("seconds")
         crop_rows = stats.pop("crop_rows")
+        if stats.pop("segments_failed"):  # committed with failed segments: a failed shard
+            s.shards_with_failed_segments += 1
         if crop_rows is not None:  # per split: [hand-crop rows, of them full frames]
             got = s.fallbacks.setdefault(split, [0, 0])
             got[0], got[1] = got[0] + crop_rows[0], got[1] + crop_rows[1]
@@ -266,7 +269,7 @@ class ExtractionRun:
         crops = {v: w.fingerprint.get("crop") is not None for v, w in writers.items()}
         fallbacks: dict[str, list[int]] = {}  # segment -> frames whose crop is the full frame
         crop_rows = [0, 0]  # hand-crop rows written, of them fallen back
-        t = time.time()
+        t, failed = time.time(), 0
         for sid, frames, tensors, err, fell in loader:
             if decoder is not None and not err:
                 try:
@@ -280,6 +283,7 @@ class ExtractionRun:
                 for w in writers.values():
                     w.fail(sid, err)
                 summary.segments_failed += 1
+                failed += 1
                 summary.failures.append(f"{shard}: {sid}: {err}")
             else:
                 fallbacks[sid] = fell
@@ -290,6 +294,7 @@ class ExtractionRun:
         flush(final=True)
         return {"decode_s": round(decode_s, 3), "encode_s": round(encode_s, 3),
                 "batch_size_used": batch_used, "seconds": time.time() - t0,
+                "segments_failed": failed,
                 "crop_rows": crop_rows if any(crops.values()) else None}
 
 

@@ -27,8 +27,7 @@ from xmic.grid.class_lists import (ListError, check_lists, cross_pairs, derived_
                                    list_folders, write_derived)
 from xmic.grid.layout import FAILED, FINISHED, RUNNING, SLURM_LOGS, SUBMISSIONS
 from xmic.grid.plan import GridError, load_grid, rewrite_grid, run_config
-from xmic.grid.state import (eval_dir,
-                             read_metrics, run_state)
+from xmic.grid.state import eta_words, eval_dir, grid_status, read_metrics, run_state
 from xmic.train.checkpoint import load_checkpoint
 from xmic.train.run_folder import CHECKPOINT, LAST
 from xmic.train.config import TrainConfig
@@ -39,6 +38,11 @@ from xmic.towers.text_tower import text_tower
 
 class RunsFailed(XmicError):
     """Runs of a grid task failed; their reasons are in their failed.json."""
+
+
+class GridInterrupted(XmicError):
+    """Ctrl-C (or SIGINT) while a grid runs in this process: what finished is kept."""
+    exit_code = 130
 
 
 class BankMemo:
@@ -211,7 +215,13 @@ def run_inprocess(grid_dir: Path, echo=print, stack_seeds: bool = False) -> dict
         stacked = train_seed_groups(Path(grid_dir), grid["runs"], memo, echo,
                                     lambda d: Claim.take(d / RUNNING, Path(grid_dir)),
                                     functools.partial(_show, echo))
-    states = {r["id"]: run_one(grid_dir, r, cs, memo, echo) for r in grid["runs"]}
+    states = {}
+    for r in grid["runs"]:
+        was = run_state(grid_dir, r)["state"]
+        states[r["id"]] = run_one(grid_dir, r, cs, memo, echo)
+        if was != "done":  # progress, each run left priced at its own method's cost
+            _, s = grid_status(grid_dir, grid)
+            echo(f"grid: {s['done']} of {s['runs']} runs done{eta_words(s)}")
     return {"states": states, "load_seconds": round(memo.seconds, 3), "loads_saved": memo.hits,
             "tower_loads": text_tower.loads - loads, "stacked": stacked}
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 import statistics
+import time
 from pathlib import Path
 
 from xmic.evaluate.table import valid_metrics
 from xmic.files import claims
 from xmic.grid.layout import FAILED, FINISHED, RUNNING
-from xmic.train.run_folder import EVAL_METRICS, evaluation_dir
+from xmic.train.run_folder import EVAL_METRICS, METRICS, evaluation_dir
 
 def eval_dir(run_dir: Path, target: dict) -> Path:
     return evaluation_dir(run_dir, target["dataset"], target["split"])
@@ -55,28 +56,105 @@ def run_state(grid_dir: Path, run: dict) -> dict:
     return {"state": "pending"}
 
 
+def epoch_seconds(run_dir: Path) -> list[float]:
+    """The seconds of each epoch a run has finished (its ``metrics.jsonl``), training only."""
+    try:
+        lines = (Path(run_dir) / METRICS).read_text().splitlines()
+    except OSError:
+        return []
+    out = []
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("seconds"), (int, float)):
+            out.append(float(row["seconds"]))
+    return out
+
+
+def method_costs(grid_dir: Path, grid: dict, report: dict) -> dict:
+    """Per method: runs done and left, and what one of its runs costs: the mean of its finished
+    runs, else its epochs measured so far times the epochs a run trains (CoCoOp's cost is not
+    X-MIC's: a grid's methods differ by orders of magnitude), else unknown."""
+    out: dict = {}
+    for r in grid["runs"]:
+        m = out.setdefault(r["method"], {"done": 0, "left": 0, "failed": 0, "times": [],
+                                         "runs": []})
+        st = report[r["id"]]["state"]
+        m[{"done": "done", "pending": "left", "running": "left"}.get(st, "failed")] += 1
+        if st == "done" and report[r["id"]].get("seconds"):
+            m["times"].append(report[r["id"]]["seconds"])
+        m["runs"].append(r)
+    for m in out.values():
+        runs, times = m.pop("runs"), m.pop("times")
+        m["seconds_per_run"], m["estimate"] = None, None
+        if times:
+            m["seconds_per_run"], m["estimate"] = round(statistics.mean(times), 1), "finished runs"
+        elif m["left"]:
+            epochs = [s for r in runs for s in epoch_seconds(Path(grid_dir) / r["dir"])]
+            if epochs:
+                planned = statistics.mean(max(1, int(r["config"].get("epochs", 1))) for r in runs)
+                m["seconds_per_run"] = round(statistics.mean(epochs) * planned, 1)
+                m["estimate"] = f"{len(epochs)} epoch(s) measured"
+    return out
+
+
 def grid_status(grid_dir: Path, grid: dict) -> tuple[dict, dict]:
-    """(run id -> state dict, summary with counts, failures and ETA)."""
+    """(run id -> state dict, summary with counts, failures, per-method costs and ETA: each
+    run left at its own method's cost, a running one less what it has run)."""
     report = {r["id"]: run_state(grid_dir, r) for r in grid["runs"]}
     counts = {k: sum(1 for s in report.values() if s["state"] == k)
               for k in ("done", "running", "failed", "pending")}
     times = [s["seconds"] for s in report.values() if s["state"] == "done" and s.get("seconds")]
-    left = counts["pending"] + counts["running"]
     per_run = statistics.mean(times) if times else None
+    methods = method_costs(grid_dir, grid, report)
+    eta, unknown, now = 0.0, [], time.time()
+    for r in grid["runs"]:
+        st, cost = report[r["id"]], methods[r["method"]]["seconds_per_run"]
+        if st["state"] not in ("pending", "running"):
+            continue
+        if cost is None:
+            unknown.append(r["method"])
+            continue
+        ran = now - st["since"] if st["state"] == "running" and st.get("since") else 0.0
+        eta += max(0.0, cost - ran)
     summary = {"runs": len(grid["runs"]), **counts,
                "seconds_per_run": round(per_run, 1) if per_run else None,
-               "eta_s": round(per_run * left, 1) if per_run is not None else None,
+               "eta_s": round(eta, 1) if not unknown or eta else None,
+               "eta_unknown_methods": sorted(set(unknown)), "methods": methods,
                "failures": [{"run": k, "error": s["error"]} for k, s in report.items()
                             if s["state"] == "failed"]}
     return report, summary
 
 
+def duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+def eta_words(s: dict) -> str:
+    """The ETA of a status summary in words ('' when nothing is left)."""
+    if not (s["pending"] or s["running"]):
+        return ""
+    unknown = s.get("eta_unknown_methods") or []
+    if s["eta_s"] is None:
+        return f"; no estimate yet ({', '.join(unknown)}: no run finished or epoch measured)"
+    return (f"; about {duration(s['eta_s'])} left"
+            + (f" and runs of {', '.join(unknown)} (not measured yet)" if unknown else ""))
+
+
 def format_status(grid_dir: Path, report: dict, summary: dict) -> str:
     s = summary
-    eta = (f"; about {s['eta_s'] / 60:.1f} min left at {s['seconds_per_run']:.0f} s per run"
-           if s["eta_s"] is not None and (s["pending"] or s["running"]) else "")
     lines = [f"grid {grid_dir}: {s['runs']} runs: {s['done']} done, {s['running']} running, "
-             f"{s['failed']} failed, {s['pending']} pending{eta}"]
+             f"{s['failed']} failed, {s['pending']} pending{eta_words(s)}"]
+    for name, m in (s.get("methods") or {}).items():
+        if not m["left"]:
+            continue
+        cost = (f"{duration(m['seconds_per_run'])} a run ({m['estimate']})"
+                if m["seconds_per_run"] is not None else "cost not measured yet")
+        lines.append(f"  {name}: {m['done']} done, {m['left']} left, {cost}")
     for rid, st in report.items():
         if st["state"] == "running":
             lines.append(f"  running {rid} on {st.get('host')}" +

@@ -130,10 +130,13 @@ def restore(rec: RunRecord, stepper: ModelStepper, inputs, echo) -> int:
 def run_line(cfg: TrainConfig, cfgs: list, cache, data, inputs, device) -> str:
     """What a run trains on, printed first."""
     held_n = len(data.held) if data.held is not None else 0
+    videos = len(set(data.full.video_ids))
+    held_v = len(set(data.held.video_ids)) if data.held is not None else 0
     stacked = (f"; seeds {[c.seed for c in cfgs]} as one stacked model" if len(cfgs) > 1
                else "")
     return (f"{cfg.method} on {cache.root} split {cfg.split}: {len(data.train)} training "
-            f"segments, {held_n} held out ({cfg.heldout_fraction:.0%} of videos), "
+            f"segments, {held_n} held out ({held_n / max(len(data.full), 1):.0%} of the "
+            f"segments: {held_v} of {videos} videos), "
             f"{len(inputs.vocab.classes)} classes; skipped {sum(data.full.skipped.values())} "
             f"segment(s) {data.full.skipped or ''}; device {device}{stacked}")
 
