@@ -254,9 +254,13 @@ def test_scheduler_lines_without_a_cluster(monkeypatch):
     err = FailedJobError("Job (task=0) failed during processing with trace:\n---\nsubprocess "
                          "failed\n\nsbatch: error: Invalid account or account/partition "
                          "combination specified\n")
-    msg = str(scheduler.sbatch_refusal(err))
+    refused = scheduler.sbatch_refusal(err)
+    msg = str(refused.spelled(lambda k: "--" + k.replace("_", "-")))  # `xmic slurm submit`
     assert msg.startswith("sbatch refused the job array: sbatch: error: Invalid account")
     assert "--account" in msg and "--partition" in msg and "\n" not in msg
+    grid = str(refused.spelled(lambda k: f"--slurm-set {k}=..."))  # `xmic grid run`
+    assert "change --slurm-set partition=... or --slurm-set account=..." in grid
+    assert "the Slurm setting account" in str(refused)  # no command: the setting's name
     monkeypatch.setattr(scheduler, "_run", lambda cmd: None)
     assert "no squeue/sacct here" in scheduler.queue_summary(["12_0"])
     monkeypatch.setattr(scheduler, "_run", lambda cmd: "12_0|PENDING|Priority\n12_1|RUNNING|None\n"
@@ -264,3 +268,26 @@ def test_scheduler_lines_without_a_cluster(monkeypatch):
     line = scheduler.queue_summary(["12_0", "12_1", "12_2", "12_3"])
     assert line == ("scheduler: 1 COMPLETED, 1 PENDING (Priority), 1 RUNNING, "
                     "1 unknown to the scheduler"), line
+
+
+def test_the_gpu_request_follows_the_device(tmp_path, world, monkeypatch):
+    """`--device cpu` asks Slurm for no GPU (extraction and grids alike); a gpus_per_task the
+    user names still wins."""
+    from xmic.slurm import submit as submitting
+    seen = []
+    monkeypatch.setattr(submitting, "submit",
+                        lambda cache, ext, slu, **k: seen.append(slu.gpus_per_task) or ({}, []))
+    cache = tmp_path / "c"
+    plan_world(cache, world, 4)
+    for device, extra, want in (("cpu", [], 0), ("cuda", [], 1), ("cpu", ["--gpus-per-task", "1"], 1)):
+        run_xmic("slurm", "submit", cache, "--executor", "slurm", "--device", device, *extra)
+        assert seen[-1] == want, (device, extra)
+    from test_grid_trust import tiny_grid
+    from xmic.grid import runner
+    monkeypatch.setattr(runner, "submit_grid",
+                        lambda g, slu, *a, **k: seen.append(slu.gpus_per_task) or {})
+    g = tiny_grid(tmp_path / "grid", run=False)  # its runs train on the CPU
+    run_xmic("grid", "run", g, "--executor", "slurm")
+    assert seen[-1] == 0
+    run_xmic("grid", "run", g, "--executor", "slurm", "--slurm-set", "gpus_per_task=2")
+    assert seen[-1] == 2

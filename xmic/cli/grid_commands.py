@@ -127,10 +127,17 @@ def grid_run(grid_dir, executor, parallel, slurm_config, slurm_set, wait, stack_
             raise UsageError("--stack-seeds trains in this process: use --executor inprocess")
         from xmic.grid.runner import submit_grid
         from xmic.slurm.config import SlurmConfig
+        from xmic.grid.plan import load_grid
+        from xmic.slurm.scheduler import SubmitRefused
+        devices = {r["config"].get("device", "auto") for r in load_grid(grid_dir)["runs"]}
         slu = load_config(SlurmConfig, slurm_config, [
             f"executor={executor}", "job_name=xmic-grid",
-            *([] if executor == "slurm" else ["gpus_per_task=0"]), *slurm_set])
-        rec = submit_grid(grid_dir, slu, parallel, wait, echo=click.echo)
+            *([] if executor == "slurm" else ["gpus_per_task=0"]), *slurm_set],
+            base={"gpus_per_task": 0} if devices == {"cpu"} else None)  # follows the device
+        try:
+            rec = submit_grid(grid_dir, slu, parallel, wait, echo=click.echo)
+        except SubmitRefused as e:  # named as this command takes it
+            raise e.spelled(lambda k: f"--slurm-set {k}=...") from None
         if not wait:
             return
         dead_jobs = rec.get("failed_jobs", [])

@@ -39,11 +39,21 @@ def _submission_options(f):
     return click.argument("cache_dir", type=click.Path(path_type=Path, exists=True))(f)
 
 
+def gpu_request(device: str) -> dict:
+    """The GPU request that follows the device: none for ``--device cpu`` (a YAML or an option
+    that names gpus_per_task still wins)."""
+    return {"gpus_per_task": 0} if device == "cpu" else {}
+
+
 def _submit_and_report(cache_dir, ext, slu, retry, wait, dry_run):
+    from xmic.slurm.scheduler import SubmitRefused
     from xmic.slurm.status import format_status, status
     from xmic.slurm.launch import wait as wait_jobs
     from xmic.slurm.submit import submit
-    record, jobs = submit(cache_dir, ext, slu, retry=retry, dry_run=dry_run, echo=click.echo)
+    try:
+        record, jobs = submit(cache_dir, ext, slu, retry=retry, dry_run=dry_run, echo=click.echo)
+    except SubmitRefused as e:  # named as this command takes it
+        raise e.spelled(lambda k: "--" + k.replace("_", "-")) from None
     if jobs:
         click.echo("job ids: " + " ".join(a["job_id"] for a in record["arrays"]) +
                    f"; logs in {record['log_dir']}; progress: xmic slurm status {cache_dir}")
@@ -66,7 +76,8 @@ def slurm_submit(cache_dir, slurm_config, slurm_set, config_path, sets, wait, dr
     ext = extract_config(config_path, sets, base=planned_settings(cache_dir),
                          **{k: opts[k] for k, _ in _EXTRACTION})
     given = [f"{k}={v}" for k, _ in _RESOURCES if (v := opts[k]) is not None]
-    slu = load_config(SlurmConfig, slurm_config, [*slurm_set, *given])
+    slu = load_config(SlurmConfig, slurm_config, [*slurm_set, *given],
+                      base=gpu_request(ext.device))
     _submit_and_report(cache_dir, ext, slu, False, wait, dry_run)
 
 

@@ -16,18 +16,32 @@ import subprocess
 
 from xmic.config import XmicError
 
-# words in sbatch's message -> the option that sets it
-OPTION_OF = (("partition", "--partition (--slurm-set partition=...)"),
-             ("account", "--account (--slurm-set account=...)"),
-             ("qos", "--qos (--slurm-set qos=...)"),
-             ("constraint", "--constraint"), ("feature", "--constraint"),
-             ("time limit", "--timeout-min"), ("memory", "--mem-gb"),
-             ("gres", "--gpus-per-task"), ("gpu", "--gpus-per-task"),
-             ("cpu", "--cpus-per-task"), ("array", "--max-array-size"))
+# words in sbatch's message -> the SlurmConfig key that sets it
+KEY_OF = (("partition", "partition"), ("account", "account"), ("qos", "qos"),
+          ("constraint", "constraint"), ("feature", "constraint"),
+          ("time limit", "timeout_min"), ("memory", "mem_gb"), ("gres", "gpus_per_task"),
+          ("gpu", "gpus_per_task"), ("cpu", "cpus_per_task"), ("array", "max_array_size"))
 
 
 class SubmitRefused(XmicError):
-    """sbatch refused the submission; nothing was recorded as submitted."""
+    """sbatch refused the submission; nothing was recorded as submitted. ``keys``: the Slurm
+    settings its words point to; ``spelled`` names them as the command in use takes them."""
+
+    def __init__(self, said: str, keys: list[str]):
+        self.said, self.keys = said, keys
+        super().__init__(self._text(lambda k: f"the Slurm setting {k}"))
+
+    def _text(self, spell) -> str:
+        hint = (f"; change {' or '.join(spell(k) for k in self.keys)}" if self.keys
+                else "; check the Slurm options of this command")
+        return f"sbatch refused the job array: {self.said}{hint}; nothing was submitted"
+
+    def spelled(self, spell) -> "SubmitRefused":
+        """The same refusal naming ``spell(key)``, e.g. ``--gpus-per-task`` or
+        ``--slurm-set gpus_per_task=N``."""
+        out = SubmitRefused(self.said, self.keys)
+        out.args = (self._text(spell),)
+        return out
 
 
 def sbatch_message(exc: BaseException) -> str:
@@ -41,9 +55,7 @@ def sbatch_message(exc: BaseException) -> str:
 def sbatch_refusal(exc: BaseException) -> SubmitRefused:
     msg = sbatch_message(exc)
     low = msg.lower()
-    opts = list(dict.fromkeys(o for word, o in OPTION_OF if word in low))
-    hint = f"; change {' or '.join(opts)}" if opts else "; check the Slurm options of this command"
-    return SubmitRefused(f"sbatch refused the job array: {msg}{hint}; nothing was submitted")
+    return SubmitRefused(msg, list(dict.fromkeys(k for word, k in KEY_OF if word in low)))
 
 
 def sbatch_lines(executor, tasks: int) -> list[str]:
