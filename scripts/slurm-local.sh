@@ -148,13 +148,30 @@ start_slurm() {
     wait_for 45 "node $HOST idle" bash -c "sinfo -h -n '$HOST' -o %t | grep -qx idle"
 }
 
+ours() {  # the folder is absent, empty, or one this script made (its slurm.conf says so)
+    [[ ! -e "$S" ]] || [[ -z "$(ls -A "$S" 2>/dev/null)" ]] ||
+        head -n 1 "$CONF" 2>/dev/null | grep -qx "# written by scripts/slurm-local.sh"
+}
+
+port_taken() {  # something listens on 127.0.0.1:$1
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
 up() {
     if alive slurmctld && alive slurmd && SLURM_CONF="$CONF" scontrol ping >/dev/null 2>&1; then
         log "already up"
         echo "export SLURM_CONF=$CONF"
         return 0
     fi
+    ours || die "$S holds files this script did not write; it is not cleared: set XMIC_SLURM_DIR \
+to a new folder"
     down quiet
+    for p in "$PORT_BASE" $((PORT_BASE + 1)) $((PORT_BASE + 2)); do
+        if port_taken "$p"; then
+            die "port $p is in use by another program (another cluster?); set XMIC_SLURM_PORT_BASE \
+to a free base (the cluster uses it and the next two ports)"
+        fi
+    done
     install_packages
     rm -rf "$S"
     local t0=$SECONDS
