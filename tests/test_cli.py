@@ -99,7 +99,33 @@ def test_batch_predict_over_clips_and_a_list(demo_out, tmp_path):
     cp = run_xmic("predict", "--list", tmp_path / "gap.csv", *args, "--out", tmp_path / "g.csv",
                   check=False)
     assert cp.returncode == 1 and "gone.mp4: FAILED" in cp.stderr, cp.stderr
-    assert "1 of 3 clip(s) failed" in cp.stderr and len(pd.read_csv(tmp_path / "g.csv")) == 2
+    assert "1 of 3 clip(s) failed" in cp.stderr
+    g = pd.read_csv(tmp_path / "g.csv")  # every clip has its row: the failed one its reason
+    assert list(g["clip"]) == [str(clips[0]), str(tmp_path / "gone.mp4"), str(clips[1])]
+    assert g["error"].isna().tolist() == [True, False, True] and "gone.mp4" in g.loc[1, "error"]
+    assert g["class_1"].notna().tolist() == [True, False, True]
+
+
+def test_predict_reads_frame_folders_from_any_first_frame_and_a_clips_own_pickle(demo_out,
+                                                                                  tmp_path):
+    """A frame folder numbered from 101 scores as the same frames numbered from 1; a clip's
+    own EPIC-100 detection pickle crops its hands; the summary says which frames were used."""
+    import shutil
+    out, _ = demo_out
+    src = out / "world" / "epic" / "P01" / "rgb_frames" / "P01_01"
+    for name, shift in (("from1", 0), ("from101", 100)):
+        (tmp_path / name).mkdir()
+        for i in range(1, 61):
+            shutil.copy(src / f"frame_{i:010d}.jpg", tmp_path / name / f"frame_{i + shift:010d}.jpg")
+    args = ["--run", out / "runs" / "xmic", "--classes", "knife,chopping board,door,phone"]
+    a, b = (json.loads(run_xmic("predict", tmp_path / n, *args, "--json").stdout)
+            for n in ("from1", "from101"))
+    assert a["top"] == b["top"] and a["span"] == [1, 60] and b["span"] == [101, 160]
+    line = run_xmic("predict", tmp_path / "from101", *args).stdout
+    assert "16 bin-centre frames of frames 101..160 scored" in line, line
+    own = out / "world" / "epic" / "detections" / "P01_01.pkl"
+    c = json.loads(run_xmic("predict", tmp_path / "from1", *args, "--boxes", own, "--json").stdout)
+    assert "no --boxes" not in " ".join(c["notes"]) and c["top"] != a["top"]
 
 
 def test_predict_uses_the_crop_thresholds_of_the_runs_cache(demo_out, tmp_path, monkeypatch):

@@ -44,7 +44,7 @@ def predict(clips, run_dir, clip_list, classes, vocab, boxes, start, end, fps, t
         raise UsageError(f"--out {out}: give a .csv or .parquet file")
     predictor = ClipPredictor(run_dir, classes=classes, vocab=vocab, boxes=boxes, top_k=top_k,
                               model=model, weights=weights, device=device)
-    results, failed = [], []
+    results, failed, outcomes = [], [], []  # outcomes: (item, result or None, error or None)
     for item in items:
         try:
             r = predictor(item["clip"], item["start"], item["end"], item["fps"])
@@ -52,22 +52,26 @@ def predict(clips, run_dir, clip_list, classes, vocab, boxes, start, end, fps, t
             if len(items) == 1:
                 raise
             failed.append((item["clip"], str(e)))
+            outcomes.append((item, None, str(e)))
             click.echo(f"{item['clip']}: FAILED: {e}", err=True)
             continue
         results.append({**item, **r})
+        outcomes.append((item, r, None))
         if as_json:
             continue
         for n in r["notes"]:
             click.echo(f"note: {n}")
-        click.echo(f"{item['clip']}: {r['frames']} frames, {r['method']} run {run_dir}")
+        click.echo(f"{item['clip']}: {r['scored']} bin-centre frames of frames {r['span'][0]}.."
+                   f"{r['span'][1]} scored ({r['frames']} encoded), {r['method']} run {run_dir}")
         for i, t in enumerate(r["top"], 1):
             click.echo(f"  {i}. {t['class']:<30} score {t['score']:8.3f}  p {t['prob']:.3f}")
     if as_json:
-        js = [{"clip": str(r["clip"]), "run": str(run_dir), "frames": r["frames"], "top": r["top"],
-               "notes": r["notes"]} for r in results]
+        js = [{"clip": str(r["clip"]), "run": str(run_dir), "frames": r["frames"],
+               "scored": r["scored"], "span": r["span"], "top": r["top"], "notes": r["notes"]}
+              for r in results]
         click.echo(json.dumps(js[0] if len(js) == 1 and not clip_list else js, indent=1))
-    if out is not None and results:
-        _write_predictions(out, results)
+    if out is not None:
+        _write_predictions(out, outcomes)
     if failed:
         click.echo(f"{len(failed)} of {len(items)} clip(s) failed (named above); the "
                    f"{len(results)} others are predicted" + (f" and written to {out}" if out else ""),
@@ -75,15 +79,18 @@ def predict(clips, run_dir, clip_list, classes, vocab, boxes, start, end, fps, t
         sys.exit(1)
 
 
-def _write_predictions(out: Path, results: list[dict]) -> None:
+def _write_predictions(out: Path, outcomes: list[tuple]) -> None:
+    """One row per clip in the order given: its top classes, or the reason it failed."""
     import pandas as pd
     rows = []
-    for r in results:
-        row = {"clip": str(r["clip"]), "start": r["start"], "end": r["end"], "frames": r["frames"]}
-        for i, t in enumerate(r["top"], 1):
+    for item, r, error in outcomes:
+        row = {"clip": str(item["clip"]), "start": item["start"], "end": item["end"],
+               "frames": r["frames"] if r else None, "error": error}
+        for i, t in enumerate(r["top"] if r else [], 1):
             row.update({f"class_{i}": t["class"], f"score_{i}": t["score"], f"prob_{i}": t["prob"]})
         rows.append(row)
     df = pd.DataFrame(rows)
+    df = df[[c for c in df.columns if c != "error"] + ["error"]]  # the reason, last
     buf = io.BytesIO()
     if out.suffix == ".parquet":
         df.to_parquet(buf, index=False)
@@ -91,4 +98,6 @@ def _write_predictions(out: Path, results: list[dict]) -> None:
         buf.write(df.to_csv(index=False).encode())
     from xmic.files.atomic import write_bytes_atomic
     write_bytes_atomic(out, buf.getvalue(), out.parent)
-    click.echo(f"wrote {out}: {len(rows)} clip(s)")
+    bad = sum(1 for _, r, _ in outcomes if r is None)
+    click.echo(f"wrote {out}: {len(rows)} clip(s)" + (f", {bad} failed (column error)"
+                                                     if bad else ""))

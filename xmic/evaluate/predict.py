@@ -83,7 +83,8 @@ class ClipPredictor:
         probs /= probs.sum()
         top = [{"class": self.names[i], "score": float(scores[i]), "prob": float(probs[i])}
                for i in order]
-        return {"top": top, "frames": len(frames), "notes": notes + self.enc.warnings,
+        return {"top": top, "frames": len(frames), "scored": cfg.frames,
+                "span": [int(span[0]), int(span[1]) - 1], "notes": notes + self.enc.warnings,
                 "method": cfg.method}
 
 

@@ -16,6 +16,7 @@ import numpy as np
 from xmic.cache.datasets.generic_csv import probe_fps
 from xmic.config import XmicError
 from xmic.extract.boxes import open_boxes
+from xmic.extract.boxes.folder import read_video_detections
 from xmic.extract.config import ExtractConfig
 from xmic.extract.views import view_tensors
 from xmic.extract.media import FrameSource
@@ -30,14 +31,17 @@ class ClipError(XmicError):
 def clip_frames(path: Path, start: float | None, end: float | None, fps: float | None):
     """(FrameSource, first frame, last frame) of the clip's window."""
     path = Path(path)
+    first = 0  # the frame number at second 0 of the clip
     if path.is_dir():
-        files = sorted(path.glob("*.jpg"))
-        if not files:
-            raise ClipError(f"{path}: no .jpg frames in this folder")
+        numbers = sorted(int(p.name[6:16]) for p in path.glob("frame_??????????.jpg")
+                         if p.name[6:16].isdigit())
+        if not numbers:
+            odd = sorted(p.name for p in path.glob("*.jpg"))[:3]
+            raise ClipError(f"{path}: no frame named frame_NNNNNNNNNN.jpg (ten digits, EPIC's "
+                            "layout) in this folder" + (f"; it holds {odd} ..." if odd else ""))
         src = FrameSource(path, "jpeg", 1, pattern="frame_{:010d}.jpg")
-        if not (path / "frame_0000000001.jpg").exists():
-            raise ClipError(f"{path}: frames must be named frame_0000000001.jpg, ... (EPIC layout)")
-        lo, hi = 1, len(files)
+        lo, hi = numbers[0], numbers[-1]  # read by their numbers, from any first one
+        first = lo
         rate = fps
     elif path.exists():
         src = FrameSource(path, "video", 0)
@@ -59,8 +63,8 @@ def clip_frames(path: Path, start: float | None, end: float | None, fps: float |
     if start is not None or end is not None:
         if rate is None:
             raise ClipError("--start/--end on a frame folder need --fps")
-        lo = max(lo, int(round((start or 0) * rate)) + src.first_frame)
-        hi = min(hi, int(round(end * rate)) - 1 + src.first_frame) if end is not None else hi
+        lo = max(lo, int(round((start or 0) * rate)) + first)
+        hi = min(hi, int(round(end * rate)) - 1 + first) if end is not None else hi
     if hi < lo:
         raise ClipError(f"{path}: the window {start}-{end} s holds no frames")
     return src, lo, hi
@@ -84,6 +88,22 @@ class ClipSpan:
     fps: float | None = None
 
 
+def clip_boxes(boxes: Path, stem: str, st: ExtractConfig):
+    """``(frame, image) -> box or None`` of a clip's ``--boxes``: the clip's own detection
+    pickle (EPIC-100's or the 100DOH detector's, keyed by the clip's frame numbers), or any box
+    source of extraction (a folder of such pickles named after the clip, a box table, an X-MIC
+    box pickle)."""
+    boxes = Path(boxes)
+    if boxes.is_file() and boxes.suffix == ".pkl":
+        video = read_video_detections(boxes, boxes.stem)  # None: an X-MIC box pickle, below
+        if video is not None:
+            where = f"{boxes}: clip {stem}"
+            return lambda f, im: video.crop(f, im.width, im.height, st.hand_score,
+                                            st.object_score, st.min_box_px, f"{where}, frame {f}")
+    src = open_boxes(boxes, st.hand_score, st.object_score, st.min_box_px)
+    return lambda f, im: src.box(stem, stem, f, im.width, im.height)
+
+
 def embed_clip(path: Path, enc, views: list[str], span: ClipSpan = ClipSpan(),
                boxes: Path | None = None, settings: ExtractConfig = ExtractConfig()):
     """``settings``: the sampling (policy, per_bin, bins) and crop thresholds, those of the
@@ -93,12 +113,11 @@ def embed_clip(path: Path, enc, views: list[str], span: ClipSpan = ClipSpan(),
     frames = frames_to_store("segment", lo, hi + 1, st.sampling, st.per_bin, st.bins)  # [lo, hi]
     images = read_frames(src, frames)
     notes = []
-    box_src = open_boxes(boxes, st.hand_score, st.object_score, st.min_box_px) if boxes else None
-    if "hand_crop" in views and box_src is None:
-        notes.append("no --boxes: hand crops are the full frames")
     stem = Path(path).stem
-    tensors = view_tensors(images, frames, views, enc.pixels, box_src and (
-        lambda f, im: box_src.box(stem, stem, f, im.width, im.height)))
+    box_of = clip_boxes(boxes, stem, st) if boxes else None
+    if "hand_crop" in views and box_of is None:
+        notes.append("no --boxes: hand crops are the full frames")
+    tensors = view_tensors(images, frames, views, enc.pixels, box_of)
     return ({k: np.asarray(enc.encode_images(x).cpu().numpy(), dtype=np.float32)
              for k, x in tensors.items()}, frames, notes, (lo, hi + 1))
 

@@ -95,7 +95,7 @@ def score_clip(model, cfg: TrainConfig, views: dict[str, np.ndarray], w: np.ndar
     if missing:
         raise ScoreError(f"the run reads views {cfg.views()}; missing {missing}")
     try:
-        lay = bin_layout("epic", np.array([span[0]]), np.array([span[1]]),
+        lay = bin_layout("segment", np.array([span[0]]), np.array([span[1]]),
                          np.asarray(frames, np.int64), np.array([0, len(frames)]), cfg.frames,
                          "the clip", ["clip"])
     except CacheError as e:

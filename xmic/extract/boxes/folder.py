@@ -29,6 +29,16 @@ VIDEO_FORMATS = (EpicVideo, DetectorVideo)  # a pickle's format: the first whose
 def load_video_detections(path: Path, video_id: str):
     """One video's pickle, in any of ``VIDEO_FORMATS``, read through the restricted unpickler
     (plain data and numpy arrays; any other global is refused, nothing runs)."""
+    v = read_video_detections(path, video_id)
+    if v is None:
+        raise BoxError(f"{path}: neither EPIC-100 detections (a list of serialized Detections) "
+                       "nor the 100DOH detector's output (a dict with 'info' and one entry per "
+                       "frame); see docs/hand-boxes.md")
+    return v
+
+
+def read_video_detections(path: Path, video_id: str):
+    """``load_video_detections``, or None when the pickle is of none of ``VIDEO_FORMATS``."""
     from xmic.cache.safe_pickle import ForbiddenGlobal, RestrictedUnpickler
     path = Path(path)
     try:
@@ -44,9 +54,7 @@ def load_video_detections(path: Path, video_id: str):
     for fmt in VIDEO_FORMATS:
         if fmt.matches(data):
             return fmt(data, path, video_id)
-    raise BoxError(f"{path}: neither EPIC-100 detections (a list of serialized Detections) nor the "
-                   "100DOH detector's output (a dict with 'info' and one entry per frame); see "
-                   "docs/hand-boxes.md")
+    return None
 
 
 def load_detection_pickle(path: Path, video_id: str) -> dict[int, object]:
