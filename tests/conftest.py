@@ -20,4 +20,6 @@ def demo_out(tmp_path_factory):
     """One `xmic demo` run (3 epochs, CPU) shared by the tests that need its world and caches."""
     out = tmp_path_factory.mktemp("demo") / "demo"
     cp = run_xmic("demo", "--out", out, "--epochs", "3", "--device", "cpu")
+    # open_clip's "initialized randomly" line is said once, in xmic's words ("RANDOM")
+    assert "No pretrained weights loaded" not in cp.stdout + cp.stderr, cp.stderr
     return out, cp.stdout

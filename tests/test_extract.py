@@ -189,6 +189,9 @@ def test_cli_extract(tmp_path, epic):
     cp = run_xmic("extract", "run", tmp_path / "c", "--model", TINY, "--weights", "random",
                   "--workers", "2", "--shards", "0-1", "--device", "cpu")
     assert "2 shard(s) extracted" in cp.stdout and "RANDOM WEIGHTS" in cp.stdout + cp.stderr
+    said = cp.stdout.splitlines()  # the warning comes once, before the work
+    warned = [i for i, x in enumerate(said) if "RANDOM WEIGHTS" in x]
+    assert len(warned) == 1 and warned[0] < min(i for i, x in enumerate(said) if "shard " in x)
     cp = run_xmic("extract", "text", tmp_path / "c", "--model", TINY, "--weights", "random",
                   "--set", "seed=9", "--device", "cpu", check=False)  # not the views' weights
     assert cp.returncode == 2 and ("class names would be encoded by xmic-tiny-quickgelu (weights "

@@ -142,8 +142,6 @@ def extract_run(cache_dir, shards, model, weights, device, precision, batch_size
     from xmic.cache import Cache
     chosen = _shard_range(shards, lambda: len(Cache.open(cache_dir).shards()))
     s = run_shards(cache_dir, cfg, chosen, echo=click.echo, redo_failed=redo_failed)
-    for w in s.warnings:
-        click.echo(f"WARNING: {w}")
     for split, (rows, fell) in s.fallbacks.items():
         click.echo(f"hand crops, {fallback_line(split, rows, fell)}")
     if s.redone:

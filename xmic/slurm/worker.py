@@ -55,8 +55,6 @@ class ShardTask(submitit.helpers.Checkpointable):
             signal.signal(signal.SIGTERM, self._on_sigterm)
         summary = run_shards(Path(self.cache_dir), cfg, list(shards), commits=self._commits,
                              echo=lambda m: print(m, flush=True))
-        for w in summary.warnings:  # into the task's log
-            print(f"WARNING: {w}", flush=True)
         if summary.shards_failed:
             raise ShardsFailed(f"{summary.shards_failed} of {len(shards)} shard(s) failed: "
                                + "; ".join(summary.failures[:5]))

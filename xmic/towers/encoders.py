@@ -12,6 +12,7 @@ without QuickGELU are refused: they load without error and silently lose accurac
 """
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,18 +95,33 @@ def weights_origin(path: Path) -> str | None:
     return "openai" if "openai" in path.name.lower() else None
 
 
+class _NoRandomInitNotice:
+    """Drops open_clip's "No pretrained weights loaded ... initialized randomly" log line: xmic
+    creates every model without weights and loads them itself, and says in its own words (once,
+    ``FrozenEncoder.warnings``) when they are really random."""
+
+    def filter(self, record) -> bool:
+        return not str(record.getMessage()).startswith("No pretrained weights loaded")
+
+
+@contextlib.contextmanager
+def quiet_model_creation():
+    import logging
+    root, notice = logging.getLogger(), _NoRandomInitNotice()
+    root.addFilter(notice)
+    try:
+        yield
+    finally:
+        root.removeFilter(notice)
+
+
 def expected_state_shapes(model: str) -> dict[str, tuple]:
     """{name: shape} of the open_clip CLIP state dict ``model`` loads (built on the meta device:
     no memory, no weights)."""
-    import logging
     import open_clip
     name, _ = resolve_model(model)
-    logging.getLogger().disabled, was = True, logging.getLogger().disabled  # "randomly" notice
-    try:
-        with torch.device("meta"):
-            m = open_clip.create_model(name, pretrained=None, device="meta")
-    finally:
-        logging.getLogger().disabled = was
+    with quiet_model_creation(), torch.device("meta"):
+        m = open_clip.create_model(name, pretrained=None, device="meta")
     return {k: tuple(v.shape) for k, v in m.state_dict().items()}
 
 
@@ -278,8 +294,8 @@ def load_clip(model: str, weights: str, device: str = "cpu", precision: str = "f
         m, name, cfg, digest, origin = _local_dir_model(Path(weights[len("local-dir:"):]))
     else:
         name, cfg = resolve_model(model)
-        with torch.random.fork_rng(devices=[]):  # seeded init, the caller's RNG untouched
-            torch.manual_seed(seed)
+        with torch.random.fork_rng(devices=[]), quiet_model_creation():  # seeded init, the
+            torch.manual_seed(seed)                                      # caller's RNG untouched
             m = open_clip.create_model(name, pretrained=None, device="cpu")
         if weights == "random":
             digest, origin = f"random-seed-{seed}", None
