@@ -319,3 +319,35 @@ def test_the_eta_costs_each_run_at_its_own_methods_price(tmp_path):
     assert "about 7.2 min left and runs of clip-adapter (not measured yet)" in text, text
     assert "  cocoop: 1 done, 2 left, 3.0 min a run (finished runs)" in text, text
     assert "  coop: 0 done, 1 left, 60 s a run (1 epoch(s) measured)" in text, text
+
+
+def test_a_grid_is_steered_from_the_command_line_and_its_saved_recipe_round_trips(tmp_path,
+                                                                                  world):
+    """--methods/--drop-methods choose rows, --sweep adds one named row per value to the rows
+    that read the key; a planned grid's folder is a recipe that plans the same grid (the same
+    grid.json hash); --extend without --recipe starts from the grid's recorded options."""
+    r = recipe(tmp_path, world, methods={"xmic": {}, "zeroshot": {}, "linear": {}})
+    g1 = tmp_path / "g1"
+    run_xmic("grid", "plan", g1, "--recipe", r, "--drop-methods", "linear", "--seeds", "0",
+             "--sweep", "model.xmic.alpha=1,4", "--set", "epochs=3")
+    plan1 = json.loads((g1 / "grid.json").read_text())
+    rows = {x["method"]: x["config"] for x in plan1["runs"]}
+    assert set(rows) == {"xmic", "zeroshot", "xmic-alpha-1", "xmic-alpha-4"}
+    assert rows["xmic-alpha-4"]["model"]["xmic"]["alpha"] == 4 and rows["xmic"]["epochs"] == 3
+    g2 = tmp_path / "g2"
+    run_xmic("grid", "plan", g2, "--recipe", g1)  # the saved grid plans the same grid
+    assert json.loads((g2 / "grid.json").read_text())["sha256"] == plan1["sha256"]
+    out = run_xmic("grid", "plan", g1, "--extend", "--seeds", "0,1").stdout  # only what is new
+    assert "4 new run(s)" in out, out
+    plan = json.loads((g1 / "grid.json").read_text())
+    assert len(plan["runs"]) == 8 and all(x["config"]["epochs"] == 3 for x in plan["runs"])
+    run_xmic("grid", "plan", tmp_path / "g3", "--recipe", r, "--methods", "zeroshot")
+    assert {x["method"] for x in json.loads((tmp_path / "g3" / "grid.json").read_text())["runs"]} \
+        == {"zeroshot"}
+    for args, words in ((["--methods", "cocoop"], "not rows of recipe"),
+                        (["--sweep", "model.prompt.context=4"], "no row of the recipe reads"),
+                        (["--sweep", "seed=1,2"], "defines a row")):
+        cp = run_xmic("grid", "plan", tmp_path / "g4", "--recipe", r, *args, check=False)
+        assert cp.returncode == 2 and words in cp.stderr, (args, cp.stderr)
+    cp = run_xmic("grid", "plan", tmp_path / "g5", check=False)
+    assert cp.returncode == 2 and "--recipe is needed" in cp.stderr

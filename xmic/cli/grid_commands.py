@@ -30,8 +30,9 @@ def _caches(specs) -> dict:
 
 @grid.command("plan")
 @click.argument("grid_dir", type=click.Path(path_type=Path))
-@click.option("--recipe", required=True,
-              help="paper-main, paper-egtea, paper-ablations, or a recipe YAML file.")
+@click.option("--recipe",
+              help="paper-main, paper-egtea, paper-ablations, a recipe YAML file, or a planned "
+                   "grid's folder (its recipe as planned). With --extend: the grid's own.")
 @click.option("--cache", "caches", multiple=True, metavar="DATASET=DIR",
               help="The cache of a dataset (overrides the recipe's).")
 @click.option("--class-splits", type=click.Path(path_type=Path),
@@ -45,17 +46,26 @@ def _caches(specs) -> dict:
               help="Training override for every run, e.g. epochs=5.")
 @click.option("--extend", is_flag=True,
               help="Add the recipe's new seeds, methods, sources, labels and targets to the "
-                   "grid planned here (planned runs are kept as they are).")
-def grid_plan(grid_dir, recipe, caches, class_splits, derive_class_splits, seeds, sets, extend):
+                   "grid planned here (planned runs are kept as they are); without --recipe, "
+                   "the grid's recorded recipe with what is given here.")
+@click.option("--methods", help="Plan only these rows of the recipe, e.g. xmic,zeroshot.")
+@click.option("--drop-methods", help="Leave these rows of the recipe out, e.g. cocoop.")
+@click.option("--sweep", "sweeps", multiple=True, metavar="KEY=V1,V2",
+              help="One row more per value for every row that reads KEY, named ROW-LEAF-VALUE "
+                   "(e.g. --sweep model.xmic.alpha=1,4 adds xmic-alpha-1, xmic-alpha-4).")
+def grid_plan(grid_dir, recipe, caches, class_splits, derive_class_splits, seeds, sets, extend,
+              methods, drop_methods, sweeps):
     """Plan a grid (one row per run) and check it against the caches; nothing runs."""
     from xmic.grid.plan import evaluations, plan_grid, warmup_warnings
     from xmic.grid.recipe import load_recipe
+    from xmic.grid.steering import recipe_source, steer
     try:
         seed_list = [int(s) for s in seeds.split(",")] if seeds else None
     except ValueError:
         raise UsageError(f"--seeds {seeds!r}: expected integers, e.g. 0,1,2") from None
-    r = load_recipe(recipe, _caches(caches), seed_list, str(class_splits) if class_splits else None,
-                    sets)
+    r = load_recipe(recipe_source(recipe, Path(grid_dir), extend), _caches(caches), seed_list,
+                    str(class_splits) if class_splits else None, sets)
+    r = steer(r, methods, drop_methods, sweeps)
     g = plan_grid(grid_dir, r, extend=extend, derive_lists=derive_class_splits)
     if g.get("class_lists"):
         click.echo(f"derived class lists ({g['class_lists']['rule']}): "

@@ -31,6 +31,7 @@ from xmic.config import ConfigError, read_yaml
 from xmic.train.methods import METHODS, tower_methods
 
 KEYS = ("caches", "sources", "targets", "labels", "methods", "seeds", "train", "class_splits")
+SAVED_KEYS = ("name", "optional_methods")  # a planned grid's config.yaml holds them too
 ROW_KEYS = ("method", "label", "split", "seed")  # what a row is; never an override
 MAX_SEEDS = 100
 MAX_SEED = 2**32 - 1
@@ -140,7 +141,7 @@ def load_recipe(name_or_path: str, caches: dict | None = None, seeds=None,
             raise ConfigError(f"--recipe {name_or_path!r}: not a built-in recipe "
                               f"({', '.join(BUILT_IN)}) nor an existing .yaml file")
         data, where = read_yaml(path), str(path)
-    unknown = sorted(set(data) - set(KEYS))
+    unknown = sorted(set(data) - set(KEYS) - set(SAVED_KEYS))
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; a recipe has {list(KEYS)}")
     rc = _mapping(data, "caches", where)
@@ -203,7 +204,15 @@ def load_recipe(name_or_path: str, caches: dict | None = None, seeds=None,
         if missing:
             raise ConfigError(f"{where}: {role} dataset(s) {missing} have no cache; give "
                               + " ".join(f"--cache {m}=DIR" for m in missing))
-    return Recipe(name_or_path if name_or_path in BUILT_IN else Path(name_or_path).stem, rc,
-                  sources, targets, tuple(labels), methods, tuple(seeds), train,
-                  str(cs) if cs else None,
-                  tuple(m for m in PROMPT_ROWS if m in methods) if name_or_path in BUILT_IN else ())
+    return Recipe(_name(name_or_path, data), rc, sources, targets, tuple(labels), methods,
+                  tuple(seeds), train, str(cs) if cs else None,
+                  tuple(m for m in PROMPT_ROWS if m in methods) if name_or_path in BUILT_IN
+                  else tuple(m for m in data.get("optional_methods") or () if m in methods))
+
+
+def _name(name_or_path: str, data: dict) -> str:
+    """A built-in's name; a saved grid's recorded one; else the file's stem."""
+    if name_or_path in BUILT_IN:
+        return name_or_path
+    saved = data.get("name")
+    return saved if isinstance(saved, str) and saved else Path(name_or_path).stem
