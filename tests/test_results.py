@@ -84,13 +84,26 @@ def test_paper_layout_in_markdown_csv_and_latex(grid):
     cols = tex.splitlines()[1].count("c")  # \begin{tabular}{lcccccc}
     assert all(ln.count("&") == cols for ln in body), body  # every row as wide as the header
     assert tex.count("{") == tex.count("}")
-    # the best of each column is bold, and only that
+    # rows by their display names; the best of each column bold and the second underlined,
+    # each only when one row holds it at the shown precision (a tie is not a win)
+    assert [ln.split(" & ")[0] for ln in body] == ["X-MIC", "Zero-shot CLIP", "Linear probe"]
     for j in range(1, cols + 1):
         cells = [ln.rstrip(" \\").split(" & ")[j] for ln in body]
-        means = [float(re.sub(r"\\textbf\{|\}", "", c).split()[0]) for c in cells if c != "--"]
-        bold = [c for c in cells if c.startswith(r"\textbf")]
-        if means:
-            assert bold and all(float(b[8:].split()[0]) == max(means) for b in bold), cells
+        means = [round(float(re.sub(r"\\(textbf|underline)\{|\}", "", c).split()[0]), 1)
+                 for c in cells if c != "--"]
+        shown = sorted(set(means), reverse=True)
+        want_bold = [shown[0]] if shown and means.count(shown[0]) == 1 else []
+        want_under = [shown[1]] if len(shown) > 1 and means.count(shown[1]) == 1 else []
+        bold = [float(c[8:].split()[0]) for c in cells if c.startswith(r"\textbf")]
+        under = [float(c[11:].split()[0]) for c in cells if c.startswith(r"\underline")]
+        assert bold == want_bold and under == want_under, cells
+    from xmic.grid.table import format_latex, ranks
+    assert ranks([50.04, 50.01, 40.0]) == (None, 40.0)  # 50.0 twice at the shown precision
+    assert ranks([60.0, 50.0, 50.0]) == (60.0, None)
+    one = format_latex("noun", "top-1", [("score", "epic", "epic")],
+                       {"xmic-alpha-4": {("score", "epic", "epic"): (61.0, 0.0, 1)}},
+                       {"xmic-alpha-4": "X-MIC (alpha_4 & more)"})
+    assert r"X-MIC (alpha\_4 \& more) & \textbf{61.0}" in one
     png = (grid / "table.png").read_bytes()
     assert png[:4] == b"\x89PNG"
 
@@ -160,3 +173,20 @@ def test_the_readmes_python_example_runs(grid, world):  # noqa: F811
     assert "xmic" in out.getvalue() and "mean" in out.getvalue()
     assert list(scope["pred"].columns[:3]) == ["segment_id", "label", "class_1"]
     assert len(scope["names"]) == scope["w"].shape[0]
+
+
+def test_display_names_come_from_the_recipe_or_the_method_record(tmp_path):
+    from xmic.grid.recipe import load_recipe
+    from xmic.grid.table import display_names
+    g = {"recipe": {"display_names": {"zeroshot": "CLIP (zero-shot)"}},
+         "runs": [{"method": "xmic-alpha-4", "config": {"method": "xmic"}},
+                  {"method": "zeroshot", "config": {"method": "zeroshot"}},
+                  {"method": "coop", "config": {"method": "coop"}}]}
+    assert display_names(g) == {"xmic-alpha-4": "X-MIC (alpha-4)", "zeroshot": "CLIP (zero-shot)",
+                                "coop": "CoOp"}
+    y = tmp_path / "r.yaml"
+    y.write_text("caches: {epic: c}\nsources: {epic: train}\ntargets: {epic: validation}\n"
+                 "labels: [noun]\nmethods: {xmic: {}}\ndisplay_names: {xmic: 'X-MIC (ours)'}\n")
+    r = load_recipe(str(y))
+    assert r.display_names == {"xmic": "X-MIC (ours)"}
+    assert r.as_dict()["display_names"] == {"xmic": "X-MIC (ours)"}

@@ -14,6 +14,7 @@ checked when the grid is planned (``grid.plan``). YAML form::
     seeds: [0, 1]
     train: {epochs: 5}                                 # overrides for every run (optional)
     class_splits: anno/                                # X-MIC list files (optional)
+    display_names: {xmic-alpha-4: "X-MIC ($\\alpha$ = 4)"}   # LaTeX row names (optional)
 
 A method entry may name the trainer method (``xmic-hands-only: {method: xmic, ...}``); else its
 name is the trainer method. The built-in ``paper-main`` and ``paper-egtea`` hold the prompt-learning
@@ -30,7 +31,8 @@ from xmic.files.names import BadName, check_name
 from xmic.config import ConfigError, read_yaml
 from xmic.train.methods import METHODS, tower_methods
 
-KEYS = ("caches", "sources", "targets", "labels", "methods", "seeds", "train", "class_splits")
+KEYS = ("caches", "sources", "targets", "labels", "methods", "seeds", "train", "class_splits",
+        "display_names")
 SAVED_KEYS = ("name", "optional_methods")  # a planned grid's config.yaml holds them too
 ROW_KEYS = ("method", "label", "split", "seed")  # what a row is; never an override
 MAX_SEEDS = 100
@@ -84,6 +86,7 @@ class Recipe:
     train: dict = field(default_factory=dict)
     class_splits: str | None = None
     optional_methods: tuple = ()  # planned only where they can run (text tower), else noted
+    display_names: dict = field(default_factory=dict)  # row -> its name in a paper's table
 
     def as_dict(self) -> dict:
         return {"name": self.name, "caches": dict(self.caches), "sources": dict(self.sources),
@@ -95,7 +98,8 @@ class Recipe:
                 "order": {"methods": list(self.methods), "sources": list(self.sources),
                           "targets": list(self.targets), "labels": list(self.labels)},
                 **({"optional_methods": list(self.optional_methods)}
-                   if self.optional_methods else {})}
+                   if self.optional_methods else {}),
+                **({"display_names": dict(self.display_names)} if self.display_names else {})}
 
 
 def normalised_keys(overrides: dict, where: str) -> dict:
@@ -207,7 +211,8 @@ def load_recipe(name_or_path: str, caches: dict | None = None, seeds=None,
     return Recipe(_name(name_or_path, data), rc, sources, targets, tuple(labels), methods,
                   tuple(seeds), train, str(cs) if cs else None,
                   tuple(m for m in PROMPT_ROWS if m in methods) if name_or_path in BUILT_IN
-                  else tuple(m for m in data.get("optional_methods") or () if m in methods))
+                  else tuple(m for m in data.get("optional_methods") or () if m in methods),
+                  _mapping(data, "display_names", where))
 
 
 def _name(name_or_path: str, data: dict) -> str:

@@ -20,6 +20,7 @@ import io
 
 from xmic.evaluate.metrics import harmonic_mean
 from xmic.config import XmicError
+from xmic.train.methods import METHODS
 
 METRIC_CHOICES = {"top-1": "top1", "class-mean": "class_mean", "shared": "shared",
                   "novel": "novel", "HM": "hm"}
@@ -122,9 +123,37 @@ def _tex(text: str) -> str:
     return text
 
 
-def format_latex(label: str, what: str, cols, body) -> str:
-    """A booktabs tabular: a multicolumn header per source (and the HM group), the best mean of
-    each column in bold."""
+def display_names(grid: dict) -> dict:
+    """Row -> its name in a paper's table: the recipe's ``display_names``, else the method's
+    record (``X-MIC``, ``CLIP-Adapter``), a variant row as ``X-MIC (alpha-4)``."""
+    given = grid["recipe"].get("display_names") or {}
+    trainer = {r["method"]: r["config"].get("method", r["method"]) for r in grid["runs"]}
+    out = {}
+    for row, method in trainer.items():
+        if row in given:
+            out[row] = str(given[row])
+            continue
+        shown = METHODS[method].display if method in METHODS and METHODS[method].display else method
+        rest = row[len(method) + 1:] if row.startswith(method + "-") else ("" if row == method
+                                                                          else row)
+        out[row] = f"{shown} ({rest})" if rest else shown
+    return out
+
+
+def ranks(values: list[float]) -> tuple[float | None, float | None]:
+    """(best, second best) of a column at the shown precision, each only when one row holds it
+    (a tie is not a win)."""
+    shown = sorted({round(v, 1) for v in values}, reverse=True)
+    count = {v: sum(1 for x in values if round(x, 1) == v) for v in shown}
+    best = shown[0] if shown and count[shown[0]] == 1 else None
+    second = shown[1] if len(shown) > 1 and count[shown[1]] == 1 else None
+    return best, second
+
+
+def format_latex(label: str, what: str, cols, body, names: dict | None = None) -> str:
+    """A booktabs tabular: a multicolumn header per source (and the HM group), rows by their
+    display names; the best mean of each column in bold and the second underlined, each only
+    when a single row holds it at the shown precision."""
     groups = []  # (header, span)
     for c in cols:
         name = f"{title(c[1])} $\\rightarrow$" if c[0] == "score" else "HM"
@@ -132,8 +161,7 @@ def format_latex(label: str, what: str, cols, body) -> str:
             groups[-1][1] += 1
         else:
             groups.append([name, 1])
-    best = {c: max((round(r[c][0], 1) for r in body.values() if r[c] is not None), default=None)
-            for c in cols}
+    marks = {c: ranks([r[c][0] for r in body.values() if r[c] is not None]) for c in cols}
     out = [f"% {label}: {what}", r"\begin{tabular}{l" + "c" * len(cols) + "}", r"\toprule"]
     out.append(" & " + " & ".join(f"\\multicolumn{{{n}}}{{c}}{{{g}}}" for g, n in groups) + r" \\")
     start, rules = 2, []
@@ -152,8 +180,10 @@ def format_latex(label: str, what: str, cols, body) -> str:
                 cells.append("--")
                 continue
             text = f"{st[0]:.1f}" + (f" $\\pm$ {st[1]:.1f}" if st[2] > 1 else "")
-            cells.append(f"\\textbf{{{text}}}" if round(st[0], 1) == best[c] else text)
-        out.append(f"{_tex(method)} & " + " & ".join(cells) + r" \\")
+            best, second = marks[c]
+            cells.append(f"\\textbf{{{text}}}" if round(st[0], 1) == best else
+                         f"\\underline{{{text}}}" if round(st[0], 1) == second else text)
+        out.append(f"{_tex((names or {}).get(method, method))} & " + " & ".join(cells) + r" \\")
     out += [r"\bottomrule", r"\end{tabular}", ""]
     return "\n".join(out)
 
@@ -213,7 +243,9 @@ def grid_tables(df, missing: int, grid: dict, fmt: str = "md", metric: str = "to
     if fmt == "csv":
         return format_csv(tables)
     if fmt == "latex":
-        return "\n".join(format_latex(*t) for t in tables) + (f"% {note}" if note else "")
+        names = display_names(grid)
+        return ("\n".join(format_latex(*t, names) for t in tables)
+                + (f"% {note}" if note else ""))
     return "\n".join(format_markdown(*t) for t in tables) + (f"\n{note}" if note else "")
 
 

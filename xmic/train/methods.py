@@ -28,6 +28,7 @@ class Method:
     text_per_video: bool = False       # its class embeddings depend on the video (B x C texts)
     recompute_text: bool = False       # model.prompt.recompute_text=auto recomputes its text passes
     config_groups: tuple = ()          # the ModelConfig groups it reads (recorded with a run)
+    display: str = ""                  # its name in a paper's table (LaTeX)
 
     @property
     def tower(self) -> bool:
@@ -104,16 +105,18 @@ _PROMPT = dict(text="prompt_ids", open_vocabulary=True, vocab="text_vocab",
 # In the order tables and built-in recipes list them: zero-shot first.
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("zeroshot", conditioning=False, open_vocabulary=True, vocab="zeroshot_vocab",
-           trains=False, build=_zeroshot, **_EMB),
+           trains=False, build=_zeroshot, display="Zero-shot CLIP", **_EMB),
     Method("linear", conditioning=False, open_vocabulary=False, vocab="text_vocab",
-           trains=True, build=_linear, **_EMB),
+           trains=True, build=_linear, display="Linear probe", **_EMB),
     Method("clip-adapter", conditioning=False, open_vocabulary=True, vocab="text_vocab",
-           trains=True, build=_clip_adapter, config_groups=("clip_adapter",), **_EMB),
+           trains=True, build=_clip_adapter, config_groups=("clip_adapter",),
+           display="CLIP-Adapter", **_EMB),
     Method("xmic", conditioning=True, open_vocabulary=True, vocab="text_vocab", trains=True,
-           build=_xmic, config_groups=("xmic",), **_EMB),
-    Method("coop", build=_coop, config_groups=("prompt", "text_tower"), **_PROMPT),
+           build=_xmic, config_groups=("xmic",), display="X-MIC", **_EMB),
+    Method("coop", build=_coop, config_groups=("prompt", "text_tower"), display="CoOp",
+           **_PROMPT),
     Method("cocoop", build=_cocoop, text_per_video=True, recompute_text=True,
-           config_groups=("prompt", "cocoop", "text_tower"), **_PROMPT),
+           config_groups=("prompt", "cocoop", "text_tower"), display="CoCoOp", **_PROMPT),
 )}
 
 
