@@ -66,7 +66,8 @@ def test_paper_layout_in_markdown_csv_and_latex(grid):
     assert [r.split(" | ")[0][2:] for r in rows] == ["xmic", "zeroshot", "linear"]
     mean, std = _expected(df, "xmic", "epic", "ego4d")
     assert f"{mean:.1f} ± {std:.1f}" == rows[0].split(" | ")[2]
-    assert rows[2].split(" | ")[2] == "–"  # the probe is not scored across datasets
+    assert rows[2].split(" | ")[2] == "n/a"  # the probe is not scored across datasets
+    assert "n/a: not scored (the method has no classifier for that vocabulary)" in md
 
     text = run_xmic("grid", "table", grid, "--format", "csv").stdout.split("(table:")[0]
     table = list(csv.reader(io.StringIO(text)))
@@ -90,7 +91,7 @@ def test_paper_layout_in_markdown_csv_and_latex(grid):
     for j in range(1, cols + 1):
         cells = [ln.rstrip(" \\").split(" & ")[j] for ln in body]
         means = [round(float(re.sub(r"\\(textbf|underline)\{|\}", "", c).split()[0]), 1)
-                 for c in cells if c != "--"]
+                 for c in cells if c not in ("--", "n/a")]
         shown = sorted(set(means), reverse=True)
         want_bold = [shown[0]] if shown and means.count(shown[0]) == 1 else []
         want_under = [shown[1]] if len(shown) > 1 and means.count(shown[1]) == 1 else []

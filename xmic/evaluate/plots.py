@@ -20,6 +20,41 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
+SHARED_COLOR, NOVEL_COLOR = "tab:blue", "tab:orange"
+
+
+def per_class_figure(acc, labels, classes, shared, order, criterion: str, title: str) -> bytes:
+    """Per-class accuracy, best first: bars coloured shared / novel (the tick labels too), each
+    class's number of samples in its label, a class at 0 % marked so that it is seen, the
+    legend above the axes, the axis 0-100 %."""
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+    n = np.bincount(labels, minlength=len(classes))
+    fig = Figure(figsize=(max(6, 0.25 * len(order) + 2), 4.6))
+    ax = fig.subplots()
+    colors = [SHARED_COLOR if shared[i] else NOVEL_COLOR for i in order]
+    x = np.arange(len(order))
+    ax.bar(x, acc[order], color=colors)
+    zero = acc[order] == 0
+    ax.scatter(x[zero], np.zeros(int(zero.sum())), marker="x", s=18,
+               c=[c for c, z in zip(colors, zero) if z], zorder=3, clip_on=False)
+    ax.set_xticks(x, [f"{classes[i]} ({n[i]})" for i in order], rotation=90, fontsize=6)
+    for tick, c in zip(ax.get_xticklabels(), colors):
+        tick.set_color(c)
+    ax.set_ylim(0, 100)
+    ax.set_xlim(-0.6, max(len(order), 1) - 0.4)
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_xlabel("class (samples)", fontsize=7)
+    ax.legend(handles=[Patch(color=SHARED_COLOR, label="shared"),
+                       Patch(color=NOVEL_COLOR, label="novel"),
+                       Line2D([], [], marker="x", ls="", color="k", label="0 %")],
+              loc="lower left", bbox_to_anchor=(0, 1.0), ncol=3, fontsize=7, frameon=False)
+    ax.set_title(f"{title}\nper class, {criterion} criterion", pad=18, fontsize=9)
+    fig.tight_layout()
+    return _png(fig)
+
+
 def plot_all(scores, probs, labels, classes, shared, criterion: str, title: str,
              top_classes: int = 20, bins: int = 10) -> dict[str, bytes]:
     from matplotlib.figure import Figure  # no pyplot: a notebook's backend is left alone
@@ -29,15 +64,8 @@ def plot_all(scores, probs, labels, classes, shared, criterion: str, title: str,
     acc = per_class_accuracy(correct, labels, len(classes))
     present = np.flatnonzero(~np.isnan(acc))
     order = present[np.argsort(-acc[present], kind="stable")]
-    fig = Figure(figsize=(max(6, 0.25 * len(order) + 2), 4))
-    ax = fig.subplots()
-    colors = ["tab:blue" if shared[i] else "tab:orange" for i in order]
-    ax.bar(range(len(order)), acc[order], color=colors)
-    ax.set_xticks(range(len(order)), [classes[i] for i in order], rotation=90, fontsize=6)
-    ax.set_ylabel("top-1 accuracy (%)")
-    ax.set_title(f"{title}\nper class: shared (blue) / novel (orange), {criterion} criterion")
-    fig.tight_layout()
-    pngs["per_class_accuracy.png"] = _png(fig)
+    pngs["per_class_accuracy.png"] = per_class_figure(acc, labels, classes, shared, order,
+                                                      criterion, title)
 
     freq = np.bincount(labels, minlength=len(classes))
     top = np.argsort(-freq, kind="stable")[:min(top_classes, int((freq > 0).sum()))]

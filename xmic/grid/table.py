@@ -50,9 +50,14 @@ def _select(df, label: str, metric: str, criterion: str):
     return sub
 
 
+NA = "n/a"  # a cell the grid never scores (a linear probe on another vocabulary)
+
+
 def paper_table(df, label: str, metric: str, criterion: str, methods: list[str],
-                sources: list[str], targets: list[str]) -> tuple[list[tuple], dict]:
-    """(columns, {method: {column: (mean, std, seeds)}}) of one label."""
+                sources: list[str], targets: list[str],
+                scored: set | None = None) -> tuple[list[tuple], dict]:
+    """(columns, {method: {column: (mean, std, seeds), None (no score: not yet, or no sample),
+    or NA (``scored``, the (method, label, source, target) the grid plans, lacks it)}})."""
     sub = _select(df, label, metric, criterion)
     cols = columns(sources, targets)
     values: dict = {}  # (method, source, target) -> {seed: value}
@@ -69,6 +74,9 @@ def paper_table(df, label: str, metric: str, criterion: str, methods: list[str],
                 ins, cross = values.get((method, s, s), {}), values.get((method, s, t), {})
                 got = [harmonic_mean(ins[k], cross[k]) for k in ins if k in cross]
             row[(kind, s, t)] = _stats(got)
+            if (row[(kind, s, t)] is None and scored is not None
+                    and (method, label, s, t) not in scored and (method, label, s, s) in scored):
+                row[(kind, s, t)] = NA
         body[method] = row
     return cols, body
 
@@ -86,8 +94,8 @@ def _head(col: tuple) -> str:
 
 
 def _cell(st) -> str:
-    if st is None:
-        return "–"
+    if st is None or st == NA:
+        return "–" if st is None else NA
     return f"{st[0]:.1f}" if st[2] == 1 else f"{st[0]:.1f} ± {st[1]:.1f}"
 
 
@@ -111,7 +119,8 @@ def format_csv(tables: list[tuple]) -> str:
             cells = []
             for c in cols:
                 st = row[c]
-                cells += ["", "", 0] if st is None else [round(st[0], 4), round(st[1], 4), st[2]]
+                cells += (["", "", 0] if st is None else [NA, NA, 0] if st == NA
+                          else [round(st[0], 4), round(st[1], 4), st[2]])
             w.writerow([label, method, *cells])
     return buf.getvalue()
 
@@ -161,7 +170,7 @@ def format_latex(label: str, what: str, cols, body, names: dict | None = None) -
             groups[-1][1] += 1
         else:
             groups.append([name, 1])
-    marks = {c: ranks([r[c][0] for r in body.values() if r[c] is not None]) for c in cols}
+    marks = {c: ranks([r[c][0] for r in body.values() if r[c] not in (None, NA)]) for c in cols}
     out = [f"% {label}: {what}", r"\begin{tabular}{l" + "c" * len(cols) + "}", r"\toprule"]
     out.append(" & " + " & ".join(f"\\multicolumn{{{n}}}{{c}}{{{g}}}" for g, n in groups) + r" \\")
     start, rules = 2, []
@@ -176,8 +185,8 @@ def format_latex(label: str, what: str, cols, body, names: dict | None = None) -
         cells = []
         for c in cols:
             st = row[c]
-            if st is None:
-                cells.append("--")
+            if st is None or st == NA:
+                cells.append("--" if st is None else NA)
                 continue
             text = f"{st[0]:.1f}" + (f" $\\pm$ {st[1]:.1f}" if st[2] > 1 else "")
             best, second = marks[c]
@@ -231,12 +240,18 @@ def grid_tables(df, missing: int, grid: dict, fmt: str = "md", metric: str = "to
     what = (f"{name} (%)" + (f", {criterion} shared/novel classes" if metric in NEEDS_CRITERION
                              else "") + ", mean ± std over seeds")
     tables = []
+    scored = {(r["method"], r["label"], r["source"], t["dataset"]) for r in grid["runs"]
+              for t in r["targets"]}
     for label in recipe_order(grid, "labels"):
         planned = [m for m in methods if any(r["method"] == m and r["label"] == label
                                              for r in grid["runs"])]
-        cols, body = paper_table(df, label, metric, criterion, planned, sources, targets)
+        cols, body = paper_table(df, label, metric, criterion, planned, sources, targets, scored)
         tables.append((label, what, cols, body))
     note = (f"{missing} planned score(s) missing: the grid is not finished.\n" if missing else "")
+    if any(v is None or v == NA for _, _, _, body in tables for row in body.values()
+           for v in row.values()):
+        note += (f"–: no score (not finished, or no sample of those classes); {NA}: not scored "
+                 "(the method has no classifier for that vocabulary).\n")
     if metric in NEEDS_CRITERION:
         note += lists_note(grid)
     note += vocabulary_note(grid)
@@ -251,40 +266,69 @@ def grid_tables(df, missing: int, grid: dict, fmt: str = "md", metric: str = "to
 
 def figure(df, grid: dict, criterion: str = "exact") -> bytes:
     """PNG: cross-dataset shared vs novel accuracy per (method, source -> target), error bars
-    the std over seeds, one panel per label."""
+    the std over seeds, one panel per label. Colour says the source -> target pair, the marker
+    the method (methods at one point are set apart by a small, stated offset); the legends sit
+    outside the data; what is not drawn is said in a note under the panels."""
     from matplotlib.figure import Figure  # no pyplot: a notebook's backend is left alone
+    from matplotlib.lines import Line2D
 
     from xmic.grid.results import recipe_order
     labels, methods = recipe_order(grid, "labels"), recipe_order(grid, "methods")
-    fig = Figure(figsize=(5.2 * max(len(labels), 1), 4.6))
-    axes = fig.subplots(1, max(len(labels), 1), squeeze=False)[0]
+    names = display_names(grid)
     cross = df[(df["in_dataset"] == False) & df["metric"].isin(["shared", "novel"])  # noqa: E712
                & (df["criterion"] == criterion)]
-    pairs = list(dict.fromkeys(zip(cross["source_dataset"], cross["target_dataset"])))
+    pairs = list(dict.fromkeys((s, t) for r in grid["runs"] for t in
+                               recipe_order(grid, "targets") if t != r["source"]
+                               for s in [r["source"]]))
     colours = {p: f"C{i % 10}" for i, p in enumerate(pairs)}
+    fig = Figure(figsize=(4.6 * max(len(labels), 1) + 2.6, 5.0))
+    axes = fig.subplots(1, max(len(labels), 1), squeeze=False)[0]
+    step = 1.2  # % of the axis between methods drawn at one point
+    notes: list[str] = []
     for ax, label in zip(axes, labels):
         mine = cross[cross["label"] == label]
         for i, method in enumerate(methods):
+            off = (i - (len(methods) - 1) / 2) * step
             for s, t in pairs:
                 cell = mine[(mine["method"] == method) & (mine["source_dataset"] == s)
                             & (mine["target_dataset"] == t)]
-                sh = cell[cell["metric"] == "shared"]["value"]
-                nv = cell[cell["metric"] == "novel"]["value"]
-                if sh.empty or nv.empty:
+                sh = cell[cell["metric"] == "shared"]["value"].dropna()
+                nv = cell[cell["metric"] == "novel"]["value"].dropna()
+                where = f"{names.get(method, method)} {title(s)}→{title(t)} ({label})"
+                if cell.empty:
+                    if any(r["method"] == method and r["source"] == s and r["label"] == label
+                           for r in grid["runs"]):
+                        notes.append(f"{where}: n/a (not scored across datasets)")
                     continue
-                ax.errorbar(sh.mean(), nv.mean(), xerr=sh.std(ddof=1) if len(sh) > 1 else 0,
-                            yerr=nv.std(ddof=1) if len(nv) > 1 else 0, fmt=MARKERS[i % len(MARKERS)],
-                            color=colours[(s, t)], capsize=3, ms=7,
-                            label=f"{method}, {title(s)}→{title(t)}")
+                if sh.empty or nv.empty:
+                    notes.append(f"{where}: no sample of "
+                                 + ("shared" if sh.empty else "novel") + " classes")
+                    continue
+                ax.errorbar(sh.mean() + off, nv.mean() + off,
+                            xerr=sh.std(ddof=1) if len(sh) > 1 else 0,
+                            yerr=nv.std(ddof=1) if len(nv) > 1 else 0,
+                            fmt=MARKERS[i % len(MARKERS)], color=colours[(s, t)], capsize=3,
+                            ms=7, mfc="none", mew=1.5)
         ax.set_xlabel(f"accuracy on shared classes (%) [{criterion}]")
         ax.set_ylabel("accuracy on novel classes (%)")
         ax.set_title(f"{label}: cross-dataset")
-        lim = max([1.0, *ax.get_xlim(), *ax.get_ylim()])
-        ax.plot([0, lim], [0, lim], "k--", lw=0.8)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7, loc="best")
-    fig.suptitle(f"grid {grid['recipe']['name']}: mean ± std over seeds")
-    fig.tight_layout()
+        ax.set_xlim(-5, 105)
+        ax.set_ylim(-5, 105)
+        ax.plot([0, 100], [0, 100], "k--", lw=0.8)
+    handles = ([Line2D([], [], marker=MARKERS[i % len(MARKERS)], ls="", color="0.3", mfc="none",
+                       mew=1.5, label=names.get(m, m)) for i, m in enumerate(methods)]
+               + [Line2D([], [], marker="s", ls="", color=c, label=f"{title(s)}→{title(t)}")
+                  for (s, t), c in colours.items()])
+    axes[-1].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7,
+                    frameon=False, title="method / pair", title_fontsize=7)
+    fig.suptitle(f"grid {grid['recipe']['name']}: mean ± std over seeds "
+                 f"(methods offset by {step:g} % apart)", fontsize=9)
+    shown = list(dict.fromkeys(notes))
+    if shown:
+        fig.text(0.01, 0.01, "not drawn: " + "; ".join(shown[:6])
+                 + (f"; and {len(shown) - 6} more" if len(shown) > 6 else ""),
+                 fontsize=6, wrap=True, va="bottom")
+    fig.tight_layout(rect=(0, 0.06 if shown else 0, 1, 0.95))
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     return buf.getvalue()
