@@ -253,3 +253,11 @@ def test_ctrl_c_says_how_to_resume_and_the_table_alone_goes_to_stdout(tmp_path, 
     t = run_xmic("grid", "table", g)
     assert "(table:" not in t.stdout and "(table:" in t.stderr
     assert t.stdout == (g / "table.md").read_text()
+
+
+def test_plan_prints_the_expected_cost_of_what_it_adds(tmp_path):
+    """--extend on a grid with finished runs: plan prices the runs it adds at their method's
+    measured cost."""
+    g = tiny_grid(tmp_path)
+    out = run_xmic("grid", "plan", g, "--extend", "--seeds", "0,1").stdout
+    assert "expected cost of the runs left: about" in out and "zeroshot" in out, out

@@ -341,3 +341,24 @@ def test_the_held_out_share_is_counted_in_segments_and_videos(random_cache, tmp_
     held, share, held_v, all_v = map(int, m.groups())
     assert all_v == len(videos) and held_v == round(0.25 * len(videos))
     assert share == round(100 * held / len(data.segment_ids))
+
+
+def test_ctrl_c_in_train_says_how_to_resume(random_cache, tmp_path, monkeypatch):
+    from xmic.train import loop
+    real, calls = loop.run_epoch, {"n": 0}
+
+    def interrupted(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+    monkeypatch.setattr(loop, "run_epoch", interrupted)
+    run = tmp_path / "run"
+    cp = run_xmic("train", "--cache", random_cache.root, "--label", "noun", "--out", run,
+                  "--epochs", "3", "--device", "cpu", "--set", "batch_size=16",
+                  "--set", "model.xmic.heads=2", check=False)
+    assert cp.returncode == 130 and "Aborted" not in cp.stderr, cp.stderr
+    assert f"{run}/last.pt holds the last finished epoch" in cp.stderr
+    assert "run the same command with --resume to continue" in cp.stderr
+    from xmic.train.checkpoint import load_checkpoint
+    assert load_checkpoint(run / "last.pt")["epoch"] == 1

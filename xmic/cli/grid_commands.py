@@ -80,6 +80,13 @@ def grid_plan(grid_dir, recipe, caches, class_splits, derive_class_splits, seeds
                f"seeds {list(g['recipe']['seeds'])})")
     for note in g.get("skipped", []):
         click.echo(f"not planned: {note}")
+    from xmic.grid.state import eta_words, grid_status
+    _, status = grid_status(Path(grid_dir), g)
+    if status["done"] and (status["pending"] or status["running"]):  # costs measured already
+        click.echo("expected cost of the runs left" + eta_words(status).replace(";", ":", 1)
+                   + "; per method: " + ", ".join(
+                       f"{m} {v['seconds_per_run']:.0f} s a run" for m, v in
+                       status["methods"].items() if v["seconds_per_run"] is not None))
     for warning in warmup_warnings(g):
         click.echo(f"WARNING: {warning}")
 

@@ -55,7 +55,15 @@ def train_cmd(cache_dir, split, label, method, out, epochs, seed, seeds, device,
             cfg = replace(cfg, model=replace(cfg.model, text_tower=TextTowerConfig(
                 model or cfg.model.text_tower.model, weights or cfg.model.text_tower.weights)))
         run_dir = out / f"seed-{s}" if s is not None else out
-        summary = train(cache_dir, cfg, run_dir, resume=resume, echo=click.echo)
+        try:
+            summary = train(cache_dir, cfg, run_dir, resume=resume, echo=click.echo)
+        except KeyboardInterrupt:
+            from xmic.train.loop import TrainingInterrupted
+            again = "the same command with --resume" if (run_dir / "last.pt").exists() else \
+                "the same command"
+            raise TrainingInterrupted(
+                f"interrupted: {run_dir}/last.pt holds the last finished epoch (the epoch in "
+                f"progress is lost); run {again} to continue") from None
         b = summary["best"]
         click.echo(f"run {run_dir}: selected epoch {b['epoch']} on {summary['selected_on']} "
                    f"(score {b['score']:.2f})")

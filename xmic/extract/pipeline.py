@@ -103,10 +103,10 @@ class ExtractionRun:
 
     def run(self, chosen: list[str], redo_failed: bool = False) -> ExtractSummary:
         cache, s = self.cache, self.summary
-        for w in s.warnings:  # before the work (fp16 on a CPU, random weights), not after it
-            self.echo(f"WARNING: {w}")
         check_device_decode(self.cfg.decode, self.enc,
                             {k: dataset(i.dataset) for k, i in self.plan.splits.items()})
+        for w in s.warnings:  # before the work (fp16 on a CPU, random weights), not after it
+            self.echo(f"WARNING: {w}")
         open_files = open_files_for_workers()
         for v in cache.views():  # claims left by killed or interrupted writers on this host
             reap_dead_claims(cache.root, v)

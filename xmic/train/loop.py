@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from xmic.cache import Cache
-from xmic.config import ConfigError, config_to_dict, resolve_device
+from xmic.config import ConfigError, XmicError, config_to_dict, resolve_device
 from xmic.train.build import build_model, check_inputs, load_tower, model_dims, text_input
 from xmic.train.checkpoint import load_model_state
 from xmic.train.config import TrainConfig
@@ -37,7 +37,12 @@ from xmic.train.steppers import DIVERGED_ADVICE, ModelStepper, TrainingDiverged,
 from xmic.train.tracking import Printer
 from xmic.provenance import provenance
 
-__all__ = ["fit", "train", "TrainingDiverged", "warmup_only"]
+__all__ = ["fit", "train", "TrainingDiverged", "TrainingInterrupted", "warmup_only"]
+
+
+class TrainingInterrupted(XmicError):
+    """Ctrl-C (or SIGINT) during training: the last finished epoch is kept in last.pt."""
+    exit_code = 130
 
 
 def train(cache_path: str | Path, cfg: TrainConfig, out: str | Path, resume: bool = False,
