@@ -236,6 +236,13 @@ class ExtractionRun:
         self.echo(f"shard {shard}: {len(rows)} segments, views {todo}, {seconds:.1f}s "
                   f"(decode {stats['decode_s']:.1f}s, encode {stats['encode_s']:.1f}s; writing)")
 
+    def segment_failed(self, writers: dict, shard: str, sid: str, err: str) -> None:
+        """A segment that could not be read: recorded failed in every view, never zeros."""
+        for w in writers.values():
+            w.fail(sid, err)
+        self.summary.segments_failed += 1
+        self.summary.failures.append(f"{shard}: {sid}: {err}")
+
     def encode_shard(self, loader, writers: dict[str, ShardWriter], shard: str,
                      share: CpuShare | None = None) -> dict:
         """Decode, encode and hand every segment of one shard (``loader``: its items) to its
@@ -273,20 +280,13 @@ class ExtractionRun:
         crop_rows = [0, 0]  # hand-crop rows written, of them fallen back
         t, failed = time.time(), 0
         for sid, frames, tensors, err, fell in loader:
-            if decoder is not None and not err:
-                try:
-                    tensors = decoder(tensors)                   # {view: uint8 [n, 3, H, W]}
-                except XmicError as e:
-                    err = str(e)
+            tensors, err = decoded(decoder, tensors, err)
             decode_s += time.time() - t
             bar.update()
             bar.set_postfix(frames_s=f"{summary.frames / max(bar.format_dict['elapsed'], 1e-9):.0f}")
             if err:
-                for w in writers.values():
-                    w.fail(sid, err)
-                summary.segments_failed += 1
+                self.segment_failed(writers, shard, sid, err)
                 failed += 1
-                summary.failures.append(f"{shard}: {sid}: {err}")
             else:
                 fallbacks[sid] = fell
                 packer.add(sid, frames, tensors)
@@ -298,6 +298,17 @@ class ExtractionRun:
                 "batch_size_used": batch_used, "seconds": time.time() - t0,
                 "segments_failed": failed,
                 "crop_rows": crop_rows if any(crops.values()) else None}
+
+
+def decoded(decoder, tensors, err):
+    """A segment's frames decoded on the device (``decode: gpu``; {view: uint8 [n, 3, H, W]}),
+    or its error."""
+    if decoder is None or err:
+        return tensors, err
+    try:
+        return decoder(tensors), None
+    except XmicError as e:
+        return tensors, str(e)
 
 
 def view_fingerprints(enc, cfg: ExtractConfig, info: SplitPlan) -> dict:

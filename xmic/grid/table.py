@@ -264,6 +264,41 @@ def grid_tables(df, missing: int, grid: dict, fmt: str = "md", metric: str = "to
     return "\n".join(format_markdown(*t) for t in tables) + (f"\n{note}" if note else "")
 
 
+def _panel(ax, mine, grid: dict, label: str, methods: list, colours: dict, names: dict,
+           step: float, criterion: str) -> list[str]:
+    """One label's panel of ``figure``; returns what it could not draw, in words."""
+    notes = []
+    for i, method in enumerate(methods):
+        off = (i - (len(methods) - 1) / 2) * step
+        for s, t in colours:
+            cell = mine[(mine["method"] == method) & (mine["source_dataset"] == s)
+                        & (mine["target_dataset"] == t)]
+            sh = cell[cell["metric"] == "shared"]["value"].dropna()
+            nv = cell[cell["metric"] == "novel"]["value"].dropna()
+            where = f"{names.get(method, method)} {title(s)}→{title(t)} ({label})"
+            if cell.empty:
+                if any(r["method"] == method and r["source"] == s and r["label"] == label
+                       for r in grid["runs"]):
+                    notes.append(f"{where}: n/a (not scored across datasets)")
+                continue
+            if sh.empty or nv.empty:
+                notes.append(f"{where}: no sample of " + ("shared" if sh.empty else "novel")
+                             + " classes")
+                continue
+            ax.errorbar(sh.mean() + off, nv.mean() + off,
+                        xerr=sh.std(ddof=1) if len(sh) > 1 else 0,
+                        yerr=nv.std(ddof=1) if len(nv) > 1 else 0,
+                        fmt=MARKERS[i % len(MARKERS)], color=colours[(s, t)], capsize=3, ms=7,
+                        mfc="none", mew=1.5)
+    ax.set_xlabel(f"accuracy on shared classes (%) [{criterion}]")
+    ax.set_ylabel("accuracy on novel classes (%)")
+    ax.set_title(f"{label}: cross-dataset")
+    ax.set_xlim(-5, 105)
+    ax.set_ylim(-5, 105)
+    ax.plot([0, 100], [0, 100], "k--", lw=0.8)
+    return notes
+
+
 def figure(df, grid: dict, criterion: str = "exact") -> bytes:
     """PNG: cross-dataset shared vs novel accuracy per (method, source -> target), error bars
     the std over seeds, one panel per label. Colour says the source -> target pair, the marker
@@ -286,35 +321,8 @@ def figure(df, grid: dict, criterion: str = "exact") -> bytes:
     step = 1.2  # % of the axis between methods drawn at one point
     notes: list[str] = []
     for ax, label in zip(axes, labels):
-        mine = cross[cross["label"] == label]
-        for i, method in enumerate(methods):
-            off = (i - (len(methods) - 1) / 2) * step
-            for s, t in pairs:
-                cell = mine[(mine["method"] == method) & (mine["source_dataset"] == s)
-                            & (mine["target_dataset"] == t)]
-                sh = cell[cell["metric"] == "shared"]["value"].dropna()
-                nv = cell[cell["metric"] == "novel"]["value"].dropna()
-                where = f"{names.get(method, method)} {title(s)}→{title(t)} ({label})"
-                if cell.empty:
-                    if any(r["method"] == method and r["source"] == s and r["label"] == label
-                           for r in grid["runs"]):
-                        notes.append(f"{where}: n/a (not scored across datasets)")
-                    continue
-                if sh.empty or nv.empty:
-                    notes.append(f"{where}: no sample of "
-                                 + ("shared" if sh.empty else "novel") + " classes")
-                    continue
-                ax.errorbar(sh.mean() + off, nv.mean() + off,
-                            xerr=sh.std(ddof=1) if len(sh) > 1 else 0,
-                            yerr=nv.std(ddof=1) if len(nv) > 1 else 0,
-                            fmt=MARKERS[i % len(MARKERS)], color=colours[(s, t)], capsize=3,
-                            ms=7, mfc="none", mew=1.5)
-        ax.set_xlabel(f"accuracy on shared classes (%) [{criterion}]")
-        ax.set_ylabel("accuracy on novel classes (%)")
-        ax.set_title(f"{label}: cross-dataset")
-        ax.set_xlim(-5, 105)
-        ax.set_ylim(-5, 105)
-        ax.plot([0, 100], [0, 100], "k--", lw=0.8)
+        notes += _panel(ax, cross[cross["label"] == label], grid, label, methods, colours,
+                        names, step, criterion)
     handles = ([Line2D([], [], marker=MARKERS[i % len(MARKERS)], ls="", color="0.3", mfc="none",
                        mew=1.5, label=names.get(m, m)) for i, m in enumerate(methods)]
                + [Line2D([], [], marker="s", ls="", color=c, label=f"{title(s)}→{title(t)}")
