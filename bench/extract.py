@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from machine import cpu_name
+from machine import cpu_name, status_mib
 from report import spread
 from xmic.cache import CacheConfig
 from xmic.extract.config import ExtractConfig
@@ -90,13 +90,7 @@ def decode_fps(cache_dir: Path, cfg: ExtractConfig, enc) -> tuple[float, int]:
 
 def peak_rss_mib(pid: int) -> float:
     """A process's peak resident memory (VmHWM), MiB; pages shared with the parent count."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
+    return status_mib("VmHWM", pid)
 
 
 def measure_round(work: Path, layout: str, r: int, cfg: ExtractConfig, enc, views: int, args,

@@ -41,6 +41,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine import cpu_name, status_mib
+
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parents[1] / "shared" / "data" / "epic-kitchens-100-annotations"
 STAGES = ("plan-tars", "plan-boxes", "run", "import", "train", "table")
@@ -233,18 +235,10 @@ def make_table_grid(root: Path, seeds: int) -> None:
 
 
 # ---- one measurement, in its own process ----------------------------------------------------
-def _status_mb(field: str) -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return round(int(line.split()[1]) / 1024, 1)
-    return 0.0
-
-
 def peak_mb() -> float:
     """This process's peak resident memory (VmHWM: its own address space's, unlike ru_maxrss,
     which Linux carries over from the parent's at exec)."""
-    return _status_mb("VmHWM")
+    return status_mib("VmHWM")
 
 
 def children_peak_mb() -> float:
@@ -254,7 +248,7 @@ def children_peak_mb() -> float:
 
 def rss_mb() -> float:
     """This process's resident memory now (its baseline before a stage's work)."""
-    return _status_mb("VmRSS")
+    return status_mib("VmRSS")
 
 
 def measure(stage: str, world: Path) -> dict:
@@ -351,7 +345,6 @@ def main(argv=None):
     stages = args.stages.split(",")
     ann = None if args.synthetic or not args.annotations.exists() else args.annotations
     work = Path(tempfile.mkdtemp(prefix="xmic-bench-scale-"))
-    from machine import cpu_name
     res = {"benchmark": "scale", "annotations": str(ann) if ann else "synthetic",
            "max_frames": args.max_frames, "sizes": [], "exponents": {},
            "machine": f"{cpu_name()}, {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d")}

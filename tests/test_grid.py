@@ -316,9 +316,9 @@ def test_the_eta_costs_each_run_at_its_own_methods_price(tmp_path):
     assert s["eta_s"] == 2 * 5 + 2 * 180 + 60  # the mean of finished runs would say 380
     assert s["eta_unknown_methods"] == ["clip-adapter"]
     text = format_status(tmp_path, report, s)
-    assert "about 7.2 min left and runs of clip-adapter (not measured yet)" in text, text
-    assert "  cocoop: 1 done, 2 left, 3.0 min a run (finished runs)" in text, text
-    assert "  coop: 0 done, 1 left, 60 s a run (1 epoch(s) measured)" in text, text
+    assert "about 7m10s left and runs of clip-adapter (not measured yet)" in text, text
+    assert "  cocoop: 1 done, 2 left, 3m00s a run (finished runs)" in text, text
+    assert "  coop: 0 done, 1 left, 1m00s a run (1 epoch(s) measured)" in text, text
 
 
 def test_a_grid_is_steered_from_the_command_line_and_its_saved_recipe_round_trips(tmp_path,
@@ -346,7 +346,8 @@ def test_a_grid_is_steered_from_the_command_line_and_its_saved_recipe_round_trip
         == {"zeroshot"}
     for args, words in ((["--methods", "cocoop"], "not rows of recipe"),
                         (["--sweep", "model.prompt.context=4"], "no row of the recipe reads"),
-                        (["--sweep", "seed=1,2"], "defines a row")):
+                        (["--sweep", "seed=1,2"], "defines a row"),
+                        (["--sweep", "model.xmic.alpha=[1"], "not plain numbers or names")):
         cp = run_xmic("grid", "plan", tmp_path / "g4", "--recipe", r, *args, check=False)
         assert cp.returncode == 2 and words in cp.stderr, (args, cp.stderr)
     cp = run_xmic("grid", "plan", tmp_path / "g5", check=False)

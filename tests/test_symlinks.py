@@ -182,3 +182,40 @@ def test_a_link_on_the_way_to_the_slurm_logs_is_refused(tmp_path, outside, plant
         (logs / "9_submission.sh").write_text("#!/bin/sh\n")
         os.symlink(logs / "9_submission.sh", logs / ".submission_file_ab12.sh")
         assert log_folder(SlurmConfig(), cache.root, "slurm/logs") == logs.resolve()
+
+
+@pytest.mark.parametrize("planted", ["folder", "file"])
+def test_a_link_planted_as_the_archive_index_store_is_never_written_or_read(tmp_path, outside,
+                                                                          planted):
+    """CACHE/archive_index (or one index file in it) as a link: indexes are neither stored
+    through it nor read from it; the archive is indexed from its own headers instead."""
+    import io
+    import tarfile
+    from xmic.extract import frame_archive
+    tar = tmp_path / "v.tar"
+    with tarfile.open(tar, "w") as t:
+        info = tarfile.TarInfo("./frame_0000000001.jpg")
+        info.size = 3
+        t.addfile(info, io.BytesIO(b"abc"))
+    store = tmp_path / "c" / "archive_index"
+    store.parent.mkdir()
+    if planted == "folder":
+        os.symlink(outside, store)
+    else:
+        store.mkdir()
+        st = tar.stat()
+        os.symlink(outside / "secret.txt", frame_archive._stored_path(store, str(tar)))
+    before = snapshot(outside)
+    frame_archive.clear_indexes()
+    frame_archive.use_index_store(store)
+    try:
+        assert frame_archive.read_member(tar, 1) == b"abc"
+        st = tar.stat()
+        assert frame_archive.load_stored(store, str(tar), st.st_size, st.st_mtime_ns) is None
+        assert not frame_archive.is_stored(store, str(tar), st.st_size, st.st_mtime_ns)
+        with pytest.raises(UnsafePathError, match="symbolic link"):
+            frame_archive.index_archives([tar], store, workers=1)
+    finally:
+        frame_archive.use_index_store(None)
+        frame_archive.clear_indexes()
+    assert snapshot(outside) == before and sorted(os.listdir(outside)) == ["secret.txt"]

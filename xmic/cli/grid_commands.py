@@ -81,11 +81,12 @@ def grid_plan(grid_dir, recipe, caches, class_splits, derive_class_splits, seeds
     for note in g.get("skipped", []):
         click.echo(f"not planned: {note}")
     from xmic.grid.state import eta_words, grid_status
+    from xmic.slurm.status import duration
     _, status = grid_status(Path(grid_dir), g)
     if status["done"] and (status["pending"] or status["running"]):  # costs measured already
         click.echo("expected cost of the runs left" + eta_words(status).replace(";", ":", 1)
                    + "; per method: " + ", ".join(
-                       f"{m} {v['seconds_per_run']:.0f} s a run" for m, v in
+                       f"{m} {duration(v['seconds_per_run'])} a run" for m, v in
                        status["methods"].items() if v["seconds_per_run"] is not None))
     for warning in warmup_warnings(g):
         click.echo(f"WARNING: {warning}")
@@ -143,14 +144,14 @@ def grid_run(grid_dir, executor, parallel, slurm_config, slurm_set, wait, stack_
         if stack_seeds:
             raise UsageError("--stack-seeds trains in this process: use --executor inprocess")
         from xmic.grid.runner import submit_grid
-        from xmic.slurm.config import SlurmConfig
+        from xmic.slurm.config import SlurmConfig, gpu_request
         from xmic.grid.plan import load_grid
         from xmic.slurm.scheduler import SubmitRefused
         devices = {r["config"].get("device", "auto") for r in load_grid(grid_dir)["runs"]}
         slu = load_config(SlurmConfig, slurm_config, [
             f"executor={executor}", "job_name=xmic-grid",
             *([] if executor == "slurm" else ["gpus_per_task=0"]), *slurm_set],
-            base={"gpus_per_task": 0} if devices == {"cpu"} else None)  # follows the device
+            base=gpu_request(devices))  # follows the device
         try:
             rec = submit_grid(grid_dir, slu, parallel, wait, echo=click.echo)
         except SubmitRefused as e:  # named as this command takes it

@@ -39,12 +39,6 @@ def _submission_options(f):
     return click.argument("cache_dir", type=click.Path(path_type=Path, exists=True))(f)
 
 
-def gpu_request(device: str) -> dict:
-    """The GPU request that follows the device: none for ``--device cpu`` (a YAML or an option
-    that names gpus_per_task still wins)."""
-    return {"gpus_per_task": 0} if device == "cpu" else {}
-
-
 def _submit_and_report(cache_dir, ext, slu, retry, wait, dry_run):
     from xmic.slurm.scheduler import SubmitRefused
     from xmic.slurm.status import format_status, status
@@ -72,12 +66,12 @@ def _submit_and_report(cache_dir, ext, slu, retry, wait, dry_run):
 def slurm_submit(cache_dir, slurm_config, slurm_set, config_path, sets, wait, dry_run, **opts):
     """Submit every shard that is not committed (or running) as job arrays."""
     from xmic.extract.planning import planned_settings
-    from xmic.slurm.config import SlurmConfig
+    from xmic.slurm.config import SlurmConfig, gpu_request
     ext = extract_config(config_path, sets, base=planned_settings(cache_dir),
                          **{k: opts[k] for k, _ in _EXTRACTION})
     given = [f"{k}={v}" for k, _ in _RESOURCES if (v := opts[k]) is not None]
     slu = load_config(SlurmConfig, slurm_config, [*slurm_set, *given],
-                      base=gpu_request(ext.device))
+                      base=gpu_request([ext.device]))
     _submit_and_report(cache_dir, ext, slu, False, wait, dry_run)
 
 

@@ -19,9 +19,11 @@ whose bytes end early is a truncated archive (``ArchiveError`` names the archive
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import zipfile
 import re
 import stat
 from collections import OrderedDict
@@ -127,17 +129,15 @@ def load_stored(folder: Path, path: str, size: int, mtime_ns: int) -> ArchiveInd
     block, members inside the file, frames of at most ``MAX_FRAME_BYTES``); else None."""
     p = _stored_path(folder, path)
     try:
-        if p.is_symlink() or not p.is_file() or p.stat().st_size > 64 + 40 * (size // 512 + 1):
-            return None
-        with np.load(p, allow_pickle=False) as z:
-            meta = json.loads(bytes(z["meta"]).decode())
+        with _stored(folder, p, size) as z:
+            if z is None or _meta(z) != _version(path, size, mtime_ns):
+                return None
             frames, offsets, sizes = (np.asarray(z[k], np.int64) for k in ("frames", "offsets",
                                                                          "sizes"))
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile):
         return None
     n = len(frames)
-    if (meta != {"path": path, "size": size, "mtime_ns": mtime_ns, "version": 1}
-            or not len(offsets) == len(sizes) == n or n > size // 512
+    if (not len(offsets) == len(sizes) == n or n > size // 512
             or (n and (offsets.min() < 512 or sizes.min() < 0 or sizes.max() > MAX_FRAME_BYTES
                        or (offsets + sizes).max() > size or frames.min() < 0
                        or (np.diff(frames) <= 0).any()))):
@@ -145,12 +145,41 @@ def load_stored(folder: Path, path: str, size: int, mtime_ns: int) -> ArchiveInd
     return ArchiveIndex(frames, offsets, sizes)
 
 
+def _version(path: str, size: int, mtime_ns: int) -> dict:
+    return {"path": path, "size": size, "mtime_ns": mtime_ns, "version": 1}
+
+
+def _meta(z) -> dict:
+    return json.loads(bytes(z["meta"]).decode())
+
+
+@contextlib.contextmanager
+def _stored(folder: Path, p: Path, size: int):
+    """The open store file of an archive of ``size`` bytes, or None: no file, a link (the file
+    or its folder), or more bytes than such an archive's index can take."""
+    if (folder.is_symlink() or p.is_symlink() or not p.is_file()
+            or p.stat().st_size > 64 + 40 * (size // 512 + 1)):
+        yield None
+        return
+    with np.load(p, allow_pickle=False) as z:
+        yield z
+
+
+def is_stored(folder: Path, path: str, size: int, mtime_ns: int) -> bool:
+    """An index of this very archive version is stored (its arrays are checked when used)."""
+    try:
+        with _stored(folder, _stored_path(folder, path), size) as z:
+            return z is not None and _meta(z) == _version(path, size, mtime_ns)
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile):
+        return False
+
+
 def store_index(folder: Path, path: str, size: int, mtime_ns: int, index: ArchiveIndex) -> None:
     """Keep ``index`` for the archive's version (written atomically, never through a link)."""
     import io
     from xmic.files.atomic import make_dirs, write_bytes_atomic
     buf = io.BytesIO()
-    meta = json.dumps({"path": path, "size": size, "mtime_ns": mtime_ns, "version": 1}).encode()
+    meta = json.dumps(_version(path, size, mtime_ns)).encode()
     np.savez(buf, meta=np.frombuffer(meta, np.uint8), frames=index.frames,
              offsets=index.offsets, sizes=index.sizes)
     make_dirs(folder, folder.parent)
@@ -173,8 +202,8 @@ def _index(path: str, size: int, mtime_ns: int) -> ArchiveIndex:
         if folder is not None:
             try:
                 store_index(folder, path, size, mtime_ns, index)
-            except OSError:
-                pass  # a read-only cache: the index is rebuilt next time
+            except (OSError, XmicError):  # read-only, or a link planted there (never written
+                pass                      # through): the index is rebuilt next time
     _indexes[key] = index
     while len(_indexes) > INDEXES_KEPT:
         _indexes.popitem(last=False)
@@ -210,7 +239,7 @@ def index_archives(paths: list[Path], folder: Path, workers: int = 4, progress=N
     todo = []
     for p in paths:
         st = _stat(p)
-        if load_stored(folder, str(p), st.st_size, st.st_mtime_ns) is None:
+        if not is_stored(folder, str(p), st.st_size, st.st_mtime_ns):  # meta only: no arrays
             todo.append((str(p), st.st_size, st.st_mtime_ns))
         elif progress:
             progress(1)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from xmic.evaluate.table import valid_metrics
 from xmic.files import claims
+from xmic.slurm.status import duration
 from xmic.grid.layout import FAILED, FINISHED, RUNNING
 from xmic.train.run_folder import EVAL_METRICS, METRICS, evaluation_dir
 
@@ -126,12 +127,6 @@ def grid_status(grid_dir: Path, grid: dict) -> tuple[dict, dict]:
                "failures": [{"run": k, "error": s["error"]} for k, s in report.items()
                             if s["state"] == "failed"]}
     return report, summary
-
-
-def duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    return f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
 def eta_words(s: dict) -> str:

@@ -86,7 +86,11 @@ def steer(recipe: Recipe, methods: str | None = None, drop: str | None = None,
         if key.split(".")[0] in ("method", "label", "split", "seed"):
             raise ConfigError(f"--sweep {spec!r}: {key} defines a row; use --methods, the "
                               "recipe's labels, or --seeds")
-        parsed = [yaml.safe_load(v.strip()) for v in values.split(",") if v.strip()]
+        try:
+            parsed = [yaml.safe_load(v.strip()) for v in values.split(",") if v.strip()]
+        except yaml.YAMLError:
+            raise ConfigError(f"--sweep {spec!r}: its values are not plain numbers or names") \
+                from None
         added = {}
         for name, over in rows.items():
             trainer = over.get("method", name)

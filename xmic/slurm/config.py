@@ -10,6 +10,12 @@ from dataclasses import dataclass
 from typing import Literal
 
 
+def gpu_request(devices) -> dict:
+    """The GPU request that follows the device(s) work runs on: none when every one is the CPU
+    (as a config base: a YAML or an option naming gpus_per_task still wins)."""
+    return {"gpus_per_task": 0} if set(devices) == {"cpu"} else {}
+
+
 @dataclass(frozen=True)
 class SlurmConfig:
     executor: Literal["slurm", "local", "debug"] = "slurm"

@@ -163,7 +163,8 @@ def _busy_seconds(intervals: list[tuple[float, float]]) -> float:
     return total
 
 
-def _duration(s: float | None) -> str:
+def duration(s: float | None) -> str:
+    """Seconds as 7m10s or 2h05m ('unknown' for None)."""
     if s is None:
         return "unknown"
     s = int(s)
@@ -175,7 +176,7 @@ def format_status(cache: Cache, summary: dict, submissions: list[dict]) -> str:
     lines.append("  " + "  ".join(f"{k} {summary[k]}" for k in ("done", "running", "failed", "pending")))
     fps = summary["frames_per_s"]
     lines.append(f"  throughput {fps if fps is not None else '-'} frames/s over done shards; "
-                 f"ETA {_duration(summary['eta_s']) if summary['eta_s'] is not None else '-'}")
+                 f"ETA {duration(summary['eta_s']) if summary['eta_s'] is not None else '-'}")
     if submissions:
         last = submissions[-1]
         ids = ", ".join(a["job_id"] for a in last.get("arrays", []))
