@@ -327,7 +327,7 @@ def test_compile_without_a_compiler_is_one_line(random_cache, tmp_path, monkeypa
     assert not (tmp_path / "r" / "last.pt").exists()
 
 
-def test_the_held_out_share_is_counted_in_segments_and_videos(random_cache, tmp_path):
+def test_the_held_out_share_is_counted_in_segments_and_recordings(random_cache, tmp_path):
     lines = []
     train(random_cache.root, cfg("heldout_fraction=0.25", epochs=1), tmp_path / "r",
           echo=lines.append)
@@ -336,7 +336,7 @@ def test_the_held_out_share_is_counted_in_segments_and_videos(random_cache, tmp_
     videos = sorted(set(data.segments["video_id"].to_pylist()))
     import re
     line = next(x for x in lines if " held out " in x)
-    m = re.search(r"(\d+) held out \((\d+)% of the segments: (\d+) of (\d+) videos\)", line)
+    m = re.search(r"(\d+) held out \((\d+)% of the segments: (\d+) of (\d+) recordings\)", line)
     assert m, line
     held, share, held_v, all_v = map(int, m.groups())
     assert all_v == len(videos) and held_v == round(0.25 * len(videos))

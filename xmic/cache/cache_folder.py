@@ -22,7 +22,7 @@ from xmic.cache import fingerprint as fpmod
 from xmic.cache.claims import live_claims
 from xmic.cache.commit_log import commit_records
 from xmic.cache.config import CacheConfig
-from xmic.cache.index import PLAN_SCHEMA, consolidate, merge_plans
+from xmic.cache.index import PLAN_SCHEMA, consolidate, merge_plans, with_recordings
 from xmic.files.atomic import (NOFOLLOW, create_json_exclusive, remove_file,
                                      remove_tree, write_bytes_atomic)
 from xmic.cache.paths import (ARCHIVE_INDEX, CACHE_JSON, CONFIG_YAML, FAILED_SUFFIX, INDEX, MARKER, ROWS,
@@ -193,7 +193,7 @@ class Cache:
     def plan(self) -> pa.Table:
         if self._plan is None:
             path = self.root / SEGMENTS
-            self._plan = (read_parquet(path, "segment plan") if path.exists()
+            self._plan = (with_recordings(read_parquet(path, "segment plan")) if path.exists()
                           else PLAN_SCHEMA.empty_table())
         return self._plan
 
@@ -340,7 +340,7 @@ class Cache:
                 table = None  # derived: a damaged index is rebuilt from the plan and markers
             if table is not None and (table.schema.metadata or {}).get(
                     INDEX_SIGNATURE_KEY, b"").decode() == sig:
-                return table
+                return with_recordings(table)
         committed = {v: {s: self.shard_rows(v, s) for s in self.committed(v)} for v in self.views()}
         table = consolidate(self.plan(), committed)
         try:

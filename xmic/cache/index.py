@@ -20,7 +20,7 @@ SEGMENT_FIELDS = [
     pa.field("segment_id", pa.string(), nullable=False),
     pa.field("dataset", pa.string()),
     pa.field("split", pa.string()),
-    pa.field("video_id", pa.string()),
+    pa.field("video_id", pa.string()),      # the media a segment is read from
     pa.field("start_frame", pa.int64()),
     pa.field("stop_frame", pa.int64()),
     pa.field("start_sec", pa.float64()),
@@ -30,6 +30,9 @@ SEGMENT_FIELDS = [
     pa.field("verb", pa.string()),
     pa.field("noun_id", pa.int32()),
     pa.field("noun", pa.string()),
+    # the recording a segment was cut from: held-out splits keep a recording's segments together
+    # (EPIC video, Ego4D video_uid, EGTEA session); plans of earlier releases read it as video_id
+    pa.field("recording_id", pa.string()),
 ]
 PLAN_SCHEMA = pa.schema(SEGMENT_FIELDS + [pa.field("shard", pa.string(), nullable=False)])
 ROWS_SCHEMA = pa.schema([
@@ -53,10 +56,20 @@ def make_plan(columns: dict, shard_segments: int, prefix: str) -> pa.Table:
     check_cache_name("shard prefix", prefix)
     n = len(columns["segment_id"])
     shards = [f"{prefix}-{i // shard_segments:05d}" for i in range(n)]
+    columns = {"recording_id": columns["video_id"], **columns}
     data = {f.name: columns[f.name] for f in SEGMENT_FIELDS}
     check_ranges(data)
     data["shard"] = shards
     return pa.Table.from_pydict(data, schema=PLAN_SCHEMA)
+
+
+def with_recordings(plan: pa.Table) -> pa.Table:
+    """A plan of an earlier release (no ``recording_id``) with each segment's video as its
+    recording; a current plan as it is."""
+    if "recording_id" in plan.column_names:
+        return plan
+    at = plan.column_names.index("shard")
+    return plan.add_column(at, "recording_id", plan["video_id"])
 
 
 # frame numbers end up in the rows' int32 frame_indices: bound them by that, not by int64

@@ -152,7 +152,8 @@ def _ego4d_world(ego: Path, rng, ego_clips: int, actions_per_clip: int,
                                   max(hand[2], obj[2]), max(hand[3], obj[3])])
                     detected[fr] = detector_frame(hand, obj, 2)
                     fr += 1
-                clips.append({"clip_uid": uid, "action_idx": a, "action_clip_start_sec": start / fps,
+                clips.append({"clip_uid": uid, "video_uid": f"demo-video{c // 2:03d}",
+                              "action_idx": a, "action_clip_start_sec": start / fps,
                               "action_clip_end_sec": (fr - 1) / fps, "action_clip_start_frame": start,
                               "action_clip_end_frame": fr - 1, "verb": VERBS[verb][1],
                               "noun": NOUNS[noun][1], "verb_label": g_verbs.index(verb),

@@ -33,7 +33,7 @@ class FeatureBank:
     layout: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
     labels: torch.Tensor               # [S] class ids
     segment_ids: list[str]
-    video_ids: list[str]
+    recordings: list[str]              # [S] the recording each segment was cut from
     skipped: dict
 
     def __len__(self) -> int:
@@ -47,7 +47,7 @@ class FeatureBank:
                        layout={v: tuple(x[t] for x in lay) for v, lay in self.layout.items()},
                        labels=self.labels[t],
                        segment_ids=[self.segment_ids[i] for i in index],
-                       video_ids=[self.video_ids[i] for i in index])
+                       recordings=[self.recordings[i] for i in index])
 
 
 def load_bank(cache: Cache, split: str, views: list[str], label: str, classes: int,
@@ -83,7 +83,7 @@ def load_bank(cache: Cache, split: str, views: list[str], label: str, classes: i
         layout[v] = tuple(torch.from_numpy(np.ascontiguousarray(x)).to(device)
                           for x in (lay.begin, lay.count, lay.eval))
     return FeatureBank(feats, starts, counts, layout, torch.from_numpy(labels).to(device),
-                       data.segment_ids, data.segments["video_id"].to_pylist(), data.skipped)
+                       data.segment_ids, data.segments["recording_id"].to_pylist(), data.skipped)
 
 
 def sampling_notes(cache: Cache, views: list[str]) -> list[str]:
@@ -124,16 +124,17 @@ def view_layout(cache: Cache, view: str, data, offsets: np.ndarray, frames: int)
     return rows_layout(rule, counts, frames)
 
 
-def heldout_split(video_ids: list[str], fraction: float) -> tuple[np.ndarray, np.ndarray]:
-    """(train index, held-out index) with whole videos held out; independent of the seed."""
-    videos = sorted(set(video_ids), key=lambda v: (zlib.crc32(v.encode()), v))
+def heldout_split(recordings: list[str], fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """(train index, held-out index) with whole recordings held out (``fraction`` of them, at
+    least one and never all); independent of the seed."""
+    videos = sorted(set(recordings), key=lambda v: (zlib.crc32(v.encode()), v))
     k = int(round(len(videos) * fraction))
     if fraction > 0 and len(videos) > 1:
         k = min(max(k, 1), len(videos) - 1)
     else:
         k = 0
     held = set(videos[:k])
-    mask = np.array([v in held for v in video_ids], dtype=bool)
+    mask = np.array([v in held for v in recordings], dtype=bool)
     return np.flatnonzero(~mask), np.flatnonzero(mask)
 
 

@@ -135,13 +135,13 @@ def restore(rec: RunRecord, stepper: ModelStepper, inputs, echo) -> int:
 def run_line(cfg: TrainConfig, cfgs: list, cache, data, inputs, device) -> str:
     """What a run trains on, printed first."""
     held_n = len(data.held) if data.held is not None else 0
-    videos = len(set(data.full.video_ids))
-    held_v = len(set(data.held.video_ids)) if data.held is not None else 0
+    videos = len(set(data.full.recordings))
+    held_v = len(set(data.held.recordings)) if data.held is not None else 0
     stacked = (f"; seeds {[c.seed for c in cfgs]} as one stacked model" if len(cfgs) > 1
                else "")
     return (f"{cfg.method} on {cache.root} split {cfg.split}: {len(data.train)} training "
             f"segments, {held_n} held out ({held_n / max(len(data.full), 1):.0%} of the "
-            f"segments: {held_v} of {videos} videos), "
+            f"segments: {held_v} of {videos} recordings), "
             f"{len(inputs.vocab.classes)} classes; skipped {sum(data.full.skipped.values())} "
             f"segment(s) {data.full.skipped or ''}; device {device}{stacked}")
 
@@ -161,7 +161,7 @@ def load_run_data(cache, cfg: TrainConfig, inputs, device, bank_loader) -> RunDa
     views = cfg.views()
     full = bank_loader(cache, cfg.split, views, cfg.label, len(inputs.vocab.classes), device,
                        cfg.frames, inputs.vocab.label_offset)
-    tr_idx, ho_idx = heldout_split(full.video_ids, cfg.heldout_fraction)
+    tr_idx, ho_idx = heldout_split(full.recordings, cfg.heldout_fraction)
     tower = load_tower(cfg, inputs.vocab.fingerprint, inputs.vocab.source, device)
     w = text_input(cfg, inputs.vocab.names, inputs.vocab.embeddings, tower, device)  # [C, D|L]
     target = (_target_bank(cfg, inputs, views, device, tower) if cfg.select_on_target_test_data

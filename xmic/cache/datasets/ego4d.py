@@ -2,7 +2,9 @@
 
 Inputs: ``fho_lta_{train,val}.json`` and the taxonomy JSON (``verbs``, ``nouns``). Output:
 ``(Segments, {"noun": names, "verb": names})``; segment ids are
-``{split}_{clip_uid}_{action_idx}``. Errors name the file and the clip's index.
+``{split}_{clip_uid}_{action_idx}``; a segment's recording is its clip's ``video_uid`` (several
+clips are cut from one video), its ``clip_uid`` where the JSON has none. Errors name the file and
+the clip's index.
 """
 from __future__ import annotations
 
@@ -58,6 +60,7 @@ def read_ego4d(path: Path, split: str, taxonomy: Path) -> tuple[Segments, dict]:
             labels.update({f"{name}_id": cid, name: label})
         segs.append(segment_id=f"{split}_{c['clip_uid']}_{c['action_idx']}", dataset="ego4d",
                     split=split, video_id=str(c["clip_uid"]), start_frame=f0, stop_frame=f1,
+                    recording_id=str(c.get("video_uid") or c["clip_uid"]),
                     start_sec=s0, stop_sec=s1,
                     fps=round((f1 - f0) / (s1 - s0), 3) if s1 > s0 else 30.0, **labels)
     check_unique(segs.columns["segment_id"], path, list(range(len(clips))))

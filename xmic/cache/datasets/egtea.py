@@ -94,6 +94,7 @@ def _egtea_segments(rows: list[dict], split: str, path: Path, classes: dict) -> 
         if s1 < s0:
             raise DatasetError(f"{path}: row {i}: clip {sid} stops before it starts")
         segs.append(segment_id=sid, dataset="egtea", split=split, video_id=sid,
+                    recording_id=r["clip_name"],  # the session (e.g. OP01-R01-PastaSalad)
                     start_frame=s0, stop_frame=s1, start_sec=int(r["start_time_ms"]) / 1000,
                     stop_sec=int(r["end_time_ms"]) / 1000, fps=EGTEA_FPS,
                     verb_id=v, verb=classes["verb"][v], noun_id=n, noun=classes["noun"][n])

@@ -70,7 +70,8 @@ def read_epic(path: Path, split: str, noun_classes: Path | None = None,
                           if labelled else (-1, ""))
             labels.update({f"{name}_id": cid, name: label})
         segs.append(segment_id=r["narration_id"], dataset="epic", split=split,
-                    video_id=r["video_id"], start_frame=start_f, stop_frame=stop_f,
+                    video_id=r["video_id"], recording_id=r["video_id"],
+                    start_frame=start_f, stop_frame=stop_f,
                     start_sec=start_s, stop_sec=stop_s, fps=float(fps), **labels)
     check_unique(segs.columns["segment_id"], path, list(range(2, len(rows) + 2)))
     return segs, vocab

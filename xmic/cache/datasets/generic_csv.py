@@ -1,6 +1,7 @@
 """A generic CSV of trimmed actions -> segments and class lists.
 
-Input: ``video,start_sec,end_sec,verb,noun`` (optional ``fps``, ``segment_id``), where ``video``
+Input: ``video,start_sec,end_sec,verb,noun`` (optional ``fps``, ``segment_id``, and
+``recording``: segments of one recording are held out together; default the video), where ``video``
 is a video file or a frame folder relative to the media root; a video's rate is read from the
 file when the CSV gives none. Output: ``(Segments, {"noun": names, "verb": names})``, classes the
 sorted names found. Errors name the file and row.
@@ -25,7 +26,8 @@ def read_generic(path: Path, split: str, root: Path) -> tuple[Segments, dict]:
             raise DatasetError(f"{path}: row {i}: segment stops before it starts")
         fps = float(r.get("fps") or 0) or probe_fps(Path(root) / r["video"])
         segs.append(segment_id=r.get("segment_id") or f"{split}_{i - 2}", dataset="csv",
-                    split=split, video_id=r["video"], start_frame=int(round(s0 * fps)),
+                    split=split, video_id=r["video"], recording_id=r.get("recording") or r["video"],
+                    start_frame=int(round(s0 * fps)),
                     stop_frame=int(round(s1 * fps)), start_sec=s0, stop_sec=s1, fps=fps,
                     verb_id=classes["verb"].index(r["verb"]), verb=r["verb"],
                     noun_id=classes["noun"].index(r["noun"]), noun=r["noun"])
