@@ -97,3 +97,17 @@ def test_egtea_holds_out_whole_sessions():
     train, held = heldout_split(rec, 0.1)
     assert {rec[i] for i in held}.isdisjoint({rec[i] for i in train})
     assert np.isclose(len({rec[i] for i in held}), round(0.1 * len(set(rec))))
+
+
+def test_a_vocabulary_records_a_packaged_model_config_by_name(tmp_path):
+    import shutil
+
+    from xmic.towers.encoders import TINY_CONFIG
+    from xmic.towers.text_tower import _model_arg, tower_source
+    src = tower_source(str(TINY_CONFIG), "random")
+    assert src == {"model": "packaged:xmic-tiny-quickgelu.json", "weights": "random"}
+    assert _model_arg("xmic-tiny-quickgelu", src["model"]) == str(TINY_CONFIG)
+    mine = tmp_path / "mine.json"  # a user's own config stays where the user keeps it
+    shutil.copy(TINY_CONFIG, mine)
+    assert tower_source(str(mine), str(mine))["model"] == str(mine.resolve())
+    assert not any(str(TINY_CONFIG.parent) in v for v in src.values())

@@ -97,19 +97,30 @@ class TextTower(nn.Module):
         return self(self.embed(ids), ids)
 
 
+PACKAGED_PREFIX = "packaged:"  # a model config shipped with xmic, recorded by its file name
+
+
 def tower_source(model: str, weights: str) -> dict:
     """Where the text tower is, recorded with a vocabulary (prompt learning reloads it from
-    there): files as absolute paths."""
+    there): a config shipped with xmic by its name (``packaged:NAME.json``, so the record
+    survives reinstalling xmic elsewhere), the user's files as absolute paths."""
     def absolute(p: str) -> str:
         if p.startswith("local-dir:"):
             return "local-dir:" + str(Path(p[len("local-dir:"):]).resolve())
-        return str(Path(p).resolve()) if Path(p).exists() else p
+        if not Path(p).exists():
+            return p
+        path = Path(p).resolve()
+        if path.parent == Path(PACKAGED).resolve():
+            return PACKAGED_PREFIX + path.name
+        return str(path)
     return {"model": absolute(model), "weights": absolute(weights)}
 
 
 def _model_arg(name: str, recorded: str | None) -> str:
     """The model to build: the one recorded at extraction if it still exists, else the name
     (open_clip's registry, or a config shipped with xmic)."""
+    if recorded and recorded.startswith(PACKAGED_PREFIX):
+        recorded = str(PACKAGED / Path(recorded[len(PACKAGED_PREFIX):]).name)
     if recorded and (not recorded.endswith(".json") or Path(recorded).exists()):
         return recorded
     packaged = PACKAGED / f"{name}.json"
