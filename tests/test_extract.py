@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -216,9 +218,13 @@ def test_cli_extract(tmp_path, epic):
 def test_plan_real_annotations(tmp_path):
     epic = SHARED_DATA / "epic-kitchens-100-annotations"
     with pytest.raises(PlanError, match=r"138 video\(s\) with unusable frames: P01_11: .*"
-                                        r"P01/rgb_frames/P01_11 / .*P01_11.tar / .*not found"):
+                                        r"P01/rgb_frames/P01_11 / .*P01_11.tar / .*not found") as e:
         plan(tmp_path / "v", SplitSource("epic", epic / "EPIC_100_validation.csv", tmp_path, "validation"),
              views=("full_frame",))  # an empty --root is refused at plan time
+    # five videos named, the other 133 counted, all 138 in a file
+    m = re.search(r"; and 133 more \(all 138 in (\S+\.txt)\)", str(e.value))
+    assert m and str(e.value).count("not found") == 5, str(e.value)[:600]
+    assert len(Path(m.group(1)).read_text().splitlines()) == 138
     s = plan(tmp_path / "v", SplitSource("epic", epic / "EPIC_100_validation.csv", tmp_path, "validation"),
              views=("full_frame",), policy=PlanPolicy(allow_missing=True))
     assert s["segments"] == 9668 and s["shards"] == 38 and len(s["missing"]) == 138

@@ -215,7 +215,7 @@ def test_work_first_run_locally_whose_shard_all_failed_is_redone(tmp_path, world
         cp = (run_xmic("extract", "run", cache, *EXTRACT, "--redo-failed", check=False)
               if how == "redo-failed" else run_xmic("slurm", "retry", cache, "--dry-run"))
         said = cp.stdout + cp.stderr
-        assert "kept train-00001: its failed segments' inputs are still missing (P01_02" in said
+        assert "kept 1 shard(s): their failed segments' inputs are still missing: train-00001 (P01_02" in said
         assert not list((cache / "views" / "hand_crop" / ".superseded").glob("train-00001.*"))
         (tmp_path / "away").rename(frames)
         if how == "retry":

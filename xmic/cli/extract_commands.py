@@ -8,6 +8,8 @@ import click
 
 from xmic.cli.base import (RecordChoice, SideFilesCommand, UsageError, XmicGroup, backend_names,
                            cache_config, dataset_kinds, extract_config)
+from xmic.files.long_lists import SHOWN, some, write_all
+
 
 @click.group(cls=XmicGroup)
 def extract():
@@ -146,10 +148,10 @@ def extract_run(cache_dir, shards, model, weights, device, precision, batch_size
         click.echo(f"hand crops, {fallback_line(split, rows, fell)}")
     if s.redone:
         click.echo(f"redone: {len(s.redone)} shard(s) that held failed segments "
-                   f"({', '.join(s.redone[:10])}{' ...' if len(s.redone) > 10 else ''})")
-    for shard, why in list(s.still_broken.items())[:20]:
-        click.echo(f"kept {shard}: its failed segments' inputs are still missing ({why}); fix "
-                   "them, then --redo-failed again", err=True)
+                   f"({some(s.redone, what='redone shards')})")
+    if s.still_broken:
+        from xmic.extract.planning import kept_line
+        click.echo(kept_line(s.still_broken, "--redo-failed again"), err=True)
     partial = min(s.shards_with_failed_segments, s.shards_done)  # committed, failed by the rule
     click.echo(f"{s.shards_done - partial} shard(s) extracted, {s.shards_skipped} already done, "
                f"{s.shards_failed + partial} failed"
@@ -157,12 +159,16 @@ def extract_run(cache_dir, shards, model, weights, device, precision, batch_size
                + f", {s.frames} frames, {s.segments_failed} segment(s) failed"
                + (f"; {s.shards_elsewhere} shard(s) extracted by another process (running "
                   "there, or committed there first), left to it" if s.shards_elsewhere else ""))
-    for f in s.failures[:20]:
+    for f in s.failures[:SHOWN]:
         click.echo(f"  failed: {f}")
+    if len(s.failures) > SHOWN:
+        click.echo(f"  and {len(s.failures) - SHOWN} more failure(s) (all {len(s.failures)} in "
+                   f"{write_all(s.failures, 'extraction failures')}; `xmic slurm status "
+                   f"{cache_dir}` lists them by shard)")
     kept = s.failed_kept
     if kept and not s.still_broken:
         click.echo(f"{len(kept)} shard(s) committed earlier hold failed segments and were left "
-                   f"as they are ({', '.join(kept[:10])}{' ...' if len(kept) > 10 else ''}); "
+                   f"as they are ({some(kept, what='shards with failed segments')}); "
                    f"see `xmic slurm status {cache_dir}`, fix the inputs, then: xmic extract "
                    f"run {cache_dir} --redo-failed")
     if s.segments_failed or s.shards_failed or kept:

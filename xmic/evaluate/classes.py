@@ -17,6 +17,7 @@ from pathlib import Path
 
 from xmic.cache.datasets import DATASETS, normalize_name
 from xmic.config import XmicError
+from xmic.files.long_lists import some
 
 class ClassSplitError(XmicError):
     pass
@@ -135,7 +136,7 @@ def read_class_splits(folder: Path, target: str, source: str, label: str,
         if unknown:
             raise ClassSplitError(f"{folder}: {len(unknown)} name(s) in the {crit} lists for "
                                   f"{target}/{label} match no class of the target vocabulary "
-                                  f"(or match several): {unknown[:10]}"
+                                  f"(or match several): {some(unknown, 10, what='unknown class names')}"
                                   + taxonomy_hint(target, label, len(target_classes)))
         mask = [False] * len(target_classes)
         for n in common:

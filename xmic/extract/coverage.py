@@ -23,8 +23,7 @@ from xmic.cache.sampling import frame_span, rule_of
 from xmic.config import XmicError
 from xmic.extract.frame_archive import archive_frames
 from xmic.extract.media import FrameSource, frame_source
-
-SHOWN = 20
+from xmic.files.long_lists import some
 
 
 @dataclass
@@ -50,9 +49,9 @@ class Coverage:
         for what, items in (("frames", self.missing), ("hand boxes", self.missing_boxes),
                             ("box entries", self.bad_boxes)):
             if items:
-                shown = "; ".join(f"{v}: {why}" for v, why in list(items.items())[:SHOWN])
-                more = f" (and {len(items) - SHOWN} more)" if len(items) > SHOWN else ""
-                lines.append(f"{len(items)} video(s) with unusable {what}: {shown}{more}")
+                shown = some([f"{v}: {why}" for v, why in items.items()], sep="; ",
+                             what=f"unusable {what}")
+                lines.append(f"{len(items)} video(s) with unusable {what}: {shown}")
         return "\n".join(lines)
 
     def report(self) -> dict:

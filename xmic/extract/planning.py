@@ -36,6 +36,7 @@ from xmic.extract.boxes import open_boxes
 from xmic.extract.frame_archive import index_archives, use_index_store
 from xmic.extract.media import check_media_ids, frame_source
 from xmic.files.names import BadName
+from xmic.files.long_lists import some
 
 
 class PlanError(XmicError):
@@ -273,7 +274,7 @@ def replan_changes(cache, before: SplitPlan | None, after: SplitPlan, split: str
     if made and inputs not in ("moved", "changed"):
         raise PlanError(f"{cache.root}: split {split} was planned from other inputs "
                         f"({'; '.join(changes)}); {len(made)} committed shard(s) were made from "
-                        f"the old ones ({', '.join(made[:10])}{' ...' if len(made) > 10 else ''}). "
+                        f"the old ones ({some(made, what='shards from old inputs')}). "
                         "Give --inputs moved if the same files only moved (the shards are kept), "
                         "or --inputs changed to redo them from the new inputs (the old ones are "
                         "kept under views/VIEW/.superseded/)")
@@ -285,6 +286,13 @@ def replan_changes(cache, before: SplitPlan | None, after: SplitPlan, split: str
                        f"{'kept' if inputs == 'moved' else 'superseded, to be redone'}"
                        + (f"; view(s) {', '.join(kept)} do not depend on the boxes and are kept"
                           if kept and inputs == "changed" else "")] if made else [])
+
+
+def kept_line(broken: dict[str, str], then: str) -> str:
+    """One line for the shards ``still_broken`` found, with what to do ``then``."""
+    return (f"kept {len(broken)} shard(s): their failed segments' inputs are still missing: "
+            + some([f"{shard} ({why})" for shard, why in broken.items()], sep="; ",
+                   what="shards still missing inputs") + f"; fix them, then {then}")
 
 
 def still_broken(cache, shards: list[str], meta: ExtractPlan | None = None) -> dict[str, str]:

@@ -23,6 +23,7 @@ from xmic.evaluate.classes import (DERIVED_RULE, ClassSplitError, MissingLists, 
                                    read_class_splits)
 from xmic.files.atomic import make_dirs, write_json_atomic, write_text_atomic
 from xmic.grid.layout import DERIVED_LISTS, DERIVED_RECORD
+from xmic.files.long_lists import some
 
 SHOWN = 12
 
@@ -73,10 +74,9 @@ def check_lists(runs: list[dict], folder: str | None, derive: bool) -> dict[str,
         except ClassSplitError as e:
             problems.append(str(e))
     if problems:
-        shown = "\n  ".join(problems[:SHOWN])
-        more = f"\n  (and {len(problems) - SHOWN} more)" if len(problems) > SHOWN else ""
+        shown = some(problems, SHOWN, sep="\n  ", what="class list problems")
         raise ListError(f"{len(problems)} cross-dataset evaluation(s) of this grid cannot read "
-                        f"their shared/novel class lists:\n  {shown}{more}\nadd the lists to "
+                        f"their shared/novel class lists:\n  {shown}\nadd the lists to "
                         f"{folder}, or give --derive-class-splits to write the missing ones by "
                         "the exact-name rule into the grid folder (recorded as derived); "
                         "nothing was trained")

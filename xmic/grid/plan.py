@@ -28,6 +28,7 @@ from xmic.grid.recipe import OTHER_VIEWS, Recipe
 from xmic.train.build import check_inputs
 from xmic.train.config import TrainConfig, migrate_config
 from xmic.train.methods import METHODS
+from xmic.files.long_lists import some
 
 
 
@@ -154,7 +155,7 @@ def unfinished(cache: Cache, split: str, views: list[str], checked: set) -> None
         if left:
             raise GridError(f"cache {cache.root}: view {v} of split {split} has {len(left)} of "
                             f"{len(cache.shards(split))} shard(s) not extracted "
-                            f"({', '.join(left[:5])}{' ...' if len(left) > 5 else ''}; states "
+                            f"({some(left, what='shards not extracted')}; states "
                             "in `xmic slurm status`); finish the extraction, then plan the grid")
 
 

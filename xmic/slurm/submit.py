@@ -17,12 +17,13 @@ from xmic.cache.paths import SLURM_LOGS, SUBMISSIONS
 from xmic.cache.redo import supersede
 from xmic.config import XmicError, config_to_dict
 from xmic.extract.config import ExtractConfig
-from xmic.extract.planning import still_broken
+from xmic.extract.planning import kept_line, still_broken
 from xmic.towers.encoders import check_weights
 from xmic.slurm.config import SlurmConfig
 from xmic.slurm.launch import array_size, log_folder, split_arrays, submit_arrays, wait
 from xmic.slurm.status import read_submissions, status
 from xmic.slurm.worker import ShardTask
+from xmic.files.long_lists import some
 
 
 class SubmissionError(XmicError):
@@ -54,9 +55,8 @@ def submit(cache_dir: Path, extract_cfg: ExtractConfig, slurm_cfg: SlurmConfig, 
     cache, report, summary, subs = status(cache_dir)
     todo, redo = choose_shards(report, retry)
     broken = still_broken(cache, redo)  # their inputs still missing: redoing them is for nothing
-    for shard, why in list(broken.items())[:20]:
-        echo(f"kept {shard}: its failed segments' inputs are still missing ({why}); fix them, "
-             "then retry")
+    if broken:
+        echo(kept_line(broken, "retry"))
     todo = [s for s in todo if s not in broken]
     redo = [s for s in redo if s not in broken]
     kind = "retry" if retry else "submit"
@@ -76,7 +76,7 @@ def submit(cache_dir: Path, extract_cfg: ExtractConfig, slurm_cfg: SlurmConfig, 
          f"{max_size} on executor {slurm_cfg.executor}" + (f"; {len(redo)} shard(s) with failed "
                                                           "segments are redone" if redo else ""))
     if retry:
-        echo(f"  will redo: {', '.join(todo[:20])}{f' and {len(todo) - 20} more' if len(todo) > 20 else ''}")
+        echo(f"  will redo: {some(todo, 20, what='shards to redo')}")
     if dry_run:
         for i, arr in enumerate(arrays):
             echo(f"  array {i}: {len(arr)} task(s): {arr[0][0]} .. {arr[-1][-1]}")
