@@ -261,3 +261,42 @@ def test_plan_prints_the_expected_cost_of_what_it_adds(tmp_path):
     g = tiny_grid(tmp_path)
     out = run_xmic("grid", "plan", g, "--extend", "--seeds", "0,1").stdout
     assert "expected cost of the runs left: about" in out and "zeroshot" in out, out
+
+
+def test_plan_prices_runs_at_another_grids_measured_epochs(tmp_path):
+    """--costs-from: a method's cost per epoch per training segment, measured on a grid run
+    before, priced for this grid's epochs and source size; status and plan say where it came
+    from, and a method that grid never ran is named as unmeasured."""
+    import statistics
+
+    from train_data import make_train_cache
+    from xmic.grid.state import epoch_seconds, format_status, grid_status
+    from xmic.grid.plan import load_grid
+    small = make_train_cache(tmp_path / "small", n=12, splits=("train", "validation"))
+    big = make_train_cache(tmp_path / "big", n=36, seed=1, splits=("train", "validation"))
+
+    def plan(name, cache, epochs, methods, *extra):
+        r = {"caches": {"epic": str(cache.root)}, "sources": {"epic": "train"},
+             "targets": {"epic": "validation"}, "labels": ["noun"],
+             "methods": {m: {} for m in methods}, "seeds": [0],
+             "train": {"device": "cpu", "heldout_fraction": 0.0, "epochs": epochs}}
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(r))
+        return run_xmic("grid", "plan", tmp_path / name, "--recipe", tmp_path / f"{name}.yaml",
+                        *extra)
+
+    plan("before", small, 2, ["linear"])
+    run_xmic("grid", "run", tmp_path / "before")
+    measured = epoch_seconds(tmp_path / "before" / "runs" / "epic-noun-linear-seed0")
+    assert len(measured) == 2
+    out = plan("now", big, 5, ["linear", "clip-adapter"], "--costs-from",
+               tmp_path / "before").stdout
+    expected = round(statistics.mean(s / 12 for s in measured) * 36 * 5, 1)
+    assert f"{tmp_path / 'before'} measured no epoch of: clip-adapter" in out, out
+    assert "expected cost of the runs left: about" in out and "(measured in " in out, out
+    g = tmp_path / "now"
+    report, s = grid_status(g, load_grid(g))
+    m = s["methods"]
+    assert m["linear"]["seconds_per_run"] == expected
+    assert m["linear"]["estimate"] == f"measured in {tmp_path / 'before'}"
+    assert m["clip-adapter"]["seconds_per_run"] is None
+    assert "clip-adapter (not measured yet)" in format_status(g, report, s)

@@ -53,8 +53,11 @@ def _caches(specs) -> dict:
 @click.option("--sweep", "sweeps", multiple=True, metavar="KEY=V1,V2",
               help="One row more per value for every row that reads KEY, named ROW-LEAF-VALUE "
                    "(e.g. --sweep model.xmic.alpha=1,4 adds xmic-alpha-1, xmic-alpha-4).")
+@click.option("--costs-from", type=click.Path(path_type=Path, exists=True, file_okay=False),
+              help="A grid run before: its measured epochs price this grid's runs per method "
+                   "(scaled by epochs and training segments) in plan, status and run.")
 def grid_plan(grid_dir, recipe, caches, class_splits, derive_class_splits, seeds, sets, extend,
-              methods, drop_methods, sweeps):
+              methods, drop_methods, sweeps, costs_from):
     """Plan a grid (one row per run) and check it against the caches; nothing runs."""
     from xmic.grid.plan import evaluations, plan_grid, warmup_warnings
     from xmic.grid.recipe import load_recipe
@@ -80,14 +83,21 @@ def grid_plan(grid_dir, recipe, caches, class_splits, derive_class_splits, seeds
                f"seeds {list(g['recipe']['seeds'])})")
     for note in g.get("skipped", []):
         click.echo(f"not planned: {note}")
+    if costs_from is not None:
+        from xmic.grid.costs import borrow_costs
+        borrowed = borrow_costs(Path(grid_dir), g, costs_from)
+        if borrowed["unmeasured"]:
+            click.echo(f"{costs_from} measured no epoch of: {', '.join(borrowed['unmeasured'])}")
     from xmic.grid.state import eta_words, grid_status
     from xmic.slurm.status import duration
     _, status = grid_status(Path(grid_dir), g)
-    if status["done"] and (status["pending"] or status["running"]):  # costs measured already
+    known = {m: v for m, v in status["methods"].items()
+             if v["left"] and v["seconds_per_run"] is not None}
+    if known:
         click.echo("expected cost of the runs left" + eta_words(status).replace(";", ":", 1)
                    + "; per method: " + ", ".join(
-                       f"{m} {duration(v['seconds_per_run'])} a run" for m, v in
-                       status["methods"].items() if v["seconds_per_run"] is not None))
+                       f"{m} {duration(v['seconds_per_run'])} a run ({v['estimate']})"
+                       for m, v in known.items()))
     for warning in warmup_warnings(g):
         click.echo(f"WARNING: {warning}")
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from xmic.evaluate.table import valid_metrics
 from xmic.files import claims
 from xmic.slurm.status import duration
-from xmic.grid.layout import FAILED, FINISHED, RUNNING
+from xmic.grid.layout import BORROWED_COSTS, FAILED, FINISHED, RUNNING
 from xmic.train.run_folder import EVAL_METRICS, METRICS, evaluation_dir
 
 def eval_dir(run_dir: Path, target: dict) -> Path:
@@ -77,7 +77,8 @@ def epoch_seconds(run_dir: Path) -> list[float]:
 def method_costs(grid_dir: Path, grid: dict, report: dict) -> dict:
     """Per method: runs done and left, and what one of its runs costs: the mean of its finished
     runs, else its epochs measured so far times the epochs a run trains (CoCoOp's cost is not
-    X-MIC's: a grid's methods differ by orders of magnitude), else unknown."""
+    X-MIC's: a grid's methods differ by orders of magnitude), else what another grid measured
+    (``grid.costs``), else unknown."""
     out: dict = {}
     for r in grid["runs"]:
         m = out.setdefault(r["method"], {"done": 0, "left": 0, "failed": 0, "times": [],
@@ -87,17 +88,22 @@ def method_costs(grid_dir: Path, grid: dict, report: dict) -> dict:
         if st == "done" and report[r["id"]].get("seconds"):
             m["times"].append(report[r["id"]]["seconds"])
         m["runs"].append(r)
-    for m in out.values():
+    borrowed = _json(Path(grid_dir) / BORROWED_COSTS) or {}
+    for name, m in out.items():
         runs, times = m.pop("runs"), m.pop("times")
         m["seconds_per_run"], m["estimate"] = None, None
         if times:
             m["seconds_per_run"], m["estimate"] = round(statistics.mean(times), 1), "finished runs"
         elif m["left"]:
             epochs = [s for r in runs for s in epoch_seconds(Path(grid_dir) / r["dir"])]
+            other = (borrowed.get("methods") or {}).get(name)
             if epochs:
                 planned = statistics.mean(max(1, int(r["config"].get("epochs", 1))) for r in runs)
                 m["seconds_per_run"] = round(statistics.mean(epochs) * planned, 1)
                 m["estimate"] = f"{len(epochs)} epoch(s) measured"
+            elif isinstance(other, dict) and isinstance(other.get("seconds_per_run"), (int, float)):
+                m["seconds_per_run"] = float(other["seconds_per_run"])
+                m["estimate"] = f"measured in {borrowed.get('from')}"
     return out
 
 

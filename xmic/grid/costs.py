@@ -1,0 +1,69 @@
+"""What a planned grid's runs should cost, per method, measured on another grid.
+
+Inputs: a planned grid (``grid.json`` body) and the folder of a grid run before (``--costs-from``):
+its runs' measured epochs (``metrics.jsonl`` seconds). A method's cost is carried over as seconds
+per epoch per training segment, then scaled by each new run's epochs and the segments of its
+source split (a cache's plan), since both differ between grids. Output: per method the expected
+seconds of one run and how many epochs it rests on, kept in ``GRID/costs-from.json``, which
+``grid status`` and ``grid run`` read for methods this grid has not measured yet.
+"""
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+import pyarrow.compute as pc
+
+from xmic.cache import Cache
+from xmic.config import XmicError
+from xmic.files.atomic import write_json_atomic
+from xmic.grid.layout import BORROWED_COSTS
+from xmic.grid.state import epoch_seconds
+
+
+def _segments(cache: str, split: str, memo: dict) -> int | None:
+    """Segments of a cache's split (its plan), or None when the cache cannot be read."""
+    key = (cache, split)
+    if key not in memo:
+        try:
+            plan = Cache.open(cache).plan()
+            memo[key] = int(pc.sum(pc.equal(plan["split"], split)).as_py() or 0) or None
+        except XmicError:
+            memo[key] = None
+    return memo[key]
+
+
+def _epochs(run: dict) -> int:
+    return max(1, int(run["config"].get("epochs", 1)))
+
+
+def measured_rates(other_dir: Path, other: dict, memo: dict) -> dict:
+    """Method -> (seconds per epoch per training segment, epochs measured), from a grid's runs."""
+    per: dict = {}
+    for run in other["runs"]:
+        n = _segments(run["cache"], run["split"], memo)
+        seconds = epoch_seconds(Path(other_dir) / run["dir"])
+        if n and seconds:
+            per.setdefault(run["method"], []).extend(s / n for s in seconds)
+    return {m: (statistics.mean(r), len(r)) for m, r in per.items()}
+
+
+def borrow_costs(grid_dir: Path, grid: dict, other_dir: Path) -> dict:
+    """Expected seconds per run for each method of ``grid`` that ``other_dir`` measured; written
+    to ``GRID/costs-from.json`` and returned as ``{"from", "methods": {m: {...}}, "unmeasured"}``."""
+    from xmic.grid.plan import load_grid
+    memo: dict = {}
+    rates = measured_rates(other_dir, load_grid(other_dir), memo)
+    methods, unmeasured = {}, []
+    for m in dict.fromkeys(r["method"] for r in grid["runs"]):
+        runs = [r for r in grid["runs"] if r["method"] == m]
+        sizes = [_segments(r["cache"], r["split"], memo) for r in runs]
+        if m not in rates or not all(sizes):
+            unmeasured.append(m)
+            continue
+        rate, epochs = rates[m]
+        expected = statistics.mean(rate * n * _epochs(r) for r, n in zip(runs, sizes))
+        methods[m] = {"seconds_per_run": round(expected, 1), "epochs_measured": epochs}
+    record = {"from": str(other_dir), "methods": methods, "unmeasured": unmeasured}
+    write_json_atomic(Path(grid_dir) / BORROWED_COSTS, record, root=Path(grid_dir))
+    return record
