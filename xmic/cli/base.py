@@ -23,6 +23,16 @@ def _fail(e: Exception):
     sys.exit(getattr(e, "exit_code", 2))  # 2: a mistake to fix; 1: the work itself failed
 
 
+class CacheSource(click.ParamType):
+    """``--cache``: a cache folder, or a published cache (``hf-hub:ORG/REPO[@REV]``,
+    ``file:///PATH``) fetched once and checked (``xmic.cache.sources``); gives a local Path."""
+    name = "CACHE"
+
+    def convert(self, value, param, ctx):
+        from xmic.cache.sources import resolve_cache
+        return Path(resolve_cache(str(value)))
+
+
 class RecordChoice(click.Choice):
     """The names of a record table (datasets, methods) as choices, read when an option is parsed
     or its help shown: the tables are not imported for ``xmic --help``."""

@@ -1,4 +1,5 @@
-"""``xmic cache``: info, verify, show, convert, import, import-text."""
+"""``xmic cache``: info, verify, show, convert, import, import-text (and publish, fetch,
+export from ``share_commands``)."""
 from __future__ import annotations
 
 import json
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from xmic.cli import share_commands
 from xmic.cli.base import (RecordChoice, SideFilesCommand, UsageError, XmicGroup, backend_names,
                            cache_config, dataset_kinds)
 
@@ -185,3 +187,6 @@ def cache_import_text(cache_dir, name, classes, field, embeddings, key, prompt, 
     click.echo(f"vocabulary {name}: {len(v.classes)} classes, D={v.dim}")
 
 
+for _command in (share_commands.cache_publish, share_commands.cache_fetch,
+                 share_commands.cache_export):
+    cache.add_command(_command)

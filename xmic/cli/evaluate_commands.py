@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from xmic.cli.base import UsageError, XmicGroup
+from xmic.cli.base import CacheSource, UsageError, XmicGroup
 
 
 class DefaultCommandGroup(XmicGroup):
@@ -25,7 +25,8 @@ def evaluate():
 
 @evaluate.command("run")
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("--cache", "cache_dir", type=click.Path(path_type=Path), required=True)
+@click.option("--cache", "cache_dir", type=CacheSource(), required=True,
+              help="A cache folder, or hf-hub:ORG/REPO[@REV] / file:///PATH of a published one.")
 @click.option("--split", required=True)
 @click.option("--class-splits", type=click.Path(path_type=Path),
               help="Folder of X-MIC's {target}_{source}_{common|non_common}_*.txt lists.")

@@ -34,7 +34,8 @@ def _caches(specs) -> dict:
               help="paper-main, paper-egtea, paper-ablations, a recipe YAML file, or a planned "
                    "grid's folder (its recipe as planned). With --extend: the grid's own.")
 @click.option("--cache", "caches", multiple=True, metavar="DATASET=DIR",
-              help="The cache of a dataset (overrides the recipe's).")
+              help="The cache of a dataset (overrides the recipe's); DIR may be a published "
+                   "cache, hf-hub:ORG/REPO[@REV] or file:///PATH, fetched once and checked.")
 @click.option("--class-splits", type=click.Path(path_type=Path),
               help="Folder of X-MIC's shared/novel class lists; every list the grid's "
                    "cross-dataset evaluations need is checked before anything trains.")

@@ -5,11 +5,12 @@ from pathlib import Path
 
 import click
 
-from xmic.cli.base import RecordChoice, UsageError, XmicCommand, method_names
+from xmic.cli.base import CacheSource, RecordChoice, UsageError, XmicCommand, method_names
 from xmic.config import load_config
 
 @click.command("train", cls=XmicCommand)
-@click.option("--cache", "cache_dir", type=click.Path(path_type=Path), required=True)
+@click.option("--cache", "cache_dir", type=CacheSource(), required=True,
+              help="A cache folder, or hf-hub:ORG/REPO[@REV] / file:///PATH of a published one.")
 @click.option("--split", default=None, help="Training split (default: train).")
 @click.option("--label", type=click.Choice(["noun", "verb"]), default=None)
 @click.option("--method", type=RecordChoice(method_names), default=None,

@@ -51,6 +51,8 @@ class Dataset:
     participant: bool = False  # ids carry a participant folder (EPIC: P01_01 -> P01)
     parent: Callable | None = None  # a clip id -> its parent video's folder ({parent} in layouts)
     title: str = ""           # the name tables print (EPIC, Ego4D, EGTEA)
+    license: str = "other"    # the Hugging Face license id a published cache's card carries
+    terms: str = "the terms of the videos' owners apply to features computed from them"
 
 
 DATASETS: dict[str, Dataset] = {d.name: d for d in (
@@ -64,15 +66,22 @@ DATASETS: dict[str, Dataset] = {d.name: d for d in (
             archives=("{participant}/rgb_frames/{video}.tar",),
             videos=("{participant}/videos/{video}.MP4", "{participant}/videos/{video}.mp4"),
             video_first_frame=1, trimmed=False, window="segment", names=epic_name, split_tag="epic",
-            lists_released=True, importable=True, participant=True, title="EPIC"),
+            lists_released=True, importable=True, participant=True, title="EPIC",
+            license="cc-by-nc-4.0",
+            terms="EPIC-KITCHENS-100 is released under CC BY-NC 4.0 (epic-kitchens.github.io); "
+                  "features computed from its videos are shared under the same terms"),
     Dataset("ego4d", lambda a, s, r, **kw: read_ego4d(a, s, kw.get("taxonomy")),
             (SideFile("taxonomy", "fho_lta_taxonomy.json, the class names (required)"),),
             frames=(), archives=(), videos=("{video}.mp4",), video_first_frame=0,
             trimmed=False, window="central-window", names=ego4d_name, split_tag="ego", lists_released=True, importable=True,
-            title="Ego4D"),
+            title="Ego4D",
+            terms="Ego4D is used under the Ego4D license agreement (ego4ddataset.com); share "
+                  "features computed from it only with people who accepted that agreement"),
     Dataset("egtea", lambda a, s, r, **kw: read_egtea(a, s), (), frames=(), archives=(),
             videos=("{video}.mp4", "{parent}/{video}.mp4"), video_first_frame=0, trimmed=True,
             window="segment", names=egtea_name, split_tag="egtea", title="EGTEA",
+            terms="EGTEA Gaze+ is for non-commercial research under its terms of use "
+                  "(cbs.ic.gatech.edu/fpv); features computed from it carry the same terms",
             parent=egtea_video, released_prefix=("",)),  # get_lab2cname: [''] + names
     Dataset("csv", lambda a, s, r, **kw: read_generic(a, s, r), (), frames=("{video}",),
             archives=(), videos=("{video}",), video_first_frame=0, trimmed=False, window="segment",
