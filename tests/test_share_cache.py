@@ -14,7 +14,7 @@ import pytest
 
 from helpers import run_xmic
 from train_data import make_train_cache
-from xmic.cache import Cache, CacheError, load_split
+from xmic.cache import Cache, load_split
 from xmic.cache.card import read_card
 from xmic.cache.publish import MANIFEST
 from xmic.cache.verify import verify
