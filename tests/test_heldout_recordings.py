@@ -72,6 +72,15 @@ def test_a_plan_of_an_earlier_release_reads_each_video_as_a_recording(tmp_path):
     # and a split added today merges with the old plan
     reopened.add_plan(make_plan(segment_columns(2, "validation"), 4, "validation"))
     assert Cache.open(tmp_path / "c").plan().num_rows == 8
+    # planning the old split again from annotations that group it (Ego4D's video_uid) is no
+    # clash: the same segments, now with their recordings
+    grouped = {**cols, "recording_id": ["A", "A", "A", "B", "B", "B"]}
+    Cache.open(tmp_path / "c").add_plan(make_plan(grouped, 4, "train"))
+    plan = Cache.open(tmp_path / "c").plan()
+    assert plan["recording_id"].to_pylist() == ["A", "A", "A", "B", "B", "B", "P01_01", "P01_01"]
+    moved = {**cols, "start_frame": [1, 2, 3, 4, 5, 6]}
+    with pytest.raises(Exception, match="already in this cache with other segments"):
+        Cache.open(tmp_path / "c").add_plan(make_plan(moved, 4, "train"))
 
 
 def test_a_run_holds_out_recordings_and_says_so(tmp_path):

@@ -91,16 +91,19 @@ def merge_plans(old: pa.Table | None, new: pa.Table) -> pa.Table:
     split that exists with other segments, or segment ids used twice, are errors."""
     if old is None or old.num_rows == 0:
         return new
-    added = []
+    added, regrouped = [], {}
     for split in dict.fromkeys(new["split"].to_pylist()):
         part = new.filter(pc.equal(new["split"], split))
         existing = old.filter(pc.equal(old["split"], split))
         if existing.num_rows:
-            if not existing.equals(part):
+            if not _same_segments(existing, part):
                 raise CacheError(f"split {split!r} is already in this cache with other segments or "
                                  "labels; import it into a new cache, or under another --split name")
+            if not existing["recording_id"].equals(part["recording_id"]):
+                regrouped[split] = part["recording_id"]
             continue
         added.append(part)
+    old = _regroup(old, regrouped)
     if not added:
         return old
     fresh = pa.concat_tables(added)
@@ -112,6 +115,25 @@ def merge_plans(old: pa.Table | None, new: pa.Table) -> pa.Table:
     if taken:
         raise CacheError(f"shard name(s) {sorted(taken)[:3]} already used; pick another prefix")
     return pa.concat_tables([old, fresh])
+
+
+def _same_segments(a: pa.Table, b: pa.Table) -> bool:
+    """The same segments, labels and shards; recordings aside (a plan of an earlier release
+    read each video as its recording: planning the split again brings the real grouping)."""
+    keep = [c for c in a.column_names if c != "recording_id"]
+    return a.select(keep).equals(b.select(keep))
+
+
+def _regroup(plan: pa.Table, recordings: dict) -> pa.Table:
+    """``plan`` with the recordings of the splits in ``recordings`` (split -> column) replaced."""
+    if not recordings:
+        return plan
+    column = plan["recording_id"].to_pylist()
+    splits = plan["split"].to_pylist()
+    given = {s: iter(c.to_pylist()) for s, c in recordings.items()}
+    column = [next(given[s]) if s in given else r for s, r in zip(splits, column)]
+    at = plan.column_names.index("recording_id")
+    return plan.set_column(at, "recording_id", pa.array(column, pa.string()))
 
 
 def rows_table(segment_ids, offsets, counts, frame_indices, statuses, errors) -> pa.Table:
