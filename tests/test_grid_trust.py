@@ -300,3 +300,16 @@ def test_plan_prices_runs_at_another_grids_measured_epochs(tmp_path):
     assert m["linear"]["estimate"] == f"measured in {tmp_path / 'before'}"
     assert m["clip-adapter"]["seconds_per_run"] is None
     assert "clip-adapter (not measured yet)" in format_status(g, report, s)
+
+
+def test_grid_table_ci_through_the_command_line(tmp_path):
+    """`grid table --ci` on a finished grid: intervals in every scored cell, the note saying
+    how they were made, the CSV's interval columns; the same seed gives the same table."""
+    g = tiny_grid(tmp_path)
+    a = run_xmic("grid", "table", g, "--ci", "--ci-samples", "200").stdout
+    assert "zeroshot" in a and " [" in a and "paired bootstrap" in a, a
+    assert a == run_xmic("grid", "table", g, "--ci", "--ci-samples", "200").stdout
+    c = run_xmic("grid", "table", g, "--ci", "--ci-samples", "200", "--format", "csv").stdout
+    assert "ci_low" in c.splitlines()[0] and "significant_best" in c.splitlines()[0]
+    cp = run_xmic("grid", "table", g, "--ci", "--ci-samples", "10", check=False)
+    assert cp.returncode == 2 and "at least 100" in cp.stderr

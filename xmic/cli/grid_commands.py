@@ -221,7 +221,13 @@ def grid_status_cmd(grid_dir, as_json, watch, interval):
 @click.option("--out", type=click.Path(path_type=Path),
               help="Write the table here (default: GRID/table.md|csv|tex), the figure beside "
                    "it (.png).")
-def grid_table(grid_dir, fmt, metric, criterion, out):
+@click.option("--ci", is_flag=True,
+              help="95% intervals from a paired bootstrap over segments and seeds; bold only "
+                   "a best whose difference to the second has an interval above 0.")
+@click.option("--ci-samples", type=int, default=1000, show_default=True,
+              help="Bootstrap resamples.")
+@click.option("--ci-seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
+def grid_table(grid_dir, fmt, metric, criterion, out, ci, ci_samples, ci_seed):
     """The paper's tables of what has finished (per label: methods x source -> target, mean ±
     std over seeds), GRID/results.parquet, and a figure (cross-dataset shared vs novel)."""
     from xmic.files.atomic import write_bytes_atomic, write_text_atomic
@@ -231,7 +237,15 @@ def grid_table(grid_dir, fmt, metric, criterion, out):
     from xmic.grid.table import figure, grid_tables
     g = load_grid(grid_dir)
     df, missing = write_grid_results(grid_dir, g)
-    text = grid_tables(df, missing, g, fmt, METRIC_CHOICES[metric], criterion)
+    ci_of = None
+    if ci:
+        if ci_samples < 100:
+            raise UsageError(f"--ci-samples {ci_samples}: give at least 100 resamples")
+        from xmic.grid.significance import significance
+        ci_of = lambda tables: significance(Path(grid_dir), g, tables,  # noqa: E731
+                                            METRIC_CHOICES[metric], criterion, ci_samples,
+                                            ci_seed)
+    text = grid_tables(df, missing, g, fmt, METRIC_CHOICES[metric], criterion, ci_of)
     out = Path(out) if out else Path(grid_dir) / f"{TABLE}.{TABLE_SUFFIX[fmt]}"
     if out.is_dir():
         raise UsageError(f"--out {out} is a folder; give a file name")

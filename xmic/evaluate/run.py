@@ -6,7 +6,9 @@ lists. The classifier is rebuilt from the target cache's own vocabulary for the 
 text tower, which is why evaluation imports the extraction stage's tower loader).
 Outputs (in ``out``, default ``RUN/eval/{dataset}-{split}``): ``metrics.json`` (see
 ``metrics.compute_metrics`` plus what was evaluated), ``predictions.parquet`` (segment id, true
-class, top-5 classes and scores) and the plots. A run and a cache whose classified-stream
+class, top-5 classes and scores, per class-split criterion ``shared_CRIT``: whether the true
+class is shared with the source; what the bootstrap of ``grid table --ci`` resamples) and the
+plots. A run and a cache whose classified-stream
 fingerprints differ are refused, with both fingerprints shown.
 """
 from __future__ import annotations
@@ -80,7 +82,10 @@ def write_evaluation(out: Path, root: Path, metrics: dict, scores: np.ndarray, l
         "true_key": keys[labels].tolist(),
         "top5_ids": top.tolist(), "top5_classes": names[top].tolist(),
         "top5_scores": np.take_along_axis(scores, top, 1).tolist(),
-        "top5_probs": np.take_along_axis(probs, top, 1).tolist()}), sink)
+        "top5_probs": np.take_along_axis(probs, top, 1).tolist(),
+        # per class-split criterion: whether the segment's class is one the source shares
+        **{f"shared_{crit}": np.asarray(mask, dtype=bool)[labels] for crit, mask in
+           shared.items()}}), sink)
     write_bytes_atomic(out / PREDICTIONS, memoryview(sink.getvalue()), root)
     if plot_title is not None:
         crit = "exact" if "exact" in shared else next(iter(shared))

@@ -99,21 +99,36 @@ def _cell(st) -> str:
     return f"{st[0]:.1f}" if st[2] == 1 else f"{st[0]:.1f} ± {st[1]:.1f}"
 
 
-def format_markdown(label: str, what: str, cols, body) -> str:
+def _ci(sig, label: str, col: tuple, method: str) -> str:
+    got = sig.intervals.get((label, col, method)) if sig is not None else None
+    return f" [{got[0]:.1f}, {got[1]:.1f}]" if got else ""
+
+
+def format_markdown(label: str, what: str, cols, body, sig=None) -> str:
+    """A markdown table; with ``sig`` (``grid.significance``) each cell's interval, and the
+    best in bold where it is significantly ahead of the second."""
     lines = [f"### {label}: {what}", "", "| method | " + " | ".join(map(_head, cols)) + " |",
              "|---" * (len(cols) + 1) + "|"]
     for method, row in body.items():
-        lines.append(f"| {method} | " + " | ".join(_cell(row[c]) for c in cols) + " |")
+        cells = []
+        for c in cols:
+            text = _cell(row[c]) + (_ci(sig, label, c, method) if isinstance(row[c], tuple)
+                                    else "")
+            won = sig is not None and sig.winners.get((label, c)) == method
+            cells.append(f"**{text}**" if won else text)
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def format_csv(tables: list[tuple]) -> str:
+def format_csv(tables: list[tuple], sig=None) -> str:
     """Every label's table in one CSV with one header row: label, method, then per column its
-    mean, std and number of seeds (empty where nothing is scored yet)."""
+    mean, std and number of seeds (empty where nothing is scored yet); with ``sig`` also the
+    interval's ends and whether the cell is a significant best."""
     buf = io.StringIO()
     w = csv.writer(buf)
     cols = tables[0][2] if tables else []
-    w.writerow(["label", "method"] + [f"{_head(c)} {k}" for c in cols for k in ("mean", "std", "seeds")])
+    keys = ("mean", "std", "seeds") + (("ci_low", "ci_high", "significant_best") if sig else ())
+    w.writerow(["label", "method"] + [f"{_head(c)} {k}" for c in cols for k in keys])
     for label, _, cols, body in tables:
         for method, row in body.items():
             cells = []
@@ -121,6 +136,10 @@ def format_csv(tables: list[tuple]) -> str:
                 st = row[c]
                 cells += (["", "", 0] if st is None else [NA, NA, 0] if st == NA
                           else [round(st[0], 4), round(st[1], 4), st[2]])
+                if sig:
+                    got = sig.intervals.get((label, c, method))
+                    cells += ([round(got[0], 4), round(got[1], 4)] if got else ["", ""])
+                    cells.append(sig.winners.get((label, c)) == method)
             w.writerow([label, method, *cells])
     return buf.getvalue()
 
@@ -159,10 +178,12 @@ def ranks(values: list[float]) -> tuple[float | None, float | None]:
     return best, second
 
 
-def format_latex(label: str, what: str, cols, body, names: dict | None = None) -> str:
+def format_latex(label: str, what: str, cols, body, names: dict | None = None,
+                 sig=None) -> str:
     """A booktabs tabular: a multicolumn header per source (and the HM group), rows by their
     display names; the best mean of each column in bold and the second underlined, each only
-    when a single row holds it at the shown precision."""
+    when a single row holds it at the shown precision; with ``sig`` each cell's interval, and
+    bold only for a best significantly ahead of the second (nothing underlined)."""
     groups = []  # (header, span)
     for c in cols:
         name = f"{title(c[1])} $\\rightarrow$" if c[0] == "score" else "HM"
@@ -189,7 +210,13 @@ def format_latex(label: str, what: str, cols, body, names: dict | None = None) -
                 cells.append("--" if st is None else NA)
                 continue
             text = f"{st[0]:.1f}" + (f" $\\pm$ {st[1]:.1f}" if st[2] > 1 else "")
+            text += _ci(sig, label, c, method).replace("[", "{\\scriptsize [").replace(
+                "]", "]}")
             best, second = marks[c]
+            if sig is not None:
+                won = sig.winners.get((label, c)) == method
+                cells.append(f"\\textbf{{{text}}}" if won else text)
+                continue
             cells.append(f"\\textbf{{{text}}}" if round(st[0], 1) == best else
                          f"\\underline{{{text}}}" if round(st[0], 1) == second else text)
         out.append(f"{_tex((names or {}).get(method, method))} & " + " & ".join(cells) + r" \\")
@@ -230,9 +257,8 @@ def vocabulary_note(grid: dict) -> str:
     return "".join(out.values())
 
 
-def grid_tables(df, missing: int, grid: dict, fmt: str = "md", metric: str = "top1",
-                criterion: str = "exact") -> str:
-    """Every label's table of the grid in ``fmt`` (md | csv | latex)."""
+def label_tables(df, grid: dict, metric: str, criterion: str) -> list[tuple]:
+    """Per label of the grid ``(label, what, cols, body)`` of ``paper_table``."""
     from xmic.grid.results import recipe_order
     methods = recipe_order(grid, "methods")
     sources, targets = recipe_order(grid, "sources"), recipe_order(grid, "targets")
@@ -247,6 +273,14 @@ def grid_tables(df, missing: int, grid: dict, fmt: str = "md", metric: str = "to
                                              for r in grid["runs"])]
         cols, body = paper_table(df, label, metric, criterion, planned, sources, targets, scored)
         tables.append((label, what, cols, body))
+    return tables
+
+
+def grid_tables(df, missing: int, grid: dict, fmt: str = "md", metric: str = "top1",
+                criterion: str = "exact", ci=None) -> str:
+    """Every label's table of the grid in ``fmt`` (md | csv | latex); ``ci``: a function of
+    the tables giving their ``grid.significance.Significance`` (intervals, significant bests)."""
+    tables = label_tables(df, grid, metric, criterion)
     note = (f"{missing} planned score(s) missing: the grid is not finished.\n" if missing else "")
     if any(v is None or v == NA for _, _, _, body in tables for row in body.values()
            for v in row.values()):
@@ -255,13 +289,21 @@ def grid_tables(df, missing: int, grid: dict, fmt: str = "md", metric: str = "to
     if metric in NEEDS_CRITERION:
         note += lists_note(grid)
     note += vocabulary_note(grid)
+    sig = ci(tables) if ci is not None else None
+    if sig is not None:
+        note += sig.note() + "\n"
+        dropped = sum(sig.dropped.values())
+        if dropped:
+            note += (f"{dropped} segment(s) scored by some methods of a cell but not all (a view "
+                     "they read failed there) are left out of its bootstrap.\n")
     if fmt == "csv":
-        return format_csv(tables)
+        return format_csv(tables, sig)
     if fmt == "latex":
         names = display_names(grid)
-        return ("\n".join(format_latex(*t, names) for t in tables)
-                + (f"% {note}" if note else ""))
-    return "\n".join(format_markdown(*t) for t in tables) + (f"\n{note}" if note else "")
+        return ("\n".join(format_latex(*t, names, sig) for t in tables)
+                + "".join(f"% {line}\n" for line in note.splitlines()))
+    return ("\n".join(format_markdown(*t, sig) for t in tables)
+            + (f"\n{note}" if note else ""))
 
 
 def _panel(ax, mine, grid: dict, label: str, methods: list, colours: dict, names: dict,
