@@ -5,7 +5,7 @@ method, in the same order): ``correct`` [K, S] (top-1 right, per seed K and segm
 class ``labels`` [S] and, per class-split criterion, ``shared`` [S] (the segment's class is one
 the source shares). Output: ``samples``: per method [B] values of the metric (percent) on B
 resamples; the same resampled segments for every method (paired), the seeds of each method
-drawn with replacement too. Segment draws are multinomial counts ``W`` [b, S] made in chunks of
+drawn with replacement too. Segment draws are counts ``W`` [b, S] (S indices drawn, binned) made in chunks of
 ``CHUNK`` resamples, so memory is CHUNK x S whatever B; each metric is a matrix product or a
 per-class sum (``np.add.reduceat`` over segments sorted by class). ``interval`` gives the
 percentile interval; ``difference`` the interval of one method minus another.
@@ -60,6 +60,13 @@ def _per_seed(correct: np.ndarray, w: np.ndarray, metric: str, labels: np.ndarra
     raise ValueError(f"unknown metric {metric!r}; one of {METRICS}")
 
 
+def _resample_counts(rng, b: int, s: int) -> np.ndarray:
+    """[b, S] float32: how often each segment is drawn in each of b resamples of S draws."""
+    idx = rng.integers(0, s, (b, s), dtype=np.int32)
+    flat = (idx + (np.arange(b, dtype=np.int64) * s)[:, None]).ravel()
+    return np.bincount(flat, minlength=b * s).reshape(b, s).astype(np.float32)
+
+
 def samples(outcomes: dict, metric: str = "top1", criterion: str = "exact", n: int = 1000,
             seed: int = 0, key: str = "") -> dict[str, np.ndarray]:
     """method -> [n] metric values (percent) on paired resamples of segments and seeds."""
@@ -71,7 +78,7 @@ def samples(outcomes: dict, metric: str = "top1", criterion: str = "exact", n: i
     out = {m: np.empty(n, np.float64) for m in methods}
     for lo in range(0, n, CHUNK):
         b = min(CHUNK, n - lo)
-        w = rng.multinomial(s, np.full(s, 1.0 / s), size=b).astype(np.float32)  # [b, S]
+        w = _resample_counts(rng, b, s)                                        # [b, S]
         for m in methods:
             o = outcomes[m]
             shared = o.shared.get(criterion) if metric in ("shared", "novel", "hm") else None
