@@ -225,3 +225,45 @@ def test_side_files_are_offered_from_the_dataset_table(tmp_path):
     r = run_xmic("extract", "plan", tmp_path / "c", "--dataset", "epic", "--annotations", ann,
                  "--root", tmp_path, "--views", "full_frame", "--taxonomy", ann, check=False)
     assert "it takes --noun-classes, --verb-classes, --video-info" in r.stderr, r.stderr
+
+
+def test_a_prompt_ensemble_vocabulary_is_open_clips_and_scores_zero_shot(demo_out, tmp_path):
+    """`extract text --templates`: per class the normalised mean of the templates' normalised
+    embeddings, equal to open_clip's build_zero_shot_classifier on the same tower and
+    templates, recorded with its templates; a zero-shot run reads it by name."""
+    import shutil
+
+    import numpy as np
+    import torch
+    from open_clip.zero_shot_classifier import build_zero_shot_classifier
+
+    from xmic.cache.vocab import load_vocab
+    from xmic.extract.templates import EGOCENTRIC, KINETICS
+    from xmic.extract.vocabularies import ensemble_text, image_model_settings
+    from xmic.towers.encoders import TINY_CONFIG, load_clip
+    out, _ = demo_out
+    cache = tmp_path / "epic"
+    shutil.copytree(out / "caches" / "epic", cache)
+    said = run_xmic("extract", "text", cache, "--templates", "ego", "--vocab", "noun",
+                    "--device", "cpu").stdout
+    assert "noun.ego (" in said
+    v = load_vocab(Cache.open(cache), "noun.ego")
+    assert v.fingerprint["templates"] == list(EGOCENTRIC) and v.source["templates"] == "ego"
+    seed = image_model_settings(cache).get("seed", 0)
+    enc = load_clip(str(TINY_CONFIG), "random", "cpu", "fp32", seed)
+    with torch.no_grad():
+        ref = build_zero_shot_classifier(enc.model, enc.tokenizer, v.names, list(EGOCENTRIC),
+                                         num_classes_per_batch=None).T.numpy()       # [C, D]
+    assert np.allclose(v.embeddings, ref, atol=1e-5)
+    assert np.allclose(ensemble_text(enc, v.names[:3], KINETICS),
+                       build_zero_shot_classifier(enc.model, enc.tokenizer, v.names[:3],
+                                                  list(KINETICS)).T.numpy(), atol=1e-5)
+    run_xmic("train", "--cache", cache, "--method", "zeroshot", "--out", tmp_path / "zs",
+             "--device", "cpu", "--set", "model.zeroshot_vocab={label}.ego")
+    cp = run_xmic("evaluate", tmp_path / "zs", "--cache", cache, "--split", "validation",
+                  "--json")
+    assert '"top1"' in cp.stdout
+    bad = tmp_path / "mine.txt"
+    bad.write_text("a photo of a {}.\nno slot here\n")
+    cp = run_xmic("extract", "text", cache, "--templates", bad, "--device", "cpu", check=False)
+    assert cp.returncode == 2 and "line 2: 'no slot here' needs exactly one {}" in cp.stderr

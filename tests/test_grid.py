@@ -352,3 +352,30 @@ def test_a_grid_is_steered_from_the_command_line_and_its_saved_recipe_round_trip
         assert cp.returncode == 2 and words in cp.stderr, (args, cp.stderr)
     cp = run_xmic("grid", "plan", tmp_path / "g5", check=False)
     assert cp.returncode == 2 and "--recipe is needed" in cp.stderr
+
+
+def test_an_optional_row_is_planned_only_where_its_vocabulary_exists(tmp_path, world):
+    """A recipe row over a vocabulary some cache lacks (a prompt ensemble not extracted) is
+    skipped with a note saying which cache and the command that writes it; once every cache has
+    it, the row is planned."""
+    import shutil
+
+    from xmic.cache.vocab import add_vocab, load_vocab
+    caches = {k: tmp_path / k for k in ("epic", "ego4d")}
+    for k, p in caches.items():
+        shutil.copytree(world[k], p)
+    rows = {"zeroshot": {}, "zeroshot-ensemble": {"method": "zeroshot",
+                                                  "model.zeroshot_vocab": "{label}.kinetics"}}
+    r = recipe(tmp_path, world, caches={k: str(p) for k, p in caches.items()}, methods=rows,
+               optional_methods=["zeroshot-ensemble"], seeds=[0])
+    cp = run_xmic("grid", "plan", tmp_path / "g1", "--recipe", r)
+    assert "1 runs" in cp.stdout and "not planned: epic-noun-zeroshot-ensemble: no vocabulary " \
+        "'noun.kinetics' in" in cp.stdout, cp.stdout
+    assert "--templates kinetics" in cp.stdout
+    for p in caches.values():
+        c = Cache.open(p)
+        v = load_vocab(c, "noun.photo")
+        add_vocab(c, "noun.kinetics", v.classes, v.embeddings, v.prompt,
+                  {**v.fingerprint, "templates": [v.prompt]}, source=v.source)
+    cp = run_xmic("grid", "plan", tmp_path / "g2", "--recipe", r)
+    assert "2 runs" in cp.stdout and "not planned" not in cp.stdout, cp.stdout

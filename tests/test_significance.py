@@ -79,7 +79,6 @@ def write_predictions(path: Path, ids, labels, correct, shared):
 def test_grid_table_ci_bolds_only_a_difference_that_holds(tmp_path, monkeypatch):
     """Four methods on 500 segments, 3 seeds: `strong` (80 %) beats `weak` (50 %) beyond
     doubt; `twin-a` and `twin-b` (65 % and 65.5 %) cannot be told apart."""
-    from helpers import run_xmic
     from xmic.grid import plan as gplan
     rng = np.random.default_rng(0)
     S = 500

@@ -185,10 +185,14 @@ def extract_run(cache_dir, shards, model, weights, device, precision, batch_size
               help="EGTEA: the vocabulary as X-MIC's code builds it, [''] + names (an empty-"
                    "prompt class 0 that can win the argmax), to reproduce its EGTEA numbers "
                    "exactly; recorded in the vocabulary and shown in tables.")
+@click.option("--templates", metavar="NAME|FILE",
+              help="A prompt ensemble instead of the single prompts: kinetics (the CLIP paper's "
+                   "28 Kinetics-700 templates), ego (6 first-person ones), or a file with one "
+                   "template per line; written as LABEL.NAME (e.g. noun.kinetics).")
 @click.option("--config", "config_path", type=click.Path(path_type=Path))
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE")
-def extract_text_cmd(cache_dir, vocab, model, weights, device, released_vocabulary, config_path,
-                     sets):
+def extract_text_cmd(cache_dir, vocab, model, weights, device, released_vocabulary, templates,
+                     config_path, sets):
     """Encode the class names (bare and zero-shot prompts) as cache vocabularies, through the
     model and weights that made the cache's image views unless --model/--weights say others."""
     from xmic.extract.vocabularies import extract_text, image_model_settings
@@ -197,8 +201,10 @@ def extract_text_cmd(cache_dir, vocab, model, weights, device, released_vocabula
         base = {k: v for k, v in base.items() if k not in ("model", "weights", "seed")}
     cfg = extract_config(config_path, sets, base=base, model=model, weights=weights,
                          device=device)
+    from xmic.extract.templates import read_templates
+    group = read_templates(templates) if templates else None
     done = extract_text(cache_dir, cfg, ("noun", "verb") if vocab == "all" else (vocab,),
-                        released=released_vocabulary)
+                        released=released_vocabulary, templates=group)
     for w in done["warnings"]:
         click.echo(f"WARNING: {w}", err=True)
     click.echo("vocabularies: " + ", ".join(f"{k} ({n} classes)"

@@ -115,6 +115,12 @@ def expand(recipe: Recipe) -> tuple[list[dict], list[str]]:
                     base = load_config(TrainConfig, None, sets)
                 except ConfigError as e:
                     raise GridError(f"method {name!r}: {e}") from None
+                absent = absent_vocabulary(base, [cache_of(source)] + [
+                    cache_of(ds) for ds in recipe.targets
+                    if METHODS[trainer].open_vocabulary or ds == source])
+                if absent and name in recipe.optional_methods:
+                    skipped.append(f"{source}-{label}-{name}: {absent}")
+                    continue
                 inputs = check_inputs(cache_of(source), base)  # views, vocabulary of the source
                 unfinished(cache_of(source), split, base.views(), checked)
                 problem = tower_problem(inputs.vocab) if METHODS[trainer].tower else None
@@ -141,6 +147,19 @@ def expand(recipe: Recipe) -> tuple[list[dict], list[str]]:
                                  "dir": f"{RUNS}/{rid}", "targets": targets})
     check_unique_ids(runs)
     return runs, skipped
+
+
+def absent_vocabulary(cfg: TrainConfig, caches: list) -> str | None:
+    """Which of ``caches`` lack the vocabulary the row reads, in words; None when all have it."""
+    from xmic.cache.vocab import vocab_names
+    name = cfg.vocab_name()
+    lacking = [str(c.root) for c in caches if name not in vocab_names(c)]
+    if not lacking:
+        return None
+    hint = name.split(".", 1)[1] if "." in name else ""
+    return (f"no vocabulary {name!r} in {', '.join(dict.fromkeys(lacking))}"
+            + (f" (`xmic extract text CACHE --templates {hint}` writes it)" if hint and hint
+               != "photo" else ""))
 
 
 def unfinished(cache: Cache, split: str, views: list[str], checked: set) -> None:

@@ -40,7 +40,12 @@ MAX_SEED = 2**32 - 1
 OTHER_VIEWS = "@other-views"  # in a method's conditioning views: resolved from the source cache
 # the paper's rows, named: a method added to METHODS does not join the paper's table unasked
 PAPER_ROWS = ("zeroshot", "linear", "clip-adapter", "xmic", "coop", "cocoop")
-BASELINES = {name: {} for name in PAPER_ROWS}  # in the table's order
+# a zero-shot row over a prompt ensemble (`xmic extract text --templates kinetics`): not in the
+# paper; built-in recipes plan it only where every cache of the row has that vocabulary
+ENSEMBLE_ROWS = {"zeroshot-ensemble": {"method": "zeroshot",
+                                       "model.zeroshot_vocab": "{label}.kinetics"}}
+BASELINES = {"zeroshot": {}, **ENSEMBLE_ROWS,
+             **{name: {} for name in PAPER_ROWS if name != "zeroshot"}}  # the table's order
 # rows a built-in recipe plans only when the source cache's text tower can be loaded
 PROMPT_ROWS = tower_methods()
 
@@ -85,7 +90,8 @@ class Recipe:
     seeds: tuple
     train: dict = field(default_factory=dict)
     class_splits: str | None = None
-    optional_methods: tuple = ()  # planned only where they can run (text tower), else noted
+    optional_methods: tuple = ()  # planned only where they can run (text tower, vocabulary),
+    #                               else noted
     display_names: dict = field(default_factory=dict)  # row -> its name in a paper's table
 
     def as_dict(self) -> dict:
@@ -212,7 +218,8 @@ def load_recipe(name_or_path: str, caches: dict | None = None, seeds=None,
                               + " ".join(f"--cache {m}=DIR" for m in missing))
     return Recipe(_name(name_or_path, data), rc, sources, targets, tuple(labels), methods,
                   tuple(seeds), train, str(cs) if cs else None,
-                  tuple(m for m in PROMPT_ROWS if m in methods) if name_or_path in BUILT_IN
+                  tuple(m for m in (*PROMPT_ROWS, *ENSEMBLE_ROWS) if m in methods)
+                  if name_or_path in BUILT_IN
                   else tuple(m for m in data.get("optional_methods") or () if m in methods),
                   _mapping(data, "display_names", where))
 

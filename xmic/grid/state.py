@@ -116,7 +116,7 @@ def grid_status(grid_dir: Path, grid: dict) -> tuple[dict, dict]:
     times = [s["seconds"] for s in report.values() if s["state"] == "done" and s.get("seconds")]
     per_run = statistics.mean(times) if times else None
     methods = method_costs(grid_dir, grid, report)
-    eta, unknown, now = 0.0, [], time.time()
+    eta, unknown, priced, now = 0.0, [], 0, time.time()
     for r in grid["runs"]:
         st, cost = report[r["id"]], methods[r["method"]]["seconds_per_run"]
         if st["state"] not in ("pending", "running"):
@@ -126,9 +126,10 @@ def grid_status(grid_dir: Path, grid: dict) -> tuple[dict, dict]:
             continue
         ran = now - st["since"] if st["state"] == "running" and st.get("since") else 0.0
         eta += max(0.0, cost - ran)
+        priced += 1
     summary = {"runs": len(grid["runs"]), **counts,
                "seconds_per_run": round(per_run, 1) if per_run else None,
-               "eta_s": round(eta, 1) if not unknown or eta else None,
+               "eta_s": round(eta, 1) if not unknown or priced else None,
                "eta_unknown_methods": sorted(set(unknown)), "methods": methods,
                "failures": [{"run": k, "error": s["error"]} for k, s in report.items()
                             if s["state"] == "failed"]}
