@@ -35,18 +35,23 @@ def evaluate():
 @click.option("--json", "as_json", is_flag=True, help="Print metrics.json.")
 @click.option("--model", help="coop/cocoop: the text tower's model (default: the run's).")
 @click.option("--weights", help="coop/cocoop: the text tower's weights (default: the run's).")
-def evaluate_cmd(run_dir, cache_dir, split, class_splits, out, device, as_json, model, weights):
+@click.option("--classes", type=click.Choice(["all", "base", "novel"]), default="all",
+              help="A run trained base-to-novel: score its base (or novel) classes' segments "
+                   "among those classes only (RUN/eval/DATASET-SPLIT-base|novel).")
+def evaluate_cmd(run_dir, cache_dir, split, class_splits, out, device, as_json, model, weights,
+                 classes):
     """Score RUN on a cache split with that cache's own vocabulary for the run's label."""
     from xmic.evaluate.run import evaluate_run
     from xmic.train.config import TextTowerConfig
     m = evaluate_run(run_dir, cache_dir, split, class_splits, out, device,
                      text_tower=TextTowerConfig(model or "", weights or "")
-                     if model or weights else None)
+                     if model or weights else None, classes=classes)
     if as_json:
         click.echo(json.dumps(m, indent=1))
         return
     crits = sorted(k[3:] for k in m if k.startswith("hm_"))
-    parts = [f"{m['method']} {m['source_dataset']} -> {m['dataset']} {m['split']} ({m['label']}, "
+    part = "" if classes == "all" else f" {classes} classes"
+    parts = [f"{m['method']} {m['source_dataset']} -> {m['dataset']} {m['split']}{part} ({m['label']}, "
              f"n={m['n']}): top-1 {m['top1']:.1f}, top-5 {m['top5']:.1f}, class-mean "
              f"{m['mean_class_acc']:.1f}"]
     for c in crits:

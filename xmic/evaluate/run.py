@@ -120,6 +120,22 @@ def score_split(model, cfg, ck: dict, run: Path, cache, split: str, dev,
     return scores, bank.labels.cpu().numpy(), bank, inputs.vocab
 
 
+def class_part(ck: dict, run: Path, scores: np.ndarray, bank, vocab, part: str) -> tuple:
+    """Base-to-novel: the segments of the run's ``part`` classes, scored among those classes
+    only (a class's logit does not depend on the others: keeping its columns is the classifier
+    of that part), labels renumbered; (scores, labels, bank, vocabulary of the part)."""
+    from xmic.train.class_split import ClassSplit
+    from xmic.train.data import restrict
+    split = ClassSplit.from_record(ck.get("class_split"), f"run {run}")
+    ids = split.ids(vocab.classes, part)
+    keep = np.isin(bank.labels.cpu().numpy(), ids)
+    if not keep.any():
+        raise RunMismatch(f"no segment of the run's {part} classes in this split; nothing to "
+                          "score")
+    sub = restrict(bank, ids)
+    return (scores[keep][:, ids], sub.labels.cpu().numpy(), sub, split.vocab(vocab, part))
+
+
 def vocabulary_notes(vocab) -> list[str]:
     """What a table must say about the target vocabulary: a released vocabulary's extra classes."""
     if not vocab.label_offset:
@@ -131,17 +147,19 @@ def vocabulary_notes(vocab) -> list[str]:
 def evaluate_run(run: str | Path, cache_path: str | Path, split: str,
                  class_splits=None, out: str | Path | None = None,
                  device: str = "auto", plots: bool = True, bank_loader=load_bank,
-                 text_tower=None) -> dict:
+                 text_tower=None, classes: str = "all") -> dict:
     """Score a run on a cache split; writes metrics.json, predictions.parquet and plots into
     ``out`` (default RUN/eval/DATASET-SPLIT). ``class_splits``: a folder of X-MIC's list
     files, or several (the first holding the pair's lists is read); none: the exact-name rule.
     ``bank_loader``: ``load_bank`` or a memo of it;
     ``text_tower``: a prompt method's text tower found elsewhere (a ``TextTowerConfig``;
-    default: the run's recorded one)."""
+    default: the run's recorded one). ``classes``: all, or (a run trained base-to-novel) its
+    base or novel classes: those segments only, scored among those classes only (default
+    output RUN/eval/DATASET-SPLIT-PART)."""
     run = Path(run)
     dev = resolve_device(device)
     cache = Cache.open(cache_path)  # the output folder first (seconds), then the run and banks
-    out = Path(out) if out else evaluation_dir(run, cache.dataset, split)
+    out = Path(out) if out else evaluation_dir(run, cache.dataset, split, classes)
     if out.is_file():
         raise RunFolderError(f"--out {out} is a file; give a folder for the evaluation")
     if cache.holds(out):
@@ -151,6 +169,8 @@ def evaluate_run(run: str | Path, cache_path: str | Path, split: str,
         raise RunMismatch(f"{cache.root}: no split {split!r} to score (splits: {cache.splits()})")
     model, cfg, ck = load_run(run, dev, text_tower)
     scores, labels, bank, vocab = score_split(model, cfg, ck, run, cache, split, dev, bank_loader)
+    if classes != "all":
+        scores, labels, bank, vocab = class_part(ck, run, scores, bank, vocab, classes)
     target_classes = vocab.classes
     source_classes, source = ck["classes"], ck.get("source_dataset", "unknown")
     lists = "derived (exact names)"
@@ -165,7 +185,7 @@ def evaluate_run(run: str | Path, cache_path: str | Path, split: str,
                    source_dataset=source, in_dataset=cache.dataset == source, seed=cfg.seed,
                    run=str(run.resolve()), cache=str(cache.root), vocabulary=cfg.vocab_name(),
                    selected_epoch=ck["epoch"], selected_on=ck.get("selected_on"),
-                   class_splits=lists,
+                   class_splits=lists, class_part=classes,
                    skipped=bank.skipped,
                    notes=sampling_notes(cache, cfg.views()) + vocabulary_notes(vocab))
     root = run if run in out.parents else out  # inside the run: no link planted on the way

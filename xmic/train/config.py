@@ -193,6 +193,16 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class ClassesConfig:
+    """Which classes a run trains on: all, or the base half of the base-to-novel protocol
+    (``xmic.train.class_split``: CoOp's rule ``id-half``, the most frequent half ``frequency``,
+    or ``lists`` from ``LISTS/base_LABEL.txt`` and ``novel_LABEL.txt``)."""
+    train_on: Literal["all", "base"] = "all"
+    rule: Literal["id-half", "frequency", "lists"] = "id-half"
+    lists: str = ""  # a folder of base_{label}.txt / novel_{label}.txt (rule lists)
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     method: str = "xmic"  # a name of xmic.train.methods.METHODS
     label: Literal["noun", "verb"] = "noun"
@@ -213,6 +223,7 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    classes: ClassesConfig = field(default_factory=ClassesConfig)
 
     def __post_init__(self):
         method_record(self.method)  # an unknown method is refused, naming the known ones
@@ -223,6 +234,12 @@ class TrainConfig:
             raise ValueError(f"frames must be in 1..{MAX_FRAMES} per segment, got {self.frames}")
         if not 0.0 <= self.heldout_fraction < 1.0:
             raise ValueError(f"heldout_fraction must be in [0, 1), got {self.heldout_fraction}")
+        if self.classes.train_on == "base" and not self.record.open_vocabulary:
+            raise ValueError(f"classes.train_on=base: {self.method} has a classifier of its "
+                             "training classes only, so it cannot score novel classes; "
+                             "base-to-novel needs a method that reads class names")
+        if (self.classes.rule == "lists") != bool(self.classes.lists):
+            raise ValueError("classes.rule=lists goes with classes.lists=FOLDER (and only then)")
         vocab = self.vocab_name()
         if vocab != self.label and not vocab.startswith(f"{self.label}."):
             raise ValueError(f"model.{self.record.vocab} names vocabulary {vocab!r}, not one of "
@@ -238,6 +255,8 @@ class TrainConfig:
         reads, not the others' (a linear probe records no ``alpha``)."""
         keep = self.record.config_groups
         d["model"] = {k: v for k, v in d["model"].items() if k not in GROUPS or k in keep}
+        if d.get("classes", {}).get("train_on") == "all":
+            d.pop("classes")  # every class: as runs recorded before base-to-novel existed
         return d
 
     def autocast_dtype(self, device):

@@ -50,6 +50,18 @@ class FeatureBank:
                        recordings=[self.recordings[i] for i in index])
 
 
+def restrict(bank: FeatureBank, ids: np.ndarray) -> FeatureBank:
+    """The segments whose class is one of ``ids`` (vocabulary rows), labels renumbered to
+    positions in ``ids`` (the classifier of those classes only)."""
+    labels = bank.labels.cpu().numpy()
+    lookup = np.full(max(int(labels.max(initial=0)), int(ids.max(initial=0))) + 1, -1, np.int64)
+    lookup[ids] = np.arange(len(ids))
+    keep = np.flatnonzero(lookup[labels] >= 0)
+    out = bank.subset(keep)
+    out.labels = torch.from_numpy(lookup[labels[keep]]).to(bank.labels.device)
+    return out
+
+
 def load_bank(cache: Cache, split: str, views: list[str], label: str, classes: int,
               device: torch.device | str = "cpu", frames: int = 16, offset: int = 0) -> FeatureBank:
     """Load ``views`` of ``split`` to ``device`` with the layout of ``frames`` bins per segment;

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -27,7 +27,8 @@ from xmic.config import ConfigError, XmicError, config_to_dict, resolve_device
 from xmic.train.build import build_model, check_inputs, load_tower, model_dims, text_input
 from xmic.train.checkpoint import load_model_state
 from xmic.train.config import TrainConfig
-from xmic.train.data import heldout_split, load_bank, sampling_notes
+from xmic.train.class_split import make_split
+from xmic.train.data import heldout_split, load_bank, restrict, sampling_notes
 from xmic.train.inference import evaluate_bank
 from xmic.train.prompt_model import PROMPT_FORMAT
 from xmic.train.run_folder import LAST
@@ -66,6 +67,8 @@ def fit(cache_path: str | Path, cfgs: list[TrainConfig], outs: list, resume: boo
     inputs = check_inputs(cache, cfg)
     device = resolve_device(cfg.device)
     data = load_run_data(cache, cfg, inputs, device, bank_loader)
+    if data.split is not None:  # base-to-novel: the model knows the base classes only
+        inputs = replace(inputs, vocab=data.split.vocab(inputs.vocab, "base"))
     for note in sampling_notes(cache, cfg.views()):
         shout(f"NOTE: {note}")
     shout(run_line(cfg, cfgs, cache, data, inputs, device))
@@ -73,7 +76,8 @@ def fit(cache_path: str | Path, cfgs: list[TrainConfig], outs: list, resume: boo
     stepper = make_stepper(cfgs, dims, len(inputs.vocab.classes), data, device)
     selected_on = selection_source(cfg, data)
     for rec in records:
-        rec.open(checkpoint_context(rec.cfg, inputs, cache, dims, selected_on, data.tower))
+        rec.open({**checkpoint_context(rec.cfg, inputs, cache, dims, selected_on, data.tower),
+                  **({"class_split": data.split.record()} if data.split is not None else {})})
     shout.keep(lambda line: [r.tracking.echo(line) for r in records])
     start_epoch = restore(records[0], stepper, inputs, shout) if resume else 1
     for rec in records:
@@ -139,6 +143,9 @@ def run_line(cfg: TrainConfig, cfgs: list, cache, data, inputs, device) -> str:
     held_v = len(set(data.held.recordings)) if data.held is not None else 0
     stacked = (f"; seeds {[c.seed for c in cfgs]} as one stacked model" if len(cfgs) > 1
                else "")
+    if data.split is not None:
+        stacked += (f"; base-to-novel ({data.split.rule}): trains on {len(data.split.base)} base "
+                    f"classes, {len(data.split.novel)} novel held back")
     return (f"{cfg.method} on {cache.root} split {cfg.split}: {len(data.train)} training "
             f"segments, {held_n} held out ({held_n / max(len(data.full), 1):.0%} of the "
             f"segments: {held_v} of {videos} recordings), "
@@ -155,19 +162,25 @@ class RunData:
     target: tuple | None   # (bank, w) of the released behaviour's target set
     w: torch.Tensor        # [C, D] embeddings, or [C, L] prompt ids
     tower: object | None
+    split: object | None = None  # base-to-novel: the ClassSplit (the data is its base part)
 
 
 def load_run_data(cache, cfg: TrainConfig, inputs, device, bank_loader) -> RunData:
     views = cfg.views()
     full = bank_loader(cache, cfg.split, views, cfg.label, len(inputs.vocab.classes), device,
                        cfg.frames, inputs.vocab.label_offset)
+    split, vocab = None, inputs.vocab
+    if cfg.classes.train_on == "base":  # base-to-novel: base-class segments, base classifier
+        split = make_split(vocab.classes, full.labels.cpu().numpy(), cfg.classes, cfg.label)
+        vocab = split.vocab(vocab, "base")
+        full = restrict(full, split.ids(inputs.vocab.classes, "base"))
     tr_idx, ho_idx = heldout_split(full.recordings, cfg.heldout_fraction)
-    tower = load_tower(cfg, inputs.vocab.fingerprint, inputs.vocab.source, device)
-    w = text_input(cfg, inputs.vocab.names, inputs.vocab.embeddings, tower, device)  # [C, D|L]
+    tower = load_tower(cfg, vocab.fingerprint, vocab.source, device)
+    w = text_input(cfg, vocab.names, vocab.embeddings, tower, device)  # [C, D|L]
     target = (_target_bank(cfg, inputs, views, device, tower) if cfg.select_on_target_test_data
               else None)
     return RunData(full, full.subset(tr_idx), full.subset(ho_idx) if len(ho_idx) else None,
-                   target, w, tower)
+                   target, w, tower, split)
 
 
 def score_epoch(model, data: RunData, cfg: TrainConfig, row: dict, where: Path) -> None:

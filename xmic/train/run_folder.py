@@ -40,12 +40,16 @@ class RunFolderError(XmicError):
     pass
 
 
-def evaluation_dir(run_dir: Path, dataset: str, split: str) -> Path:
-    """``RUN/eval/DATASET-SPLIT``; both names come from files (a cache manifest, a grid plan)
-    and must be plain names, so that nothing is written outside the run."""
+def evaluation_dir(run_dir: Path, dataset: str, split: str, classes: str = "all") -> Path:
+    """``RUN/eval/DATASET-SPLIT`` (base-to-novel: ``-base`` / ``-novel`` after it); both names
+    come from files (a cache manifest, a grid plan) and must be plain names, so that nothing is
+    written outside the run."""
+    if classes not in ("all", "base", "novel"):
+        raise RunFolderError(f"classes {classes!r}: all, base or novel")
     try:
         check_name("dataset", dataset)
         check_name("split", split)
     except BadName as e:
         raise RunFolderError(f"evaluation folder of {run_dir}: {e}") from None
-    return Path(run_dir) / EVAL / f"{dataset}-{split}"
+    return Path(run_dir) / EVAL / (f"{dataset}-{split}" + ("" if classes == "all"
+                                                             else f"-{classes}"))

@@ -1,0 +1,79 @@
+"""Base-to-novel within a dataset: the class split by each rule, training on base-class
+segments only, and base / novel scores checked against a direct computation."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import run_xmic
+from train_data import make_train_cache
+from xmic.cache import Cache, load_split
+from xmic.train.class_split import ClassSplitError, make_split
+from xmic.train.config import ClassesConfig, TrainConfig
+
+
+def test_the_rules_split_as_documented(tmp_path):
+    classes = [f"c{i}" for i in range(7)]
+    labels = np.array([0, 0, 0, 1, 2, 2, 4, 4, 4, 4, 5, 6, 6])  # class 3 never trains
+    s = make_split(classes, labels, ClassesConfig(train_on="base"), "noun")
+    assert s.base == ("c0", "c1", "c2") and s.novel == ("c4", "c5", "c6")  # CoOp: ceil(6/2)
+    f = make_split(classes, labels, ClassesConfig(train_on="base", rule="frequency"), "noun")
+    assert f.base == ("c4", "c0", "c2") and f.novel == ("c6", "c1", "c5")  # ties by id
+    (tmp_path / "base_noun.txt").write_text("c1\nc3\n")
+    (tmp_path / "novel_noun.txt").write_text("c0\n")
+    lists = ClassesConfig(train_on="base", rule="lists", lists=str(tmp_path))
+    assert make_split(classes, labels, lists, "noun").base == ("c1", "c3")
+    (tmp_path / "novel_noun.txt").write_text("c1\n")
+    with pytest.raises(ClassSplitError, match="both base and novel"):
+        make_split(classes, labels, lists, "noun")
+    with pytest.raises(ClassSplitError, match="no novel"):
+        make_split(classes, np.array([0, 0]), ClassesConfig(train_on="base"), "noun")
+    with pytest.raises(ValueError, match="linear has a classifier of its training classes"):
+        TrainConfig(method="linear", classes=ClassesConfig(train_on="base"))
+
+
+def test_train_on_base_and_score_base_and_novel_apart(tmp_path):
+    cache = make_train_cache(tmp_path / "c", n=60, classes=6, dim=16, mode="constant",
+                             noise=0.5, splits=("train", "validation"))
+    run = tmp_path / "run"
+    out = run_xmic("train", "--cache", cache.root, "--method", "xmic", "--out", run,
+                   "--epochs", "2", "--device", "cpu", "--set", "heldout_fraction=0",
+                   "--set", "classes.train_on=base").stdout
+    ck = torch.load(run / "checkpoint.pt", weights_only=True)
+    train_labels = load_split(cache, ["hand_crop"], "train").segments["noun_id"].to_numpy()
+    present = sorted(set(train_labels.tolist()))
+    m = -(-len(present) // 2)
+    base_ids, novel_ids = present[:m], present[m:]
+    names = [f"class{c}" for c in range(6)]
+    assert ck["class_split"] == {"rule": "id-half", "base": [names[i] for i in base_ids],
+                                 "novel": [names[i] for i in novel_ids]}
+    assert ck["classes"] == [names[i] for i in base_ids]
+    n_base = int(np.isin(train_labels, base_ids).sum())
+    assert f"xmic on {cache.root} split train: {n_base} training segments" in out, out
+    assert "base-to-novel (id-half): trains on" in out
+    # the scores over the whole vocabulary, computed directly
+    from xmic.evaluate.run import score_split
+    from xmic.train.inference import load_run
+    model, cfg, ckpt = load_run(run, "cpu")
+    scores, labels, _, _ = score_split(model, cfg, ckpt, run, Cache.open(cache.root),
+                                       "validation", "cpu")
+    for part, ids in (("base", base_ids), ("novel", novel_ids)):
+        cp = run_xmic("evaluate", run, "--cache", cache.root, "--split", "validation",
+                      "--classes", part, "--json")
+        got = json.loads(cp.stdout[cp.stdout.index("{"):])
+        mask = np.isin(labels, ids)
+        pred = np.asarray(ids)[scores[mask][:, ids].argmax(1)]
+        assert got["n"] == int(mask.sum()) and got["classes"] == len(ids)
+        assert got["top1"] == pytest.approx(100 * float((pred == labels[mask]).mean()))
+        assert (run / "eval" / f"epic-validation-{part}" / "metrics.json").exists()
+    cp = run_xmic("evaluate", run, "--cache", cache.root, "--split", "validation", "--json")
+    assert json.loads(cp.stdout[cp.stdout.index("{"):])["classes"] == 6  # all: every class
+    plain = tmp_path / "plain"
+    run_xmic("train", "--cache", cache.root, "--method", "zeroshot", "--out", plain,
+             "--device", "cpu")
+    cp = run_xmic("evaluate", plain, "--cache", cache.root, "--split", "validation",
+                  "--classes", "novel", check=False)
+    assert cp.returncode == 2 and "was not trained base-to-novel" in cp.stderr, cp.stderr
