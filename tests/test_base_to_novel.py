@@ -77,3 +77,44 @@ def test_train_on_base_and_score_base_and_novel_apart(tmp_path):
     cp = run_xmic("evaluate", plain, "--cache", cache.root, "--split", "validation",
                   "--classes", "novel", check=False)
     assert cp.returncode == 2 and "was not trained base-to-novel" in cp.stderr, cp.stderr
+
+
+def test_a_base_to_novel_grid_plans_runs_and_tables(tmp_path):
+    """protocol: base-to-novel: every run trains on base classes and is scored on its own
+    held-out split twice (base, novel); the table's HM is per seed; linear is refused."""
+    import yaml
+
+    from xmic.evaluate.metrics import harmonic_mean
+    cache = make_train_cache(tmp_path / "epic", n=40, classes=6, dim=16, mode="constant",
+                             noise=0.5, splits=("train", "validation"))
+    r = {"caches": {"epic": str(cache.root)}, "sources": {"epic": "train"},
+         "targets": {"epic": "validation"}, "labels": ["noun"], "protocol": "base-to-novel",
+         "methods": {"zeroshot": {}, "xmic": {}}, "seeds": [0, 1],
+         "train": {"epochs": 1, "device": "cpu", "heldout_fraction": 0.0}}
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(r))
+    g = tmp_path / "g"
+    assert "4 runs, 8 evaluations" in run_xmic("grid", "plan", g, "--recipe",
+                                               tmp_path / "r.yaml").stdout
+    plan = json.loads((g / "grid.json").read_text())
+    assert all(x["config"]["classes"]["train_on"] == "base" for x in plan["runs"])
+    assert [t["classes"] for t in plan["runs"][0]["targets"]] == ["base", "novel"]
+    run_xmic("grid", "run", g)
+    table = run_xmic("grid", "table", g).stdout
+    assert "| method | EPIC base | EPIC novel | EPIC HM |" in table, table
+    vals = {}
+    for seed in (0, 1):
+        d = g / "runs" / f"epic-noun-xmic-seed{seed}" / "eval"
+        b = json.loads((d / "epic-validation-base" / "metrics.json").read_text())["top1"]
+        n = json.loads((d / "epic-validation-novel" / "metrics.json").read_text())["top1"]
+        vals[seed] = (b, n, harmonic_mean(b, n))
+    row = next(x for x in table.splitlines() if x.startswith("| xmic"))
+    hm = [v[2] for v in vals.values()]
+    assert f"{np.mean(hm):.1f} ± {np.std(hm, ddof=1):.1f}" in row, (row, vals)
+    tex = run_xmic("grid", "table", g, "--format", "latex").stdout
+    assert r"\multicolumn{3}{c}{EPIC}" in tex and "Base & Novel & HM" in tex
+    cp = run_xmic("grid", "table", g, "--ci", check=False)
+    assert cp.returncode == 2 and "--ci covers the cross-dataset tables" in cp.stderr
+    r["methods"] = {"linear": {}}
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(r))
+    cp = run_xmic("grid", "plan", tmp_path / "g2", "--recipe", tmp_path / "r.yaml", check=False)
+    assert cp.returncode == 2 and "linear has a classifier of its training classes" in cp.stderr

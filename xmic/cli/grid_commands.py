@@ -238,6 +238,9 @@ def grid_table(grid_dir, fmt, metric, criterion, out, ci, ci_samples, ci_seed):
     g = load_grid(grid_dir)
     df, missing = write_grid_results(grid_dir, g)
     ci_of = None
+    if ci and g["recipe"].get("protocol") == "base-to-novel":
+        raise UsageError("--ci covers the cross-dataset tables; a base-to-novel grid's table "
+                         "has no intervals yet")
     if ci:
         if ci_samples < 100:
             raise UsageError(f"--ci-samples {ci_samples}: give at least 100 resamples")

@@ -1,7 +1,7 @@
 """Tidy results: one row per (run, target, metric), the one form every table and figure reads.
 
 Input: an evaluation's ``metrics.json`` content and what it belongs to (grid, method, seed,
-source and target). Output: rows with the columns of ``COLUMNS`` (``metric`` one of
+source and target, and for base-to-novel the classes scored: base or novel). Output: rows with the columns of ``COLUMNS`` (``metric`` one of
 ``METRICS``: top1, top5, class_mean, and shared, novel, hm per class-split ``criterion`` exact or
 semantic; ``value`` in percent, missing scores left out), as a pandas DataFrame
 (``results_frame``) and as ``results.parquet`` (``write_results``: atomic, below a folder of
@@ -15,8 +15,8 @@ import json
 from pathlib import Path
 
 COLUMNS = ("grid", "method", "trainer", "overrides", "seed", "source_dataset", "source_split",
-           "target_dataset", "target_split", "label", "in_dataset", "criterion", "metric",
-           "value", "run")
+           "target_dataset", "target_split", "label", "in_dataset", "classes", "criterion",
+           "metric", "value", "run")  # classes: all, or a base-to-novel run's base | novel
 # (key in metrics.json, metric, criterion)
 METRICS = (("top1", "top1", None), ("top5", "top5", None), ("mean_class_acc", "class_mean", None),
            *((f"{m}_{c}", m, c) for c in ("exact", "semantic") for m in ("shared", "novel", "hm")))
@@ -41,9 +41,10 @@ def metric_rows(metrics: dict, **context) -> list[dict]:
     base = {k: context.get(k) for k in COLUMNS if k not in ("criterion", "metric", "value")}
     for k, src in (("target_dataset", "dataset"), ("target_split", "split"), ("label", "label"),
                    ("source_dataset", "source_dataset"), ("seed", "seed"),
-                   ("in_dataset", "in_dataset")):
+                   ("in_dataset", "in_dataset"), ("classes", "class_part")):
         if base.get(k) is None:
             base[k] = metrics.get(src)
+    base["classes"] = base["classes"] or "all"
     out = []
     for key, metric, criterion in METRICS:
         v = metrics.get(key)

@@ -108,7 +108,9 @@ def expand(recipe: Recipe) -> tuple[list[dict], list[str]]:
                 if len(runs) + len(recipe.seeds) > MAX_RUNS:
                     raise GridError(f"the recipe expands to more than {MAX_RUNS} runs; split it "
                                     "into several grids")
+                base_novel = recipe.protocol == "base-to-novel"
                 sets = [f"method={trainer}", f"label={label}", f"split={split}",
+                        *(["classes.train_on=base"] if base_novel else []),
                         *_overrides(recipe.train),
                         *_overrides({k: v for k, v in over.items() if k != "method"})]
                 try:
@@ -131,6 +133,13 @@ def expand(recipe: Recipe) -> tuple[list[dict], list[str]]:
                     raise GridError(f"method {name!r} on {recipe.caches[source]}: {problem}")
                 targets = []
                 for ds, tsplit in recipe.targets.items():
+                    if base_novel:  # the source's own held-out split, base and novel apart
+                        if ds == source:
+                            unfinished(cache_of(ds), tsplit, base.views(), checked)
+                            targets += [{"dataset": ds, "cache": str(cache_of(ds).root),
+                                         "split": tsplit, "classes": part}
+                                        for part in ("base", "novel")]
+                        continue
                     if not METHODS[trainer].open_vocabulary and ds != source:
                         continue  # e.g. a probe: no classifier for another vocabulary
                     check_inputs(cache_of(ds), base)

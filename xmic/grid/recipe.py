@@ -32,7 +32,10 @@ from xmic.config import ConfigError, read_yaml
 from xmic.train.methods import METHODS, tower_methods
 
 KEYS = ("caches", "sources", "targets", "labels", "methods", "seeds", "train", "class_splits",
-        "display_names")
+        "display_names", "protocol")
+# cross-dataset: the paper's (train on a source, score every target); base-to-novel: train on a
+# dataset's base classes, score its held-out split's base and novel classes apart
+PROTOCOLS = ("cross-dataset", "base-to-novel")
 SAVED_KEYS = ("name", "optional_methods")  # a planned grid's config.yaml holds them too
 ROW_KEYS = ("method", "label", "split", "seed")  # what a row is; never an override
 MAX_SEEDS = 100
@@ -73,6 +76,11 @@ BUILT_IN = {
         "sources": {"epic": "train", "ego4d": "train"},
         "targets": {"epic": "validation", "ego4d": "val", "egtea": "test"},
         "labels": ["noun", "verb"], "methods": BASELINES, "seeds": [0, 1, 2]},
+    "base-to-novel": {  # not the paper's: CoOp's setting, within each dataset
+        "sources": {"epic": "train", "ego4d": "train", "egtea": "train"},
+        "targets": {"epic": "validation", "ego4d": "val", "egtea": "test"},
+        "labels": ["noun", "verb"], "protocol": "base-to-novel", "seeds": [0, 1, 2],
+        "methods": {name: over for name, over in BASELINES.items() if name != "linear"}},
     "paper-ablations": {
         "sources": {"epic": "train"}, "targets": {"epic": "validation", "ego4d": "val"},
         "labels": ["noun", "verb"], "methods": _ablations(), "seeds": [0, 1, 2]},
@@ -93,6 +101,7 @@ class Recipe:
     optional_methods: tuple = ()  # planned only where they can run (text tower, vocabulary),
     #                               else noted
     display_names: dict = field(default_factory=dict)  # row -> its name in a paper's table
+    protocol: str = "cross-dataset"
 
     def as_dict(self) -> dict:
         return {"name": self.name, "caches": dict(self.caches), "sources": dict(self.sources),
@@ -105,7 +114,8 @@ class Recipe:
                           "targets": list(self.targets), "labels": list(self.labels)},
                 **({"optional_methods": list(self.optional_methods)}
                    if self.optional_methods else {}),
-                **({"display_names": dict(self.display_names)} if self.display_names else {})}
+                **({"display_names": dict(self.display_names)} if self.display_names else {}),
+                **({"protocol": self.protocol} if self.protocol != PROTOCOLS[0] else {})}
 
 
 def normalised_keys(overrides: dict, where: str) -> dict:
@@ -216,12 +226,18 @@ def load_recipe(name_or_path: str, caches: dict | None = None, seeds=None,
         if missing:
             raise ConfigError(f"{where}: {role} dataset(s) {missing} have no cache; give "
                               + " ".join(f"--cache {m}=DIR" for m in missing))
+    protocol = data.get("protocol", PROTOCOLS[0])
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"{where}: protocol {protocol!r} is not one of {list(PROTOCOLS)}")
+    if protocol == "base-to-novel" and not set(sources) <= set(targets):
+        raise ConfigError(f"{where}: base-to-novel scores each source on its own held-out "
+                          f"split: give targets for {sorted(set(sources) - set(targets))}")
     return Recipe(_name(name_or_path, data), rc, sources, targets, tuple(labels), methods,
                   tuple(seeds), train, str(cs) if cs else None,
                   tuple(m for m in (*PROMPT_ROWS, *ENSEMBLE_ROWS) if m in methods)
                   if name_or_path in BUILT_IN
                   else tuple(m for m in data.get("optional_methods") or () if m in methods),
-                  _mapping(data, "display_names", where))
+                  _mapping(data, "display_names", where), protocol)
 
 
 def _name(name_or_path: str, data: dict) -> str:

@@ -111,7 +111,8 @@ def run_one(grid_dir: Path, run: dict, class_splits: str | None, bank_loader=loa
         for t in run["targets"]:
             if read_metrics(d, t) is None:
                 evaluate_run(d, t["cache"], t["split"], class_splits, eval_dir(d, t),
-                             device=cfg.device, bank_loader=bank_loader)
+                             device=cfg.device, bank_loader=bank_loader,
+                             classes=t.get("classes", "all"))
         write_json_atomic(d / FINISHED, {"seconds": round(time.time() - t0, 2),
                                          "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                                    time.gmtime())}, grid_dir)

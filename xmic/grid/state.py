@@ -21,7 +21,8 @@ from xmic.grid.layout import BORROWED_COSTS, FAILED, FINISHED, RUNNING
 from xmic.train.run_folder import EVAL_METRICS, METRICS, evaluation_dir
 
 def eval_dir(run_dir: Path, target: dict) -> Path:
-    return evaluation_dir(run_dir, target["dataset"], target["split"])
+    return evaluation_dir(run_dir, target["dataset"], target["split"],
+                          target.get("classes", "all"))
 
 
 def read_metrics(run_dir: Path, target: dict) -> dict | None:

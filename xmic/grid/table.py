@@ -44,7 +44,7 @@ def columns(sources: list[str], targets: list[str]) -> list[tuple]:
 
 
 def _select(df, label: str, metric: str, criterion: str):
-    sub = df[(df["label"] == label) & (df["metric"] == metric)]
+    sub = df[(df["label"] == label) & (df["metric"] == metric) & (df["classes"] == "all")]
     if metric in NEEDS_CRITERION:
         sub = sub[sub["criterion"] == criterion]
     return sub
@@ -88,8 +88,13 @@ def _stats(vals: list[float]):
     return (statistics.mean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0, len(vals))
 
 
+PARTS = {"base": "base", "novel": "novel", "b2n-hm": "HM"}  # base-to-novel columns
+
+
 def _head(col: tuple) -> str:
     kind, s, t = col
+    if kind in PARTS:
+        return f"{title(s)} {PARTS[kind]}"
     return f"{title(s)}→{title(t)}" if kind == "score" else f"HM {title(s)}+{title(t)}"
 
 
@@ -186,7 +191,8 @@ def format_latex(label: str, what: str, cols, body, names: dict | None = None,
     bold only for a best significantly ahead of the second (nothing underlined)."""
     groups = []  # (header, span)
     for c in cols:
-        name = f"{title(c[1])} $\\rightarrow$" if c[0] == "score" else "HM"
+        name = (title(c[1]) if c[0] in PARTS else f"{title(c[1])} $\\rightarrow$"
+                if c[0] == "score" else "HM")
         if groups and groups[-1][0] == name:
             groups[-1][1] += 1
         else:
@@ -199,7 +205,9 @@ def format_latex(label: str, what: str, cols, body, names: dict | None = None,
         rules.append(f"\\cmidrule(lr){{{start}-{start + n - 1}}}")
         start += n
     out.append(" ".join(rules))
-    out.append("Method & " + " & ".join(title(c[2]) if c[0] == "score" else
+    out.append("Method & " + " & ".join({"base": "Base", "novel": "Novel"}.get(c[0], "HM")
+                                        if c[0] in PARTS else
+                                        title(c[2]) if c[0] == "score" else
                                         f"{title(c[1])}+{title(c[2])}" for c in cols) + r" \\")
     out.append(r"\midrule")
     for method, row in body.items():
@@ -268,10 +276,19 @@ def label_tables(df, grid: dict, metric: str, criterion: str) -> list[tuple]:
     tables = []
     scored = {(r["method"], r["label"], r["source"], t["dataset"]) for r in grid["runs"]
               for t in r["targets"]}
+    base_novel = grid["recipe"].get("protocol") == "base-to-novel"
+    if base_novel:
+        what = ("top-1 (%) on the held-out split: base classes among base, novel among novel, "
+                "their HM; trained on base classes only; mean ± std over seeds")
     for label in recipe_order(grid, "labels"):
         planned = [m for m in methods if any(r["method"] == m and r["label"] == label
                                              for r in grid["runs"])]
-        cols, body = paper_table(df, label, metric, criterion, planned, sources, targets, scored)
+        if base_novel:
+            from xmic.grid.base_novel_table import base_novel_table
+            cols, body = base_novel_table(df, label, planned, sources)
+        else:
+            cols, body = paper_table(df, label, metric, criterion, planned, sources, targets,
+                                     scored)
         tables.append((label, what, cols, body))
     return tables
 
