@@ -227,7 +227,10 @@ def grid_status_cmd(grid_dir, as_json, watch, interval):
 @click.option("--ci-samples", type=int, default=1000, show_default=True,
               help="Bootstrap resamples.")
 @click.option("--ci-seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
-def grid_table(grid_dir, fmt, metric, criterion, out, ci, ci_samples, ci_seed):
+@click.option("--by", type=click.Choice(["row", "backbone"]), default="row", show_default=True,
+              help="A grid of several backbones: one row per method and backbone, or the "
+                   "backbones' columns side by side.")
+def grid_table(grid_dir, fmt, metric, criterion, out, ci, ci_samples, ci_seed, by):
     """The paper's tables of what has finished (per label: methods x source -> target, mean ±
     std over seeds), GRID/results.parquet, and a figure (cross-dataset shared vs novel)."""
     from xmic.files.atomic import write_bytes_atomic, write_text_atomic
@@ -235,8 +238,16 @@ def grid_table(grid_dir, fmt, metric, criterion, out, ci, ci_samples, ci_seed):
     from xmic.grid.plan import load_grid
     from xmic.grid.results import write_grid_results
     from xmic.grid.table import figure, grid_tables
+    from xmic.grid.results import backbone_names, rows_by_backbone
     g = load_grid(grid_dir)
     df, missing = write_grid_results(grid_dir, g)
+    named = backbone_names(g) != [""]
+    if by == "backbone" and (not named or ci):
+        raise UsageError("--by backbone: " + ("this grid has one backbone" if not named else
+                         "give --ci with the default --by row (intervals are per row)"))
+    view_df, view = rows_by_backbone(df, g) if named else (df, g)  # rows "xmic [vit-b-16]"
+    if by == "row":
+        df, g = view_df, view
     ci_of = None
     if ci and g["recipe"].get("protocol") == "base-to-novel":
         raise UsageError("--ci covers the cross-dataset tables; a base-to-novel grid's table "
@@ -248,12 +259,13 @@ def grid_table(grid_dir, fmt, metric, criterion, out, ci, ci_samples, ci_seed):
         ci_of = lambda tables: significance(Path(grid_dir), g, tables,  # noqa: E731
                                             METRIC_CHOICES[metric], criterion, ci_samples,
                                             ci_seed)
-    text = grid_tables(df, missing, g, fmt, METRIC_CHOICES[metric], criterion, ci_of)
+    text = grid_tables(df, missing, g, fmt, METRIC_CHOICES[metric], criterion, ci_of,
+                       by_backbone=by == "backbone")
     out = Path(out) if out else Path(grid_dir) / f"{TABLE}.{TABLE_SUFFIX[fmt]}"
     if out.is_dir():
         raise UsageError(f"--out {out} is a folder; give a file name")
     write_text_atomic(out, text, out.parent)
-    write_bytes_atomic(out.with_suffix(".png"), figure(df, g, criterion), out.parent)
+    write_bytes_atomic(out.with_suffix(".png"), figure(view_df, view, criterion), out.parent)
     click.echo(text, nl=False)  # stdout holds the table only: `> table.md` captures it
     from xmic.evaluate.results import RESULTS_FILE
     click.echo(f"(table: {out}; figure: {out.with_suffix('.png')}; results: "

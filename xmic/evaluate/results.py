@@ -14,7 +14,8 @@ import io
 import json
 from pathlib import Path
 
-COLUMNS = ("grid", "method", "trainer", "overrides", "seed", "source_dataset", "source_split",
+COLUMNS = ("grid", "method", "trainer", "backbone", "overrides", "seed", "source_dataset",
+           "source_split",
            "target_dataset", "target_split", "label", "in_dataset", "classes", "criterion",
            "metric", "value", "run")  # classes: all, or a base-to-novel run's base | novel
 # (key in metrics.json, metric, criterion)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
@@ -24,6 +25,7 @@ from xmic.config import ConfigError, XmicError, config_to_dict, from_dict, load_
 from xmic.grid.class_lists import ListError, check_lists, derived_record, write_derived
 from xmic.grid.extend import merge_plans
 from xmic.grid.layout import GRID_FILE, RECIPE_YAML, RUNS
+from xmic.grid import backbones
 from xmic.grid.recipe import OTHER_VIEWS, Recipe
 from xmic.train.build import check_inputs
 from xmic.train.config import TrainConfig, migrate_config
@@ -39,8 +41,13 @@ class GridError(XmicError):
 MAX_RUNS = 5000
 
 
-def run_id(source: str, label: str, method: str, seed: int) -> str:
-    return f"{source}-{label}-{method}-seed{seed}"
+def row_id(source: str, label: str, method: str, backbone: str = "") -> str:
+    """A row of the grid (its runs differ by seed): ``epic[-BACKBONE]-noun-xmic``."""
+    return f"{source}-{backbone + '-' if backbone else ''}{label}-{method}"
+
+
+def run_id(source: str, label: str, method: str, seed: int, backbone: str = "") -> str:
+    return f"{row_id(source, label, method, backbone)}-seed{seed}"
 
 
 def _digest(body: dict) -> str:
@@ -65,8 +72,28 @@ def _overrides(d: dict) -> list[str]:
 
 
 def expand(recipe: Recipe) -> tuple[list[dict], list[str]]:
-    """One row per (source, label, method, seed), with its resolved config and targets; and
-    the notes of optional rows left out (a method whose text tower cannot be loaded)."""
+    """One row per (backbone, source, label, method, seed), with its resolved config and
+    targets; and the notes of optional rows left out (a method whose text tower cannot be
+    loaded). Caches named DATASET@BACKBONE (``grid.backbones``) plan one grid per backbone:
+    a source is scored on the targets of its own backbone only."""
+    runs, skipped = [], []
+    for backbone, caches in backbones.groups(recipe.caches).items():
+        sources = {s: sp for s, sp in recipe.sources.items() if s in caches}
+        targets = {t: sp for t, sp in recipe.targets.items() if t in caches}
+        if not sources or not targets:
+            skipped.append(f"backbone {backbone}: no {'source' if not sources else 'target'} "
+                           "cache of it")
+            continue
+        sub = replace(recipe, caches=caches, sources=sources, targets=targets)
+        got, notes = _expand_backbone(sub, backbone)
+        runs += got
+        skipped += notes
+    check_unique_ids(runs)
+    return runs, skipped
+
+
+def _expand_backbone(recipe: Recipe, backbone: str) -> tuple[list[dict], list[str]]:
+    """``expand`` for the caches of one backbone ('' when they are unnamed)."""
     opened: dict[str, Cache] = {}
     towers: dict[str, str | None] = {}  # vocabulary fingerprint id -> why it cannot load
 
@@ -87,6 +114,8 @@ def expand(recipe: Recipe) -> tuple[list[dict], list[str]]:
             opened[ds] = Cache.open(recipe.caches[ds])
         return opened[ds]
     runs = []
+    if backbone:
+        backbones.check_models(backbone, {ds: cache_of(ds) for ds in recipe.caches})
     for source, split in recipe.sources.items():
         if split not in cache_of(source).splits():
             raise GridError(f"cache {recipe.caches[source]} has no split {split!r} to train on "
@@ -121,13 +150,13 @@ def expand(recipe: Recipe) -> tuple[list[dict], list[str]]:
                     cache_of(ds) for ds in recipe.targets
                     if METHODS[trainer].open_vocabulary or ds == source])
                 if absent and name in recipe.optional_methods:
-                    skipped.append(f"{source}-{label}-{name}: {absent}")
+                    skipped.append(f"{row_id(source, label, name, backbone)}: {absent}")
                     continue
                 inputs = check_inputs(cache_of(source), base)  # views, vocabulary of the source
                 unfinished(cache_of(source), split, base.views(), checked)
                 problem = tower_problem(inputs.vocab) if METHODS[trainer].tower else None
                 if problem and name in recipe.optional_methods:
-                    skipped.append(f"{source}-{label}-{name}: {problem}")
+                    skipped.append(f"{row_id(source, label, name, backbone)}: {problem}")
                     continue
                 if problem:
                     raise GridError(f"method {name!r} on {recipe.caches[source]}: {problem}")
@@ -148,13 +177,13 @@ def expand(recipe: Recipe) -> tuple[list[dict], list[str]]:
                                     "split": tsplit})
                 for seed in recipe.seeds:
                     cfg = load_config(TrainConfig, None, [*sets, f"seed={seed}"])
-                    rid = run_id(source, label, name, seed)
+                    rid = run_id(source, label, name, seed, backbone)
                     runs.append({"id": rid, "source": source,
                                  "cache": str(cache_of(source).root), "split": split,
                                  "label": label, "method": name, "trainer": trainer,
                                  "seed": seed, "config": config_to_dict(cfg),
-                                 "dir": f"{RUNS}/{rid}", "targets": targets})
-    check_unique_ids(runs)
+                                 "dir": f"{RUNS}/{rid}", "targets": targets,
+                                 **({"backbone": backbone} if backbone else {})})
     return runs, skipped
 
 

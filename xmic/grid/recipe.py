@@ -29,6 +29,7 @@ from pathlib import Path
 
 from xmic.files.names import BadName, check_name
 from xmic.config import ConfigError, read_yaml
+from xmic.grid import backbones
 from xmic.train.methods import METHODS, tower_methods
 
 KEYS = ("caches", "sources", "targets", "labels", "methods", "seeds", "train", "class_splits",
@@ -81,6 +82,10 @@ BUILT_IN = {
         "targets": {"epic": "validation", "ego4d": "val", "egtea": "test"},
         "labels": ["noun", "verb"], "protocol": "base-to-novel", "seeds": [0, 1, 2],
         "methods": {name: over for name, over in BASELINES.items() if name != "linear"}},
+    "backbones": {  # not the paper's: one grid over every backbone given as DATASET@NAME
+        "sources": {"epic": "train", "ego4d": "train"},
+        "targets": {"epic": "validation", "ego4d": "val"},
+        "labels": ["noun", "verb"], "methods": {"zeroshot": {}, "xmic": {}}, "seeds": [0, 1, 2]},
     "paper-ablations": {
         "sources": {"epic": "train"}, "targets": {"epic": "validation", "ego4d": "val"},
         "labels": ["noun", "verb"], "methods": _ablations(), "seeds": [0, 1, 2]},
@@ -212,7 +217,8 @@ def load_recipe(name_or_path: str, caches: dict | None = None, seeds=None,
         raise ConfigError(f"{where}: class_splits must be the folder of the X-MIC list files, "
                           f"got {type(cs).__name__}")
     sources, targets = _mapping(data, "sources", where), _mapping(data, "targets", where)
-    for kind, names in (("dataset", [*rc, *sources, *targets]), ("split", [*sources.values(),
+    backbones.check_keys(rc, where)
+    for kind, names in (("dataset", [*sources, *targets]), ("split", [*sources.values(),
                         *targets.values()]), ("method", list(methods))):
         for name in names:  # they become parts of run ids and folders
             try:
@@ -222,7 +228,7 @@ def load_recipe(name_or_path: str, caches: dict | None = None, seeds=None,
     if not sources or not targets or not methods:
         raise ConfigError(f"{where}: sources, targets and methods must each name at least one")
     for role, d in (("source", sources), ("target", targets)):
-        missing = [ds for ds in d if ds not in rc]
+        missing = [ds for ds in d if ds not in backbones.datasets(rc)]
         if missing:
             raise ConfigError(f"{where}: {role} dataset(s) {missing} have no cache; give "
                               + " ".join(f"--cache {m}=DIR" for m in missing))

@@ -37,6 +37,7 @@ def grid_results(grid_dir: Path, grid: dict):
                 missing += 1
                 continue
             rows += metric_rows(m, grid=name, method=r["method"], trainer=r.get("trainer", r["method"]),
+                                backbone=r.get("backbone"),
                                 overrides=overrides_hash(r.get("config", {})), seed=r["seed"],
                                 source_dataset=r["source"], source_split=r.get("split"),
                                 target_dataset=t["dataset"], target_split=t["split"],
@@ -56,3 +57,24 @@ def results(grid_dir):
     """A grid's results as a pandas DataFrame (one row per run, target and metric)."""
     from xmic.grid.plan import load_grid
     return grid_results(Path(grid_dir), load_grid(grid_dir))[0]
+
+
+def backbone_names(grid: dict) -> list[str]:
+    """The grid's backbones in plan order ([""]: caches not named by backbone)."""
+    return list(dict.fromkeys(r.get("backbone", "") for r in grid["runs"]))
+
+
+def rows_by_backbone(df, grid: dict):
+    """(df, grid) whose rows are a method on a backbone (``grid.backbones.row_of``: ``xmic
+    [vit-b-16]``), in the recipe's order of methods, each over the backbones in plan order."""
+    from xmic.grid.backbones import row_of
+    names = backbone_names(grid)
+    runs = [{**r, "method": row_of(r), "row_method": r["method"]} for r in grid["runs"]]
+    order = [f"{m} [{b}]" for m in recipe_order(grid, "methods") for b in names]
+    recipe = {**grid["recipe"], "order": {**grid["recipe"].get("order", {}), "methods": order}}
+    df = df.copy()
+    has = df["backbone"].notna() & (df["backbone"] != "")
+    df["method"] = df["method"].astype(str)
+    df.loc[has, "method"] = df.loc[has, "method"] + " [" + df.loc[has, "backbone"] + "]"
+    return results_frame(df.to_dict("records"), order), {**grid, "recipe": recipe, "runs": runs}
+

@@ -128,10 +128,13 @@ def significance_frame(grid_dir, metric: str = "top1", criterion: str = "exact",
     import pandas as pd
 
     from xmic.grid.plan import load_grid
-    from xmic.grid.results import grid_results
+    from xmic.grid.results import backbone_names, grid_results, rows_by_backbone
     from xmic.grid.table import label_tables
     grid = load_grid(grid_dir)
-    tables = label_tables(grid_results(Path(grid_dir), grid)[0], grid, metric, criterion)
+    df = grid_results(Path(grid_dir), grid)[0]
+    if backbone_names(grid) != [""]:
+        df, grid = rows_by_backbone(df, grid)  # a row per method and backbone
+    tables = label_tables(df, grid, metric, criterion)
     sig = significance(Path(grid_dir), grid, tables, metric, criterion, n, seed, level)
     rows = []
     for label, _, cols, body in tables:

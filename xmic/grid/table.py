@@ -92,6 +92,8 @@ PARTS = {"base": "base", "novel": "novel", "b2n-hm": "HM"}  # base-to-novel colu
 
 
 def _head(col: tuple) -> str:
+    if len(col) == 4:  # --by backbone: the backbone, then the column
+        return f"{col[3]}: {_head(col[:3])}"
     kind, s, t = col
     if kind in PARTS:
         return f"{title(s)} {PARTS[kind]}"
@@ -160,7 +162,8 @@ def display_names(grid: dict) -> dict:
     """Row -> its name in a paper's table: the recipe's ``display_names``, else the method's
     record (``X-MIC``, ``CLIP-Adapter``), a variant row as ``X-MIC (alpha-4)``."""
     given = grid["recipe"].get("display_names") or {}
-    trainer = {r["method"]: r["config"].get("method", r["method"]) for r in grid["runs"]}
+    trainer = {r.get("row_method", r["method"]): r["config"].get("method", r["method"])
+               for r in grid["runs"]}
     out = {}
     for row, method in trainer.items():
         if row in given:
@@ -170,6 +173,9 @@ def display_names(grid: dict) -> dict:
         rest = row[len(method) + 1:] if row.startswith(method + "-") else ("" if row == method
                                                                           else row)
         out[row] = f"{shown} ({rest})" if rest else shown
+    for r in grid["runs"]:  # a grid of several backbones: "X-MIC [vit-b-16]"
+        if r.get("row_method"):
+            out[r["method"]] = f"{out[r['row_method']]} [{r['backbone']}]"
     return out
 
 
@@ -191,7 +197,8 @@ def format_latex(label: str, what: str, cols, body, names: dict | None = None,
     bold only for a best significantly ahead of the second (nothing underlined)."""
     groups = []  # (header, span)
     for c in cols:
-        name = (title(c[1]) if c[0] in PARTS else f"{title(c[1])} $\\rightarrow$"
+        name = (f"{_tex(c[3])}: " if len(c) == 4 else "") + (
+                title(c[1]) if c[0] in PARTS else f"{title(c[1])} $\\rightarrow$"
                 if c[0] == "score" else "HM")
         if groups and groups[-1][0] == name:
             groups[-1][1] += 1
@@ -265,6 +272,27 @@ def vocabulary_note(grid: dict) -> str:
     return "".join(out.values())
 
 
+def side_by_side(df, grid: dict, metric: str, criterion: str) -> list[tuple]:
+    """``label_tables`` with the backbones side by side: per label one table whose columns
+    are each backbone's columns (4-tuples: the column and its backbone)."""
+    from xmic.grid.results import backbone_names
+    per = {b: label_tables(df[df["backbone"].fillna("") == b],
+                           {**grid, "runs": [r for r in grid["runs"] if r.get("backbone", "") == b]},
+                           metric, criterion) for b in backbone_names(grid)}
+    out = []
+    for i, (label, what, _, _) in enumerate(next(iter(per.values()))):
+        cols, body = [], {}
+        for b, tables in per.items():
+            _, _, bcols, bbody = tables[i]
+            cols += [(*c, b) for c in bcols]
+            for m, row in bbody.items():
+                body.setdefault(m, {}).update({(*c, b): v for c, v in row.items()})
+        for m in body:
+            body[m] = {c: body[m].get(c) for c in cols}
+        out.append((label, what, cols, body))
+    return out
+
+
 def label_tables(df, grid: dict, metric: str, criterion: str) -> list[tuple]:
     """Per label of the grid ``(label, what, cols, body)`` of ``paper_table``."""
     from xmic.grid.results import recipe_order
@@ -294,10 +322,10 @@ def label_tables(df, grid: dict, metric: str, criterion: str) -> list[tuple]:
 
 
 def grid_tables(df, missing: int, grid: dict, fmt: str = "md", metric: str = "top1",
-                criterion: str = "exact", ci=None) -> str:
+                criterion: str = "exact", ci=None, by_backbone: bool = False) -> str:
     """Every label's table of the grid in ``fmt`` (md | csv | latex); ``ci``: a function of
     the tables giving their ``grid.significance.Significance`` (intervals, significant bests)."""
-    tables = label_tables(df, grid, metric, criterion)
+    tables = (side_by_side if by_backbone else label_tables)(df, grid, metric, criterion)
     note = (f"{missing} planned score(s) missing: the grid is not finished.\n" if missing else "")
     if any(v is None or v == NA for _, _, _, body in tables for row in body.values()
            for v in row.values()):
