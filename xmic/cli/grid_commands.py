@@ -237,7 +237,8 @@ def grid_table(grid_dir, fmt, metric, criterion, out, ci, ci_samples, ci_seed, b
     from xmic.grid.layout import TABLE
     from xmic.grid.plan import load_grid
     from xmic.grid.results import write_grid_results
-    from xmic.grid.table import figure, grid_tables
+    from xmic.grid.figure import figure
+    from xmic.grid.table import grid_tables
     from xmic.grid.results import backbone_names, rows_by_backbone
     g = load_grid(grid_dir)
     df, missing = write_grid_results(grid_dir, g)

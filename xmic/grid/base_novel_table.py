@@ -10,12 +10,12 @@ harmonic mean per seed; cells mean ± std over seeds (None: not scored yet).
 from __future__ import annotations
 
 from xmic.evaluate.metrics import harmonic_mean
+from xmic.grid.results import seed_stats
 
 KINDS = ("base", "novel", "b2n-hm")
 
 
 def base_novel_table(df, label: str, methods: list[str], sources: list[str]) -> tuple:
-    from xmic.grid.table import _stats
     sub = df[(df["label"] == label) & (df["metric"] == "top1")
              & (df["classes"].isin(["base", "novel"]))]
     values: dict = {}  # (method, dataset, part) -> {seed: value}
@@ -32,6 +32,6 @@ def base_novel_table(df, label: str, methods: list[str], sources: list[str]) -> 
                 got = [harmonic_mean(b[k], n[k]) for k in b if k in n]
             else:
                 got = list(values.get((method, s, kind), {}).values())
-            row[(kind, s, s)] = _stats(got)
+            row[(kind, s, s)] = seed_stats(got)
         body[method] = row
     return cols, body

@@ -160,21 +160,7 @@ def _expand_backbone(recipe: Recipe, backbone: str) -> tuple[list[dict], list[st
                     continue
                 if problem:
                     raise GridError(f"method {name!r} on {recipe.caches[source]}: {problem}")
-                targets = []
-                for ds, tsplit in recipe.targets.items():
-                    if base_novel:  # the source's own held-out split, base and novel apart
-                        if ds == source:
-                            unfinished(cache_of(ds), tsplit, base.views(), checked)
-                            targets += [{"dataset": ds, "cache": str(cache_of(ds).root),
-                                         "split": tsplit, "classes": part}
-                                        for part in ("base", "novel")]
-                        continue
-                    if not METHODS[trainer].open_vocabulary and ds != source:
-                        continue  # e.g. a probe: no classifier for another vocabulary
-                    check_inputs(cache_of(ds), base)
-                    unfinished(cache_of(ds), tsplit, base.views(), checked)
-                    targets.append({"dataset": ds, "cache": str(cache_of(ds).root),
-                                    "split": tsplit})
+                targets = _targets(recipe, source, base, cache_of, checked)
                 for seed in recipe.seeds:
                     cfg = load_config(TrainConfig, None, [*sets, f"seed={seed}"])
                     rid = run_id(source, label, name, seed, backbone)
@@ -185,6 +171,26 @@ def _expand_backbone(recipe: Recipe, backbone: str) -> tuple[list[dict], list[st
                                  "dir": f"{RUNS}/{rid}", "targets": targets,
                                  **({"backbone": backbone} if backbone else {})})
     return runs, skipped
+
+
+def _targets(recipe: Recipe, source: str, cfg: TrainConfig, cache_of, checked: set) -> list:
+    """What a row's runs are scored on: every target whose vocabulary the method can score
+    (a closed-vocabulary method: its own dataset only), each checked; base-to-novel: the
+    source's own held-out split, its base and novel classes apart."""
+    out = []
+    for ds, tsplit in recipe.targets.items():
+        if recipe.protocol == "base-to-novel":
+            if ds == source:
+                unfinished(cache_of(ds), tsplit, cfg.views(), checked)
+                out += [{"dataset": ds, "cache": str(cache_of(ds).root), "split": tsplit,
+                         "classes": part} for part in ("base", "novel")]
+            continue
+        if not cfg.record.open_vocabulary and ds != source:
+            continue  # e.g. a probe: no classifier for another vocabulary
+        check_inputs(cache_of(ds), cfg)
+        unfinished(cache_of(ds), tsplit, cfg.views(), checked)
+        out.append({"dataset": ds, "cache": str(cache_of(ds).root), "split": tsplit})
+    return out
 
 
 def absent_vocabulary(cfg: TrainConfig, caches: list) -> str | None:

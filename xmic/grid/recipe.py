@@ -232,18 +232,23 @@ def load_recipe(name_or_path: str, caches: dict | None = None, seeds=None,
         if missing:
             raise ConfigError(f"{where}: {role} dataset(s) {missing} have no cache; give "
                               + " ".join(f"--cache {m}=DIR" for m in missing))
-    protocol = data.get("protocol", PROTOCOLS[0])
-    if protocol not in PROTOCOLS:
-        raise ConfigError(f"{where}: protocol {protocol!r} is not one of {list(PROTOCOLS)}")
-    if protocol == "base-to-novel" and not set(sources) <= set(targets):
-        raise ConfigError(f"{where}: base-to-novel scores each source on its own held-out "
-                          f"split: give targets for {sorted(set(sources) - set(targets))}")
+    protocol = _protocol(data, sources, targets, where)
     return Recipe(_name(name_or_path, data), rc, sources, targets, tuple(labels), methods,
                   tuple(seeds), train, str(cs) if cs else None,
                   tuple(m for m in (*PROMPT_ROWS, *ENSEMBLE_ROWS) if m in methods)
                   if name_or_path in BUILT_IN
                   else tuple(m for m in data.get("optional_methods") or () if m in methods),
                   _mapping(data, "display_names", where), protocol)
+
+
+def _protocol(data: dict, sources: dict, targets: dict, where: str) -> str:
+    protocol = data.get("protocol", PROTOCOLS[0])
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"{where}: protocol {protocol!r} is not one of {list(PROTOCOLS)}")
+    if protocol == "base-to-novel" and not set(sources) <= set(targets):
+        raise ConfigError(f"{where}: base-to-novel scores each source on its own held-out "
+                          f"split: give targets for {sorted(set(sources) - set(targets))}")
+    return protocol
 
 
 def _name(name_or_path: str, data: dict) -> str:

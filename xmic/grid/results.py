@@ -14,6 +14,14 @@ from xmic.evaluate.results import RESULTS_FILE, metric_rows, overrides_hash, res
 from xmic.grid.state import read_metrics
 
 
+def seed_stats(vals: list[float]):
+    """(mean, std, seeds) of a cell's per-seed values; None when there are none."""
+    import statistics
+    if not vals:
+        return None
+    return (statistics.mean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0, len(vals))
+
+
 def recipe_order(grid: dict, key: str) -> list:
     """The recipe's order of its methods, sources, targets or labels: recorded in the plan,
     else (older plans, whose JSON sorted the recipe) the order the runs were expanded in."""
