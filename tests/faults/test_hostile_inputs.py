@@ -12,6 +12,7 @@ import csv
 import functools
 import pickle
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -59,7 +60,11 @@ def test_bad_segments_fail_alone(tmp_path):
     cp = xmic("extract", "run", cache, "--model", TINY, "--weights", "random", "--workers", "0",
               "--device", "cpu", "--batch-size", "16")
     assert cp.returncode == 1, cp.stderr  # failures are reported, and the run still completes
-    out = cp.stdout
+    import re
+    listed = re.search(r"more failure\(s\) \(all (\d+) in (\S+);", cp.stdout)
+    assert listed, cp.stdout  # a few lines, the count, and a file with every failure
+    assert len(Path(listed.group(2)).read_text().splitlines()) == int(listed.group(1))
+    out = cp.stdout + Path(listed.group(2)).read_text()
     assert "frame_0000000020.jpg: frame 20 is not a readable image" in out, out
     assert "P01_02, segment P01_02_1, frame 46" in out and "negative size" in out, out
     assert "P01_03.pkl" in out and "P01_04" in out, out  # the pickle names the other video
