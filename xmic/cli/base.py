@@ -25,12 +25,25 @@ def _fail(e: Exception):
 
 class CacheSource(click.ParamType):
     """``--cache``: a cache folder, or a published cache (``hf-hub:ORG/REPO[@REV]``,
-    ``file:///PATH``) fetched once and checked (``xmic.cache.sources``); gives a local Path."""
+    ``file:///PATH``). Parsing checks the form only; the command's body resolves it
+    (``resolve_cache``: fetched once and checked, ``xmic.cache.sources``)."""
     name = "CACHE"
 
     def convert(self, value, param, ctx):
-        from xmic.cache.sources import resolve_cache
-        return Path(resolve_cache(str(value)))
+        from xmic.cache.sources import HUB, is_remote, parse_hub
+        value = str(value)
+        if value.startswith(HUB):
+            try:
+                parse_hub(value)
+            except XmicError as e:
+                self.fail(str(e), param, ctx)
+        return value if is_remote(value) else Path(value)
+
+
+def resolve_cache(source) -> Path:
+    """A ``CacheSource`` value as a local cache folder (a published one fetched first)."""
+    from xmic.cache.sources import resolve_cache as resolve
+    return Path(resolve(str(source)))
 
 
 class RecordChoice(click.Choice):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from xmic.cli.base import CacheSource, UsageError, XmicGroup
+from xmic.cli.base import CacheSource, resolve_cache, UsageError, XmicGroup
 
 
 class DefaultCommandGroup(XmicGroup):
@@ -43,6 +43,7 @@ def evaluate_cmd(run_dir, cache_dir, split, class_splits, out, device, as_json, 
     """Score RUN on a cache split with that cache's own vocabulary for the run's label."""
     from xmic.evaluate.run import evaluate_run
     from xmic.train.config import TextTowerConfig
+    cache_dir = resolve_cache(cache_dir)
     m = evaluate_run(run_dir, cache_dir, split, class_splits, out, device,
                      text_tower=TextTowerConfig(model or "", weights or "")
                      if model or weights else None, classes=classes)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from xmic.cli.base import CacheSource, RecordChoice, UsageError, XmicCommand, method_names
+from xmic.cli.base import CacheSource, resolve_cache, RecordChoice, UsageError, XmicCommand, method_names
 from xmic.config import load_config
 
 @click.command("train", cls=XmicCommand)
@@ -39,6 +39,7 @@ def train_cmd(cache_dir, split, label, method, out, epochs, seed, seeds, device,
 
     from xmic.train.config import TextTowerConfig, TrainConfig
     from xmic.train.loop import train
+    cache_dir = resolve_cache(cache_dir)
     given = {"split": split, "label": label, "method": method, "epochs": epochs, "seed": seed,
              "device": device}
     overrides = [*sets] + [f"{k}={v}" for k, v in given.items() if v is not None]
