@@ -94,6 +94,16 @@ def main(folder: str) -> None:
                          f"{st['stacked_runs_per_hour']} runs/hour vs {st['single_runs_per_hour']} "
                          f"one by one (x{st['speedup']}, training only, {st['epochs']} epochs)")
         lines.append("")
+    sg = load(d, "significance.json")
+    if sg:
+        lines += [f"## Significance (`grid table --ci`): {sg['runs']} runs; {sg['cpu']}, "
+                  f"{sg['machine']}, {sg['date']}", "",
+                  f"- {sg['cells']} table cells of {sg['segments']} segments, {sg['samples']} "
+                  f"resamples: top-1 with intervals {sg['ci_top1_seconds']} s, HM "
+                  f"{sg['ci_hm_seconds']} s, the table alone {sg['table_seconds']} s",
+                  f"- one cell's methods and seeds: vectorised {sg['one_cell_vectorised_seconds']}"
+                  f" s vs a plain loop over resamples {sg['one_cell_loop_seconds']} s: "
+                  f"**x{sg['speedup_vectorised_vs_loop']}**", ""]
     for name in ("extract_tiny.json", "extract_vitb16.json", "extract_gpu.json",
                  "extract_gpu_decode.json"):
         e = load(d, name)

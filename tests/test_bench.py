@@ -117,3 +117,11 @@ def test_scale_bench_smoke(tmp_path):
     from report import scale_section
     text = "\n".join(scale_section(r))
     assert "plan-boxes" in text and "grown memory exponent" in text
+
+
+def test_significance_bench_smoke(tmp_path):
+    r = run_bench_here("significance", tmp_path, "--runs", "8", "--segments", "200",
+                       "--samples", "100", "--methods", "2")
+    assert r["runs"] == 8 and r["cells"] > 0 and r["ci_top1_seconds"] > 0
+    assert r["speedup_vectorised_vs_loop"] > 0 and r["ratio_ci_vs_plain_table"] > 0
+
