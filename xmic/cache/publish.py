@@ -85,7 +85,10 @@ def publish(cache: Cache, out: str | Path, allow_incomplete: bool = False,
                          f"{some(problems, 3, sep='; ', what='verify problems')}; publish a "
                          "cache that verifies")
     files = published_files(cache)
+    for rel in files:
+        relative_parts(rel)  # names from markers: verified above, checked again before a copy
     fields = card_fields(cache)
+    made_empty = out.is_dir()
     tmp = out.parent / tmp_name(out.name)
     make_dirs(tmp, out.parent)
     try:
@@ -106,14 +109,25 @@ def publish(cache: Cache, out: str | Path, allow_incomplete: bool = False,
         manifest[CARD] = {"bytes": len(card), "sha256": hashlib.sha256(card).hexdigest()}
         body = {"format": MANIFEST_FORMAT, "version": 1, "files": manifest}
         write_new(tmp / MANIFEST, json.dumps(body, indent=1, sort_keys=True).encode(), tmp)
-        if out.is_dir():
-            os.rmdir(out)  # the empty folder the user made for it
-        commit_dir(tmp, out, out.parent)
+        _commit(tmp, out, made_empty, "publish")
     except BaseException:
         remove_tree(tmp, out.parent)
         raise
     return {"fields": fields, "files": len(manifest) + 1,
             "bytes": sum(e["bytes"] for e in manifest.values())}
+
+
+def _commit(tmp: Path, final: Path, made_empty: bool, what: str) -> None:
+    """Rename the finished folder into place (an empty folder the user made for it is replaced);
+    another process that got there first with the same content wins, and this copy goes."""
+    if made_empty:
+        try:
+            os.rmdir(final)
+        except OSError:
+            pass  # filled meanwhile: the commit below finds out by whom
+    if not commit_dir(tmp, final, final.parent) and not (final / MANIFEST).is_file():
+        raise CacheError(f"{final}: filled by something else while {what} ran; {what} into a "
+                         "new folder")
 
 
 def read_manifest(folder: Path, where: str) -> dict:
@@ -145,6 +159,7 @@ def fetch_folder(folder: Path, dest: str | Path, where: str, follow_links: bool 
     dest = Path(dest).absolute()
     _new_folder(dest, "fetch")
     files = read_manifest(folder, where)
+    made_empty = dest.is_dir()
     tmp = dest.parent / tmp_name(dest.name)
     make_dirs(tmp, dest.parent)
     try:
@@ -171,9 +186,7 @@ def fetch_folder(folder: Path, dest: str | Path, where: str, follow_links: bool 
         if problems:
             raise CacheError(f"{where}: the fetched cache does not verify: "
                              f"{some(problems, 3, sep='; ', what='verify problems')}")
-        if dest.is_dir():
-            os.rmdir(dest)
-        commit_dir(tmp, dest, dest.parent)
+        _commit(tmp, dest, made_empty, "fetch")
     except BaseException:
         remove_tree(tmp, dest.parent)
         raise
