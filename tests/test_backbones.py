@@ -61,6 +61,12 @@ def test_one_grid_over_two_backbones(tmp_path, two_backbones):
     head = next(x for x in side.splitlines() if x.startswith("| method"))
     assert "small: EPIC→EPIC" in head and "wide: EPIC→Ego4D" in head, head
     assert "| xmic |" in side and "[small]" not in side
+    import csv
+    import io
+    rows = list(csv.DictReader(io.StringIO(run_xmic("grid", "table", g, "--format",
+                                                    "csv").stdout)))
+    assert {(r["method"], r["backbone"]) for r in rows} == {
+        (m, b) for m in ("zeroshot", "xmic") for b in ("small", "wide")}
     tex = run_xmic("grid", "table", g, "--format", "latex").stdout
     assert r"X-MIC [small]" in tex or r"X-MIC {[}small{]}" in tex
     assert "[" in run_xmic("grid", "table", g, "--ci", "--ci-samples", "100").stdout

@@ -120,15 +120,18 @@ def format_markdown(label: str, what: str, cols, body, sig=None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def format_csv(tables: list[tuple], sig=None) -> str:
-    """Every label's table in one CSV with one header row: label, method, then per column its
-    mean, std and number of seeds (empty where nothing is scored yet); with ``sig`` also the
-    interval's ends and whether the cell is a significant best."""
+def format_csv(tables: list[tuple], sig=None, backbones: dict | None = None) -> str:
+    """Every label's table in one CSV with one header row: label, method (and, in a grid of
+    several backbones, the row's method and backbone apart), then per column its mean, std and
+    number of seeds (empty where nothing is scored yet); with ``sig`` also the interval's ends
+    and whether the cell is a significant best."""
     buf = io.StringIO()
     w = csv.writer(buf)
     cols = tables[0][2] if tables else []
     keys = ("mean", "std", "seeds") + (("ci_low", "ci_high", "significant_best") if sig else ())
-    w.writerow(["label", "method"] + [f"{_head(c)} {k}" for c in cols for k in keys])
+    split = bool(backbones) and any(b for _, b in backbones.values())
+    w.writerow(["label", "method"] + (["backbone"] if split else [])
+               + [f"{_head(c)} {k}" for c in cols for k in keys])
     for label, _, cols, body in tables:
         for method, row in body.items():
             cells = []
@@ -140,7 +143,8 @@ def format_csv(tables: list[tuple], sig=None) -> str:
                     got = sig.intervals.get((label, c, method))
                     cells += ([round(got[0], 4), round(got[1], 4)] if got else ["", ""])
                     cells.append(sig.winners.get((label, c)) == method)
-            w.writerow([label, method, *cells])
+            row = list(backbones.get(method, (method, ""))) if split else [method]
+            w.writerow([label, *row, *cells])
     return buf.getvalue()
 
 
@@ -335,7 +339,9 @@ def grid_tables(df, missing: int, grid: dict, fmt: str = "md", metric: str = "to
             note += (f"{dropped} segment(s) scored by some methods of a cell but not all (a view "
                      "they read failed there) are left out of its bootstrap.\n")
     if fmt == "csv":
-        return format_csv(tables, sig)
+        return format_csv(tables, sig, {r["method"]: (r.get("row_method", r["method"]),
+                                                      r.get("backbone", ""))
+                                        for r in grid["runs"]})
     if fmt == "latex":
         names = display_names(grid)
         return ("\n".join(format_latex(*t, names, sig) for t in tables)
