@@ -118,3 +118,18 @@ def test_a_base_to_novel_grid_plans_runs_and_tables(tmp_path):
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(r))
     cp = run_xmic("grid", "plan", tmp_path / "g2", "--recipe", tmp_path / "r.yaml", check=False)
     assert cp.returncode == 2 and "linear has a classifier of its training classes" in cp.stderr
+
+
+def test_a_grid_keeps_its_protocol_when_extended(tmp_path):
+    import yaml
+    cache = make_train_cache(tmp_path / "epic", n=24, classes=4, dim=16,
+                             splits=("train", "validation"))
+    r = {"caches": {"epic": str(cache.root)}, "sources": {"epic": "train"},
+         "targets": {"epic": "validation"}, "labels": ["noun"], "methods": {"zeroshot": {}},
+         "seeds": [0]}
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(r))
+    run_xmic("grid", "plan", tmp_path / "g", "--recipe", tmp_path / "r.yaml")
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump({**r, "protocol": "base-to-novel"}))
+    cp = run_xmic("grid", "plan", tmp_path / "g", "--recipe", tmp_path / "r.yaml", "--extend",
+                  check=False)
+    assert cp.returncode == 2 and "planned with protocol cross-dataset" in cp.stderr, cp.stderr

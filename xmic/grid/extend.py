@@ -32,6 +32,10 @@ def merge_plans(old: dict, recipe: dict, runs: list[dict], skipped: list) -> dic
             raise ExtendError(f"target {ds!r} was planned on split {o['targets'][ds]!r}, the "
                               f"recipe now names {split!r}; a table column is one split of a "
                               "dataset (plan a new grid for the other split)")
+    if o.get("protocol", "cross-dataset") != recipe.get("protocol", "cross-dataset"):
+        raise ExtendError(f"the grid was planned with protocol "
+                          f"{o.get('protocol', 'cross-dataset')}, the recipe names "
+                          f"{recipe.get('protocol', 'cross-dataset')}; plan a new grid")
     if (o.get("class_splits") or None) != (recipe.get("class_splits") or None):
         raise ExtendError(f"the grid was planned with class splits {o.get('class_splits')!r}, the "
                           f"recipe now names {recipe.get('class_splits')!r}; plan a new grid")
@@ -57,8 +61,9 @@ def merge_plans(old: dict, recipe: dict, runs: list[dict], skipped: list) -> dic
                               f"(changed: {', '.join(diff) or 'cache'}); --extend adds runs and "
                               f"targets, it never changes a planned one (method {r['method']!r}: "
                               "give a changed override another method name)")
-        known = {(t["dataset"], t["split"]) for t in have["targets"]}
-        new = [t for t in r["targets"] if (t["dataset"], t["split"]) not in known]
+        known = {(t["dataset"], t["split"], t.get("classes")) for t in have["targets"]}
+        new = [t for t in r["targets"]
+               if (t["dataset"], t["split"], t.get("classes")) not in known]
         if new:
             merged[index[r["id"]]] = {**have, "targets": have["targets"] + new}
             targets_added += len(new)
