@@ -1,9 +1,10 @@
 """What a planned grid's runs should cost, per method, measured on another grid.
 
 Inputs: a planned grid (``grid.json`` body) and the folder of a grid run before (``--costs-from``):
-its runs' measured epochs (``metrics.jsonl`` seconds). A method's cost is carried over as seconds
-per epoch per training segment, then scaled by each new run's epochs and the segments of its
-source split (a cache's plan), since both differ between grids. Output: per method the expected
+its runs' measured epochs (``metrics.jsonl`` seconds) and finished runs. A method's cost is
+carried over as seconds per epoch per training segment, scaled by each new run's epochs and the
+segments of its source split (a cache's plan), since both differ between grids, plus what its
+finished runs spent beside their epochs (loading, scoring the targets). Output: per method the expected
 seconds of one run and how many epochs it rests on, kept in ``GRID/costs-from.json``, which
 ``grid status`` and ``grid run`` read for methods this grid has not measured yet.
 """
@@ -18,7 +19,7 @@ from xmic.cache import Cache
 from xmic.config import XmicError
 from xmic.files.atomic import write_json_atomic
 from xmic.grid.layout import BORROWED_COSTS
-from xmic.grid.state import epoch_seconds
+from xmic.grid.state import epoch_seconds, run_state
 
 
 def _segments(cache: str, split: str, memo: dict) -> int | None:
@@ -38,14 +39,20 @@ def _epochs(run: dict) -> int:
 
 
 def measured_rates(other_dir: Path, other: dict, memo: dict) -> dict:
-    """Method -> (seconds per epoch per training segment, epochs measured), from a grid's runs."""
+    """Method -> (seconds per epoch per training segment, epochs measured, seconds of a
+    finished run beside its epochs: loading, scoring its targets), from a grid's runs."""
     per: dict = {}
+    rest: dict = {}
     for run in other["runs"]:
         n = _segments(run["cache"], run["split"], memo)
         seconds = epoch_seconds(Path(other_dir) / run["dir"])
         if n and seconds:
             per.setdefault(run["method"], []).extend(s / n for s in seconds)
-    return {m: (statistics.mean(r), len(r)) for m, r in per.items()}
+            done = run_state(other_dir, run)
+            if done["state"] == "done" and done.get("seconds"):
+                rest.setdefault(run["method"], []).append(max(0.0, done["seconds"] - sum(seconds)))
+    return {m: (statistics.mean(r), len(r), statistics.mean(rest.get(m) or [0.0]))
+            for m, r in per.items()}
 
 
 def borrow_costs(grid_dir: Path, grid: dict, other_dir: Path) -> dict:
@@ -61,8 +68,8 @@ def borrow_costs(grid_dir: Path, grid: dict, other_dir: Path) -> dict:
         if m not in rates or not all(sizes):
             unmeasured.append(m)
             continue
-        rate, epochs = rates[m]
-        expected = statistics.mean(rate * n * _epochs(r) for r, n in zip(runs, sizes))
+        rate, epochs, rest = rates[m]
+        expected = statistics.mean(rate * n * _epochs(r) for r, n in zip(runs, sizes)) + rest
         methods[m] = {"seconds_per_run": round(expected, 1), "epochs_measured": epochs}
     record = {"from": str(other_dir), "methods": methods, "unmeasured": unmeasured}
     write_json_atomic(Path(grid_dir) / BORROWED_COSTS, record, root=Path(grid_dir))

@@ -164,9 +164,11 @@ def _busy_seconds(intervals: list[tuple[float, float]]) -> float:
 
 
 def duration(s: float | None) -> str:
-    """Seconds as 7m10s or 2h05m ('unknown' for None)."""
+    """Seconds as 7m10s or 2h05m, under a minute as 4.2s ('unknown' for None)."""
     if s is None:
         return "unknown"
+    if s < 60:
+        return f"{s:.1f}s"
     s = int(s)
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
