@@ -63,7 +63,10 @@ def card_fields(cache: Cache) -> dict:
     vocabs = {}
     for name in vocab_names(cache):
         voc = load_vocab(cache, name)
-        vocabs[name] = {"classes": len(voc.classes), "dim": voc.dim, "prompt": voc.prompt,
+        templates = voc.fingerprint.get("templates")
+        vocabs[name] = {"classes": len(voc.classes), "dim": voc.dim,
+                        "prompt": voc.prompt if not templates else None,
+                        **({"templates": list(templates)} if templates else {}),
                         "fingerprint_id": fingerprint_id(voc.fingerprint),
                         "names_sha256": hashlib.sha256(
                             "\n".join(voc.classes).encode()).hexdigest()}
@@ -105,8 +108,11 @@ def card_text(cache: Cache, fields: dict, license_id: str | None = None) -> str:
               "`VIEW__offset` and `VIEW__count` in the index).", ""]
     for name in vocab_names(cache):
         voc = load_vocab(cache, name)
-        lines += [f"<details><summary>vocabulary {name}: {len(voc.classes)} classes, prompt "
-                  f"{voc.prompt!r}</summary>", "", ", ".join(voc.classes), "", "</details>", ""]
+        templates = voc.fingerprint.get("templates")
+        how = (f"an ensemble of {len(templates)} templates" if templates
+               else f"prompt {voc.prompt!r}")
+        lines += [f"<details><summary>vocabulary {name}: {len(voc.classes)} classes, "
+                  f"{how}</summary>", "", ", ".join(voc.classes), "", "</details>", ""]
     return "\n".join(lines)
 
 

@@ -47,6 +47,7 @@ def info(cache: Cache) -> dict:
     for name in vocab_names(cache):
         v = load_vocab(cache, name)
         vocabs[name] = {"classes": len(v.classes), "dim": v.dim, "prompt": v.prompt,
+                        "templates": len(v.fingerprint.get("templates") or []) or None,
                         "fingerprint_id": fingerprint_id(v.fingerprint), "fingerprint": v.fingerprint,
                         "label_offset": v.label_offset, "vocabulary": v.source.get("vocabulary")}
     return {"root": str(cache.root), "dataset": cache.dataset, "backend": cache.backend,
@@ -89,8 +90,10 @@ def format_info(d: dict) -> str:
                          + (f"; {f['shards_uncounted']} shard(s) written before fallbacks were "
                             "counted" if f["shards_uncounted"] else ""))
     for name, v in d["vocabularies"].items():
-        lines.append(f"  vocabulary {name}: {v['classes']} classes, D={v['dim']}, prompt "
-                     f"{v['prompt']!r}, fingerprint {v['fingerprint_id']}"
+        prompt = (f"an ensemble of {v['templates']} templates" if v.get("templates")
+                  else f"prompt {v['prompt']!r}")
+        lines.append(f"  vocabulary {name}: {v['classes']} classes, D={v['dim']}, {prompt}, "
+                     f"fingerprint {v['fingerprint_id']}"
                      + (f"; {v['vocabulary']}" if v.get("label_offset") else ""))
     if not d["views"]:
         lines.append("  no views yet")

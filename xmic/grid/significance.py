@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from xmic.config import XmicError
 from xmic.evaluate.bootstrap import Outcomes, difference, interval, samples
 from xmic.grid.state import eval_dir
 from xmic.train.run_folder import PREDICTIONS
@@ -86,6 +87,9 @@ def significance(grid_dir: Path, grid: dict, tables: list, metric: str, criterio
                  n: int = 1000, seed: int = 0, level: float = 0.95) -> Significance:
     """Intervals and significant winners of ``tables`` (``(label, what, cols, body)`` of
     ``grid.table.paper_table``)."""
+    if grid["recipe"].get("protocol") == "base-to-novel":
+        raise XmicError("intervals cover the cross-dataset tables; a base-to-novel grid's "
+                        "table has none yet")
     sig = Significance(metric, criterion, n, seed, level)
     cache: dict = {}
 
