@@ -24,6 +24,7 @@ EGOCENTRIC = ("a photo of {}.", "an egocentric photo of {}.", "a first-person vi
               "a video frame of {} seen from the camera wearer's eyes.")
 TEMPLATE_SETS = {"kinetics": KINETICS, "ego": EGOCENTRIC}
 MAX_TEMPLATES = 1000
+MAX_BYTES = 1 << 20
 
 
 class TemplateError(XmicError):
@@ -43,6 +44,9 @@ def read_templates(spec: str) -> tuple[str, tuple[str, ...]]:
     except BadName as e:
         raise TemplateError(f"--templates {spec}: the file's name names the vocabulary: {e}") from None
     try:
+        if path.stat().st_size > MAX_BYTES:
+            raise TemplateError(f"{path}: {path.stat().st_size} bytes; a template file holds at "
+                                f"most {MAX_TEMPLATES} short lines ({MAX_BYTES} bytes)")
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise TemplateError(f"{path}: cannot read the templates ({e})") from None
