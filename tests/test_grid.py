@@ -370,7 +370,7 @@ def test_an_optional_row_is_planned_only_where_its_vocabulary_exists(tmp_path, w
                optional_methods=["zeroshot-ensemble"], seeds=[0])
     cp = run_xmic("grid", "plan", tmp_path / "g1", "--recipe", r)
     assert "1 runs" in cp.stdout and "not planned: epic-noun-zeroshot-ensemble: no vocabulary " \
-        "'noun.kinetics' in" in cp.stdout, cp.stdout
+        "'{label}.kinetics' in the ego4d, epic cache(s)" in cp.stdout, cp.stdout
     assert "--templates kinetics" in cp.stdout
     for p in caches.values():
         c = Cache.open(p)

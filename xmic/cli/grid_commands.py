@@ -10,6 +10,7 @@ import click
 
 from xmic.cli.base import UsageError, XmicGroup, status_options
 from xmic.config import load_config
+from xmic.files.long_lists import some
 from xmic.grid.table import METRIC_CHOICES
 
 
@@ -82,8 +83,8 @@ def grid_plan(grid_dir, recipe, caches, class_splits, derive_class_splits, seeds
     click.echo(f"grid {grid_dir}: recipe {r.name}, {len(g['runs'])} runs, {evaluations(g)} "
                f"evaluations ({', '.join(methods)} x {', '.join(g['recipe']['labels'])} x "
                f"seeds {list(g['recipe']['seeds'])})")
-    for note in g.get("skipped", []):
-        click.echo(f"not planned: {note}")
+    for reason, rows in skipped_by_reason(g.get("skipped", [])).items():
+        click.echo(f"not planned: {some(rows, sep=', ', what='rows not planned')}: {reason}")
     if costs_from is not None:
         from xmic.grid.costs import borrow_costs
         borrowed = borrow_costs(Path(grid_dir), g, costs_from)
@@ -101,6 +102,15 @@ def grid_plan(grid_dir, recipe, caches, class_splits, derive_class_splits, seeds
                        for m, v in known.items()))
     for warning in warmup_warnings(g):
         click.echo(f"WARNING: {warning}")
+
+
+def skipped_by_reason(notes: list[str]) -> dict[str, list[str]]:
+    """The plan's ``ROW: why`` notes as why -> rows (one line per reason, not per row)."""
+    out: dict[str, list[str]] = {}
+    for note in notes:
+        row, _, why = note.partition(": ")
+        out.setdefault(why, []).append(row)
+    return out
 
 
 @grid.command("rescore")

@@ -147,8 +147,8 @@ def _expand_backbone(recipe: Recipe, backbone: str) -> tuple[list[dict], list[st
                 except ConfigError as e:
                     raise GridError(f"method {name!r}: {e}") from None
                 absent = absent_vocabulary(base, [cache_of(source)] + [
-                    cache_of(ds) for ds in recipe.targets
-                    if METHODS[trainer].open_vocabulary or ds == source])
+                    cache_of(ds) for ds in recipe.targets if ds != source and
+                    METHODS[trainer].open_vocabulary and not base_novel])
                 if absent and name in recipe.optional_methods:
                     skipped.append(f"{row_id(source, label, name, backbone)}: {absent}")
                     continue
@@ -194,16 +194,18 @@ def _targets(recipe: Recipe, source: str, cfg: TrainConfig, cache_of, checked: s
 
 
 def absent_vocabulary(cfg: TrainConfig, caches: list) -> str | None:
-    """Which of ``caches`` lack the vocabulary the row reads, in words; None when all have it."""
+    """Which of ``caches`` lack the vocabulary the row reads, in words that name the
+    vocabulary's pattern and the datasets (one line for every row it concerns); None when all
+    have it."""
     from xmic.cache.vocab import vocab_names
-    name = cfg.vocab_name()
-    lacking = [str(c.root) for c in caches if name not in vocab_names(c)]
+    lacking = [c.dataset for c in caches if cfg.vocab_name() not in vocab_names(c)]
     if not lacking:
         return None
-    hint = name.split(".", 1)[1] if "." in name else ""
-    return (f"no vocabulary {name!r} in {', '.join(dict.fromkeys(lacking))}"
-            + (f" (`xmic extract text CACHE --templates {hint}` writes it)" if hint and hint
-               != "photo" else ""))
+    pattern = getattr(cfg.model, cfg.record.vocab)
+    suffix = pattern.split(".", 1)[1] if "." in pattern else ""
+    return (f"no vocabulary {pattern!r} in the {', '.join(sorted(set(lacking)))} cache(s)"
+            + (f" (`xmic extract text CACHE --templates {suffix}` writes it)"
+               if suffix and suffix != "photo" else ""))
 
 
 def unfinished(cache: Cache, split: str, views: list[str], checked: set) -> None:
