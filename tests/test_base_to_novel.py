@@ -133,3 +133,16 @@ def test_a_grid_keeps_its_protocol_when_extended(tmp_path):
     cp = run_xmic("grid", "plan", tmp_path / "g", "--recipe", tmp_path / "r.yaml", "--extend",
                   check=False)
     assert cp.returncode == 2 and "planned with protocol cross-dataset" in cp.stderr, cp.stderr
+
+
+def test_evaluate_table_keeps_base_and_novel_apart(tmp_path):
+    cache = make_train_cache(tmp_path / "c", n=40, classes=6, dim=16, mode="constant",
+                             splits=("train", "validation"))
+    run = tmp_path / "run"
+    run_xmic("train", "--cache", cache.root, "--method", "zeroshot", "--out", run, "--device",
+             "cpu", "--set", "classes.train_on=base")
+    for part in ("base", "novel"):
+        run_xmic("evaluate", run, "--cache", cache.root, "--split", "validation", "--classes",
+                 part)
+    header = run_xmic("evaluate", "table", run).stdout.splitlines()[0]
+    assert "noun epic-base top-1" in header and "noun epic-novel top-1" in header, header

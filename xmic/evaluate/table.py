@@ -51,6 +51,8 @@ def collect(paths, skipped: list | None = None) -> list[dict]:
                 why = f"unreadable ({type(e).__name__})"
             else:
                 if valid_metrics(m) and isinstance(m.get("method"), str):
+                    if m.get("class_part") in ("base", "novel"):  # base-to-novel: apart
+                        m = {**m, "dataset": f"{m.get('dataset')}-{m['class_part']}"}
                     out.append(m)
                     continue
                 why = "not an evaluation's metrics (a score missing, not a number or outside 0-100)"
