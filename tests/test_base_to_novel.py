@@ -114,6 +114,18 @@ def test_a_base_to_novel_grid_plans_runs_and_tables(tmp_path):
     assert r"\multicolumn{3}{c}{EPIC}" in tex and "Base & Novel & HM" in tex
     cp = run_xmic("grid", "table", g, "--ci", check=False)
     assert cp.returncode == 2 and "--ci covers the cross-dataset tables" in cp.stderr
+    # the figure plots base (x) against novel (y) per method and dataset
+    from xmic.grid.figure import _base_novel_points
+    from xmic.grid.plan import load_grid
+    from xmic.grid.results import grid_results
+    grid = load_grid(g)
+    keys, points, notes = _base_novel_points(grid_results(g, grid)[0], grid, "noun",
+                                             ["zeroshot", "xmic"], {})
+    assert keys == ["EPIC"] and not notes and set(points) == {("zeroshot", "EPIC"),
+                                                              ("xmic", "EPIC")}
+    xs, ys = points[("xmic", "EPIC")]
+    assert sorted(xs) == sorted(v[0] for v in vals.values())
+    assert sorted(ys) == sorted(v[1] for v in vals.values())
     r["methods"] = {"linear": {}}
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(r))
     cp = run_xmic("grid", "plan", tmp_path / "g2", "--recipe", tmp_path / "r.yaml", check=False)
