@@ -23,12 +23,14 @@ def test_a_short_list_is_shown_whole_and_a_long_one_cut_with_a_file():
     path.unlink()
 
 
-def test_no_file_is_written_through_a_planted_name_and_none_is_said_when_none_can_be(
-        tmp_path, monkeypatch):
+def test_the_file_is_new_in_the_temporary_folder_and_its_absence_is_said(tmp_path,
+                                                                         monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     secret = tmp_path / "secret"
     secret.write_text("keep\n")
     text = some(range(10), 2)
-    assert "(all 10 in " in text and secret.read_text() == "keep\n"
+    made = Path(text.split("(all 10 in ")[1].rstrip(")"))
+    assert made.parent == tmp_path and made != secret and secret.read_text() == "keep\n"
+    assert made.read_text() == "".join(f"{i}\n" for i in range(10))
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "absent"))
     assert some(range(10), 2) == "0, 1, and 8 more (the rest could not be written to a file)"

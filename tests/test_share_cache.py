@@ -100,6 +100,16 @@ def test_a_tampered_file_card_or_manifest_is_refused_naming_it(published, tmp_pa
     target.symlink_to(secret)
     cp = run_xmic("cache", "fetch", bad, tmp_path / "d4", check=False)
     assert cp.returncode == 2 and "symbolic link" in cp.stderr, cp.stderr
+    # and a folder on the way that is a link (its files would come from elsewhere)
+    shutil.rmtree(bad)
+    shutil.copytree(pub, bad)
+    vocab = bad / "vocab"
+    shutil.move(vocab, tmp_path / "elsewhere")
+    vocab.symlink_to(tmp_path / "elsewhere")
+    cp = run_xmic("cache", "fetch", bad, tmp_path / "d5", check=False)
+    assert cp.returncode == 2 and "is not a plain file of the published folder" in cp.stderr, \
+        cp.stderr
+    assert not (tmp_path / "d5").exists()
 
 
 def test_publish_refuses_an_incomplete_cache_naming_the_shards(tmp_path):
@@ -114,6 +124,27 @@ def test_publish_refuses_an_incomplete_cache_naming_the_shards(tmp_path):
     assert card["splits"]["train"]["failed"] > 0
     cp = run_xmic("cache", "publish", cache.root, tmp_path / "p", check=False)
     assert cp.returncode == 2 and "not an empty folder" in cp.stderr
+
+
+def test_an_export_of_a_cache_still_extracting_is_finished_by_the_next_one(tmp_path):
+    """A shard one view has not committed is exported with its rows pending and not marked
+    done: exporting again into the same folder once it is committed writes it whole."""
+    from helpers import fill_cache
+    from xmic.cache.export import export
+    cache = fill_cache(tmp_path / "c", n=6, views=("full_frame",))
+    import shutil as sh
+    shard = sorted(cache.committed("full_frame"))[0]
+    parked = tmp_path / "parked"
+    sh.move(cache.committed("full_frame")[shard], parked)  # not committed yet
+    first = export(Cache.open(cache.root), tmp_path / "out", "parquet")
+    assert first["partial"] == 1
+    t = pq.read_table(tmp_path / "out" / "train" / f"{shard}.parquet")
+    assert set(t["status"].to_pylist()) == {"pending"} and t["full_frame"].null_count == t.num_rows
+    sh.move(parked, tmp_path / "c" / "views" / "full_frame" / shard)
+    again = export(Cache.open(cache.root), tmp_path / "out", "parquet")
+    assert again["shards"] == 1 and again["partial"] == 0
+    t = pq.read_table(tmp_path / "out" / "train" / f"{shard}.parquet")
+    assert set(t["status"].to_pylist()) == {"ok"} and t["full_frame"].null_count == 0
 
 
 def test_a_hub_cache_is_used_by_name_offline(published, tmp_path, monkeypatch):

@@ -11,7 +11,9 @@ Outputs, streamed shard by shard (memory: one shard of every view), each file wr
 - ``npy``: as video_features lays out one file per clip and key: ``OUT/VIEW/SEGMENT_VIEW.npy``
   [n, D] float32 and ``OUT/VIEW/SEGMENT_frame_indices.npy`` [n] per ok segment, plus
   ``OUT/segments.csv`` (the plan's columns and status) for the labels.
-``OUT/export.json`` records what was exported; ``OUT/.done/SHARD`` marks a finished shard.
+``OUT/export.json`` records what was exported; ``OUT/.done/SHARD`` marks a shard exported from
+every view (one a view has not committed yet is written with its rows pending, and again by the
+next export into the same folder).
 """
 from __future__ import annotations
 
@@ -59,11 +61,12 @@ def _start(out: Path, record: dict) -> None:
     write_json_atomic(out / RECORD, record, root=out)
 
 
-def _shard_views(cache: Cache, shard: str, views: list[str]) -> dict:
-    """view -> (array [rows, D] float32, rows table) of a committed shard; absent if not."""
+def _shard_views(cache: Cache, shard: str, committed: dict) -> dict:
+    """view -> (array [rows, D] float32, rows table) of a shard in each view that committed it
+    (``committed``: view -> its committed shards, listed once)."""
     got = {}
-    for v in views:
-        if shard not in cache.committed(v):
+    for v, done in committed.items():
+        if shard not in done:
             continue
         m = cache.marker(v, shard)
         arr = read_array(m["backend"], check_data_files(cache, v, shard, m))
@@ -157,14 +160,15 @@ def export(cache: Cache, out: str | Path, fmt: str, splits: list[str] | None = N
         cache.view(v)  # refuses an unknown view, naming the ones there are
     _start(out, _record(cache, fmt, splits, views))
     dims = {v: cache.view(v)["dim"] for v in views}
-    done_now = skipped = 0
+    committed = {v: cache.committed(v) for v in views}  # one listing per view
+    done_now = skipped = partial = 0
     for split in splits:
         for shard in cache.shards(split):
             marker = guard(out / DONE / check_cache_name("shard", shard), out)
             if marker.exists():
                 skipped += 1
                 continue
-            got = _shard_views(cache, shard, views)
+            got = _shard_views(cache, shard, committed)
             plan = cache.shard_segments(shard)
             if fmt == "parquet":
                 folder = make_dirs(out / check_cache_name("split", split), out)
@@ -173,10 +177,14 @@ def export(cache: Cache, out: str | Path, fmt: str, splits: list[str] | None = N
                 write_bytes_atomic(folder / f"{shard}.parquet", buf.getvalue(), root=out)
             else:
                 _write_npy(out, plan, got)
-            write_new(marker, b"", out, sync=False)
+            if len(got) == len(views):  # a shard a view has not committed yet is exported
+                write_new(marker, b"", out, sync=False)  # again by the next run
+            else:
+                partial += 1
             done_now += 1
             if progress:
                 progress(shard)
     if fmt == "npy":
         write_bytes_atomic(out / "segments.csv", _segments_csv(cache, splits), root=out)
-    return {"shards": done_now, "skipped": skipped, "splits": splits, "views": views}
+    return {"shards": done_now, "skipped": skipped, "partial": partial, "splits": splits,
+            "views": views}

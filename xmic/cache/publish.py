@@ -24,10 +24,11 @@ from xmic.cache.card import (CARD, EXTRACTION, card_differences, card_fields, ca
                              extraction_record, read_card)
 from xmic.cache.cache_folder import Cache
 from xmic.cache.paths import (CACHE_JSON, CONFIG_YAML, EMBEDDINGS, INDEX, MARKER, ROWS, SEGMENTS,
-                              VIEW_JSON, VOCAB_JSON, CacheError, read_cache_json)
+                              VIEW_JSON, VOCAB_JSON, CacheError, inside, read_cache_json)
 from xmic.cache.verify import verify
 from xmic.cache.vocab import vocab_names
-from xmic.files.atomic import commit_dir, make_dirs, remove_tree, tmp_name, write_new
+from xmic.files.atomic import (UnsafePathError, commit_dir, guard, make_dirs, remove_tree,
+                               tmp_name, write_new)
 from xmic.files.copying import copy_hashed, relative_parts
 from xmic.files.long_lists import some
 
@@ -85,8 +86,6 @@ def publish(cache: Cache, out: str | Path, allow_incomplete: bool = False,
                          f"{some(problems, 3, sep='; ', what='verify problems')}; publish a "
                          "cache that verifies")
     files = published_files(cache)
-    for rel in files:
-        relative_parts(rel)  # names from markers: verified above, checked again before a copy
     fields = card_fields(cache)
     made_empty = out.is_dir()
     tmp = out.parent / tmp_name(out.name)
@@ -94,8 +93,8 @@ def publish(cache: Cache, out: str | Path, allow_incomplete: bool = False,
     try:
         manifest = {}
         for rel in files:
-            make_dirs((tmp / rel).parent, tmp)
-            size, sha = copy_hashed(cache.root / rel, tmp / rel, tmp)
+            make_dirs((tmp / rel).parent, tmp)  # read below without a link on the way:
+            size, sha = copy_hashed(inside(cache.root, *rel.split("/")), tmp / rel, tmp)
             manifest[rel] = {"bytes": size, "sha256": sha}
             if progress:
                 progress(size)
@@ -130,9 +129,21 @@ def _commit(tmp: Path, final: Path, made_empty: bool, what: str) -> None:
                          "new folder")
 
 
-def read_manifest(folder: Path, where: str) -> dict:
+def _source(folder: Path, rel: str, where: str, follow_links: bool) -> Path:
+    """A published file's path in ``folder``, reached without a symbolic link on the way; in a
+    hub snapshot the file itself may be one (its link into the blob store), nothing above it."""
+    try:
+        path = folder.joinpath(*relative_parts(rel))
+        guard(path.parent if follow_links else path, folder)
+    except UnsafePathError as e:
+        raise CacheError(f"{where}: {MANIFEST} names {rel!r}, which is not a plain file of the "
+                         f"published folder ({e}); refusing the whole cache") from None
+    return path
+
+
+def read_manifest(folder: Path, where: str, follow_links: bool = False) -> dict:
     """rel path -> {"bytes", "sha256"}, every path plain and relative."""
-    path = folder / MANIFEST
+    path = _source(folder, MANIFEST, where, follow_links)
     if not path.is_file() or path.stat().st_size > MANIFEST_LIMIT:
         raise CacheError(f"{where}: no {MANIFEST} (not a published xmic cache, or a damaged "
                          "download); publish it with `xmic cache publish`")
@@ -142,10 +153,7 @@ def read_manifest(folder: Path, where: str) -> dict:
         raise CacheError(f"{where}: {MANIFEST} is not an xmic manifest listing the card and "
                          f"{CACHE_JSON}")
     for rel, e in files.items():
-        try:
-            relative_parts(rel)
-        except Exception as err:
-            raise CacheError(f"{where}: {MANIFEST} names {err}; refusing the whole cache") from None
+        _source(folder, rel, where, follow_links)
         if (not isinstance(e, dict) or not isinstance(e.get("bytes"), int)
                 or not isinstance(e.get("sha256"), str)):
             raise CacheError(f"{where}: {MANIFEST}: entry {rel!r} lacks bytes and sha256")
@@ -158,13 +166,13 @@ def fetch_folder(folder: Path, dest: str | Path, where: str, follow_links: bool 
     (see the module docstring). ``follow_links``: the folder is a hub snapshot of blob links."""
     dest = Path(dest).absolute()
     _new_folder(dest, "fetch")
-    files = read_manifest(folder, where)
+    files = read_manifest(folder, where, follow_links)
     made_empty = dest.is_dir()
     tmp = dest.parent / tmp_name(dest.name)
     make_dirs(tmp, dest.parent)
     try:
         for rel, e in files.items():
-            src = folder.joinpath(*relative_parts(rel))
+            src = _source(folder, rel, where, follow_links)
             if not src.is_file():
                 raise CacheError(f"{where}: {rel} is listed in {MANIFEST} but missing; fetch "
                                  "again (an interrupted download resumes)")

@@ -76,4 +76,7 @@ def cache_export(cache_dir, out, fmt, splits, views):
         s = export(cache, out, fmt, list(splits) or None, list(views) or None,
                    progress=lambda shard: bar.update())
     click.echo(f"exported {', '.join(s['views'])} of {', '.join(s['splits'])} to {out} ({fmt}): "
-               f"{s['shards']} shard(s) written, {s['skipped']} already there")
+               f"{s['shards']} shard(s) written, {s['skipped']} already there"
+               + (f"; {s['partial']} not committed in every view yet (their rows say pending; "
+                  "export again into the same folder once extraction finished)"
+                  if s["partial"] else ""))

@@ -43,19 +43,6 @@ def copy_hashed(src: Path, dst: Path, root: Path, follow_source_link: bool = Fal
     return size, h.hexdigest()
 
 
-def hash_file(path: Path, follow_link: bool = False) -> tuple[int, str]:
-    """(bytes, sha256 hex) of a file, read without following a link unless told."""
-    fd = os.open(path, os.O_RDONLY | CLOEXEC | (0 if follow_link else NOFOLLOW))
-    h, size = hashlib.sha256(), 0
-    try:
-        while chunk := os.read(fd, BUFFER):
-            h.update(chunk)
-            size += len(chunk)
-    finally:
-        os.close(fd)
-    return size, h.hexdigest()
-
-
 def relative_parts(rel: str) -> tuple[str, ...]:
     """The parts of a manifest's relative path, refusing absolute paths, ``..``, empty parts and
     backslashes (a published file may name nothing outside its folder)."""

@@ -67,8 +67,7 @@ def fit(cache_path: str | Path, cfgs: list[TrainConfig], outs: list, resume: boo
     inputs = check_inputs(cache, cfg)
     device = resolve_device(cfg.device)
     data = load_run_data(cache, cfg, inputs, device, bank_loader)
-    if data.split is not None:  # base-to-novel: the model knows the base classes only
-        inputs = replace(inputs, vocab=data.split.vocab(inputs.vocab, "base"))
+    inputs = replace(inputs, vocab=data.vocab)  # base-to-novel: the base classes only
     for note in sampling_notes(cache, cfg.views()):
         shout(f"NOTE: {note}")
     shout(run_line(cfg, cfgs, cache, data, inputs, device))
@@ -162,6 +161,7 @@ class RunData:
     target: tuple | None   # (bank, w) of the released behaviour's target set
     w: torch.Tensor        # [C, D] embeddings, or [C, L] prompt ids
     tower: object | None
+    vocab: object          # the classes the model scores (base-to-novel: the base part)
     split: object | None = None  # base-to-novel: the ClassSplit (the data is its base part)
 
 
@@ -180,7 +180,7 @@ def load_run_data(cache, cfg: TrainConfig, inputs, device, bank_loader) -> RunDa
     target = (_target_bank(cfg, inputs, views, device, tower) if cfg.select_on_target_test_data
               else None)
     return RunData(full, full.subset(tr_idx), full.subset(ho_idx) if len(ho_idx) else None,
-                   target, w, tower, split)
+                   target, w, tower, vocab, split)
 
 
 def score_epoch(model, data: RunData, cfg: TrainConfig, row: dict, where: Path) -> None:
