@@ -69,7 +69,10 @@ def test_one_grid_over_two_backbones(tmp_path, two_backbones):
         (m, b) for m in ("zeroshot", "xmic") for b in ("small", "wide")}
     tex = run_xmic("grid", "table", g, "--format", "latex").stdout
     assert r"X-MIC [small]" in tex or r"X-MIC {[}small{]}" in tex
-    assert "[" in run_xmic("grid", "table", g, "--ci", "--ci-samples", "100").stdout
+    ci_table = run_xmic("grid", "table", g, "--ci", "--ci-samples", "100").stdout
+    import re
+    assert "paired bootstrap" in ci_table
+    assert re.search(r"\| xmic \[wide\] \| [\d.]+ \[[\d.]+, [\d.]+\] \|", ci_table), ci_table
     import xmic
     ci = xmic.results(g, ci=True, samples=100)
     assert "xmic [wide]" in set(ci["method"])

@@ -19,7 +19,7 @@ from xmic.cache import Cache
 from xmic.config import XmicError
 from xmic.files.atomic import write_json_atomic
 from xmic.grid.layout import BORROWED_COSTS
-from xmic.grid.state import epoch_seconds, run_state
+from xmic.grid.state import epoch_seconds, planned_epochs, run_state
 
 
 def _segments(cache: str, split: str, memo: dict) -> int | None:
@@ -32,10 +32,6 @@ def _segments(cache: str, split: str, memo: dict) -> int | None:
         except XmicError:
             memo[key] = None
     return memo[key]
-
-
-def _epochs(run: dict) -> int:
-    return max(1, int(run["config"].get("epochs", 1)))
 
 
 def measured_rates(other_dir: Path, other: dict, memo: dict) -> dict:
@@ -69,7 +65,7 @@ def borrow_costs(grid_dir: Path, grid: dict, other_dir: Path) -> dict:
             unmeasured.append(m)
             continue
         rate, epochs, rest = rates[m]
-        expected = statistics.mean(rate * n * _epochs(r) for r, n in zip(runs, sizes)) + rest
+        expected = statistics.mean(rate * n * planned_epochs(r) for r, n in zip(runs, sizes)) + rest
         methods[m] = {"seconds_per_run": round(expected, 1), "epochs_measured": epochs}
     record = {"from": str(other_dir), "methods": methods, "unmeasured": unmeasured}
     write_json_atomic(Path(grid_dir) / BORROWED_COSTS, record, root=Path(grid_dir))

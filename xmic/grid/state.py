@@ -75,6 +75,11 @@ def epoch_seconds(run_dir: Path) -> list[float]:
     return out
 
 
+def planned_epochs(run: dict) -> int:
+    """The epochs a planned run trains (at least one: a zero-shot row scores once)."""
+    return max(1, int(run["config"].get("epochs", 1)))
+
+
 def method_costs(grid_dir: Path, grid: dict, report: dict) -> dict:
     """Per method: runs done and left, and what one of its runs costs: the mean of its finished
     runs, else its epochs measured so far times the epochs a run trains (CoCoOp's cost is not
@@ -99,7 +104,7 @@ def method_costs(grid_dir: Path, grid: dict, report: dict) -> dict:
             epochs = [s for r in runs for s in epoch_seconds(Path(grid_dir) / r["dir"])]
             other = (borrowed.get("methods") or {}).get(name)
             if epochs:
-                planned = statistics.mean(max(1, int(r["config"].get("epochs", 1))) for r in runs)
+                planned = statistics.mean(planned_epochs(r) for r in runs)
                 m["seconds_per_run"] = round(statistics.mean(epochs) * planned, 1)
                 m["estimate"] = f"{len(epochs)} epoch(s) measured"
             elif isinstance(other, dict) and isinstance(other.get("seconds_per_run"), (int, float)):
