@@ -53,21 +53,19 @@ def groups(caches: dict) -> dict[str, dict[str, str]]:
 
 
 def check_models(backbone: str, opened: dict) -> None:
-    """Refuse a backbone whose caches were made by different image models."""
-    from xmic.cache.fingerprint import fingerprint_id
-    models = {}
-    for ds, cache in opened.items():
-        for rec in cache.views().values():
-            m = rec["fingerprint"].get("model") or {}
-            models.setdefault(fingerprint_id({"model": {k: m.get(k) for k in
-                                                        ("name", "weights_sha256")}}),
-                              []).append(f"{ds} ({m.get('name')})")
-            break
-    if len(models) > 1:
+    """Refuse a backbone whose caches were made by different image models (``same_model`` of
+    their views' fingerprints: name, weights, QuickGELU)."""
+    from xmic.cache.fingerprint import same_model
+    made = {ds: next(iter(c.views().values()))["fingerprint"] for ds, c in opened.items()
+            if c.views()}
+    first = next(iter(made.values()), None)
+    if first is not None and not all(same_model(first, fp) for fp in made.values()):
+        models = "; ".join(f"{ds} ({fp['model'].get('name')}, weights "
+                           f"{str(fp['model'].get('weights_sha256'))[:12]})"
+                           for ds, fp in made.items())
         raise ConfigError(f"backbone {backbone or '(unnamed)'}: its caches were made by "
-                          f"different models: {'; '.join(', '.join(v) for v in models.values())};"
-                          " name each model's caches DATASET@BACKBONE so that runs never mix "
-                          "them")
+                          f"different models: {models}; name each model's caches "
+                          "DATASET@BACKBONE so that runs never mix them")
 
 
 def row_of(run: dict) -> str:
