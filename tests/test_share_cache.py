@@ -152,7 +152,6 @@ def test_a_hub_cache_is_used_by_name_offline(published, tmp_path, monkeypatch):
     files are links into blobs), offline; fetched once into XMIC_HOME, checked, then trained."""
     import hashlib
 
-    import huggingface_hub.constants as hc
     cache, pub = published
     hub = tmp_path / "hub"
     repo = hub / "datasets--xmic-test--epic-features"
@@ -168,8 +167,8 @@ def test_a_hub_cache_is_used_by_name_offline(published, tmp_path, monkeypatch):
         link.parent.mkdir(parents=True, exist_ok=True)
         link.symlink_to(os.path.relpath(blob, link.parent))  # as the hub library links them
         assert link.read_bytes() == data
-    monkeypatch.setattr(hc, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(hub))
+    # set after huggingface_hub was imported: xmic reads them when it asks (files.hub_cache)
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("XMIC_HOME", str(tmp_path / "home"))
     m = metrics("hf-hub:xmic-test/epic-features", tmp_path / "r")

@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from xmic.cache.paths import CacheError
+from xmic.files.hub_cache import hub_cache_dir, hub_offline
 
 HUB = "hf-hub:"
 HUB_REPO = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -47,10 +48,11 @@ def local_folder(source: str) -> tuple[Path, bool]:
         except ImportError:
             raise CacheError(f"{source}: needs huggingface_hub (pip install huggingface_hub)") from None
         try:
-            path = snapshot_download(repo, repo_type="dataset", revision=revision)
+            path = snapshot_download(repo, repo_type="dataset", revision=revision,
+                                     cache_dir=hub_cache_dir(), local_files_only=hub_offline())
         except LocalEntryNotFoundError:
             raise CacheError(f"{source}: not in the Hugging Face cache "
-                             f"({os.environ.get('HF_HUB_CACHE') or 'its default folder'}) and "
+                             f"({hub_cache_dir() or 'its default folder'}) and "
                              "the hub cannot be reached (HF_HUB_OFFLINE, or no network); "
                              "fetch it where the hub can be reached, or give a folder") from None
         except (HfHubHTTPError, ValueError, OSError) as e:

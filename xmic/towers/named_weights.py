@@ -11,10 +11,10 @@ where it is. Offline and not cached: ``EncoderError`` in one line saying what to
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from xmic.config import XmicError
+from xmic.files.hub_cache import hub_cache_dir, hub_offline
 
 HF_PREFIX = "hf-hub:"
 
@@ -30,15 +30,6 @@ def is_named(weights: str) -> bool:
         return True
     return bool(weights) and weights != "random" and not weights.startswith("local-dir:") \
         and "/" not in weights and "." not in weights and not Path(weights).exists()
-
-
-def cache_dir() -> str | None:
-    """The Hugging Face hub cache, read now (the library reads its variables at import)."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return os.environ["HF_HUB_CACHE"]
-    if os.environ.get("HF_HOME"):
-        return str(Path(os.environ["HF_HOME"]) / "hub")
-    return None
 
 
 def pretrained_quick_gelu(model: str, weights: str) -> bool | None:
@@ -58,7 +49,7 @@ def resolve(model: str, weights: str) -> Path:
                                       get_pretrained_cfg)
     try:
         if weights.startswith(HF_PREFIX):
-            path = download_pretrained_from_hf(weights[len(HF_PREFIX):], cache_dir=cache_dir())
+            path = download_pretrained_from_hf(weights[len(HF_PREFIX):], cache_dir=hub_cache_dir())
         else:
             cfg = get_pretrained_cfg(model, weights)
             if not cfg:
@@ -66,13 +57,12 @@ def resolve(model: str, weights: str) -> Path:
                 raise EncoderError(f"--weights {weights!r}: not a file, and not a pretrained tag of "
                                    f"{model} (its tags: {', '.join(tags) or 'none'}); give a "
                                    "weights file, local-dir:DIR, a tag or hf-hub:ORG/REPO")
-            path = download_pretrained(cfg, cache_dir=cache_dir())
+            path = download_pretrained(cfg, cache_dir=hub_cache_dir())
     except EncoderError:
         raise
     except Exception as e:  # offline and uncached, no such repo, no network
-        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0")
         why = ("HF_HUB_OFFLINE is set and the Hugging Face cache "
-               f"({cache_dir() or '~/.cache/huggingface/hub'}) does not hold them" if offline
+               f"({hub_cache_dir() or '~/.cache/huggingface/hub'}) does not hold them" if hub_offline()
                else f"they could not be downloaded ({type(e).__name__})")
         raise EncoderError(f"weights {weights!r} for {model}: {why}; on a machine with a network "
                            f"run `xmic extract fetch-weights {model} {weights} --out FILE`, copy "
