@@ -1,6 +1,7 @@
 """``xmic grid``: plan, run, status, table of experiment grids."""
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import time
@@ -267,9 +268,9 @@ def grid_table(grid_dir, fmt, metric, criterion, out, ci, ci_samples, ci_seed, b
         if ci_samples < 100:
             raise UsageError(f"--ci-samples {ci_samples}: give at least 100 resamples")
         from xmic.grid.significance import significance
-        ci_of = lambda tables: significance(Path(grid_dir), g, tables,  # noqa: E731
-                                            METRIC_CHOICES[metric], criterion, ci_samples,
-                                            ci_seed)
+        ci_of = functools.partial(significance, Path(grid_dir), g,
+                                  metric=METRIC_CHOICES[metric], criterion=criterion,
+                                  n=ci_samples, seed=ci_seed)  # called with the tables
     text = grid_tables(df, missing, g, fmt, METRIC_CHOICES[metric], criterion, ci_of,
                        by_backbone=by == "backbone")
     out = Path(out) if out else Path(grid_dir) / f"{TABLE}.{TABLE_SUFFIX[fmt]}"
