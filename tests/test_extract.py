@@ -79,8 +79,9 @@ def test_epic_pipeline_and_determinism(tmp_path, epic, encoder):
     assert fp["crop"]["hand_score"] == 0.8 and fp["model"]["weights_sha256"] == "random-seed-0"
     assert fp["crop"]["version"] == 2  # the hand-object library's pairing rule
     stats = c.marker("hand_crop", "train-00000")["stats"]
-    assert set(c.views()) == {"full_frame", "hand_crop"} and stats["encode_s"] > 0
-    assert stats["frames"] == sum(map(len, fi[:4])) and stats["decode_s"] > 0  # 4 segments
+    assert set(c.views()) == {"full_frame", "hand_crop"} and stats["frames"] == sum(map(len, fi[:4]))
+    # waiting on prefetching loader workers can take no measurable time: the times are only >= 0
+    assert all(isinstance(stats[k], float) and stats[k] >= 0 for k in ("decode_s", "encode_s"))
     # the same input twice gives identical bytes; a partial run then a resume equals a clean run
     extract_epic(tmp_path / "b", epic, encoder, shard_ids=[1])
     b = Cache.open(tmp_path / "b")

@@ -249,7 +249,7 @@ class ExtractionRun:
         writers; returns stats."""
         enc, cfg, summary, bar = self.enc, self.cfg, self.summary, self.bar
         todo = list(writers)
-        t0 = time.time()
+        t0 = time.perf_counter()
         decode_s = encode_s = 0.0
         packer = Packer(todo, cfg.batch_size)  # whole batches across segments; the last one short
         batch_used = cfg.batch_size
@@ -261,7 +261,7 @@ class ExtractionRun:
 
         def flush(final=False):
             nonlocal encode_s
-            t = time.time()
+            t = time.perf_counter()
             if share is not None:
                 share.adjust()
             for sid, frames, embs in packer.encode(encode_view, final):
@@ -272,16 +272,16 @@ class ExtractionRun:
                     crop_rows[0] += len(frames)
                     crop_rows[1] += len(fell)
                 summary.frames += len(frames)
-            encode_s += time.time() - t
+            encode_s += time.perf_counter() - t
 
         decoder = DeviceDecoder(enc.pixels, enc.device) if cfg.decode == "gpu" else None
         crops = {v: w.fingerprint.get("crop") is not None for v, w in writers.items()}
         fallbacks: dict[str, list[int]] = {}  # segment -> frames whose crop is the full frame
         crop_rows = [0, 0]  # hand-crop rows written, of them fallen back
-        t, failed = time.time(), 0
+        t, failed = time.perf_counter(), 0
         for sid, frames, tensors, err, fell in loader:
             tensors, err = decoded(decoder, tensors, err)
-            decode_s += time.time() - t
+            decode_s += time.perf_counter() - t
             bar.update()
             bar.set_postfix(frames_s=f"{summary.frames / max(bar.format_dict['elapsed'], 1e-9):.0f}")
             if err:
@@ -292,10 +292,10 @@ class ExtractionRun:
                 packer.add(sid, frames, tensors)
                 if packer.ready():
                     flush()
-            t = time.time()
+            t = time.perf_counter()
         flush(final=True)
-        return {"decode_s": round(decode_s, 3), "encode_s": round(encode_s, 3),
-                "batch_size_used": batch_used, "seconds": time.time() - t0,
+        return {"decode_s": round(decode_s, 6), "encode_s": round(encode_s, 6),
+                "batch_size_used": batch_used, "seconds": time.perf_counter() - t0,
                 "segments_failed": failed,
                 "crop_rows": crop_rows if any(crops.values()) else None}
 
