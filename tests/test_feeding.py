@@ -83,6 +83,7 @@ def test_cpu_share_gives_the_encoder_every_core_only_while_the_workers_idle():
         assert after_a_window(2, 0, _Ahead(True), 8, busy=0.9) == 8  # nothing left to decode
         assert after_a_window(2, 3, _Ahead(), 8, busy=0.0) == 3   # fixed by the config
         share = CpuShare(1, 0, _Ahead(), cores=2)
+        share.WINDOW = 3600.0  # a stalled machine must not end the window between the two calls
         share.adjust()
         assert torch.get_num_threads() == 2 and share.batches == 1
         share.adjust()  # within the window: the workers count as busy until measured
