@@ -73,6 +73,18 @@ def test_one_grid_over_two_backbones(tmp_path, two_backbones):
     import re
     assert "paired bootstrap" in ci_table
     assert re.search(r"\| xmic \[wide\] \| [\d.]+ \[[\d.]+, [\d.]+\] \|", ci_table), ci_table
+    side_ci = run_xmic("grid", "table", g, "--by", "backbone", "--ci", "--ci-samples",
+                       "100").stdout
+
+    def cell(text, row, column):
+        lines = [x.split(" | ") for x in text.splitlines() if x.startswith("| ")]
+        head = next(x for x in lines if x[0] == "| method")
+        return next(x for x in lines if x[0] == f"| {row}")[head.index(column)]
+    # a backbone's cell resamples that backbone's runs alone: the same interval either way
+    # (one seed, the same segments)
+    got = cell(side_ci, "xmic", "wide: EPIC→EPIC")
+    assert re.fullmatch(r"\**[\d.]+ \[[\d.]+, [\d.]+\]\**", got), got
+    assert got.strip("*") == cell(ci_table, "xmic [wide]", "EPIC→EPIC").strip("*")
     import xmic
     ci = xmic.results(g, ci=True, samples=100)
     assert "xmic [wide]" in set(ci["method"])

@@ -112,8 +112,35 @@ def test_a_base_to_novel_grid_plans_runs_and_tables(tmp_path):
     assert f"{np.mean(hm):.1f} ± {np.std(hm, ddof=1):.1f}" in row, (row, vals)
     tex = run_xmic("grid", "table", g, "--format", "latex").stdout
     assert r"\multicolumn{3}{c}{EPIC}" in tex and "Base & Novel & HM" in tex
-    cp = run_xmic("grid", "table", g, "--ci", check=False)
-    assert cp.returncode == 2 and "--ci covers the cross-dataset tables" in cp.stderr
+    # --ci: base and novel resample their own evaluations' segments, the HM pairs them per resample
+    ci_table = run_xmic("grid", "table", g, "--ci", "--ci-samples", "200").stdout
+    ci_row = next(x for x in ci_table.splitlines() if x.startswith("| xmic"))
+    assert ci_row.count("[") == 3 and "paired bootstrap" in ci_table, ci_table
+    import pyarrow.parquet as pq
+
+    from xmic.evaluate.bootstrap import Outcomes, interval, samples
+    from xmic.grid.significance import significance_frame
+    frame = significance_frame(g, n=200).set_index(["method", "column"])
+    got = {}
+    for part in ("base", "novel"):
+        preds = [pq.read_table(g / "runs" / f"epic-noun-{m}-seed{seed}" / "eval" /
+                               f"epic-validation-{part}" / "predictions.parquet").to_pandas()
+                 for m in ("zeroshot", "xmic") for seed in (0, 1)]
+        assert all(list(p["segment_id"]) == list(preds[0]["segment_id"]) for p in preds)
+        correct = [np.array([t[0] == y for t, y in zip(p["top5_ids"], p["true_id"])])
+                   for p in preds]
+        labels = preds[0]["true_id"].to_numpy()
+        got[part] = samples({"zeroshot": Outcomes(np.stack(correct[:2]), labels, {}),
+                             "xmic": Outcomes(np.stack(correct[2:]), labels, {})},
+                            "top1", n=200, seed=0, key=f"noun/epic/epic/{part}")
+        lo, hi = interval(got[part]["xmic"])
+        row = frame.loc[("xmic", part)]
+        assert (row["ci_low"], row["ci_high"]) == pytest.approx((lo, hi))
+        assert lo <= row["mean"] <= hi
+    b, n = got["base"]["xmic"], got["novel"]["xmic"]
+    hm = np.where(b + n > 0, 2 * b * n / np.where(b + n > 0, b + n, 1), 0.0)
+    row = frame.loc[("xmic", "b2n-hm")]
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx(interval(hm))
     # the figure plots base (x) against novel (y) per method and dataset
     from xmic.grid.figure import _base_novel_points
     from xmic.grid.plan import load_grid

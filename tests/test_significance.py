@@ -50,6 +50,8 @@ def test_intervals_agree_with_a_plain_bootstrap_and_are_reproducible():
     ours = samples(out, "top1", n=B, seed=7, key="cell")
     again = samples(out, "top1", n=B, seed=7, key="cell")
     assert all(np.array_equal(ours[m], again[m]) for m in ours)
+    alone = samples({"a": out["a"]}, "top1", n=B, seed=7, key="cell")  # b left out: a as it was
+    assert np.array_equal(alone["a"], ours["a"])
     ref = np.random.default_rng(3)
     plain_a = []
     for _ in range(B):  # segments, then seeds, resampled with replacement

@@ -254,16 +254,12 @@ def grid_table(grid_dir, fmt, metric, criterion, out, ci, ci_samples, ci_seed, b
     g = load_grid(grid_dir)
     df, missing = write_grid_results(grid_dir, g)
     named = backbone_names(g) != [""]
-    if by == "backbone" and (not named or ci):
-        raise UsageError("--by backbone: " + ("this grid has one backbone" if not named else
-                         "give --ci with the default --by row (intervals are per row)"))
+    if by == "backbone" and not named:
+        raise UsageError("--by backbone: this grid has one backbone")
     view_df, view = rows_by_backbone(df, g) if named else (df, g)  # rows "xmic [vit-b-16]"
     if by == "row":
         df, g = view_df, view
     ci_of = None
-    if ci and g["recipe"].get("protocol") == "base-to-novel":
-        raise UsageError("--ci covers the cross-dataset tables; a base-to-novel grid's table "
-                         "has no intervals yet")
     if ci:
         if ci_samples < 100:
             raise UsageError(f"--ci-samples {ci_samples}: give at least 100 resamples")

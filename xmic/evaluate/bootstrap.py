@@ -9,7 +9,8 @@ drawn with replacement too. Segment draws are counts ``W`` [b, S] (S indices dra
 ``CHUNK`` resamples, so memory is CHUNK x S whatever B; each metric is a matrix product or a
 per-class sum (``np.add.reduceat`` over segments sorted by class). ``interval`` gives the
 percentile interval; ``difference`` the interval of one method minus another.
-Seeded (``seed``, and the cell's own key): the same inputs give the same numbers.
+Seeded (``seed``, and the cell's own key): the same inputs give the same numbers, and a
+method's values do not change when methods are added to or left out of its cell.
 """
 from __future__ import annotations
 
@@ -74,7 +75,10 @@ def samples(outcomes: dict, metric: str = "top1", criterion: str = "exact", n: i
     if not methods:
         return {}
     s = outcomes[methods[0]].labels.shape[0]
-    rng = np.random.default_rng([seed, zlib.crc32(key.encode())])
+    cell = zlib.crc32(key.encode())
+    rng = np.random.default_rng([seed, cell])  # the segments: alike for every method
+    # each method's seeds from a stream of its own: its values do not depend on the others
+    picks = {m: np.random.default_rng([seed, cell, zlib.crc32(m.encode())]) for m in methods}
     out = {m: np.empty(n, np.float64) for m in methods}
     for lo in range(0, n, CHUNK):
         b = min(CHUNK, n - lo)
@@ -86,7 +90,7 @@ def samples(outcomes: dict, metric: str = "top1", criterion: str = "exact", n: i
                 raise ValueError(f"no shared/novel split ({criterion}) recorded for {m}")
             per = _per_seed(o.correct, w, metric, o.labels, shared)            # [b, K]
             k = per.shape[1]
-            pick = rng.integers(0, k, (b, k))                                  # seeds, resampled
+            pick = picks[m].integers(0, k, (b, k))                             # seeds, resampled
             out[m][lo:lo + b] = 100.0 * np.nanmean(np.take_along_axis(per, pick, 1), axis=1)
     return out
 

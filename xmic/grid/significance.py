@@ -18,7 +18,6 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from xmic.config import XmicError
 from xmic.evaluate.bootstrap import Outcomes, difference, interval, samples
 from xmic.grid.state import eval_dir
 from xmic.train.run_folder import PREDICTIONS
@@ -34,7 +33,7 @@ class Significance:
     intervals: dict = field(default_factory=dict)   # (label, column, method) -> (lo, hi)
     winners: dict = field(default_factory=dict)     # (label, column) -> method or None
     gaps: dict = field(default_factory=dict)        # (label, column) -> (first, second, lo, hi)
-    dropped: dict = field(default_factory=dict)     # (label, source, target) -> segments left out
+    dropped: dict = field(default_factory=dict)     # draws key (label, source, target, ...) -> left out
 
     def note(self) -> str:
         return (f"[lo, hi]: {100 * self.level:.0f}% interval of a paired bootstrap over segments "
@@ -52,11 +51,14 @@ def _read(path: Path, criterion: str):
     return ids, correct, t["true_id"].to_numpy(zero_copy_only=False), shared
 
 
-def cell_outcomes(grid_dir: Path, runs: list[dict], target: str, criterion: str):
-    """(method -> Outcomes, segments left out) of one source -> target cell of one label."""
+def cell_outcomes(grid_dir: Path, runs: list[dict], target: str, criterion: str,
+                  classes: str = "all"):
+    """(method -> Outcomes, segments left out) of one source -> target cell of one label
+    (``classes``: a base-to-novel run's base or novel evaluation)."""
     per: dict = {}
     for r in runs:
-        t = next((t for t in r["targets"] if t["dataset"] == target), None)
+        t = next((t for t in r["targets"] if t["dataset"] == target
+                  and t.get("classes", "all") == classes), None)
         path = eval_dir(Path(grid_dir) / r["dir"], t) / PREDICTIONS if t else None
         if path is not None and path.is_file():
             per.setdefault(r["method"], []).append(_read(path, criterion))
@@ -86,32 +88,44 @@ def _harmonic(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def significance(grid_dir: Path, grid: dict, tables: list, metric: str, criterion: str,
                  n: int = 1000, seed: int = 0, level: float = 0.95) -> Significance:
     """Intervals and significant winners of ``tables`` (``(label, what, cols, body)`` of
-    ``grid.table.paper_table``)."""
-    if grid["recipe"].get("protocol") == "base-to-novel":
-        raise XmicError("intervals cover the cross-dataset tables; a base-to-novel grid's "
-                        "table has none yet")
+    ``grid.table.label_tables`` or ``side_by_side``: a column of four names its backbone; a
+    base-to-novel table's base and novel columns are top-1 on those evaluations, its HM the
+    harmonic mean of both, per resample)."""
     sig = Significance(metric, criterion, n, seed, level)
     cache: dict = {}
 
-    def draws(label, source, target):
-        key = (label, source, target)
+    def draws(label, source, target, classes="all", backbone=None):
+        key = (label, source, target, classes, backbone)
         if key not in cache:
-            runs = [r for r in grid["runs"] if r["label"] == label and r["source"] == source]
-            outcomes, dropped = cell_outcomes(grid_dir, runs, target, criterion)
+            runs = [r for r in grid["runs"] if r["label"] == label and r["source"] == source
+                    and (backbone is None or r.get("backbone", "") == backbone)]
+            outcomes, dropped = cell_outcomes(grid_dir, runs, target, criterion, classes)
             sig.dropped[key] = dropped
+            what = metric if classes == "all" else "top1"  # base / novel: top-1 of that part
             ok = {m: o for m, o in outcomes.items()
-                  if len(o.labels) and (metric not in ("shared", "novel", "hm") or o.shared)}
-            cache[key] = samples(ok, metric, criterion, n, seed, "/".join(key)) if ok else {}
+                  if len(o.labels) and (what not in ("shared", "novel", "hm") or o.shared)}
+            name = "/".join(k for k in (label, source, target) + (() if classes == "all" else
+                                                                    (classes,)) if k)
+            cache[key] = samples(ok, what, criterion, n, seed, name) if ok else {}
         return cache[key]
+
+    def combined(a, b):
+        return {m: _harmonic(a[m], b[m]) for m in a if m in b}
 
     for label, _, cols, body in tables:
         for col in cols:
-            kind, s, t = col
+            kind, s, t = col[:3]
+            backbone = col[3] if len(col) == 4 else None
             if kind == "score":
-                got = draws(label, s, t)
+                got = draws(label, s, t, backbone=backbone)
+            elif kind in ("base", "novel"):
+                got = draws(label, s, t, kind, backbone)
+            elif kind == "b2n-hm":
+                got = combined(draws(label, s, t, "base", backbone),
+                               draws(label, s, t, "novel", backbone))
             else:
-                ins, cross = draws(label, s, s), draws(label, s, t)
-                got = {m: _harmonic(ins[m], cross[m]) for m in ins if m in cross}
+                got = combined(draws(label, s, s, backbone=backbone),
+                               draws(label, s, t, backbone=backbone))
             shown = {m: body[m][col][0] for m in got
                      if m in body and isinstance(body[m][col], tuple)}  # the table's means
             for m in shown:
