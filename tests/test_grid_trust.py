@@ -306,6 +306,39 @@ def test_plan_prices_runs_at_another_grids_measured_epochs(tmp_path):
     assert "clip-adapter (not measured yet)" in format_status(g, report, s)
 
 
+def test_plan_probes_each_methods_cost_on_a_sample_of_its_segments(tmp_path):
+    """--probe: one epoch of each method's first run on a few segments, in a folder removed
+    afterwards, prices every run of the method by its epochs and source size."""
+    from train_data import make_train_cache
+    from xmic.grid.layout import BORROWED_COSTS
+    from xmic.grid.plan import load_grid
+    from xmic.grid.state import grid_status
+    cache = make_train_cache(tmp_path / "c", n=36, splits=("train", "validation"))
+    r = {"caches": {"epic": str(cache.root)}, "sources": {"epic": "train"},
+         "targets": {"epic": "validation"}, "labels": ["noun"],
+         "methods": {"zeroshot": {}, "linear": {}}, "seeds": [0, 1],
+         "train": {"device": "cpu", "heldout_fraction": 0.0, "epochs": 5}}
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(r))
+    g = tmp_path / "g"
+    out = run_xmic("grid", "plan", g, "--recipe", tmp_path / "r.yaml", "--probe",
+                   "--probe-segments", "8").stdout
+    assert "probe of linear: 1 epoch on 8 segments" in out, out
+    assert "probe of zeroshot: " in out, out
+    assert "(measured in a probe (1 epoch on up to 8 segments))" in out, out
+    record = json.loads((g / BORROWED_COSTS).read_text())
+    lin = record["methods"]["linear"]
+    assert lin["epochs_measured"] == 1 and lin["seconds_per_epoch_per_segment"] > 0
+    assert lin["seconds_per_run"] == round(lin["seconds_per_epoch_per_segment"] * 36 * 5
+                                           + lin["seconds_beside_epochs"], 1)
+    assert record["methods"]["zeroshot"]["seconds_per_run"] > 0 and not record["unmeasured"]
+    assert not list(g.glob(".probe-*")) and not any((g / "runs").glob("*/*"))  # nothing kept
+    _, s = grid_status(g, load_grid(g))
+    assert s["methods"]["linear"]["seconds_per_run"] == lin["seconds_per_run"]
+    cp = run_xmic("grid", "plan", tmp_path / "g2", "--recipe", tmp_path / "r.yaml", "--probe",
+                  "--costs-from", g, check=False)
+    assert cp.returncode == 2 and "--probe or --costs-from, not both" in cp.stderr
+
+
 def test_grid_table_ci_through_the_command_line(tmp_path):
     """`grid table --ci` on a finished grid: intervals in every scored cell, the note saying
     how they were made, the CSV's interval columns; the same seed gives the same table."""

@@ -59,12 +59,19 @@ def _caches(specs) -> dict:
 @click.option("--costs-from", type=click.Path(path_type=Path, exists=True, file_okay=False),
               help="A grid run before: its measured epochs price this grid's runs per method "
                    "(scaled by epochs and training segments) in plan, status and run.")
+@click.option("--probe", is_flag=True,
+              help="Price the runs by training each method's first run for one epoch on "
+                   "--probe-segments of its segments (a temporary folder, removed after).")
+@click.option("--probe-segments", type=click.IntRange(8, 1_000_000), default=256,
+              show_default=True, help="Segments a probe trains on.")
 def grid_plan(grid_dir, recipe, caches, class_splits, derive_class_splits, seeds, sets, extend,
-              methods, drop_methods, sweeps, costs_from):
+              methods, drop_methods, sweeps, costs_from, probe, probe_segments):
     """Plan a grid (one row per run) and check it against the caches; nothing runs."""
     from xmic.grid.plan import evaluations, plan_grid, warmup_warnings
     from xmic.grid.recipe import load_recipe
     from xmic.grid.steering import recipe_source, steer
+    if probe and costs_from is not None:
+        raise UsageError("give --probe or --costs-from, not both: each prices the runs")
     try:
         seed_list = [int(s) for s in seeds.split(",")] if seeds else None
     except ValueError:
@@ -91,6 +98,12 @@ def grid_plan(grid_dir, recipe, caches, class_splits, derive_class_splits, seeds
         borrowed = borrow_costs(Path(grid_dir), g, costs_from)
         if borrowed["unmeasured"]:
             click.echo(f"{costs_from} measured no epoch of: {', '.join(borrowed['unmeasured'])}")
+    if probe:
+        from xmic.grid.costs import price
+        from xmic.grid.probe import probe_rates
+        rates = probe_rates(Path(grid_dir), g, probe_segments, echo=click.echo)
+        price(Path(grid_dir), g, rates, f"a probe (1 epoch on up to {probe_segments} segments)",
+              {})
     from xmic.grid.state import eta_words, grid_status
     from xmic.slurm.status import duration
     _, status = grid_status(Path(grid_dir), g)

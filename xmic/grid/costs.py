@@ -1,12 +1,13 @@
-"""What a planned grid's runs should cost, per method, measured on another grid.
+"""What a planned grid's runs should cost, per method, measured on another grid or a probe.
 
-Inputs: a planned grid (``grid.json`` body) and the folder of a grid run before (``--costs-from``):
-its runs' measured epochs (``metrics.jsonl`` seconds) and finished runs. A method's cost is
-carried over as seconds per epoch per training segment, scaled by each new run's epochs and the
-segments of its source split (a cache's plan), since both differ between grids, plus what its
-finished runs spent beside their epochs (loading, scoring the targets). Output: per method the expected
-seconds of one run and how many epochs it rests on, kept in ``GRID/costs-from.json``, which
-``grid status`` and ``grid run`` read for methods this grid has not measured yet.
+Inputs: a planned grid (``grid.json`` body), and the folder of a grid run before
+(``--costs-from``: its runs' measured epochs, ``metrics.jsonl`` seconds, and finished runs) or
+the rates of ``grid.probe`` (``--probe``). A method's cost is carried over as seconds per epoch
+per training segment, scaled by each new run's epochs and the segments of its source split (a
+cache's plan), since both differ between grids, plus what a run spent beside its epochs
+(loading; for a finished run also scoring the targets). Output: per method the expected seconds
+of one run and what it rests on, kept in ``GRID/costs-from.json``, which ``grid status`` and
+``grid run`` read for methods this grid has not measured yet.
 """
 from __future__ import annotations
 
@@ -51,12 +52,10 @@ def measured_rates(other_dir: Path, other: dict, memo: dict) -> dict:
             for m, r in per.items()}
 
 
-def borrow_costs(grid_dir: Path, grid: dict, other_dir: Path) -> dict:
-    """Expected seconds per run for each method of ``grid`` that ``other_dir`` measured; written
-    to ``GRID/costs-from.json`` and returned as ``{"from", "methods": {m: {...}}, "unmeasured"}``."""
-    from xmic.grid.plan import load_grid
-    memo: dict = {}
-    rates = measured_rates(other_dir, load_grid(other_dir), memo)
+def price(grid_dir: Path, grid: dict, rates: dict, source: str, memo: dict) -> dict:
+    """Expected seconds per run of each method of ``grid`` that ``rates`` (``measured_rates``'
+    form) measured, written to ``GRID/costs-from.json`` and returned as ``{"from",
+    "methods": {m: {...}}, "unmeasured"}``; ``source`` says where the rates were measured."""
     methods, unmeasured = {}, []
     for m in dict.fromkeys(r["method"] for r in grid["runs"]):
         runs = [r for r in grid["runs"] if r["method"] == m]
@@ -66,7 +65,16 @@ def borrow_costs(grid_dir: Path, grid: dict, other_dir: Path) -> dict:
             continue
         rate, epochs, rest = rates[m]
         expected = statistics.mean(rate * n * planned_epochs(r) for r, n in zip(runs, sizes)) + rest
-        methods[m] = {"seconds_per_run": round(expected, 1), "epochs_measured": epochs}
-    record = {"from": str(other_dir), "methods": methods, "unmeasured": unmeasured}
+        methods[m] = {"seconds_per_run": round(expected, 1), "epochs_measured": epochs,
+                      "seconds_per_epoch_per_segment": rate, "seconds_beside_epochs": rest}
+    record = {"from": source, "methods": methods, "unmeasured": unmeasured}
     write_json_atomic(Path(grid_dir) / BORROWED_COSTS, record, root=Path(grid_dir))
     return record
+
+
+def borrow_costs(grid_dir: Path, grid: dict, other_dir: Path) -> dict:
+    """``price`` at the rates ``other_dir``, a grid run before, measured."""
+    from xmic.grid.plan import load_grid
+    memo: dict = {}
+    return price(grid_dir, grid, measured_rates(other_dir, load_grid(other_dir), memo),
+                 str(other_dir), memo)

@@ -9,6 +9,8 @@ Input: a grid folder. Output: the names below (a run's own files are ``train.run
     GRID/runs/ID/finished.json        written when every target is scored
     GRID/runs/ID/failed.json          the last failure's reason
     GRID/costs-from.json              per-method costs measured on another grid (--costs-from)
+                                      or by a probe (--probe)
+    GRID/.probe-XXXX/                 a probe's one-epoch run, removed when it ends
     GRID/class-splits/                lists the grid derived (--derive-class-splits), derived.json
     GRID/results.parquet              every score, one row per (run, target, metric)
     GRID/table.{md,csv,tex}, .png     the tables and the figure of `xmic grid table`
@@ -25,6 +27,7 @@ FAILED = "failed.json"
 TABLE = "table"
 SLURM_LOGS = "slurm/logs"
 BORROWED_COSTS = "costs-from.json"
+PROBE_PREFIX = ".probe-"
 DERIVED_LISTS = "class-splits"
 DERIVED_RECORD = "derived.json"
 SUBMISSIONS = "slurm/submissions.jsonl"
