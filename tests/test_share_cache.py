@@ -147,17 +147,13 @@ def test_an_export_of_a_cache_still_extracting_is_finished_by_the_next_one(tmp_p
     assert set(t["status"].to_pylist()) == {"ok"} and t["full_frame"].null_count == 0
 
 
-def test_a_hub_cache_is_used_by_name_offline(published, tmp_path, monkeypatch):
-    """hf-hub:ORG/REPO through huggingface_hub's own cache (laid out as it lays it: snapshot
-    files are links into blobs), offline; fetched once into XMIC_HOME, checked, then trained."""
+def hub_snapshot(repo: Path, commit: str, pub: Path) -> None:
+    """A dataset repository's snapshot as huggingface_hub lays it out (files are links into
+    blobs), made the newest (refs/main)."""
     import hashlib
-
-    cache, pub = published
-    hub = tmp_path / "hub"
-    repo = hub / "datasets--xmic-test--epic-features"
-    snap = repo / "snapshots" / ("ab" * 20)
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(snap.name)
+    snap = repo / "snapshots" / commit
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
     for f in sorted(p for p in pub.rglob("*") if p.is_file()):
         data = f.read_bytes()
         blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
@@ -167,6 +163,17 @@ def test_a_hub_cache_is_used_by_name_offline(published, tmp_path, monkeypatch):
         link.parent.mkdir(parents=True, exist_ok=True)
         link.symlink_to(os.path.relpath(blob, link.parent))  # as the hub library links them
         assert link.read_bytes() == data
+
+
+def test_a_hub_cache_is_used_by_name_offline(published, tmp_path, monkeypatch):
+    """hf-hub:ORG/REPO through huggingface_hub's own cache, offline; fetched once per published
+    content into XMIC_HOME, checked, then trained; a newer revision is fetched again, a pinned
+    one is not."""
+    from xmic.cache.sources import resolve_cache
+    cache, pub = published
+    hub = tmp_path / "hub"
+    repo = hub / "datasets--xmic-test--epic-features"
+    hub_snapshot(repo, "ab" * 20, pub)
     # set after huggingface_hub was imported: xmic reads them when it asks (files.hub_cache)
     monkeypatch.setenv("HF_HUB_CACHE", str(hub))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -175,6 +182,15 @@ def test_a_hub_cache_is_used_by_name_offline(published, tmp_path, monkeypatch):
     fetched = list((tmp_path / "home" / "fetched").iterdir())
     assert len(fetched) == 1 and verify(Cache.open(fetched[0])) == []
     assert m == metrics(cache.root, tmp_path / "r0")
+    assert resolve_cache("hf-hub:xmic-test/epic-features") == fetched[0]  # not fetched again
+    newer = make_train_cache(tmp_path / "newer", n=12, classes=4, dim=16, seed=3,
+                             splits=("train",))
+    run_xmic("cache", "publish", newer.root, tmp_path / "pub2")
+    hub_snapshot(repo, "cd" * 20, tmp_path / "pub2")
+    now = resolve_cache("hf-hub:xmic-test/epic-features")  # the newest revision: fetched
+    assert now != fetched[0] and Cache.open(now).index().num_rows == 12
+    pinned = resolve_cache(f"hf-hub:xmic-test/epic-features@{'ab' * 20}")
+    assert pinned == fetched[0] and len(list((tmp_path / "home" / "fetched").iterdir())) == 2
     cp = run_xmic("train", "--cache", "hf-hub:xmic-test/absent", "--out", tmp_path / "x",
                   check=False)
     assert cp.returncode == 2 and "not in the Hugging Face cache" in cp.stderr, cp.stderr

@@ -2,8 +2,9 @@
 
 Input: a cache source as users give it to ``--cache`` or ``xmic cache fetch``. Output: a local
 cache folder. A folder is used as it is. A published cache (``file://`` URL or a hub repository) is
-fetched once into ``XMIC_HOME/fetched/NAME`` (``XMIC_HOME`` defaults to ``~/.cache/xmic``),
-checked file by file (``xmic.cache.publish.fetch_folder``), and used from there afterwards. Hub
+fetched into ``XMIC_HOME/fetched/NAME-CONTENT`` (``XMIC_HOME`` defaults to ``~/.cache/xmic``;
+CONTENT: a hash of its manifest), checked file by file (``xmic.cache.publish.fetch_folder``),
+and used from there while the source publishes the same content. Hub
 repositories come through huggingface_hub's own ``snapshot_download`` (dataset repositories,
 its cache and resumable downloads; ``HF_HUB_OFFLINE`` and ``HF_HUB_CACHE`` are honoured).
 """
@@ -67,11 +68,19 @@ def local_folder(source: str) -> tuple[Path, bool]:
     return Path(source), False
 
 
-def fetched_name(source: str) -> str:
-    """The folder name a remote source is kept under (readable, one per source)."""
+def fetched_name(source: str, content: str) -> str:
+    """The folder a remote source's published ``content`` (``content_id``) is kept under:
+    readable, one per content, so a source that moved on is fetched again."""
+    where = parse_hub(source)[0] if source.startswith(HUB) else source.split(":", 1)[1]
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", where).strip("-.")[:80] or "cache"
+    return f"{stem}-{content[:16]}"
+
+
+def content_id(files: dict) -> str:
+    """What a published cache holds, as one hash: its manifest's files, sizes and sha256."""
     import hashlib
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", source.split(":", 1)[1]).strip("-.")[:80] or "cache"
-    return f"{stem}-{hashlib.sha256(source.encode()).hexdigest()[:8]}"
+    import json
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
 
 
 def fetch(source: str, dest: str | Path, progress=None):
@@ -84,15 +93,20 @@ def fetch(source: str, dest: str | Path, progress=None):
 
 
 def resolve_cache(source: str | Path) -> Path:
-    """A local cache folder for ``--cache``: a folder as it is, a remote source fetched (once,
-    checked) into ``fetched_home()``. A hub source without a revision is fetched again only
-    when its folder is gone; give @REVISION to pin one."""
+    """A local cache folder for ``--cache``: a folder as it is, a remote source fetched (checked)
+    into ``fetched_home()``, once per published content: the source is looked up each time (a
+    hub repository without @REVISION at its newest revision; offline, the newest one in the
+    Hugging Face cache), and fetched again only when its manifest differs from every copy kept."""
+    from xmic.cache.publish import fetch_folder, read_manifest
     source = str(source)
     if not is_remote(source):
         return Path(source)
-    dest = fetched_home() / fetched_name(source)
+    folder, links = local_folder(source)
+    if not folder.is_dir():
+        raise CacheError(f"{source}: no such folder")
+    dest = fetched_home() / fetched_name(source, content_id(read_manifest(folder, source, links)))
     if not dest.is_dir():
         from xmic.files.atomic import make_dirs
         make_dirs(dest.parent, dest.parent.parent)
-        fetch(source, dest)
+        fetch_folder(folder, dest, source, follow_links=links)
     return dest

@@ -26,7 +26,7 @@ def _fail(e: Exception):
 class CacheSource(click.ParamType):
     """``--cache``: a cache folder, or a published cache (``hf-hub:ORG/REPO[@REV]``,
     ``file:///PATH``). Parsing checks the form only; the command's body resolves it
-    (``resolve_cache``: fetched once and checked, ``xmic.cache.sources``)."""
+    (``resolve_cache``: fetched once per content and checked, ``xmic.cache.sources``)."""
     name = "CACHE"
 
     def convert(self, value, param, ctx):

@@ -37,7 +37,7 @@ def _caches(specs) -> dict:
                    "grid's folder (its recipe as planned). With --extend: the grid's own.")
 @click.option("--cache", "caches", multiple=True, metavar="DATASET=DIR",
               help="The cache of a dataset (overrides the recipe's); DIR may be a published "
-                   "cache, hf-hub:ORG/REPO[@REV] or file:///PATH, fetched once and checked.")
+                   "cache, hf-hub:ORG/REPO[@REV] or file:///PATH, fetched and checked.")
 @click.option("--class-splits", type=click.Path(path_type=Path),
               help="Folder of X-MIC's shared/novel class lists; every list the grid's "
                    "cross-dataset evaluations need is checked before anything trains.")

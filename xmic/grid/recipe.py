@@ -171,7 +171,7 @@ def load_recipe(name_or_path: str, caches: dict | None = None, seeds=None,
         raise ConfigError(f"{where}: unknown key(s) {unknown}; a recipe has {list(KEYS)}")
     rc = _mapping(data, "caches", where)
     rc.update({k: str(v) for k, v in (caches or {}).items()})
-    from xmic.cache.sources import resolve_cache  # hf-hub:/file:// caches, fetched once, checked
+    from xmic.cache.sources import resolve_cache  # hf-hub:/file:// caches, fetched, checked
     rc = {k: str(resolve_cache(v)) if isinstance(v, str) else v for k, v in rc.items()}
     methods = _mapping(data, "methods", where, values=dict)
     for name, over in methods.items():
