@@ -294,7 +294,7 @@ def test_the_eta_costs_each_run_at_its_own_methods_price(tmp_path):
     from xmic.grid.state import format_status, grid_status
     runs = []
     for method, done, left in (("xmic", [5.0, 5.0], 2), ("cocoop", [180.0], 2), ("coop", [], 1),
-                               ("clip-adapter", [], 1)):
+                               ("clip-adapter", [], 1), ("linear", [3.0, 5.0], 0)):
         for i in range(len(done) + left):
             rid = f"{method}-{i}"
             runs.append({"id": rid, "dir": f"runs/{rid}", "method": method, "targets": [],
@@ -319,6 +319,7 @@ def test_the_eta_costs_each_run_at_its_own_methods_price(tmp_path):
     assert "about 7m10s left and runs of clip-adapter (not measured yet)" in text, text
     assert "  cocoop: 1 done, 2 left, 3m00s a run (finished runs)" in text, text
     assert "  coop: 0 done, 1 left, 1m00s a run (1 epoch(s) measured)" in text, text
+    assert "  linear: 2 done, 0 left, 4.0s a run (finished runs)" in text, text  # finished too
 
 
 def test_a_grid_is_steered_from_the_command_line_and_its_saved_recipe_round_trips(tmp_path,

@@ -157,12 +157,11 @@ def format_status(grid_dir: Path, report: dict, summary: dict) -> str:
     s = summary
     lines = [f"grid {grid_dir}: {s['runs']} runs: {s['done']} done, {s['running']} running, "
              f"{s['failed']} failed, {s['pending']} pending{eta_words(s)}"]
-    for name, m in (s.get("methods") or {}).items():
-        if not m["left"]:
-            continue
+    for name, m in (s.get("methods") or {}).items():  # finished methods too: what a run cost
         cost = (f"{duration(m['seconds_per_run'])} a run ({m['estimate']})"
                 if m["seconds_per_run"] is not None else "cost not measured yet")
-        lines.append(f"  {name}: {m['done']} done, {m['left']} left, {cost}")
+        failed = f", {m['failed']} failed" if m["failed"] else ""
+        lines.append(f"  {name}: {m['done']} done, {m['left']} left{failed}, {cost}")
     for rid, st in report.items():
         if st["state"] == "running":
             lines.append(f"  running {rid} on {st.get('host')}" +
