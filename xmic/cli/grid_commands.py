@@ -61,7 +61,8 @@ def _caches(specs) -> dict:
                    "(scaled by epochs and training segments) in plan, status and run.")
 @click.option("--probe", is_flag=True,
               help="Price the runs by training each method's first run for one epoch on "
-                   "--probe-segments of its segments (a temporary folder, removed after).")
+                   "--probe-segments of its segments and scoring as many of each target's "
+                   "(in a temporary folder, removed after).")
 @click.option("--probe-segments", type=click.IntRange(8, 1_000_000), default=256,
               show_default=True, help="Segments a probe trains on.")
 def grid_plan(grid_dir, recipe, caches, class_splits, derive_class_splits, seeds, sets, extend,
@@ -102,8 +103,7 @@ def grid_plan(grid_dir, recipe, caches, class_splits, derive_class_splits, seeds
         from xmic.grid.costs import price
         from xmic.grid.probe import probe_rates
         rates = probe_rates(Path(grid_dir), g, probe_segments, echo=click.echo)
-        price(Path(grid_dir), g, rates, f"a probe (1 epoch on up to {probe_segments} segments)",
-              {})
+        price(Path(grid_dir), g, rates, "a probe", {})  # its lines above say what it trained
     from xmic.grid.state import eta_words, grid_status
     from xmic.slurm.status import duration
     _, status = grid_status(Path(grid_dir), g)

@@ -23,7 +23,7 @@ from xmic.grid.layout import BORROWED_COSTS
 from xmic.grid.state import epoch_seconds, planned_epochs, run_state
 
 
-def _segments(cache: str, split: str, memo: dict) -> int | None:
+def split_segments(cache: str, split: str, memo: dict) -> int | None:
     """Segments of a cache's split (its plan), or None when the cache cannot be read."""
     key = (cache, split)
     if key not in memo:
@@ -41,7 +41,7 @@ def measured_rates(other_dir: Path, other: dict, memo: dict) -> dict:
     per: dict = {}
     rest: dict = {}
     for run in other["runs"]:
-        n = _segments(run["cache"], run["split"], memo)
+        n = split_segments(run["cache"], run["split"], memo)
         seconds = epoch_seconds(Path(other_dir) / run["dir"])
         if n and seconds:
             per.setdefault(run["method"], []).extend(s / n for s in seconds)
@@ -59,7 +59,7 @@ def price(grid_dir: Path, grid: dict, rates: dict, source: str, memo: dict) -> d
     methods, unmeasured = {}, []
     for m in dict.fromkeys(r["method"] for r in grid["runs"]):
         runs = [r for r in grid["runs"] if r["method"] == m]
-        sizes = [_segments(r["cache"], r["split"], memo) for r in runs]
+        sizes = [split_segments(r["cache"], r["split"], memo) for r in runs]
         if m not in rates or not all(sizes):
             unmeasured.append(m)
             continue
