@@ -23,3 +23,18 @@ def demo_out(tmp_path_factory):
     # open_clip's "initialized randomly" line is said once, in xmic's words ("RANDOM")
     assert "No pretrained weights loaded" not in cp.stdout + cp.stderr, cp.stderr
     return out, cp.stdout
+
+
+# Tests that share an expensive fixture run on one xdist worker, so it is built once, not once per
+# worker (`--dist loadgroup`; a test's own xdist_group mark wins).
+SHARED_FIXTURE_GROUPS = {"demo_out": "demo-out"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.get_closest_marker("xdist_group"):
+            continue
+        for fixture, group in SHARED_FIXTURE_GROUPS.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(pytest.mark.xdist_group(group))
+                break

@@ -17,6 +17,8 @@ from helpers import run_xmic
 from test_grid import recipe, world  # noqa: F401  (the generated caches)
 from xmic.evaluate.results import COLUMNS
 
+pytestmark = pytest.mark.xdist_group("results-grid")  # one worker builds the module's grid once
+
 
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory, world):  # noqa: F811
