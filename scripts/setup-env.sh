@@ -14,8 +14,16 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$venv/bin/xmic" ]
 fi
 echo "[setup-env] creating/updating $venv (first run installs torch; this takes a few minutes)" >&2
 python3 -m venv "$venv"
-"$venv/bin/python" -m pip install -q --upgrade pip >&2 || true
+# uv installs the same packages from the same index as pip, several times faster (torch and its
+# CUDA libraries: 15 s against 66 s here); where uv cannot be had or fails, pip does it
 # shellcheck disable=SC2086
-"$venv/bin/python" -m pip install -q $torch_spec >&2
-"$venv/bin/python" -m pip install -q -e "$root[test]" $torch_spec >&2
+if "$venv/bin/python" -m pip install -q uv >&2 \
+    && "$venv/bin/uv" pip install -q --python "$venv/bin/python" $torch_spec -e "$root[test]" >&2; then
+  :
+else
+  echo "[setup-env] uv unavailable or failed; installing with pip" >&2
+  "$venv/bin/python" -m pip install -q --upgrade pip >&2 || true
+  "$venv/bin/python" -m pip install -q $torch_spec >&2
+  "$venv/bin/python" -m pip install -q -e "$root[test]" $torch_spec >&2
+fi
 echo "$want" > "$stamp"
