@@ -15,10 +15,12 @@ fi
 echo "[setup-env] creating/updating $venv (first run installs torch; this takes a few minutes)" >&2
 python3 -m venv "$venv"
 # uv installs the same packages from the same index as pip, several times faster (torch and its
-# CUDA libraries: 15 s against 66 s here); where uv cannot be had or fails, pip does it
+# CUDA libraries: 15 s against 66 s here); where uv cannot be had or fails, pip does it. Bytecode
+# is compiled at install, as pip does: with PYTHONDONTWRITEBYTECODE set (as on our machines) a
+# venv without it imports torch from source in every process, twice as slow
 # shellcheck disable=SC2086
 if "$venv/bin/python" -m pip install -q uv >&2 \
-    && "$venv/bin/uv" pip install -q --python "$venv/bin/python" $torch_spec -e "$root[test]" >&2; then
+    && "$venv/bin/uv" pip install -q --compile-bytecode --python "$venv/bin/python" $torch_spec -e "$root[test]" >&2; then
   :
 else
   echo "[setup-env] uv unavailable or failed; installing with pip" >&2
