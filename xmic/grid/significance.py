@@ -33,7 +33,7 @@ class Significance:
     intervals: dict = field(default_factory=dict)   # (label, column, method) -> (lo, hi)
     winners: dict = field(default_factory=dict)     # (label, column) -> method or None
     gaps: dict = field(default_factory=dict)        # (label, column) -> (first, second, lo, hi)
-    dropped: dict = field(default_factory=dict)     # draws key (label, source, target, ...) -> left out
+    dropped: dict = field(default_factory=dict)     # draws key -> segments left out
 
     def note(self) -> str:
         return (f"[lo, hi]: {100 * self.level:.0f}% interval of a paired bootstrap over segments "
