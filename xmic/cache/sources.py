@@ -40,7 +40,8 @@ def parse_hub(source: str) -> tuple[str, str | None]:
 
 
 def local_folder(source: str) -> tuple[Path, bool]:
-    """(the published folder to read, whether its files are hub blob links)."""
+    """(the published folder to read, whether its files are hub blob links); refused when
+    there is no such folder."""
     if source.startswith(HUB):
         repo, revision = parse_hub(source)
         try:
@@ -60,12 +61,15 @@ def local_folder(source: str) -> tuple[Path, bool]:
             raise CacheError(f"{source}: the hub refused the download ({e}); check the "
                              "repository name, revision and your token") from None
         return Path(path), True
+    folder = Path(source)
     if source.startswith("file://"):
         url = urlparse(source)
         if url.netloc not in ("", "localhost"):
             raise CacheError(f"{source!r}: a file URL names a local path (file:///PATH)")
-        return Path(unquote(url.path)), False
-    return Path(source), False
+        folder = Path(unquote(url.path))
+    if not folder.is_dir():
+        raise CacheError(f"{source}: no such folder")
+    return folder, False
 
 
 def fetched_name(source: str, content: str) -> str:
@@ -87,8 +91,6 @@ def fetch(source: str, dest: str | Path, progress=None):
     """Fetch a published cache into the new folder ``dest``, checked; returns the ``Cache``."""
     from xmic.cache.publish import fetch_folder
     folder, links = local_folder(str(source))
-    if not folder.is_dir():
-        raise CacheError(f"{source}: no such folder")
     return fetch_folder(folder, dest, str(source), follow_links=links, progress=progress)
 
 
@@ -102,8 +104,6 @@ def resolve_cache(source: str | Path) -> Path:
     if not is_remote(source):
         return Path(source)
     folder, links = local_folder(source)
-    if not folder.is_dir():
-        raise CacheError(f"{source}: no such folder")
     dest = fetched_home() / fetched_name(source, content_id(read_manifest(folder, source, links)))
     if not dest.is_dir():
         from xmic.files.atomic import make_dirs

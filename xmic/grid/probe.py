@@ -32,7 +32,8 @@ from xmic.train.loop import train
 
 class SampledBank:
     """``load_bank`` that keeps ``segments`` of the split, drawn at random (seeded); ``used``:
-    how many the last load kept, ``load_s``: seconds spent loading whole splits."""
+    how many the first load (the split a run trains on) kept, ``load_s``: seconds spent loading
+    whole splits."""
 
     def __init__(self, segments: int, seed: int = 0):
         self.segments, self.seed, self.used, self.load_s = segments, seed, 0, 0.0
@@ -44,7 +45,7 @@ class SampledBank:
         if len(bank) > self.segments:
             pick = np.random.default_rng(self.seed).choice(len(bank), self.segments, replace=False)
             bank = bank.subset(np.sort(pick))
-        self.used = len(bank)
+        self.used = self.used or len(bank)
         return bank
 
 
